@@ -1,0 +1,3 @@
+//! Meridian client (work in progress).
+pub mod config;
+pub mod wire;

@@ -1,0 +1,480 @@
+//! The client protocol's message types: the one module the server shares
+//! with the client (the server depends on it, never the reverse).
+//!
+//! Transport: QUIC with ALPN [`ALPN`]. The client verifies the server's
+//! certificate against the cluster CA (server name = the node's name) and
+//! presents the cluster's client certificate. On a new connection the client
+//! opens one bidirectional stream, writes one [`Hello`] frame and finishes
+//! the stream; the server answers one [`HelloReply`] frame. Nothing else is
+//! accepted on a connection before a `HelloReply::Ok`.
+//!
+//! After that, each request uses its own bidirectional stream: the client
+//! writes one [`Request`] frame and finishes its side; the server writes one
+//! [`Response`] frame and finishes. Requests never wait on each other (no
+//! head-of-line blocking) and neither side waits for stream
+//! acknowledgements (`stopped()`), which would cost a delayed-ACK period
+//! (~25 ms) per request.
+//!
+//! Framing: a frame is a little-endian `u32` payload length followed by the
+//! payload, an rkyv archive of the message. Payloads above
+//! [`MAX_FRAME_BYTES`] are refused without being read. Every payload is
+//! validated (bytecheck) before use: unknown enum tags, truncated or
+//! malformed bytes become [`DecodeError`], never a panic.
+
+use std::fmt;
+
+/// ALPN protocol id of the client protocol.
+pub const ALPN: &[u8] = b"meridian/1";
+
+/// Version carried in [`Hello`]; a server refuses versions it doesn't speak.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest frame either side accepts, in bytes. A single request may carry
+/// up to one whole object (16 MiB) plus framing and metadata; 20 MiB bounds
+/// the memory one stream can make a node allocate.
+pub const MAX_FRAME_BYTES: usize = 20 << 20;
+
+/// Largest key, in bytes (a key is an arbitrary byte string).
+pub const MAX_KEY_BYTES: usize = 4 << 10;
+
+/// Largest set member or register value, in bytes.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// Largest object (a whole set), in bytes.
+pub const MAX_OBJECT_BYTES: usize = 16 << 20;
+
+/// The type of an object. `(kind, key)` is an object's identity: a counter
+/// and a set may share a key without conflict.
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Debug,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Counter,
+    Set,
+    Register,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Set => "set",
+            Kind::Register => "register",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "counter" => Ok(Kind::Counter),
+            "set" => Ok(Kind::Set),
+            "register" => Ok(Kind::Register),
+            other => Err(format!(
+                "unknown type {other:?}: expected counter, set or register"
+            )),
+        }
+    }
+}
+
+/// Per-request consistency level (DESIGN.md section 7).
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Debug,
+    Default,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// The contacted replica alone: lowest latency, available while it is up.
+    #[default]
+    Local,
+    /// The object's leader (first live node of its preference list).
+    Leader,
+    /// A majority of the object's replicas.
+    Quorum,
+    /// Every replica of the object.
+    All,
+}
+
+impl Consistency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Local => "local",
+            Consistency::Leader => "leader",
+            Consistency::Quorum => "quorum",
+            Consistency::All => "all",
+        }
+    }
+}
+
+impl fmt::Display for Consistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Consistency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(Consistency::Local),
+            "leader" => Ok(Consistency::Leader),
+            "quorum" => Ok(Consistency::Quorum),
+            "all" => Ok(Consistency::All),
+            other => Err(format!(
+                "unknown consistency {other:?}: expected local, leader, quorum or all"
+            )),
+        }
+    }
+}
+
+/// First frame of every connection.
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Hello {
+    pub version: u16,
+    /// The cluster's access token (from `client.toml`).
+    pub token: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum HelloReply {
+    /// Authenticated; `node` and `region` name the server.
+    Ok { node: String, region: String },
+    /// Refused (wrong or missing token, unsupported version, too many
+    /// connections); the server closes the connection after sending this.
+    Refused(WireError),
+}
+
+/// One request.
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Request {
+    pub op: Operation,
+    pub consistency: Consistency,
+    /// How long the server may work on the request before answering
+    /// `Timeout`. 0 means the server's default.
+    pub timeout_ms: u32,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Operation {
+    /// Add `delta` (may be negative) to a counter.
+    CounterIncr { key: Vec<u8>, delta: i64 },
+    CounterRead { key: Vec<u8> },
+    SetAdd { key: Vec<u8>, members: Vec<Vec<u8>> },
+    SetRemove { key: Vec<u8>, members: Vec<Vec<u8>> },
+    SetRead { key: Vec<u8> },
+    RegisterPut { key: Vec<u8>, value: Vec<u8> },
+    RegisterGet { key: Vec<u8> },
+    /// Delete an object: a counter forgets what this replica observed, a set
+    /// removes every observed member, a register writes a tombstone.
+    Delete { kind: Kind, key: Vec<u8> },
+    /// The serving node's view of the cluster (`meridian status`).
+    Status,
+    /// Shift the serving node's physical clock by `offset_ms`. Only accepted
+    /// by a node started with `--allow-debug-clock`; `InvalidArgument`
+    /// otherwise. Used by the partition harness's clock nemesis.
+    DebugClockOffset { offset_ms: i64 },
+}
+
+impl Operation {
+    /// Whether the operation changes state (writes are never retried by the
+    /// client on its own: a timed-out write may have taken effect).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Operation::CounterIncr { .. }
+                | Operation::SetAdd { .. }
+                | Operation::SetRemove { .. }
+                | Operation::RegisterPut { .. }
+                | Operation::Delete { .. }
+                | Operation::DebugClockOffset { .. }
+        )
+    }
+}
+
+/// A hybrid-logical-clock timestamp: `time` is a 64-bit NTP timestamp
+/// (32.32 fixed point seconds since 1900) with the low 4 bits used as a
+/// logical counter; `node` is the incarnation id that issued it. Ordered by
+/// `(time, node)`, which is how last-writer-wins registers pick a winner.
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct WireHlc {
+    pub time: u64,
+    pub node: u64,
+}
+
+/// The answer to one request.
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Response {
+    Ok(Reply),
+    Err(WireError),
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Reply {
+    /// Name of the node that served the request (the coordinator; for
+    /// `leader` requests, the leader).
+    pub node: String,
+    /// The level the request was served at.
+    pub consistency: Consistency,
+    pub value: ReplyValue,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum ReplyValue {
+    /// A counter's value (reads, and the new value after an increment or delete).
+    Counter { value: i64 },
+    /// A set's members in ascending byte order, and how many there are
+    /// (reads, and the new state after an add, remove or delete).
+    Set { members: Vec<Vec<u8>>, count: u64 },
+    /// A register's value (`None`: never written, or deleted) and the HLC
+    /// timestamp of the write that produced it (`None` only if never written).
+    Register {
+        value: Option<Vec<u8>>,
+        hlc: Option<WireHlc>,
+    },
+    Status(NodeStatus),
+    /// The operation has no value to report (e.g. `DebugClockOffset`).
+    Done,
+}
+
+/// A node's view of the cluster, for `meridian status`.
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    pub region: String,
+    /// Current incarnation id (changes after an unclean restart).
+    pub incarnation: u64,
+    pub uptime_ms: u64,
+    pub log_bytes: u64,
+    pub deltas_originated: u64,
+    pub deltas_applied: u64,
+    pub peers: Vec<PeerStatus>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PeerStatus {
+    pub node: String,
+    pub region: String,
+    pub connected: bool,
+    /// Deltas this node has that the peer has not acknowledged.
+    pub lag_deltas: u64,
+    /// Age of the oldest delta the peer has not acknowledged, in ms.
+    pub lag_ms: u64,
+    /// Peer's clock minus ours, estimated from its messages, in ms.
+    pub clock_offset_ms: i64,
+    /// Deltas from this peer deferred because their timestamp was too far ahead.
+    pub deferred_deltas: u64,
+}
+
+/// Errors a server reports. `Unavailable`, `WrongType`, `InvalidArgument`,
+/// `Unauthorized` and `Overloaded` are *definite*: the request had no effect.
+/// `Timeout` and `Internal` are *indeterminate*: a write may still take effect.
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum WireError {
+    /// Fewer replicas reachable than the level needs; nothing was attempted.
+    Unavailable { needed: u32, reachable: u32 },
+    /// The deadline passed with `acked` of `needed` durable acknowledgements.
+    Timeout { acked: u32, needed: u32 },
+    WrongType { message: String },
+    InvalidArgument { message: String },
+    Unauthorized { message: String },
+    /// A limit (connections, in-flight requests) refused the request.
+    Overloaded { message: String },
+    Internal { message: String },
+}
+
+impl WireError {
+    /// Whether the request certainly had no effect.
+    pub fn is_definite(&self) -> bool {
+        !matches!(self, WireError::Timeout { .. } | WireError::Internal { .. })
+    }
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::Unavailable { needed, reachable } => write!(
+                f,
+                "unavailable: needed {needed} replicas, {reachable} reachable"
+            ),
+            WireError::Timeout { acked, needed } => write!(
+                f,
+                "timed out with {acked} of {needed} acknowledgements (the write may still take effect)"
+            ),
+            WireError::WrongType { message } => write!(f, "wrong type: {message}"),
+            WireError::InvalidArgument { message } => write!(f, "invalid argument: {message}"),
+            WireError::Unauthorized { message } => write!(f, "unauthorized: {message}"),
+            WireError::Overloaded { message } => write!(f, "overloaded: {message}"),
+            WireError::Internal { message } => write!(f, "internal error: {message}"),
+        }
+    }
+}
+
+/// A payload that failed validation.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+/// Encodes `msg` as a frame: 4-byte little-endian length, then the archive.
+pub fn encode<T>(msg: &T) -> Vec<u8>
+where
+    T: for<'a> rkyv::Serialize<
+            rkyv::api::high::HighSerializer<
+                rkyv::util::AlignedVec,
+                rkyv::ser::allocator::ArenaHandle<'a>,
+                rkyv::rancor::Error,
+            >,
+        >,
+{
+    let payload = rkyv::to_bytes::<rkyv::rancor::Error>(msg)
+        .expect("serializing into a growable buffer cannot fail");
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+/// Validates and decodes one frame's payload (without the length prefix).
+pub fn decode<T>(payload: &[u8]) -> Result<T, DecodeError>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    if payload.len() > MAX_FRAME_BYTES {
+        return Err(DecodeError::TooLarge {
+            len: payload.len(),
+            max: MAX_FRAME_BYTES,
+        });
+    }
+    rkyv::from_bytes::<T, rkyv::rancor::Error>(payload)
+        .map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
+/// Reads a frame's length prefix and checks it against `max`.
+pub fn frame_len(prefix: [u8; 4], max: usize) -> Result<usize, DecodeError> {
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > max {
+        return Err(DecodeError::TooLarge { len, max });
+    }
+    Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips() {
+        let req = Request {
+            op: Operation::SetAdd {
+                key: b"cart".to_vec(),
+                members: vec![b"apple".to_vec(), vec![0xff, 0x00]],
+            },
+            consistency: Consistency::Quorum,
+            timeout_ms: 250,
+        };
+        let frame = encode(&req);
+        let len = frame_len(frame[..4].try_into().unwrap(), MAX_FRAME_BYTES).unwrap();
+        assert_eq!(len, frame.len() - 4);
+        let back: Request = decode(&frame[4..]).unwrap();
+        assert_eq!(back, req);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for garbage in [
+            &b""[..],
+            &b"\x01"[..],
+            &[0xffu8; 64][..],
+            &b"not an archive at all, just some text"[..],
+        ] {
+            assert!(decode::<Request>(garbage).is_err());
+            assert!(decode::<Response>(garbage).is_err());
+        }
+    }
+
+    #[test]
+    fn truncated_frames_are_rejected() {
+        let frame = encode(&Response::Ok(Reply {
+            node: "us-east-1".into(),
+            consistency: Consistency::Local,
+            value: ReplyValue::Counter { value: 7 },
+        }));
+        for cut in 0..frame.len() - 4 {
+            // Any strict prefix of a payload must fail validation or decode
+            // to something else; it must never panic.
+            let _ = decode::<Response>(&frame[4..4 + cut]);
+        }
+    }
+
+    #[test]
+    fn oversized_length_prefix_is_refused() {
+        let prefix = ((MAX_FRAME_BYTES + 1) as u32).to_le_bytes();
+        assert!(matches!(
+            frame_len(prefix, MAX_FRAME_BYTES),
+            Err(DecodeError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn definite_errors_are_classified() {
+        assert!(
+            WireError::Unavailable {
+                needed: 2,
+                reachable: 1
+            }
+            .is_definite()
+        );
+        assert!(
+            !WireError::Timeout {
+                acked: 1,
+                needed: 2
+            }
+            .is_definite()
+        );
+    }
+}
