@@ -20,7 +20,17 @@ use std::fmt;
 
 /// Identity of one replica incarnation. Never zero.
 #[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
 )]
 #[rkyv(derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash))]
 pub struct NodeId(pub u64);
@@ -274,8 +284,9 @@ impl CausalContext {
         }
     }
 
-    /// Set union. Cost is proportional to `other`'s size, not `self`'s.
-    pub fn join(&mut self, other: &CausalContext) {
+    /// Set union; returns whether `self` gained a dot. Cost is proportional
+    /// to `other`'s size, not `self`'s.
+    pub fn join(&mut self, other: &CausalContext) -> bool {
         let mut touched: BTreeSet<NodeId> = BTreeSet::new();
         for (node, counter) in other.vv.iter() {
             if counter > self.vv.get(node) {
@@ -288,9 +299,11 @@ impl CausalContext {
                 touched.insert(dot.node);
             }
         }
+        let changed = !touched.is_empty();
         for node in touched {
             self.compact_node(node);
         }
+        changed
     }
 
     /// The highest counter of `node` present anywhere in the context.

@@ -1,1 +1,87 @@
-fn main() {}
+//! The `meridian` command: parses arguments, installs the tracing
+//! subscriber, and runs one subcommand from the `meridian_server` library.
+//!
+//! Exit codes: 0 on success, 1 on an error (one `error: ...` line on
+//! stderr), 2 on a command-line usage error (clap's own message).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Meridian: a geo-replicated CRDT key-value store.
+#[derive(Debug, Parser)]
+#[command(name = "meridian", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a cluster directory: CA, node and client certificates, configs.
+    Init(meridian_server::init::InitArgs),
+    /// Run one node.
+    Serve(ServeArgs),
+    /// Run one client operation against the cluster.
+    Cli(PassthroughArgs),
+    /// Show the cluster at a glance.
+    Status(PassthroughArgs),
+    /// Start a local three-region cluster with simulated WAN latency.
+    Demo(PassthroughArgs),
+    /// Generate load against a cluster.
+    Bench(PassthroughArgs),
+}
+
+/// Arguments of `meridian serve`.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The node's config file (written by `meridian init`).
+    #[arg(long)]
+    config: PathBuf,
+    /// Accept a debug clock offset (clock-skew fault injection).
+    #[arg(long)]
+    allow_debug_clock: bool,
+}
+
+/// Arguments of the commands not implemented yet, accepted as they come.
+#[derive(Debug, clap::Args)]
+struct PassthroughArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Logs go to stderr; RUST_LOG chooses what (default: info).
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole cause chain on one line.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init(args) => Ok(meridian_server::init::run(args)?),
+        Command::Serve(ServeArgs { .. }) => not_implemented("serve"),
+        Command::Cli(_) => not_implemented("cli"),
+        Command::Status(_) => not_implemented("status"),
+        Command::Demo(_) => not_implemented("demo"),
+        Command::Bench(_) => not_implemented("bench"),
+    }
+}
+
+fn not_implemented(command: &str) -> anyhow::Result<()> {
+    anyhow::bail!("`meridian {command}` is not implemented yet")
+}

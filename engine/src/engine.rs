@@ -1,0 +1,1024 @@
+//! The engine: applies local operations and remote deltas, reads objects,
+//! recovers after crashes, checkpoints and truncates the log.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::causal::{CausalContext, Dot, NodeId, VersionVector};
+use crate::clock::{Clock, Hlc, PhysicalTime};
+use crate::codec;
+use crate::crdt::{Counter, Delta, ObjectState, Register, register};
+use crate::error::{Error, Result};
+use crate::log::{self, Entry, Log, Record, Since};
+use crate::object::{
+    GroupFn, GroupId, Kind, MAX_OBJECT_BYTES, ObjectKey, Op, RegisterValue, Value,
+};
+use crate::store::{SetView, Store};
+
+/// When a write counts as durable.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Durability {
+    /// Acknowledge only after the log record is fdatasync'ed. Concurrent
+    /// writes share one fdatasync (group commit). Nothing acknowledged is
+    /// lost on power failure.
+    Sync,
+    /// fdatasync every interval; writes are acknowledged once handed to the
+    /// OS. A process crash loses nothing; a power failure or kernel crash
+    /// may lose up to one interval of acknowledged writes.
+    Periodic(Duration),
+}
+
+/// Engine settings. [`EngineConfig::new`] gives the defaults.
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// The data directory (created if missing). One engine per directory.
+    pub dir: PathBuf,
+    pub durability: Durability,
+    /// Remote timestamps further ahead of local physical time are refused.
+    pub max_clock_offset: Duration,
+    /// Log segment size, in bytes (the unit of truncation).
+    pub segment_bytes: u64,
+    /// sled page cache size, in bytes.
+    pub cache_bytes: u64,
+    /// The placement group of each object (default: all in group 0).
+    pub group_of: GroupFn,
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("dir", &self.dir)
+            .field("durability", &self.durability)
+            .field("max_clock_offset", &self.max_clock_offset)
+            .field("segment_bytes", &self.segment_bytes)
+            .field("cache_bytes", &self.cache_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default sled cache, in bytes: enough for a working set of a few hundred
+/// thousand small objects without starving a 2-core, multi-node test box.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
+
+impl EngineConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            dir: dir.into(),
+            durability: Durability::Sync,
+            max_clock_offset: Clock::DEFAULT_MAX_OFFSET,
+            segment_bytes: log::DEFAULT_SEGMENT_BYTES,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            group_of: Arc::new(|_| GroupId(0)),
+        }
+    }
+}
+
+/// The result of a local operation.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// The delta as replicated: its dot, timestamp, key and delta.
+    pub record: Record,
+    /// Log position the write is durable at (see [`Engine::wait_durable`]).
+    pub lsn: u64,
+    /// The object's value after the operation, for counters and registers
+    /// (sets: `None`, read them if needed; they may be large).
+    pub value: Option<Value>,
+}
+
+/// The result of merging a remote delta.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Merged {
+    /// Already applied here; nothing done.
+    Duplicate,
+    /// Logged and applied; `changed` says whether the object changed.
+    Applied { changed: bool, lsn: u64 },
+}
+
+/// Counters for metrics. Monotonic unless noted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Local operations applied.
+    pub writes: u64,
+    /// Remote deltas applied (not duplicates).
+    pub merges: u64,
+    /// Remote deltas that were already applied.
+    pub duplicates: u64,
+    /// Remote deltas refused because their timestamp was too far ahead.
+    pub clock_refusals: u64,
+    /// Full-state joins (read repair, full sync) that changed something.
+    pub state_merges: u64,
+    /// fdatasync calls on the log.
+    pub fsyncs: u64,
+    /// Bytes appended to the log.
+    pub log_bytes_written: u64,
+    /// Bytes of log currently retained (gauge).
+    pub log_retained_bytes: u64,
+    /// Deltas currently retained in the log (gauge).
+    pub log_retained_deltas: u64,
+    /// Checkpoints taken.
+    pub checkpoints: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    writes: AtomicU64,
+    merges: AtomicU64,
+    duplicates: AtomicU64,
+    clock_refusals: AtomicU64,
+    state_merges: AtomicU64,
+    fsyncs: AtomicU64,
+    log_bytes_written: AtomicU64,
+    checkpoints: AtomicU64,
+}
+
+/// Objects are locked in stripes: an operation holds its object's stripe
+/// from reading the state to writing it back. 1024 stripes make collisions
+/// between unrelated hot objects rare at negligible memory cost.
+const STRIPES: usize = 1024;
+
+/// Names of the files in the data directory.
+const IDENTITY_FILE: &str = "IDENTITY";
+const CHECKPOINT_FILE: &str = "CHECKPOINT";
+const CLEAN_FILE: &str = "CLEAN";
+const LOCK_FILE: &str = "LOCK";
+const LOG_DIR: &str = "log";
+const OBJECTS_DIR: &str = "objects";
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct IdentityFile {
+    incarnation: NodeId,
+}
+
+#[derive(Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct CheckpointFile {
+    /// Every entry before this position is in the object store.
+    lsn: u64,
+    /// Applied dots as of the checkpoint (entries after `lsn` add to it on replay).
+    applied: CausalContext,
+    /// Per group, the deltas truncation deleted.
+    truncated: BTreeMap<GroupId, VersionVector>,
+    /// The group of every stream seen.
+    streams: BTreeMap<NodeId, GroupId>,
+}
+
+/// A Meridian storage engine. Cheap to clone; all clones share one engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("dir", &self.inner.dir)
+            .field("node", &self.inner.node)
+            .finish()
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    config: EngineConfig,
+    node: NodeId,
+    clock: Clock,
+    log: Arc<Log>,
+    store: Store,
+    stripes: Box<[Mutex<()>]>,
+    /// Next sequence number per own stream; held across appends so each
+    /// stream's numbers are dense and in log order.
+    seqs: Mutex<HashMap<NodeId, u64>>,
+    applied: Mutex<CausalContext>,
+    durable: Arc<Mutex<CausalContext>>,
+    streams: Mutex<BTreeMap<NodeId, GroupId>>,
+    /// Start positions of entries appended but not yet in the object store.
+    in_flight: Mutex<BTreeSet<u64>>,
+    checkpoint_lock: Mutex<()>,
+    counters: Arc<Counters>,
+    syncer: Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+    /// Whether recovery cut a torn tail off the log.
+    torn_tail: bool,
+    _lock: File,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.log.group.shutdown();
+        if let Some(h) = self.syncer.lock().unwrap().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The stream id of `group` for an incarnation: the incarnation itself for
+/// group 0, a fixed mix of both otherwise. Deterministic, so peers can work
+/// out each other's streams.
+pub fn stream_id(incarnation: NodeId, group: GroupId) -> NodeId {
+    if group.0 == 0 {
+        return incarnation;
+    }
+    // splitmix64 finaliser over the pair; never returns 0 in practice, and
+    // 0 is mapped away to keep ids nonzero.
+    let mut z = incarnation.0 ^ ((group.0 as u64) << 48) ^ 0x9e37_79b9_7f4a_7c15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    NodeId(z.max(1))
+}
+
+fn read_small_file<T>(path: &Path, what: &'static str) -> Result<Option<T>>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+            rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
+        > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    if bytes.len() < 4 {
+        return Err(Error::corruption(path, format!("{what} file too short")));
+    }
+    let crc = u32::from_le_bytes(bytes[..4].try_into().unwrap());
+    if crc32fast::hash(&bytes[4..]) != crc {
+        return Err(Error::corruption(path, format!("{what} checksum mismatch")));
+    }
+    codec::decode::<T>(&bytes[4..])
+        .map(Some)
+        .map_err(|e| e.into_error(what, path))
+}
+
+/// Writes `[crc][payload]` to `path` atomically (temp file, fsync, rename,
+/// fsync of the directory).
+fn write_small_file<T: codec::Encode>(dir: &Path, name: &str, value: &T) -> Result<()> {
+    let payload = codec::encode(value);
+    let mut bytes = crc32fast::hash(&payload).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&payload);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    log::sync_dir(dir)
+}
+
+fn new_incarnation() -> NodeId {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return NodeId(id);
+        }
+    }
+}
+
+impl Engine {
+    /// Opens (or creates) the engine in `config.dir`, recovering from the
+    /// log. `now` stamps any deltas recovery has to re-issue.
+    pub fn open(config: EngineConfig, now: PhysicalTime) -> Result<Engine> {
+        let dir = config.dir.clone();
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        lock.try_lock().map_err(|_| {
+            Error::io(
+                &lock_path,
+                std::io::Error::other("the data directory is in use by another process"),
+            )
+        })?;
+
+        let identity: Option<IdentityFile> = read_small_file(&dir.join(IDENTITY_FILE), "identity")?;
+        let clean_path = dir.join(CLEAN_FILE);
+        let clean = clean_path.exists();
+        if clean {
+            fs::remove_file(&clean_path).map_err(|e| Error::io(&clean_path, e))?;
+            log::sync_dir(&dir)?;
+        }
+        let (node, unclean) = match identity {
+            Some(id) if clean => (id.incarnation, false),
+            Some(old) => {
+                let node = new_incarnation();
+                tracing::warn!(
+                    old = %old.incarnation, new = %node,
+                    "previous shutdown was not clean; starting a new incarnation"
+                );
+                (node, true)
+            }
+            None => (new_incarnation(), false),
+        };
+        if identity_needs_write(&dir, node)? {
+            write_small_file(&dir, IDENTITY_FILE, &IdentityFile { incarnation: node })?;
+        }
+
+        let store = Store::open(&dir.join(OBJECTS_DIR), config.cache_bytes)?;
+        let cp: CheckpointFile =
+            read_small_file(&dir.join(CHECKPOINT_FILE), "checkpoint")?.unwrap_or_default();
+        let mut applied = cp.applied.clone();
+        let mut streams = cp.streams.clone();
+        let group_of = config.group_of.clone();
+        let recovered = Log::open(
+            &dir.join(LOG_DIR),
+            config.segment_bytes,
+            config.group_of.clone(),
+            cp.truncated.clone(),
+            cp.lsn,
+            |pos, entry| {
+                match entry {
+                    Entry::Delta(r) => {
+                        merge_into_store(&store, &r.key, &r.delta, pos)?;
+                        applied.insert(r.dot);
+                        streams.insert(r.dot.node, group_of(&r.key));
+                    }
+                    Entry::Merge { key, delta } => {
+                        merge_into_store(&store, &key, &delta, pos)?;
+                    }
+                    Entry::Vector(vv) => {
+                        applied.join(&CausalContext::from_vector(vv));
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        let torn_tail = recovered.truncated_tail;
+        let log = Arc::new(recovered.log);
+        // What recovery read may sit only in the page cache: make it durable
+        // before reporting it as such.
+        log.sync_to(log.end()).map_err(|e| Error::io(&dir, e))?;
+
+        let counters = Arc::new(Counters::default());
+        let inner = Arc::new(Inner {
+            dir: dir.clone(),
+            clock: Clock::new(node, config.max_clock_offset),
+            node,
+            log: log.clone(),
+            store,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            seqs: Mutex::new(HashMap::new()),
+            durable: Arc::new(Mutex::new(applied.clone())),
+            applied: Mutex::new(applied),
+            streams: Mutex::new(streams),
+            in_flight: Mutex::new(BTreeSet::new()),
+            checkpoint_lock: Mutex::new(()),
+            counters: counters.clone(),
+            syncer: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            torn_tail,
+            config,
+            _lock: lock,
+        });
+        let periodic = match inner.config.durability {
+            Durability::Sync => None,
+            Durability::Periodic(d) => Some(d),
+        };
+        let handle = std::thread::Builder::new()
+            .name("meridian-log-sync".into())
+            .spawn(move || {
+                let sync_log = log.clone();
+                log.group.run_syncer(
+                    |target| {
+                        counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+                        sync_log.sync_to(target)
+                    },
+                    |_| {},
+                    periodic,
+                )
+            })
+            .map_err(|e| Error::io(&dir, e))?;
+        *inner.syncer.lock().unwrap() = Some(handle);
+        let engine = Engine { inner };
+        if unclean {
+            engine.relog_lost_tail(now)?;
+        }
+        Ok(engine)
+    }
+
+    /// After an unclean shutdown the object store may hold effects of log
+    /// entries that did not survive (written to the OS, not yet synced, when
+    /// power failed). Re-issue such objects' full states as new deltas so
+    /// every replica converges on them instead of diverging silently.
+    fn relog_lost_tail(&self, now: PhysicalTime) -> Result<()> {
+        let end = self.inner.log.end();
+        let keys = self.inner.store.objects_written_since(end)?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(
+            objects = keys.len(),
+            "object store holds effects the log lost; re-issuing their states"
+        );
+        let mut last = end;
+        for key in keys {
+            let _g = self.stripe(&key);
+            if let Some(state) = self.inner.store.read_state(&key)? {
+                let hlc = self.inner.clock.now(now);
+                let (_, lsn) = self.append_local(&key, hlc, state.to_delta(), |lsn| {
+                    write_state(&self.inner.store, &key, &state, lsn)
+                })?;
+                last = lsn;
+            }
+        }
+        self.wait_durable(last)
+    }
+
+    /// Whether opening cut a torn (partially written) tail off the log.
+    pub fn recovered_torn_tail(&self) -> bool {
+        self.inner.torn_tail
+    }
+
+    /// This incarnation's id (changes after an unclean shutdown).
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node
+    }
+
+    /// The stream this node numbers `group`'s deltas in.
+    pub fn stream(&self, group: GroupId) -> NodeId {
+        stream_id(self.inner.node, group)
+    }
+
+    /// The placement group of `key`.
+    pub fn group_of(&self, key: &ObjectKey) -> GroupId {
+        (self.inner.config.group_of)(key)
+    }
+
+    /// The group of a stream this node has seen deltas of.
+    pub fn stream_group(&self, stream: NodeId) -> Option<GroupId> {
+        self.inner.streams.lock().unwrap().get(&stream).copied()
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.inner.config.durability
+    }
+
+    fn stripe(&self, key: &ObjectKey) -> std::sync::MutexGuard<'_, ()> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        self.inner.stripes[(h.finish() as usize) % STRIPES]
+            .lock()
+            .unwrap()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Shutdown);
+        }
+        self.inner.log.group.check().map_err(Error::Poisoned)
+    }
+
+    /// Applies a local operation: computes its delta against the current
+    /// state, appends it to the log, applies it. The write is durable once
+    /// [`Engine::wait_durable`] (or [`Engine::on_durable`]) for the returned
+    /// position succeeds; callers acknowledge only then. On error nothing
+    /// changed.
+    pub fn apply(&self, key: &ObjectKey, op: Op, now: PhysicalTime) -> Result<Applied> {
+        op.validate(key.kind())?;
+        self.check_open()?;
+        let inner = &self.inner;
+        let _g = self.stripe(key);
+        let hlc = inner.clock.now(now);
+        let (record, lsn, value) = match key.kind() {
+            Kind::Counter => {
+                let mut state = inner.store.read_counter(key)?.unwrap_or_default();
+                let delta = match op {
+                    Op::Incr(d) => state.incr(inner.node, d)?,
+                    Op::Delete => state.delete(),
+                    _ => unreachable!("validated"),
+                };
+                let value = Value::Counter(state.value());
+                let (record, lsn) = self.append_local(key, hlc, Delta::Counter(delta), |lsn| {
+                    inner.store.write_counter(key, &state, lsn)
+                })?;
+                (record, lsn, Some(value))
+            }
+            Kind::Register => {
+                let value = match op {
+                    Op::Put(v) => Some(v),
+                    Op::Delete => None,
+                    _ => unreachable!("validated"),
+                };
+                let write = Register::write(hlc, value);
+                let mut state = inner.store.read_register(key)?;
+                register::merge_into(&mut state, &write);
+                let state = state.expect("just written");
+                let shown = Value::Register(Some(RegisterValue {
+                    value: state.value.clone(),
+                    hlc: state.hlc,
+                }));
+                let (record, lsn) = self.append_local(key, hlc, Delta::Register(write), |lsn| {
+                    inner.store.write_register(key, &state, lsn)
+                })?;
+                (record, lsn, Some(shown))
+            }
+            Kind::Set => {
+                let mut view = match &op {
+                    Op::Add(ms) | Op::Remove(ms) => {
+                        let list: Vec<&[u8]> = ms.iter().map(Vec::as_slice).collect();
+                        inner.store.load_set(key, Some(&list))?
+                    }
+                    Op::Delete => inner.store.load_set(key, None)?,
+                    _ => unreachable!("validated"),
+                };
+                let delta = match &op {
+                    Op::Add(ms) => view.set.add(inner.node, ms),
+                    Op::Remove(ms) => view.set.remove(ms),
+                    Op::Delete => view.set.delete(),
+                    _ => unreachable!("validated"),
+                };
+                if matches!(op, Op::Add(_)) && view.bytes_after() > MAX_OBJECT_BYTES as u64 {
+                    return Err(Error::InvalidArgument(format!(
+                        "the set would grow to {} bytes, over the {MAX_OBJECT_BYTES}-byte object limit",
+                        view.bytes_after()
+                    )));
+                }
+                let (record, lsn) = self.append_local(key, hlc, Delta::Set(delta), |lsn| {
+                    inner.store.write_set(key, &view, lsn)
+                })?;
+                (record, lsn, None)
+            }
+        };
+        inner.counters.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(Applied { record, lsn, value })
+    }
+
+    /// Numbers, logs and stores one locally made delta. `store(lsn)` writes
+    /// the new state. Holds the sequence lock across the append so each
+    /// stream's numbers are dense: a failed append leaves no gap.
+    fn append_local(
+        &self,
+        key: &ObjectKey,
+        hlc: Hlc,
+        delta: Delta,
+        store: impl FnOnce(u64) -> Result<()>,
+    ) -> Result<(Record, u64)> {
+        let inner = &self.inner;
+        let group = self.group_of(key);
+        let stream = self.stream(group);
+        let (record, start, end) = {
+            let mut seqs = inner.seqs.lock().unwrap();
+            let next = match seqs.get(&stream) {
+                Some(&n) => n,
+                None => inner.applied.lock().unwrap().max_counter(stream) + 1,
+            };
+            let record = Record {
+                dot: Dot::new(stream, next),
+                hlc,
+                key: key.clone(),
+                delta,
+            };
+            let entry = Entry::Delta(record);
+            let (start, end) = inner.log.append(&entry)?;
+            seqs.insert(stream, next + 1);
+            let Entry::Delta(record) = entry else {
+                unreachable!()
+            };
+            (record, start, end)
+        };
+        inner.streams.lock().unwrap().insert(stream, group);
+        self.finish_append(start, end, Some(record.dot), store)?;
+        Ok((record, end))
+    }
+
+    /// After an append: write the object store, then publish the dot.
+    fn finish_append(
+        &self,
+        start: u64,
+        end: u64,
+        dot: Option<Dot>,
+        store: impl FnOnce(u64) -> Result<()>,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        inner.counters
+            .log_bytes_written
+            .fetch_add(end - start, Ordering::Relaxed);
+        inner.in_flight.lock().unwrap().insert(start);
+        let stored = store(start);
+        inner.in_flight.lock().unwrap().remove(&start);
+        if let Err(e) = stored {
+            // The entry is in the log: replay on the next open will apply it.
+            // This process can't vouch for the object any more; stop writing.
+            tracing::error!(error = %e, "object store write failed after the log append");
+            return Err(e);
+        }
+        if let Some(dot) = dot {
+            inner.applied.lock().unwrap().insert(dot);
+            let durable = inner.durable.clone();
+            inner.log.group.on_durable(
+                end,
+                Box::new(move |r| {
+                    if r.is_ok() {
+                        durable.lock().unwrap().insert(dot);
+                    }
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    /// Merges a delta from a peer. Idempotent: a delta already applied is
+    /// reported as [`Merged::Duplicate`] and changes nothing. A delta
+    /// stamped too far in the future is refused with [`Error::ClockAhead`]
+    /// (retry later). Once applied, the delta is durable at the returned
+    /// position.
+    pub fn merge(&self, record: &Record, now: PhysicalTime) -> Result<Merged> {
+        record.key.validate()?;
+        if record.key.kind() != record.delta.kind() {
+            return Err(Error::WrongType(format!(
+                "{} delta for a {} key",
+                record.delta.kind(),
+                record.key.kind()
+            )));
+        }
+        self.check_open()?;
+        let inner = &self.inner;
+        if inner.applied.lock().unwrap().contains(record.dot) {
+            inner.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            return Ok(Merged::Duplicate);
+        }
+        if let Err(e) = inner.clock.observe(record.hlc, now) {
+            inner.counters.clock_refusals.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+        let _g = self.stripe(&record.key);
+        // Re-check under the object's lock: two peers may deliver the same
+        // delta at once.
+        if inner.applied.lock().unwrap().contains(record.dot) {
+            inner.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            return Ok(Merged::Duplicate);
+        }
+        let prepared = prepare_merge(&inner.store, &record.key, &record.delta)?;
+        let (start, end) = inner.log.append(&Entry::Delta(record.clone()))?;
+        inner
+            .streams
+            .lock()
+            .unwrap()
+            .insert(record.dot.node, self.group_of(&record.key));
+        let changed = prepared.changed();
+        self.finish_append(start, end, Some(record.dot), |lsn| {
+            prepared.write(&inner.store, &record.key, lsn)
+        })?;
+        inner.counters.merges.fetch_add(1, Ordering::Relaxed);
+        Ok(Merged::Applied { changed, lsn: end })
+    }
+
+    /// Joins a full object state (read repair, full-state sync). Logged for
+    /// durability, never replicated. Returns whether the object changed and
+    /// the position it is durable at (`None` if nothing changed).
+    pub fn merge_state(
+        &self,
+        key: &ObjectKey,
+        state: &ObjectState,
+        now: PhysicalTime,
+    ) -> Result<Option<u64>> {
+        key.validate()?;
+        if key.kind() != state.kind() {
+            return Err(Error::WrongType(format!(
+                "{} state for a {} key",
+                state.kind(),
+                key.kind()
+            )));
+        }
+        self.check_open()?;
+        if let ObjectState::Register(r) = state {
+            self.inner.clock.observe(r.hlc, now)?;
+        }
+        let inner = &self.inner;
+        let _g = self.stripe(key);
+        let delta = state.to_delta();
+        let prepared = prepare_merge(&inner.store, key, &delta)?;
+        if !prepared.changed() {
+            return Ok(None);
+        }
+        let (start, end) = inner.log.append(&Entry::Merge {
+            key: key.clone(),
+            delta,
+        })?;
+        self.finish_append(start, end, None, |lsn| {
+            prepared.write(&inner.store, key, lsn)
+        })?;
+        inner.counters.state_merges.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(end))
+    }
+
+    /// After a full-state sync whose objects were joined with
+    /// [`Engine::merge_state`]: records that everything in `vector` is now
+    /// applied here. Returns the position it is durable at.
+    pub fn join_vector(&self, vector: &VersionVector, groups: &[(NodeId, GroupId)]) -> Result<u64> {
+        self.check_open()?;
+        let inner = &self.inner;
+        let (start, end) = inner.log.append(&Entry::Vector(vector.clone()))?;
+        inner.streams.lock().unwrap().extend(groups.iter().copied());
+        self.finish_append(start, end, None, |_| Ok(()))?;
+        let ctx = CausalContext::from_vector(vector.clone());
+        inner.applied.lock().unwrap().join(&ctx);
+        let durable = inner.durable.clone();
+        inner.log.group.on_durable(
+            end,
+            Box::new(move |r| {
+                if r.is_ok() {
+                    durable.lock().unwrap().join(&ctx);
+                }
+            }),
+        );
+        Ok(end)
+    }
+
+    /// Blocks until everything up to `lsn` is durable.
+    pub fn wait_durable(&self, lsn: u64) -> Result<()> {
+        self.inner.log.group.wait(lsn).map_err(Error::Poisoned)
+    }
+
+    /// Calls `f` once everything up to `lsn` is durable (possibly at once,
+    /// on this thread; otherwise on the log's sync thread: keep it short).
+    pub fn on_durable(&self, lsn: u64, f: impl FnOnce(Result<()>) + Send + 'static) {
+        self.inner
+            .log
+            .group
+            .on_durable(lsn, Box::new(move |r| f(r.map_err(Error::Poisoned))));
+    }
+
+    /// Asks for an fsync of everything written so far, without waiting.
+    pub fn request_sync(&self) {
+        self.inner.log.group.request_all();
+    }
+
+    /// Reads an object's value (an absent object reads as empty).
+    pub fn read(&self, key: &ObjectKey) -> Result<Value> {
+        let store = &self.inner.store;
+        Ok(match key.kind() {
+            Kind::Counter => Value::Counter(store.read_counter(key)?.map_or(0, |c| c.value())),
+            Kind::Register => Value::Register(store.read_register(key)?.map(|r| RegisterValue {
+                value: r.value,
+                hlc: r.hlc,
+            })),
+            Kind::Set => Value::Set(store.read_set_members(key)?),
+        })
+    }
+
+    /// An object's full CRDT state (for joins across replicas), consistent
+    /// with respect to concurrent writes.
+    pub fn state(&self, key: &ObjectKey) -> Result<Option<ObjectState>> {
+        let _g = self.stripe(key);
+        self.inner.store.read_state(key)
+    }
+
+    /// Dots applied here (including not-yet-durable ones).
+    pub fn applied(&self) -> CausalContext {
+        self.inner.applied.lock().unwrap().clone()
+    }
+
+    /// Dots applied here durably: what this node may acknowledge.
+    pub fn durable(&self) -> CausalContext {
+        self.inner.durable.lock().unwrap().clone()
+    }
+
+    /// Deltas of the groups `wants` admits that `have` lacks, in batches.
+    /// `Ok(None)`: some were already truncated; the peer needs a full sync.
+    pub fn deltas_since(
+        &self,
+        have: &CausalContext,
+        wants: &dyn Fn(GroupId) -> bool,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Since>> {
+        self.inner
+            .log
+            .deltas_since(have, wants, max_records, max_bytes)
+    }
+
+    /// Visits every object of the groups `wants` admits (a full-state sync),
+    /// stopping when `f` returns `false`. Returns the applied vector, limited
+    /// to those groups, taken before the visit: every delta it covers is
+    /// reflected in the visited states.
+    pub fn full_state(
+        &self,
+        wants: &dyn Fn(GroupId) -> bool,
+        f: impl FnMut(ObjectKey, ObjectState) -> Result<bool>,
+    ) -> Result<(VersionVector, Vec<(NodeId, GroupId)>)> {
+        let applied = self.applied();
+        let streams = self.inner.streams.lock().unwrap().clone();
+        let mut vector = VersionVector::new();
+        let mut groups = Vec::new();
+        for (node, counter) in applied.vector().iter() {
+            if let Some(&g) = streams.get(&node) {
+                if wants(g) {
+                    vector.set(node, counter);
+                    groups.push((node, g));
+                }
+            }
+        }
+        let group_of = self.inner.config.group_of.clone();
+        self.inner
+            .store
+            .for_each_object(&|k| wants(group_of(k)), f)?;
+        Ok((vector, groups))
+    }
+
+    /// Makes the object store durable up to a log position and records it,
+    /// so recovery replays only what follows. Returns that position.
+    pub fn checkpoint(&self) -> Result<u64> {
+        let inner = &self.inner;
+        let _cp = inner.checkpoint_lock.lock().unwrap();
+        let truncated = inner.log.truncated();
+        self.checkpoint_locked(truncated)
+    }
+
+    fn checkpoint_locked(&self, truncated: BTreeMap<GroupId, VersionVector>) -> Result<u64> {
+        let inner = &self.inner;
+        let applied = self.applied();
+        let streams = inner.streams.lock().unwrap().clone();
+        // Every dot in `applied` has its entry below `end`; make them durable.
+        let end = inner.log.end();
+        self.wait_durable(end)?;
+        let lsn = inner
+            .in_flight
+            .lock()
+            .unwrap()
+            .first()
+            .copied()
+            .unwrap_or(end)
+            .min(end);
+        inner.store.flush_durable()?;
+        write_small_file(
+            &inner.dir,
+            CHECKPOINT_FILE,
+            &CheckpointFile {
+                lsn,
+                applied,
+                truncated,
+                streams,
+            },
+        )?;
+        inner.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(lsn)
+    }
+
+    /// Checkpoints, then deletes log segments whose deltas every replica has:
+    /// `stable(group)` is the meet of the applied vectors of the group's
+    /// replicas. Returns the bytes reclaimed.
+    pub fn truncate(&self, stable: &dyn Fn(GroupId) -> VersionVector) -> Result<u64> {
+        let inner = &self.inner;
+        let _cp = inner.checkpoint_lock.lock().unwrap();
+        let lsn = self.checkpoint_locked(inner.log.truncated())?;
+        let (count, truncated) = inner.log.plan_truncation(lsn, stable);
+        if count == 0 {
+            return Ok(0);
+        }
+        // Persist the new truncation bounds before deleting anything, so a
+        // crash in between errs towards full syncs, never towards silently
+        // missing deltas.
+        self.checkpoint_locked(truncated.clone())?;
+        inner.log.drop_front(count, truncated)
+    }
+
+    /// Per group, the deltas truncation deleted.
+    pub fn truncated(&self) -> BTreeMap<GroupId, VersionVector> {
+        self.inner.log.truncated()
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let c = &self.inner.counters;
+        Metrics {
+            writes: c.writes.load(Ordering::Relaxed),
+            merges: c.merges.load(Ordering::Relaxed),
+            duplicates: c.duplicates.load(Ordering::Relaxed),
+            clock_refusals: c.clock_refusals.load(Ordering::Relaxed),
+            state_merges: c.state_merges.load(Ordering::Relaxed),
+            fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            log_bytes_written: c.log_bytes_written.load(Ordering::Relaxed),
+            log_retained_bytes: self.inner.log.retained_bytes(),
+            log_retained_deltas: self.inner.log.retained_deltas() as u64,
+            checkpoints: c.checkpoints.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops accepting writes, checkpoints, syncs, and marks the shutdown
+    /// clean (the next open keeps this incarnation).
+    pub fn close(&self) -> Result<()> {
+        let inner = &self.inner;
+        if inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.checkpoint()?;
+        inner.log.group.shutdown();
+        if let Some(h) = inner.syncer.lock().unwrap().take() {
+            let _ = h.join();
+        }
+        let clean = inner.dir.join(CLEAN_FILE);
+        File::create(&clean)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&clean, e))?;
+        log::sync_dir(&inner.dir)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Position of the end of the log.
+    pub fn log_end(&self) -> u64 {
+        self.inner.log.end()
+    }
+
+    /// Position of the first retained log entry.
+    pub fn log_start(&self) -> u64 {
+        self.inner.log.start()
+    }
+}
+
+fn identity_needs_write(dir: &Path, node: NodeId) -> Result<bool> {
+    let current: Option<IdentityFile> = read_small_file(&dir.join(IDENTITY_FILE), "identity")?;
+    Ok(current.map(|c| c.incarnation) != Some(node))
+}
+
+/// A merge computed against the current state, not yet written.
+enum Prepared {
+    Counter(Counter, bool),
+    Register(Register, bool),
+    Set(SetView, bool),
+}
+
+impl Prepared {
+    fn changed(&self) -> bool {
+        match self {
+            Prepared::Counter(_, c) | Prepared::Register(_, c) | Prepared::Set(_, c) => *c,
+        }
+    }
+
+    fn write(&self, store: &Store, key: &ObjectKey, lsn: u64) -> Result<()> {
+        if !self.changed() {
+            return Ok(());
+        }
+        match self {
+            Prepared::Counter(c, _) => store.write_counter(key, c, lsn),
+            Prepared::Register(r, _) => store.write_register(key, r, lsn),
+            Prepared::Set(v, _) => store.write_set(key, v, lsn),
+        }
+    }
+}
+
+fn prepare_merge(store: &Store, key: &ObjectKey, delta: &Delta) -> Result<Prepared> {
+    Ok(match delta {
+        Delta::Counter(d) => {
+            let mut c = store.read_counter(key)?.unwrap_or_default();
+            let changed = c.merge(d);
+            Prepared::Counter(c, changed)
+        }
+        Delta::Register(d) => {
+            let mut r = store.read_register(key)?;
+            let changed = register::merge_into(&mut r, d);
+            Prepared::Register(r.expect("merged"), changed)
+        }
+        Delta::Set(d) => {
+            let mut view = match d.scope {
+                crate::crdt::Scope::Listed => {
+                    let list: Vec<&[u8]> = d.members().collect();
+                    store.load_set(key, Some(&list))?
+                }
+                crate::crdt::Scope::Full => store.load_set(key, None)?,
+            };
+            let changed = view.set.merge(d);
+            Prepared::Set(view, changed)
+        }
+    })
+}
+
+/// Joins a delta into the stored object (recovery replay).
+fn merge_into_store(store: &Store, key: &ObjectKey, delta: &Delta, lsn: u64) -> Result<()> {
+    if key.kind() != delta.kind() {
+        return Err(Error::corruption(
+            "<log>",
+            format!("{} delta for {key:?}", delta.kind()),
+        ));
+    }
+    prepare_merge(store, key, delta)?.write(store, key, lsn)
+}
+
+/// Overwrites the stored object with `state` (it already contains it).
+fn write_state(store: &Store, key: &ObjectKey, state: &ObjectState, lsn: u64) -> Result<()> {
+    match state {
+        ObjectState::Counter(c) => store.write_counter(key, c, lsn),
+        ObjectState::Register(r) => store.write_register(key, r, lsn),
+        ObjectState::Set(_) => {
+            let view = store.load_set(key, None)?;
+            store.write_set(key, &view, lsn)
+        }
+    }
+}

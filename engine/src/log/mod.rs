@@ -1,0 +1,761 @@
+//! The log: write-ahead log and replication log in one.
+//!
+//! Every originated or received delta, every local full-state join (read
+//! repair, full sync) and every applied-vector join is appended here before
+//! it touches the object store. The log is the durability point: a write is
+//! acknowledged once its record is fdatasync'ed (see [`group`]).
+//!
+//! On disk: segment files `log/<start position>.seg`, each a sequence of
+//! frames `[len: u32 LE][crc32 of payload: u32 LE][payload]`, payload =
+//! `[format version][rkyv archive of Entry]`. Positions (LSNs) are byte
+//! offsets in the concatenation of all segments, so a segment's file name
+//! is its first position and positions never repeat.
+//!
+//! Recovery reads every retained segment. A frame that fails its checksum
+//! or does not decode at the end of the last segment, with no valid frame
+//! after it, is a torn write: it is truncated away with a warning. The same
+//! anywhere else is corruption and stops the open ([`Error::Corruption`]):
+//! serving data with a hole in its history would be worse than not serving.
+//!
+//! An in-memory index maps every retained delta's dot to its position, so
+//! "everything after version vector V" (catch-up) reads only what the peer
+//! lacks. Truncation deletes whole segments from the front once they are
+//! checkpointed and every replica has their deltas; the join of what was
+//! deleted is kept ([`Log::truncated`]) so a peer that still needs deleted
+//! deltas is told to take a full-state sync instead.
+
+pub(crate) mod group;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::causal::{CausalContext, Dot, NodeId, VersionVector};
+use crate::clock::Hlc;
+use crate::codec::{self, DecodeError};
+use crate::crdt::Delta;
+use crate::error::{Error, Result};
+use crate::object::{GroupFn, GroupId, ObjectKey};
+use group::GroupCommit;
+
+/// Frame header: length and checksum.
+pub const FRAME_HEADER_BYTES: usize = 8;
+
+/// Largest payload of one log frame, in bytes: one whole object (16 MiB,
+/// a full-state join of the largest set) plus metadata. A length prefix
+/// above this is treated as damage, never allocated.
+pub const MAX_ENTRY_BYTES: usize = 24 << 20;
+
+/// Default segment size, in bytes. Truncation deletes whole segments, so
+/// this is the granularity of log space reclamation; 64 MiB keeps the file
+/// count small while letting a quiet cluster shed its log promptly.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// How far past a damaged frame recovery looks for a valid one before
+/// deciding the damage is a torn tail, in bytes. A torn write damages at
+/// most the last write (one batch of frames); 32 MiB covers the largest.
+const TORN_TAIL_SCAN_BYTES: usize = 32 << 20;
+
+/// One replicated delta: the unit of the log, of realtime push and of
+/// catch-up.
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Record {
+    /// `(origin stream, sequence number)`: unique cluster-wide.
+    pub dot: Dot,
+    /// The origin's HLC when the delta was made.
+    pub hlc: Hlc,
+    pub key: ObjectKey,
+    pub delta: Delta,
+}
+
+impl Record {
+    /// `[format version][archive]`, as sent between peers.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Validates and decodes bytes from [`Record::encode`] (e.g. from a peer).
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Record, DecodeError> {
+        let record: Record = codec::decode(bytes)?;
+        record
+            .key
+            .validate()
+            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if record.key.kind() != record.delta.kind() {
+            return Err(DecodeError::Malformed(format!(
+                "{} delta for a {} key",
+                record.delta.kind(),
+                record.key.kind()
+            )));
+        }
+        if record.dot.counter == 0 || record.dot.node.0 == 0 {
+            return Err(DecodeError::Malformed("zero dot".into()));
+        }
+        Ok(record)
+    }
+}
+
+/// One log entry.
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Entry {
+    /// A replicated delta (originated here or received).
+    Delta(Record),
+    /// A local-only join of a full state (read repair, full-state sync):
+    /// logged for durability, never replicated.
+    Merge { key: ObjectKey, delta: Delta },
+    /// After a full-state sync: the applied vector joins this.
+    Vector(VersionVector),
+}
+
+/// Encodes one frame.
+pub(crate) fn frame(entry: &Entry) -> Vec<u8> {
+    let mut out = vec![0u8; FRAME_HEADER_BYTES];
+    codec::encode_into(entry, &mut out);
+    let payload_len = out.len() - FRAME_HEADER_BYTES;
+    let crc = crc32fast::hash(&out[FRAME_HEADER_BYTES..]);
+    out[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Parses the frame at the start of `buf`: `Ok(Some((entry, frame_len)))`,
+/// `Ok(None)` if `buf` is too short to hold it, or the decode failure.
+fn parse_frame(buf: &[u8]) -> std::result::Result<Option<(Entry, usize)>, DecodeError> {
+    if buf.len() < FRAME_HEADER_BYTES {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes(buf[0..4].try_into().unwrap()) as usize;
+    let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap());
+    if len == 0 || len > MAX_ENTRY_BYTES {
+        return Err(DecodeError::Malformed(format!("frame length {len}")));
+    }
+    if buf.len() < FRAME_HEADER_BYTES + len {
+        return Ok(None);
+    }
+    let payload = &buf[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len];
+    if crc32fast::hash(payload) != crc {
+        return Err(DecodeError::Malformed("checksum mismatch".into()));
+    }
+    let entry: Entry = codec::decode(payload)?;
+    Ok(Some((entry, FRAME_HEADER_BYTES + len)))
+}
+
+/// What recovery and truncation need to know about one segment.
+struct Segment {
+    start: u64,
+    end: u64,
+    path: PathBuf,
+    file: Arc<File>,
+    /// Highest counter per origin among the segment's deltas, per group.
+    maxes: BTreeMap<GroupId, VersionVector>,
+    /// The segment's deltas' dots (to drop them from the index on truncation).
+    dots: Vec<Dot>,
+}
+
+struct Writer {
+    file: Arc<File>,
+    end: u64,
+    /// Set after a failed write whose damage could not be undone.
+    broken: Option<String>,
+}
+
+/// Everything recovery found.
+pub(crate) struct Recovered {
+    pub(crate) log: Log,
+    /// Whether a torn tail was cut off.
+    pub(crate) truncated_tail: bool,
+}
+
+pub(crate) struct Log {
+    dir: PathBuf,
+    segment_bytes: u64,
+    writer: Mutex<Writer>,
+    segments: Mutex<Vec<Segment>>,
+    /// Every retained delta: dot → (position, group).
+    index: Mutex<BTreeMap<Dot, (u64, GroupId)>>,
+    /// Per group, the join of the deltas truncation deleted.
+    truncated: Mutex<BTreeMap<GroupId, VersionVector>>,
+    group_of: GroupFn,
+    pub(crate) group: Arc<GroupCommit>,
+}
+
+fn segment_path(dir: &Path, start: u64) -> PathBuf {
+    dir.join(format!("{start:020}.seg"))
+}
+
+fn open_segment(path: &Path, create: bool) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(create)
+        .open(path)
+        .map_err(|e| Error::io(path, e))
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, calling `replay(position, entry)`
+    /// for every entry at or after `replay_from`, in order.
+    pub(crate) fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        group_of: GroupFn,
+        truncated: BTreeMap<GroupId, VersionVector>,
+        replay_from: u64,
+        mut replay: impl FnMut(u64, Entry) -> Result<()>,
+    ) -> Result<Recovered> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut starts: Vec<u64> = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(".seg") {
+                match stem.parse::<u64>() {
+                    Ok(start) => starts.push(start),
+                    Err(_) => {
+                        return Err(Error::corruption(
+                            entry.path(),
+                            "unexpected file in the log directory",
+                        ));
+                    }
+                }
+            }
+        }
+        starts.sort_unstable();
+
+        let mut segments = Vec::new();
+        let mut index = BTreeMap::new();
+        let mut truncated_tail = false;
+        let count = starts.len();
+        for (i, &start) in starts.iter().enumerate() {
+            let path = segment_path(dir, start);
+            if let Some(prev) = segments.last() {
+                let prev: &Segment = prev;
+                if prev.end != start {
+                    return Err(Error::corruption(
+                        &path,
+                        format!("segment starts at {start} but the previous one ends at {}", prev.end),
+                    ));
+                }
+            }
+            let last = i + 1 == count;
+            let mut bytes = Vec::new();
+            File::open(&path)
+                .and_then(|f| BufReader::new(f).read_to_end(&mut bytes))
+                .map_err(|e| Error::io(&path, e))?;
+            let mut seg = Segment {
+                start,
+                end: start,
+                path: path.clone(),
+                file: Arc::new(open_segment(&path, false)?),
+                maxes: BTreeMap::new(),
+                dots: Vec::new(),
+            };
+            let mut offset = 0usize;
+            while offset < bytes.len() {
+                match parse_frame(&bytes[offset..]) {
+                    Ok(Some((entry, len))) => {
+                        let pos = start + offset as u64;
+                        if let Entry::Delta(r) = &entry {
+                            let g = group_of(&r.key);
+                            seg.maxes.entry(g).or_default().raise(r.dot.node, r.dot.counter);
+                            seg.dots.push(r.dot);
+                            index.entry(r.dot).or_insert((pos, g));
+                        }
+                        if pos >= replay_from {
+                            replay(pos, entry)?;
+                        }
+                        offset += len;
+                    }
+                    Ok(None) if last => {
+                        tracing::warn!(
+                            path = %path.display(), offset,
+                            "log ends in a partial frame (torn write); truncating it"
+                        );
+                        truncated_tail = true;
+                        break;
+                    }
+                    Ok(None) => {
+                        return Err(Error::corruption(
+                            &path,
+                            format!("partial frame at offset {offset} in a non-final segment"),
+                        ));
+                    }
+                    Err(DecodeError::Unsupported(v)) => {
+                        return Err(Error::UnsupportedFormat {
+                            what: "log entry",
+                            found: v,
+                            supported: codec::FORMAT_VERSION,
+                        });
+                    }
+                    Err(DecodeError::Malformed(detail)) => {
+                        if last && !valid_frame_after(&bytes, offset) {
+                            tracing::warn!(
+                                path = %path.display(), offset, %detail,
+                                "damaged frame at the end of the log (torn write); truncating it"
+                            );
+                            truncated_tail = true;
+                            break;
+                        }
+                        return Err(Error::corruption(
+                            &path,
+                            format!("damaged frame at offset {offset} ({detail}) followed by valid frames"),
+                        ));
+                    }
+                }
+            }
+            if truncated_tail {
+                seg.file
+                    .set_len(offset as u64)
+                    .and_then(|_| seg.file.sync_all())
+                    .map_err(|e| Error::io(&path, e))?;
+            }
+            seg.end = start + offset as u64;
+            segments.push(seg);
+        }
+
+        if segments.is_empty() {
+            // A fresh log starts where the truncated history ended (0 for a
+            // new node).
+            let start = replay_from;
+            let path = segment_path(dir, start);
+            let file = Arc::new(open_segment(&path, true)?);
+            sync_dir(dir)?;
+            segments.push(Segment {
+                start,
+                end: start,
+                path,
+                file,
+                maxes: BTreeMap::new(),
+                dots: Vec::new(),
+            });
+        }
+        let tail = segments.last().expect("at least one segment");
+        let end = tail.end;
+        let writer = Writer {
+            file: tail.file.clone(),
+            end,
+            broken: None,
+        };
+        Ok(Recovered {
+            log: Log {
+                dir: dir.to_path_buf(),
+                segment_bytes,
+                writer: Mutex::new(writer),
+                segments: Mutex::new(segments),
+                index: Mutex::new(index),
+                truncated: Mutex::new(truncated),
+                group_of,
+                group: Arc::new(GroupCommit::new(end)),
+            },
+            truncated_tail,
+        })
+    }
+
+    /// Appends one entry; returns its `(start, end)` positions. The entry is
+    /// handed to the OS (it survives a process crash) but is durable only
+    /// once the group commit has synced past `end`.
+    pub(crate) fn append(&self, entry: &Entry) -> Result<(u64, u64)> {
+        let bytes = frame(entry);
+        if bytes.len() - FRAME_HEADER_BYTES > MAX_ENTRY_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "log entry of {} bytes exceeds the {MAX_ENTRY_BYTES}-byte limit",
+                bytes.len()
+            )));
+        }
+        self.group.check().map_err(Error::Poisoned)?;
+        let mut w = self.writer.lock().unwrap();
+        if let Some(reason) = &w.broken {
+            return Err(Error::Poisoned(reason.clone()));
+        }
+        self.maybe_roll(&mut w, bytes.len() as u64)?;
+        let start = w.end;
+        if let Err(e) = (&*w.file).write_all(&bytes) {
+            // Undo a partial write so later frames don't follow garbage.
+            let seg_start = self.segments.lock().unwrap().last().unwrap().start;
+            if w.file.set_len(start - seg_start).is_err() {
+                w.broken = Some(format!("log write failed and could not be undone: {e}"));
+            }
+            return Err(Error::io(&self.dir, e));
+        }
+        let end = start + bytes.len() as u64;
+        w.end = end;
+        {
+            let mut segs = self.segments.lock().unwrap();
+            let seg = segs.last_mut().unwrap();
+            seg.end = end;
+            if let Entry::Delta(r) = entry {
+                let g = (self.group_of)(&r.key);
+                seg.maxes.entry(g).or_default().raise(r.dot.node, r.dot.counter);
+                seg.dots.push(r.dot);
+                self.index.lock().unwrap().entry(r.dot).or_insert((start, g));
+            }
+        }
+        self.group.written(end);
+        Ok((start, end))
+    }
+
+    /// Starts a new segment if the current one would exceed its size.
+    fn maybe_roll(&self, w: &mut Writer, incoming: u64) -> Result<()> {
+        let mut segs = self.segments.lock().unwrap();
+        let cur = segs.last().unwrap();
+        if cur.end == cur.start || (cur.end - cur.start) + incoming <= self.segment_bytes {
+            return Ok(());
+        }
+        // Everything in the old segment must be durable before a sync of
+        // the new one can vouch for later positions.
+        cur.file.sync_data().map_err(|e| Error::io(&cur.path, e))?;
+        let start = cur.end;
+        let path = segment_path(&self.dir, start);
+        let file = Arc::new(open_segment(&path, true)?);
+        sync_dir(&self.dir)?;
+        segs.push(Segment {
+            start,
+            end: start,
+            path,
+            file: file.clone(),
+            maxes: BTreeMap::new(),
+            dots: Vec::new(),
+        });
+        w.file = file;
+        Ok(())
+    }
+
+    /// Makes everything below `target` durable (called by the syncer).
+    pub(crate) fn sync_to(&self, _target: u64) -> std::io::Result<()> {
+        // Older segments were synced when they were closed, so syncing the
+        // current file covers every position written so far.
+        let file = self.writer.lock().unwrap().file.clone();
+        file.sync_data()
+    }
+
+    /// Position after the last entry.
+    pub(crate) fn end(&self) -> u64 {
+        self.writer.lock().unwrap().end
+    }
+
+    /// Reads the entry at `pos`.
+    pub(crate) fn read_at(&self, pos: u64) -> Result<Entry> {
+        let (file, path, rel, seg_end) = {
+            let segs = self.segments.lock().unwrap();
+            let i = segs.partition_point(|s| s.start <= pos);
+            if i == 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "log position {pos} was truncated"
+                )));
+            }
+            let s = &segs[i - 1];
+            (s.file.clone(), s.path.clone(), pos - s.start, s.end - s.start)
+        };
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        file.read_exact_at(&mut header, rel)
+            .map_err(|e| Error::io(&path, e))?;
+        let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
+        if len > MAX_ENTRY_BYTES || rel + (FRAME_HEADER_BYTES + len) as u64 > seg_end {
+            return Err(Error::corruption(&path, format!("bad frame length at {pos}")));
+        }
+        let mut buf = vec![0u8; FRAME_HEADER_BYTES + len];
+        buf[..FRAME_HEADER_BYTES].copy_from_slice(&header);
+        file.read_exact_at(&mut buf[FRAME_HEADER_BYTES..], rel + FRAME_HEADER_BYTES as u64)
+            .map_err(|e| Error::io(&path, e))?;
+        match parse_frame(&buf) {
+            Ok(Some((entry, _))) => Ok(entry),
+            Ok(None) => Err(Error::corruption(&path, format!("short frame at {pos}"))),
+            Err(e) => Err(e.into_error("log entry", &path)),
+        }
+    }
+
+    /// Deltas of the groups `wants` admits whose dots `have` lacks, oldest
+    /// counters first per origin, up to `max_records` records or about
+    /// `max_bytes` of deltas. `Ok(None)` if some of them were already
+    /// truncated: the peer needs a full-state sync.
+    pub(crate) fn deltas_since(
+        &self,
+        have: &CausalContext,
+        wants: &dyn Fn(GroupId) -> bool,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Since>> {
+        {
+            let truncated = self.truncated.lock().unwrap();
+            for (&g, vv) in truncated.iter() {
+                if wants(g) && vv.iter().any(|(node, c)| have.vector().get(node) < c) {
+                    return Ok(None);
+                }
+            }
+        }
+        let mut positions: Vec<u64> = Vec::new();
+        let mut more = false;
+        {
+            let index = self.index.lock().unwrap();
+            let mut cursor = Dot::new(NodeId(0), 0);
+            while let Some((&first, _)) = index.range(cursor..).next() {
+                let node = first.node;
+                let from = Dot::new(node, have.vector().get(node) + 1);
+                let to = Dot::new(node, u64::MAX);
+                for (&dot, &(pos, g)) in index.range(from..=to) {
+                    if have.contains(dot) || !wants(g) {
+                        continue;
+                    }
+                    if positions.len() == max_records {
+                        more = true;
+                        break;
+                    }
+                    positions.push(pos);
+                }
+                if more || node.0 == u64::MAX {
+                    break;
+                }
+                cursor = Dot::new(NodeId(node.0 + 1), 0);
+            }
+        }
+        let mut records = Vec::new();
+        let mut bytes = 0usize;
+        for pos in positions {
+            if let Entry::Delta(r) = self.read_at(pos)? {
+                let size = estimate_bytes(&r);
+                if !records.is_empty() && bytes + size > max_bytes {
+                    more = true;
+                    break;
+                }
+                bytes += size;
+                records.push(r);
+            }
+        }
+        Ok(Some(Since { records, more }))
+    }
+
+    /// Plans a truncation: how many whole segments from the front lie below
+    /// `checkpoint` with every delta covered by `stable(group)`, and the
+    /// truncated vectors once they are gone. Nothing is deleted yet: the
+    /// caller persists the new vectors first ([`Log::drop_front`]).
+    pub(crate) fn plan_truncation(
+        &self,
+        checkpoint: u64,
+        stable: &dyn Fn(GroupId) -> VersionVector,
+    ) -> (usize, BTreeMap<GroupId, VersionVector>) {
+        let segs = self.segments.lock().unwrap();
+        let mut truncated = self.truncated.lock().unwrap().clone();
+        let mut count = 0;
+        // The last segment is the one being written: never deleted.
+        for seg in &segs[..segs.len() - 1] {
+            let covered = seg
+                .maxes
+                .iter()
+                .all(|(&g, maxes)| stable(g).dominates(maxes));
+            if seg.end > checkpoint || !covered {
+                break;
+            }
+            for (&g, maxes) in &seg.maxes {
+                truncated.entry(g).or_default().join(maxes);
+            }
+            count += 1;
+        }
+        (count, truncated)
+    }
+
+    /// Deletes the first `count` segments (as planned); returns the bytes
+    /// reclaimed.
+    pub(crate) fn drop_front(
+        &self,
+        count: usize,
+        truncated: BTreeMap<GroupId, VersionVector>,
+    ) -> Result<u64> {
+        if count == 0 {
+            return Ok(0);
+        }
+        let removed: Vec<Segment> = {
+            let mut segs = self.segments.lock().unwrap();
+            let count = count.min(segs.len() - 1);
+            segs.drain(..count).collect()
+        };
+        {
+            let mut index = self.index.lock().unwrap();
+            for seg in &removed {
+                for dot in &seg.dots {
+                    index.remove(dot);
+                }
+            }
+        }
+        *self.truncated.lock().unwrap() = truncated;
+        let mut reclaimed = 0;
+        for seg in &removed {
+            fs::remove_file(&seg.path).map_err(|e| Error::io(&seg.path, e))?;
+            reclaimed += seg.end - seg.start;
+            tracing::debug!(path = %seg.path.display(), "truncated log segment");
+        }
+        sync_dir(&self.dir)?;
+        Ok(reclaimed)
+    }
+
+    /// Per group, the join of the deltas truncation deleted.
+    pub(crate) fn truncated(&self) -> BTreeMap<GroupId, VersionVector> {
+        self.truncated.lock().unwrap().clone()
+    }
+
+    /// Bytes of retained log.
+    pub(crate) fn retained_bytes(&self) -> u64 {
+        let segs = self.segments.lock().unwrap();
+        segs.last().unwrap().end - segs[0].start
+    }
+
+    /// Number of retained deltas.
+    pub(crate) fn retained_deltas(&self) -> usize {
+        self.index.lock().unwrap().len()
+    }
+
+    /// Position of the first retained entry.
+    pub(crate) fn start(&self) -> u64 {
+        self.segments.lock().unwrap()[0].start
+    }
+}
+
+/// A batch of deltas for a peer.
+#[derive(Debug, Default)]
+pub struct Since {
+    pub records: Vec<Record>,
+    /// More remain beyond the limits.
+    pub more: bool,
+}
+
+/// Rough encoded size of a record, for batching limits.
+pub(crate) fn estimate_bytes(r: &Record) -> usize {
+    use crate::crdt::Delta;
+    64 + r.key.key().len()
+        + match &r.delta {
+            Delta::Counter(c) => 24 * c.origins() * 2,
+            Delta::Set(s) => s
+                .entries
+                .iter()
+                .map(|(m, d)| m.len() + 16 * d.len() + 8)
+                .sum::<usize>()
+                + 16 * s.context.entries(),
+            Delta::Register(r) => r.value.as_ref().map_or(0, Vec::len),
+        }
+}
+
+/// Whether any valid frame starts after the damaged one at `offset`.
+fn valid_frame_after(bytes: &[u8], offset: usize) -> bool {
+    let limit = bytes.len().min(offset + TORN_TAIL_SCAN_BYTES);
+    (offset + 1..limit).any(|o| matches!(parse_frame(&bytes[o..]), Ok(Some(_))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crdt::Counter;
+    use crate::object::Kind;
+
+    fn record(node: u64, counter: u64) -> Entry {
+        let mut c = Counter::new();
+        let delta = c.incr(NodeId(node), 1).unwrap();
+        Entry::Delta(Record {
+            dot: Dot::new(NodeId(node), counter),
+            hlc: Hlc::default(),
+            key: ObjectKey::new(Kind::Counter, format!("k{counter}")).unwrap(),
+            delta: Delta::Counter(delta),
+        })
+    }
+
+    fn open(dir: &Path, seg: u64) -> (Log, Vec<Entry>, bool) {
+        let mut seen = Vec::new();
+        let group_of: GroupFn = Arc::new(|_| GroupId(0));
+        let r = Log::open(dir, seg, group_of, BTreeMap::new(), 0, |_, e| {
+            seen.push(e);
+            Ok(())
+        })
+        .unwrap();
+        (r.log, seen, r.truncated_tail)
+    }
+
+    #[test]
+    fn append_reopen_replays_in_order_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _, _) = open(dir.path(), 300);
+        let entries: Vec<Entry> = (1..=10).map(|i| record(1, i)).collect();
+        for e in &entries {
+            log.append(e).unwrap();
+        }
+        assert!(log.segments.lock().unwrap().len() > 1);
+        drop(log);
+        let (log, seen, torn) = open(dir.path(), 300);
+        assert!(!torn);
+        assert_eq!(seen, entries);
+        let since = log
+            .deltas_since(
+                &CausalContext::from_vector([(NodeId(1), 7)].into_iter().collect()),
+                &|_| true,
+                100,
+                usize::MAX,
+            )
+            .unwrap()
+            .unwrap();
+        let got: Vec<u64> = since.records.iter().map(|r| r.dot.counter).collect();
+        assert_eq!(got, vec![8, 9, 10]);
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_and_appends_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _, _) = open(dir.path(), DEFAULT_SEGMENT_BYTES);
+        log.append(&record(1, 1)).unwrap();
+        log.append(&record(1, 2)).unwrap();
+        let path = segment_path(dir.path(), 0);
+        drop(log);
+        let len = fs::metadata(&path).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len - 3).unwrap();
+        let (log, seen, torn) = open(dir.path(), DEFAULT_SEGMENT_BYTES);
+        assert!(torn);
+        assert_eq!(seen, vec![record(1, 1)]);
+        log.append(&record(1, 3)).unwrap();
+        drop(log);
+        let (_, seen, torn) = open(dir.path(), DEFAULT_SEGMENT_BYTES);
+        assert!(!torn);
+        assert_eq!(seen, vec![record(1, 1), record(1, 3)]);
+    }
+
+    #[test]
+    fn truncation_reports_what_peers_can_no_longer_catch_up_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _, _) = open(dir.path(), 200);
+        for i in 1..=6 {
+            log.append(&record(1, i)).unwrap();
+        }
+        let end = log.end();
+        let stable: VersionVector = [(NodeId(1), 3)].into_iter().collect();
+        let (count, truncated) = log.plan_truncation(end, &|_| stable.clone());
+        assert!(count > 0);
+        let reclaimed = log.drop_front(count, truncated).unwrap();
+        assert!(reclaimed > 0);
+        let t = log.truncated()[&GroupId(0)].clone();
+        assert!(t.get(NodeId(1)) >= 1 && t.get(NodeId(1)) <= 3);
+        assert!(
+            log.deltas_since(&CausalContext::new(), &|_| true, 100, usize::MAX)
+                .unwrap()
+                .is_none(),
+            "a peer with nothing needs a full sync"
+        );
+        assert!(
+            log.deltas_since(&CausalContext::new(), &|g| g != GroupId(0), 100, usize::MAX)
+                .unwrap()
+                .is_some(),
+            "a peer that doesn't replicate the group is not affected"
+        );
+        let caught_up = CausalContext::from_vector(stable);
+        let since = log
+            .deltas_since(&caught_up, &|_| true, 100, usize::MAX)
+            .unwrap()
+            .unwrap();
+        assert_eq!(since.records.len(), 3);
+    }
+}

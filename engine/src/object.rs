@@ -1,0 +1,234 @@
+//! Objects: identity `(kind, key)`, the operations on them, the values
+//! reads return, and the size limits enforced at the edge.
+
+use std::fmt;
+
+use crate::clock::Hlc;
+use crate::error::{Error, Result};
+
+/// Largest key, in bytes. Keys are arbitrary byte strings; 4 KiB is far
+/// above any sensible key and bounds the per-object index overhead.
+pub const MAX_KEY_BYTES: usize = 4 << 10;
+
+/// Largest set member or register value, in bytes: bounds one delta, one
+/// log record and one replication message.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// Largest object (all members of a set with their metadata), in bytes:
+/// bounds full-state transfers and quorum-read joins.
+pub const MAX_OBJECT_BYTES: usize = 16 << 20;
+
+/// Largest number of members one add or remove may name. Bounds the work
+/// one request does under its object lock.
+pub const MAX_MEMBERS_PER_OP: usize = 10_000;
+
+/// A placement group: the set of objects sharing one replica set (one
+/// placement rule). The engine numbers each group's deltas in a stream of
+/// its own, so a node's version vectors only ever mention streams of groups
+/// it replicates and stay contiguous. Group 0 is "everything else".
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    Default,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[rkyv(derive(Debug, PartialEq, Eq, PartialOrd, Ord))]
+pub struct GroupId(pub u16);
+
+/// Maps an object to its placement group.
+pub type GroupFn = std::sync::Arc<dyn Fn(&ObjectKey) -> GroupId + Send + Sync>;
+
+/// The type of an object; part of its identity.
+#[derive(
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Debug,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[rkyv(derive(Debug, PartialEq, Eq))]
+#[repr(u8)]
+pub enum Kind {
+    Counter = 1,
+    Set = 2,
+    Register = 3,
+}
+
+impl Kind {
+    pub fn tag(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_tag(tag: u8) -> Option<Kind> {
+        match tag {
+            1 => Some(Kind::Counter),
+            2 => Some(Kind::Set),
+            3 => Some(Kind::Register),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Set => "set",
+            Kind::Register => "register",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An object's identity. Construct with [`ObjectKey::new`], which enforces
+/// the key length limit.
+#[derive(
+    Clone, PartialEq, Eq, PartialOrd, Ord, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct ObjectKey {
+    kind: Kind,
+    key: Vec<u8>,
+}
+
+impl fmt::Debug for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.kind, String::from_utf8_lossy(&self.key))
+    }
+}
+
+impl ObjectKey {
+    pub fn new(kind: Kind, key: impl Into<Vec<u8>>) -> Result<ObjectKey> {
+        let key = key.into();
+        if key.len() > MAX_KEY_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit",
+                key.len()
+            )));
+        }
+        Ok(ObjectKey { kind, key })
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// Checks a decoded key (e.g. from a peer) against the limits.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.key.len() > MAX_KEY_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit",
+                self.key.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A local operation.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Op {
+    /// Counter: add `delta` (negative to decrement).
+    Incr(i64),
+    /// Set: add members.
+    Add(Vec<Vec<u8>>),
+    /// Set: remove members (only the adds this replica has observed).
+    Remove(Vec<Vec<u8>>),
+    /// Register: write a value.
+    Put(Vec<u8>),
+    /// Any type: counter forgets what this replica observed; set removes
+    /// every observed member; register writes a timestamped tombstone.
+    Delete,
+}
+
+impl Op {
+    /// Checks the operation against the object's type and the size limits.
+    pub(crate) fn validate(&self, kind: Kind) -> Result<()> {
+        let fits = match (self, kind) {
+            (Op::Incr(_), Kind::Counter) => true,
+            (Op::Add(_) | Op::Remove(_), Kind::Set) => true,
+            (Op::Put(_), Kind::Register) => true,
+            (Op::Delete, _) => true,
+            _ => false,
+        };
+        if !fits {
+            return Err(Error::WrongType(format!(
+                "{} does not apply to a {kind}",
+                self.name()
+            )));
+        }
+        match self {
+            Op::Add(members) | Op::Remove(members) => {
+                if members.len() > MAX_MEMBERS_PER_OP {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} members in one operation exceeds the limit of {MAX_MEMBERS_PER_OP}",
+                        members.len()
+                    )));
+                }
+                if let Some(m) = members.iter().find(|m| m.len() > MAX_VALUE_BYTES) {
+                    return Err(Error::InvalidArgument(format!(
+                        "set member of {} bytes exceeds the {MAX_VALUE_BYTES}-byte limit",
+                        m.len()
+                    )));
+                }
+            }
+            Op::Put(v) if v.len() > MAX_VALUE_BYTES => {
+                return Err(Error::InvalidArgument(format!(
+                    "value of {} bytes exceeds the {MAX_VALUE_BYTES}-byte limit",
+                    v.len()
+                )));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Incr(_) => "incr",
+            Op::Add(_) => "add",
+            Op::Remove(_) => "remove",
+            Op::Put(_) => "put",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// A register's current content.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RegisterValue {
+    /// `None` after a delete (a tombstone).
+    pub value: Option<Vec<u8>>,
+    /// Timestamp of the write that produced this content.
+    pub hlc: Hlc,
+}
+
+/// What a read returns.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Value {
+    Counter(i64),
+    /// Members in ascending byte order.
+    Set(Vec<Vec<u8>>),
+    /// `None`: never written.
+    Register(Option<RegisterValue>),
+}

@@ -1,0 +1,522 @@
+//! The object store: object states in one sled tree.
+//!
+//! Layout (keys sort so that each object's entries are contiguous):
+//! * prefix = `[kind tag][key length: u32 BE][key]`;
+//! * counter and register: one entry at `prefix`;
+//! * set: a header at `prefix ++ [0]` (causal context, member count, size)
+//!   and one entry per present member at `prefix ++ [1] ++ member` holding
+//!   its dots. A one-member operation reads and writes two small entries,
+//!   whatever the set's size; removed members have no entry at all.
+//!
+//! Every value is `[format version][log position: u64 LE][rkyv archive]`.
+//! The log position is that of the last log entry applied to the object;
+//! after an unclean shutdown it tells recovery which objects hold effects
+//! the surviving log no longer has.
+//!
+//! sled's own `flush` is not a real fsync ([`Store::flush_durable`] adds
+//! one); nothing relies on sled for durability between checkpoints: the log
+//! is replayed from the last checkpoint on open.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::causal::CausalContext;
+use crate::codec::{self, DecodeError};
+use crate::crdt::{Counter, DotSet, ObjectState, OrSet, Register, set::entry_cost};
+use crate::error::{Error, Result};
+use crate::object::{Kind, ObjectKey};
+
+const HEADER_SUFFIX: u8 = 0;
+const MEMBER_SUFFIX: u8 = 1;
+
+/// Per-set metadata.
+#[derive(Clone, Default, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub(crate) struct SetHeader {
+    pub(crate) context: CausalContext,
+    /// Present members.
+    pub(crate) count: u64,
+    /// Estimated bytes of the members' entries (for the object size limit).
+    pub(crate) bytes: u64,
+}
+
+/// Members of a set loaded for one operation, with what they were.
+pub(crate) struct SetView {
+    pub(crate) set: OrSet,
+    pub(crate) header: SetHeader,
+    /// The loaded members' entries before the operation (`None`: absent).
+    loaded: BTreeMap<Vec<u8>, Option<DotSet>>,
+    /// Whether every member was loaded.
+    full: bool,
+}
+
+impl SetView {
+    /// Size after the operation, in bytes.
+    pub(crate) fn bytes_after(&self) -> u64 {
+        let mut bytes = self.header.bytes as i128;
+        for (m, before) in &self.loaded {
+            if let Some(d) = before {
+                bytes -= entry_cost(m, d) as i128;
+            }
+            if let Some(d) = self.set.dots(m) {
+                bytes += entry_cost(m, d) as i128;
+            }
+        }
+        if self.full {
+            // Members added that weren't loaded (none for a full view, but
+            // keep the accounting honest).
+            for (m, d) in self.set.entries() {
+                if !self.loaded.contains_key(m) {
+                    bytes += entry_cost(m, d) as i128;
+                }
+            }
+        }
+        bytes.max(0) as u64
+    }
+}
+
+pub(crate) struct Store {
+    db: sled::Db,
+    objects: sled::Tree,
+    path: PathBuf,
+}
+
+fn prefix(key: &ObjectKey) -> Vec<u8> {
+    let k = key.key();
+    let mut p = Vec::with_capacity(5 + k.len() + 1);
+    p.push(key.kind().tag());
+    p.extend_from_slice(&(k.len() as u32).to_be_bytes());
+    p.extend_from_slice(k);
+    p
+}
+
+fn header_key(prefix: &[u8]) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.push(HEADER_SUFFIX);
+    k
+}
+
+fn member_key(prefix: &[u8], member: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 1 + member.len());
+    k.extend_from_slice(prefix);
+    k.push(MEMBER_SUFFIX);
+    k.extend_from_slice(member);
+    k
+}
+
+fn encode_value<T: codec::Encode>(lsn: u64, value: &T) -> Vec<u8> {
+    let body = codec::encode(value);
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.push(body[0]);
+    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(&body[1..]);
+    out
+}
+
+/// Splits `[version][lsn][archive]` into the lsn and `[version][archive]`-
+/// equivalent decode.
+fn decode_value<T>(bytes: &[u8]) -> std::result::Result<(u64, T), DecodeError>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+            rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
+        > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+{
+    if bytes.len() < 9 {
+        return Err(DecodeError::Malformed("stored value too short".into()));
+    }
+    let version = bytes[0];
+    if version > codec::FORMAT_VERSION {
+        return Err(DecodeError::Unsupported(version));
+    }
+    let lsn = u64::from_le_bytes(bytes[1..9].try_into().unwrap());
+    let value = rkyv::from_bytes::<T, rkyv::rancor::Error>(&bytes[9..])
+        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    Ok((lsn, value))
+}
+
+fn stored_lsn(bytes: &[u8]) -> Option<u64> {
+    bytes.get(1..9).map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+}
+
+/// Parses an object-store key into the object it belongs to and, for set
+/// entries, the suffix kind and member.
+fn parse_key(raw: &[u8]) -> Option<(ObjectKey, Option<(u8, &[u8])>)> {
+    let kind = Kind::from_tag(*raw.first()?)?;
+    let len = u32::from_be_bytes(raw.get(1..5)?.try_into().ok()?) as usize;
+    let key = raw.get(5..5 + len)?;
+    let rest = &raw[5 + len..];
+    let object = ObjectKey::new(kind, key.to_vec()).ok()?;
+    if rest.is_empty() {
+        return Some((object, None));
+    }
+    Some((object, Some((rest[0], &rest[1..]))))
+}
+
+impl Store {
+    pub(crate) fn open(path: &Path, cache_bytes: u64) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            // The log, not sled, is the durability point; sled's background
+            // flush only shortens replay after a crash.
+            .flush_every_ms(Some(1000))
+            .open()?;
+        let objects = db.open_tree("objects")?;
+        Ok(Store {
+            db,
+            objects,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn corrupt(&self, what: &'static str, e: DecodeError) -> Error {
+        e.into_error(what, &self.path)
+    }
+
+    pub(crate) fn read_counter(&self, key: &ObjectKey) -> Result<Option<Counter>> {
+        match self.objects.get(prefix(key))? {
+            None => Ok(None),
+            Some(v) => decode_value::<Counter>(&v)
+                .map(|(_, c)| Some(c))
+                .map_err(|e| self.corrupt("counter", e)),
+        }
+    }
+
+    pub(crate) fn read_register(&self, key: &ObjectKey) -> Result<Option<Register>> {
+        match self.objects.get(prefix(key))? {
+            None => Ok(None),
+            Some(v) => decode_value::<Register>(&v)
+                .map(|(_, r)| Some(r))
+                .map_err(|e| self.corrupt("register", e)),
+        }
+    }
+
+    pub(crate) fn write_counter(&self, key: &ObjectKey, c: &Counter, lsn: u64) -> Result<()> {
+        self.objects.insert(prefix(key), encode_value(lsn, c))?;
+        Ok(())
+    }
+
+    pub(crate) fn write_register(&self, key: &ObjectKey, r: &Register, lsn: u64) -> Result<()> {
+        self.objects.insert(prefix(key), encode_value(lsn, r))?;
+        Ok(())
+    }
+
+    fn read_header(&self, p: &[u8]) -> Result<Option<SetHeader>> {
+        match self.objects.get(header_key(p))? {
+            None => Ok(None),
+            Some(v) => decode_value::<SetHeader>(&v)
+                .map(|(_, h)| Some(h))
+                .map_err(|e| self.corrupt("set header", e)),
+        }
+    }
+
+    /// Present members of a set, ascending.
+    pub(crate) fn read_set_members(&self, key: &ObjectKey) -> Result<Vec<Vec<u8>>> {
+        let mut start = prefix(key);
+        start.push(MEMBER_SUFFIX);
+        let skip = start.len();
+        let mut out = Vec::new();
+        for item in self.objects.scan_prefix(&start) {
+            let (k, _) = item?;
+            out.push(k[skip..].to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Loads the header and the given members (or, with `members = None`,
+    /// every member) of a set.
+    pub(crate) fn load_set(&self, key: &ObjectKey, members: Option<&[&[u8]]>) -> Result<SetView> {
+        let p = prefix(key);
+        let header = self.read_header(&p)?.unwrap_or_default();
+        let mut loaded = BTreeMap::new();
+        let mut entries = BTreeMap::new();
+        match members {
+            Some(list) => {
+                for &m in list {
+                    if loaded.contains_key(m) {
+                        continue;
+                    }
+                    let dots = match self.objects.get(member_key(&p, m))? {
+                        None => None,
+                        Some(v) => Some(
+                            decode_value::<DotSet>(&v)
+                                .map_err(|e| self.corrupt("set member", e))?
+                                .1,
+                        ),
+                    };
+                    if let Some(d) = &dots {
+                        entries.insert(m.to_vec(), d.clone());
+                    }
+                    loaded.insert(m.to_vec(), dots);
+                }
+            }
+            None => {
+                let mut start = p.clone();
+                start.push(MEMBER_SUFFIX);
+                let skip = start.len();
+                for item in self.objects.scan_prefix(&start) {
+                    let (k, v) = item?;
+                    let (_, dots) =
+                        decode_value::<DotSet>(&v).map_err(|e| self.corrupt("set member", e))?;
+                    let m = k[skip..].to_vec();
+                    entries.insert(m.clone(), dots.clone());
+                    loaded.insert(m, Some(dots));
+                }
+            }
+        }
+        Ok(SetView {
+            set: OrSet::from_parts(entries, header.context.clone()),
+            header,
+            loaded,
+            full: members.is_none(),
+        })
+    }
+
+    /// Writes back what an operation changed in a loaded set, atomically.
+    pub(crate) fn write_set(&self, key: &ObjectKey, view: &SetView, lsn: u64) -> Result<()> {
+        let p = prefix(key);
+        let mut batch = sled::Batch::default();
+        let mut count = view.header.count as i64;
+        let bytes = view.bytes_after();
+        for (m, before) in &view.loaded {
+            let after = view.set.dots(m);
+            match (before, after) {
+                (Some(b), Some(a)) if b == a => {}
+                (_, Some(a)) => {
+                    if before.is_none() {
+                        count += 1;
+                    }
+                    batch.insert(member_key(&p, m), encode_value(lsn, a));
+                }
+                (Some(_), None) => {
+                    count -= 1;
+                    batch.remove(member_key(&p, m));
+                }
+                (None, None) => {}
+            }
+        }
+        if view.full {
+            for (m, d) in view.set.entries() {
+                if !view.loaded.contains_key(m) {
+                    count += 1;
+                    batch.insert(member_key(&p, m), encode_value(lsn, d));
+                }
+            }
+        }
+        let header = SetHeader {
+            context: view.set.context().clone(),
+            count: count.max(0) as u64,
+            bytes,
+        };
+        batch.insert(header_key(&p), encode_value(lsn, &header));
+        self.objects.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// The full state of an object, if it exists.
+    pub(crate) fn read_state(&self, key: &ObjectKey) -> Result<Option<ObjectState>> {
+        Ok(match key.kind() {
+            Kind::Counter => self.read_counter(key)?.map(ObjectState::Counter),
+            Kind::Register => self.read_register(key)?.map(ObjectState::Register),
+            Kind::Set => {
+                let p = prefix(key);
+                if self.read_header(&p)?.is_none() {
+                    None
+                } else {
+                    Some(ObjectState::Set(self.load_set(key, None)?.set))
+                }
+            }
+        })
+    }
+
+    /// Every object, in key order, for a full-state sync or a consistency
+    /// check. Objects whose key `accept` refuses are skipped.
+    pub(crate) fn for_each_object(
+        &self,
+        accept: &dyn Fn(&ObjectKey) -> bool,
+        mut f: impl FnMut(ObjectKey, ObjectState) -> Result<bool>,
+    ) -> Result<()> {
+        let mut current_set: Option<(ObjectKey, BTreeMap<Vec<u8>, DotSet>, CausalContext)> = None;
+        let flush_set =
+            |cur: &mut Option<(ObjectKey, BTreeMap<Vec<u8>, DotSet>, CausalContext)>,
+             f: &mut dyn FnMut(ObjectKey, ObjectState) -> Result<bool>|
+             -> Result<bool> {
+                if let Some((k, entries, ctx)) = cur.take() {
+                    return f(k, ObjectState::Set(OrSet::from_parts(entries, ctx)));
+                }
+                Ok(true)
+            };
+        for item in self.objects.iter() {
+            let (raw, v) = item?;
+            let Some((object, suffix)) = parse_key(&raw) else {
+                return Err(Error::corruption(&self.path, "unparseable object key"));
+            };
+            if !accept(&object) {
+                continue;
+            }
+            match (object.kind(), suffix) {
+                (Kind::Counter, None) => {
+                    if !flush_set(&mut current_set, &mut f)? {
+                        return Ok(());
+                    }
+                    let (_, c) =
+                        decode_value::<Counter>(&v).map_err(|e| self.corrupt("counter", e))?;
+                    if !f(object, ObjectState::Counter(c))? {
+                        return Ok(());
+                    }
+                }
+                (Kind::Register, None) => {
+                    if !flush_set(&mut current_set, &mut f)? {
+                        return Ok(());
+                    }
+                    let (_, r) =
+                        decode_value::<Register>(&v).map_err(|e| self.corrupt("register", e))?;
+                    if !f(object, ObjectState::Register(r))? {
+                        return Ok(());
+                    }
+                }
+                (Kind::Set, Some((HEADER_SUFFIX, []))) => {
+                    if !flush_set(&mut current_set, &mut f)? {
+                        return Ok(());
+                    }
+                    let (_, h) =
+                        decode_value::<SetHeader>(&v).map_err(|e| self.corrupt("set header", e))?;
+                    current_set = Some((object, BTreeMap::new(), h.context));
+                }
+                (Kind::Set, Some((MEMBER_SUFFIX, member))) => {
+                    let (_, dots) =
+                        decode_value::<DotSet>(&v).map_err(|e| self.corrupt("set member", e))?;
+                    match &mut current_set {
+                        Some((k, entries, _)) if *k == object => {
+                            entries.insert(member.to_vec(), dots);
+                        }
+                        _ => {
+                            return Err(Error::corruption(
+                                &self.path,
+                                format!("set member without a header in {object:?}"),
+                            ));
+                        }
+                    }
+                }
+                _ => return Err(Error::corruption(&self.path, "unexpected object entry")),
+            }
+        }
+        flush_set(&mut current_set, &mut f)?;
+        Ok(())
+    }
+
+    /// Objects whose last applied log position is at or after `lsn`.
+    pub(crate) fn objects_written_since(&self, lsn: u64) -> Result<Vec<ObjectKey>> {
+        let mut out: Vec<ObjectKey> = Vec::new();
+        for item in self.objects.iter() {
+            let (raw, v) = item?;
+            let Some((object, _)) = parse_key(&raw) else {
+                return Err(Error::corruption(&self.path, "unparseable object key"));
+            };
+            if stored_lsn(&v).is_some_and(|at| at >= lsn) && out.last() != Some(&object) {
+                out.push(object);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes everything written so far durable: sled's flush, then an
+    /// fsync of every file sled uses (its flush alone is not one).
+    pub(crate) fn flush_durable(&self) -> Result<()> {
+        self.db.flush()?;
+        sync_tree(&self.path)
+    }
+}
+
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let ft = entry.file_type().map_err(|e| Error::io(&path, e))?;
+        if ft.is_dir() {
+            sync_tree(&path)?;
+        } else if ft.is_file() {
+            fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    crate::log::sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::causal::NodeId;
+
+    fn k(kind: Kind, s: &str) -> ObjectKey {
+        ObjectKey::new(kind, s.as_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn decomposed_set_round_trips_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let key = k(Kind::Set, "s");
+        let mut view = store.load_set(&key, Some(&[b"a", b"b"])).unwrap();
+        view.set.add(NodeId(1), &[b"a".to_vec(), b"b".to_vec()]);
+        store.write_set(&key, &view, 10).unwrap();
+        let mut view = store.load_set(&key, Some(&[b"a"])).unwrap();
+        assert_eq!(view.header.count, 2);
+        view.set.remove(&[b"a".to_vec()]);
+        store.write_set(&key, &view, 20).unwrap();
+        assert_eq!(store.read_set_members(&key).unwrap(), vec![b"b".to_vec()]);
+        let full = store.load_set(&key, None).unwrap();
+        assert_eq!(full.header.count, 1);
+        assert_eq!(full.header.bytes, entry_cost(b"b", full.set.dots(b"b").unwrap()));
+        assert_eq!(store.objects_written_since(15).unwrap(), vec![key.clone()]);
+        assert!(store.objects_written_since(21).unwrap().is_empty());
+    }
+
+    #[test]
+    fn iteration_assembles_objects_and_keeps_similar_keys_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut c = Counter::new();
+        c.incr(NodeId(1), 3).unwrap();
+        store.write_counter(&k(Kind::Counter, "x"), &c, 1).unwrap();
+        for name in ["s", "s\u{1}", "sa"] {
+            let key = k(Kind::Set, name);
+            let mut view = store.load_set(&key, Some(&[b"m"])).unwrap();
+            view.set.add(NodeId(1), &[b"m".to_vec()]);
+            store.write_set(&key, &view, 2).unwrap();
+        }
+        let mut seen = Vec::new();
+        store
+            .for_each_object(&|_| true, |k, s| {
+                seen.push((k, s));
+                Ok(true)
+            })
+            .unwrap();
+        assert_eq!(seen.len(), 4);
+        for (key, state) in &seen[1..] {
+            match state {
+                ObjectState::Set(s) => assert_eq!(s.len(), 1, "{key:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let key = k(Kind::Counter, "x");
+        store.objects.insert(prefix(&key), &[1u8, 0, 0][..]).unwrap();
+        assert!(matches!(store.read_counter(&key), Err(Error::Corruption { .. })));
+        let mut newer = encode_value(0, &Counter::new());
+        newer[0] = codec::FORMAT_VERSION + 1;
+        store.objects.insert(prefix(&key), newer).unwrap();
+        assert!(matches!(
+            store.read_counter(&key),
+            Err(Error::UnsupportedFormat { .. })
+        ));
+    }
+}

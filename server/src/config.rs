@@ -1,0 +1,1303 @@
+//! The node configuration: one TOML file per node, written by
+//! `meridian init`, read once by `meridian serve`.
+//!
+//! [`NodeFile`] is the file as written (serde, unknown fields refused
+//! everywhere); [`NodeConfig::load`] reads it, resolves relative paths
+//! against the file's own directory, reads the TLS files, and validates
+//! everything once, so a bad configuration stops the node at startup with
+//! one line naming the file and the field ([`ConfigError`]), never later.
+//!
+//! ```toml
+//! node = "us-east-1"
+//! region = "us-east"
+//! data_dir = "data/us-east-1"
+//! peer_listen = "127.0.0.1:7100"
+//! client_listen = "127.0.0.1:7101"
+//! metrics_listen = "127.0.0.1:7102"
+//!
+//! [tls]
+//! ca = "ca.pem"
+//! cert = "us-east-1.pem"
+//! key = "us-east-1.key"
+//!
+//! [auth]
+//! token_sha256 = "<hex>"        # SHA-256 of the access token in client.toml
+//!
+//! [storage]                     # optional, defaults shown
+//! durability = "sync"           # "sync" | "periodic"
+//! periodic_ms = 10              # fsync interval with durability = "periodic"
+//! max_clock_offset_ms = 500     # remote timestamps further ahead are deferred
+//!
+//! [limits]                      # optional, defaults shown
+//! max_client_connections = 1024
+//! max_in_flight_per_connection = 256
+//! request_timeout_ms = 5000     # used when a request carries 0
+//!
+//! [[peers]]                     # every other node of the cluster
+//! name = "eu-west-1"
+//! region = "eu-west"
+//! address = "127.0.0.1:7103"    # the peer's peer_listen (or a proxy for it)
+//!
+//! [[placement]]                 # optional: data residency, longest prefix wins
+//! prefix = "eu/"
+//! regions = ["eu-west"]
+//! home = "eu-west"              # optional: these replicas come first
+//!
+//! [debug]                       # everything off by default
+//! allow_link_conditioning = false
+//! allow_clock_offset = false
+//! [[debug.link]]                # refused unless allow_link_conditioning
+//! region = "eu-west"
+//! delay_ms = 40
+//! cut = false
+//! ```
+//!
+//! Durability: `sync` acknowledges a write only after its log record is
+//! fsynced (group commit). `periodic` fsyncs every `periodic_ms` and may
+//! lose the last `periodic_ms` of acknowledged writes on power loss.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default fsync interval with `durability = "periodic"`, in milliseconds.
+pub const DEFAULT_PERIODIC_MS: u64 = 10;
+/// Longest allowed fsync interval, in milliseconds: beyond a minute the
+/// window of acknowledged-but-losable writes is no longer "periodic
+/// durability" but none.
+pub const MAX_PERIODIC_MS: u64 = 60_000;
+/// Default tolerated clock offset of a remote timestamp, in milliseconds.
+pub const DEFAULT_MAX_CLOCK_OFFSET_MS: u64 = 500;
+/// Largest configurable clock offset, in milliseconds: clocks a minute
+/// apart are broken, and accepting such timestamps lets one node's clock
+/// win every last-writer-wins race.
+pub const MAX_CLOCK_OFFSET_LIMIT_MS: u64 = 60_000;
+/// Default number of concurrent client connections.
+pub const DEFAULT_MAX_CLIENT_CONNECTIONS: u32 = 1_024;
+/// Default number of concurrent requests on one client connection.
+pub const DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION: u32 = 256;
+/// Default request timeout when a request carries 0, in milliseconds.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
+/// Upper bound of `max_client_connections` and
+/// `max_in_flight_per_connection`: each admitted connection and stream
+/// holds buffers, so the product must stay within one machine's memory.
+pub const MAX_CONNECTION_LIMIT: u32 = 65_536;
+/// Upper bound of `request_timeout_ms`: a client waiting ten minutes has
+/// given up long ago.
+pub const MAX_REQUEST_TIMEOUT_MS: u64 = 600_000;
+/// Largest debug link delay, in milliseconds (a minute one way is a cut).
+pub const MAX_LINK_DELAY_MS: u64 = 60_000;
+/// Largest cluster, in nodes: every node keeps a QUIC connection to every
+/// other, so links grow with the square of the node count.
+pub const MAX_CLUSTER_NODES: usize = 128;
+/// Longest node or region name, in bytes (a node name is a DNS label in
+/// certificates, at most 63 bytes).
+pub const MAX_NAME_BYTES: usize = 63;
+
+/// Why a node configuration was refused. Every variant displays as one line
+/// naming the file and, where there is one, the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file (or a file it names) could not be read.
+    #[error("{}: cannot read: {source}", .path.display())]
+    Read { path: PathBuf, source: io::Error },
+    /// The file is not valid TOML or does not match the format.
+    #[error("{}: {}", .path.display(), syntax_detail(*.line, .field.as_deref(), .message))]
+    Syntax {
+        path: PathBuf,
+        /// 1-based line of the error, when known.
+        line: Option<usize>,
+        /// Dotted field path (`storage.periodic_ms`), when known.
+        field: Option<String>,
+        message: String,
+    },
+    /// A field has a value the node cannot run with.
+    #[error("{}: {field}: {message}", .path.display())]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+}
+
+fn syntax_detail(line: Option<usize>, field: Option<&str>, message: &str) -> String {
+    let mut out = String::new();
+    if let Some(line) = line {
+        out.push_str(&format!("line {line}: "));
+    }
+    if let Some(field) = field {
+        out.push_str(field);
+        out.push_str(": ");
+    }
+    out.push_str(message);
+    out
+}
+
+/// A node configuration file as written. Use [`NodeConfig::load`] to run a
+/// node; this type is for tools that read, modify and rewrite configs (a
+/// test harness pointing peers at proxies, for example).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// This node's name; must match its certificate (`node:<name>`).
+    pub node: String,
+    /// This node's region.
+    pub region: String,
+    /// Where the node keeps its log and object store.
+    pub data_dir: PathBuf,
+    /// `host:port` the peer mesh listens on.
+    pub peer_listen: String,
+    /// `host:port` the client protocol listens on.
+    pub client_listen: String,
+    /// `host:port` of the Prometheus endpoint.
+    pub metrics_listen: String,
+    pub tls: TlsFiles,
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<PlacementRule>,
+    #[serde(default, skip_serializing_if = "DebugConfig::is_default")]
+    pub debug: DebugConfig,
+}
+
+/// `[tls]`: PEM files, relative to the config file's directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The cluster CA certificate.
+    pub ca: PathBuf,
+    /// This node's certificate, signed by the CA.
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+}
+
+/// `[auth]`: how clients are authenticated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// SHA-256 (hex) of the access token as written in `client.toml`; the
+    /// node never stores the token itself.
+    pub token_sha256: String,
+}
+
+/// How acknowledged writes are made durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// Acknowledge after fdatasync (group commit).
+    #[default]
+    Sync,
+    /// Fsync every `periodic_ms`; may lose that much on power loss.
+    Periodic,
+}
+
+/// `[storage]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub durability: DurabilityMode,
+    /// Fsync interval with `durability = "periodic"`, in milliseconds.
+    pub periodic_ms: u64,
+    /// Remote timestamps further ahead of local time are deferred, in
+    /// milliseconds.
+    pub max_clock_offset_ms: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            durability: DurabilityMode::Sync,
+            periodic_ms: DEFAULT_PERIODIC_MS,
+            max_clock_offset_ms: DEFAULT_MAX_CLOCK_OFFSET_MS,
+        }
+    }
+}
+
+/// `[limits]`: what one node admits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Concurrent client connections; more are refused.
+    pub max_client_connections: u32,
+    /// Concurrent requests (streams) on one client connection.
+    pub max_in_flight_per_connection: u32,
+    /// Timeout of a request that carries 0, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
+            max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+        }
+    }
+}
+
+/// `[[peers]]` as written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    pub name: String,
+    pub region: String,
+    /// `host:port` to dial: the peer's `peer_listen`, or a proxy for it.
+    pub address: String,
+}
+
+/// `[[placement]]`: keys starting with `prefix` are stored only in
+/// `regions`. The longest matching prefix wins; keys matching no rule are
+/// stored everywhere.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementRule {
+    pub prefix: String,
+    pub regions: Vec<String>,
+    /// Region whose nodes come first in the preference list (and so lead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
+}
+
+/// `[debug]`: fault injection for tests and demos, all off by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugConfig {
+    /// Allows `[[debug.link]]` rules.
+    pub allow_link_conditioning: bool,
+    /// Allows a debug clock offset (the `serve --allow-debug-clock` flag
+    /// also allows it; see [`DebugConfig::clock_offset_allowed`]).
+    pub allow_clock_offset: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub link: Vec<LinkRule>,
+}
+
+impl DebugConfig {
+    fn is_default(&self) -> bool {
+        self == &DebugConfig::default()
+    }
+
+    /// Whether a debug clock offset may be applied, given the value of the
+    /// `serve --allow-debug-clock` flag.
+    pub fn clock_offset_allowed(&self, allow_debug_clock_flag: bool) -> bool {
+        self.allow_clock_offset || allow_debug_clock_flag
+    }
+}
+
+/// `[[debug.link]]`: conditions traffic from this node to the peers of one
+/// region.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRule {
+    pub region: String,
+    /// One-way delay added to every peer message, in milliseconds.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Drop all traffic to that region.
+    #[serde(default)]
+    pub cut: bool,
+}
+
+impl NodeFile {
+    /// Reads and parses a config file without validating it.
+    pub fn read(path: &Path) -> Result<NodeFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        NodeFile::parse(path, &text)
+    }
+
+    /// Parses config text; `path` is only used in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<NodeFile, ConfigError> {
+        toml::from_str(text).map_err(|e| syntax_error(path, text, &e))
+    }
+
+    /// The file's TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a node config always serializes")
+    }
+}
+
+/// A `host:port` address as written in a config: an IP address or a DNS
+/// name, and a port. IPv6 addresses are written in brackets.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    host: Host,
+    port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl HostPort {
+    /// Parses `host:port` (`127.0.0.1:7100`, `[::1]:7100`, `db1.example:7100`).
+    pub fn parse(s: &str) -> Result<HostPort, String> {
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(HostPort::from(addr));
+        }
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not host:port"))?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("{s:?} has no valid port"))?;
+        if host.starts_with('[') || host.contains(':') {
+            return Err(format!("{s:?} is not a valid address"));
+        }
+        validate_hostname(host).map_err(|e| format!("{s:?}: {e}"))?;
+        Ok(HostPort {
+            host: Host::Name(host.to_ascii_lowercase()),
+            port,
+        })
+    }
+
+    /// `host` (an IP address, IPv6 with or without brackets, or a DNS
+    /// name) with `port`.
+    pub fn with_port(host: &str, port: u16) -> Result<HostPort, String> {
+        let unbracketed = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+            return Ok(HostPort {
+                host: Host::Ip(ip),
+                port,
+            });
+        }
+        validate_hostname(host)?;
+        Ok(HostPort {
+            host: Host::Name(host.to_ascii_lowercase()),
+            port,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The IP address, when the host is one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self.host {
+            Host::Ip(ip) => Some(ip),
+            Host::Name(_) => None,
+        }
+    }
+
+    /// The host as written (an IPv6 address without brackets).
+    pub fn host(&self) -> String {
+        match &self.host {
+            Host::Ip(ip) => ip.to_string(),
+            Host::Name(name) => name.clone(),
+        }
+    }
+
+    /// The socket address: the IP itself, or the first address the system
+    /// resolver gives for the name (done at each call: DNS may change).
+    pub fn resolve(&self) -> io::Result<SocketAddr> {
+        match &self.host {
+            Host::Ip(ip) => Ok(SocketAddr::new(*ip, self.port)),
+            Host::Name(name) => (name.as_str(), self.port)
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotFound, format!("{name} has no address"))
+                }),
+        }
+    }
+}
+
+impl From<SocketAddr> for HostPort {
+    fn from(addr: SocketAddr) -> Self {
+        HostPort {
+            host: Host::Ip(addr.ip()),
+            port: addr.port(),
+        }
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            Host::Ip(ip) => write!(f, "{}", SocketAddr::new(*ip, self.port)),
+            Host::Name(name) => write!(f, "{name}:{}", self.port),
+        }
+    }
+}
+
+/// Checks a DNS host name (for `--host`, `--hosts` and addresses).
+pub fn validate_hostname(host: &str) -> Result<(), String> {
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{host:?} is not a valid IP address or host name"))
+    }
+}
+
+/// Checks a node or region name: lowercase ASCII letters, digits and `-`,
+/// starting with a letter, not ending with `-`, at most [`MAX_NAME_BYTES`].
+/// Node names are DNS names in certificates and the TLS server name peers
+/// and clients dial, so they must be valid DNS labels.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && !name.ends_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a valid name (lowercase letters, digits and '-', starting with a \
+             letter, at most {MAX_NAME_BYTES} bytes)"
+        ))
+    }
+}
+
+/// SHA-256 of an access token (the bytes as written in `client.toml`).
+pub fn token_sha256(token: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token);
+    digest
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 digests are 32 bytes")
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
+}
+
+fn unhex_32(s: &str) -> Option<[u8; 32]> {
+    let bytes = s.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = u8::try_from(hi * 16 + lo).ok()?;
+    }
+    Some(out)
+}
+
+/// How acknowledged writes are made durable (the validated form of
+/// `[storage]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Acknowledge after the log is fsynced (group commit).
+    Sync,
+    /// Fsync every `interval_ms`; acknowledged writes of the last interval
+    /// may be lost on power loss.
+    Periodic { interval_ms: u64 },
+}
+
+/// A peer of this node (validated `[[peers]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub name: String,
+    pub region: String,
+    /// Where to dial it; its certificate must be issued for `name`.
+    pub address: HostPort,
+}
+
+/// One node of the cluster as this node sees it (see
+/// [`NodeConfig::all_nodes`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterNode {
+    pub name: String,
+    pub region: String,
+    /// The node's peer address (for this node itself: its `peer_listen` as
+    /// written).
+    pub peer_address: HostPort,
+}
+
+/// The TLS material, read at load.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsMaterial {
+    pub ca_path: PathBuf,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// The cluster CA certificate (PEM).
+    pub ca_pem: Vec<u8>,
+    /// This node's certificate (PEM).
+    pub cert_pem: Vec<u8>,
+    /// This node's private key (PEM). Never printed.
+    pub key_pem: Vec<u8>,
+}
+
+impl fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("ca_path", &self.ca_path)
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A loaded, validated node configuration.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    pub node: String,
+    pub region: String,
+    /// Absolute, or relative to the working directory.
+    pub data_dir: PathBuf,
+    /// `peer_listen` as written: what peers dial.
+    pub peer_address: HostPort,
+    pub peer_listen: SocketAddr,
+    pub client_listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub tls: TlsMaterial,
+    pub storage: StorageConfig,
+    pub limits: LimitsConfig,
+    /// Every other node, in file order.
+    pub peers: Vec<PeerConfig>,
+    pub placement: Vec<PlacementRule>,
+    pub debug: DebugConfig,
+    token_sha256: [u8; 32],
+}
+
+impl NodeConfig {
+    /// Reads, resolves and validates a node config file.
+    pub fn load(path: impl AsRef<Path>) -> Result<NodeConfig, ConfigError> {
+        let path = path.as_ref();
+        let file = NodeFile::read(path)?;
+        NodeConfig::from_file(path, file)
+    }
+
+    /// Validates an already parsed file; relative paths are resolved
+    /// against `path`'s directory, and the TLS files are read.
+    pub fn from_file(path: &Path, file: NodeFile) -> Result<NodeConfig, ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            field: field.to_owned(),
+            message,
+        };
+        let base = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+
+        validate_name(&file.node).map_err(|e| invalid("node", e))?;
+        validate_name(&file.region).map_err(|e| invalid("region", e))?;
+        if file.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty".into()));
+        }
+        let data_dir = base.join(&file.data_dir);
+
+        let (peer_address, peer_listen) =
+            listen_address(&file.peer_listen).map_err(|e| invalid("peer_listen", e))?;
+        let (_, client_listen) =
+            listen_address(&file.client_listen).map_err(|e| invalid("client_listen", e))?;
+        let (_, metrics_listen) =
+            listen_address(&file.metrics_listen).map_err(|e| invalid("metrics_listen", e))?;
+        let listens = [
+            ("peer_listen", peer_listen),
+            ("client_listen", client_listen),
+            ("metrics_listen", metrics_listen),
+        ];
+        for (i, (field, addr)) in listens.iter().enumerate() {
+            for (other, other_addr) in &listens[..i] {
+                if addresses_conflict(*addr, *other_addr) {
+                    return Err(invalid(
+                        field,
+                        format!("{addr} uses the same port as {other} ({other_addr})"),
+                    ));
+                }
+            }
+        }
+
+        let tls = TlsMaterial {
+            ca_path: base.join(&file.tls.ca),
+            cert_path: base.join(&file.tls.cert),
+            key_path: base.join(&file.tls.key),
+            ca_pem: read_file(&base, &file.tls.ca).map_err(|e| invalid("tls.ca", e))?,
+            cert_pem: read_file(&base, &file.tls.cert).map_err(|e| invalid("tls.cert", e))?,
+            key_pem: read_file(&base, &file.tls.key).map_err(|e| invalid("tls.key", e))?,
+        };
+        use meridian_replication::tls as peer_tls;
+        peer_tls::parse_certificates(&tls.ca_pem, "CA certificate")
+            .map_err(|e| invalid("tls.ca", format!("{}: {e}", tls.ca_path.display())))?;
+        let certs = peer_tls::parse_certificates(&tls.cert_pem, "certificate")
+            .map_err(|e| invalid("tls.cert", format!("{}: {e}", tls.cert_path.display())))?;
+        peer_tls::parse_private_key(&tls.key_pem)
+            .map_err(|e| invalid("tls.key", format!("{}: {e}", tls.key_path.display())))?;
+        match peer_tls::node_name_from_certificate(&certs[0]) {
+            Ok(name) if name == file.node => {}
+            Ok(name) => {
+                return Err(invalid(
+                    "tls.cert",
+                    format!(
+                        "{} is the certificate of node {name:?}, not {:?}",
+                        tls.cert_path.display(),
+                        file.node
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(invalid(
+                    "tls.cert",
+                    format!("{}: {e}", tls.cert_path.display()),
+                ));
+            }
+        }
+
+        let token_sha256 = unhex_32(&file.auth.token_sha256).ok_or_else(|| {
+            invalid(
+                "auth.token_sha256",
+                "must be 64 hex digits (the SHA-256 of the access token)".into(),
+            )
+        })?;
+
+        validate_storage(&file.storage).map_err(|(field, e)| invalid(field, e))?;
+        validate_limits(&file.limits).map_err(|(field, e)| invalid(field, e))?;
+
+        let mut peers = Vec::with_capacity(file.peers.len());
+        let mut names = HashSet::from([file.node.as_str()]);
+        let mut addresses = HashMap::new();
+        if file.peers.len() + 1 > MAX_CLUSTER_NODES {
+            return Err(invalid(
+                "peers",
+                format!("a cluster has at most {MAX_CLUSTER_NODES} nodes"),
+            ));
+        }
+        for (i, peer) in file.peers.iter().enumerate() {
+            let field = |name: &str| format!("peers[{i}].{name}");
+            validate_name(&peer.name).map_err(|e| invalid(&field("name"), e))?;
+            if peer.name == file.node {
+                return Err(invalid(
+                    &field("name"),
+                    format!("{:?} is this node itself", peer.name),
+                ));
+            }
+            if !names.insert(peer.name.as_str()) {
+                return Err(invalid(
+                    &field("name"),
+                    format!("{:?} is listed twice", peer.name),
+                ));
+            }
+            validate_name(&peer.region).map_err(|e| invalid(&field("region"), e))?;
+            let address =
+                HostPort::parse(&peer.address).map_err(|e| invalid(&field("address"), e))?;
+            if address == peer_address {
+                return Err(invalid(
+                    &field("address"),
+                    format!("{address} is this node's own peer_listen"),
+                ));
+            }
+            if let Some(other) = addresses.insert(address.clone(), peer.name.as_str()) {
+                return Err(invalid(
+                    &field("address"),
+                    format!("{address} is also the address of peer {other:?}"),
+                ));
+            }
+            peers.push(PeerConfig {
+                name: peer.name.clone(),
+                region: peer.region.clone(),
+                address,
+            });
+        }
+
+        let regions: BTreeSet<&str> = std::iter::once(file.region.as_str())
+            .chain(peers.iter().map(|p| p.region.as_str()))
+            .collect();
+        let known_region = |field: &str, region: &str| {
+            if regions.contains(region) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    field,
+                    format!(
+                        "unknown region {region:?} (the cluster's regions: {})",
+                        regions.iter().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                ))
+            }
+        };
+
+        let mut prefixes = HashSet::new();
+        for (i, rule) in file.placement.iter().enumerate() {
+            let field = |name: &str| format!("placement[{i}].{name}");
+            if !prefixes.insert(rule.prefix.as_str()) {
+                return Err(invalid(
+                    &field("prefix"),
+                    format!("prefix {:?} has another rule", rule.prefix),
+                ));
+            }
+            if rule.regions.is_empty() {
+                return Err(invalid(
+                    &field("regions"),
+                    "must name at least one region".into(),
+                ));
+            }
+            let mut seen = HashSet::new();
+            for region in &rule.regions {
+                known_region(&field("regions"), region)?;
+                if !seen.insert(region) {
+                    return Err(invalid(
+                        &field("regions"),
+                        format!("region {region:?} is listed twice"),
+                    ));
+                }
+            }
+            if let Some(home) = &rule.home
+                && !rule.regions.contains(home)
+            {
+                return Err(invalid(
+                    &field("home"),
+                    format!("home region {home:?} is not among the rule's regions"),
+                ));
+            }
+        }
+
+        if !file.debug.link.is_empty() && !file.debug.allow_link_conditioning {
+            return Err(invalid(
+                "debug.link",
+                "link conditioning rules need debug.allow_link_conditioning = true".into(),
+            ));
+        }
+        let mut link_regions = HashSet::new();
+        for (i, link) in file.debug.link.iter().enumerate() {
+            let field = |name: &str| format!("debug.link[{i}].{name}");
+            known_region(&field("region"), &link.region)?;
+            if !link_regions.insert(link.region.as_str()) {
+                return Err(invalid(
+                    &field("region"),
+                    format!("region {:?} has another link rule", link.region),
+                ));
+            }
+            if link.delay_ms > MAX_LINK_DELAY_MS {
+                return Err(invalid(
+                    &field("delay_ms"),
+                    format!("at most {MAX_LINK_DELAY_MS} ms (use cut = true to cut a link)"),
+                ));
+            }
+        }
+
+        Ok(NodeConfig {
+            path: path.to_owned(),
+            node: file.node,
+            region: file.region,
+            data_dir,
+            peer_address,
+            peer_listen,
+            client_listen,
+            metrics_listen,
+            tls,
+            storage: file.storage,
+            limits: file.limits,
+            peers,
+            placement: file.placement,
+            debug: file.debug,
+            token_sha256,
+        })
+    }
+
+    /// Every region of the cluster (this node's and its peers'), sorted.
+    pub fn cluster_regions(&self) -> Vec<String> {
+        let regions: BTreeSet<&str> = std::iter::once(self.region.as_str())
+            .chain(self.peers.iter().map(|p| p.region.as_str()))
+            .collect();
+        regions.into_iter().map(str::to_owned).collect()
+    }
+
+    /// This node, then its peers in file order.
+    pub fn all_nodes(&self) -> Vec<ClusterNode> {
+        std::iter::once(ClusterNode {
+            name: self.node.clone(),
+            region: self.region.clone(),
+            peer_address: self.peer_address.clone(),
+        })
+        .chain(self.peers.iter().map(|p| ClusterNode {
+            name: p.name.clone(),
+            region: p.region.clone(),
+            peer_address: p.address.clone(),
+        }))
+        .collect()
+    }
+
+    /// The durability setting.
+    pub fn durability(&self) -> Durability {
+        match self.storage.durability {
+            DurabilityMode::Sync => Durability::Sync,
+            DurabilityMode::Periodic => Durability::Periodic {
+                interval_ms: self.storage.periodic_ms,
+            },
+        }
+    }
+
+    /// Whether `token` (as sent by a client) is the cluster's access token.
+    /// Compares SHA-256 digests without an early exit.
+    pub fn token_matches(&self, token: &[u8]) -> bool {
+        let digest = token_sha256(token);
+        digest
+            .iter()
+            .zip(self.token_sha256.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+
+    /// The placement rule for `key`: the one with the longest matching
+    /// prefix, or `None` (the key is stored in every region).
+    pub fn placement_for(&self, key: &[u8]) -> Option<&PlacementRule> {
+        self.placement
+            .iter()
+            .filter(|rule| key.starts_with(rule.prefix.as_bytes()))
+            .max_by_key(|rule| rule.prefix.len())
+    }
+}
+
+/// Parses a listen address and resolves it to the socket to bind.
+fn listen_address(s: &str) -> Result<(HostPort, SocketAddr), String> {
+    let written = HostPort::parse(s)?;
+    let addr = written
+        .resolve()
+        .map_err(|e| format!("cannot resolve {written}: {e}"))?;
+    Ok((written, addr))
+}
+
+/// Whether two listen sockets would collide (port 0 means "any free port").
+fn addresses_conflict(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+fn read_file(base: &Path, relative: &Path) -> Result<Vec<u8>, String> {
+    if relative.as_os_str().is_empty() {
+        return Err("must not be empty".into());
+    }
+    let path = base.join(relative);
+    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn validate_storage(storage: &StorageConfig) -> Result<(), (&'static str, String)> {
+    if storage.durability == DurabilityMode::Periodic
+        && !(1..=MAX_PERIODIC_MS).contains(&storage.periodic_ms)
+    {
+        return Err((
+            "storage.periodic_ms",
+            format!("must be between 1 and {MAX_PERIODIC_MS} ms"),
+        ));
+    }
+    if !(1..=MAX_CLOCK_OFFSET_LIMIT_MS).contains(&storage.max_clock_offset_ms) {
+        return Err((
+            "storage.max_clock_offset_ms",
+            format!("must be between 1 and {MAX_CLOCK_OFFSET_LIMIT_MS} ms"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_limits(limits: &LimitsConfig) -> Result<(), (&'static str, String)> {
+    if !(1..=MAX_CONNECTION_LIMIT).contains(&limits.max_client_connections) {
+        return Err((
+            "limits.max_client_connections",
+            format!("must be between 1 and {MAX_CONNECTION_LIMIT}"),
+        ));
+    }
+    if !(1..=MAX_CONNECTION_LIMIT).contains(&limits.max_in_flight_per_connection) {
+        return Err((
+            "limits.max_in_flight_per_connection",
+            format!("must be between 1 and {MAX_CONNECTION_LIMIT}"),
+        ));
+    }
+    if !(1..=MAX_REQUEST_TIMEOUT_MS).contains(&limits.request_timeout_ms) {
+        return Err((
+            "limits.request_timeout_ms",
+            format!("must be between 1 and {MAX_REQUEST_TIMEOUT_MS} ms"),
+        ));
+    }
+    Ok(())
+}
+
+/// Turns a TOML error into one line: its line number, the field it is
+/// about (from the position, when the message does not say), the message.
+fn syntax_error(path: &Path, text: &str, err: &toml::de::Error) -> ConfigError {
+    let message = err.message().replace('\n', " ").trim().to_owned();
+    let (line, field) = match err.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            (Some(line), field_at_line(text, line))
+        }
+        None => (None, None),
+    };
+    ConfigError::Syntax {
+        path: path.to_owned(),
+        line,
+        field,
+        message,
+    }
+}
+
+/// The dotted path of the `key = value` on 1-based `line`, with the table
+/// headers above it (`peers[1].address`, `storage.periodic_ms`).
+fn field_at_line(text: &str, line: usize) -> Option<String> {
+    let mut table: Option<String> = None;
+    let mut array_counts: HashMap<String, usize> = HashMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let current = raw.split('#').next().unwrap_or("").trim();
+        if i + 1 == line {
+            let (key, _) = current.split_once('=')?;
+            let key = key.trim().trim_matches('"');
+            if key.is_empty() {
+                return None;
+            }
+            return Some(match &table {
+                Some(table) => format!("{table}.{key}"),
+                None => key.to_owned(),
+            });
+        }
+        if let Some(name) = current
+            .strip_prefix("[[")
+            .and_then(|s| s.strip_suffix("]]"))
+        {
+            let name = name.trim().to_owned();
+            let count = array_counts.entry(name.clone()).or_insert(0);
+            table = Some(format!("{name}[{count}]"));
+            *count += 1;
+        } else if let Some(name) = current.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            table = Some(name.trim().to_owned());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cluster directory made by the real `init` code, with one node's
+    /// config text to tweak.
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let args = crate::init::InitArgs::for_test(dir.path(), &["us-east", "eu-west"]);
+            crate::init::write_cluster(&args).unwrap();
+            Fixture { dir }
+        }
+
+        fn path(&self) -> PathBuf {
+            self.dir.path().join("us-east-1.toml")
+        }
+
+        fn text(&self) -> String {
+            std::fs::read_to_string(self.path()).unwrap()
+        }
+
+        /// Writes `text` as the config and loads it; returns the error line.
+        fn error_with(&self, text: &str) -> String {
+            let path = self.dir.path().join("edited.toml");
+            std::fs::write(&path, text).unwrap();
+            let err = NodeConfig::load(&path).unwrap_err().to_string();
+            assert!(!err.contains('\n'), "multi-line error: {err}");
+            assert!(err.starts_with(&path.display().to_string()), "{err}");
+            err
+        }
+    }
+
+    #[test]
+    fn the_config_written_by_init_loads() {
+        let fx = Fixture::new();
+        let config = NodeConfig::load(fx.path()).unwrap();
+        assert_eq!(config.node, "us-east-1");
+        assert_eq!(config.region, "us-east");
+        assert_eq!(config.cluster_regions(), ["eu-west", "us-east"]);
+        assert_eq!(config.durability(), Durability::Sync);
+        assert_eq!(config.data_dir, fx.dir.path().join("data/us-east-1"));
+        assert_eq!(config.peer_listen.to_string(), "127.0.0.1:7100");
+        assert_eq!(config.client_listen.to_string(), "127.0.0.1:7101");
+        assert_eq!(config.metrics_listen.to_string(), "127.0.0.1:7102");
+        let nodes: Vec<_> = config
+            .all_nodes()
+            .into_iter()
+            .map(|n| (n.name, n.region, n.peer_address.to_string()))
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                (
+                    "us-east-1".into(),
+                    "us-east".into(),
+                    "127.0.0.1:7100".into()
+                ),
+                (
+                    "eu-west-1".into(),
+                    "eu-west".into(),
+                    "127.0.0.1:7103".into()
+                ),
+            ]
+        );
+        assert!(!config.tls.key_pem.is_empty());
+        assert!(!format!("{config:?}").contains("PRIVATE KEY"));
+        assert_eq!(config.limits, LimitsConfig::default());
+        assert_eq!(config.storage, StorageConfig::default());
+    }
+
+    #[test]
+    fn a_rewritten_file_round_trips() {
+        let fx = Fixture::new();
+        let mut file = NodeFile::read(&fx.path()).unwrap();
+        file.peers[0].address = "127.0.0.1:9999".into();
+        let text = file.to_toml();
+        assert_eq!(NodeFile::parse(&fx.path(), &text).unwrap(), file);
+        std::fs::write(fx.path(), text).unwrap();
+        let config = NodeConfig::load(fx.path()).unwrap();
+        assert_eq!(config.peers[0].address.to_string(), "127.0.0.1:9999");
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let fx = Fixture::new();
+        let text = fx
+            .text()
+            .replace("[storage]\n", "[storage]\nfsync_everything = true\n");
+        let err = fx.error_with(&text);
+        assert!(err.contains("storage.fsync_everything"), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named_with_its_table() {
+        let fx = Fixture::new();
+        let text = fx
+            .text()
+            .replace("request_timeout_ms = 5000", "request_timeout_ms = \"soon\"");
+        let err = fx.error_with(&text);
+        assert!(err.contains("limits.request_timeout_ms"), "{err}");
+        let text = fx.text().replace("region = \"eu-west\"", "region = 7");
+        let err = fx.error_with(&text);
+        assert!(err.contains("peers[0].region"), "{err}");
+    }
+
+    #[test]
+    fn bad_address_is_named() {
+        let fx = Fixture::new();
+        let text = fx.text().replace(
+            "client_listen = \"127.0.0.1:7101\"",
+            "client_listen = \"127.0.0.1\"",
+        );
+        let err = fx.error_with(&text);
+        assert!(err.contains(": client_listen: "), "{err}");
+        let text = fx.text().replace(
+            "address = \"127.0.0.1:7103\"",
+            "address = \"not an address:1\"",
+        );
+        let err = fx.error_with(&text);
+        assert!(err.contains(": peers[0].address: "), "{err}");
+    }
+
+    #[test]
+    fn missing_certificate_is_named() {
+        let fx = Fixture::new();
+        std::fs::remove_file(fx.dir.path().join("us-east-1.pem")).unwrap();
+        let err = NodeConfig::load(fx.path()).unwrap_err().to_string();
+        assert!(err.contains(": tls.cert: cannot read "), "{err}");
+        assert!(err.contains("us-east-1.pem"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn a_certificate_of_another_node_is_refused() {
+        let fx = Fixture::new();
+        let text = fx
+            .text()
+            .replace("cert = \"us-east-1.pem\"", "cert = \"eu-west-1.pem\"");
+        let err = fx.error_with(&text);
+        assert!(err.contains(": tls.cert: "), "{err}");
+        assert!(err.contains("\"eu-west-1\""), "{err}");
+        let text = fx
+            .text()
+            .replace("cert = \"us-east-1.pem\"", "cert = \"client.pem\"");
+        let err = fx.error_with(&text);
+        assert!(err.contains("not a node certificate"), "{err}");
+    }
+
+    #[test]
+    fn debug_link_needs_link_conditioning() {
+        let fx = Fixture::new();
+        let link = "\n[debug]\n[[debug.link]]\nregion = \"eu-west\"\ndelay_ms = 40\n";
+        let err = fx.error_with(&format!("{}{link}", fx.text()));
+        assert!(err.contains(": debug.link: "), "{err}");
+        assert!(err.contains("allow_link_conditioning"), "{err}");
+        let allowed = link.replace("[debug]\n", "[debug]\nallow_link_conditioning = true\n");
+        std::fs::write(fx.path(), format!("{}{allowed}", fx.text())).unwrap();
+        let config = NodeConfig::load(fx.path()).unwrap();
+        assert_eq!(config.debug.link[0].delay_ms, 40);
+        assert!(!config.debug.clock_offset_allowed(false));
+        assert!(config.debug.clock_offset_allowed(true));
+    }
+
+    #[test]
+    fn placement_must_name_cluster_regions() {
+        let fx = Fixture::new();
+        let rule = "\n[[placement]]\nprefix = \"eu/\"\nregions = [\"eu-central\"]\n";
+        let err = fx.error_with(&format!("{}{rule}", fx.text()));
+        assert!(err.contains(": placement[0].regions: "), "{err}");
+        assert!(err.contains("eu-central"), "{err}");
+    }
+
+    #[test]
+    fn placement_rules_are_checked_and_longest_prefix_wins() {
+        let fx = Fixture::new();
+        let original = fx.text();
+        let rules = "\n[[placement]]\nprefix = \"eu/\"\nregions = [\"eu-west\"]\nhome = \"eu-west\"\n\
+                     [[placement]]\nprefix = \"eu/shared/\"\nregions = [\"eu-west\", \"us-east\"]\n";
+        std::fs::write(fx.path(), format!("{}{rules}", original)).unwrap();
+        let config = NodeConfig::load(fx.path()).unwrap();
+        assert_eq!(config.placement_for(b"eu/x").unwrap().prefix, "eu/");
+        assert_eq!(
+            config.placement_for(b"eu/shared/x").unwrap().prefix,
+            "eu/shared/"
+        );
+        assert!(config.placement_for(b"us/x").is_none());
+
+        let dup = "\n[[placement]]\nprefix = \"eu/\"\nregions = [\"eu-west\"]\n".repeat(2);
+        let err = fx.error_with(&format!("{}{dup}", original));
+        assert!(err.contains(": placement[1].prefix: "), "{err}");
+        let bad_home =
+            "\n[[placement]]\nprefix = \"eu/\"\nregions = [\"eu-west\"]\nhome = \"us-east\"\n";
+        let err = fx.error_with(&format!("{}{bad_home}", original));
+        assert!(err.contains(": placement[0].home: "), "{err}");
+    }
+
+    #[test]
+    fn peers_are_checked() {
+        let fx = Fixture::new();
+        let itself = fx
+            .text()
+            .replace("name = \"eu-west-1\"", "name = \"us-east-1\"");
+        let err = fx.error_with(&itself);
+        assert!(err.contains(": peers[0].name: "), "{err}");
+        assert!(err.contains("this node itself"), "{err}");
+        let twice = format!(
+            "{}\n[[peers]]\nname = \"eu-west-1\"\nregion = \"eu-west\"\naddress = \"127.0.0.1:7200\"\n",
+            fx.text()
+        );
+        let err = fx.error_with(&twice);
+        assert!(err.contains(": peers[1].name: "), "{err}");
+    }
+
+    #[test]
+    fn ports_must_be_distinct() {
+        let fx = Fixture::new();
+        let text = fx.text().replace(
+            "metrics_listen = \"127.0.0.1:7102\"",
+            "metrics_listen = \"0.0.0.0:7101\"",
+        );
+        let err = fx.error_with(&text);
+        assert!(err.contains(": metrics_listen: "), "{err}");
+    }
+
+    #[test]
+    fn durability_settings_are_checked() {
+        let fx = Fixture::new();
+        let text = fx
+            .text()
+            .replace("durability = \"sync\"", "durability = \"periodic\"");
+        std::fs::write(fx.path(), &text).unwrap();
+        let config = NodeConfig::load(fx.path()).unwrap();
+        assert_eq!(
+            config.durability(),
+            Durability::Periodic { interval_ms: 10 }
+        );
+        let err = fx.error_with(&text.replace("periodic_ms = 10", "periodic_ms = 0"));
+        assert!(err.contains(": storage.periodic_ms: "), "{err}");
+        let err =
+            fx.error_with(&text.replace("durability = \"periodic\"", "durability = \"never\""));
+        assert!(err.contains("storage.durability"), "{err}");
+        let err = fx.error_with(
+            &fx.text()
+                .replace("max_clock_offset_ms = 500", "max_clock_offset_ms = 0"),
+        );
+        assert!(err.contains(": storage.max_clock_offset_ms: "), "{err}");
+    }
+
+    #[test]
+    fn token_is_compared_by_digest() {
+        let fx = Fixture::new();
+        let config = NodeConfig::load(fx.path()).unwrap();
+        let client = std::fs::read_to_string(fx.dir.path().join("client.toml")).unwrap();
+        let client: meridian_client::config::ClientFile = toml::from_str(&client).unwrap();
+        assert!(config.token_matches(client.token.as_bytes()));
+        assert!(!config.token_matches(b""));
+        assert!(!config.token_matches(&client.token.as_bytes()[1..]));
+        let err = fx.error_with(
+            &fx.text()
+                .replace("token_sha256 = \"", "token_sha256 = \"zz"),
+        );
+        assert!(err.contains(": auth.token_sha256: "), "{err}");
+    }
+
+    #[test]
+    fn host_port_parsing() {
+        for ok in [
+            "127.0.0.1:7100",
+            "[::1]:7100",
+            "db-1.example:80",
+            "localhost:1",
+        ] {
+            assert_eq!(HostPort::parse(ok).unwrap().to_string(), ok);
+        }
+        for bad in [
+            "127.0.0.1",
+            ":80",
+            "a b:80",
+            "::1:80",
+            "host:99999",
+            "-a:1",
+            "[x]:1",
+        ] {
+            assert!(HostPort::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn names_are_dns_labels() {
+        for ok in ["us-east", "us-east-1", "a", "eu2"] {
+            validate_name(ok).unwrap();
+        }
+        for bad in ["", "US", "1a", "a-", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad} accepted");
+        }
+    }
+}
