@@ -185,22 +185,45 @@ pub struct Request {
 #[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Operation {
     /// Add `delta` (may be negative) to a counter.
-    CounterIncr { key: Vec<u8>, delta: i64 },
-    CounterRead { key: Vec<u8> },
-    SetAdd { key: Vec<u8>, members: Vec<Vec<u8>> },
-    SetRemove { key: Vec<u8>, members: Vec<Vec<u8>> },
-    SetRead { key: Vec<u8> },
-    RegisterPut { key: Vec<u8>, value: Vec<u8> },
-    RegisterGet { key: Vec<u8> },
+    CounterIncr {
+        key: Vec<u8>,
+        delta: i64,
+    },
+    CounterRead {
+        key: Vec<u8>,
+    },
+    SetAdd {
+        key: Vec<u8>,
+        members: Vec<Vec<u8>>,
+    },
+    SetRemove {
+        key: Vec<u8>,
+        members: Vec<Vec<u8>>,
+    },
+    SetRead {
+        key: Vec<u8>,
+    },
+    RegisterPut {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    RegisterGet {
+        key: Vec<u8>,
+    },
     /// Delete an object: a counter forgets what this replica observed, a set
     /// removes every observed member, a register writes a tombstone.
-    Delete { kind: Kind, key: Vec<u8> },
+    Delete {
+        kind: Kind,
+        key: Vec<u8>,
+    },
     /// The serving node's view of the cluster (`meridian status`).
     Status,
     /// Shift the serving node's physical clock by `offset_ms`. Only accepted
     /// by a node started with `--allow-debug-clock`; `InvalidArgument`
     /// otherwise. Used by the partition harness's clock nemesis.
-    DebugClockOffset { offset_ms: i64 },
+    DebugClockOffset {
+        offset_ms: i64,
+    },
 }
 
 impl Operation {
@@ -261,10 +284,15 @@ pub struct Reply {
 #[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum ReplyValue {
     /// A counter's value (reads, and the new value after an increment or delete).
-    Counter { value: i64 },
+    Counter {
+        value: i64,
+    },
     /// A set's members in ascending byte order, and how many there are
     /// (reads, and the new state after an add, remove or delete).
-    Set { members: Vec<Vec<u8>>, count: u64 },
+    Set {
+        members: Vec<Vec<u8>>,
+        count: u64,
+    },
     /// A register's value (`None`: never written, or deleted) and the HLC
     /// timestamp of the write that produced it (`None` only if never written).
     Register {
@@ -311,15 +339,31 @@ pub struct PeerStatus {
 #[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum WireError {
     /// Fewer replicas reachable than the level needs; nothing was attempted.
-    Unavailable { needed: u32, reachable: u32 },
+    Unavailable {
+        needed: u32,
+        reachable: u32,
+    },
     /// The deadline passed with `acked` of `needed` durable acknowledgements.
-    Timeout { acked: u32, needed: u32 },
-    WrongType { message: String },
-    InvalidArgument { message: String },
-    Unauthorized { message: String },
+    Timeout {
+        acked: u32,
+        needed: u32,
+    },
+    WrongType {
+        message: String,
+    },
+    InvalidArgument {
+        message: String,
+    },
+    Unauthorized {
+        message: String,
+    },
     /// A limit (connections, in-flight requests) refused the request.
-    Overloaded { message: String },
-    Internal { message: String },
+    Overloaded {
+        message: String,
+    },
+    Internal {
+        message: String,
+    },
 }
 
 impl WireError {

@@ -1,0 +1,372 @@
+//! Typed handles on objects ([`Counter`], [`Set`], [`Register`]) and the
+//! per-request builder they return ([`RequestBuilder`]).
+//!
+//! A handle is a client clone plus a key: cheap, `Send`, and free to keep
+//! around. Each operation returns a builder; `.consistency(..)` and
+//! `.timeout(..)` adjust it, and awaiting it sends the request:
+//!
+//! ```no_run
+//! # async fn f(client: meridian_client::Client) -> Result<(), meridian_client::Error> {
+//! use std::time::Duration;
+//! use meridian_client::Consistency;
+//!
+//! let likes = client.counter("likes");
+//! let now = likes
+//!     .incr(1)
+//!     .consistency(Consistency::Quorum)
+//!     .timeout(Duration::from_millis(800))
+//!     .await?;
+//! println!("{} likes (as seen by {})", now.value, now.node);
+//! # Ok(()) }
+//! ```
+//!
+//! Builders are `'static` futures once awaited (they own their data), so
+//! `tokio::spawn(handle.incr(1).into_future())` works.
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::Error;
+use crate::client::Client;
+use crate::config::{MAX_TIMEOUT, check_timeout};
+use crate::wire::{Consistency, Kind, Operation, ReplyValue, Request, WireHlc};
+
+/// The result of a request: the value, which node served it and at which
+/// consistency level. (Writes return the object's new value too.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Read<T> {
+    pub value: T,
+    /// The node that served the request (for `leader`, the leader).
+    pub node: String,
+    /// The level the request was served at.
+    pub consistency: Consistency,
+}
+
+/// A set's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetValue {
+    /// The members, in ascending byte order.
+    pub members: Vec<Vec<u8>>,
+    /// How many members there are.
+    pub count: u64,
+}
+
+impl SetValue {
+    /// Whether `member` is in the set (binary search: members are sorted).
+    pub fn contains(&self, member: &[u8]) -> bool {
+        self.members
+            .binary_search_by(|m| m.as_slice().cmp(member))
+            .is_ok()
+    }
+}
+
+/// A last-writer-wins register's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegisterValue {
+    /// `None`: never written, or deleted.
+    pub value: Option<Vec<u8>>,
+    /// Timestamp of the write that produced this state; `None` only if the
+    /// register was never written. Later-stamped writes win.
+    pub hlc: Option<WireHlc>,
+}
+
+/// A value type a reply can be turned into. Sealed: implemented for the
+/// value types of this crate only.
+pub trait FromReply: Sized + sealed::Sealed {
+    #[doc(hidden)]
+    fn from_reply(value: ReplyValue) -> Option<Self>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for i64 {}
+    impl Sealed for super::SetValue {}
+    impl Sealed for super::RegisterValue {}
+}
+
+impl FromReply for i64 {
+    fn from_reply(value: ReplyValue) -> Option<Self> {
+        match value {
+            ReplyValue::Counter { value } => Some(value),
+            _ => None,
+        }
+    }
+}
+
+impl FromReply for SetValue {
+    fn from_reply(value: ReplyValue) -> Option<Self> {
+        match value {
+            ReplyValue::Set { members, count } => Some(SetValue { members, count }),
+            _ => None,
+        }
+    }
+}
+
+impl FromReply for RegisterValue {
+    fn from_reply(value: ReplyValue) -> Option<Self> {
+        match value {
+            ReplyValue::Register { value, hlc } => Some(RegisterValue { value, hlc }),
+            _ => None,
+        }
+    }
+}
+
+/// One request, not sent yet. Await it to send it (it implements
+/// [`IntoFuture`]); adjust it first with [`consistency`](Self::consistency)
+/// and [`timeout`](Self::timeout). Dropping it sends nothing.
+#[must_use = "a request does nothing until it is awaited"]
+pub struct RequestBuilder<T> {
+    client: Client,
+    op: Operation,
+    consistency: Option<Consistency>,
+    timeout: Option<Duration>,
+    value: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for RequestBuilder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestBuilder")
+            .field("op", &self.op)
+            .field("consistency", &self.consistency)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> RequestBuilder<T> {
+    fn new(client: &Client, op: Operation) -> Self {
+        RequestBuilder {
+            client: client.clone(),
+            op,
+            consistency: None,
+            timeout: None,
+            value: PhantomData,
+        }
+    }
+
+    /// The consistency level of this request (default: the client's, see
+    /// [`ClientConfig::with_consistency`](crate::ClientConfig::with_consistency)).
+    pub fn consistency(mut self, consistency: Consistency) -> Self {
+        self.consistency = Some(consistency);
+        self
+    }
+
+    /// How long the server may work on this request before answering
+    /// [`Error::Timeout`] (default: the client's). The client itself gives up
+    /// [`DEADLINE_MARGIN`](crate::DEADLINE_MARGIN) later. Must be between
+    /// 1 ms and [`MAX_TIMEOUT`]; sub-millisecond parts round up.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The raw request this builder sends: the client's default consistency
+    /// filled in, `timeout_ms` 0 (the client's default) unless set.
+    pub fn to_request(&self) -> Result<Request, Error> {
+        let timeout_ms = match self.timeout {
+            None => 0, // the client's default
+            Some(timeout) => check_timeout(timeout, "timeout").map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "timeout must be between 1 ms and {} ms, not {timeout:?}",
+                    MAX_TIMEOUT.as_millis()
+                ))
+            })?,
+        };
+        Ok(Request {
+            op: self.op.clone(),
+            consistency: self
+                .consistency
+                .unwrap_or(self.client.default_consistency()),
+            timeout_ms,
+        })
+    }
+}
+
+impl<T: FromReply + Send + 'static> IntoFuture for RequestBuilder<T> {
+    type Output = Result<Read<T>, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'static>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let request = self.to_request()?;
+            let reply = self.client.execute(request).await?;
+            let node = reply.node;
+            let consistency = reply.consistency;
+            // `execute` checked the reply's shape against the operation.
+            let value = T::from_reply(reply.value)
+                .ok_or_else(|| Error::Protocol(format!("{node} answered with another type")))?;
+            Ok(Read {
+                value,
+                node,
+                consistency,
+            })
+        })
+    }
+}
+
+/// A PN-counter: increments and decrements from every region add up; a
+/// delete forgets what the deleting node had seen (concurrent increments
+/// survive).
+#[derive(Clone, Debug)]
+pub struct Counter {
+    client: Client,
+    key: Vec<u8>,
+}
+
+impl Counter {
+    pub(crate) fn new(client: Client, key: Vec<u8>) -> Self {
+        Counter { client, key }
+    }
+
+    /// The key.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// Adds `delta` (negative to decrement); returns the new value. Not
+    /// idempotent: after an indeterminate error, re-read rather than retry.
+    pub fn incr(&self, delta: i64) -> RequestBuilder<i64> {
+        RequestBuilder::new(
+            &self.client,
+            Operation::CounterIncr {
+                key: self.key.clone(),
+                delta,
+            },
+        )
+    }
+
+    /// The current value (0 if never written).
+    pub fn read(&self) -> RequestBuilder<i64> {
+        RequestBuilder::new(
+            &self.client,
+            Operation::CounterRead {
+                key: self.key.clone(),
+            },
+        )
+    }
+
+    /// Resets what the serving node has observed; returns the new value.
+    pub fn delete(&self) -> RequestBuilder<i64> {
+        RequestBuilder::new(&self.client, delete(Kind::Counter, &self.key))
+    }
+}
+
+/// An add-wins set of byte strings: a remove cancels only the adds it has
+/// seen, so a concurrent add wins.
+#[derive(Clone, Debug)]
+pub struct Set {
+    client: Client,
+    key: Vec<u8>,
+}
+
+impl Set {
+    pub(crate) fn new(client: Client, key: Vec<u8>) -> Self {
+        Set { client, key }
+    }
+
+    /// The key.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// Adds `members`; returns the new state. Idempotent.
+    pub fn add<I>(&self, members: I) -> RequestBuilder<SetValue>
+    where
+        I: IntoIterator,
+        I::Item: Into<Vec<u8>>,
+    {
+        RequestBuilder::new(
+            &self.client,
+            Operation::SetAdd {
+                key: self.key.clone(),
+                members: members.into_iter().map(Into::into).collect(),
+            },
+        )
+    }
+
+    /// Removes `members` (the adds of them the serving node has seen);
+    /// returns the new state.
+    pub fn remove<I>(&self, members: I) -> RequestBuilder<SetValue>
+    where
+        I: IntoIterator,
+        I::Item: Into<Vec<u8>>,
+    {
+        RequestBuilder::new(
+            &self.client,
+            Operation::SetRemove {
+                key: self.key.clone(),
+                members: members.into_iter().map(Into::into).collect(),
+            },
+        )
+    }
+
+    /// The members, sorted.
+    pub fn members(&self) -> RequestBuilder<SetValue> {
+        RequestBuilder::new(
+            &self.client,
+            Operation::SetRead {
+                key: self.key.clone(),
+            },
+        )
+    }
+
+    /// Removes every member the serving node has seen; returns the new state.
+    pub fn delete(&self) -> RequestBuilder<SetValue> {
+        RequestBuilder::new(&self.client, delete(Kind::Set, &self.key))
+    }
+}
+
+/// A last-writer-wins register: the write with the larger hybrid-logical-
+/// clock timestamp wins, everywhere.
+#[derive(Clone, Debug)]
+pub struct Register {
+    client: Client,
+    key: Vec<u8>,
+}
+
+impl Register {
+    pub(crate) fn new(client: Client, key: Vec<u8>) -> Self {
+        Register { client, key }
+    }
+
+    /// The key.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// Writes `value`; returns the register's state after the write.
+    pub fn put(&self, value: impl Into<Vec<u8>>) -> RequestBuilder<RegisterValue> {
+        RequestBuilder::new(
+            &self.client,
+            Operation::RegisterPut {
+                key: self.key.clone(),
+                value: value.into(),
+            },
+        )
+    }
+
+    /// The current value.
+    pub fn get(&self) -> RequestBuilder<RegisterValue> {
+        RequestBuilder::new(
+            &self.client,
+            Operation::RegisterGet {
+                key: self.key.clone(),
+            },
+        )
+    }
+
+    /// Writes a timestamped tombstone; returns the state after it.
+    pub fn delete(&self) -> RequestBuilder<RegisterValue> {
+        RequestBuilder::new(&self.client, delete(Kind::Register, &self.key))
+    }
+}
+
+fn delete(kind: Kind, key: &[u8]) -> Operation {
+    Operation::Delete {
+        kind,
+        key: key.to_vec(),
+    }
+}
