@@ -196,7 +196,11 @@ struct Inner {
     applied: Mutex<CausalContext>,
     durable: Arc<Mutex<CausalContext>>,
     streams: Mutex<BTreeMap<NodeId, GroupId>>,
-    /// Start positions of entries appended but not yet in the object store.
+    /// Start positions of entries appended but not yet in the object store
+    /// and the applied dots. An entry joins it in the same critical section
+    /// as its append and leaves it in the same one as its dots are
+    /// published, so a checkpoint that reads the log end, this set and the
+    /// applied dots under this lock sees a consistent cut.
     in_flight: Mutex<BTreeSet<u64>>,
     checkpoint_lock: Mutex<()>,
     counters: Arc<Counters>,
@@ -583,7 +587,7 @@ impl Engine {
                 delta,
             };
             let entry = Entry::Delta(record);
-            let (start, end) = inner.log.append(&entry)?;
+            let (start, end) = self.append_entry(&entry)?;
             seqs.insert(stream, next + 1);
             let Entry::Delta(record) = entry else {
                 unreachable!()
@@ -591,39 +595,55 @@ impl Engine {
             (record, start, end)
         };
         inner.streams.lock().unwrap().insert(stream, group);
-        self.finish_append(start, end, Some(record.dot), store)?;
+        self.finish_append(start, end, Some(Publish::Dot(record.dot)), store)?;
         Ok((record, end))
     }
 
-    /// After an append: write the object store, then publish the dot.
+    /// Appends `entry` to the log and marks it in flight, in one critical
+    /// section (see `Inner::in_flight`).
+    fn append_entry(&self, entry: &Entry) -> Result<(u64, u64)> {
+        let mut in_flight = self.inner.in_flight.lock().unwrap();
+        let (start, end) = self.inner.log.append(entry)?;
+        in_flight.insert(start);
+        Ok((start, end))
+    }
+
+    /// After an append ([`Engine::append_entry`]): write the object store,
+    /// then publish what the entry adds to the applied dots (`dots`) and
+    /// take it out of flight, together.
     fn finish_append(
         &self,
         start: u64,
         end: u64,
-        dot: Option<Dot>,
+        dots: Option<Publish>,
         store: impl FnOnce(u64) -> Result<()>,
     ) -> Result<()> {
         let inner = &self.inner;
         inner.counters
             .log_bytes_written
             .fetch_add(end - start, Ordering::Relaxed);
-        inner.in_flight.lock().unwrap().insert(start);
         let stored = store(start);
-        inner.in_flight.lock().unwrap().remove(&start);
         if let Err(e) = stored {
+            inner.in_flight.lock().unwrap().remove(&start);
             // The entry is in the log: replay on the next open will apply it.
             // This process can't vouch for the object any more; stop writing.
             tracing::error!(error = %e, "object store write failed after the log append");
             return Err(e);
         }
-        if let Some(dot) = dot {
-            inner.applied.lock().unwrap().insert(dot);
+        {
+            let mut in_flight = inner.in_flight.lock().unwrap();
+            if let Some(dots) = &dots {
+                dots.add_to(&mut inner.applied.lock().unwrap());
+            }
+            in_flight.remove(&start);
+        }
+        if let Some(dots) = dots {
             let durable = inner.durable.clone();
             inner.log.group.on_durable(
                 end,
                 Box::new(move |r| {
                     if r.is_ok() {
-                        durable.lock().unwrap().insert(dot);
+                        dots.add_to(&mut durable.lock().unwrap());
                     }
                 }),
             );
@@ -663,14 +683,14 @@ impl Engine {
             return Ok(Merged::Duplicate);
         }
         let prepared = prepare_merge(&inner.store, &record.key, &record.delta)?;
-        let (start, end) = inner.log.append(&Entry::Delta(record.clone()))?;
+        let (start, end) = self.append_entry(&Entry::Delta(record.clone()))?;
         inner
             .streams
             .lock()
             .unwrap()
             .insert(record.dot.node, self.group_of(&record.key));
         let changed = prepared.changed();
-        self.finish_append(start, end, Some(record.dot), |lsn| {
+        self.finish_append(start, end, Some(Publish::Dot(record.dot)), |lsn| {
             prepared.write(&inner.store, &record.key, lsn)
         })?;
         inner.counters.merges.fetch_add(1, Ordering::Relaxed);
@@ -705,7 +725,7 @@ impl Engine {
         if !prepared.changed() {
             return Ok(None);
         }
-        let (start, end) = inner.log.append(&Entry::Merge {
+        let (start, end) = self.append_entry(&Entry::Merge {
             key: key.clone(),
             delta,
         })?;
@@ -722,20 +742,10 @@ impl Engine {
     pub fn join_vector(&self, vector: &VersionVector, groups: &[(NodeId, GroupId)]) -> Result<u64> {
         self.check_open()?;
         let inner = &self.inner;
-        let (start, end) = inner.log.append(&Entry::Vector(vector.clone()))?;
+        let (start, end) = self.append_entry(&Entry::Vector(vector.clone()))?;
         inner.streams.lock().unwrap().extend(groups.iter().copied());
-        self.finish_append(start, end, None, |_| Ok(()))?;
         let ctx = CausalContext::from_vector(vector.clone());
-        inner.applied.lock().unwrap().join(&ctx);
-        let durable = inner.durable.clone();
-        inner.log.group.on_durable(
-            end,
-            Box::new(move |r| {
-                if r.is_ok() {
-                    durable.lock().unwrap().join(&ctx);
-                }
-            }),
-        );
+        self.finish_append(start, end, Some(Publish::Vector(ctx)), |_| Ok(()))?;
         Ok(end)
     }
 
@@ -772,10 +782,15 @@ impl Engine {
     }
 
     /// An object's full CRDT state (for joins across replicas), consistent
-    /// with respect to concurrent writes.
+    /// with respect to concurrent writes. `None` if it is absent or has
+    /// never been changed by any operation.
     pub fn state(&self, key: &ObjectKey) -> Result<Option<ObjectState>> {
         let _g = self.stripe(key);
-        self.inner.store.read_state(key)
+        Ok(self
+            .inner
+            .store
+            .read_state(key)?
+            .filter(|s| !s.is_empty()))
     }
 
     /// Dots applied here (including not-yet-durable ones).
@@ -841,19 +856,19 @@ impl Engine {
 
     fn checkpoint_locked(&self, truncated: BTreeMap<GroupId, VersionVector>) -> Result<u64> {
         let inner = &self.inner;
-        let applied = self.applied();
+        // One consistent cut: every entry below `lsn` is in the object store
+        // and its dots are in `applied`; every dot in `applied` has its entry
+        // below `end`.
+        let (end, lsn, applied) = {
+            let in_flight = inner.in_flight.lock().unwrap();
+            let end = inner.log.end();
+            let lsn = in_flight.first().copied().unwrap_or(end).min(end);
+            (end, lsn, self.applied())
+        };
+        // Streams are recorded before their dots are published.
         let streams = inner.streams.lock().unwrap().clone();
-        // Every dot in `applied` has its entry below `end`; make them durable.
-        let end = inner.log.end();
+        // Make every entry of `applied` durable.
         self.wait_durable(end)?;
-        let lsn = inner
-            .in_flight
-            .lock()
-            .unwrap()
-            .first()
-            .copied()
-            .unwrap_or(end)
-            .min(end);
         inner.store.flush_durable()?;
         write_small_file(
             &inner.dir,
@@ -998,6 +1013,25 @@ fn prepare_merge(store: &Store, key: &ObjectKey, delta: &Delta) -> Result<Prepar
             Prepared::Set(view, changed)
         }
     })
+}
+
+/// What a log entry adds to the applied (and, once durable, the durable) dots.
+enum Publish {
+    Dot(Dot),
+    Vector(CausalContext),
+}
+
+impl Publish {
+    fn add_to(&self, cc: &mut CausalContext) {
+        match self {
+            Publish::Dot(d) => {
+                cc.insert(*d);
+            }
+            Publish::Vector(v) => {
+                cc.join(v);
+            }
+        }
+    }
 }
 
 /// Joins a delta into the stored object (recovery replay).

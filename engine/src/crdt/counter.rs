@@ -48,6 +48,15 @@ impl Pn {
     }
 }
 
+/// Joins one origin's totals; all-zero totals are never stored, so equal
+/// meanings have equal representations.
+fn join_entry(map: &mut BTreeMap<NodeId, Pn>, node: NodeId, pn: Pn) -> bool {
+    if pn == Pn::default() {
+        return false;
+    }
+    map.entry(node).or_default().join(pn)
+}
+
 #[derive(
     Clone, Default, PartialEq, Eq, Hash, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
@@ -86,6 +95,10 @@ impl Counter {
                 "incrementing by {delta} would overflow the counter's 64-bit range"
             )));
         }
+        if delta == 0 {
+            // No effect, and no entry: states that mean the same must be equal.
+            return Ok(Counter::new());
+        }
         let mut entry = self.entries.get(&node).copied().unwrap_or_default();
         let total = if delta >= 0 {
             &mut entry.inc
@@ -104,7 +117,7 @@ impl Counter {
     /// Removes everything this replica has observed; returns the delta.
     pub fn delete(&mut self) -> Counter {
         for (node, pn) in &self.entries {
-            self.reset.entry(*node).or_default().join(*pn);
+            join_entry(&mut self.reset, *node, *pn);
         }
         Counter {
             entries: self.entries.clone(),
@@ -117,10 +130,10 @@ impl Counter {
     pub fn merge(&mut self, other: &Counter) -> bool {
         let mut changed = false;
         for (node, pn) in &other.entries {
-            changed |= self.entries.entry(*node).or_default().join(*pn);
+            changed |= join_entry(&mut self.entries, *node, *pn);
         }
         for (node, pn) in &other.reset {
-            changed |= self.reset.entry(*node).or_default().join(*pn);
+            changed |= join_entry(&mut self.reset, *node, *pn);
         }
         changed
     }
@@ -184,6 +197,16 @@ mod tests {
         assert_eq!(c.value(), 0);
         c.merge(&inc);
         assert_eq!(c.value(), 0);
+    }
+
+    #[test]
+    fn zero_increment_leaves_no_trace() {
+        let mut a = Counter::new();
+        let d = a.incr(A, 0).unwrap();
+        assert_eq!(a, Counter::new());
+        let mut b = Counter::new();
+        assert!(!b.merge(&d));
+        assert_eq!(a, b);
     }
 
     #[test]

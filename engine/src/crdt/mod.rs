@@ -53,6 +53,16 @@ impl ObjectState {
         }
     }
 
+    /// Whether the state is the same as an absent object (no effect has
+    /// ever been joined into it).
+    pub fn is_empty(&self) -> bool {
+        match self {
+            ObjectState::Counter(c) => c == &Counter::new(),
+            ObjectState::Set(s) => s.is_empty() && s.context().is_empty(),
+            ObjectState::Register(_) => false,
+        }
+    }
+
     /// The state as a delta that can be joined into any replica.
     pub fn to_delta(&self) -> Delta {
         match self {

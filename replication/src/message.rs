@@ -1,0 +1,172 @@
+//! Messages between peers, and their framing.
+//!
+//! A frame is `[payload length: u32 LE][payload]`, payload =
+//! `[format version][rkyv archive of PeerMessage]`. The length is checked
+//! against [`MAX_PEER_FRAME_BYTES`] before anything is allocated, and every
+//! payload is validated (bytecheck, then [`PeerMessage::validate`]) before
+//! use: a peer that sends garbage is disconnected, never trusted.
+
+use meridian_engine::codec::{self, DecodeError};
+use meridian_engine::{
+    CausalContext, GroupId, MAX_KEY_BYTES, NodeId, ObjectKey, ObjectState, Record, VersionVector,
+};
+
+/// Largest peer frame, in bytes: one whole object (16 MiB) plus framing
+/// and metadata. Senders batch far below this; a larger length prefix is
+/// treated as garbage.
+pub const MAX_PEER_FRAME_BYTES: usize = 24 << 20;
+
+/// First message on a link, each way.
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Hello {
+    /// The sender's node name (also proven by its certificate).
+    pub node: String,
+    /// Its current incarnation.
+    pub incarnation: NodeId,
+    /// Its [`crate::Placement::fingerprint`]: peers that disagree don't replicate.
+    pub placement: u64,
+    pub applied: CausalContext,
+    pub durable: CausalContext,
+    /// Its physical clock, ms since the Unix epoch (clock-offset estimate).
+    pub wall_ms: u64,
+    /// Whether the sender has received the receiver's hello; if not, the
+    /// receiver answers with its own (a hello lost in transit is re-sent).
+    pub seen_yours: bool,
+}
+
+/// What the sender has applied and made durable.
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Ack {
+    pub applied: CausalContext,
+    pub durable: CausalContext,
+    pub wall_ms: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum PeerMessage {
+    Hello(Hello),
+    /// Deltas: realtime push (`catch_up: false`) or the answer to a
+    /// [`PeerMessage::Want`] (`catch_up: true`; `more`: ask again).
+    Deltas {
+        records: Vec<Record>,
+        catch_up: bool,
+        more: bool,
+    },
+    Ack(Ack),
+    /// "Send me the deltas I lack": the sender's applied dots.
+    Want { have: CausalContext },
+    /// Batch `seq` (from 0) of full-state sync `sync`: whole objects.
+    FullSync {
+        sync: u64,
+        seq: u32,
+        objects: Vec<(ObjectKey, ObjectState)>,
+    },
+    /// End of full-state sync `sync`, which had `batches` batches: once the
+    /// receiver has applied all of them it may count `vector` as applied.
+    FullSyncDone {
+        sync: u64,
+        batches: u32,
+        vector: VersionVector,
+        streams: Vec<(NodeId, GroupId)>,
+    },
+}
+
+impl PeerMessage {
+    pub fn name(&self) -> &'static str {
+        match self {
+            PeerMessage::Hello(_) => "hello",
+            PeerMessage::Deltas { .. } => "deltas",
+            PeerMessage::Ack(_) => "ack",
+            PeerMessage::Want { .. } => "want",
+            PeerMessage::FullSync { .. } => "full-sync",
+            PeerMessage::FullSyncDone { .. } => "full-sync-done",
+        }
+    }
+
+    /// Semantic checks beyond the archive's structure.
+    pub fn validate(&self) -> Result<(), String> {
+        let check_key = |k: &ObjectKey| {
+            if k.key().len() > MAX_KEY_BYTES {
+                Err(format!("key of {} bytes", k.key().len()))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            PeerMessage::Deltas { records, .. } => {
+                for r in records {
+                    check_key(&r.key)?;
+                    if r.key.kind() != r.delta.kind() {
+                        return Err(format!("{} delta for a {} key", r.delta.kind(), r.key.kind()));
+                    }
+                    if r.dot.counter == 0 || r.dot.node.0 == 0 {
+                        return Err("zero dot".into());
+                    }
+                }
+            }
+            PeerMessage::FullSync { objects, .. } => {
+                for (k, s) in objects {
+                    check_key(k)?;
+                    if k.kind() != s.kind() {
+                        return Err(format!("{} state for a {} key", s.kind(), k.kind()));
+                    }
+                }
+            }
+            PeerMessage::Hello(h) if h.incarnation.0 == 0 => {
+                return Err("zero incarnation".into());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The frame for this message.
+    pub fn to_frame(&self) -> Vec<u8> {
+        let mut out = vec![0u8; 4];
+        codec::encode_into(self, &mut out);
+        let len = (out.len() - 4) as u32;
+        out[..4].copy_from_slice(&len.to_le_bytes());
+        out
+    }
+
+    /// Decodes and validates one frame's payload.
+    pub fn from_payload(payload: &[u8]) -> Result<PeerMessage, String> {
+        if payload.len() > MAX_PEER_FRAME_BYTES {
+            return Err(format!("frame of {} bytes", payload.len()));
+        }
+        let msg: PeerMessage = codec::decode(payload).map_err(|e| match e {
+            DecodeError::Unsupported(v) => format!("unsupported format version {v}"),
+            DecodeError::Malformed(m) => format!("malformed message: {m}"),
+        })?;
+        msg.validate()?;
+        Ok(msg)
+    }
+}
+
+/// Checks a frame's length prefix.
+pub fn frame_len(prefix: [u8; 4]) -> Result<usize, String> {
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len == 0 || len > MAX_PEER_FRAME_BYTES {
+        return Err(format!("frame length {len} outside 1..={MAX_PEER_FRAME_BYTES}"));
+    }
+    Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_garbage() {
+        let msg = PeerMessage::Want {
+            have: CausalContext::new(),
+        };
+        let frame = msg.to_frame();
+        let len = frame_len(frame[..4].try_into().unwrap()).unwrap();
+        assert_eq!(PeerMessage::from_payload(&frame[4..4 + len]).unwrap(), msg);
+        assert!(PeerMessage::from_payload(b"\x01garbage").is_err());
+        assert!(PeerMessage::from_payload(&[]).is_err());
+        assert!(frame_len(((MAX_PEER_FRAME_BYTES + 1) as u32).to_le_bytes()).is_err());
+        assert!(frame_len([0; 4]).is_err());
+    }
+}

@@ -1,0 +1,922 @@
+//! The replication protocol as a sans-io state machine.
+//!
+//! [`Replicator::handle`] takes one [`Input`] (a peer connected, a message
+//! arrived, a local write was applied, durability advanced, time passed)
+//! and the current time, applies what it must to the engine, and returns
+//! [`Output`]s: messages to send, durability to watch, truncation to run.
+//! It owns no socket, task or timer, so the same code runs over QUIC
+//! ([`crate::mesh`]) and over the simulated lossy network of the tests.
+//!
+//! # How replicas converge
+//! * **Realtime push**: a local write's delta goes at once to every
+//!   connected replica of its object (best effort: a full queue drops it).
+//! * **Pull catch-up / anti-entropy**: each node regularly sends each peer
+//!   its applied dots ([`PeerMessage::Want`]); the peer answers with the
+//!   deltas it lacks from its log, *including deltas that originated
+//!   elsewhere*, in batches, and the node asks again until nothing is left.
+//!   Anything push missed (drops, partitions, restarts) is pulled; relaying
+//!   through a third node heals a bridge topology.
+//! * **Full-state sync**: when a peer needs deltas this node's log has
+//!   already truncated, it sends whole objects instead, then a vector the
+//!   peer may count as applied.
+//! * **Acks** carry the applied and durable dots; they drive quorum waits,
+//!   replication-lag metrics and log truncation (a segment goes once every
+//!   replica of its deltas has them, or once a silent peer has been gone
+//!   longer than the retention period: it will need a full sync).
+//! * Deltas stamped too far in the future are refused by the engine and
+//!   counted per peer; the sender still has them and the next pull brings
+//!   them again once clocks agree: deferred, not lost.
+//! * Merges are idempotent, so duplicates and reordering are harmless; a
+//!   peer that sends data outside its placement or malformed messages is
+//!   disconnected.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use meridian_engine::{
+    CausalContext, Dot, Engine, Error as EngineError, GroupId, Merged, NodeId, ObjectKey,
+    ObjectState, PhysicalTime, Record, VersionVector,
+};
+
+use crate::message::{Ack, Hello, MAX_PEER_FRAME_BYTES, PeerMessage};
+use crate::placement::Placement;
+
+/// Protocol timers and batch limits. Every field has a reason.
+#[derive(Clone, Debug)]
+pub struct ProtocolConfig {
+    /// This node's name.
+    pub node: String,
+    /// How often to pull from each peer when idle, in ms. Bounds how long a
+    /// delta that push missed takes to arrive (and to cross a bridge).
+    pub anti_entropy_ms: u64,
+    /// A pull unanswered this long is re-sent, in ms.
+    pub want_timeout_ms: u64,
+    /// An ack goes to each peer at least this often, in ms (it doubles as
+    /// the heartbeat the failure detector listens for).
+    pub heartbeat_ms: u64,
+    /// How often to checkpoint and truncate the log, in ms.
+    pub truncate_every_ms: u64,
+    /// A peer silent this long stops holding back log truncation, in ms; it
+    /// gets a full-state sync when it returns.
+    pub retention_ms: u64,
+    /// Catch-up batch limits: records, and bytes of deltas.
+    pub max_batch_records: usize,
+    pub max_batch_bytes: usize,
+}
+
+impl ProtocolConfig {
+    pub fn new(node: impl Into<String>) -> ProtocolConfig {
+        ProtocolConfig {
+            node: node.into(),
+            anti_entropy_ms: 500,
+            want_timeout_ms: 5_000,
+            heartbeat_ms: 250,
+            truncate_every_ms: 10_000,
+            retention_ms: 3_600_000,
+            max_batch_records: 4_096,
+            // A catch-up batch stays well inside one frame and doesn't hog
+            // the link for long on a slow WAN.
+            max_batch_bytes: (1 << 20).min(MAX_PEER_FRAME_BYTES / 4),
+        }
+    }
+}
+
+/// Time as the protocol sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    /// Monotonic milliseconds (any origin), for timers.
+    pub mono_ms: u64,
+    /// Physical time handed to the engine's clock.
+    pub physical: PhysicalTime,
+}
+
+/// Which stream a message should travel on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// Handshake, realtime deltas, acks, pulls: small and latency-sensitive.
+    Control,
+    /// Catch-up and full-sync data: bulky, must not delay the control lane.
+    Bulk,
+}
+
+#[derive(Debug)]
+pub enum Input {
+    /// A link to `peer` is up (its certificate identified it).
+    Connected { peer: String },
+    Disconnected { peer: String },
+    Message { peer: String, msg: PeerMessage },
+    /// A local write was applied: push its delta.
+    LocalApplied(Record),
+    /// The engine's durable position advanced: tell peers.
+    Durable,
+    /// Time passed: heartbeats, pulls, truncation.
+    Tick,
+    /// Report when `needed` of `peers` have `dot` durably (quorum writes).
+    Wait {
+        token: u64,
+        dot: Dot,
+        peers: Vec<String>,
+        needed: usize,
+        deadline_ms: u64,
+    },
+    /// The waiter gave up.
+    Cancel { token: u64 },
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    Send {
+        peer: String,
+        msg: PeerMessage,
+        lane: Lane,
+    },
+    /// Stream a full-state sync of these groups to `peer` (see
+    /// [`full_sync_messages`]).
+    StartFullSync { peer: String, groups: Vec<GroupId> },
+    /// Feed [`Input::Durable`] once the engine is durable at `lsn`.
+    WatchDurable { lsn: u64 },
+    /// Run [`Engine::truncate`] with these per-group stable vectors.
+    Truncate {
+        stable: BTreeMap<GroupId, VersionVector>,
+    },
+    /// Close the link to `peer` (it misbehaved).
+    Disconnect { peer: String, reason: String },
+    /// Progress of a [`Input::Wait`]: `acked` peers have the dot durably.
+    WaitProgress { token: u64, acked: usize, done: bool },
+}
+
+/// A peer's state as reported by metrics and `meridian status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerReport {
+    pub name: String,
+    pub region: String,
+    pub connected: bool,
+    pub incarnation: Option<NodeId>,
+    /// Deltas this node has (of groups both replicate) that the peer hasn't acknowledged.
+    pub lag_deltas: u64,
+    /// How long the peer has been behind, in ms (0 when caught up).
+    pub lag_ms: u64,
+    /// Deltas from this peer refused because their timestamp was too far ahead.
+    pub deferred_deltas: u64,
+    /// Peer's clock minus ours, from its last message, in ms.
+    pub clock_offset_ms: i64,
+    /// Deltas received from this peer and applied (not duplicates).
+    pub deltas_applied: u64,
+    /// Full-state syncs sent to / received from this peer.
+    pub full_syncs_sent: u64,
+    pub full_syncs_received: u64,
+}
+
+struct FullSyncRx {
+    sync: u64,
+    batches: BTreeSet<u32>,
+    failed: bool,
+}
+
+struct Peer {
+    name: String,
+    region: String,
+    /// Groups both this node and the peer replicate.
+    shared: Vec<GroupId>,
+    connected: bool,
+    hello_seen: bool,
+    compatible: bool,
+    incarnation: Option<NodeId>,
+    applied: CausalContext,
+    durable: CausalContext,
+    last_heard_ms: u64,
+    last_ack_sent_ms: u64,
+    /// When our outstanding pull was sent.
+    want_sent_ms: Option<u64>,
+    last_want_ms: u64,
+    caught_up_ms: u64,
+    full_sync_rx: Option<FullSyncRx>,
+    /// Highest full-sync id from this peer that finished (or was abandoned).
+    last_sync: u64,
+    deferred: u64,
+    applied_from: u64,
+    clock_offset_ms: i64,
+    full_syncs_sent: u64,
+    full_syncs_received: u64,
+}
+
+struct Waiter {
+    dot: Dot,
+    peers: Vec<String>,
+    acked: BTreeSet<String>,
+    needed: usize,
+    deadline_ms: u64,
+}
+
+/// The replication state machine of one node.
+pub struct Replicator {
+    config: ProtocolConfig,
+    engine: Engine,
+    placement: Arc<Placement>,
+    fingerprint: u64,
+    my_groups: Vec<GroupId>,
+    peers: BTreeMap<String, Peer>,
+    waiters: BTreeMap<u64, Waiter>,
+    last_truncate_ms: u64,
+    out: Vec<Output>,
+}
+
+impl std::fmt::Debug for Replicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replicator")
+            .field("node", &self.config.node)
+            .field("peers", &self.peers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Replicator {
+    pub fn new(config: ProtocolConfig, engine: Engine, placement: Arc<Placement>, now: Now) -> Self {
+        let me = config.node.clone();
+        let my_groups: Vec<GroupId> = placement
+            .groups()
+            .filter(|&g| placement.is_replica(&me, g))
+            .collect();
+        let peers = placement
+            .nodes()
+            .iter()
+            .filter(|n| n.name != me)
+            .map(|n| {
+                let shared = my_groups
+                    .iter()
+                    .copied()
+                    .filter(|&g| placement.is_replica(&n.name, g))
+                    .collect();
+                (
+                    n.name.clone(),
+                    Peer {
+                        name: n.name.clone(),
+                        region: n.region.clone(),
+                        shared,
+                        connected: false,
+                        hello_seen: false,
+                        compatible: true,
+                        incarnation: None,
+                        applied: CausalContext::new(),
+                        durable: CausalContext::new(),
+                        last_heard_ms: now.mono_ms,
+                        last_ack_sent_ms: 0,
+                        want_sent_ms: None,
+                        last_want_ms: 0,
+                        caught_up_ms: now.mono_ms,
+                        full_sync_rx: None,
+                        last_sync: 0,
+                        deferred: 0,
+                        applied_from: 0,
+                        clock_offset_ms: 0,
+                        full_syncs_sent: 0,
+                        full_syncs_received: 0,
+                    },
+                )
+            })
+            .collect();
+        Replicator {
+            fingerprint: placement.fingerprint(),
+            config,
+            engine,
+            placement,
+            my_groups,
+            peers,
+            waiters: BTreeMap::new(),
+            last_truncate_ms: now.mono_ms,
+            out: Vec::new(),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn placement(&self) -> &Arc<Placement> {
+        &self.placement
+    }
+
+    /// Handles one input; returns what to do.
+    pub fn handle(&mut self, input: Input, now: Now) -> Vec<Output> {
+        match input {
+            Input::Connected { peer } => self.on_connected(&peer, now),
+            Input::Disconnected { peer } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.connected = false;
+                    p.hello_seen = false;
+                    p.want_sent_ms = None;
+                    p.full_sync_rx = None;
+                }
+            }
+            Input::Message { peer, msg } => self.on_message(&peer, msg, now),
+            Input::LocalApplied(record) => self.push(record),
+            Input::Durable => self.ack_all(now),
+            Input::Tick => self.tick(now),
+            Input::Wait {
+                token,
+                dot,
+                peers,
+                needed,
+                deadline_ms,
+            } => {
+                let mut w = Waiter {
+                    dot,
+                    peers,
+                    acked: BTreeSet::new(),
+                    needed,
+                    deadline_ms,
+                };
+                for name in &w.peers {
+                    if self.peers.get(name).is_some_and(|p| p.durable.contains(dot)) {
+                        w.acked.insert(name.clone());
+                    }
+                }
+                let done = w.acked.len() >= w.needed;
+                self.out.push(Output::WaitProgress {
+                    token,
+                    acked: w.acked.len(),
+                    done,
+                });
+                if !done {
+                    self.waiters.insert(token, w);
+                }
+            }
+            Input::Cancel { token } => {
+                self.waiters.remove(&token);
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn hello(&self, peer: &str, now: Now) -> PeerMessage {
+        let seen_yours = self.peers.get(peer).is_some_and(|p| p.hello_seen);
+        PeerMessage::Hello(Hello {
+            seen_yours,
+            node: self.config.node.clone(),
+            incarnation: self.engine.node_id(),
+            placement: self.fingerprint,
+            applied: self.engine.applied(),
+            durable: self.engine.durable(),
+            wall_ms: now.physical.unix_ms(),
+        })
+    }
+
+    fn ack(&self, now: Now) -> PeerMessage {
+        PeerMessage::Ack(Ack {
+            applied: self.engine.applied(),
+            durable: self.engine.durable(),
+            wall_ms: now.physical.unix_ms(),
+        })
+    }
+
+    fn send(&mut self, peer: &str, msg: PeerMessage, lane: Lane) {
+        self.out.push(Output::Send {
+            peer: peer.to_string(),
+            msg,
+            lane,
+        });
+    }
+
+    fn on_connected(&mut self, peer: &str, now: Now) {
+        let Some(p) = self.peers.get_mut(peer) else {
+            self.out.push(Output::Disconnect {
+                peer: peer.to_string(),
+                reason: "not a member of this cluster".into(),
+            });
+            return;
+        };
+        p.connected = true;
+        p.hello_seen = false;
+        p.want_sent_ms = None;
+        p.full_sync_rx = None;
+        p.last_heard_ms = now.mono_ms;
+        p.last_ack_sent_ms = now.mono_ms;
+        let hello = self.hello(peer, now);
+        self.send(peer, hello, Lane::Control);
+    }
+
+    fn disconnect(&mut self, peer: &str, reason: String) {
+        tracing::warn!(peer, %reason, "disconnecting misbehaving peer");
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.connected = false;
+            p.hello_seen = false;
+        }
+        self.out.push(Output::Disconnect {
+            peer: peer.to_string(),
+            reason,
+        });
+    }
+
+    fn on_message(&mut self, peer: &str, msg: PeerMessage, now: Now) {
+        let Some(p) = self.peers.get_mut(peer) else {
+            self.disconnect(peer, "not a member of this cluster".into());
+            return;
+        };
+        p.last_heard_ms = now.mono_ms;
+        if !p.connected {
+            // A message racing a disconnect: ignore it.
+            return;
+        }
+        match msg {
+            PeerMessage::Hello(h) => {
+                if h.node != peer {
+                    let reason = format!("hello names {:?}, certificate names {peer:?}", h.node);
+                    self.disconnect(peer, reason);
+                    return;
+                }
+                p.hello_seen = true;
+                p.clock_offset_ms = h.wall_ms as i64 - now.physical.unix_ms() as i64;
+                if h.placement != self.fingerprint {
+                    if p.compatible {
+                        tracing::error!(
+                            peer,
+                            "peer's nodes or placement rules differ from ours; not replicating with it"
+                        );
+                    }
+                    p.compatible = false;
+                    return;
+                }
+                p.compatible = true;
+                // A restarted peer's vectors replace what we knew.
+                p.incarnation = Some(h.incarnation);
+                p.applied = h.applied;
+                p.durable = h.durable;
+                self.update_waiters(peer);
+                if !h.seen_yours {
+                    let hello = self.hello(peer, now);
+                    self.send(peer, hello, Lane::Control);
+                }
+                self.pull(peer, now);
+            }
+            // Links deliver the hello first; if it was lost (the simulated
+            // network can lose it), ignore traffic until it is re-sent.
+            _ if !p.hello_seen => {
+                tracing::debug!(peer, msg = msg.name(), "message before hello ignored");
+            }
+            _ if !p.compatible => {}
+            PeerMessage::Ack(a) => {
+                p.applied.join(&a.applied);
+                p.durable.join(&a.durable);
+                p.clock_offset_ms = a.wall_ms as i64 - now.physical.unix_ms() as i64;
+                self.update_waiters(peer);
+            }
+            PeerMessage::Want { have } => self.serve_pull(peer, have),
+            PeerMessage::Deltas {
+                records,
+                catch_up,
+                more,
+            } => {
+                if !self.apply_deltas(peer, &records, now) {
+                    return;
+                }
+                if catch_up {
+                    if more {
+                        self.pull(peer, now);
+                    } else if let Some(p) = self.peers.get_mut(peer) {
+                        p.want_sent_ms = None;
+                    }
+                }
+            }
+            PeerMessage::FullSync { sync, seq, objects } => {
+                self.apply_full_sync(peer, sync, seq, objects, now)
+            }
+            PeerMessage::FullSyncDone {
+                sync,
+                batches,
+                vector,
+                streams,
+            } => {
+                if sync <= p.last_sync {
+                    return; // a stale duplicate
+                }
+                p.last_sync = sync;
+                let complete = match p.full_sync_rx.take() {
+                    Some(rx) if rx.sync == sync => {
+                        !rx.failed && rx.batches.len() == batches as usize
+                    }
+                    Some(_) | None => batches == 0,
+                };
+                p.want_sent_ms = None;
+                if !complete {
+                    tracing::warn!(peer, sync, "full-state sync incomplete; will pull again");
+                    return;
+                }
+                p.full_syncs_received += 1;
+                let ours: Vec<(NodeId, GroupId)> = streams
+                    .into_iter()
+                    .filter(|(_, g)| self.my_groups.contains(g))
+                    .collect();
+                match self.engine.join_vector(&vector, &ours) {
+                    Ok(lsn) => {
+                        self.out.push(Output::WatchDurable { lsn });
+                        self.pull(peer, now);
+                    }
+                    Err(e) => tracing::error!(peer, error = %e, "could not record a full sync"),
+                }
+            }
+        }
+    }
+
+    /// Merges deltas from `peer`; returns false if the peer was dropped.
+    fn apply_deltas(&mut self, peer: &str, records: &[Record], now: Now) -> bool {
+        let mut last_lsn = None;
+        let mut applied = 0;
+        let mut deferred = 0;
+        for r in records {
+            let group = self.engine.group_of(&r.key);
+            if !self.my_groups.contains(&group) {
+                self.disconnect(
+                    peer,
+                    format!("sent a delta for {:?}, which this node may not store", r.key),
+                );
+                return false;
+            }
+            match self.engine.merge(r, now.physical) {
+                Ok(Merged::Applied { lsn, .. }) => {
+                    applied += 1;
+                    last_lsn = Some(lsn);
+                }
+                Ok(Merged::Duplicate) => {}
+                Err(EngineError::ClockAhead { ahead_ms, .. }) => {
+                    deferred += 1;
+                    tracing::debug!(peer, ahead_ms, dot = ?r.dot, "delta from the future deferred");
+                }
+                Err(e @ (EngineError::InvalidArgument(_) | EngineError::WrongType(_))) => {
+                    self.disconnect(peer, format!("invalid delta: {e}"));
+                    return false;
+                }
+                Err(e) => {
+                    tracing::error!(peer, error = %e, "could not apply a delta");
+                    break;
+                }
+            }
+        }
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.applied_from += applied;
+            if deferred > 0 {
+                if p.deferred == 0 {
+                    tracing::warn!(
+                        peer,
+                        deferred,
+                        "deferring deltas stamped too far in the future (clock skew?)"
+                    );
+                }
+                p.deferred += deferred;
+            }
+        }
+        if let Some(lsn) = last_lsn {
+            self.out.push(Output::WatchDurable { lsn });
+        }
+        true
+    }
+
+    fn apply_full_sync(
+        &mut self,
+        peer: &str,
+        sync: u64,
+        seq: u32,
+        objects: Vec<(ObjectKey, ObjectState)>,
+        now: Now,
+    ) {
+        if self.peers.get(peer).is_some_and(|p| sync <= p.last_sync) {
+            return; // a batch of a sync that already ended
+        }
+        for (key, _) in &objects {
+            if !self.my_groups.contains(&self.engine.group_of(key)) {
+                self.disconnect(
+                    peer,
+                    format!("full sync of {key:?}, which this node may not store"),
+                );
+                return;
+            }
+        }
+        let mut failed = false;
+        let mut last_lsn = None;
+        for (key, state) in &objects {
+            match self.engine.merge_state(key, state, now.physical) {
+                Ok(Some(lsn)) => last_lsn = Some(lsn),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(peer, error = %e, ?key, "full-sync object not applied");
+                    failed = true;
+                }
+            }
+        }
+        if let Some(p) = self.peers.get_mut(peer) {
+            // Data is flowing: the pull that asked for it is not lost.
+            if p.want_sent_ms.is_some() {
+                p.want_sent_ms = Some(now.mono_ms);
+            }
+            if p.full_sync_rx.as_ref().is_none_or(|rx| rx.sync != sync) {
+                p.full_sync_rx = Some(FullSyncRx {
+                    sync,
+                    batches: BTreeSet::new(),
+                    failed: false,
+                });
+            }
+            let rx = p.full_sync_rx.as_mut().unwrap();
+            rx.batches.insert(seq);
+            rx.failed |= failed;
+        }
+        if let Some(lsn) = last_lsn {
+            self.out.push(Output::WatchDurable { lsn });
+        }
+    }
+
+    /// Asks `peer` for what we lack.
+    fn pull(&mut self, peer: &str, now: Now) {
+        let have = self.engine.applied();
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.want_sent_ms = Some(now.mono_ms);
+            p.last_want_ms = now.mono_ms;
+        }
+        self.send(peer, PeerMessage::Want { have }, Lane::Control);
+    }
+
+    /// Answers a pull.
+    fn serve_pull(&mut self, peer: &str, have: CausalContext) {
+        let shared = match self.peers.get(peer) {
+            Some(p) => p.shared.clone(),
+            None => return,
+        };
+        let wants = |g: GroupId| shared.contains(&g);
+        match self.engine.deltas_since(
+            &have,
+            &wants,
+            self.config.max_batch_records,
+            self.config.max_batch_bytes,
+        ) {
+            Ok(Some(since)) => {
+                self.send(
+                    peer,
+                    PeerMessage::Deltas {
+                        records: since.records,
+                        catch_up: true,
+                        more: since.more,
+                    },
+                    Lane::Bulk,
+                );
+            }
+            Ok(None) => {
+                tracing::info!(peer, "peer needs deltas this log truncated; sending full state");
+                if let Some(p) = self.peers.get_mut(peer) {
+                    p.full_syncs_sent += 1;
+                }
+                self.out.push(Output::StartFullSync {
+                    peer: peer.to_string(),
+                    groups: shared,
+                });
+            }
+            Err(e) => tracing::error!(peer, error = %e, "could not read the log for a peer"),
+        }
+    }
+
+    fn push(&mut self, record: Record) {
+        let group = self.engine.group_of(&record.key);
+        let targets: Vec<String> = self
+            .peers
+            .values()
+            .filter(|p| p.connected && p.hello_seen && p.compatible && p.shared.contains(&group))
+            .map(|p| p.name.clone())
+            .collect();
+        for peer in targets {
+            self.send(
+                &peer,
+                PeerMessage::Deltas {
+                    records: vec![record.clone()],
+                    catch_up: false,
+                    more: false,
+                },
+                Lane::Control,
+            );
+        }
+    }
+
+    fn ack_all(&mut self, now: Now) {
+        let targets: Vec<String> = self
+            .peers
+            .values()
+            .filter(|p| p.connected && p.hello_seen && p.compatible)
+            .map(|p| p.name.clone())
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let ack = self.ack(now);
+        for peer in targets {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.last_ack_sent_ms = now.mono_ms;
+            }
+            self.send(&peer, ack.clone(), Lane::Control);
+        }
+    }
+
+    fn update_waiters(&mut self, peer: &str) {
+        let Some(p) = self.peers.get(peer) else {
+            return;
+        };
+        let mut finished = Vec::new();
+        for (&token, w) in self.waiters.iter_mut() {
+            if w.peers.iter().any(|n| n == peer)
+                && !w.acked.contains(peer)
+                && p.durable.contains(w.dot)
+            {
+                w.acked.insert(peer.to_string());
+                let done = w.acked.len() >= w.needed;
+                self.out.push(Output::WaitProgress {
+                    token,
+                    acked: w.acked.len(),
+                    done,
+                });
+                if done {
+                    finished.push(token);
+                }
+            }
+        }
+        for t in finished {
+            self.waiters.remove(&t);
+        }
+    }
+
+    fn tick(&mut self, now: Now) {
+        // A peer whose hello we haven't seen may not have seen ours either.
+        let silent: Vec<String> = self
+            .peers
+            .values()
+            .filter(|p| {
+                p.connected
+                    && !p.hello_seen
+                    && now.mono_ms.saturating_sub(p.last_ack_sent_ms) >= self.config.heartbeat_ms
+            })
+            .map(|p| p.name.clone())
+            .collect();
+        for name in silent {
+            let hello = self.hello(&name, now);
+            if let Some(p) = self.peers.get_mut(&name) {
+                p.last_ack_sent_ms = now.mono_ms;
+            }
+            self.send(&name, hello, Lane::Control);
+        }
+        let live: Vec<String> = self
+            .peers
+            .values()
+            .filter(|p| p.connected && p.hello_seen && p.compatible)
+            .map(|p| p.name.clone())
+            .collect();
+        let mut need_ack = false;
+        for name in &live {
+            let p = &self.peers[name];
+            if now.mono_ms.saturating_sub(p.last_ack_sent_ms) >= self.config.heartbeat_ms {
+                need_ack = true;
+            }
+            let pull_due = match p.want_sent_ms {
+                None => now.mono_ms.saturating_sub(p.last_want_ms) >= self.config.anti_entropy_ms,
+                Some(at) => now.mono_ms.saturating_sub(at) >= self.config.want_timeout_ms,
+            };
+            if pull_due {
+                self.pull(name, now);
+            }
+        }
+        if need_ack {
+            self.ack_all(now);
+        }
+        // Track how long each peer has been behind.
+        let mine = self.engine.applied();
+        for name in self.peers.keys().cloned().collect::<Vec<_>>() {
+            let lag = self.lag_deltas(&mine, &self.peers[&name]);
+            let p = self.peers.get_mut(&name).unwrap();
+            if lag == 0 {
+                p.caught_up_ms = now.mono_ms;
+            }
+        }
+        self.waiters.retain(|_, w| w.deadline_ms > now.mono_ms);
+        if now.mono_ms.saturating_sub(self.last_truncate_ms) >= self.config.truncate_every_ms {
+            self.last_truncate_ms = now.mono_ms;
+            let stable = self.stable_vectors(now);
+            self.out.push(Output::Truncate { stable });
+        }
+    }
+
+    /// Per group this node replicates: what every replica still counted
+    /// has applied.
+    fn stable_vectors(&self, now: Now) -> BTreeMap<GroupId, VersionVector> {
+        let mine = self.engine.applied().vector().clone();
+        let mut out = BTreeMap::new();
+        for &g in &self.my_groups {
+            let mut stable = mine.clone();
+            for p in self.peers.values() {
+                if !p.shared.contains(&g) {
+                    continue;
+                }
+                let gone = !p.connected
+                    && now.mono_ms.saturating_sub(p.last_heard_ms) > self.config.retention_ms;
+                if gone {
+                    continue;
+                }
+                stable = stable.meet(p.applied.vector());
+            }
+            out.insert(g, stable);
+        }
+        out
+    }
+
+    fn lag_deltas(&self, mine: &CausalContext, p: &Peer) -> u64 {
+        mine.vector()
+            .iter()
+            .filter(|(stream, _)| {
+                self.engine
+                    .stream_group(*stream)
+                    .is_some_and(|g| p.shared.contains(&g))
+            })
+            .map(|(stream, c)| c.saturating_sub(p.applied.vector().get(stream)))
+            .sum()
+    }
+
+    /// Every peer's state, for metrics and `meridian status`.
+    pub fn report(&self, now: Now) -> Vec<PeerReport> {
+        let mine = self.engine.applied();
+        self.peers
+            .values()
+            .map(|p| {
+                let lag = self.lag_deltas(&mine, p);
+                PeerReport {
+                    name: p.name.clone(),
+                    region: p.region.clone(),
+                    connected: p.connected && p.hello_seen,
+                    incarnation: p.incarnation,
+                    lag_deltas: lag,
+                    lag_ms: if lag == 0 {
+                        0
+                    } else {
+                        now.mono_ms.saturating_sub(p.caught_up_ms)
+                    },
+                    deferred_deltas: p.deferred,
+                    clock_offset_ms: p.clock_offset_ms,
+                    deltas_applied: p.applied_from,
+                    full_syncs_sent: p.full_syncs_sent,
+                    full_syncs_received: p.full_syncs_received,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The messages of a full-state sync of `groups`, in batches of about
+/// `batch_bytes`, handed to `emit` one by one (stop early by returning
+/// false). The last one is the [`PeerMessage::FullSyncDone`].
+pub fn full_sync_messages(
+    engine: &Engine,
+    groups: &[GroupId],
+    sync: u64,
+    batch_bytes: usize,
+    mut emit: impl FnMut(PeerMessage) -> bool,
+) -> Result<(), EngineError> {
+    let mut batch: Vec<(ObjectKey, ObjectState)> = Vec::new();
+    let mut size = 0usize;
+    let mut seq = 0u32;
+    let mut stopped = false;
+    let wants = |g: GroupId| groups.contains(&g);
+    let (vector, streams) = engine.full_state(&wants, |key, state| {
+        size += estimate_state_bytes(&key, &state);
+        batch.push((key, state));
+        if size >= batch_bytes {
+            size = 0;
+            let objects = std::mem::take(&mut batch);
+            if !emit(PeerMessage::FullSync { sync, seq, objects }) {
+                stopped = true;
+                return Ok(false);
+            }
+            seq += 1;
+        }
+        Ok(true)
+    })?;
+    if stopped {
+        return Ok(());
+    }
+    if !batch.is_empty() {
+        if !emit(PeerMessage::FullSync {
+            sync,
+            seq,
+            objects: batch,
+        }) {
+            return Ok(());
+        }
+        seq += 1;
+    }
+    emit(PeerMessage::FullSyncDone {
+        sync,
+        batches: seq,
+        vector,
+        streams,
+    });
+    Ok(())
+}
+
+fn estimate_state_bytes(key: &ObjectKey, state: &ObjectState) -> usize {
+    64 + key.key().len()
+        + match state {
+            ObjectState::Counter(c) => 48 * c.origins(),
+            ObjectState::Set(s) => s.cost() as usize + 16 * s.context().entries(),
+            ObjectState::Register(r) => r.value.as_ref().map_or(0, Vec::len),
+        }
+}

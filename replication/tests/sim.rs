@@ -1,0 +1,631 @@
+//! The replication protocol over a simulated network (seeded RNG) that
+//! drops, duplicates, reorders, delays and partitions messages, with real
+//! engines underneath. After the faults stop and the network heals, every
+//! replica must converge, no delta may take effect twice (counters equal
+//! the exact sum of acknowledged increments), and keys pinned to one region
+//! must never reach another.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use meridian_engine::{
+    Durability, Engine, EngineConfig, GroupId, Kind, ObjectKey, Op, PhysicalTime, Value,
+};
+use meridian_replication::protocol::full_sync_messages;
+use meridian_replication::{
+    Input, Lane, NodeInfo, Now, Output, Placement, ProtocolConfig, Replicator, Rule,
+};
+use meridian_replication::message::PeerMessage;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const BASE_UNIX_MS: u64 = 1_800_000_000_000;
+
+struct Node {
+    name: String,
+    replicator: Replicator,
+    engine: Engine,
+    durable_flag: Arc<AtomicBool>,
+    /// Added to the shared virtual clock for this node's physical time.
+    skew_ms: i64,
+    _dir: tempfile::TempDir,
+}
+
+struct InFlight {
+    at: u64,
+    from: usize,
+    to: usize,
+    msg: PeerMessage,
+}
+
+#[derive(Clone, Copy)]
+struct Faults {
+    drop: f64,
+    duplicate: f64,
+    max_delay_ms: u64,
+}
+
+struct Sim {
+    rng: ChaCha8Rng,
+    now_ms: u64,
+    nodes: Vec<Node>,
+    placement: Arc<Placement>,
+    net: Vec<InFlight>,
+    /// Directed links that are cut.
+    cut: BTreeSet<(usize, usize)>,
+    faults: Faults,
+    next_sync: u64,
+    /// Sum of acknowledged increments per counter key.
+    expected_counts: BTreeMap<Vec<u8>, i64>,
+    /// Members added and never removed, per set key.
+    expected_members: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>>,
+    delivered: u64,
+    dropped: u64,
+    duplicated: u64,
+}
+
+fn names(n: usize) -> Vec<(String, String)> {
+    let regions = ["us-east", "eu-west", "ap-south"];
+    (0..n)
+        .map(|i| {
+            let region = regions[i % regions.len()];
+            (format!("{region}-{}", i / regions.len() + 1), region.to_string())
+        })
+        .collect()
+}
+
+impl Sim {
+    fn new(seed: u64, n: usize, segment_bytes: u64, retention_ms: u64) -> Sim {
+        let infos: Vec<NodeInfo> = names(n)
+            .into_iter()
+            .map(|(name, region)| NodeInfo { name, region })
+            .collect();
+        let placement = Arc::new(Placement::new(
+            infos.clone(),
+            vec![Rule {
+                prefix: b"eu/".to_vec(),
+                regions: vec!["eu-west".into()],
+                home: None,
+            }],
+        ));
+        let mut sim = Sim {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            now_ms: 0,
+            nodes: Vec::new(),
+            placement: placement.clone(),
+            net: Vec::new(),
+            cut: BTreeSet::new(),
+            faults: Faults {
+                drop: 0.0,
+                duplicate: 0.0,
+                max_delay_ms: 5,
+            },
+            next_sync: 1,
+            expected_counts: BTreeMap::new(),
+            expected_members: BTreeMap::new(),
+            delivered: 0,
+            dropped: 0,
+            duplicated: 0,
+        };
+        for info in &infos {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = EngineConfig::new(dir.path());
+            config.durability = Durability::Periodic(std::time::Duration::from_millis(1));
+            config.segment_bytes = segment_bytes;
+            config.cache_bytes = 8 << 20;
+            config.group_of = placement.group_fn();
+            let engine = Engine::open(config, sim.physical(0)).unwrap();
+            let mut pc = ProtocolConfig::new(info.name.clone());
+            pc.anti_entropy_ms = 50;
+            pc.want_timeout_ms = 400;
+            pc.heartbeat_ms = 20;
+            pc.truncate_every_ms = 300;
+            pc.retention_ms = retention_ms;
+            pc.max_batch_records = 16;
+            pc.max_batch_bytes = 4096;
+            let now = Now {
+                mono_ms: 0,
+                physical: sim.physical(0),
+            };
+            let replicator = Replicator::new(pc, engine.clone(), placement.clone(), now);
+            sim.nodes.push(Node {
+                name: info.name.clone(),
+                replicator,
+                engine,
+                durable_flag: Arc::new(AtomicBool::new(false)),
+                skew_ms: 0,
+                _dir: dir,
+            });
+        }
+        sim
+    }
+
+    fn physical(&self, skew_ms: i64) -> PhysicalTime {
+        PhysicalTime::from_unix_ms((BASE_UNIX_MS as i64 + self.now_ms as i64 + skew_ms) as u64)
+    }
+
+    fn now_for(&self, i: usize) -> Now {
+        Now {
+            mono_ms: self.now_ms,
+            physical: self.physical(self.nodes[i].skew_ms),
+        }
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.nodes.iter().position(|n| n.name == name).unwrap()
+    }
+
+    fn input(&mut self, i: usize, input: Input) {
+        let now = self.now_for(i);
+        let outputs = self.nodes[i].replicator.handle(input, now);
+        for out in outputs {
+            self.output(i, out);
+        }
+    }
+
+    fn output(&mut self, from: usize, out: Output) {
+        match out {
+            Output::Send { peer, msg, lane } => {
+                let to = self.index(&peer);
+                // Bulk data shares the link's fate; control messages too.
+                let _ = lane == Lane::Bulk;
+                self.send(from, to, msg);
+            }
+            Output::StartFullSync { peer, groups } => {
+                let to = self.index(&peer);
+                let sync = self.next_sync;
+                self.next_sync += 1;
+                let engine = self.nodes[from].engine.clone();
+                let mut msgs = Vec::new();
+                full_sync_messages(&engine, &groups, sync, 2048, |m| {
+                    msgs.push(m);
+                    true
+                })
+                .unwrap();
+                for m in msgs {
+                    self.send(from, to, m);
+                }
+            }
+            Output::WatchDurable { lsn } => {
+                let flag = self.nodes[from].durable_flag.clone();
+                self.nodes[from].engine.on_durable(lsn, move |r| {
+                    if r.is_ok() {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                });
+            }
+            Output::Truncate { stable } => {
+                let engine = &self.nodes[from].engine;
+                engine
+                    .truncate(&|g| stable.get(&g).cloned().unwrap_or_default())
+                    .unwrap();
+            }
+            Output::Disconnect { peer, reason } => {
+                panic!("{} disconnected {peer}: {reason}", self.nodes[from].name);
+            }
+            Output::WaitProgress { .. } => {}
+        }
+    }
+
+    fn send(&mut self, from: usize, to: usize, msg: PeerMessage) {
+        if self.cut.contains(&(from, to)) {
+            self.dropped += 1;
+            return;
+        }
+        if self.rng.random_bool(self.faults.drop) {
+            self.dropped += 1;
+            return;
+        }
+        let copies = if self.rng.random_bool(self.faults.duplicate) {
+            self.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self.rng.random_range(0..=self.faults.max_delay_ms);
+            self.net.push(InFlight {
+                at: self.now_ms + delay,
+                from,
+                to,
+                msg: msg.clone(),
+            });
+        }
+    }
+
+    fn connect_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            for j in 0..self.nodes.len() {
+                if i != j {
+                    let peer = self.nodes[j].name.clone();
+                    self.input(i, Input::Connected { peer });
+                }
+            }
+        }
+    }
+
+    /// Cuts both directions between the two sides; each side sees the
+    /// other disconnect.
+    fn partition(&mut self, side: &[usize]) {
+        for &a in side {
+            for b in 0..self.nodes.len() {
+                if side.contains(&b) {
+                    continue;
+                }
+                for (x, y) in [(a, b), (b, a)] {
+                    if self.cut.insert((x, y)) {
+                        let peer = self.nodes[y].name.clone();
+                        self.input(x, Input::Disconnected { peer });
+                    }
+                }
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        let cut: Vec<(usize, usize)> = std::mem::take(&mut self.cut).into_iter().collect();
+        for (x, y) in cut {
+            let peer = self.nodes[y].name.clone();
+            self.input(x, Input::Connected { peer });
+        }
+    }
+
+    /// One millisecond of virtual time.
+    fn step(&mut self) {
+        self.now_ms += 1;
+        // Deliver what is due, in random order among equals (reordering).
+        let mut due = Vec::new();
+        let mut i = 0;
+        while i < self.net.len() {
+            if self.net[i].at <= self.now_ms {
+                due.push(self.net.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        for f in due {
+            if self.cut.contains(&(f.from, f.to)) {
+                self.dropped += 1;
+                continue;
+            }
+            self.delivered += 1;
+            let peer = self.nodes[f.from].name.clone();
+            self.input(f.to, Input::Message { peer, msg: f.msg });
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].durable_flag.swap(false, Ordering::SeqCst) {
+                self.input(i, Input::Durable);
+            }
+            if self.now_ms % 10 == i as u64 % 10 {
+                self.input(i, Input::Tick);
+            }
+        }
+    }
+
+    /// A random client operation on node `i`.
+    fn client_op(&mut self, i: usize, op_id: u64) {
+        let pinned = self.rng.random_bool(0.2);
+        let eu_node = self.nodes[i].name.starts_with("eu-west");
+        let key_base = format!("k{}", self.rng.random_range(0..6));
+        let key = if pinned && eu_node {
+            format!("eu/{key_base}")
+        } else {
+            key_base
+        };
+        let now = self.physical(self.nodes[i].skew_ms);
+        let engine = self.nodes[i].engine.clone();
+        let applied = match self.rng.random_range(0..3) {
+            0 => {
+                let delta = self.rng.random_range(-5i64..=5);
+                let k = ObjectKey::new(Kind::Counter, key.clone()).unwrap();
+                let a = engine.apply(&k, Op::Incr(delta), now).unwrap();
+                *self.expected_counts.entry(key.into_bytes()).or_default() += delta;
+                a
+            }
+            1 => {
+                let member = format!("m{op_id}").into_bytes();
+                let k = ObjectKey::new(Kind::Set, key.clone()).unwrap();
+                let a = engine.apply(&k, Op::Add(vec![member.clone()]), now).unwrap();
+                self.expected_members
+                    .entry(key.into_bytes())
+                    .or_default()
+                    .insert(member);
+                a
+            }
+            _ => {
+                let k = ObjectKey::new(Kind::Register, key).unwrap();
+                engine
+                    .apply(&k, Op::Put(format!("v{op_id}").into_bytes()), now)
+                    .unwrap()
+            }
+        };
+        self.input(i, Input::LocalApplied(applied.record));
+    }
+
+    fn keys(&self) -> Vec<ObjectKey> {
+        let mut keys = Vec::new();
+        for b in 0..6 {
+            for prefix in ["", "eu/"] {
+                for kind in [Kind::Counter, Kind::Set, Kind::Register] {
+                    keys.push(ObjectKey::new(kind, format!("{prefix}k{b}")).unwrap());
+                }
+            }
+        }
+        keys
+    }
+
+    fn dump(&self) {
+        for n in &self.nodes {
+            eprintln!("{} applied {:?}", n.name, n.engine.applied());
+            for r in n.replicator.report(self.now_for(0)) {
+                eprintln!("   peer {} {:?}", n.name, r);
+            }
+        }
+        for key in self.keys() {
+            let group = self.placement.group_of(key.key());
+            let states: Vec<_> = self
+                .nodes
+                .iter()
+                .filter(|n| self.placement.is_replica(&n.name, group))
+                .map(|n| (n.name.clone(), n.engine.state(&key).unwrap()))
+                .collect();
+            if states.windows(2).any(|w| w[0].1 != w[1].1) {
+                for (name, state) in &states {
+                    eprintln!("DIFF {key:?} {name}: {state:?}");
+                }
+                break;
+            }
+        }
+    }
+
+    fn converged(&self) -> bool {
+        for key in self.keys() {
+            let group = self.placement.group_of(key.key());
+            let replicas: Vec<&Node> = self
+                .nodes
+                .iter()
+                .filter(|n| self.placement.is_replica(&n.name, group))
+                .collect();
+            let first = replicas[0].engine.state(&key).unwrap();
+            if replicas[1..]
+                .iter()
+                .any(|n| n.engine.state(&key).unwrap() != first)
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Runs until every replica agrees (bounded), with faults off.
+    fn settle(&mut self, max_ms: u64) -> u64 {
+        self.faults = Faults {
+            drop: 0.0,
+            duplicate: 0.0,
+            max_delay_ms: 3,
+        };
+        for n in &mut self.nodes {
+            n.skew_ms = 0;
+        }
+        self.heal();
+        let start = self.now_ms;
+        while self.now_ms - start < max_ms {
+            for _ in 0..50 {
+                self.step();
+            }
+            if self.converged() {
+                return self.now_ms - start;
+            }
+            // Real-time durability runs on engine threads.
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        self.dump();
+        panic!(
+            "no convergence within {max_ms} virtual ms (delivered {}, dropped {}, duplicated {})",
+            self.delivered, self.dropped, self.duplicated
+        );
+    }
+
+    fn check_invariants(&self) {
+        for key in self.keys() {
+            let group = self.placement.group_of(key.key());
+            for n in &self.nodes {
+                let replica = self.placement.is_replica(&n.name, group);
+                let value = n.engine.read(&key).unwrap();
+                if !replica {
+                    // Residency: a non-replica never holds the object.
+                    assert!(
+                        n.engine.state(&key).unwrap().is_none(),
+                        "{} holds {key:?} outside its placement",
+                        n.name
+                    );
+                    continue;
+                }
+                match (key.kind(), value) {
+                    (Kind::Counter, Value::Counter(v)) => {
+                        let want = self
+                            .expected_counts
+                            .get(key.key())
+                            .copied()
+                            .unwrap_or(0);
+                        assert_eq!(v, want, "{} {key:?}: a delta lost or applied twice", n.name);
+                    }
+                    (Kind::Set, Value::Set(members)) => {
+                        let want: Vec<Vec<u8>> = self
+                            .expected_members
+                            .get(key.key())
+                            .map(|s| s.iter().cloned().collect())
+                            .unwrap_or_default();
+                        assert_eq!(members, want, "{} {key:?}", n.name);
+                    }
+                    (Kind::Register, _) => {}
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        for n in &self.nodes {
+            for g in self.placement.groups() {
+                if !self.placement.is_replica(&n.name, g) {
+                    assert!(
+                        n.engine.stream_group(n.engine.stream(g)).is_none(),
+                        "{} numbered deltas of a group it doesn't replicate",
+                        n.name
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn run_scenario(seed: u64, nodes: usize) {
+    let mut sim = Sim::new(seed, nodes, 2048, 1_000);
+    sim.connect_all();
+    sim.faults = Faults {
+        drop: 0.1,
+        duplicate: 0.1,
+        max_delay_ms: 40,
+    };
+    let mut op_id = 0;
+    for round in 0..6 {
+        // A random partition for part of the round.
+        let mut side: Vec<usize> = (0..nodes)
+            .filter(|_| sim.rng.random_bool(0.5))
+            .collect();
+        if side.is_empty() || side.len() == nodes {
+            side = vec![round % nodes];
+        }
+        sim.partition(&side);
+        if round == 3 {
+            // Clock skew within the limit on one node, beyond it on another.
+            sim.nodes[0].skew_ms = 300;
+            sim.nodes[1 % nodes].skew_ms = 2_000;
+        }
+        for _ in 0..120 {
+            if sim.rng.random_bool(0.4) {
+                op_id += 1;
+                let i = sim.rng.random_range(0..nodes);
+                sim.client_op(i, op_id);
+            }
+            sim.step();
+        }
+        sim.heal();
+        for _ in 0..60 {
+            sim.step();
+        }
+    }
+    // A long partition: past retention, so the isolated node's peers
+    // truncate what it lacks and it must take a full-state sync.
+    sim.partition(&[nodes - 1]);
+    for _ in 0..2_500 {
+        if sim.rng.random_bool(0.2) {
+            op_id += 1;
+            let i = sim.rng.random_range(0..nodes - 1);
+            sim.client_op(i, op_id);
+        }
+        sim.step();
+        if sim.now_ms % 100 == 0 {
+            std::thread::sleep(std::time::Duration::from_micros(300));
+        }
+    }
+    let took = sim.settle(60_000);
+    sim.check_invariants();
+    let full_syncs: u64 = sim
+        .nodes
+        .iter()
+        .flat_map(|n| n.replicator.report(sim.now_for(0)))
+        .map(|r| r.full_syncs_received)
+        .sum();
+    eprintln!(
+        "seed {seed}: {op_id} ops, converged {took} ms after heal; delivered {}, dropped {}, duplicated {}, full syncs {full_syncs}",
+        sim.delivered, sim.dropped, sim.duplicated
+    );
+}
+
+#[test]
+fn three_nodes_converge_under_drops_duplicates_reordering_and_partitions() {
+    for seed in 1..=3 {
+        run_scenario(seed, 3);
+    }
+}
+
+#[test]
+fn five_nodes_converge_under_drops_duplicates_reordering_and_partitions() {
+    run_scenario(42, 5);
+}
+
+/// A bridge: A and C can't talk, both talk to B. Everything reaches
+/// everyone through B's pulls.
+#[test]
+fn bridge_topology_converges() {
+    let mut sim = Sim::new(7, 3, 1 << 20, 60_000);
+    sim.connect_all();
+    for (x, y) in [(0, 2), (2, 0)] {
+        sim.cut.insert((x, y));
+        let peer = sim.nodes[y].name.clone();
+        sim.input(x, Input::Disconnected { peer });
+    }
+    let mut op_id = 0;
+    for _ in 0..300 {
+        if sim.rng.random_bool(0.3) {
+            op_id += 1;
+            let i = if sim.rng.random_bool(0.5) { 0 } else { 2 };
+            sim.client_op(i, op_id);
+        }
+        sim.step();
+    }
+    // Converge without healing the A–C cut.
+    let start = sim.now_ms;
+    loop {
+        for _ in 0..50 {
+            sim.step();
+        }
+        if sim.converged() {
+            break;
+        }
+        if sim.now_ms - start > 20_000 {
+            sim.dump();
+            panic!("bridge did not converge");
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    sim.check_invariants();
+    assert!(sim.cut.contains(&(0, 2)), "the A-C link stayed cut throughout");
+}
+
+/// Pinned keys only ever travel to their region, even through catch-up
+/// and full syncs.
+#[test]
+fn pinned_keys_stay_in_their_region() {
+    let mut sim = Sim::new(11, 3, 2048, 500);
+    sim.connect_all();
+    let eu = sim.index("eu-west-1");
+    for i in 0..200u64 {
+        let k = ObjectKey::new(Kind::Set, format!("eu/secret{}", i % 5)).unwrap();
+        let now = sim.physical(0);
+        let a = sim.nodes[eu]
+            .engine
+            .apply(&k, Op::Add(vec![format!("pii-{i}").into_bytes()]), now)
+            .unwrap();
+        sim.input(eu, Input::LocalApplied(a.record));
+        sim.step();
+    }
+    sim.settle(10_000);
+    for n in &sim.nodes {
+        let mut held = 0;
+        n.engine
+            .full_state(&|_| true, |k, _| {
+                if k.key().starts_with(b"eu/") {
+                    held += 1;
+                }
+                Ok(true)
+            })
+            .unwrap();
+        if n.name.starts_with("eu-west") {
+            assert_eq!(held, 5);
+        } else {
+            assert_eq!(held, 0, "{} received pinned objects", n.name);
+        }
+        let _ = GroupId(0);
+    }
+}
