@@ -1,0 +1,526 @@
+//! The LWW-register checker (independent keys, unique written values).
+//!
+//! * **Well-formedness**: every read returns null or a value some write of
+//!   that key attempted (`garbage-read` otherwise); a value whose write
+//!   failed is `fail-visible`; a read's `meta.hlc` must equal the timestamp
+//!   the write was acknowledged with (`hlc-mismatch`); one `(time, node)`
+//!   carrying two values is a `timestamp-collision`.
+//! * **Final state** (reads with `final: true` on every node after heal):
+//!   all equal (`divergent`), and the value must be the LWW winner: the write
+//!   with the largest `(hlc.time, hlc.node)` among acknowledged writes and
+//!   indeterminate writes that some read observed (an unobserved `info` write
+//!   cannot be the winner: had it won, the final reads would show it). A
+//!   final value beaten by such a write, or a null final value while a write
+//!   was acknowledged, is a `lost-write`. When a needed timestamp is unknown
+//!   the key is `undetermined` (verdict unknown).
+//! * **Linearizability** (keys the caller marks eligible, see
+//!   [`super::LinearizableScope`]): porcupine-rs's WGL search with a register
+//!   model per key; failed writes dropped, `info` writes open until ∞, final
+//!   reads excluded. A search that times out makes the key unknown, as in
+//!   Jepsen. Keys with more than [`MAX_LINEARIZABLE_OPS`] ops are not
+//!   searched (unknown): the workload keeps keys near Jepsen's ~20 ops.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde_json::{Value, json};
+
+use super::{CheckContext, CheckResult, Checker, MAX_LISTED, Validity};
+use crate::history::{Call, F, History, Hlc, WorkloadKind};
+
+/// Per-key op limit for the linearizability search: WGL is exponential in
+/// concurrency; Jepsen keeps register keys to ~20 ops.
+pub const MAX_LINEARIZABLE_OPS: usize = 200;
+
+/// porcupine-rs register model: state = current value (None = never written).
+#[derive(Clone, Debug)]
+pub struct RegisterModel;
+
+#[derive(Clone, Debug)]
+pub enum RegOp {
+    Write(String),
+    Read(Option<String>),
+}
+
+impl porcupine_rs::Model for RegisterModel {
+    type State = Option<String>;
+    type Op = RegOp;
+    type Metadata = u64;
+
+    fn init() -> Self::State {
+        None
+    }
+
+    fn step(state: &Self::State, op: &Self::Op) -> (bool, Self::State) {
+        match op {
+            RegOp::Write(v) => (true, Some(v.clone())),
+            RegOp::Read(v) => (state == v, state.clone()),
+        }
+    }
+}
+
+/// The outcome of one key's linearizability search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Linearizable {
+    Yes,
+    No,
+    Unknown,
+}
+
+fn ns(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+/// Checks one key's calls (writes and reads) for linearizability.
+pub fn check_linearizable(calls: &[Call<'_>], timeout: std::time::Duration) -> Linearizable {
+    let mut ops: Vec<porcupine_rs::Operation<RegisterModel>> = Vec::new();
+    for c in calls {
+        if c.inv.is_final {
+            continue;
+        }
+        let client_id = match c.inv.process {
+            crate::history::Process::Client(p) => u32::try_from(p).ok(),
+            crate::history::Process::Nemesis => None,
+        };
+        match c.inv.f {
+            F::Write if !c.is_fail() => {
+                let Some(v) = c.inv.value.as_str() else {
+                    continue;
+                };
+                ops.push(porcupine_rs::Operation {
+                    client_id,
+                    call_time: ns(c.inv.time),
+                    return_time: if c.is_ok() {
+                        ns(c.cmp_time())
+                    } else {
+                        i64::MAX
+                    },
+                    op: RegOp::Write(v.to_string()),
+                    metadata: Some(c.inv.index),
+                });
+            }
+            F::Read if c.is_ok() => {
+                let v = c.result().value.as_str().map(str::to_string);
+                ops.push(porcupine_rs::Operation {
+                    client_id,
+                    call_time: ns(c.inv.time),
+                    return_time: ns(c.cmp_time()),
+                    op: RegOp::Read(v),
+                    metadata: Some(c.inv.index),
+                });
+            }
+            _ => {}
+        }
+    }
+    if ops.len() > MAX_LINEARIZABLE_OPS {
+        return Linearizable::Unknown;
+    }
+    match porcupine_rs::check_operations_timeout(&ops, timeout) {
+        porcupine_rs::CheckResult::Ok => Linearizable::Yes,
+        porcupine_rs::CheckResult::Illegal => Linearizable::No,
+        porcupine_rs::CheckResult::Unknown => Linearizable::Unknown,
+    }
+}
+
+/// The register checker (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub struct RegisterChecker;
+
+impl Checker for RegisterChecker {
+    fn name(&self) -> &'static str {
+        "register"
+    }
+
+    fn check(&self, history: &History, ctx: &CheckContext) -> anyhow::Result<CheckResult> {
+        let mut by_key: BTreeMap<String, Vec<Call<'_>>> = BTreeMap::new();
+        for call in history.calls() {
+            if let Some(key) = call.inv.key.as_deref()
+                && WorkloadKind::of_key(key) == Some(WorkloadKind::Register)
+                && matches!(call.inv.f, F::Write | F::Read)
+            {
+                by_key.entry(key.to_string()).or_default().push(call);
+            }
+        }
+
+        let mut garbage = Vec::new();
+        let mut fail_visible = BTreeSet::new();
+        let mut mismatch = Vec::new();
+        let mut collisions = Vec::new();
+        let mut divergent = Vec::new();
+        let mut lost_writes = Vec::new();
+        let mut undetermined = Vec::new();
+        let mut missing_final = Vec::new();
+        let mut lin_checked = 0usize;
+        let mut lin_invalid = Vec::new();
+        let mut lin_unknown = Vec::new();
+
+        for (key, calls) in &by_key {
+            // value -> (write call)
+            let mut writes: HashMap<&str, &Call<'_>> = HashMap::new();
+            for c in calls.iter().filter(|c| c.inv.f == F::Write) {
+                let v = c.inv.value.as_str().ok_or_else(|| {
+                    anyhow::anyhow!("write {} has a non-string value", c.inv.index)
+                })?;
+                anyhow::ensure!(
+                    writes.insert(v, c).is_none(),
+                    "register values must be unique; {v:?} written twice to {key}"
+                );
+            }
+            // Timestamps: acknowledged, and observed by reads.
+            let mut hlc_of: HashMap<&str, Hlc> = HashMap::new();
+            let mut values_at: BTreeMap<Hlc, BTreeSet<&str>> = BTreeMap::new();
+            for (v, c) in &writes {
+                if c.is_ok()
+                    && let Some(h) = c.result().hlc()
+                {
+                    hlc_of.insert(v, h);
+                    values_at.entry(h).or_default().insert(v);
+                }
+            }
+            let reads: Vec<&Call<'_>> = calls
+                .iter()
+                .filter(|c| c.inv.f == F::Read && c.is_ok())
+                .collect();
+            for r in &reads {
+                let res = r.result();
+                let Some(v) = res.value.as_str() else {
+                    continue;
+                };
+                match writes.get(v) {
+                    None => {
+                        if garbage.len() < MAX_LISTED {
+                            garbage.push(json!({"key": key, "index": res.index, "value": v}));
+                        }
+                        continue;
+                    }
+                    Some(w) if w.is_fail() => {
+                        fail_visible.insert(format!("{key}/{v}"));
+                    }
+                    _ => {}
+                }
+                if let Some(h) = res.hlc() {
+                    match hlc_of.get(v) {
+                        Some(acked) if *acked != h => {
+                            if mismatch.len() < MAX_LISTED {
+                                mismatch.push(json!({
+                                    "key": key, "value": v, "index": res.index,
+                                    "acknowledged": acked, "read": h,
+                                }));
+                            }
+                        }
+                        Some(_) => {}
+                        None => {
+                            hlc_of.insert(v, h);
+                        }
+                    }
+                    values_at.entry(h).or_default().insert(v);
+                }
+            }
+            for (h, vs) in &values_at {
+                if vs.len() > 1 {
+                    collisions.push(json!({"key": key, "hlc": h, "values": vs}));
+                }
+            }
+
+            // Final state.
+            let finals: Vec<&&Call<'_>> = reads.iter().filter(|c| c.inv.is_final).collect();
+            if finals.is_empty() {
+                if !writes.is_empty() {
+                    missing_final.push(key.clone());
+                }
+            } else {
+                let values: BTreeMap<String, Value> = finals
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.serving_node().unwrap_or("?").to_string(),
+                            c.result().value.clone(),
+                        )
+                    })
+                    .collect();
+                let distinct: BTreeSet<String> = finals
+                    .iter()
+                    .map(|c| c.result().value.to_string())
+                    .collect();
+                if distinct.len() > 1 {
+                    divergent.push(json!({"key": key, "values": values}));
+                }
+                for f in &finals {
+                    let fv = f.result().value.as_str();
+                    // Candidates: ok writes and observed info writes.
+                    let mut best: Option<(Hlc, &str)> = None;
+                    let mut unknown_hlc = false;
+                    for (v, w) in &writes {
+                        let observed = hlc_of.contains_key(v)
+                            && (w.is_ok()
+                                || (w.is_info() && values_at.values().any(|s| s.contains(v))));
+                        if w.is_ok() || observed {
+                            match hlc_of.get(v) {
+                                Some(h) => {
+                                    if best.is_none_or(|(bh, _)| *h > bh) {
+                                        best = Some((*h, v));
+                                    }
+                                }
+                                None => unknown_hlc = true,
+                            }
+                        }
+                    }
+                    let final_hlc = fv.and_then(|v| hlc_of.get(v).copied()).or(f.result().hlc());
+                    match (fv, best) {
+                        (None, Some((h, v))) => lost_writes.push(json!({
+                            "key": key, "node": f.serving_node(), "final": Value::Null,
+                            "winner": v, "winner-hlc": h,
+                        })),
+                        (Some(v), Some((bh, bv))) if bv != v => match final_hlc {
+                            Some(fh) if fh < bh => lost_writes.push(json!({
+                                "key": key, "node": f.serving_node(), "final": v,
+                                "final-hlc": fh, "winner": bv, "winner-hlc": bh,
+                            })),
+                            Some(_) => {}
+                            None => undetermined.push(key.clone()),
+                        },
+                        _ => {}
+                    }
+                    if unknown_hlc {
+                        undetermined.push(key.clone());
+                    }
+                }
+            }
+
+            if ctx.linearizable.keys.contains(key) {
+                lin_checked += 1;
+                match check_linearizable(calls, ctx.linearizable_timeout) {
+                    Linearizable::Yes => {}
+                    Linearizable::No => lin_invalid.push(key.clone()),
+                    Linearizable::Unknown => lin_unknown.push(key.clone()),
+                }
+            }
+        }
+        undetermined.sort();
+        undetermined.dedup();
+
+        let invalid = !garbage.is_empty()
+            || !fail_visible.is_empty()
+            || !mismatch.is_empty()
+            || !collisions.is_empty()
+            || !divergent.is_empty()
+            || !lost_writes.is_empty()
+            || !lin_invalid.is_empty();
+        let valid = if invalid {
+            Validity::False
+        } else if !undetermined.is_empty() || !lin_unknown.is_empty() || !missing_final.is_empty() {
+            Validity::Unknown
+        } else {
+            Validity::True
+        };
+        lost_writes.truncate(MAX_LISTED);
+        let mut r = CheckResult::new(valid)
+            .with("key-count", by_key.len())
+            .with("garbage-reads", &garbage)
+            .with("fail-visible", &fail_visible)
+            .with("hlc-mismatch", &mismatch)
+            .with("timestamp-collisions", &collisions)
+            .with(
+                "final",
+                json!({
+                    "divergent": divergent,
+                    "lost-writes": lost_writes,
+                    "undetermined": undetermined,
+                }),
+            )
+            .with(
+                "linearizable",
+                json!({
+                    "checked-keys": lin_checked,
+                    "invalid-keys": lin_invalid,
+                    "unknown-keys": lin_unknown,
+                }),
+            );
+        if !missing_final.is_empty() {
+            r.insert("final-reads-missing", &missing_final);
+        }
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::LinearizableScope;
+    use crate::history::test_support::{H, hlc};
+    use crate::history::{Level, OpType};
+    use serde_json::json;
+
+    const K: &str = "register-0";
+
+    fn write(h: &mut H, p: u64, v: &str, outcome: OpType, ts: Option<(u64, u64)>) {
+        h.invoke(p, F::Write, K, json!(v)).at(Level::Quorum, "n1");
+        h.push(crate::history::test_support::op(
+            p,
+            outcome,
+            F::Write,
+            K,
+            json!(v),
+        ))
+        .at(Level::Quorum, "n1");
+        if let Some((t, n)) = ts {
+            h.with(|o| o.meta = Some(hlc(t, n)));
+        }
+    }
+    fn read(h: &mut H, p: u64, v: Option<&str>, ts: Option<(u64, u64)>) {
+        h.invoke(p, F::Read, K, Value::Null).at(Level::Quorum, "n2");
+        h.ok(p, F::Read, K, json!(v)).at(Level::Quorum, "n2");
+        if let Some((t, n)) = ts {
+            h.with(|o| o.meta = Some(hlc(t, n)));
+        }
+    }
+    fn finals(h: &mut H, v: Option<&str>, ts: Option<(u64, u64)>) {
+        for (i, n) in ["n1", "n2", "n3"].iter().enumerate() {
+            h.invoke(50 + i as u64, F::Read, K, Value::Null)
+                .at(Level::Local, n)
+                .with(|o| o.is_final = true);
+            h.ok(50 + i as u64, F::Read, K, json!(v))
+                .at(Level::Local, n)
+                .with(|o| o.is_final = true);
+            if let Some((t, nn)) = ts {
+                h.with(|o| o.meta = Some(hlc(t, nn)));
+            }
+        }
+    }
+    fn ctx_all_linearizable() -> CheckContext {
+        let mut ctx = CheckContext::new();
+        ctx.linearizable = LinearizableScope {
+            keys: [K.to_string()].into_iter().collect(),
+        };
+        ctx
+    }
+    fn check(h: &H) -> CheckResult {
+        RegisterChecker
+            .check(&h.build(), &ctx_all_linearizable())
+            .unwrap()
+    }
+
+    #[test]
+    fn clean_history_passes_including_linearizability() {
+        let mut h = H::new();
+        read(&mut h, 1, None, None);
+        write(&mut h, 0, "a", OpType::Ok, Some((10, 1)));
+        read(&mut h, 1, Some("a"), Some((10, 1)));
+        write(&mut h, 0, "b", OpType::Ok, Some((20, 2)));
+        read(&mut h, 1, Some("b"), Some((20, 2)));
+        finals(&mut h, Some("b"), Some((20, 2)));
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::True, "{}", r.to_json());
+        assert_eq!(r.get("linearizable").unwrap()["checked-keys"], json!(1));
+    }
+
+    #[test]
+    fn stale_read_is_not_linearizable() {
+        let mut h = H::new();
+        write(&mut h, 0, "a", OpType::Ok, Some((10, 1)));
+        write(&mut h, 0, "b", OpType::Ok, Some((20, 1)));
+        read(&mut h, 1, Some("a"), Some((10, 1))); // after b completed
+        finals(&mut h, Some("b"), Some((20, 1)));
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::False);
+        assert_eq!(r.get("linearizable").unwrap()["invalid-keys"], json!([K]));
+        // Not eligible: the same history passes (LWW allows stale local reads).
+        let r = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.valid, Validity::True, "{}", r.to_json());
+    }
+
+    #[test]
+    fn indeterminate_write_may_appear_later() {
+        let mut h = H::new();
+        write(&mut h, 0, "a", OpType::Info, None);
+        read(&mut h, 1, None, None);
+        read(&mut h, 1, Some("a"), Some((10, 1)));
+        finals(&mut h, Some("a"), Some((10, 1)));
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::True, "{}", r.to_json());
+    }
+
+    #[test]
+    fn garbage_and_fail_visible_reads() {
+        let mut h = H::new();
+        write(&mut h, 0, "a", OpType::Fail, None);
+        read(&mut h, 1, Some("a"), Some((10, 1)));
+        read(&mut h, 1, Some("zz"), Some((11, 1)));
+        let r = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.valid, Validity::False);
+        assert_eq!(r.get("garbage-reads").unwrap()[0]["value"], json!("zz"));
+        assert_eq!(r.get("fail-visible").unwrap(), &json!(["register-0/a"]));
+    }
+
+    #[test]
+    fn final_value_must_be_the_largest_timestamp() {
+        // a has the larger timestamp but everyone converged on b: lost write.
+        let mut h = H::new();
+        write(&mut h, 0, "a", OpType::Ok, Some((30, 1)));
+        write(&mut h, 1, "b", OpType::Ok, Some((20, 2)));
+        finals(&mut h, Some("b"), Some((20, 2)));
+        let r = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.valid, Validity::False);
+        let lw = &r.get("final").unwrap()["lost-writes"][0];
+        assert_eq!(lw["winner"], json!("a"));
+        assert_eq!(lw["final"], json!("b"));
+        // Ties are broken by node id: (30,2) beats (30,1).
+        let mut h = H::new();
+        write(&mut h, 0, "a", OpType::Ok, Some((30, 1)));
+        write(&mut h, 1, "b", OpType::Ok, Some((30, 2)));
+        finals(&mut h, Some("b"), Some((30, 2)));
+        let r = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.valid, Validity::True, "{}", r.to_json());
+        // Null final after an acknowledged write.
+        let mut h = H::new();
+        write(&mut h, 0, "a", OpType::Ok, Some((30, 1)));
+        finals(&mut h, None, None);
+        let r = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.valid, Validity::False);
+    }
+
+    #[test]
+    fn divergent_finals_and_collisions_and_mismatches() {
+        let mut h = H::new();
+        write(&mut h, 0, "a", OpType::Ok, Some((30, 1)));
+        write(&mut h, 1, "b", OpType::Ok, Some((30, 1))); // same (time,node)
+        read(&mut h, 2, Some("a"), Some((31, 1))); // not what a was acked with
+        for (i, (n, v)) in [("n1", "a"), ("n2", "b")].iter().enumerate() {
+            h.invoke(60 + i as u64, F::Read, K, Value::Null)
+                .at(Level::Local, n)
+                .with(|o| o.is_final = true);
+            h.ok(60 + i as u64, F::Read, K, json!(v))
+                .at(Level::Local, n)
+                .with(|o| o.is_final = true);
+        }
+        let r = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.valid, Validity::False);
+        assert_eq!(
+            r.get("final").unwrap()["divergent"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            r.get("timestamp-collisions")
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(r.get("hlc-mismatch").unwrap().as_array().unwrap().len(), 1);
+    }
+}

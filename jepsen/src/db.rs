@@ -1,0 +1,316 @@
+//! The database interface the workloads drive, and an in-memory reference
+//! implementation for the harness's own tests.
+//!
+//! [`Db`] is implemented in phase B on top of `meridian-client` (one client
+//! pinned per node). Every call names the node to send the request to, the
+//! consistency level and a timeout, and returns an [`Outcome`] that maps
+//! directly to Jepsen's completion types:
+//!
+//! * `Ok(value, meta)`: took effect; `meta.node` is the node that served the
+//!   request (the reply's `node`: coordinator, or leader for `leader`) and
+//!   `meta.hlc` a register value's timestamp.
+//! * `Fail(error)`: certainly had no effect — only for errors the server
+//!   defines as definite (`Unavailable`, `WrongType`, `InvalidArgument`,
+//!   `Unauthorized`, `Overloaded`; `is_definite()` in the client), and for
+//!   reads, which have no effect anyway.
+//! * `Info(error)`: indeterminate — timeouts, lost connections, `Internal`:
+//!   the write may still take effect. When in doubt, `Info`: a `Fail` that had
+//!   an effect is reported by the checkers as `fail-visible`.
+//!
+//! Methods return `impl Future + Send` (no `async_trait`), so workers can be
+//! spawned on a multi-threaded runtime; implementations may write `async fn`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::history::{Hlc, Level};
+
+/// What the server said beyond the value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// The node that served the request.
+    pub node: Option<String>,
+    /// Register values: the write's HLC timestamp.
+    pub hlc: Option<Hlc>,
+}
+
+/// The result of one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome<T> {
+    Ok(T, Meta),
+    Fail(String),
+    Info(String),
+}
+
+impl<T> Outcome<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        match self {
+            Outcome::Ok(v, m) => Outcome::Ok(f(v), m),
+            Outcome::Fail(e) => Outcome::Fail(e),
+            Outcome::Info(e) => Outcome::Info(e),
+        }
+    }
+}
+
+/// The operations the workloads need.
+pub trait Db: Send + Sync + 'static {
+    /// Adds `delta` (may be negative) to a PN-counter; Ok carries the new
+    /// value the serving node reported (informational).
+    fn counter_add(
+        &self,
+        node: &str,
+        key: &str,
+        delta: i64,
+        level: Level,
+        timeout: Duration,
+    ) -> impl Future<Output = Outcome<i64>> + Send;
+
+    fn counter_read(
+        &self,
+        node: &str,
+        key: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> impl Future<Output = Outcome<i64>> + Send;
+
+    fn set_add(
+        &self,
+        node: &str,
+        key: &str,
+        member: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> impl Future<Output = Outcome<()>> + Send;
+
+    fn set_remove(
+        &self,
+        node: &str,
+        key: &str,
+        member: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> impl Future<Output = Outcome<()>> + Send;
+
+    /// The members exactly as returned (duplicates kept: the checker looks
+    /// for them). Members that are not UTF-8 are passed lossily converted.
+    fn set_read(
+        &self,
+        node: &str,
+        key: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> impl Future<Output = Outcome<Vec<String>>> + Send;
+
+    /// Ok's meta carries the timestamp the write was stamped with.
+    fn register_write(
+        &self,
+        node: &str,
+        key: &str,
+        value: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> impl Future<Output = Outcome<()>> + Send;
+
+    /// `None` = never written. Ok's meta carries the value's timestamp.
+    fn register_read(
+        &self,
+        node: &str,
+        key: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> impl Future<Output = Outcome<Option<String>>> + Send;
+
+    /// Sets the node's debug clock offset (the clock nemesis). Needs
+    /// `meridian serve --allow-debug-clock`.
+    fn set_clock_offset(
+        &self,
+        node: &str,
+        offset_ms: i64,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Deliberate bugs for [`MemoryDb`], so tests can show the checkers catch
+/// a misbehaving store end to end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryBugs {
+    /// Acknowledge every n-th counter add without applying it (lost update).
+    pub drop_every_nth_counter_add: Option<u64>,
+    /// Acknowledge every n-th set add without applying it.
+    pub drop_every_nth_set_add: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct MemState {
+    counters: BTreeMap<String, i64>,
+    sets: BTreeMap<String, BTreeSet<String>>,
+    registers: BTreeMap<String, (String, Hlc)>,
+    clock: u64,
+    offsets: BTreeMap<String, i64>,
+}
+
+/// A single-copy, linearizable in-memory store: every operation is atomic
+/// under one lock. Correct by construction (unless [`MemoryBugs`] are
+/// enabled), which makes it the reference the harness's own end-to-end tests
+/// run against.
+#[derive(Debug, Default)]
+pub struct MemoryDb {
+    state: Mutex<MemState>,
+    bugs: MemoryBugs,
+    counter_adds: AtomicU64,
+    set_adds: AtomicU64,
+}
+
+impl MemoryDb {
+    pub fn new(bugs: MemoryBugs) -> MemoryDb {
+        MemoryDb {
+            bugs,
+            ..MemoryDb::default()
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut MemState) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn meta(node: &str) -> Meta {
+        Meta {
+            node: Some(node.to_string()),
+            hlc: None,
+        }
+    }
+
+    /// Current clock offsets (tests).
+    pub fn offsets(&self) -> BTreeMap<String, i64> {
+        self.with(|s| s.offsets.clone())
+    }
+}
+
+fn nth(counter: &AtomicU64, n: Option<u64>) -> bool {
+    let i = counter.fetch_add(1, Ordering::SeqCst) + 1;
+    n.is_some_and(|n| n > 0 && i.is_multiple_of(n))
+}
+
+impl Db for MemoryDb {
+    async fn counter_add(
+        &self,
+        node: &str,
+        key: &str,
+        delta: i64,
+        _: Level,
+        _: Duration,
+    ) -> Outcome<i64> {
+        let drop = nth(&self.counter_adds, self.bugs.drop_every_nth_counter_add);
+        let v = self.with(|s| {
+            let c = s.counters.entry(key.to_string()).or_default();
+            if !drop {
+                *c += delta;
+            }
+            *c
+        });
+        tokio::task::yield_now().await;
+        Outcome::Ok(v, Self::meta(node))
+    }
+
+    async fn counter_read(&self, node: &str, key: &str, _: Level, _: Duration) -> Outcome<i64> {
+        let v = self.with(|s| s.counters.get(key).copied().unwrap_or(0));
+        Outcome::Ok(v, Self::meta(node))
+    }
+
+    async fn set_add(
+        &self,
+        node: &str,
+        key: &str,
+        member: &str,
+        _: Level,
+        _: Duration,
+    ) -> Outcome<()> {
+        let drop = nth(&self.set_adds, self.bugs.drop_every_nth_set_add);
+        if !drop {
+            self.with(|s| {
+                s.sets
+                    .entry(key.to_string())
+                    .or_default()
+                    .insert(member.to_string())
+            });
+        }
+        tokio::task::yield_now().await;
+        Outcome::Ok((), Self::meta(node))
+    }
+
+    async fn set_remove(
+        &self,
+        node: &str,
+        key: &str,
+        member: &str,
+        _: Level,
+        _: Duration,
+    ) -> Outcome<()> {
+        self.with(|s| s.sets.entry(key.to_string()).or_default().remove(member));
+        Outcome::Ok((), Self::meta(node))
+    }
+
+    async fn set_read(&self, node: &str, key: &str, _: Level, _: Duration) -> Outcome<Vec<String>> {
+        let v = self.with(|s| {
+            s.sets
+                .get(key)
+                .map(|m| m.iter().cloned().collect())
+                .unwrap_or_default()
+        });
+        Outcome::Ok(v, Self::meta(node))
+    }
+
+    async fn register_write(
+        &self,
+        node: &str,
+        key: &str,
+        value: &str,
+        _: Level,
+        _: Duration,
+    ) -> Outcome<()> {
+        let hlc = self.with(|s| {
+            s.clock += 1;
+            let h = Hlc {
+                time: s.clock,
+                node: 1,
+            };
+            s.registers.insert(key.to_string(), (value.to_string(), h));
+            h
+        });
+        tokio::task::yield_now().await;
+        Outcome::Ok(
+            (),
+            Meta {
+                node: Some(node.to_string()),
+                hlc: Some(hlc),
+            },
+        )
+    }
+
+    async fn register_read(
+        &self,
+        node: &str,
+        key: &str,
+        _: Level,
+        _: Duration,
+    ) -> Outcome<Option<String>> {
+        let r = self.with(|s| s.registers.get(key).cloned());
+        match r {
+            Some((v, h)) => Outcome::Ok(
+                Some(v),
+                Meta {
+                    node: Some(node.to_string()),
+                    hlc: Some(h),
+                },
+            ),
+            None => Outcome::Ok(None, Self::meta(node)),
+        }
+    }
+
+    async fn set_clock_offset(&self, node: &str, offset_ms: i64) -> Result<(), String> {
+        self.with(|s| s.offsets.insert(node.to_string(), offset_ms));
+        Ok(())
+    }
+}

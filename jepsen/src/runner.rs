@@ -1,0 +1,666 @@
+//! Runs one test against a [`Db`]: the main phase (workers + nemesis), then
+//! Jepsen's final phase, recording everything in the history.
+//!
+//! * **Workers**: `concurrency` logical processes (tokio tasks), process `t`
+//!   pinned to node `t mod n` (Jepsen assigns nodes to threads round-robin).
+//!   Ops are paced globally at `rate` ops/s with Jepsen's `stagger`: uniform
+//!   gaps in [0, 2/rate) between successive ops of the whole run, for
+//!   `time_limit`. Each op picks a workload uniformly, and a level
+//!   (`--consistency`, or uniformly among all four for `mixed`). A process
+//!   whose op ends `info` continues as `process + concurrency`.
+//! * **Nemesis**: the seeded [`generator::schedule`], ops the run has no
+//!   control for skipped (and reported).
+//! * **Final phase**: heal everything, resume, restart killed nodes, reset
+//!   clocks; the add-wins scenario (set workload, when the network can be
+//!   partitioned); wait for recovery — probing every node's copy of every key
+//!   (unrecorded reads) until they agree, which measures the convergence
+//!   time, and at least `quiescence` (Jepsen sleeps 10 s); then the final
+//!   reads: every key on every node at `local`, `final: true`.
+//!
+//! Every loop is bounded: by `time_limit`, by `convergence_limit`, and by a
+//! fixed number of final-read attempts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{Value, json};
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::checker::always::Convergence;
+use crate::checker::faults::Family;
+use crate::db::{Db, Outcome};
+use crate::generator::{self, NemesisOp, ScheduleConfig};
+use crate::grudge::{PartitionSpec, complete_grudge};
+use crate::history::{
+    F, History, Invocation, Level, OpType, Process, Recorder, WorkloadKind, next_process,
+};
+use crate::nemesis::{Nemesis, ProcessControl};
+use crate::net::NetFaults;
+use crate::workload::{self, Planned, Workload, execute, set::ADD_WINS_KEY};
+
+/// `--consistency`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsistencyChoice {
+    Fixed(Level),
+    /// Every op draws one of local, leader, quorum, all.
+    Mixed,
+}
+
+impl std::str::FromStr for ConsistencyChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "mixed" => Ok(ConsistencyChoice::Mixed),
+            "local" | "leader" | "quorum" => Ok(ConsistencyChoice::Fixed(s.parse()?)),
+            o => Err(format!(
+                "unknown consistency {o:?} (local|leader|quorum|mixed)"
+            )),
+        }
+    }
+}
+
+impl ConsistencyChoice {
+    fn pick(self, rng: &mut impl Rng) -> Level {
+        match self {
+            ConsistencyChoice::Fixed(l) => l,
+            ConsistencyChoice::Mixed => {
+                Level::ALL_LEVELS[rng.random_range(0..Level::ALL_LEVELS.len())]
+            }
+        }
+    }
+}
+
+/// Everything that shapes a run.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub workloads: Vec<WorkloadKind>,
+    pub nodes: Vec<String>,
+    /// node → region
+    pub regions: BTreeMap<String, String>,
+    pub time_limit: Duration,
+    /// ops/s, all processes together
+    pub rate: f64,
+    pub concurrency: usize,
+    pub consistency: ConsistencyChoice,
+    pub seed: u64,
+    /// Per-request timeout handed to the database.
+    pub op_timeout: Duration,
+    pub families: BTreeSet<Family>,
+    pub interval: Duration,
+    /// Minimum wait between the final heal and the final reads.
+    pub quiescence: Duration,
+    /// Longest wait for all nodes to agree after the heal.
+    pub convergence_limit: Duration,
+    pub add_wins_scenario: bool,
+}
+
+impl RunConfig {
+    /// Defaults for a cluster of `nodes` (one region each unless told).
+    pub fn new(nodes: Vec<String>) -> RunConfig {
+        RunConfig {
+            workloads: WorkloadKind::ALL.to_vec(),
+            regions: nodes
+                .iter()
+                .map(|n| (n.clone(), "r1".to_string()))
+                .collect(),
+            nodes,
+            time_limit: Duration::from_secs(60),
+            rate: 200.0,
+            concurrency: 10,
+            consistency: ConsistencyChoice::Mixed,
+            seed: 0,
+            op_timeout: Duration::from_secs(5),
+            families: BTreeSet::new(),
+            interval: generator::DEFAULT_INTERVAL,
+            quiescence: Duration::from_secs(10),
+            convergence_limit: Duration::from_secs(60),
+            add_wins_scenario: true,
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunOutput {
+    pub history: History,
+    pub convergence: Option<Convergence>,
+    /// Things the user should know (skipped nemesis ops, unhealthy network).
+    pub warnings: Vec<String>,
+}
+
+/// Jepsen's stagger over the whole run: the next op's start time.
+struct Pacer {
+    next: Duration,
+    rng: ChaCha8Rng,
+    gap_ns: u64,
+    limit: Duration,
+}
+
+impl Pacer {
+    fn next(&mut self) -> Option<Duration> {
+        self.next += Duration::from_nanos(self.rng.random_range(0..self.gap_ns.max(1)));
+        (self.next < self.limit).then_some(self.next)
+    }
+}
+
+/// Shared by the workers.
+struct Shared<D: Db> {
+    db: Arc<D>,
+    rec: Arc<Recorder>,
+    workloads: Vec<Box<dyn Workload>>,
+    pacer: AsyncMutex<Pacer>,
+    stop: Arc<AtomicBool>,
+    cfg: RunConfig,
+}
+
+async fn worker<D: Db>(s: Arc<Shared<D>>, thread: usize) {
+    let n = s.cfg.nodes.len();
+    let node = s.cfg.nodes[thread % n].clone();
+    let mut process = thread as u64;
+    let mut rng = ChaCha8Rng::seed_from_u64(
+        s.cfg
+            .seed
+            .wrapping_mul(0x100_0000_01b3)
+            .wrapping_add(thread as u64 + 1),
+    );
+    let start = s.rec.start();
+    loop {
+        let Some(at) = s.pacer.lock().await.next() else {
+            break;
+        };
+        tokio::time::sleep_until((start + at).into()).await;
+        if s.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let w = &s.workloads[rng.random_range(0..s.workloads.len())];
+        let planned = w.plan(process, &node, &mut rng);
+        let level = s.cfg.consistency.pick(&mut rng);
+        let c = record_op(
+            s.db.as_ref(),
+            &s.rec,
+            process,
+            &node,
+            level,
+            &planned,
+            false,
+            s.cfg.op_timeout,
+        )
+        .await;
+        w.completed(process, &node, &planned, &c);
+        if c.kind == OpType::Info {
+            process = next_process(process, s.cfg.concurrency as u64);
+        }
+    }
+}
+
+/// Invokes, executes and completes one op in the history.
+#[allow(clippy::too_many_arguments)]
+async fn record_op<D: Db>(
+    db: &D,
+    rec: &Recorder,
+    process: u64,
+    node: &str,
+    level: Level,
+    p: &Planned,
+    is_final: bool,
+    timeout: Duration,
+) -> workload::Completion {
+    let inv = rec.invoke(Invocation {
+        process: Process::Client(process),
+        f: p.f,
+        key: Some(p.key.clone()),
+        value: p.value.clone(),
+        consistency: Some(level),
+        node: Some(node.to_string()),
+        is_final,
+        meta: p.meta.clone(),
+    });
+    let c = execute(db, p, node, level, timeout).await;
+    rec.complete(
+        &inv,
+        c.kind,
+        c.value.clone(),
+        c.error.clone(),
+        c.meta.clone(),
+    );
+    c
+}
+
+/// One unrecorded probe of a key on a node, as comparable JSON.
+async fn probe<D: Db>(
+    db: &D,
+    kind: WorkloadKind,
+    key: &str,
+    node: &str,
+    timeout: Duration,
+) -> Option<Value> {
+    match kind {
+        WorkloadKind::Counter => match db.counter_read(node, key, Level::Local, timeout).await {
+            Outcome::Ok(v, _) => Some(json!(v)),
+            _ => None,
+        },
+        WorkloadKind::Set => match db.set_read(node, key, Level::Local, timeout).await {
+            Outcome::Ok(mut v, _) => {
+                v.sort();
+                Some(json!(v))
+            }
+            _ => None,
+        },
+        WorkloadKind::Register => match db.register_read(node, key, Level::Local, timeout).await {
+            Outcome::Ok(v, m) => Some(json!({"v": v, "hlc": m.hlc})),
+            _ => None,
+        },
+    }
+}
+
+/// Runs a whole test. `stop` ends the main phase early (Ctrl-C); the final
+/// heal still runs, the waits and final reads are skipped.
+pub async fn run<D: Db>(
+    db: Arc<D>,
+    net: Option<Arc<dyn NetFaults>>,
+    procs: Option<Arc<dyn ProcessControl>>,
+    cfg: RunConfig,
+    rec: Arc<Recorder>,
+    progress: ProgressBar,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<RunOutput> {
+    anyhow::ensure!(!cfg.nodes.is_empty(), "no nodes");
+    anyhow::ensure!(
+        cfg.concurrency > 0 && cfg.rate > 0.0,
+        "concurrency and rate must be positive"
+    );
+    let mut warnings = Vec::new();
+    let clock = cfg.families.contains(&Family::Clock).then(|| db.clone());
+    let mut nemesis = Nemesis::new(
+        rec.clone(),
+        cfg.nodes.clone(),
+        net.clone(),
+        procs.clone(),
+        clock,
+    );
+    let sched: Vec<generator::Scheduled> = generator::schedule(&ScheduleConfig {
+        families: cfg.families.clone(),
+        interval: cfg.interval,
+        time_limit: cfg.time_limit,
+        nodes: cfg.nodes.clone(),
+        regions: cfg.regions.clone(),
+        seed: cfg.seed,
+    });
+    let (runnable, skipped): (Vec<_>, Vec<_>) =
+        sched.into_iter().partition(|s| nemesis.supports(&s.op));
+    if !skipped.is_empty() {
+        warnings.push(format!(
+            "{} nemesis ops skipped: this run has no control for them",
+            skipped.len()
+        ));
+    }
+
+    let shared = Arc::new(Shared {
+        db: db.clone(),
+        rec: rec.clone(),
+        workloads: workload::build(&cfg.workloads),
+        pacer: AsyncMutex::new(Pacer {
+            next: Duration::ZERO,
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed),
+            gap_ns: (2e9 / cfg.rate) as u64,
+            limit: cfg.time_limit,
+        }),
+        stop: stop.clone(),
+        cfg: cfg.clone(),
+    });
+
+    // Main phase.
+    progress.set_length(cfg.time_limit.as_secs().max(1));
+    let workers: Vec<_> = (0..cfg.concurrency)
+        .map(|t| tokio::spawn(worker(shared.clone(), t)))
+        .collect();
+    let start = rec.start();
+    nemesis.set_deadline(Some(start + cfg.time_limit));
+    let nemesis_stop = stop.clone();
+    let nemesis_task = tokio::spawn(async move {
+        for s in runnable {
+            tokio::time::sleep_until((start + s.at).into()).await;
+            if nemesis_stop.load(Ordering::SeqCst) {
+                break;
+            }
+            nemesis.run(&s.op).await;
+        }
+        nemesis
+    });
+    let ticker = {
+        let (p, r, limit) = (progress.clone(), rec.clone(), cfg.time_limit);
+        tokio::spawn(async move {
+            loop {
+                let el = start.elapsed().min(limit);
+                p.set_position(el.as_secs());
+                p.set_message(format!("{} ops", r.len()));
+                if el >= limit {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    for w in workers {
+        w.await?;
+    }
+    let mut nemesis = nemesis_task.await?;
+    nemesis.set_deadline(None);
+    ticker.abort();
+    progress.finish_with_message(format!("{} ops", rec.len()));
+    if let Some(n) = &net
+        && !n.healthy()
+    {
+        warnings.push(format!(
+            "the {} network backend became unhealthy during the run",
+            n.backend()
+        ));
+    }
+
+    // Final phase.
+    nemesis.final_heal().await;
+    let stopped = stop.load(Ordering::SeqCst);
+    let mut final_keys: Vec<(WorkloadKind, String)> = shared
+        .workloads
+        .iter()
+        .flat_map(|w| w.keys().into_iter().map(move |k| (w.kind(), k)))
+        .collect();
+    let mut next_proc = (cfg.concurrency as u64) * 1_000_000;
+    if !stopped
+        && cfg.add_wins_scenario
+        && cfg.workloads.contains(&WorkloadKind::Set)
+        && net.is_some()
+        && cfg.nodes.len() >= 2
+    {
+        add_wins_scenario(&db, &rec, &mut nemesis, &cfg, next_proc).await;
+        next_proc += 10;
+        final_keys.push((WorkloadKind::Set, ADD_WINS_KEY.to_string()));
+    }
+    let heal_ns = rec.now_ns();
+    let heal = Instant::now();
+    let mut convergence = None;
+    if !stopped {
+        let mut converged_after = None;
+        while heal.elapsed() < cfg.convergence_limit && !stop.load(Ordering::SeqCst) {
+            let mut agree = true;
+            for (kind, key) in &final_keys {
+                let mut seen = BTreeSet::new();
+                for node in &cfg.nodes {
+                    match probe(db.as_ref(), *kind, key, node, cfg.op_timeout).await {
+                        Some(v) => {
+                            seen.insert(v.to_string());
+                        }
+                        None => agree = false,
+                    }
+                }
+                agree &= seen.len() <= 1;
+            }
+            if agree {
+                converged_after = Some(heal.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        convergence = Some(Convergence {
+            heal_time_ns: heal_ns,
+            converged_after_ms: converged_after.map(|d| d.as_millis() as u64),
+            waited_ms: heal.elapsed().as_millis() as u64,
+        });
+        if let Some(rest) = cfg.quiescence.checked_sub(heal.elapsed()) {
+            tokio::time::sleep(rest).await;
+        }
+        // Final reads: every key on every node, a few attempts each.
+        for (kind, key) in &final_keys {
+            for node in &cfg.nodes {
+                for _attempt in 0..FINAL_READ_ATTEMPTS {
+                    let p = Planned {
+                        workload: *kind,
+                        f: F::Read,
+                        key: key.clone(),
+                        value: Value::Null,
+                        meta: None,
+                    };
+                    let c = record_op(
+                        db.as_ref(),
+                        &rec,
+                        next_proc,
+                        node,
+                        Level::Local,
+                        &p,
+                        true,
+                        cfg.op_timeout,
+                    )
+                    .await;
+                    if c.kind == OpType::Info {
+                        next_proc += 1;
+                    }
+                    if c.kind == OpType::Ok {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(RunOutput {
+        history: rec.snapshot(),
+        convergence,
+        warnings,
+    })
+}
+
+/// Tries per final read before giving up on a (key, node).
+pub const FINAL_READ_ATTEMPTS: usize = 3;
+
+/// The scripted add-wins check: add e on A; wait until B has it; read it on
+/// A; isolate A; re-add e on B, then remove e on A (which never saw the
+/// re-add); heal. Add-wins keeps e; a remove-wins (or LWW) set loses it.
+async fn add_wins_scenario<D: Db>(
+    db: &Arc<D>,
+    rec: &Arc<Recorder>,
+    nemesis: &mut Nemesis<D>,
+    cfg: &RunConfig,
+    process: u64,
+) {
+    let (a, b) = (cfg.nodes[0].clone(), cfg.nodes[1].clone());
+    let tag = Some(json!({"scenario": "add-wins"}));
+    let op = |f: F, value: Value| Planned {
+        workload: WorkloadKind::Set,
+        f,
+        key: ADD_WINS_KEY.to_string(),
+        value,
+        meta: tag.clone(),
+    };
+    let e = json!("aw-1");
+    let t = cfg.op_timeout;
+    let mut p = process;
+    // A process whose op ends `info` is retired.
+    let step = |p: &mut u64, c: &workload::Completion| {
+        if c.kind == OpType::Info {
+            *p += 1;
+        }
+    };
+    let c = record_op(
+        db.as_ref(),
+        rec,
+        p,
+        &a,
+        Level::Local,
+        &op(F::Add, e.clone()),
+        false,
+        t,
+    )
+    .await;
+    step(&mut p, &c);
+    // Wait (bounded) until B holds e, so the remove on A and the re-add on B
+    // both know the first add.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let c = record_op(
+            db.as_ref(),
+            rec,
+            p,
+            &b,
+            Level::Local,
+            &op(F::Read, Value::Null),
+            false,
+            t,
+        )
+        .await;
+        step(&mut p, &c);
+        if c.value.as_array().is_some_and(|v| v.contains(&e)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = record_op(
+        db.as_ref(),
+        rec,
+        p,
+        &a,
+        Level::Local,
+        &op(F::Read, Value::Null),
+        false,
+        t,
+    )
+    .await;
+    step(&mut p, &c);
+    let others: Vec<String> = cfg.nodes.iter().filter(|n| **n != a).cloned().collect();
+    nemesis
+        .run(&NemesisOp::StartPartition {
+            spec: PartitionSpec::One,
+            grudge: complete_grudge(&[vec![a.clone()], others]),
+        })
+        .await;
+    let c = record_op(
+        db.as_ref(),
+        rec,
+        p,
+        &b,
+        Level::Local,
+        &op(F::Add, e.clone()),
+        false,
+        t,
+    )
+    .await;
+    step(&mut p, &c);
+    record_op(
+        db.as_ref(),
+        rec,
+        p,
+        &a,
+        Level::Local,
+        &op(F::Remove, e.clone()),
+        false,
+        t,
+    )
+    .await;
+    nemesis.run(&NemesisOp::StopPartition).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::{
+        CheckContext, LinearizableScope, Validity, compose, standard_checkers, workloads_in,
+    };
+    use crate::db::{MemoryBugs, MemoryDb};
+    use crate::nemesis::ProcessControl;
+
+    fn cfg(seed: u64) -> RunConfig {
+        let nodes: Vec<String> = vec!["n1".into(), "n2".into(), "n3".into()];
+        let mut c = RunConfig::new(nodes);
+        c.time_limit = Duration::from_millis(1500);
+        c.rate = 400.0;
+        c.concurrency = 6;
+        c.seed = seed;
+        c.quiescence = Duration::ZERO;
+        c.convergence_limit = Duration::from_secs(2);
+        c
+    }
+
+    async fn run_and_check(
+        db: MemoryDb,
+        c: RunConfig,
+        net: Option<Arc<dyn NetFaults>>,
+    ) -> (RunOutput, crate::checker::CheckResult) {
+        let rec = Arc::new(Recorder::new(Instant::now()));
+        let out = run(
+            Arc::new(db),
+            net,
+            None::<Arc<dyn ProcessControl>>,
+            c,
+            rec,
+            ProgressBar::hidden(),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await
+        .unwrap();
+        let mut ctx = CheckContext::new();
+        ctx.linearizable = LinearizableScope::from_history(&out.history);
+        ctx.convergence = out.convergence.clone();
+        let r = compose(
+            &standard_checkers(&workloads_in(&out.history)),
+            &out.history,
+            &ctx,
+        );
+        (out, r)
+    }
+
+    /// The whole pipeline against a correct store: valid (or unknown only
+    /// when some f never succeeded, which cannot happen here).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn correct_store_is_valid_end_to_end() {
+        let (out, r) = run_and_check(MemoryDb::new(MemoryBugs::default()), cfg(1), None).await;
+        let h = &out.history;
+        assert!(h.ops.len() > 200, "{} ops", h.ops.len());
+        let finals = h.ops.iter().filter(|o| o.is_final && o.is_ok()).count();
+        assert!(finals >= 3 * 3, "final reads on every node");
+        assert_eq!(r.valid, Validity::True, "{:#}", r.to_json());
+        assert!(out.convergence.unwrap().converged_after_ms.is_some());
+        let procs: BTreeSet<Process> = h.ops.iter().map(|o| o.process).collect();
+        assert!(procs.len() >= 6);
+    }
+
+    /// A store that acknowledges adds it drops is caught.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lossy_store_is_invalid_end_to_end() {
+        let bugs = MemoryBugs {
+            drop_every_nth_counter_add: Some(7),
+            drop_every_nth_set_add: Some(5),
+        };
+        let mut c = cfg(2);
+        c.workloads = vec![WorkloadKind::Counter, WorkloadKind::Set];
+        c.consistency = ConsistencyChoice::Fixed(Level::Quorum);
+        let (_, r) = run_and_check(MemoryDb::new(bugs), c, None).await;
+        assert_eq!(r.valid, Validity::False);
+        let j = r.to_json();
+        assert_eq!(j["counter"]["valid"], json!(false), "{:#}", j["counter"]);
+        assert_eq!(j["set"]["valid"], json!(false), "{:#}", j["set"]);
+    }
+
+    #[test]
+    fn pacer_is_staggered_and_bounded() {
+        let mut p = Pacer {
+            next: Duration::ZERO,
+            rng: ChaCha8Rng::seed_from_u64(1),
+            gap_ns: 10_000_000,
+            limit: Duration::from_secs(1),
+        };
+        let mut n = 0;
+        let mut prev = Duration::ZERO;
+        while let Some(t) = p.next() {
+            assert!(t - prev < Duration::from_millis(10));
+            prev = t;
+            n += 1;
+        }
+        // Mean gap 5 ms over 1 s: about 200 ops.
+        assert!((100..400).contains(&n), "{n}");
+        assert!("mixed".parse::<ConsistencyChoice>().is_ok());
+        assert!("all".parse::<ConsistencyChoice>().is_err());
+    }
+}
