@@ -3,9 +3,18 @@
 //! - [`config`]: the node configuration file, loaded and validated once.
 //! - [`init`]: `meridian init`, which creates a cluster directory (CA,
 //!   certificates, node and client configs).
+//! - [`serve`] / [`node`]: `meridian serve`, a running node: engine, peer
+//!   mesh, [`coordinator`] (consistency levels), client [`listener`],
+//!   [`metrics`] endpoint; [`rpc`] is what nodes ask of each other.
 //! - [`tls`]: the client listener's TLS configuration (the peer mesh's is
 //!   in [`meridian_replication::tls`]).
 
 pub mod config;
+pub mod coordinator;
 pub mod init;
+pub mod listener;
+pub mod metrics;
+pub mod node;
+pub mod rpc;
+pub mod serve;
 pub mod tls;

@@ -74,7 +74,10 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Init(args) => Ok(meridian_server::init::run(args)?),
-        Command::Serve(ServeArgs { .. }) => not_implemented("serve"),
+        Command::Serve(ServeArgs {
+            config,
+            allow_debug_clock,
+        }) => meridian_server::serve::run(&config, allow_debug_clock),
         Command::Cli(_) => not_implemented("cli"),
         Command::Status(_) => not_implemented("status"),
         Command::Demo(_) => not_implemented("demo"),

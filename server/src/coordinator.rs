@@ -1,0 +1,579 @@
+//! The coordinator: gives each client request its consistency level
+//! (DESIGN.md section 7).
+//!
+//! Let N be the size of the object's replica set (placement) and Q = ⌊N/2⌋+1.
+//!
+//! | level  | write acknowledged when            | read returns |
+//! |--------|------------------------------------|--------------|
+//! | local  | this replica has it durably        | this replica's state |
+//! | leader | the leader has it durably          | the leader's state |
+//! | quorum | Q replicas have it durably         | the join of Q replicas, written back to those behind first |
+//! | all    | all N replicas have it durably     | the join of all N |
+//!
+//! * Before doing anything, a request checks that enough replicas are live
+//!   ([`required_replicas`]); if not it fails with `Unavailable` and has no
+//!   effect. A write that was applied somewhere but did not gather its
+//!   acknowledgements in time fails with `Timeout { acked, needed }`: it
+//!   may still take effect (replication continues).
+//! * The leader of an object is the first live node of its preference list
+//!   (rendezvous hash, home region first); the failure detector is the
+//!   mesh's liveness (connected and heard from within
+//!   [`meridian_replication::mesh::LIVE_TIMEOUT`]). During a partition two
+//!   sides can pick different leaders; their writes merge on heal.
+//! * A node that does not replicate an object (placement) forwards the
+//!   request to the nearest live replica and stores nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use meridian_client::wire::{
+    self, Consistency, NodeStatus, Operation, PeerStatus, Reply, ReplyValue, Request, Response,
+    WireError,
+};
+use meridian_engine::{
+    Engine, Error as EngineError, Kind, ObjectKey, ObjectState, Op, PhysicalTime, Value,
+};
+use meridian_replication::Placement;
+use meridian_replication::mesh::Mesh;
+use tokio::sync::oneshot;
+
+use crate::metrics::RequestMetrics;
+use crate::rpc::{PeerRequest, PeerResponse};
+
+/// How many replicas a request at `level` needs, of `n`. The one place
+/// quorum arithmetic lives.
+pub fn required_replicas(level: Consistency, n: usize) -> usize {
+    match level {
+        Consistency::Local | Consistency::Leader => 1.min(n),
+        Consistency::Quorum => n / 2 + 1,
+        Consistency::All => n,
+    }
+}
+
+/// The node's physical clock: system time plus the harness's debug offset.
+#[derive(Clone, Debug, Default)]
+pub struct NodeClock {
+    offset_ms: Arc<AtomicI64>,
+}
+
+impl NodeClock {
+    pub fn now(&self) -> PhysicalTime {
+        PhysicalTime::system(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn set_offset_ms(&self, ms: i64) {
+        self.offset_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything a request may need.
+pub struct Coordinator {
+    pub(crate) node: String,
+    pub(crate) region: String,
+    pub(crate) engine: Engine,
+    pub(crate) mesh: Mesh,
+    pub(crate) placement: Arc<Placement>,
+    pub(crate) clock: NodeClock,
+    pub(crate) allow_debug_clock: bool,
+    pub(crate) default_timeout: Duration,
+    pub(crate) max_timeout: Duration,
+    pub(crate) metrics: Arc<RequestMetrics>,
+    pub(crate) started: Instant,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a request does to its object.
+enum Action {
+    Write(Op),
+    Read,
+}
+
+fn invalid(message: impl Into<String>) -> WireError {
+    WireError::InvalidArgument {
+        message: message.into(),
+    }
+}
+
+fn engine_error(e: EngineError) -> WireError {
+    match e {
+        EngineError::InvalidArgument(m) => WireError::InvalidArgument { message: m },
+        EngineError::WrongType(m) => WireError::WrongType { message: m },
+        EngineError::Shutdown => WireError::Unavailable {
+            needed: 1,
+            reachable: 0,
+        },
+        other => WireError::Internal {
+            message: other.to_string(),
+        },
+    }
+}
+
+fn object(kind: Kind, key: &[u8]) -> Result<ObjectKey, WireError> {
+    ObjectKey::new(kind, key.to_vec()).map_err(engine_error)
+}
+
+/// The value a request answers with, from the object's value.
+fn reply_value(value: Value) -> ReplyValue {
+    match value {
+        Value::Counter(v) => ReplyValue::Counter { value: v },
+        Value::Set(members) => ReplyValue::Set {
+            count: members.len() as u64,
+            members,
+        },
+        Value::Register(r) => ReplyValue::Register {
+            hlc: r.as_ref().map(|r| wire::WireHlc {
+                time: r.hlc.time,
+                node: r.hlc.node.0,
+            }),
+            value: r.and_then(|r| r.value),
+        },
+    }
+}
+
+fn state_value(kind: Kind, state: Option<&ObjectState>) -> Value {
+    match state {
+        Some(s) => s.value(),
+        None => match kind {
+            Kind::Counter => Value::Counter(0),
+            Kind::Set => Value::Set(Vec::new()),
+            Kind::Register => Value::Register(None),
+        },
+    }
+}
+
+impl Coordinator {
+    fn timeout_of(&self, req: &Request) -> Duration {
+        if req.timeout_ms == 0 {
+            self.default_timeout
+        } else {
+            Duration::from_millis(req.timeout_ms as u64).min(self.max_timeout)
+        }
+    }
+
+    fn ok(&self, node: &str, level: Consistency, value: ReplyValue) -> Response {
+        Response::Ok(Reply {
+            node: node.to_string(),
+            consistency: level,
+            value,
+        })
+    }
+
+    /// Serves one client request (or one forwarded by a peer).
+    pub async fn execute(self: &Arc<Self>, req: Request, forwarded: bool) -> Response {
+        let started = Instant::now();
+        let level = req.consistency;
+        let write = req.op.is_write();
+        let response = self.execute_inner(req, forwarded).await;
+        self.metrics
+            .record(write, level, matches!(response, Response::Ok(_)), started.elapsed());
+        response
+    }
+
+    async fn execute_inner(self: &Arc<Self>, req: Request, forwarded: bool) -> Response {
+        let timeout = self.timeout_of(&req);
+        let level = req.consistency;
+        let (key, action) = match &req.op {
+            Operation::Status => return self.ok(&self.node, level, ReplyValue::Status(self.status())),
+            Operation::DebugClockOffset { offset_ms } => {
+                if !self.allow_debug_clock {
+                    return Response::Err(invalid(
+                        "this node was not started with --allow-debug-clock",
+                    ));
+                }
+                self.clock.set_offset_ms(*offset_ms);
+                tracing::warn!(offset_ms, "debug clock offset set");
+                return self.ok(&self.node, level, ReplyValue::Done);
+            }
+            Operation::CounterIncr { key, delta } => (object(Kind::Counter, key), Action::Write(Op::Incr(*delta))),
+            Operation::CounterRead { key } => (object(Kind::Counter, key), Action::Read),
+            Operation::SetAdd { key, members } => {
+                (object(Kind::Set, key), Action::Write(Op::Add(members.clone())))
+            }
+            Operation::SetRemove { key, members } => {
+                (object(Kind::Set, key), Action::Write(Op::Remove(members.clone())))
+            }
+            Operation::SetRead { key } => (object(Kind::Set, key), Action::Read),
+            Operation::RegisterPut { key, value } => {
+                (object(Kind::Register, key), Action::Write(Op::Put(value.clone())))
+            }
+            Operation::RegisterGet { key } => (object(Kind::Register, key), Action::Read),
+            Operation::Delete { kind, key } => {
+                let kind = match kind {
+                    wire::Kind::Counter => Kind::Counter,
+                    wire::Kind::Set => Kind::Set,
+                    wire::Kind::Register => Kind::Register,
+                };
+                (object(kind, key), Action::Write(Op::Delete))
+            }
+        };
+        let key = match key {
+            Ok(k) => k,
+            Err(e) => return Response::Err(e),
+        };
+        let group = self.placement.group_of(key.key());
+        let replicas: Vec<String> = self
+            .placement
+            .replicas(group)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let i_replicate = replicas.iter().any(|r| r == &self.node);
+        let needed = required_replicas(level, replicas.len());
+        let live: Vec<String> = replicas
+            .iter()
+            .filter(|r| self.mesh.is_live(r))
+            .cloned()
+            .collect();
+        if live.len() < needed || live.is_empty() {
+            return Response::Err(WireError::Unavailable {
+                needed: needed.max(1) as u32,
+                reachable: live.len() as u32,
+            });
+        }
+        if !i_replicate {
+            if forwarded {
+                return Response::Err(WireError::Internal {
+                    message: format!("{} does not replicate {key:?}", self.node),
+                });
+            }
+            // Placement: hand the request to the nearest live replica.
+            let mut candidates = live.clone();
+            candidates.sort_by_key(|n| self.mesh.rtt(n).unwrap_or(Duration::MAX));
+            return self.forward(&candidates[0], req, timeout).await;
+        }
+        if level == Consistency::Leader && !forwarded {
+            let prefs = self.placement.preference_list(key.key());
+            let leader = prefs
+                .iter()
+                .find(|n| self.mesh.is_live(n))
+                .map(|n| n.to_string());
+            match leader {
+                Some(l) if l != self.node => {
+                    return self.forward(&l, req, timeout).await;
+                }
+                Some(_) => {}
+                None => {
+                    return Response::Err(WireError::Unavailable {
+                        needed: 1,
+                        reachable: 0,
+                    });
+                }
+            }
+        }
+        match action {
+            Action::Write(op) => self.write(level, key, op, &replicas, needed, timeout).await,
+            Action::Read => self.read(level, key, &replicas, &live, needed, timeout).await,
+        }
+    }
+
+    async fn forward(&self, peer: &str, req: Request, timeout: Duration) -> Response {
+        let payload = PeerRequest::Forward(req).encode();
+        match self.mesh.call(peer, &payload, timeout + Duration::from_millis(500)).await {
+            Ok(bytes) => match PeerResponse::decode(&bytes) {
+                Ok(PeerResponse::Forwarded(r)) => r,
+                Ok(other) => Response::Err(WireError::Internal {
+                    message: format!("unexpected answer from {peer}: {other:?}"),
+                }),
+                Err(e) => Response::Err(WireError::Internal {
+                    message: format!("malformed answer from {peer}: {e}"),
+                }),
+            },
+            Err(meridian_replication::mesh::MeshError::NotConnected(_))
+            | Err(meridian_replication::mesh::MeshError::Cut(_)) => {
+                Response::Err(WireError::Unavailable {
+                    needed: 1,
+                    reachable: 0,
+                })
+            }
+            Err(e) => {
+                // Sent, no answer: a write may have taken effect there.
+                tracing::debug!(peer, error = %e, "forwarded request failed");
+                Response::Err(WireError::Timeout {
+                    acked: 0,
+                    needed: 1,
+                })
+            }
+        }
+    }
+
+    async fn durable(&self, lsn: u64, timeout: Duration) -> Result<(), WireError> {
+        let (tx, rx) = oneshot::channel();
+        self.engine.on_durable(lsn, move |r| {
+            let _ = tx.send(r);
+        });
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(engine_error(e)),
+            Ok(Err(_)) | Err(_) => Err(WireError::Timeout {
+                acked: 0,
+                needed: 1,
+            }),
+        }
+    }
+
+    async fn write(
+        &self,
+        level: Consistency,
+        key: ObjectKey,
+        op: Op,
+        replicas: &[String],
+        needed: usize,
+        timeout: Duration,
+    ) -> Response {
+        let applied = match self.engine.apply(&key, op, self.clock.now()) {
+            Ok(a) => a,
+            Err(e) => return Response::Err(engine_error(e)),
+        };
+        let dot = applied.record.dot;
+        self.mesh.push(applied.record);
+        let others: Vec<String> = replicas.iter().filter(|r| **r != self.node).cloned().collect();
+        let remote_needed = needed.saturating_sub(1);
+        let (local, remote) = tokio::join!(
+            self.durable(applied.lsn, timeout),
+            self.mesh.wait_durable(dot, others, remote_needed, timeout)
+        );
+        let acked = usize::from(local.is_ok()) + remote;
+        if let Err(e) = local {
+            if !matches!(e, WireError::Timeout { .. }) {
+                return Response::Err(e);
+            }
+        }
+        if acked < needed {
+            return Response::Err(WireError::Timeout {
+                acked: acked as u32,
+                needed: needed as u32,
+            });
+        }
+        let value = match applied.value {
+            Some(v) => v,
+            None => match self.engine.read(&key) {
+                Ok(v) => v,
+                Err(e) => return Response::Err(engine_error(e)),
+            },
+        };
+        self.ok(&self.node, level, reply_value(value))
+    }
+
+    async fn read(
+        &self,
+        level: Consistency,
+        key: ObjectKey,
+        replicas: &[String],
+        live: &[String],
+        needed: usize,
+        timeout: Duration,
+    ) -> Response {
+        if needed <= 1 || replicas.len() <= 1 {
+            return match self.engine.read(&key) {
+                Ok(v) => self.ok(&self.node, level, reply_value(v)),
+                Err(e) => Response::Err(engine_error(e)),
+            };
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Gather states: ours and every other live replica's; the first
+        // `needed` (ours included) decide.
+        let mine = match self.engine.state(&key) {
+            Ok(s) => s,
+            Err(e) => return Response::Err(engine_error(e)),
+        };
+        let mut responses: Vec<(String, Option<ObjectState>)> = vec![(self.node.clone(), mine)];
+        let mut pending = tokio::task::JoinSet::new();
+        let request = PeerRequest::ReadState(key.clone()).encode();
+        for peer in live.iter().filter(|p| **p != self.node) {
+            let mesh = self.mesh.clone();
+            let peer = peer.clone();
+            let request = request.clone();
+            pending.spawn(async move {
+                let r = mesh.call(&peer, &request, timeout).await;
+                (peer, r)
+            });
+        }
+        while responses.len() < needed {
+            let next = tokio::time::timeout_at(deadline, pending.join_next()).await;
+            match next {
+                Ok(Some(Ok((peer, Ok(bytes))))) => match PeerResponse::decode(&bytes) {
+                    Ok(PeerResponse::State(s)) => responses.push((peer, s)),
+                    Ok(other) => tracing::debug!(%peer, ?other, "unexpected read answer"),
+                    Err(e) => tracing::debug!(%peer, error = %e, "malformed read answer"),
+                },
+                Ok(Some(Ok((peer, Err(e))))) => tracing::debug!(%peer, error = %e, "read failed"),
+                Ok(Some(Err(_))) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        pending.abort_all();
+        if responses.len() < needed {
+            return Response::Err(WireError::Timeout {
+                acked: responses.len() as u32,
+                needed: needed as u32,
+            });
+        }
+        // Join what the quorum holds.
+        let mut joined: Option<ObjectState> = None;
+        for (_, s) in &responses {
+            if let Some(s) = s {
+                match &mut joined {
+                    None => joined = Some(s.clone()),
+                    Some(j) => {
+                        if let Err(e) = j.join(s) {
+                            return Response::Err(engine_error(e));
+                        }
+                    }
+                }
+            }
+        }
+        // Write the join back to the replicas that were behind, before
+        // answering, so a later quorum read can't see less.
+        if let Some(j) = &joined {
+            let behind: Vec<String> = responses
+                .iter()
+                .filter(|(_, s)| s.as_ref() != Some(j))
+                .map(|(n, _)| n.clone())
+                .collect();
+            let mut repairs = tokio::task::JoinSet::new();
+            let repair = PeerRequest::Repair(key.clone(), j.clone()).encode();
+            let mut failed = 0usize;
+            for node in behind {
+                if node == self.node {
+                    match self.engine.merge_state(&key, j, self.clock.now()) {
+                        Ok(Some(lsn)) => {
+                            if self.durable(lsn, timeout).await.is_err() {
+                                failed += 1;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::debug!(error = %e, "local read repair failed");
+                            failed += 1;
+                        }
+                    }
+                    continue;
+                }
+                let mesh = self.mesh.clone();
+                let repair = repair.clone();
+                repairs.spawn(async move {
+                    let ok = matches!(
+                        mesh.call(&node, &repair, timeout).await.map(|b| PeerResponse::decode(&b)),
+                        Ok(Ok(PeerResponse::Repaired))
+                    );
+                    ok
+                });
+            }
+            while let Ok(Some(r)) = tokio::time::timeout_at(deadline, repairs.join_next()).await {
+                if !matches!(r, Ok(true)) {
+                    failed += 1;
+                }
+            }
+            failed += repairs.len();
+            repairs.abort_all();
+            if failed > 0 {
+                return Response::Err(WireError::Timeout {
+                    acked: (responses.len() - failed.min(responses.len())) as u32,
+                    needed: needed as u32,
+                });
+            }
+        }
+        let value = state_value(key.kind(), joined.as_ref());
+        self.ok(&self.node, level, reply_value(value))
+    }
+
+    /// Serves a peer's RPC.
+    pub async fn serve_peer(self: &Arc<Self>, peer: String, request: Vec<u8>) -> Vec<u8> {
+        let response = match PeerRequest::decode(&request) {
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "malformed peer request");
+                PeerResponse::Failed(format!("malformed request: {e}"))
+            }
+            Ok(PeerRequest::Forward(req)) => {
+                PeerResponse::Forwarded(self.execute(req, true).await)
+            }
+            Ok(PeerRequest::ReadState(key)) => match self.engine.state(&key) {
+                Ok(s) => PeerResponse::State(s),
+                Err(e) => PeerResponse::Failed(e.to_string()),
+            },
+            Ok(PeerRequest::Repair(key, state)) => {
+                if !self
+                    .placement
+                    .is_replica(&self.node, self.placement.group_of(key.key()))
+                {
+                    PeerResponse::Failed("not a replica of that key".into())
+                } else {
+                    match self.engine.merge_state(&key, &state, self.clock.now()) {
+                        Ok(Some(lsn)) => match self.durable(lsn, self.default_timeout).await {
+                            Ok(()) => PeerResponse::Repaired,
+                            Err(e) => PeerResponse::Failed(e.to_string()),
+                        },
+                        Ok(None) => PeerResponse::Repaired,
+                        Err(e) => PeerResponse::Failed(e.to_string()),
+                    }
+                }
+            }
+        };
+        response.encode()
+    }
+
+    /// This node's view of the cluster.
+    pub fn status(&self) -> NodeStatus {
+        let m = self.engine.metrics();
+        let peers = self
+            .mesh
+            .reports()
+            .into_iter()
+            .map(|r| PeerStatus {
+                node: r.name,
+                region: r.region,
+                connected: r.connected,
+                lag_deltas: r.lag_deltas,
+                lag_ms: r.lag_ms,
+                clock_offset_ms: r.clock_offset_ms,
+                deferred_deltas: r.deferred_deltas,
+            })
+            .collect();
+        NodeStatus {
+            node: self.node.clone(),
+            region: self.region.clone(),
+            incarnation: self.engine.node_id().0,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            log_bytes: m.log_retained_bytes,
+            deltas_originated: m.writes,
+            deltas_applied: m.merges,
+            peers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_arithmetic() {
+        use Consistency::*;
+        assert_eq!(required_replicas(Quorum, 1), 1);
+        assert_eq!(required_replicas(Quorum, 2), 2);
+        assert_eq!(required_replicas(Quorum, 3), 2);
+        assert_eq!(required_replicas(Quorum, 4), 3);
+        assert_eq!(required_replicas(Quorum, 5), 3);
+        assert_eq!(required_replicas(All, 5), 5);
+        assert_eq!(required_replicas(Local, 5), 1);
+        assert_eq!(required_replicas(Leader, 3), 1);
+        assert_eq!(required_replicas(Local, 0), 0);
+        // Any two quorums of the same replica set intersect.
+        for n in 1..=9 {
+            let q = required_replicas(Quorum, n);
+            assert!(2 * q > n, "n={n}");
+        }
+    }
+}
