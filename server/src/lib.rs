@@ -9,6 +9,7 @@
 //! - [`tls`]: the client listener's TLS configuration (the peer mesh's is
 //!   in [`meridian_replication::tls`]).
 
+pub mod cli;
 pub mod config;
 pub mod coordinator;
 pub mod init;
@@ -17,4 +18,5 @@ pub mod metrics;
 pub mod node;
 pub mod rpc;
 pub mod serve;
+pub mod status;
 pub mod tls;

@@ -1,8 +1,9 @@
 //! The `meridian` command: parses arguments, installs the tracing
 //! subscriber, and runs one subcommand from the `meridian_server` library.
 //!
-//! Exit codes: 0 on success, 1 on an error (one `error: ...` line on
-//! stderr), 2 on a command-line usage error (clap's own message).
+//! Exit codes: 0 on success, 1 on an error or a usage error (one
+//! `error: ...` line on stderr). `meridian cli` adds 2 (the request failed
+//! definitely: no effect) and 3 (indeterminate: it may have taken effect).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,9 +26,9 @@ enum Command {
     /// Run one node.
     Serve(ServeArgs),
     /// Run one client operation against the cluster.
-    Cli(PassthroughArgs),
+    Cli(meridian_server::cli::CliArgs),
     /// Show the cluster at a glance.
-    Status(PassthroughArgs),
+    Status(meridian_server::status::StatusArgs),
     /// Start a local three-region cluster with simulated WAN latency.
     Demo(PassthroughArgs),
     /// Generate load against a cluster.
@@ -53,13 +54,33 @@ struct PassthroughArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with success; usage errors are
+            // local errors: exit 1 (2 and 3 mean definite / indeterminate
+            // request failures in `meridian cli`).
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     // Logs go to stderr; RUST_LOG chooses what (default: info).
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+
+    match cli.command {
+        Command::Cli(args) => return meridian_server::cli::run(args),
+        Command::Status(args) => return meridian_server::status::run(args),
+        _ => {}
+    }
 
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,8 +99,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             config,
             allow_debug_clock,
         }) => meridian_server::serve::run(&config, allow_debug_clock),
-        Command::Cli(_) => not_implemented("cli"),
-        Command::Status(_) => not_implemented("status"),
+        Command::Cli(_) | Command::Status(_) => unreachable!("handled in main"),
         Command::Demo(_) => not_implemented("demo"),
         Command::Bench(_) => not_implemented("bench"),
     }

@@ -33,6 +33,8 @@ pub struct ServeOptions {
     pub allow_debug_clock: bool,
     /// Protocol timers; `None` for the defaults.
     pub protocol: Option<ProtocolConfig>,
+    /// Test hook: every frame payload received from peers.
+    pub tap: Option<meridian_replication::mesh::FrameTap>,
 }
 
 /// Addresses a started node actually bound (ports may have been 0).
@@ -176,6 +178,7 @@ impl Node {
             placement: placement.clone(),
             links,
             clock: clock_fn,
+            tap: options.tap.clone(),
         };
         let mesh = match Mesh::start(mesh_config, engine.clone()).await {
             Ok(m) => m,

@@ -21,7 +21,7 @@ pub fn run(config_path: &Path, allow_debug_clock: bool) -> Result<()> {
             config,
             ServeOptions {
                 allow_debug_clock,
-                protocol: None,
+                ..ServeOptions::default()
             },
         )
         .await?;

@@ -1,0 +1,319 @@
+//! `meridian cli`: one client operation per invocation — the contract the
+//! partition harness and scripts rely on.
+//!
+//! ```text
+//! meridian cli [--config DIR/client.toml] [--node NAME|ADDR] [--consistency local|leader|quorum|all]
+//!              [--timeout-ms N] [--json] COMMAND ...
+//!   incr KEY [DELTA]      counter add (DELTA may be negative; default 1)
+//!   count KEY             counter read
+//!   sadd KEY MEMBER...    set add
+//!   srem KEY MEMBER...    set remove
+//!   smembers KEY          set read
+//!   put KEY VALUE         register write
+//!   get KEY               register read
+//!   del counter|set|register KEY
+//! ```
+//!
+//! With `--json`, exactly one JSON object is printed on stdout:
+//! `{"ok":true,"value":…,"node":"…","consistency":"…"}` or
+//! `{"ok":false,"error":"unavailable|timeout|…","definite":true|false,"message":"…"}`.
+//! `value` is an integer for counters, a sorted array of strings for sets,
+//! a string or null for registers; writes show the new state. Bytes that
+//! are not UTF-8 are shown escaped (`\xNN`, with `\` itself as `\\`),
+//! never dropped.
+//!
+//! Exit codes: 0 success; 2 definite failure (no effect); 3 indeterminate
+//! (e.g. a timeout: the write may have taken effect); 1 usage or local
+//! errors (bad arguments, unreadable config).
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use meridian_client::wire::{Operation, ReplyValue, Request};
+use meridian_client::{Client, ClientConfig, Consistency, Error, Kind};
+
+/// Default client config path when `--config` is not given.
+pub const DEFAULT_CLIENT_CONFIG: &str = "client.toml";
+
+#[derive(Debug, Args)]
+pub struct CliArgs {
+    /// The client config written by `meridian init`.
+    #[arg(long, default_value = DEFAULT_CLIENT_CONFIG)]
+    pub config: PathBuf,
+    /// Talk to this node only (name from client.toml, or host:port).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Consistency level of the request.
+    #[arg(long, value_parser = parse_consistency)]
+    pub consistency: Option<Consistency>,
+    /// Request timeout in milliseconds.
+    #[arg(long)]
+    pub timeout_ms: Option<u32>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
+
+fn parse_consistency(s: &str) -> Result<Consistency, String> {
+    s.parse()
+}
+
+fn parse_kind(s: &str) -> Result<Kind, String> {
+    s.parse()
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Add DELTA (default 1, may be negative) to a counter.
+    Incr {
+        key: OsString,
+        #[arg(allow_negative_numbers = true)]
+        delta: Option<i64>,
+    },
+    /// Read a counter.
+    Count { key: OsString },
+    /// Add members to a set.
+    Sadd {
+        key: OsString,
+        #[arg(required = true)]
+        members: Vec<OsString>,
+    },
+    /// Remove members from a set.
+    Srem {
+        key: OsString,
+        #[arg(required = true)]
+        members: Vec<OsString>,
+    },
+    /// Read a set's members.
+    Smembers { key: OsString },
+    /// Write a register.
+    Put { key: OsString, value: OsString },
+    /// Read a register.
+    Get { key: OsString },
+    /// Delete an object.
+    Del {
+        #[arg(value_parser = parse_kind)]
+        kind: Kind,
+        key: OsString,
+    },
+}
+
+fn bytes(s: &OsString) -> Vec<u8> {
+    s.as_bytes().to_vec()
+}
+
+impl CliCommand {
+    fn operation(&self) -> Operation {
+        match self {
+            CliCommand::Incr { key, delta } => Operation::CounterIncr {
+                key: bytes(key),
+                delta: delta.unwrap_or(1),
+            },
+            CliCommand::Count { key } => Operation::CounterRead { key: bytes(key) },
+            CliCommand::Sadd { key, members } => Operation::SetAdd {
+                key: bytes(key),
+                members: members.iter().map(bytes).collect(),
+            },
+            CliCommand::Srem { key, members } => Operation::SetRemove {
+                key: bytes(key),
+                members: members.iter().map(bytes).collect(),
+            },
+            CliCommand::Smembers { key } => Operation::SetRead { key: bytes(key) },
+            CliCommand::Put { key, value } => Operation::RegisterPut {
+                key: bytes(key),
+                value: bytes(value),
+            },
+            CliCommand::Get { key } => Operation::RegisterGet { key: bytes(key) },
+            CliCommand::Del { kind, key } => Operation::Delete {
+                kind: *kind,
+                key: bytes(key),
+            },
+        }
+    }
+}
+
+/// Shows bytes as text: UTF-8 as is; otherwise printable ASCII as is, `\`
+/// as `\\` and every other byte as `\xNN`, so nothing is dropped.
+pub fn show_bytes(b: &[u8]) -> String {
+    if let Ok(s) = std::str::from_utf8(b) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(b.len() * 2);
+    for &c in b {
+        match c {
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(c as char),
+            _ => out.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    out
+}
+
+/// The JSON `value` of a reply.
+pub fn json_value(v: &ReplyValue) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        ReplyValue::Counter { value } => J::from(*value),
+        ReplyValue::Set { members, .. } => {
+            let mut shown: Vec<String> = members.iter().map(|m| show_bytes(m)).collect();
+            shown.sort();
+            J::from(shown)
+        }
+        ReplyValue::Register { value, .. } => match value {
+            Some(v) => J::from(show_bytes(v)),
+            None => J::Null,
+        },
+        ReplyValue::Status(s) => J::from(format!("{s:?}")),
+        ReplyValue::Done => J::Null,
+    }
+}
+
+fn human_value(v: &ReplyValue) -> String {
+    match v {
+        ReplyValue::Counter { value } => value.to_string(),
+        ReplyValue::Set { members, count } => {
+            let mut shown: Vec<String> = members.iter().map(|m| show_bytes(m)).collect();
+            shown.sort();
+            if shown.is_empty() {
+                "(empty set)".to_string()
+            } else {
+                format!("{}\n({count} members)", shown.join("\n"))
+            }
+        }
+        ReplyValue::Register { value, .. } => match value {
+            Some(v) => show_bytes(v),
+            None => "(nil)".to_string(),
+        },
+        ReplyValue::Status(s) => format!("{s:?}"),
+        ReplyValue::Done => "OK".to_string(),
+    }
+}
+
+fn exit_for(e: &Error) -> u8 {
+    match e {
+        Error::Config(_) => 1,
+        e if e.is_definite() => 2,
+        _ => 3,
+    }
+}
+
+fn print_error(json: bool, e: &Error) {
+    if json {
+        let out = serde_json::json!({
+            "ok": false,
+            "error": e.code(),
+            "definite": e.is_definite(),
+            "message": e.to_string(),
+        });
+        println!("{out}");
+    } else {
+        eprintln!("error: {e}");
+        if !e.is_definite() {
+            eprintln!("(indeterminate: the operation may still take effect)");
+        }
+    }
+}
+
+/// Runs `meridian cli`; returns the process exit code.
+pub fn run(args: CliArgs) -> ExitCode {
+    let config = match ClientConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            let e = match e {
+                Error::Config(m) => Error::Config(format!(
+                    "{m} (pass --config DIR/client.toml, the file `meridian init` wrote)"
+                )),
+                other => other,
+            };
+            print_error(args.json, &e);
+            return ExitCode::from(1);
+        }
+    };
+    let config = match &args.node {
+        Some(n) => config.pinned(n),
+        None => config,
+    };
+    let level = args.consistency.unwrap_or(config.default_consistency);
+    let timeout = args
+        .timeout_ms
+        .map(|ms| Duration::from_millis(ms as u64))
+        .unwrap_or(config.default_timeout);
+    let request = Request {
+        op: args.command.operation(),
+        consistency: level,
+        timeout_ms: timeout.as_millis().min(u32::MAX as u128) as u32,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        let client = Client::connect(config).await?;
+        let reply = client.execute(request).await;
+        client.close().await;
+        reply
+    });
+    match result {
+        Ok(reply) => {
+            if args.json {
+                let out = serde_json::json!({
+                    "ok": true,
+                    "value": json_value(&reply.value),
+                    "node": reply.node,
+                    "consistency": reply.consistency.as_str(),
+                });
+                println!("{out}");
+            } else {
+                println!("{}", human_value(&reply.value));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            print_error(args.json, &e);
+            ExitCode::from(exit_for(&e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_are_escaped_not_dropped() {
+        assert_eq!(show_bytes(b"plain"), "plain");
+        assert_eq!(show_bytes("héllo".as_bytes()), "héllo");
+        assert_eq!(show_bytes(&[0x61, 0xff, 0x5c, 0x00]), "a\\xff\\\\\\x00");
+    }
+
+    #[test]
+    fn json_values_have_the_documented_shapes() {
+        assert_eq!(json_value(&ReplyValue::Counter { value: -3 }), serde_json::json!(-3));
+        assert_eq!(
+            json_value(&ReplyValue::Set {
+                members: vec![b"b".to_vec(), b"a".to_vec()],
+                count: 2
+            }),
+            serde_json::json!(["a", "b"])
+        );
+        assert_eq!(
+            json_value(&ReplyValue::Register {
+                value: None,
+                hlc: None
+            }),
+            serde_json::Value::Null
+        );
+    }
+}
