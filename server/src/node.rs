@@ -27,7 +27,7 @@ use crate::listener::{ClientListener, DRAIN_TIMEOUT};
 use crate::metrics::RequestMetrics;
 
 /// Options `meridian serve` adds to the config file.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ServeOptions {
     /// Accept a debug clock offset (`--allow-debug-clock`).
     pub allow_debug_clock: bool,
@@ -35,6 +35,16 @@ pub struct ServeOptions {
     pub protocol: Option<ProtocolConfig>,
     /// Test hook: every frame payload received from peers.
     pub tap: Option<meridian_replication::mesh::FrameTap>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("allow_debug_clock", &self.allow_debug_clock)
+            .field("protocol", &self.protocol)
+            .field("tap", &self.tap.is_some())
+            .finish()
+    }
 }
 
 /// Addresses a started node actually bound (ports may have been 0).
