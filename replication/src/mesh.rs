@@ -152,8 +152,11 @@ pub enum MeshError {
 
 /// Serves RPCs from peers: `request` bytes in, response bytes out.
 pub trait RpcHandler: Send + Sync + 'static {
-    fn handle(&self, peer: String, request: Vec<u8>)
-    -> Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
+    fn handle(
+        &self,
+        peer: String,
+        request: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
 }
 
 /// Traffic counters of one peer link.
@@ -167,9 +170,21 @@ struct LinkCounters {
     garbage: AtomicU64,
 }
 
-struct Outgoing {
-    msg: PeerMessage,
-    lane: Lane,
+/// The two send queues of a link (one writer task each, so a bulk stream
+/// waiting on flow control never holds up control messages).
+#[derive(Clone)]
+struct Writers {
+    control: mpsc::Sender<PeerMessage>,
+    bulk: mpsc::Sender<PeerMessage>,
+}
+
+impl Writers {
+    fn lane(&self, lane: Lane) -> &mpsc::Sender<PeerMessage> {
+        match lane {
+            Lane::Control => &self.control,
+            Lane::Bulk => &self.bulk,
+        }
+    }
 }
 
 struct PeerLink {
@@ -178,7 +193,7 @@ struct PeerLink {
     address: String,
     /// Current connection and its generation.
     conn: Mutex<Option<(u64, Connection)>>,
-    writer: Mutex<Option<mpsc::Sender<Outgoing>>>,
+    writer: Mutex<Option<Writers>>,
     last_heard: AtomicU64,
     counters: LinkCounters,
     /// Signalled when the connection goes away (wakes the dialer).
@@ -255,10 +270,11 @@ impl Mesh {
         let server = tls::peer_server_config(&config.ca_pem, &config.cert_pem, &config.key_pem)?;
         let client_config =
             tls::peer_client_config(&config.ca_pem, &config.cert_pem, &config.key_pem)?;
-        let endpoint = Endpoint::server(server, config.listen).map_err(|source| MeshError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let endpoint =
+            Endpoint::server(server, config.listen).map_err(|source| MeshError::Bind {
+                addr: config.listen,
+                source,
+            })?;
         let (inputs, input_rx) = mpsc::channel(INPUT_QUEUE);
         let (shutdown, _) = watch::channel(false);
         let peers = config
@@ -384,7 +400,8 @@ impl Mesh {
         }
         let connected = link.conn.lock().unwrap().is_some();
         let heard = link.last_heard.load(Ordering::Relaxed);
-        connected && mono_ms(self.shared.started).saturating_sub(heard) < LIVE_TIMEOUT.as_millis() as u64
+        connected
+            && mono_ms(self.shared.started).saturating_sub(heard) < LIVE_TIMEOUT.as_millis() as u64
     }
 
     /// Waits until `needed` of `peers` hold `dot` durably, or `timeout`;
@@ -542,11 +559,33 @@ impl Mesh {
     /// Changes link conditioning towards `region` (the caller checks it is
     /// allowed).
     pub fn set_link(&self, region: &str, link: Link) {
-        self.shared
+        let was_cut = self
+            .shared
             .links
             .write()
             .unwrap()
-            .insert(region.to_string(), link);
+            .insert(region.to_string(), link)
+            .is_some_and(|l| l.cut);
+        if was_cut == link.cut {
+            return;
+        }
+        // Tell the protocol, so a heal starts catch-up at once instead of
+        // after the next pull timeout.
+        for peer in self.shared.peers.values().filter(|p| p.region == region) {
+            let up = peer.conn.lock().unwrap().is_some();
+            let input = if link.cut {
+                Input::Disconnected {
+                    peer: peer.name.clone(),
+                }
+            } else if up {
+                Input::Connected {
+                    peer: peer.name.clone(),
+                }
+            } else {
+                continue;
+            };
+            let _ = self.shared.inputs.try_send(input);
+        }
     }
 
     /// Stops accepting, closes every connection and waits (bounded) for
@@ -556,7 +595,8 @@ impl Mesh {
         self.shared
             .endpoint
             .close(VarInt::from_u32(CLOSE_SHUTDOWN), b"shutting down");
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.endpoint.wait_idle()).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), self.shared.endpoint.wait_idle()).await;
     }
 }
 
@@ -593,17 +633,19 @@ fn dispatch(shared: &Arc<Shared>, out: Output, runtime: &tokio::runtime::Handle)
                 return;
             };
             let writer = link.writer.lock().unwrap().clone();
-            if let Some(w) = writer {
-                if w.try_send(Outgoing { msg, lane }).is_err() {
-                    link.counters.realtime_dropped.fetch_add(1, Ordering::Relaxed);
-                }
+            if let Some(w) = writer
+                && w.lane(lane).try_send(msg).is_err()
+            {
+                link.counters
+                    .realtime_dropped
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
         Output::StartFullSync { peer, groups } => {
             let Some(link) = shared.peers.get(&peer).cloned() else {
                 return;
             };
-            let Some(writer) = link.writer.lock().unwrap().clone() else {
+            let Some(writer) = link.writer.lock().unwrap().clone().map(|w| w.bulk) else {
                 return;
             };
             let engine = shared.engine.clone();
@@ -616,14 +658,7 @@ fn dispatch(shared: &Arc<Shared>, out: Output, runtime: &tokio::runtime::Handle)
                         &groups,
                         sync,
                         256 << 10,
-                        |msg| {
-                            writer
-                                .blocking_send(Outgoing {
-                                    msg,
-                                    lane: Lane::Bulk,
-                                })
-                                .is_ok()
-                        },
+                        |msg| writer.blocking_send(msg).is_ok(),
                     );
                     if let Err(e) = result {
                         tracing::error!(peer = %link.name, error = %e, "full-state sync failed");
@@ -648,10 +683,10 @@ fn dispatch(shared: &Arc<Shared>, out: Output, runtime: &tokio::runtime::Handle)
             });
         }
         Output::Disconnect { peer, reason } => {
-            if let Some(link) = shared.peers.get(&peer) {
-                if let Some((_, c)) = link.conn.lock().unwrap().as_ref() {
-                    c.close(VarInt::from_u32(CLOSE_PROTOCOL), reason.as_bytes());
-                }
+            if let Some(link) = shared.peers.get(&peer)
+                && let Some((_, c)) = link.conn.lock().unwrap().as_ref()
+            {
+                c.close(VarInt::from_u32(CLOSE_PROTOCOL), reason.as_bytes());
             }
         }
         Output::WaitProgress { token, acked, done } => {
@@ -775,15 +810,22 @@ async fn dial(shared: &Shared, link: &PeerLink) -> Result<Connection, String> {
 /// Runs one connection until it closes.
 async fn run_link(shared: Arc<Shared>, link: Arc<PeerLink>, conn: Connection) {
     let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = mpsc::channel(PEER_QUEUE);
+    let (control_tx, control_rx) = mpsc::channel(PEER_QUEUE);
+    let (bulk_tx, bulk_rx) = mpsc::channel(PEER_QUEUE);
     let replaced = {
         let mut slot = link.conn.lock().unwrap();
         let old = slot.replace((generation, conn.clone()));
-        *link.writer.lock().unwrap() = Some(tx);
+        *link.writer.lock().unwrap() = Some(Writers {
+            control: control_tx,
+            bulk: bulk_tx,
+        });
         old
     };
     if let Some((_, old)) = replaced {
-        old.close(VarInt::from_u32(CLOSE_REPLACED), b"replaced by a newer connection");
+        old.close(
+            VarInt::from_u32(CLOSE_REPLACED),
+            b"replaced by a newer connection",
+        );
         let _ = shared
             .inputs
             .send(Input::Disconnected {
@@ -794,7 +836,22 @@ async fn run_link(shared: Arc<Shared>, link: Arc<PeerLink>, conn: Connection) {
     tracing::info!(peer = %link.name, remote = %conn.remote_address(), "peer connected");
     link.last_heard
         .store(mono_ms(shared.started), Ordering::Relaxed);
-    let writer = tokio::spawn(write_loop(shared.clone(), link.clone(), conn.clone(), rx));
+    let writers = [
+        tokio::spawn(write_loop(
+            shared.clone(),
+            link.clone(),
+            conn.clone(),
+            Lane::Control,
+            control_rx,
+        )),
+        tokio::spawn(write_loop(
+            shared.clone(),
+            link.clone(),
+            conn.clone(),
+            Lane::Bulk,
+            bulk_rx,
+        )),
+    ];
     let _ = shared
         .inputs
         .send(Input::Connected {
@@ -805,7 +862,9 @@ async fn run_link(shared: Arc<Shared>, link: Arc<PeerLink>, conn: Connection) {
         r = read_loop(shared.clone(), link.clone(), conn.clone()) => r,
         e = conn.closed() => e.to_string(),
     };
-    writer.abort();
+    for w in writers {
+        w.abort();
+    }
     let still_current = {
         let mut slot = link.conn.lock().unwrap();
         if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
@@ -895,7 +954,11 @@ async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Option<Vec<u8>>
     Ok(Some(payload))
 }
 
-async fn read_messages(shared: &Shared, link: &PeerLink, mut recv: RecvStream) -> Result<(), String> {
+async fn read_messages(
+    shared: &Shared,
+    link: &PeerLink,
+    mut recv: RecvStream,
+) -> Result<(), String> {
     let mut tag = [0u8; 1];
     recv.read_exact(&mut tag)
         .await
@@ -990,28 +1053,28 @@ async fn serve_rpc(
     Ok(())
 }
 
-/// Sends this side's control and bulk streams, applying link conditioning
-/// and merging queued realtime deltas into single messages.
+/// Sends one of this side's streams (control: high priority, realtime
+/// deltas merged into single messages; bulk: catch-up and full syncs),
+/// applying link conditioning.
 async fn write_loop(
     shared: Arc<Shared>,
     link: Arc<PeerLink>,
     conn: Connection,
-    mut rx: mpsc::Receiver<Outgoing>,
+    lane: Lane,
+    mut rx: mpsc::Receiver<PeerMessage>,
 ) {
-    let open = |tag: u8, priority: i32| {
-        let conn = conn.clone();
-        async move {
-            let mut s = conn.open_uni().await.ok()?;
-            let _ = s.set_priority(priority);
-            s.write_all(&[tag]).await.ok()?;
-            Some(s)
-        }
+    let (tag, priority) = match lane {
+        Lane::Control => (STREAM_CONTROL, 1),
+        Lane::Bulk => (STREAM_BULK, 0),
     };
-    let (Some(mut control), Some(mut bulk)) = (open(STREAM_CONTROL, 1).await, open(STREAM_BULK, 0).await)
-    else {
+    let Ok(mut stream) = conn.open_uni().await else {
         return;
     };
-    let mut delayed: VecDeque<(Instant, Outgoing)> = VecDeque::new();
+    let _ = stream.set_priority(priority);
+    if stream.write_all(&[tag]).await.is_err() {
+        return;
+    }
+    let mut delayed: VecDeque<(Instant, PeerMessage)> = VecDeque::new();
     loop {
         let conditioning = shared.link_to(&link.region);
         // Wait for a message, or for the head of the delay queue to come due.
@@ -1041,19 +1104,20 @@ async fn write_loop(
             }
         }
         let now = Instant::now();
-        let mut batch: Vec<Outgoing> = Vec::new();
+        let mut batch: Vec<PeerMessage> = Vec::new();
         while delayed.front().is_some_and(|(at, _)| *at <= now) {
             batch.push(delayed.pop_front().unwrap().1);
         }
         if conditioning.cut {
             continue;
         }
-        for out in coalesce(batch) {
-            let frame = out.msg.to_frame();
-            let stream = match out.lane {
-                Lane::Control => &mut control,
-                Lane::Bulk => &mut bulk,
-            };
+        let batch = if lane == Lane::Control {
+            coalesce(batch)
+        } else {
+            batch
+        };
+        for msg in batch {
+            let frame = msg.to_frame();
             if stream.write_all(&frame).await.is_err() {
                 return;
             }
@@ -1065,51 +1129,39 @@ async fn write_loop(
     }
 }
 
-/// Merges consecutive realtime delta messages into one.
-fn coalesce(batch: Vec<Outgoing>) -> Vec<Outgoing> {
-    let mut out: Vec<Outgoing> = Vec::with_capacity(batch.len());
+/// Merges consecutive realtime delta messages into one (up to
+/// [`COALESCE_BYTES`] of deltas per message).
+fn coalesce(batch: Vec<PeerMessage>) -> Vec<PeerMessage> {
+    let mut out: Vec<PeerMessage> = Vec::with_capacity(batch.len());
     let mut bytes = 0usize;
-    for o in batch {
-        let realtime = matches!(
-            o.msg,
-            PeerMessage::Deltas {
-                catch_up: false,
-                ..
-            }
-        );
-        if realtime {
-            if let Some(Outgoing {
-                msg:
-                    PeerMessage::Deltas {
-                        records: acc,
-                        catch_up: false,
-                        ..
-                    },
-                ..
-            }) = out.last_mut()
-            {
-                if let PeerMessage::Deltas { records, .. } = o.msg {
-                    let size: usize = records.iter().map(|r| r.key.key().len() + 128).sum();
-                    if bytes + size <= COALESCE_BYTES {
-                        bytes += size;
-                        acc.extend(records);
-                        continue;
-                    }
-                    bytes = size;
-                    out.push(Outgoing {
-                        msg: PeerMessage::Deltas {
-                            records,
-                            catch_up: false,
-                            more: false,
-                        },
-                        lane: Lane::Control,
-                    });
-                    continue;
-                }
-            }
-            bytes = 0;
+    for msg in batch {
+        let PeerMessage::Deltas {
+            records,
+            catch_up: false,
+            ..
+        } = msg
+        else {
+            out.push(msg);
+            continue;
+        };
+        let size: usize = records.iter().map(|r| r.key.key().len() + 128).sum();
+        if let Some(PeerMessage::Deltas {
+            records: acc,
+            catch_up: false,
+            ..
+        }) = out.last_mut()
+            && bytes + size <= COALESCE_BYTES
+        {
+            bytes += size;
+            acc.extend(records);
+            continue;
         }
-        out.push(o);
+        bytes = size;
+        out.push(PeerMessage::Deltas {
+            records,
+            catch_up: false,
+            more: false,
+        });
     }
     out
 }

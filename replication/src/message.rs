@@ -54,7 +54,9 @@ pub enum PeerMessage {
     },
     Ack(Ack),
     /// "Send me the deltas I lack": the sender's applied dots.
-    Want { have: CausalContext },
+    Want {
+        have: CausalContext,
+    },
     /// Batch `seq` (from 0) of full-state sync `sync`: whole objects.
     FullSync {
         sync: u64,
@@ -97,7 +99,11 @@ impl PeerMessage {
                 for r in records {
                     check_key(&r.key)?;
                     if r.key.kind() != r.delta.kind() {
-                        return Err(format!("{} delta for a {} key", r.delta.kind(), r.key.kind()));
+                        return Err(format!(
+                            "{} delta for a {} key",
+                            r.delta.kind(),
+                            r.key.kind()
+                        ));
                     }
                     if r.dot.counter == 0 || r.dot.node.0 == 0 {
                         return Err("zero dot".into());
@@ -147,7 +153,9 @@ impl PeerMessage {
 pub fn frame_len(prefix: [u8; 4]) -> Result<usize, String> {
     let len = u32::from_le_bytes(prefix) as usize;
     if len == 0 || len > MAX_PEER_FRAME_BYTES {
-        return Err(format!("frame length {len} outside 1..={MAX_PEER_FRAME_BYTES}"));
+        return Err(format!(
+            "frame length {len} outside 1..={MAX_PEER_FRAME_BYTES}"
+        ));
     }
     Ok(len)
 }

@@ -148,7 +148,9 @@ impl Placement {
                 (!at_home, stable_hash(&[n.as_bytes(), key]), n)
             })
             .collect();
-        scored.sort_by(|a, b| (a.0, std::cmp::Reverse(a.1), a.2).cmp(&(b.0, std::cmp::Reverse(b.1), b.2)));
+        scored.sort_by(|a, b| {
+            (a.0, std::cmp::Reverse(a.1), a.2).cmp(&(b.0, std::cmp::Reverse(b.1), b.2))
+        });
         scored.into_iter().map(|(_, _, n)| n).collect()
     }
 

@@ -102,9 +102,16 @@ pub enum Lane {
 #[derive(Debug)]
 pub enum Input {
     /// A link to `peer` is up (its certificate identified it).
-    Connected { peer: String },
-    Disconnected { peer: String },
-    Message { peer: String, msg: PeerMessage },
+    Connected {
+        peer: String,
+    },
+    Disconnected {
+        peer: String,
+    },
+    Message {
+        peer: String,
+        msg: PeerMessage,
+    },
     /// A local write was applied: push its delta.
     LocalApplied(Record),
     /// The engine's durable position advanced: tell peers.
@@ -120,7 +127,9 @@ pub enum Input {
         deadline_ms: u64,
     },
     /// The waiter gave up.
-    Cancel { token: u64 },
+    Cancel {
+        token: u64,
+    },
 }
 
 #[derive(Debug, PartialEq)]
@@ -142,7 +151,11 @@ pub enum Output {
     /// Close the link to `peer` (it misbehaved).
     Disconnect { peer: String, reason: String },
     /// Progress of a [`Input::Wait`]: `acked` peers have the dot durably.
-    WaitProgress { token: u64, acked: usize, done: bool },
+    WaitProgress {
+        token: u64,
+        acked: usize,
+        done: bool,
+    },
 }
 
 /// A peer's state as reported by metrics and `meridian status`.
@@ -231,7 +244,12 @@ impl std::fmt::Debug for Replicator {
 }
 
 impl Replicator {
-    pub fn new(config: ProtocolConfig, engine: Engine, placement: Arc<Placement>, now: Now) -> Self {
+    pub fn new(
+        config: ProtocolConfig,
+        engine: Engine,
+        placement: Arc<Placement>,
+        now: Now,
+    ) -> Self {
         let me = config.node.clone();
         let my_groups: Vec<GroupId> = placement
             .groups()
@@ -327,7 +345,11 @@ impl Replicator {
                     deadline_ms,
                 };
                 for name in &w.peers {
-                    if self.peers.get(name).is_some_and(|p| p.durable.contains(dot)) {
+                    if self
+                        .peers
+                        .get(name)
+                        .is_some_and(|p| p.durable.contains(dot))
+                    {
                         w.acked.insert(name.clone());
                     }
                 }
@@ -527,7 +549,10 @@ impl Replicator {
             if !self.my_groups.contains(&group) {
                 self.disconnect(
                     peer,
-                    format!("sent a delta for {:?}, which this node may not store", r.key),
+                    format!(
+                        "sent a delta for {:?}, which this node may not store",
+                        r.key
+                    ),
                 );
                 return false;
             }
@@ -658,7 +683,10 @@ impl Replicator {
                 );
             }
             Ok(None) => {
-                tracing::info!(peer, "peer needs deltas this log truncated; sending full state");
+                tracing::info!(
+                    peer,
+                    "peer needs deltas this log truncated; sending full state"
+                );
                 if let Some(p) = self.peers.get_mut(peer) {
                     p.full_syncs_sent += 1;
                 }

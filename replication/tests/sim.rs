@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use meridian_engine::{
     Durability, Engine, EngineConfig, GroupId, Kind, ObjectKey, Op, PhysicalTime, Value,
 };
+use meridian_replication::message::PeerMessage;
 use meridian_replication::protocol::full_sync_messages;
 use meridian_replication::{
     Input, Lane, NodeInfo, Now, Output, Placement, ProtocolConfig, Replicator, Rule,
 };
-use meridian_replication::message::PeerMessage;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -70,7 +70,10 @@ fn names(n: usize) -> Vec<(String, String)> {
     (0..n)
         .map(|i| {
             let region = regions[i % regions.len()];
-            (format!("{region}-{}", i / regions.len() + 1), region.to_string())
+            (
+                format!("{region}-{}", i / regions.len() + 1),
+                region.to_string(),
+            )
         })
         .collect()
 }
@@ -326,7 +329,9 @@ impl Sim {
             1 => {
                 let member = format!("m{op_id}").into_bytes();
                 let k = ObjectKey::new(Kind::Set, key.clone()).unwrap();
-                let a = engine.apply(&k, Op::Add(vec![member.clone()]), now).unwrap();
+                let a = engine
+                    .apply(&k, Op::Add(vec![member.clone()]), now)
+                    .unwrap();
                 self.expected_members
                     .entry(key.into_bytes())
                     .or_default()
@@ -444,11 +449,7 @@ impl Sim {
                 }
                 match (key.kind(), value) {
                     (Kind::Counter, Value::Counter(v)) => {
-                        let want = self
-                            .expected_counts
-                            .get(key.key())
-                            .copied()
-                            .unwrap_or(0);
+                        let want = self.expected_counts.get(key.key()).copied().unwrap_or(0);
                         assert_eq!(v, want, "{} {key:?}: a delta lost or applied twice", n.name);
                     }
                     (Kind::Set, Value::Set(members)) => {
@@ -489,9 +490,7 @@ fn run_scenario(seed: u64, nodes: usize) {
     let mut op_id = 0;
     for round in 0..6 {
         // A random partition for part of the round.
-        let mut side: Vec<usize> = (0..nodes)
-            .filter(|_| sim.rng.random_bool(0.5))
-            .collect();
+        let mut side: Vec<usize> = (0..nodes).filter(|_| sim.rng.random_bool(0.5)).collect();
         if side.is_empty() || side.len() == nodes {
             side = vec![round % nodes];
         }
@@ -524,7 +523,7 @@ fn run_scenario(seed: u64, nodes: usize) {
             sim.client_op(i, op_id);
         }
         sim.step();
-        if sim.now_ms % 100 == 0 {
+        if sim.now_ms.is_multiple_of(100) {
             std::thread::sleep(std::time::Duration::from_micros(300));
         }
     }
@@ -590,7 +589,10 @@ fn bridge_topology_converges() {
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
     sim.check_invariants();
-    assert!(sim.cut.contains(&(0, 2)), "the A-C link stayed cut throughout");
+    assert!(
+        sim.cut.contains(&(0, 2)),
+        "the A-C link stayed cut throughout"
+    );
 }
 
 /// Pinned keys only ever travel to their region, even through catch-up

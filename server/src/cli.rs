@@ -300,7 +300,10 @@ mod tests {
 
     #[test]
     fn json_values_have_the_documented_shapes() {
-        assert_eq!(json_value(&ReplyValue::Counter { value: -3 }), serde_json::json!(-3));
+        assert_eq!(
+            json_value(&ReplyValue::Counter { value: -3 }),
+            serde_json::json!(-3)
+        );
         assert_eq!(
             json_value(&ReplyValue::Set {
                 members: vec![b"b".to_vec(), b"a".to_vec()],

@@ -176,8 +176,12 @@ impl Coordinator {
         let level = req.consistency;
         let write = req.op.is_write();
         let response = self.execute_inner(req, forwarded).await;
-        self.metrics
-            .record(write, level, matches!(response, Response::Ok(_)), started.elapsed());
+        self.metrics.record(
+            write,
+            level,
+            matches!(response, Response::Ok(_)),
+            started.elapsed(),
+        );
         response
     }
 
@@ -185,7 +189,9 @@ impl Coordinator {
         let timeout = self.timeout_of(&req);
         let level = req.consistency;
         let (key, action) = match &req.op {
-            Operation::Status => return self.ok(&self.node, level, ReplyValue::Status(self.status())),
+            Operation::Status => {
+                return self.ok(&self.node, level, ReplyValue::Status(self.status()));
+            }
             Operation::DebugClockOffset { offset_ms } => {
                 if !self.allow_debug_clock {
                     return Response::Err(invalid(
@@ -196,18 +202,23 @@ impl Coordinator {
                 tracing::warn!(offset_ms, "debug clock offset set");
                 return self.ok(&self.node, level, ReplyValue::Done);
             }
-            Operation::CounterIncr { key, delta } => (object(Kind::Counter, key), Action::Write(Op::Incr(*delta))),
+            Operation::CounterIncr { key, delta } => {
+                (object(Kind::Counter, key), Action::Write(Op::Incr(*delta)))
+            }
             Operation::CounterRead { key } => (object(Kind::Counter, key), Action::Read),
-            Operation::SetAdd { key, members } => {
-                (object(Kind::Set, key), Action::Write(Op::Add(members.clone())))
-            }
-            Operation::SetRemove { key, members } => {
-                (object(Kind::Set, key), Action::Write(Op::Remove(members.clone())))
-            }
+            Operation::SetAdd { key, members } => (
+                object(Kind::Set, key),
+                Action::Write(Op::Add(members.clone())),
+            ),
+            Operation::SetRemove { key, members } => (
+                object(Kind::Set, key),
+                Action::Write(Op::Remove(members.clone())),
+            ),
             Operation::SetRead { key } => (object(Kind::Set, key), Action::Read),
-            Operation::RegisterPut { key, value } => {
-                (object(Kind::Register, key), Action::Write(Op::Put(value.clone())))
-            }
+            Operation::RegisterPut { key, value } => (
+                object(Kind::Register, key),
+                Action::Write(Op::Put(value.clone())),
+            ),
             Operation::RegisterGet { key } => (object(Kind::Register, key), Action::Read),
             Operation::Delete { kind, key } => {
                 let kind = match kind {
@@ -274,13 +285,20 @@ impl Coordinator {
         }
         match action {
             Action::Write(op) => self.write(level, key, op, &replicas, needed, timeout).await,
-            Action::Read => self.read(level, key, &replicas, &live, needed, timeout).await,
+            Action::Read => {
+                self.read(level, key, &replicas, &live, needed, timeout)
+                    .await
+            }
         }
     }
 
     async fn forward(&self, peer: &str, req: Request, timeout: Duration) -> Response {
         let payload = PeerRequest::Forward(req).encode();
-        match self.mesh.call(peer, &payload, timeout + Duration::from_millis(500)).await {
+        match self
+            .mesh
+            .call(peer, &payload, timeout + Duration::from_millis(500))
+            .await
+        {
             Ok(bytes) => match PeerResponse::decode(&bytes) {
                 Ok(PeerResponse::Forwarded(r)) => r,
                 Ok(other) => Response::Err(WireError::Internal {
@@ -338,17 +356,21 @@ impl Coordinator {
         };
         let dot = applied.record.dot;
         self.mesh.push(applied.record);
-        let others: Vec<String> = replicas.iter().filter(|r| **r != self.node).cloned().collect();
+        let others: Vec<String> = replicas
+            .iter()
+            .filter(|r| **r != self.node)
+            .cloned()
+            .collect();
         let remote_needed = needed.saturating_sub(1);
         let (local, remote) = tokio::join!(
             self.durable(applied.lsn, timeout),
             self.mesh.wait_durable(dot, others, remote_needed, timeout)
         );
         let acked = usize::from(local.is_ok()) + remote;
-        if let Err(e) = local {
-            if !matches!(e, WireError::Timeout { .. }) {
-                return Response::Err(e);
-            }
+        if let Err(e) = local
+            && !matches!(e, WireError::Timeout { .. })
+        {
+            return Response::Err(e);
         }
         if acked < needed {
             return Response::Err(WireError::Timeout {
@@ -465,7 +487,9 @@ impl Coordinator {
                 let repair = repair.clone();
                 repairs.spawn(async move {
                     let ok = matches!(
-                        mesh.call(&node, &repair, timeout).await.map(|b| PeerResponse::decode(&b)),
+                        mesh.call(&node, &repair, timeout)
+                            .await
+                            .map(|b| PeerResponse::decode(&b)),
                         Ok(Ok(PeerResponse::Repaired))
                     );
                     ok
@@ -496,9 +520,7 @@ impl Coordinator {
                 tracing::warn!(%peer, error = %e, "malformed peer request");
                 PeerResponse::Failed(format!("malformed request: {e}"))
             }
-            Ok(PeerRequest::Forward(req)) => {
-                PeerResponse::Forwarded(self.execute(req, true).await)
-            }
+            Ok(PeerRequest::Forward(req)) => PeerResponse::Forwarded(self.execute(req, true).await),
             Ok(PeerRequest::ReadState(key)) => match self.engine.state(&key) {
                 Ok(s) => PeerResponse::State(s),
                 Err(e) => PeerResponse::Failed(e.to_string()),

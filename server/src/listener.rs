@@ -35,10 +35,13 @@ const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 /// How long shutdown waits for in-flight requests.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Checks a client's access token.
+pub type TokenCheck = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
 pub struct ClientListener {
     pub(crate) endpoint: Endpoint,
     pub(crate) coordinator: Arc<Coordinator>,
-    pub(crate) token_check: Arc<dyn Fn(&[u8]) -> bool + Send + Sync>,
+    pub(crate) token_check: TokenCheck,
     pub(crate) max_connections: u64,
     pub(crate) max_in_flight: usize,
     pub(crate) connections: Arc<AtomicU64>,
@@ -137,43 +140,59 @@ impl ClientListener {
         let hello: Hello = match wire::decode(&payload) {
             Ok(h) => h,
             Err(e) => {
-                self.refuse(&conn, send, WireError::Unauthorized {
-                    message: format!("malformed hello: {e}"),
-                })
+                self.refuse(
+                    &conn,
+                    send,
+                    WireError::Unauthorized {
+                        message: format!("malformed hello: {e}"),
+                    },
+                )
                 .await;
                 return;
             }
         };
         if hello.version != PROTOCOL_VERSION {
-            self.refuse(&conn, send, WireError::InvalidArgument {
-                message: format!(
-                    "protocol version {} not supported (this node speaks {PROTOCOL_VERSION})",
-                    hello.version
-                ),
-            })
+            self.refuse(
+                &conn,
+                send,
+                WireError::InvalidArgument {
+                    message: format!(
+                        "protocol version {} not supported (this node speaks {PROTOCOL_VERSION})",
+                        hello.version
+                    ),
+                },
+            )
             .await;
             return;
         }
         if !(self.token_check)(&hello.token) {
             tracing::warn!(%remote, "client refused: wrong or missing token");
-            self.refuse(&conn, send, WireError::Unauthorized {
-                message: if hello.token.is_empty() {
-                    "no access token".into()
-                } else {
-                    "wrong access token".into()
+            self.refuse(
+                &conn,
+                send,
+                WireError::Unauthorized {
+                    message: if hello.token.is_empty() {
+                        "no access token".into()
+                    } else {
+                        "wrong access token".into()
+                    },
                 },
-            })
+            )
             .await;
             return;
         }
         if count > self.max_connections {
             tracing::warn!(%remote, limit = self.max_connections, "client refused: too many connections");
-            self.refuse(&conn, send, WireError::Overloaded {
-                message: format!(
-                    "this node serves at most {} client connections",
-                    self.max_connections
-                ),
-            })
+            self.refuse(
+                &conn,
+                send,
+                WireError::Overloaded {
+                    message: format!(
+                        "this node serves at most {} client connections",
+                        self.max_connections
+                    ),
+                },
+            )
             .await;
             return;
         }
@@ -254,7 +273,11 @@ impl ClientListener {
             }
         };
         if let Err(message) = validate(&request) {
-            reply(&mut send, &Response::Err(WireError::InvalidArgument { message })).await;
+            reply(
+                &mut send,
+                &Response::Err(WireError::InvalidArgument { message }),
+            )
+            .await;
             return;
         }
         let response = self.coordinator.execute(request, false).await;
@@ -276,13 +299,13 @@ pub fn validate(req: &Request) -> Result<(), String> {
         | Operation::Delete { key, .. } => Some(key),
         Operation::Status | Operation::DebugClockOffset { .. } => None,
     };
-    if let Some(key) = key {
-        if key.len() > MAX_KEY_BYTES {
-            return Err(format!(
-                "key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit",
-                key.len()
-            ));
-        }
+    if let Some(key) = key
+        && key.len() > MAX_KEY_BYTES
+    {
+        return Err(format!(
+            "key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit",
+            key.len()
+        ));
     }
     match &req.op {
         Operation::SetAdd { members, .. } | Operation::SetRemove { members, .. } => {

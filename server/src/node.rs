@@ -134,7 +134,9 @@ impl Node {
             tokio::task::spawn_blocking(move || Engine::open(engine_config, now))
                 .await
                 .context("opening the engine")?
-                .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?
+                .with_context(|| {
+                    format!("opening the data directory {}", config.data_dir.display())
+                })?
         };
         tracing::info!(
             node = %config.node,
@@ -330,7 +332,8 @@ impl Node {
         for t in self.tasks {
             t.abort();
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.listener.endpoint.wait_idle()).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), self.listener.endpoint.wait_idle()).await;
         self.mesh.shutdown().await;
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || engine.close())

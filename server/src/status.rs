@@ -84,7 +84,11 @@ pub fn render(results: &[(String, String, Result<NodeStatus, String>)]) -> Strin
             out.push_str(&format!(
                 "{:<30} {:<13} {:>11} {:>9} {:>10} {:>9}\n",
                 format!("{name} -> {}", p.node),
-                if p.connected { "connected" } else { "DISCONNECTED" },
+                if p.connected {
+                    "connected"
+                } else {
+                    "DISCONNECTED"
+                },
                 p.lag_deltas,
                 p.lag_ms,
                 p.clock_offset_ms,
@@ -157,7 +161,9 @@ pub fn run(args: StatusArgs) -> ExitCode {
                         "clock_offset_ms": p.clock_offset_ms, "deferred_deltas": p.deferred_deltas,
                     })).collect::<Vec<_>>(),
                 }),
-                Err(e) => serde_json::json!({"node": name, "region": region, "up": false, "error": e}),
+                Err(e) => {
+                    serde_json::json!({"node": name, "region": region, "up": false, "error": e})
+                }
             })
             .collect();
         println!("{}", serde_json::json!({ "nodes": nodes }));
