@@ -238,7 +238,10 @@ mod tests {
             other => panic!("expected ClockAhead, got {other:?}"),
         }
         let after = clock.now(ms(1000));
-        assert!(after < remote, "a refused timestamp must not move the clock");
+        assert!(
+            after < remote,
+            "a refused timestamp must not move the clock"
+        );
         assert!(after > before);
         // Once local time catches up, the same timestamp is accepted.
         clock.observe(remote, ms(2600)).unwrap();
@@ -286,15 +289,40 @@ mod tests {
                     }
                     Step::Observe { remote, wall } => {
                         let r = Hlc { time: ms(remote).0, node: NodeId(9) };
-                        let accepted = clock.observe(r, ms(wall)).is_ok();
+                        let result = clock.observe(r, ms(wall));
+                        let accepted = result.is_ok();
                         // Exactly at the limit, sub-millisecond rounding decides.
                         if remote + 1 < wall + 500 {
                             prop_assert!(accepted);
                         } else if remote > wall + 501 {
                             prop_assert!(!accepted);
                         }
-                        if accepted && r > high {
-                            high = r;
+                        match result {
+                            Ok(()) => {
+                                if r > high {
+                                    high = r;
+                                }
+                                // Observing, then ticking, yields more than the remote.
+                                let t = clock.now(ms(wall));
+                                prop_assert!(t > r && t > high, "{:?} after observing {:?}", t, r);
+                                high = t;
+                            }
+                            Err(Error::ClockAhead { ahead_ms, max_ms }) => {
+                                // The refusal says by how much, and the clock did not move.
+                                prop_assert_eq!(max_ms, 500);
+                                let expected = remote - wall;
+                                prop_assert!(
+                                    ahead_ms + 1 >= expected && ahead_ms <= expected + 1,
+                                    "ahead_ms {} for {} ms", ahead_ms, expected
+                                );
+                                let t = clock.now(ms(wall));
+                                prop_assert!(t > high);
+                                if high < r {
+                                    prop_assert!(t < r, "a refused timestamp moved the clock to {:?}", t);
+                                }
+                                high = t;
+                            }
+                            Err(other) => prop_assert!(false, "unexpected error {:?}", other),
                         }
                     }
                 }

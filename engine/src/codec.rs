@@ -15,7 +15,10 @@ use crate::error::Error;
 pub const FORMAT_VERSION: u8 = 1;
 
 /// Types this module can encode.
-pub trait Encode: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>> {}
+pub trait Encode:
+    for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+{
+}
 impl<T> Encode for T where
     T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
 {

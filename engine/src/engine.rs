@@ -239,9 +239,8 @@ pub fn stream_id(incarnation: NodeId, group: GroupId) -> NodeId {
 fn read_small_file<T>(path: &Path, what: &'static str) -> Result<Option<T>>
 where
     T: rkyv::Archive,
-    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
-            rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
-        > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
 {
     let bytes = match fs::read(path) {
         Ok(b) => b,
@@ -619,7 +618,8 @@ impl Engine {
         store: impl FnOnce(u64) -> Result<()>,
     ) -> Result<()> {
         let inner = &self.inner;
-        inner.counters
+        inner
+            .counters
             .log_bytes_written
             .fetch_add(end - start, Ordering::Relaxed);
         let stored = store(start);
@@ -639,14 +639,18 @@ impl Engine {
         }
         if let Some(dots) = dots {
             let durable = inner.durable.clone();
-            inner.log.group.on_durable(
-                end,
-                Box::new(move |r| {
-                    if r.is_ok() {
-                        dots.add_to(&mut durable.lock().unwrap());
-                    }
-                }),
-            );
+            let record: log::group::Callback = Box::new(move |r| {
+                if r.is_ok() {
+                    dots.add_to(&mut durable.lock().unwrap());
+                }
+            });
+            match inner.config.durability {
+                // Every write is about to be waited for: ask for the sync now.
+                Durability::Sync => inner.log.group.on_durable(end, record),
+                // The periodic sync will cover it; asking would turn
+                // periodic durability into an fsync per write.
+                Durability::Periodic(_) => inner.log.group.on_durable_passive(end, record),
+            }
         }
         Ok(())
     }
@@ -672,7 +676,10 @@ impl Engine {
             return Ok(Merged::Duplicate);
         }
         if let Err(e) = inner.clock.observe(record.hlc, now) {
-            inner.counters.clock_refusals.fetch_add(1, Ordering::Relaxed);
+            inner
+                .counters
+                .clock_refusals
+                .fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }
         let _g = self.stripe(&record.key);
@@ -786,11 +793,7 @@ impl Engine {
     /// never been changed by any operation.
     pub fn state(&self, key: &ObjectKey) -> Result<Option<ObjectState>> {
         let _g = self.stripe(key);
-        Ok(self
-            .inner
-            .store
-            .read_state(key)?
-            .filter(|s| !s.is_empty()))
+        Ok(self.inner.store.read_state(key)?.filter(|s| !s.is_empty()))
     }
 
     /// Dots applied here (including not-yet-durable ones).
@@ -831,11 +834,11 @@ impl Engine {
         let mut vector = VersionVector::new();
         let mut groups = Vec::new();
         for (node, counter) in applied.vector().iter() {
-            if let Some(&g) = streams.get(&node) {
-                if wants(g) {
-                    vector.set(node, counter);
-                    groups.push((node, g));
-                }
+            if let Some(&g) = streams.get(&node)
+                && wants(g)
+            {
+                vector.set(node, counter);
+                groups.push((node, g));
             }
         }
         let group_of = self.inner.config.group_of.clone();

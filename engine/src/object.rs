@@ -164,13 +164,13 @@ pub enum Op {
 impl Op {
     /// Checks the operation against the object's type and the size limits.
     pub(crate) fn validate(&self, kind: Kind) -> Result<()> {
-        let fits = match (self, kind) {
-            (Op::Incr(_), Kind::Counter) => true,
-            (Op::Add(_) | Op::Remove(_), Kind::Set) => true,
-            (Op::Put(_), Kind::Register) => true,
-            (Op::Delete, _) => true,
-            _ => false,
-        };
+        let fits = matches!(
+            (self, kind),
+            (Op::Incr(_), Kind::Counter)
+                | (Op::Add(_) | Op::Remove(_), Kind::Set)
+                | (Op::Put(_), Kind::Register)
+                | (Op::Delete, _)
+        );
         if !fits {
             return Err(Error::WrongType(format!(
                 "{} does not apply to a {kind}",

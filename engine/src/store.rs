@@ -31,7 +31,9 @@ const HEADER_SUFFIX: u8 = 0;
 const MEMBER_SUFFIX: u8 = 1;
 
 /// Per-set metadata.
-#[derive(Clone, Default, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone, Default, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub(crate) struct SetHeader {
     pub(crate) context: CausalContext,
     /// Present members.
@@ -118,9 +120,8 @@ fn encode_value<T: codec::Encode>(lsn: u64, value: &T) -> Vec<u8> {
 fn decode_value<T>(bytes: &[u8]) -> std::result::Result<(u64, T), DecodeError>
 where
     T: rkyv::Archive,
-    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
-            rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
-        > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
 {
     if bytes.len() < 9 {
         return Err(DecodeError::Malformed("stored value too short".into()));
@@ -136,12 +137,21 @@ where
 }
 
 fn stored_lsn(bytes: &[u8]) -> Option<u64> {
-    bytes.get(1..9).map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    bytes
+        .get(1..9)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
 }
+
+/// An object-store key parsed: the object and, for set entries, the suffix
+/// kind and member.
+type ParsedKey<'a> = (ObjectKey, Option<(u8, &'a [u8])>);
+
+/// A set being assembled from its header and member entries.
+type PartialSet = Option<(ObjectKey, BTreeMap<Vec<u8>, DotSet>, CausalContext)>;
 
 /// Parses an object-store key into the object it belongs to and, for set
 /// entries, the suffix kind and member.
-fn parse_key(raw: &[u8]) -> Option<(ObjectKey, Option<(u8, &[u8])>)> {
+fn parse_key(raw: &[u8]) -> Option<ParsedKey<'_>> {
     let kind = Kind::from_tag(*raw.first()?)?;
     let len = u32::from_be_bytes(raw.get(1..5)?.try_into().ok()?) as usize;
     let key = raw.get(5..5 + len)?;
@@ -338,16 +348,15 @@ impl Store {
         accept: &dyn Fn(&ObjectKey) -> bool,
         mut f: impl FnMut(ObjectKey, ObjectState) -> Result<bool>,
     ) -> Result<()> {
-        let mut current_set: Option<(ObjectKey, BTreeMap<Vec<u8>, DotSet>, CausalContext)> = None;
-        let flush_set =
-            |cur: &mut Option<(ObjectKey, BTreeMap<Vec<u8>, DotSet>, CausalContext)>,
-             f: &mut dyn FnMut(ObjectKey, ObjectState) -> Result<bool>|
-             -> Result<bool> {
-                if let Some((k, entries, ctx)) = cur.take() {
-                    return f(k, ObjectState::Set(OrSet::from_parts(entries, ctx)));
-                }
-                Ok(true)
-            };
+        let mut current_set: PartialSet = None;
+        let flush_set = |cur: &mut PartialSet,
+                         f: &mut dyn FnMut(ObjectKey, ObjectState) -> Result<bool>|
+         -> Result<bool> {
+            if let Some((k, entries, ctx)) = cur.take() {
+                return f(k, ObjectState::Set(OrSet::from_parts(entries, ctx)));
+            }
+            Ok(true)
+        };
         for item in self.objects.iter() {
             let (raw, v) = item?;
             let Some((object, suffix)) = parse_key(&raw) else {
@@ -470,7 +479,10 @@ mod tests {
         assert_eq!(store.read_set_members(&key).unwrap(), vec![b"b".to_vec()]);
         let full = store.load_set(&key, None).unwrap();
         assert_eq!(full.header.count, 1);
-        assert_eq!(full.header.bytes, entry_cost(b"b", full.set.dots(b"b").unwrap()));
+        assert_eq!(
+            full.header.bytes,
+            entry_cost(b"b", full.set.dots(b"b").unwrap())
+        );
         assert_eq!(store.objects_written_since(15).unwrap(), vec![key.clone()]);
         assert!(store.objects_written_since(21).unwrap().is_empty());
     }
@@ -509,8 +521,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         let key = k(Kind::Counter, "x");
-        store.objects.insert(prefix(&key), &[1u8, 0, 0][..]).unwrap();
-        assert!(matches!(store.read_counter(&key), Err(Error::Corruption { .. })));
+        store
+            .objects
+            .insert(prefix(&key), &[1u8, 0, 0][..])
+            .unwrap();
+        assert!(matches!(
+            store.read_counter(&key),
+            Err(Error::Corruption { .. })
+        ));
         let mut newer = encode_value(0, &Counter::new());
         newer[0] = codec::FORMAT_VERSION + 1;
         store.objects.insert(prefix(&key), newer).unwrap();

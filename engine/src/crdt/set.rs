@@ -232,7 +232,10 @@ impl OrSet {
                     continue;
                 }
                 if dots.iter().any(|d| delta.context.contains(d)) {
-                    let kept = dots.iter().filter(|&d| !delta.context.contains(d)).collect();
+                    let kept = dots
+                        .iter()
+                        .filter(|&d| !delta.context.contains(d))
+                        .collect();
                     updates.push((member.clone(), DotSet::from_unsorted(kept)));
                 }
             }

@@ -243,7 +243,10 @@ impl Log {
                 if prev.end != start {
                     return Err(Error::corruption(
                         &path,
-                        format!("segment starts at {start} but the previous one ends at {}", prev.end),
+                        format!(
+                            "segment starts at {start} but the previous one ends at {}",
+                            prev.end
+                        ),
                     ));
                 }
             }
@@ -267,7 +270,10 @@ impl Log {
                         let pos = start + offset as u64;
                         if let Entry::Delta(r) = &entry {
                             let g = group_of(&r.key);
-                            seg.maxes.entry(g).or_default().raise(r.dot.node, r.dot.counter);
+                            seg.maxes
+                                .entry(g)
+                                .or_default()
+                                .raise(r.dot.node, r.dot.counter);
                             seg.dots.push(r.dot);
                             index.entry(r.dot).or_insert((pos, g));
                         }
@@ -276,7 +282,10 @@ impl Log {
                         }
                         offset += len;
                     }
-                    Ok(None) if last => {
+                    // A frame that claims to run past the end is torn only if
+                    // nothing valid follows it: a damaged length field in
+                    // the middle must not cut off the records after it.
+                    Ok(None) if last && !valid_frame_after(&bytes, offset) => {
                         tracing::warn!(
                             path = %path.display(), offset,
                             "log ends in a partial frame (torn write); truncating it"
@@ -287,7 +296,10 @@ impl Log {
                     Ok(None) => {
                         return Err(Error::corruption(
                             &path,
-                            format!("partial frame at offset {offset} in a non-final segment"),
+                            format!(
+                                "frame at offset {offset} runs past the end of the segment \
+                                 with valid frames after it, or in a non-final segment"
+                            ),
                         ));
                     }
                     Err(DecodeError::Unsupported(v)) => {
@@ -308,7 +320,9 @@ impl Log {
                         }
                         return Err(Error::corruption(
                             &path,
-                            format!("damaged frame at offset {offset} ({detail}) followed by valid frames"),
+                            format!(
+                                "damaged frame at offset {offset} ({detail}) followed by valid frames"
+                            ),
                         ));
                     }
                 }
@@ -395,9 +409,16 @@ impl Log {
             seg.end = end;
             if let Entry::Delta(r) = entry {
                 let g = (self.group_of)(&r.key);
-                seg.maxes.entry(g).or_default().raise(r.dot.node, r.dot.counter);
+                seg.maxes
+                    .entry(g)
+                    .or_default()
+                    .raise(r.dot.node, r.dot.counter);
                 seg.dots.push(r.dot);
-                self.index.lock().unwrap().entry(r.dot).or_insert((start, g));
+                self.index
+                    .lock()
+                    .unwrap()
+                    .entry(r.dot)
+                    .or_insert((start, g));
             }
         }
         self.group.written(end);
@@ -454,19 +475,30 @@ impl Log {
                 )));
             }
             let s = &segs[i - 1];
-            (s.file.clone(), s.path.clone(), pos - s.start, s.end - s.start)
+            (
+                s.file.clone(),
+                s.path.clone(),
+                pos - s.start,
+                s.end - s.start,
+            )
         };
         let mut header = [0u8; FRAME_HEADER_BYTES];
         file.read_exact_at(&mut header, rel)
             .map_err(|e| Error::io(&path, e))?;
         let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
         if len > MAX_ENTRY_BYTES || rel + (FRAME_HEADER_BYTES + len) as u64 > seg_end {
-            return Err(Error::corruption(&path, format!("bad frame length at {pos}")));
+            return Err(Error::corruption(
+                &path,
+                format!("bad frame length at {pos}"),
+            ));
         }
         let mut buf = vec![0u8; FRAME_HEADER_BYTES + len];
         buf[..FRAME_HEADER_BYTES].copy_from_slice(&header);
-        file.read_exact_at(&mut buf[FRAME_HEADER_BYTES..], rel + FRAME_HEADER_BYTES as u64)
-            .map_err(|e| Error::io(&path, e))?;
+        file.read_exact_at(
+            &mut buf[FRAME_HEADER_BYTES..],
+            rel + FRAME_HEADER_BYTES as u64,
+        )
+        .map_err(|e| Error::io(&path, e))?;
         match parse_frame(&buf) {
             Ok(Some((entry, _))) => Ok(entry),
             Ok(None) => Err(Error::corruption(&path, format!("short frame at {pos}"))),
@@ -633,12 +665,13 @@ pub(crate) fn estimate_bytes(r: &Record) -> usize {
     64 + r.key.key().len()
         + match &r.delta {
             Delta::Counter(c) => 24 * c.origins() * 2,
-            Delta::Set(s) => s
-                .entries
-                .iter()
-                .map(|(m, d)| m.len() + 16 * d.len() + 8)
-                .sum::<usize>()
-                + 16 * s.context.entries(),
+            Delta::Set(s) => {
+                s.entries
+                    .iter()
+                    .map(|(m, d)| m.len() + 16 * d.len() + 8)
+                    .sum::<usize>()
+                    + 16 * s.context.entries()
+            }
             Delta::Register(r) => r.value.as_ref().map_or(0, Vec::len),
         }
 }
