@@ -165,6 +165,9 @@ struct CheckpointFile {
     truncated: BTreeMap<GroupId, VersionVector>,
     /// The group of every stream seen.
     streams: BTreeMap<NodeId, GroupId>,
+    /// A timestamp at least as late as every one the clock had issued or
+    /// observed: restored on open so a restart never issues earlier ones.
+    clock_high: Hlc,
 }
 
 /// A Meridian storage engine. Cheap to clone; all clones share one engine.
@@ -206,6 +209,8 @@ struct Inner {
     counters: Arc<Counters>,
     syncer: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
+    /// Set when an object-store write failed after its log append.
+    store_failed: Mutex<Option<String>>,
     /// Whether recovery cut a torn tail off the log.
     torn_tail: bool,
     _lock: File,
@@ -333,6 +338,7 @@ impl Engine {
         let mut applied = cp.applied.clone();
         let mut streams = cp.streams.clone();
         let group_of = config.group_of.clone();
+        let mut clock_high = cp.clock_high;
         let recovered = Log::open(
             &dir.join(LOG_DIR),
             config.segment_bytes,
@@ -345,8 +351,12 @@ impl Engine {
                         merge_into_store(&store, &r.key, &r.delta, pos)?;
                         applied.insert(r.dot);
                         streams.insert(r.dot.node, group_of(&r.key));
+                        clock_high = clock_high.max(r.hlc);
                     }
                     Entry::Merge { key, delta } => {
+                        if let Delta::Register(reg) = &delta {
+                            clock_high = clock_high.max(reg.hlc);
+                        }
                         merge_into_store(&store, &key, &delta, pos)?;
                     }
                     Entry::Vector(vv) => {
@@ -363,9 +373,15 @@ impl Engine {
         log.sync_to(log.end()).map_err(|e| Error::io(&dir, e))?;
 
         let counters = Arc::new(Counters::default());
+        let clock = Clock::new(node, config.max_clock_offset);
+        // Our own history is never "too far ahead": restore the clock past
+        // everything it had issued or accepted before the restart.
+        if clock_high.time > 0 {
+            let _ = clock.observe(clock_high, PhysicalTime(clock_high.time));
+        }
         let inner = Arc::new(Inner {
             dir: dir.clone(),
-            clock: Clock::new(node, config.max_clock_offset),
+            clock,
             node,
             log: log.clone(),
             store,
@@ -379,6 +395,7 @@ impl Engine {
             counters: counters.clone(),
             syncer: Mutex::new(None),
             closed: AtomicBool::new(false),
+            store_failed: Mutex::new(None),
             torn_tail,
             config,
             _lock: lock,
@@ -481,6 +498,9 @@ impl Engine {
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Shutdown);
+        }
+        if let Some(reason) = self.inner.store_failed.lock().unwrap().clone() {
+            return Err(Error::Poisoned(reason));
         }
         self.inner.log.group.check().map_err(Error::Poisoned)
     }
@@ -624,10 +644,13 @@ impl Engine {
             .fetch_add(end - start, Ordering::Relaxed);
         let stored = store(start);
         if let Err(e) = stored {
-            inner.in_flight.lock().unwrap().remove(&start);
-            // The entry is in the log: replay on the next open will apply it.
-            // This process can't vouch for the object any more; stop writing.
-            tracing::error!(error = %e, "object store write failed after the log append");
+            // The entry is in the log, so replay on the next open applies it;
+            // until then this process can't vouch for the object. Keep the
+            // entry in flight (no checkpoint may move past it) and refuse
+            // further writes.
+            tracing::error!(error = %e, "object store write failed after the log append; refusing writes until reopened");
+            *inner.store_failed.lock().unwrap() =
+                Some(format!("an object store write failed after its log append: {e}"));
             return Err(e);
         }
         {
@@ -870,6 +893,9 @@ impl Engine {
         };
         // Streams are recorded before their dots are published.
         let streams = inner.streams.lock().unwrap().clone();
+        // A timestamp no earlier than any issued or observed so far (a
+        // physical time of 0 just steps the logical clock).
+        let clock_high = inner.clock.now(PhysicalTime(0));
         // Make every entry of `applied` durable.
         self.wait_durable(end)?;
         inner.store.flush_durable()?;
@@ -881,6 +907,7 @@ impl Engine {
                 applied,
                 truncated,
                 streams,
+                clock_high,
             },
         )?;
         inner.counters.checkpoints.fetch_add(1, Ordering::Relaxed);

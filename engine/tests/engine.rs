@@ -941,3 +941,34 @@ fn versions_vectors_from_full_state_only_name_wanted_groups() {
     );
     assert_eq!(b.log_end(), end);
 }
+
+/// A restarted engine's clock resumes past everything it issued or
+/// accepted before, even a remote timestamp that was ahead of its wall
+/// clock: a write after a restart must never lose to one before it.
+#[test]
+fn the_clock_resumes_past_its_history_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote_dir = tempfile::tempdir().unwrap();
+    let k = register_key("r");
+    let wall = now();
+    // A peer 400 ms ahead (within the 500 ms limit) writes; we accept it.
+    let ahead = PhysicalTime::from_unix_ms(wall.unix_ms() + 400);
+    let remote = open(remote_dir.path());
+    let theirs = remote.apply(&k, Op::Put(b"theirs".to_vec()), ahead).unwrap();
+    for clean in [true, false] {
+        let e = open(dir.path());
+        e.merge(&theirs.record, wall).unwrap();
+        e.wait_durable(e.log_end()).unwrap();
+        if clean {
+            e.close().unwrap();
+        }
+        drop(e);
+        // Reopen and write at once, with the wall clock still behind the
+        // accepted timestamp: the new write must win.
+        let e = open(dir.path());
+        let ours = e.apply(&k, Op::Put(b"ours".to_vec()), wall).unwrap();
+        assert!(ours.record.hlc > theirs.record.hlc, "clean={clean}");
+        assert_eq!(register(&e, &k).as_deref(), Some(&b"ours"[..]));
+        e.close().unwrap();
+    }
+}
