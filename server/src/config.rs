@@ -102,8 +102,10 @@ pub const MAX_NAME_BYTES: usize = 63;
 /// naming the file and, where there is one, the field.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file (or a file it names) could not be read.
-    #[error("{}: cannot read: {source}", .path.display())]
+    /// The file (or a file it names) could not be read. (`source` is the
+    /// error's source, so it is not repeated in the message: `{:#}` would
+    /// print it twice.)
+    #[error("{}: cannot read", .path.display())]
     Read { path: PathBuf, source: io::Error },
     /// The file is not valid TOML or does not match the format.
     #[error("{}: {}", .path.display(), syntax_detail(*.line, .field.as_deref(), .message))]

@@ -121,12 +121,24 @@ impl ClientListener {
         // Authenticate first.
         let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
             let (send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
-            let payload = read_frame(&mut recv, 64 << 10).await?;
+            let payload = read_frame(&mut recv, 64 << 10).await;
             Ok::<_, String>((send, payload))
         })
         .await;
         let (send, payload) = match hello {
-            Ok(Ok(x)) => x,
+            Ok(Ok((send, Ok(payload)))) => (send, payload),
+            Ok(Ok((send, Err(e)))) => {
+                // Oversized, truncated or empty: refused like a bad token.
+                self.refuse(
+                    &conn,
+                    send,
+                    WireError::Unauthorized {
+                        message: format!("bad hello frame: {e}"),
+                    },
+                )
+                .await;
+                return;
+            }
             Ok(Err(e)) => {
                 tracing::debug!(%remote, error = %e, "client went away before hello");
                 return;

@@ -29,10 +29,11 @@ enum Command {
     Cli(meridian_server::cli::CliArgs),
     /// Show the cluster at a glance.
     Status(meridian_server::status::StatusArgs),
-    /// Start a local three-region cluster with simulated WAN latency.
-    Demo(PassthroughArgs),
+    /// Start a local three-region cluster with simulated WAN latency and
+    /// take a guided tour of it.
+    Demo(meridian_server::demo::DemoArgs),
     /// Generate load against a cluster.
-    Bench(PassthroughArgs),
+    Bench(Box<meridian_server::bench::BenchArgs>),
 }
 
 /// Arguments of `meridian serve`.
@@ -44,13 +45,6 @@ struct ServeArgs {
     /// Accept a debug clock offset (clock-skew fault injection).
     #[arg(long)]
     allow_debug_clock: bool,
-}
-
-/// Arguments of the commands not implemented yet, accepted as they come.
-#[derive(Debug, clap::Args)]
-struct PassthroughArgs {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -68,8 +62,14 @@ fn main() -> ExitCode {
             };
         }
     };
-    // Logs go to stderr; RUST_LOG chooses what (default: info).
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Logs go to stderr; RUST_LOG chooses what (default: info; warn for the
+    // demo and the benchmark, whose own output tells the story).
+    let default_filter = match cli.command {
+        Command::Demo(_) | Command::Bench(_) => "warn",
+        _ => "info",
+    };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -100,11 +100,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             allow_debug_clock,
         }) => meridian_server::serve::run(&config, allow_debug_clock),
         Command::Cli(_) | Command::Status(_) => unreachable!("handled in main"),
-        Command::Demo(_) => not_implemented("demo"),
-        Command::Bench(_) => not_implemented("bench"),
+        Command::Demo(args) => meridian_server::demo::run(args),
+        Command::Bench(args) => meridian_server::bench::run(*args),
     }
-}
-
-fn not_implemented(command: &str) -> anyhow::Result<()> {
-    anyhow::bail!("`meridian {command}` is not implemented yet")
 }

@@ -78,7 +78,10 @@ impl std::fmt::Debug for Node {
     }
 }
 
-struct Rpc(Arc<Coordinator>);
+/// Weak: the mesh holds its RPC handler and the coordinator holds the
+/// mesh; a strong reference would keep both (and the engine, with its data
+/// directory lock) alive after shutdown.
+struct Rpc(std::sync::Weak<Coordinator>);
 
 impl RpcHandler for Rpc {
     fn handle(
@@ -86,8 +89,13 @@ impl RpcHandler for Rpc {
         peer: String,
         request: Vec<u8>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send>> {
-        let c = self.0.clone();
-        Box::pin(async move { c.serve_peer(peer, request).await })
+        let c = self.0.upgrade();
+        Box::pin(async move {
+            match c {
+                Some(c) => c.serve_peer(peer, request).await,
+                None => crate::rpc::PeerResponse::Failed("node shutting down".into()).encode(),
+            }
+        })
     }
 }
 
@@ -214,7 +222,7 @@ impl Node {
             metrics: Arc::new(RequestMetrics::default()),
             started: Instant::now(),
         });
-        mesh.set_rpc_handler(Arc::new(Rpc(coordinator.clone())));
+        mesh.set_rpc_handler(Arc::new(Rpc(Arc::downgrade(&coordinator))));
 
         let fail = |e: anyhow::Error, mesh: Mesh, engine: Engine| async move {
             mesh.shutdown().await;

@@ -192,9 +192,15 @@ fn init_refuses_to_overwrite_a_cluster_without_force() {
 }
 
 #[test]
-fn unimplemented_commands_fail_with_one_line() {
-    let stderr = assert_one_line_error(&meridian(&["status"]));
-    assert!(stderr.contains("not implemented yet"), "{stderr}");
+fn a_missing_client_config_fails_with_one_line() {
+    let stderr = assert_one_line_error(&meridian(&[
+        "cli",
+        "--config",
+        "/nonexistent/client.toml",
+        "count",
+        "k",
+    ]));
+    assert!(stderr.contains("/nonexistent/client.toml"), "{stderr}");
 }
 
 /// The certificates init writes form a working peer mesh: nodes learn each
