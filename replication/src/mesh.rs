@@ -133,7 +133,8 @@ impl std::fmt::Debug for MeshConfig {
 pub enum MeshError {
     #[error("tls: {0}")]
     Tls(#[from] TlsError),
-    #[error("cannot listen on {addr}: {source}")]
+    /// (`source` is the error's source: not repeated in the message.)
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -510,8 +511,18 @@ impl Mesh {
     }
 
     /// The latest per-peer reports (refreshed every tick).
+    ///
+    /// The protocol estimates a peer's clock offset as the peer's wall clock
+    /// when it sent its last message minus ours when it arrived, which is
+    /// short by the one-way transit time; half the round trip is added back.
     pub fn reports(&self) -> Vec<PeerReport> {
-        self.shared.reports.read().unwrap().clone()
+        let mut reports = self.shared.reports.read().unwrap().clone();
+        for r in &mut reports {
+            if let Some(rtt) = self.rtt(&r.name) {
+                r.clock_offset_ms += (rtt.as_millis() / 2) as i64;
+            }
+        }
+        reports
     }
 
     /// Per-peer traffic counters: (peer, sent msgs, received msgs, sent
@@ -597,6 +608,10 @@ impl Mesh {
             .close(VarInt::from_u32(CLOSE_SHUTDOWN), b"shutting down");
         let _ =
             tokio::time::timeout(Duration::from_secs(2), self.shared.endpoint.wait_idle()).await;
+        // The protocol thread checks the signal between inputs and the
+        // ticker has stopped: wake it so that it exits (and lets go of the
+        // engine).
+        let _ = self.shared.inputs.try_send(Input::Tick);
     }
 }
 
