@@ -7,7 +7,6 @@ use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
-use rkyv::util::AlignedVec;
 
 use crate::error::Error;
 
@@ -16,25 +15,32 @@ pub const FORMAT_VERSION: u8 = 1;
 
 /// Types this module can encode.
 pub trait Encode:
-    for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+    for<'a> rkyv::Serialize<HighSerializer<Vec<u8>, ArenaHandle<'a>, rancor::Error>>
 {
 }
 impl<T> Encode for T where
-    T: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, rancor::Error>>
+    T: for<'a> rkyv::Serialize<HighSerializer<Vec<u8>, ArenaHandle<'a>, rancor::Error>>
 {
+}
+
+/// Appends the archive of `value` (no version byte) to `out`, in place:
+/// archives are position independent and, with rkyv's `unaligned` format,
+/// need no alignment, so they can follow a header in the same buffer.
+pub fn archive_into<T: Encode>(value: &T, out: &mut Vec<u8>) {
+    let buf = std::mem::take(out);
+    *out = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, buf)
+        .expect("serializing into a growable buffer cannot fail");
 }
 
 /// Appends `[FORMAT_VERSION][archive of value]` to `out`.
 pub fn encode_into<T: Encode>(value: &T, out: &mut Vec<u8>) {
-    let bytes = rkyv::to_bytes::<rancor::Error>(value)
-        .expect("serializing into a growable buffer cannot fail");
     out.push(FORMAT_VERSION);
-    out.extend_from_slice(&bytes);
+    archive_into(value, out);
 }
 
 /// `[FORMAT_VERSION][archive of value]`.
 pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(256);
     encode_into(value, &mut out);
     out
 }

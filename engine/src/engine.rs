@@ -537,9 +537,18 @@ impl Engine {
                     _ => unreachable!("validated"),
                 };
                 let write = Register::write(hlc, value);
-                let mut state = inner.store.read_register(key)?;
-                register::merge_into(&mut state, &write);
-                let state = state.expect("just written");
+                // A local write always wins: every register timestamp the
+                // store holds came through this clock (issued, or observed
+                // on merge, repair and replay), so `hlc` is larger. No need
+                // to read the current state; debug builds check it.
+                debug_assert!(
+                    inner
+                        .store
+                        .read_register(key)?
+                        .is_none_or(|old| old.hlc < write.hlc),
+                    "a local register write must be newer than the stored state"
+                );
+                let state = write.clone();
                 let shown = Value::Register(Some(RegisterValue {
                     value: state.value.clone(),
                     hlc: state.hlc,

@@ -107,11 +107,10 @@ fn member_key(prefix: &[u8], member: &[u8]) -> Vec<u8> {
 }
 
 fn encode_value<T: codec::Encode>(lsn: u64, value: &T) -> Vec<u8> {
-    let body = codec::encode(value);
-    let mut out = Vec::with_capacity(body.len() + 8);
-    out.push(body[0]);
+    let mut out = Vec::with_capacity(192);
+    out.push(codec::FORMAT_VERSION);
     out.extend_from_slice(&lsn.to_le_bytes());
-    out.extend_from_slice(&body[1..]);
+    codec::archive_into(value, &mut out);
     out
 }
 

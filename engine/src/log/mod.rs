@@ -112,7 +112,8 @@ pub enum Entry {
 
 /// Encodes one frame.
 pub(crate) fn frame(entry: &Entry) -> Vec<u8> {
-    let mut out = vec![0u8; FRAME_HEADER_BYTES];
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
     codec::encode_into(entry, &mut out);
     let payload_len = out.len() - FRAME_HEADER_BYTES;
     let crc = crc32fast::hash(&out[FRAME_HEADER_BYTES..]);
