@@ -180,8 +180,8 @@ pub struct PeerReport {
     pub full_syncs_received: u64,
 }
 
+/// What arrived of one full-state sync from a peer.
 struct FullSyncRx {
-    sync: u64,
     batches: BTreeSet<u32>,
     failed: bool,
 }
@@ -203,7 +203,10 @@ struct Peer {
     want_sent_ms: Option<u64>,
     last_want_ms: u64,
     caught_up_ms: u64,
-    full_sync_rx: Option<FullSyncRx>,
+    /// Full syncs from this peer in progress, by id: a peer may stream two
+    /// at once (it answers every pull that finds its log truncated), and
+    /// their batches interleave.
+    full_sync_rx: BTreeMap<u64, FullSyncRx>,
     /// Highest full-sync id from this peer that finished (or was abandoned).
     last_sync: u64,
     deferred: u64,
@@ -282,7 +285,7 @@ impl Replicator {
                         want_sent_ms: None,
                         last_want_ms: 0,
                         caught_up_ms: now.mono_ms,
-                        full_sync_rx: None,
+                        full_sync_rx: BTreeMap::new(),
                         last_sync: 0,
                         deferred: 0,
                         applied_from: 0,
@@ -323,7 +326,7 @@ impl Replicator {
                     p.connected = false;
                     p.hello_seen = false;
                     p.want_sent_ms = None;
-                    p.full_sync_rx = None;
+                    p.full_sync_rx.clear();
                 }
             }
             Input::Message { peer, msg } => self.on_message(&peer, msg, now),
@@ -410,7 +413,7 @@ impl Replicator {
         p.connected = true;
         p.hello_seen = false;
         p.want_sent_ms = None;
-        p.full_sync_rx = None;
+        p.full_sync_rx.clear();
         p.last_heard_ms = now.mono_ms;
         p.last_ack_sent_ms = now.mono_ms;
         let hello = self.hello(peer, now);
@@ -446,6 +449,9 @@ impl Replicator {
                     self.disconnect(peer, reason);
                     return;
                 }
+                // Each side says hello twice per connection (its own, then
+                // the answer to the other's): pull once, not twice.
+                let first_hello = !p.hello_seen;
                 p.hello_seen = true;
                 p.clock_offset_ms = h.wall_ms as i64 - now.physical.unix_ms() as i64;
                 if h.placement != self.fingerprint {
@@ -468,7 +474,9 @@ impl Replicator {
                     let hello = self.hello(peer, now);
                     self.send(peer, hello, Lane::Control);
                 }
-                self.pull(peer, now);
+                if first_hello {
+                    self.pull(peer, now);
+                }
             }
             // Links deliver the hello first; if it was lost (the simulated
             // network can lose it), ignore traffic until it is re-sent.
@@ -512,12 +520,12 @@ impl Replicator {
                     return; // a stale duplicate
                 }
                 p.last_sync = sync;
-                let complete = match p.full_sync_rx.take() {
-                    Some(rx) if rx.sync == sync => {
-                        !rx.failed && rx.batches.len() == batches as usize
-                    }
-                    Some(_) | None => batches == 0,
+                let complete = match p.full_sync_rx.remove(&sync) {
+                    Some(rx) => !rx.failed && rx.batches.len() == batches as usize,
+                    None => batches == 0,
                 };
+                // Older syncs' batches are ignored from now on.
+                p.full_sync_rx.retain(|&s, _| s > sync);
                 p.want_sent_ms = None;
                 if !complete {
                     tracing::warn!(peer, sync, "full-state sync incomplete; will pull again");
@@ -632,14 +640,10 @@ impl Replicator {
             if p.want_sent_ms.is_some() {
                 p.want_sent_ms = Some(now.mono_ms);
             }
-            if p.full_sync_rx.as_ref().is_none_or(|rx| rx.sync != sync) {
-                p.full_sync_rx = Some(FullSyncRx {
-                    sync,
-                    batches: BTreeSet::new(),
-                    failed: false,
-                });
-            }
-            let rx = p.full_sync_rx.as_mut().unwrap();
+            let rx = p.full_sync_rx.entry(sync).or_insert_with(|| FullSyncRx {
+                batches: BTreeSet::new(),
+                failed: false,
+            });
             rx.batches.insert(seq);
             rx.failed |= failed;
         }

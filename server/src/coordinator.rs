@@ -259,9 +259,20 @@ impl Coordinator {
                     message: format!("{} does not replicate {key:?}", self.node),
                 });
             }
-            // Placement: hand the request to the nearest live replica.
+            // Placement: hand the request to the nearest live replica; a
+            // `leader` request to the leader (a forwarded request is not
+            // routed again).
             let mut candidates = live.clone();
             candidates.sort_by_key(|n| self.mesh.rtt(n).unwrap_or(Duration::MAX));
+            if level == Consistency::Leader
+                && let Some(leader) = self
+                    .placement
+                    .preference_list(key.key())
+                    .into_iter()
+                    .find(|n| self.mesh.is_live(n))
+            {
+                candidates.insert(0, leader.to_string());
+            }
             return self.forward(&candidates[0], req, timeout).await;
         }
         if level == Consistency::Leader && !forwarded {

@@ -1,0 +1,373 @@
+//! End-to-end consistency levels (DESIGN.md section 7) on three in-process
+//! nodes, one per region, for every object type.
+//!
+//! Address blocks (`127.31.<block>.x`): 10 level promises, 11 a node down,
+//! 12 read repair. A partitioned node's `local`/`quorum` behaviour is in
+//! `tests/replication.rs`; leader failover after SIGKILL in
+//! `tests/process.rs`.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use meridian::inproc::{DETECT, test_protocol};
+use meridian::objects::set_of;
+use meridian::{ClusterDir, InProcessCluster, Obj, Spec, Val, eventually};
+use meridian_client::{Client, Consistency, Error};
+use meridian_replication::mesh::Link;
+
+const US: &str = "us-east-1";
+const EU: &str = "eu-west-1";
+const AP: &str = "ap-south-1";
+
+/// Keys per type in the read-after-write checks, and writes per key.
+const KEYS_PER_TYPE: usize = 4;
+const WRITES_PER_KEY: usize = 6;
+
+/// One write to `obj`, step `i` (1-based): counters get +1, sets get
+/// member `i`, registers get value `i`.
+async fn write_step(client: &Client, obj: &Obj, i: usize, level: Consistency) -> Result<(), Error> {
+    let member = format!("m{i}");
+    match obj {
+        Obj::Counter(k) => client
+            .counter(k.clone())
+            .incr(1)
+            .consistency(level)
+            .await
+            .map(drop),
+        Obj::Set(k) => client
+            .set(k.clone())
+            .add([member])
+            .consistency(level)
+            .await
+            .map(drop),
+        Obj::Register(k) => client
+            .register(k.clone())
+            .put(member)
+            .consistency(level)
+            .await
+            .map(drop),
+    }
+}
+
+/// What a read must return once steps `1..=i` completed.
+fn after_steps(obj: &Obj, i: usize) -> Val {
+    match obj {
+        Obj::Counter(_) => Val::Counter(i as i64),
+        Obj::Set(_) => set_of((1..=i).map(|j| format!("m{j}"))),
+        Obj::Register(_) => Val::Register((i > 0).then(|| format!("m{i}").into_bytes())),
+    }
+}
+
+fn objects(prefix: &str) -> Vec<Obj> {
+    let mut out = Vec::new();
+    for k in 0..KEYS_PER_TYPE {
+        out.push(Obj::counter(format!("{prefix}-counter-{k}")));
+        out.push(Obj::set(format!("{prefix}-set-{k}")));
+        out.push(Obj::register(format!("{prefix}-register-{k}")));
+    }
+    out
+}
+
+/// For every type, on many keys, with writes on one node and reads on
+/// another (both rotating):
+/// * `quorum`: a quorum read issued after a quorum write completed sees it,
+///   even on a replica that replication reaches late;
+/// * `all`: once an `all` write completed, a `local` read on every replica
+///   sees it;
+/// * `leader`: a `leader` read through any node sees every completed
+///   `leader` write made through any other;
+/// * `local`: a node reads its own completed `local` writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_level_keeps_its_promise_for_every_type() -> Result<()> {
+    let cluster = InProcessCluster::start(Spec::new(10)).await?;
+    cluster.wait_connected().await;
+    // Everything towards ap-south-1 arrives late, so that its own state
+    // lags and a quorum read there has to join replicas' states.
+    for name in [US, EU] {
+        cluster.node(name).set_link(
+            "ap-south",
+            Link {
+                delay_ms: 250,
+                cut: false,
+            },
+        );
+    }
+    let clients = cluster.dir.clients().await?;
+    let names = cluster.names();
+
+    let mut tasks = Vec::new();
+    for (level, prefix) in [
+        (Consistency::Quorum, "q"),
+        (Consistency::All, "a"),
+        (Consistency::Leader, "l"),
+        (Consistency::Local, "o"),
+    ] {
+        for (k, obj) in objects(prefix).into_iter().enumerate() {
+            let clients = clients.clone();
+            let names = names.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 1..=WRITES_PER_KEY {
+                    // `local` promises nothing across nodes: one writer per key.
+                    let writer = match level {
+                        Consistency::Local => k % clients.len(),
+                        _ => (k + i) % clients.len(),
+                    };
+                    let reader = match level {
+                        Consistency::Local => writer,
+                        _ => (writer + 1 + i % 2) % clients.len(),
+                    };
+                    write_step(&clients[writer].1, &obj, i, level)
+                        .await
+                        .map_err(|e| {
+                            format!("{level} write {i} of {obj:?} on {}: {e}", names[writer])
+                        })?;
+                    let want = after_steps(&obj, i);
+                    let readers: Vec<usize> = match level {
+                        // Every replica has it durably: every local read sees it.
+                        Consistency::All => (0..clients.len()).collect(),
+                        _ => vec![reader],
+                    };
+                    let read_level = match level {
+                        Consistency::All => Consistency::Local,
+                        other => other,
+                    };
+                    for r in readers {
+                        let got = obj.read(&clients[r].1, read_level).await.map_err(|e| {
+                            format!("{read_level} read of {obj:?} on {}: {e}", names[r])
+                        })?;
+                        if got != want {
+                            return Err(format!(
+                                "{read_level} read of {obj:?} on {} after {level} write {i} on {}: \
+                                 got {got:?}, expected {want:?}",
+                                names[r], names[writer]
+                            ));
+                        }
+                    }
+                }
+                Ok::<_, String>(())
+            }));
+        }
+    }
+    let mut failures = Vec::new();
+    for t in tasks {
+        if let Err(e) = t.await? {
+            failures.push(e);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    cluster.shutdown().await
+}
+
+/// With one node down, `all` fails at once with a definite `Unavailable`
+/// (and has no effect), while `quorum` and `leader` keep working for every
+/// type; once the node is back, `all` works again and sees everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn all_is_unavailable_with_a_node_down_and_quorum_is_not() -> Result<()> {
+    let mut cluster = InProcessCluster::start(Spec::new(11)).await?;
+    cluster.wait_connected().await;
+    let objs = [
+        Obj::counter("d-counter"),
+        Obj::set("d-set"),
+        Obj::register("d-register"),
+    ];
+    let us = cluster.client(US).await?;
+    let eu = cluster.client(EU).await?;
+    for (i, obj) in objs.iter().enumerate() {
+        write_step(&us, obj, 1, Consistency::All).await?;
+        assert_eq!(
+            obj.read(&eu, Consistency::All).await?,
+            after_steps(obj, 1),
+            "{i}"
+        );
+    }
+
+    cluster.stop(AP).await?;
+    eventually(
+        "us-east-1 and eu-west-1 notice ap-south-1 is down",
+        DETECT,
+        || async {
+            let live = cluster.node(US).mesh().is_live(AP) || cluster.node(EU).mesh().is_live(AP);
+            if live {
+                Err("still live".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    for obj in &objs {
+        for client in [&us, &eu] {
+            let e = write_step(client, obj, 99, Consistency::All)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::Unavailable {
+                        needed: 3,
+                        reachable: 2
+                    }
+                ),
+                "{obj:?}: {e:?}"
+            );
+            assert!(e.is_definite());
+            let e = obj.read(client, Consistency::All).await.unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::Unavailable {
+                        needed: 3,
+                        reachable: 2
+                    }
+                ),
+                "{obj:?}: {e:?}"
+            );
+        }
+        // The refused write had no effect.
+        assert_eq!(
+            obj.read(&eu, Consistency::Quorum).await?,
+            after_steps(obj, 1)
+        );
+        write_step(&us, obj, 2, Consistency::Quorum).await?;
+        assert_eq!(
+            obj.read(&eu, Consistency::Quorum).await?,
+            after_steps(obj, 2)
+        );
+        write_step(&eu, obj, 3, Consistency::Leader).await?;
+        assert_eq!(
+            obj.read(&us, Consistency::Leader).await?,
+            after_steps(obj, 3)
+        );
+    }
+
+    cluster.restart(AP).await?;
+    cluster.wait_connected().await;
+    let ap = cluster.client(AP).await?;
+    for obj in &objs {
+        assert_eq!(obj.read(&ap, Consistency::All).await?, after_steps(obj, 3));
+        write_step(&ap, obj, 4, Consistency::All).await?;
+        assert_eq!(
+            obj.read(&us, Consistency::Local).await?,
+            after_steps(obj, 4)
+        );
+    }
+    cluster.shutdown().await
+}
+
+/// Read repair: a replica that missed writes holds the joined state as soon
+/// as a quorum or `all` read that included it returns, long before
+/// anti-entropy would have brought it.
+///
+/// Setup: ap-south-1 pulls only once an hour; us-east-1 drops everything
+/// it would send to ap-south-1 (a one-sided cut: ap-south-1 and eu-west-1
+/// still talk). Writes originated on us-east-1 then reach eu-west-1 only:
+/// eu-west-1 never pushes deltas it did not originate, and ap-south-1
+/// doesn't ask. The test checks it stays stale, then that each read repairs
+/// exactly the object read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_repair_a_stale_replica_before_returning() -> Result<()> {
+    let dir = ClusterDir::create(Spec::new(12))?;
+    let cluster = InProcessCluster::start_with(dir, |name| {
+        let mut p = test_protocol(name);
+        if name == AP {
+            p.anti_entropy_ms = 3_600_000;
+            p.want_timeout_ms = 3_600_000;
+        }
+        p
+    })
+    .await?;
+    cluster.wait_connected().await;
+    let us = cluster.client(US).await?;
+    let eu = cluster.client(EU).await?;
+    let ap = cluster.client(AP).await?;
+    let (counter, set, register) = (
+        Obj::counter("r-counter"),
+        Obj::set("r-set"),
+        Obj::register("r-register"),
+    );
+
+    cluster.node(US).set_link(
+        "ap-south",
+        Link {
+            delay_ms: 0,
+            cut: true,
+        },
+    );
+    us.counter("r-counter")
+        .incr(5)
+        .consistency(Consistency::Quorum)
+        .await?;
+    us.set("r-set")
+        .add(["repaired"])
+        .consistency(Consistency::Quorum)
+        .await?;
+    us.register("r-register")
+        .put("repaired")
+        .consistency(Consistency::Quorum)
+        .await?;
+    let want = [
+        Val::Counter(5),
+        set_of(["repaired"]),
+        Val::Register(Some(b"repaired".to_vec())),
+    ];
+    assert_eq!(
+        [
+            counter.stored(cluster.node(EU)),
+            set.stored(cluster.node(EU)),
+            register.stored(cluster.node(EU))
+        ],
+        want
+    );
+
+    // ap-south-1 is stale, and stays so.
+    let node = || cluster.node(AP);
+    let stale = [
+        Val::Counter(0),
+        set_of(Vec::<String>::new()),
+        Val::Register(None),
+    ];
+    let stored = || {
+        [
+            counter.stored(node()),
+            set.stored(node()),
+            register.stored(node()),
+        ]
+    };
+    assert_eq!(stored(), stale);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        stored(),
+        stale,
+        "something other than a read repaired ap-south-1"
+    );
+    assert!(cluster.node(EU).mesh().is_live(AP) && node().mesh().is_live(EU));
+
+    // A quorum read coordinated by the stale replica itself repairs it
+    // before answering; the other objects stay stale.
+    assert_eq!(counter.read(&ap, Consistency::Quorum).await?, want[0]);
+    assert_eq!(
+        stored(),
+        [want[0].clone(), stale[1].clone(), stale[2].clone()]
+    );
+
+    // An `all` read coordinated elsewhere writes the join back to it.
+    assert_eq!(set.read(&eu, Consistency::All).await?, want[1]);
+    assert_eq!(
+        stored(),
+        [want[0].clone(), want[1].clone(), stale[2].clone()]
+    );
+
+    assert_eq!(register.read(&ap, Consistency::Quorum).await?, want[2]);
+    assert_eq!(stored(), want);
+    // ap-south-1 serves them locally from now on.
+    for (obj, value) in [&counter, &set, &register].into_iter().zip(&want) {
+        assert_eq!(&obj.read(&ap, Consistency::Local).await?, value);
+    }
+    cluster.node(US).set_link("ap-south", Link::default());
+    cluster.shutdown().await
+}
