@@ -1,6 +1,6 @@
 //! Catch-up by full-state sync, on three in-process nodes: the rarest
-//! catch-up path, in a file of its own because reaching it takes over a
-//! log segment (64 MiB) of writes, which nothing else should compete with.
+//! catch-up path, reached by truncating small (256 KiB) log segments past
+//! what a stopped node has.
 //!
 //! Address block (`127.31.<block>.x`): 7.
 
@@ -11,6 +11,9 @@ use meridian::{CONVERGE, ClusterDir, InProcessCluster, Obj, Spec, Val, eventuall
 use meridian_client::Consistency;
 use meridian_server::config::DurabilityMode;
 
+/// Log segment size of every node: 24 values of 64 KiB span six segments.
+const SEGMENT_BYTES: u64 = 256 << 10;
+
 const US: &str = "us-east-1";
 const EU: &str = "eu-west-1";
 const AP: &str = "ap-south-1";
@@ -18,11 +21,15 @@ const AP: &str = "ap-south-1";
 /// A node that stays away longer than its peers' log retention comes back
 /// to logs truncated past what it has: it gets whole objects (full-state
 /// sync) instead, and ends up with every write it missed, removes and
-/// deletes included. (Each peer's log rolls past a 64 MiB segment, so
-/// truncation really deletes deltas the returning node lacks.)
+/// deletes included. (Each peer's log rolls past several 256 KiB segments,
+/// so truncation really deletes deltas the returning node lacks.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn node_back_after_log_truncation_catches_up_by_full_sync() -> Result<()> {
-    let dir = ClusterDir::create(Spec::new(7).durability(DurabilityMode::Periodic))?;
+    let dir = ClusterDir::create(
+        Spec::new(7)
+            .durability(DurabilityMode::Periodic)
+            .log_segment_bytes(SEGMENT_BYTES),
+    )?;
     let mut cluster = InProcessCluster::start_with(dir, |name| {
         let mut p = test_protocol(name);
         p.retention_ms = 300;
@@ -43,10 +50,10 @@ async fn node_back_after_log_truncation_catches_up_by_full_sync() -> Result<()> 
         .await?;
 
     cluster.stop(AP).await?;
-    // What ap-south-1 misses: over a segment of big values, then small
+    // What ap-south-1 misses: several segments of big values, then small
     // changes of every kind.
-    let big = |i: usize| vec![i as u8; 1 << 20];
-    const BIG: usize = 70;
+    let big = |i: usize| vec![i as u8; 64 << 10];
+    const BIG: usize = 24;
     for i in 0..BIG {
         let w = us.register(format!("fs-big-{i}")).put(big(i));
         w.consistency(Consistency::Local).await?;

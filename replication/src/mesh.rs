@@ -199,6 +199,8 @@ struct PeerLink {
     counters: LinkCounters,
     /// Signalled when the connection goes away (wakes the dialer).
     lost: tokio::sync::Notify,
+    /// A full-state sync to this peer is streaming.
+    full_sync_running: AtomicBool,
 }
 
 struct Waiter {
@@ -293,6 +295,7 @@ impl Mesh {
                         last_heard: AtomicU64::new(0),
                         counters: LinkCounters::default(),
                         lost: tokio::sync::Notify::new(),
+                        full_sync_running: AtomicBool::new(false),
                     }),
                 )
             })
@@ -663,6 +666,11 @@ fn dispatch(shared: &Arc<Shared>, out: Output, runtime: &tokio::runtime::Handle)
             let Some(writer) = link.writer.lock().unwrap().clone().map(|w| w.bulk) else {
                 return;
             };
+            // One full sync per peer at a time: a pull repeated while one
+            // streams (a slow link) must not start a second copy.
+            if link.full_sync_running.swap(true, Ordering::AcqRel) {
+                return;
+            }
             let engine = shared.engine.clone();
             let sync = shared.next_sync.fetch_add(1, Ordering::Relaxed);
             std::thread::Builder::new()
@@ -678,6 +686,7 @@ fn dispatch(shared: &Arc<Shared>, out: Output, runtime: &tokio::runtime::Handle)
                     if let Err(e) = result {
                         tracing::error!(peer = %link.name, error = %e, "full-state sync failed");
                     }
+                    link.full_sync_running.store(false, Ordering::Release);
                 })
                 .expect("spawning a full-sync thread");
         }
@@ -1091,7 +1100,6 @@ async fn write_loop(
     }
     let mut delayed: VecDeque<(Instant, PeerMessage)> = VecDeque::new();
     loop {
-        let conditioning = shared.link_to(&link.region);
         // Wait for a message, or for the head of the delay queue to come due.
         let next_due = delayed.front().map(|(at, _)| *at);
         let incoming = match next_due {
@@ -1107,6 +1115,8 @@ async fn write_loop(
                 _ = tokio::time::sleep_until(at.into()) => None,
             },
         };
+        // The conditioning in force now (it may have changed while waiting).
+        let conditioning = shared.link_to(&link.region);
         if let Some(m) = incoming {
             let due = Instant::now() + Duration::from_millis(conditioning.delay_ms);
             delayed.push_back((due, m));

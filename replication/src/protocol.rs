@@ -414,6 +414,9 @@ impl Replicator {
         p.hello_seen = false;
         p.want_sent_ms = None;
         p.full_sync_rx.clear();
+        // A new connection: syncs of the old one can no longer arrive, and a
+        // restarted peer numbers its syncs from 1 again.
+        p.last_sync = 0;
         p.last_heard_ms = now.mono_ms;
         p.last_ack_sent_ms = now.mono_ms;
         let hello = self.hello(peer, now);

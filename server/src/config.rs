@@ -27,6 +27,7 @@
 //! durability = "sync"           # "sync" | "periodic"
 //! periodic_ms = 10              # fsync interval with durability = "periodic"
 //! max_clock_offset_ms = 500     # remote timestamps further ahead are deferred
+//! log_segment_bytes = 67108864  # log segment size: the unit of log truncation
 //!
 //! [limits]                      # optional, defaults shown
 //! max_client_connections = 1024
@@ -76,6 +77,13 @@ pub const DEFAULT_MAX_CLOCK_OFFSET_MS: u64 = 500;
 /// apart are broken, and accepting such timestamps lets one node's clock
 /// win every last-writer-wins race.
 pub const MAX_CLOCK_OFFSET_LIMIT_MS: u64 = 60_000;
+/// Default log segment size, in bytes (the engine's default).
+pub const DEFAULT_LOG_SEGMENT_BYTES: u64 = 64 << 20;
+/// Smallest log segment, in bytes: smaller would mean a file per handful of
+/// records.
+pub const MIN_LOG_SEGMENT_BYTES: u64 = 64 << 10;
+/// Largest log segment, in bytes: truncation reclaims whole segments.
+pub const MAX_LOG_SEGMENT_BYTES: u64 = 1 << 30;
 /// Default number of concurrent client connections.
 pub const DEFAULT_MAX_CLIENT_CONNECTIONS: u32 = 1_024;
 /// Default number of concurrent requests on one client connection.
@@ -213,6 +221,10 @@ pub struct StorageConfig {
     /// Remote timestamps further ahead of local time are deferred, in
     /// milliseconds.
     pub max_clock_offset_ms: u64,
+    /// Size of one log segment, in bytes. Truncation deletes whole segments,
+    /// so this is how much log a node keeps at least (and how much it can
+    /// reclaim at once).
+    pub log_segment_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -221,6 +233,7 @@ impl Default for StorageConfig {
             durability: DurabilityMode::Sync,
             periodic_ms: DEFAULT_PERIODIC_MS,
             max_clock_offset_ms: DEFAULT_MAX_CLOCK_OFFSET_MS,
+            log_segment_bytes: DEFAULT_LOG_SEGMENT_BYTES,
         }
     }
 }
@@ -921,6 +934,12 @@ fn validate_storage(storage: &StorageConfig) -> Result<(), (&'static str, String
         return Err((
             "storage.max_clock_offset_ms",
             format!("must be between 1 and {MAX_CLOCK_OFFSET_LIMIT_MS} ms"),
+        ));
+    }
+    if !(MIN_LOG_SEGMENT_BYTES..=MAX_LOG_SEGMENT_BYTES).contains(&storage.log_segment_bytes) {
+        return Err((
+            "storage.log_segment_bytes",
+            format!("must be between {MIN_LOG_SEGMENT_BYTES} and {MAX_LOG_SEGMENT_BYTES} bytes"),
         ));
     }
     Ok(())

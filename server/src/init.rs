@@ -111,8 +111,9 @@ pub enum InitError {
     )]
     Exists { dir: PathBuf, existing: PathBuf },
     /// Writing a file failed; the directory may hold a partial cluster
-    /// (run again with --force).
-    #[error("{}: {source}", .path.display())]
+    /// (run again with --force). (`source` is the error's source, printed
+    /// after this message: not repeated in it.)
+    #[error("writing {}", .path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,

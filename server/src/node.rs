@@ -135,6 +135,7 @@ impl Node {
             }
         };
         engine_config.max_clock_offset = Duration::from_millis(config.storage.max_clock_offset_ms);
+        engine_config.segment_bytes = config.storage.log_segment_bytes;
         engine_config.group_of = placement.group_fn();
         let engine = {
             let engine_config = engine_config.clone();

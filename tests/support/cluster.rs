@@ -30,6 +30,8 @@ pub struct Spec {
     /// `[debug] allow_link_conditioning` (process nodes only need it; the
     /// in-process API sets links directly).
     pub link_conditioning: bool,
+    /// `[storage] log_segment_bytes` (`None`: the default).
+    pub log_segment_bytes: Option<u64>,
 }
 
 impl Spec {
@@ -42,7 +44,14 @@ impl Spec {
             placement: Vec::new(),
             durability: DurabilityMode::Sync,
             link_conditioning: false,
+            log_segment_bytes: None,
         }
+    }
+
+    /// Small log segments make truncation (and so full syncs) cheap to reach.
+    pub fn log_segment_bytes(mut self, bytes: u64) -> Spec {
+        self.log_segment_bytes = Some(bytes);
+        self
     }
 
     pub fn nodes_per_region(mut self, n: usize) -> Spec {
@@ -118,6 +127,9 @@ impl ClusterDir {
                 f.placement = spec.placement.clone();
                 f.storage.durability = spec.durability;
                 f.debug.allow_link_conditioning = spec.link_conditioning;
+                if let Some(bytes) = spec.log_segment_bytes {
+                    f.storage.log_segment_bytes = bytes;
+                }
             })?;
         }
         Ok(dir)
