@@ -23,7 +23,11 @@ fn main() {
         .unwrap_or(20_000);
     for i in 0..n {
         engine
-            .apply(&keys[i % keys.len()], Op::Put(value.clone()), PhysicalTime::system(0))
+            .apply(
+                &keys[i % keys.len()],
+                Op::Put(value.clone()),
+                PhysicalTime::system(0),
+            )
             .expect("put");
     }
     engine.close().expect("close");

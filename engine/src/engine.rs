@@ -658,8 +658,9 @@ impl Engine {
             // entry in flight (no checkpoint may move past it) and refuse
             // further writes.
             tracing::error!(error = %e, "object store write failed after the log append; refusing writes until reopened");
-            *inner.store_failed.lock().unwrap() =
-                Some(format!("an object store write failed after its log append: {e}"));
+            *inner.store_failed.lock().unwrap() = Some(format!(
+                "an object store write failed after its log append: {e}"
+            ));
             return Err(e);
         }
         {

@@ -954,7 +954,9 @@ fn the_clock_resumes_past_its_history_after_a_restart() {
     // A peer 400 ms ahead (within the 500 ms limit) writes; we accept it.
     let ahead = PhysicalTime::from_unix_ms(wall.unix_ms() + 400);
     let remote = open(remote_dir.path());
-    let theirs = remote.apply(&k, Op::Put(b"theirs".to_vec()), ahead).unwrap();
+    let theirs = remote
+        .apply(&k, Op::Put(b"theirs".to_vec()), ahead)
+        .unwrap();
     for clean in [true, false] {
         let e = open(dir.path());
         e.merge(&theirs.record, wall).unwrap();
