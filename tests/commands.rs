@@ -156,16 +156,42 @@ fn bench_scenarios_run() {
     let bin = meridian_bin();
     let runs: [&[&str]; 3] = [
         &[
-            "bench", "--target", "local:1", "--clients", "1,4", "--duration", "1s",
-            "--warmup", "0s", "--quiet",
+            "bench",
+            "--target",
+            "local:1",
+            "--clients",
+            "1,4",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--quiet",
         ],
         &[
-            "bench", "convergence", "--delays", "0,5", "--duration", "1s", "--warmup", "0s",
-            "--rate", "50",
+            "bench",
+            "convergence",
+            "--delays",
+            "0,5",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--rate",
+            "50",
         ],
         &[
-            "bench", "--target", "local:3", "--levels", "quorum,all", "--clients", "2",
-            "--duration", "1s", "--warmup", "0s", "--quiet",
+            "bench",
+            "--target",
+            "local:3",
+            "--levels",
+            "quorum,all",
+            "--clients",
+            "2",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--quiet",
         ],
     ];
     for args in runs {
@@ -177,6 +203,10 @@ fn bench_scenarios_run() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(!out.stdout.is_empty(), "meridian {} printed nothing", args.join(" "));
+        assert!(
+            !out.stdout.is_empty(),
+            "meridian {} printed nothing",
+            args.join(" ")
+        );
     }
 }
