@@ -83,7 +83,8 @@ fn readme_commands_work_as_written() {
     for block in &blocks {
         for line in block {
             if let Some(cmd) = line.strip_suffix('&') {
-                let child = shell(cmd.trim(), dir.path(), &path)
+                // `exec`: the signal on drop must reach `meridian`, not a shell.
+                let child = shell(&format!("exec {}", cmd.trim()), dir.path(), &path)
                     .stdout(Stdio::null())
                     .spawn()
                     .unwrap_or_else(|e| panic!("starting {cmd}: {e}"));
