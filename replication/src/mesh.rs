@@ -201,6 +201,8 @@ struct PeerLink {
     lost: tokio::sync::Notify,
     /// A full-state sync to this peer is streaming.
     full_sync_running: AtomicBool,
+    /// The protocol says it takes realtime pushes ([`Output::PeerReady`]).
+    ready: AtomicBool,
 }
 
 struct Waiter {
@@ -296,6 +298,7 @@ impl Mesh {
                         counters: LinkCounters::default(),
                         lost: tokio::sync::Notify::new(),
                         full_sync_running: AtomicBool::new(false),
+                        ready: AtomicBool::new(false),
                     }),
                 )
             })
@@ -386,9 +389,38 @@ impl Mesh {
     }
 
     /// Pushes a locally applied delta to its replicas (best effort: peers
-    /// pull whatever push misses).
+    /// pull whatever push misses). Straight to the peers' writers, without a
+    /// hop through the protocol thread, to the peers the protocol reported
+    /// ready, exactly those its own push would choose.
     pub fn push(&self, record: meridian_engine::Record) {
-        let _ = self.shared.inputs.try_send(Input::LocalApplied(record));
+        let group = self.shared.placement.group_of(record.key.key());
+        for link in self.shared.peers.values() {
+            if !link.ready.load(Ordering::Acquire)
+                || !self.shared.placement.is_replica(&link.name, group)
+                || self.shared.link_to(&link.region).cut
+            {
+                continue;
+            }
+            let Some(writer) = link
+                .writer
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|w| w.control.clone())
+            else {
+                continue;
+            };
+            let msg = PeerMessage::Deltas {
+                records: vec![record.clone()],
+                catch_up: false,
+                more: false,
+            };
+            if writer.try_send(msg).is_err() {
+                link.counters
+                    .realtime_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Whether `peer` is connected and was heard from recently.
@@ -711,6 +743,11 @@ fn dispatch(shared: &Arc<Shared>, out: Output, runtime: &tokio::runtime::Handle)
                 && let Some((_, c)) = link.conn.lock().unwrap().as_ref()
             {
                 c.close(VarInt::from_u32(CLOSE_PROTOCOL), reason.as_bytes());
+            }
+        }
+        Output::PeerReady { peer, ready } => {
+            if let Some(link) = shared.peers.get(&peer) {
+                link.ready.store(ready, Ordering::Release);
             }
         }
         Output::WaitProgress { token, acked, done } => {

@@ -156,6 +156,11 @@ pub enum Output {
         acked: usize,
         done: bool,
     },
+    /// Whether `peer` now takes realtime pushes (connected, hellos
+    /// exchanged, same placement). A driver that pushes local deltas itself,
+    /// without a round trip through [`Input::LocalApplied`], uses this to
+    /// choose targets exactly as the protocol would.
+    PeerReady { peer: String, ready: bool },
 }
 
 /// A peer's state as reported by metrics and `meridian status`.
@@ -210,6 +215,8 @@ struct Peer {
     /// Highest full-sync id from this peer that finished (or was abandoned).
     last_sync: u64,
     deferred: u64,
+    /// What the last [`Output::PeerReady`] said.
+    announced_ready: bool,
     applied_from: u64,
     clock_offset_ms: i64,
     full_syncs_sent: u64,
@@ -288,6 +295,7 @@ impl Replicator {
                         full_sync_rx: BTreeMap::new(),
                         last_sync: 0,
                         deferred: 0,
+                        announced_ready: false,
                         applied_from: 0,
                         clock_offset_ms: 0,
                         full_syncs_sent: 0,
@@ -368,6 +376,16 @@ impl Replicator {
             }
             Input::Cancel { token } => {
                 self.waiters.remove(&token);
+            }
+        }
+        for p in self.peers.values_mut() {
+            let ready = p.connected && p.hello_seen && p.compatible;
+            if ready != p.announced_ready {
+                p.announced_ready = ready;
+                self.out.push(Output::PeerReady {
+                    peer: p.name.clone(),
+                    ready,
+                });
             }
         }
         std::mem::take(&mut self.out)

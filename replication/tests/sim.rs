@@ -207,7 +207,7 @@ impl Sim {
             Output::Disconnect { peer, reason } => {
                 panic!("{} disconnected {peer}: {reason}", self.nodes[from].name);
             }
-            Output::WaitProgress { .. } => {}
+            Output::WaitProgress { .. } | Output::PeerReady { .. } => {}
         }
     }
 
