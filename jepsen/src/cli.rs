@@ -46,7 +46,7 @@ pub enum Cmd {
 
 #[derive(Args, Debug, Clone)]
 pub struct TestArgs {
-    /// counter | set | register | all
+    /// counter | set | register | all, or several joined by `+` (counter+set)
     #[arg(long, default_value = "all")]
     pub workload: String,
     /// none | partition | kill | pause | clock | all
@@ -55,9 +55,11 @@ pub struct TestArgs {
     /// 3 or 5
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
-    /// Comma-separated region names; nodes are spread over them in order.
-    #[arg(long, default_value = "r1,r2,r3")]
-    pub regions: String,
+    /// Comma-separated region names, each with the same number of nodes
+    /// (`meridian init --nodes-per-region`), so `--nodes` must be a multiple
+    /// of their count. Default: one region per node, `r1,r2,…`.
+    #[arg(long)]
+    pub regions: Option<String>,
     /// Seconds of the main phase.
     #[arg(long, default_value_t = 60)]
     pub time_limit: u64,
@@ -89,6 +91,17 @@ pub struct TestArgs {
     /// Seconds between nemesis ops (Jepsen's interval).
     #[arg(long, default_value_t = 10)]
     pub nemesis_interval: u64,
+    /// Negative control: after the main phase, isolate a node, acknowledge
+    /// local-only writes on it, then kill it and delete its data directory.
+    /// Those writes are lost for real, so the run must come out invalid
+    /// (exit 1); a valid verdict means the checkers are blind.
+    #[arg(long)]
+    pub wipe_control: bool,
+    /// When the `--net` backend asked for cannot be used here (e.g. `nft`
+    /// without root or without nft/iptables), print `SKIP: <reason>` and exit
+    /// 0 instead of failing with 254 (for CI smoke runs).
+    #[arg(long)]
+    pub skip_if_unavailable: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -116,18 +129,30 @@ fn bad(msg: impl Into<String>) -> anyhow::Error {
     BadArgs(msg.into()).into()
 }
 
+/// `counter | set | register | all`, or several joined by `+` or `,`
+/// (`counter+set`).
 pub fn parse_workloads(s: &str) -> anyhow::Result<Vec<WorkloadKind>> {
-    Ok(match s {
-        "all" => WorkloadKind::ALL.to_vec(),
-        "counter" => vec![WorkloadKind::Counter],
-        "set" => vec![WorkloadKind::Set],
-        "register" => vec![WorkloadKind::Register],
-        o => {
-            return Err(bad(format!(
-                "unknown workload {o:?} (counter|set|register|all)"
-            )));
+    let mut out: Vec<WorkloadKind> = Vec::new();
+    for w in s.split(['+', ',']) {
+        let kinds = match w.trim() {
+            "all" => WorkloadKind::ALL.to_vec(),
+            "counter" => vec![WorkloadKind::Counter],
+            "set" => vec![WorkloadKind::Set],
+            "register" => vec![WorkloadKind::Register],
+            o => {
+                return Err(bad(format!(
+                    "unknown workload {o:?} (counter|set|register|all, or several joined by +)"
+                )));
+            }
+        };
+        for k in kinds {
+            if !out.contains(&k) {
+                out.push(k);
+            }
         }
-    })
+    }
+    out.sort();
+    Ok(out)
 }
 
 pub fn parse_nemesis(s: &str) -> anyhow::Result<BTreeSet<Family>> {
@@ -200,8 +225,13 @@ pub fn plan(a: &TestArgs) -> anyhow::Result<TestPlan> {
     if a.nodes != 3 && a.nodes != 5 {
         return Err(bad("--nodes must be 3 or 5"));
     }
-    let regions: Vec<String> = a
-        .regions
+    let regions_arg = a.regions.clone().unwrap_or_else(|| {
+        (1..=a.nodes)
+            .map(|i| format!("r{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    let regions: Vec<String> = regions_arg
         .split(',')
         .map(str::trim)
         .filter(|r| !r.is_empty())
@@ -209,6 +239,14 @@ pub fn plan(a: &TestArgs) -> anyhow::Result<TestPlan> {
         .collect();
     if regions.is_empty() || regions.iter().collect::<BTreeSet<_>>().len() != regions.len() {
         return Err(bad("--regions must be distinct, comma-separated names"));
+    }
+    if !a.nodes.is_multiple_of(regions.len()) {
+        return Err(bad(format!(
+            "--nodes {} cannot be spread evenly over {} regions (meridian init puts the same \
+             number of nodes in every region)",
+            a.nodes,
+            regions.len()
+        )));
     }
     if a.time_limit == 0 || a.rate <= 0.0 || !a.rate.is_finite() || a.concurrency == 0 {
         return Err(bad(
@@ -224,10 +262,12 @@ pub fn plan(a: &TestArgs) -> anyhow::Result<TestPlan> {
     });
     let nodes: Vec<String> = (1..=a.nodes).map(|i| format!("n{i}")).collect();
     let mut run = RunConfig::new(nodes.clone());
+    // meridian init's node order: region by region.
+    let per_region = a.nodes / regions.len();
     run.regions = nodes
         .iter()
         .enumerate()
-        .map(|(i, n)| (n.clone(), regions[i % regions.len()].clone()))
+        .map(|(i, n)| (n.clone(), regions[i / per_region].clone()))
         .collect();
     run.workloads = workloads;
     run.families = families;
@@ -237,8 +277,14 @@ pub fn plan(a: &TestArgs) -> anyhow::Result<TestPlan> {
     run.consistency = consistency;
     run.seed = seed;
     run.interval = Duration::from_secs(a.nemesis_interval.max(1));
+    run.wipe_control = a.wipe_control;
     Ok(TestPlan {
-        name: format!("{}-{}", a.workload, a.nemesis),
+        name: format!(
+            "{}-{}{}",
+            a.workload.replace(',', "+"),
+            a.nemesis,
+            if a.wipe_control { "-wipe" } else { "" }
+        ),
         run,
         regions,
         net,
@@ -301,13 +347,14 @@ pub fn cmd_check(a: &CheckArgs) -> anyhow::Result<i32> {
 /// `test`: returns the exit code.
 pub fn cmd_test(a: &TestArgs) -> anyhow::Result<i32> {
     let p = plan(a)?;
-    if !crate::client_db::WIRED {
-        bail!(
-            "`test` needs the meridian-client wiring, which is not built yet (phase B); \
-             `meridian-jepsen check --history FILE` works on stored histories meanwhile"
-        );
-    }
-    let (mode, note) = crate::net::resolve(p.net).map_err(bad)?;
+    let (mode, note) = match crate::net::resolve(p.net) {
+        Ok(r) => r,
+        Err(reason) if a.skip_if_unavailable => {
+            println!("SKIP: {reason}");
+            return Ok(report::EXIT_VALID);
+        }
+        Err(reason) => return Err(bad(reason)),
+    };
     if let Some(n) = note {
         println!("{n}");
     }
@@ -367,7 +414,7 @@ fn run_test(
         });
         let cluster_dir = dir.join("cluster");
         let hosts: Vec<String> = (1..=p.run.nodes.len()).map(|i| format!("127.0.1.{i}")).collect();
-        crate::cluster::init(&p.meridian, &cluster_dir, &p.regions, &hosts, BASE_PORT)?;
+        crate::cluster::init(&p.meridian, &cluster_dir, &p.regions, p.run.nodes.len() / p.regions.len(), &hosts, BASE_PORT)?;
         let mut configs = BTreeMap::new();
         for e in std::fs::read_dir(&cluster_dir)? {
             let path = e?.path();
@@ -423,7 +470,7 @@ fn run_test(
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         let out = crate::runner::run(
-            db,
+            db.clone(),
             Some(net.clone()),
             Some(cluster.clone() as Arc<dyn crate::nemesis::ProcessControl>),
             run_cfg.clone(),
@@ -432,6 +479,7 @@ fn run_test(
             stop,
         )
         .await?;
+        db.close().await;
         let crashed = cluster.crashed();
         cluster.stop_all();
         let mut ctx = CheckContext::new();
@@ -506,23 +554,23 @@ mod tests {
 
     #[test]
     fn plans_validate_arguments() {
-        let p = plan(&args(&[
-            "--nodes",
-            "5",
-            "--regions",
-            "us,eu",
-            "--seed",
-            "9",
-            "--nemesis",
-            "all",
-        ]))
-        .unwrap();
+        let p = plan(&args(&["--nodes", "5", "--seed", "9", "--nemesis", "all"])).unwrap();
         assert_eq!(p.run.nodes.len(), 5);
-        assert_eq!(p.run.regions["n3"], "us");
-        assert_eq!(p.run.regions["n4"], "eu");
+        assert_eq!(p.regions.len(), 5, "one region per node by default");
+        assert_eq!(p.run.regions["n3"], "r3");
         assert_eq!(p.run.families.len(), 4);
         assert_eq!(p.run.seed, 9);
         assert_eq!(p.name, "all-all");
+        let p = plan(&args(&["--workload", "set,counter"])).unwrap();
+        assert_eq!(
+            p.run.workloads,
+            vec![WorkloadKind::Counter, WorkloadKind::Set]
+        );
+        assert_eq!(p.name, "set+counter-partition");
+        let p = plan(&args(&["--nodes", "3", "--regions", "us"])).unwrap();
+        assert_eq!(p.run.regions["n3"], "us");
+        let p = plan(&args(&["--nodes", "5", "--regions", "a,b,c,d,e"])).unwrap();
+        assert_eq!(p.run.regions["n4"], "d");
         for bad_args in [
             vec!["--nodes", "4"],
             vec!["--workload", "queue"],
@@ -530,6 +578,7 @@ mod tests {
             vec!["--consistency", "strong"],
             vec!["--net", "tc"],
             vec!["--regions", "a,a"],
+            vec!["--nodes", "5", "--regions", "us,eu"],
             vec!["--rate", "0"],
             vec!["--availability", "2"],
         ] {

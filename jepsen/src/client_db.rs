@@ -1,84 +1,326 @@
-//! Phase B plugs in here: [`Db`] on top of `meridian-client`.
+//! [`Db`] on top of `meridian-client`: one client per node, **pinned** to it
+//! (no failover), so a process's requests go exactly where the history says
+//! and a node that is down shows up as that node's errors.
 //!
-//! Until then [`WIRED`] is false and `meridian-jepsen test` stops before
-//! creating anything, saying so. The intended implementation (one client per
-//! node, pinned, so a process's requests go where the history says):
+//! Mapping (the client's own rules, DESIGN.md §7 "errors are honest"):
 //!
-//! ```text
-//! let client = Client::connect(ClientConfig::load(dir/"client.toml")?.pinned(node)).await?;
-//! counter_add  → client.counter(key).incr(d).consistency(c).timeout(t).await
-//! counter_read → client.counter(key).read()…            Read<i64>
-//! set_add      → client.set(key).add([m])…;  set_remove → .remove([m])
-//! set_read     → client.set(key).members()…             Read<SetValue{members, count}>
-//! register_write → client.register(key).put(v)…  (Read.hlc → Meta.hlc)
-//! register_read  → client.register(key).get()…  RegisterValue{value, hlc}
-//! set_clock_offset → client.debug_clock_offset(ms)
-//! Ok(read)  → Outcome::Ok(value, Meta { node: read.node, hlc })
-//! Err(e) if e.is_definite() → Outcome::Fail(e.code()), except that a
-//!           timeout or connection loss is never definite
-//! Err(e)    → Outcome::Info(e.to_string())
-//! ```
+//! * `Ok(read)` → [`Outcome::Ok`] with `meta.node` = the node that served it
+//!   (`Read::node`: the coordinator, or the leader for `leader`) and, for
+//!   registers, `meta.hlc` = the value's timestamp.
+//! * an error that [`Error::is_definite`] (`Unavailable`, `WrongType`,
+//!   `InvalidArgument`, `Unauthorized`, `Overloaded`, `Config`, `Connect`:
+//!   nothing was sent or nothing happened) → [`Outcome::Fail`];
+//! * any other error (`Timeout`, `ConnectionLost`, `Internal`, `Protocol`)
+//!   → [`Outcome::Info`]: a write may still take effect;
+//! * reads have no effect, so every failed read is a `Fail`.
+//!
+//! A register write answers with the register's state after the write. When
+//! that state holds the written value (the usual case: the write is stamped
+//! by the node's HLC, which is past every timestamp the node holds), its
+//! timestamp is the write's and goes into `meta.hlc`. Otherwise the write's
+//! own timestamp is unknown and `meta.hlc` is left empty (the register
+//! checker then calls the key undetermined rather than guess).
+//!
+//! [`Error::is_definite`]: meridian_client::Error::is_definite
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::db::{Db, Outcome};
-use crate::history::Level;
+use anyhow::Context as _;
+use meridian_client::{Client, ClientConfig, Consistency, Error, Read};
 
-/// Whether the client wiring exists (phase B sets this to true).
-pub const WIRED: bool = false;
+use crate::db::{Db, Meta, Outcome};
+use crate::history::{Hlc, Level};
 
-/// The `meridian-client` database (placeholder until phase B).
+/// Whether the client wiring exists.
+pub const WIRED: bool = true;
+
+/// How long [`ClientDb::connect`] keeps trying to reach freshly started
+/// nodes (a release node starts in well under a second; a slow CI machine
+/// building certificates and opening sled may take a few).
+pub const CONNECT_WAIT: Duration = Duration::from_secs(30);
+
+/// One pinned client per node.
 #[derive(Debug)]
 pub struct ClientDb {
-    _private: (),
+    clients: BTreeMap<String, Client>,
+}
+
+fn consistency(l: Level) -> Consistency {
+    match l {
+        Level::Local => Consistency::Local,
+        Level::Leader => Consistency::Leader,
+        Level::Quorum => Consistency::Quorum,
+        Level::All => Consistency::All,
+    }
+}
+
+fn error_text(e: &Error) -> String {
+    format!("{}: {e}", e.code())
+}
+
+/// A write's outcome: definite errors fail, the rest are indeterminate.
+fn write_outcome<T, U>(
+    r: Result<Read<T>, Error>,
+    f: impl FnOnce(Read<T>) -> (U, Meta),
+) -> Outcome<U> {
+    match r {
+        Ok(read) => {
+            let (v, m) = f(read);
+            Outcome::Ok(v, m)
+        }
+        Err(e) if e.is_definite() => Outcome::Fail(error_text(&e)),
+        Err(e) => Outcome::Info(error_text(&e)),
+    }
+}
+
+/// A read's outcome: a read has no effect, so every error is a `Fail`.
+fn read_outcome<T, U>(
+    r: Result<Read<T>, Error>,
+    f: impl FnOnce(Read<T>) -> (U, Meta),
+) -> Outcome<U> {
+    match r {
+        Ok(read) => {
+            let (v, m) = f(read);
+            Outcome::Ok(v, m)
+        }
+        Err(e) => Outcome::Fail(error_text(&e)),
+    }
+}
+
+fn served_by(node: String) -> Meta {
+    Meta {
+        node: Some(node),
+        hlc: None,
+    }
+}
+
+fn members(v: Vec<Vec<u8>>) -> Vec<String> {
+    v.into_iter()
+        .map(|m| String::from_utf8_lossy(&m).into_owned())
+        .collect()
 }
 
 impl ClientDb {
-    /// Connects one pinned client per node from the cluster's `client.toml`.
-    pub async fn connect(_client_config: &Path, _nodes: &[String]) -> anyhow::Result<ClientDb> {
-        anyhow::bail!("meridian-client is not wired into the harness yet (phase B)")
+    /// Connects one pinned client per node from the cluster's `client.toml`,
+    /// retrying each for up to [`CONNECT_WAIT`] while the nodes start.
+    pub async fn connect(client_config: &Path, nodes: &[String]) -> anyhow::Result<ClientDb> {
+        let base = ClientConfig::load(client_config)
+            .with_context(|| format!("loading {}", client_config.display()))?;
+        let deadline = Instant::now() + CONNECT_WAIT;
+        let mut clients = BTreeMap::new();
+        for node in nodes {
+            let config = base.clone().pinned(node);
+            let client = loop {
+                match Client::connect(config.clone()).await {
+                    Ok(c) => break c,
+                    Err(e) if Instant::now() < deadline && !matches!(e, Error::Config(_)) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => {
+                        return Err(anyhow::anyhow!(e))
+                            .with_context(|| format!("connecting to {node}"));
+                    }
+                }
+            };
+            clients.insert(node.clone(), client);
+        }
+        Ok(ClientDb { clients })
+    }
+
+    fn client(&self, node: &str) -> Result<&Client, String> {
+        self.clients
+            .get(node)
+            .ok_or_else(|| format!("no client for node {node}"))
+    }
+
+    /// Closes every connection (teardown).
+    pub async fn close(&self) {
+        for c in self.clients.values() {
+            c.close().await;
+        }
     }
 }
 
-const NOT_WIRED: &str = "meridian-client not wired";
-
 impl Db for ClientDb {
-    async fn counter_add(&self, _: &str, _: &str, _: i64, _: Level, _: Duration) -> Outcome<i64> {
-        Outcome::Info(NOT_WIRED.into())
+    async fn counter_add(
+        &self,
+        node: &str,
+        key: &str,
+        delta: i64,
+        level: Level,
+        timeout: Duration,
+    ) -> Outcome<i64> {
+        let c = match self.client(node) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Fail(e),
+        };
+        let r = c
+            .counter(key)
+            .incr(delta)
+            .consistency(consistency(level))
+            .timeout(timeout)
+            .await;
+        write_outcome(r, |r| (r.value, served_by(r.node)))
     }
-    async fn counter_read(&self, _: &str, _: &str, _: Level, _: Duration) -> Outcome<i64> {
-        Outcome::Fail(NOT_WIRED.into())
+
+    async fn counter_read(
+        &self,
+        node: &str,
+        key: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> Outcome<i64> {
+        let c = match self.client(node) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Fail(e),
+        };
+        let r = c
+            .counter(key)
+            .read()
+            .consistency(consistency(level))
+            .timeout(timeout)
+            .await;
+        read_outcome(r, |r| (r.value, served_by(r.node)))
     }
-    async fn set_add(&self, _: &str, _: &str, _: &str, _: Level, _: Duration) -> Outcome<()> {
-        Outcome::Info(NOT_WIRED.into())
+
+    async fn set_add(
+        &self,
+        node: &str,
+        key: &str,
+        member: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> Outcome<()> {
+        let c = match self.client(node) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Fail(e),
+        };
+        let r = c
+            .set(key)
+            .add([member])
+            .consistency(consistency(level))
+            .timeout(timeout)
+            .await;
+        write_outcome(r, |r| ((), served_by(r.node)))
     }
-    async fn set_remove(&self, _: &str, _: &str, _: &str, _: Level, _: Duration) -> Outcome<()> {
-        Outcome::Info(NOT_WIRED.into())
+
+    async fn set_remove(
+        &self,
+        node: &str,
+        key: &str,
+        member: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> Outcome<()> {
+        let c = match self.client(node) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Fail(e),
+        };
+        let r = c
+            .set(key)
+            .remove([member])
+            .consistency(consistency(level))
+            .timeout(timeout)
+            .await;
+        write_outcome(r, |r| ((), served_by(r.node)))
     }
-    async fn set_read(&self, _: &str, _: &str, _: Level, _: Duration) -> Outcome<Vec<String>> {
-        Outcome::Fail(NOT_WIRED.into())
+
+    async fn set_read(
+        &self,
+        node: &str,
+        key: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> Outcome<Vec<String>> {
+        let c = match self.client(node) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Fail(e),
+        };
+        let r = c
+            .set(key)
+            .members()
+            .consistency(consistency(level))
+            .timeout(timeout)
+            .await;
+        read_outcome(r, |r| (members(r.value.members), served_by(r.node)))
     }
+
     async fn register_write(
         &self,
-        _: &str,
-        _: &str,
-        _: &str,
-        _: Level,
-        _: Duration,
+        node: &str,
+        key: &str,
+        value: &str,
+        level: Level,
+        timeout: Duration,
     ) -> Outcome<()> {
-        Outcome::Info(NOT_WIRED.into())
+        let c = match self.client(node) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Fail(e),
+        };
+        let r = c
+            .register(key)
+            .put(value)
+            .consistency(consistency(level))
+            .timeout(timeout)
+            .await;
+        write_outcome(r, |r| {
+            let mine = r.value.value.as_deref() == Some(value.as_bytes());
+            let hlc = r.value.hlc.filter(|_| mine).map(|h| Hlc {
+                time: h.time,
+                node: h.node,
+            });
+            (
+                (),
+                Meta {
+                    node: Some(r.node),
+                    hlc,
+                },
+            )
+        })
     }
+
     async fn register_read(
         &self,
-        _: &str,
-        _: &str,
-        _: Level,
-        _: Duration,
+        node: &str,
+        key: &str,
+        level: Level,
+        timeout: Duration,
     ) -> Outcome<Option<String>> {
-        Outcome::Fail(NOT_WIRED.into())
+        let c = match self.client(node) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Fail(e),
+        };
+        let r = c
+            .register(key)
+            .get()
+            .consistency(consistency(level))
+            .timeout(timeout)
+            .await;
+        read_outcome(r, |r| {
+            let v = r
+                .value
+                .value
+                .map(|v| String::from_utf8_lossy(&v).into_owned());
+            let hlc = r.value.hlc.map(|h| Hlc {
+                time: h.time,
+                node: h.node,
+            });
+            (
+                v,
+                Meta {
+                    node: Some(r.node),
+                    hlc,
+                },
+            )
+        })
     }
-    async fn set_clock_offset(&self, _: &str, _: i64) -> Result<(), String> {
-        Err(NOT_WIRED.into())
+
+    async fn set_clock_offset(&self, node: &str, offset_ms: i64) -> Result<(), String> {
+        let c = self.client(node)?;
+        c.debug_clock_offset(offset_ms)
+            .await
+            .map_err(|e| error_text(&e))
     }
 }

@@ -1,6 +1,7 @@
 //! The cluster driver: node processes of the `meridian` binary, managed by PID.
 //!
-//! * [`init`] runs `meridian init --dir D --regions … --hosts 127.0.1.1,… --base-port P`.
+//! * [`init`] runs `meridian init --dir D --regions … --nodes-per-region K
+//!   --hosts 127.0.1.1,… --base-port P`.
 //! * [`Cluster`] starts `meridian serve --config D/<node>.toml
 //!   [--allow-debug-clock]` per node, stdout and stderr appended to
 //!   `<store>/<node>.log`, keeps each `std::process::Child`, and kills
@@ -35,6 +36,8 @@ pub struct NodeCommand {
     pub args: Vec<String>,
     /// stdout and stderr are appended here.
     pub log: PathBuf,
+    /// The node's data directory (only the negative control touches it).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl NodeCommand {
@@ -54,11 +57,23 @@ impl NodeCommand {
         if debug_clock {
             args.push("--allow-debug-clock".into());
         }
+        // `data_dir` in the config is relative to the config's directory.
+        let data_dir = read_node_config(config)
+            .ok()
+            .and_then(|c| c.data_dir)
+            .map(|d| {
+                let d = PathBuf::from(d);
+                match config.parent() {
+                    Some(base) if d.is_relative() => base.join(d),
+                    _ => d,
+                }
+            });
         NodeCommand {
             name: name.to_string(),
             program: meridian.to_path_buf(),
             args,
             log,
+            data_dir,
         }
     }
 }
@@ -68,6 +83,7 @@ pub fn init(
     meridian: &Path,
     dir: &Path,
     regions: &[String],
+    nodes_per_region: usize,
     hosts: &[String],
     base_port: u16,
 ) -> anyhow::Result<()> {
@@ -75,6 +91,7 @@ pub fn init(
         .args(["init", "--dir"])
         .arg(dir)
         .args(["--regions", &regions.join(","), "--hosts", &hosts.join(",")])
+        .args(["--nodes-per-region", &nodes_per_region.to_string()])
         .args(["--base-port", &base_port.to_string()])
         .output()
         .with_context(|| format!("running {} init", meridian.display()))?;
@@ -97,6 +114,8 @@ pub struct NodeConfig {
     pub client_listen: String,
     #[serde(default)]
     pub metrics_listen: Option<String>,
+    #[serde(default)]
+    pub data_dir: Option<String>,
     #[serde(default)]
     pub peers: Vec<PeerEntry>,
 }
@@ -308,6 +327,23 @@ impl ProcessControl for Cluster {
         let was = std::mem::replace(&mut p.paused, false);
         Ok(was.then_some(pid.as_raw()))
     }
+
+    fn wipe_data(&self, node: &str) -> anyhow::Result<String> {
+        let nodes = self.lock();
+        let p = nodes
+            .get(node)
+            .with_context(|| format!("unknown node {node}"))?;
+        anyhow::ensure!(p.child.is_none(), "{node} is running: kill it first");
+        let dir = p
+            .cmd
+            .data_dir
+            .as_ref()
+            .with_context(|| format!("{node}: no data_dir in its config"))?;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        Ok(dir.display().to_string())
+    }
 }
 
 impl Drop for Cluster {
@@ -333,6 +369,7 @@ mod tests {
             program: "sleep".into(),
             args: vec!["30".into()],
             log: dir.join(format!("{name}.log")),
+            data_dir: None,
         }
     }
 
@@ -380,6 +417,23 @@ mod tests {
     }
 
     #[test]
+    fn wipe_data_only_when_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data/n1");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("log"), b"x").unwrap();
+        let mut cmd = sleeper(dir.path(), "n1");
+        cmd.data_dir = Some(data.clone());
+        let c = Cluster::start(vec![cmd, sleeper(dir.path(), "n2")]).unwrap();
+        assert!(c.wipe_data("n1").is_err(), "running");
+        c.kill("n1").unwrap();
+        assert_eq!(c.wipe_data("n1").unwrap(), data.display().to_string());
+        assert!(!data.exists());
+        c.kill("n2").unwrap();
+        assert!(c.wipe_data("n2").is_err(), "no data dir known");
+    }
+
+    #[test]
     fn logs_capture_output_and_crashes_are_noticed() {
         let dir = tempfile::tempdir().unwrap();
         let cmd = NodeCommand {
@@ -387,6 +441,7 @@ mod tests {
             program: "sh".into(),
             args: vec!["-c".into(), "echo hello; echo oops >&2; exit 3".into()],
             log: dir.path().join("n1.log"),
+            data_dir: None,
         };
         let c = Cluster::start(vec![cmd]).unwrap();
         let mut crashed = Vec::new();

@@ -1,10 +1,10 @@
 //! The database interface the workloads drive, and an in-memory reference
 //! implementation for the harness's own tests.
 //!
-//! [`Db`] is implemented in phase B on top of `meridian-client` (one client
-//! pinned per node). Every call names the node to send the request to, the
-//! consistency level and a timeout, and returns an [`Outcome`] that maps
-//! directly to Jepsen's completion types:
+//! [`Db`] is implemented by [`crate::client_db::ClientDb`] on top of
+//! `meridian-client` (one client pinned per node). Every call names the node
+//! to send the request to, the consistency level and a timeout, and returns
+//! an [`Outcome`] that maps directly to Jepsen's completion types:
 //!
 //! * `Ok(value, meta)`: took effect; `meta.node` is the node that served the
 //!   request (the reply's `node`: coordinator, or leader for `leader`) and

@@ -10,7 +10,9 @@
 //! * pause / resume: SIGSTOP / SIGCONT by PID; resume = every paused node.
 //! * clock: per-node offsets through [`Db::set_clock_offset`] (the node's
 //!   debug clock, never the shared system clock). Bumps accumulate like
-//!   Jepsen's `clock_settime(now + delta)`; reset sets 0; a strobe flips
+//!   Jepsen's `clock_settime(now + delta)` but every offset is clamped to
+//!   ±[`MAX_CLOCK_OFFSET_MS`] (see [`crate::generator`] for why this departs
+//!   from Jepsen); reset sets 0; a strobe flips
 //!   between offset+delta and offset every period for its duration (period
 //!   clamped to [`MIN_STROBE_PERIOD_MS`]), blocking the nemesis as Jepsen's
 //!   strobe-time does. Every clock completion records `clock-offsets`.
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::db::Db;
-use crate::generator::NemesisOp;
+use crate::generator::{MAX_CLOCK_OFFSET_MS, NemesisOp};
 use crate::history::{Invocation, OpType, Process, Recorder};
 use crate::net::NetFaults;
 
@@ -43,6 +45,11 @@ pub trait ProcessControl: Send + Sync {
     fn pause(&self, node: &str) -> anyhow::Result<i32>;
     /// SIGCONT; returns the PID (None: it was not paused).
     fn resume(&self, node: &str) -> anyhow::Result<Option<i32>>;
+    /// Deletes the data directory of a node that is not running (the
+    /// negative control); returns the directory deleted.
+    fn wipe_data(&self, node: &str) -> anyhow::Result<String> {
+        anyhow::bail!("cannot wipe {node}'s data: no data directory known")
+    }
 }
 
 /// The nemesis and what it has done so far.
@@ -56,6 +63,10 @@ pub struct Nemesis<D: Db> {
     killed: BTreeSet<String>,
     paused: BTreeSet<String>,
     partitioned: bool,
+    /// The largest offset ahead of real time any node was given (ms): the
+    /// final wait must outlast it, since peers defer a fast node's deltas
+    /// until real time catches up with their timestamps.
+    max_ahead_ms: i64,
     /// A strobe never runs past this (the end of the main phase).
     deadline: Option<Instant>,
 }
@@ -77,6 +88,7 @@ fn invoke_value(op: &NemesisOp) -> Value {
         NemesisOp::Kill { spec, nodes } | NemesisOp::Pause { spec, nodes } => {
             json!({"spec": spec, "nodes": nodes})
         }
+        NemesisOp::WipeData { node } => json!({"spec": "wipe-data", "nodes": [node]}),
         NemesisOp::Start | NemesisOp::Resume => json!("all"),
         NemesisOp::BumpClock { deltas } => json!(deltas),
         NemesisOp::StrobeClock { strobes } => json!(strobes),
@@ -103,6 +115,7 @@ impl<D: Db> Nemesis<D> {
             killed: BTreeSet::new(),
             paused: BTreeSet::new(),
             partitioned: false,
+            max_ahead_ms: 0,
             deadline: None,
         }
     }
@@ -117,11 +130,17 @@ impl<D: Db> Nemesis<D> {
         &self.offsets
     }
 
+    /// The largest clock offset ahead of real time applied so far, in ms.
+    pub fn max_ahead_ms(&self) -> i64 {
+        self.max_ahead_ms
+    }
+
     /// Whether this nemesis can run an op (its fault tool is present).
     pub fn supports(&self, op: &NemesisOp) -> bool {
         match op {
             NemesisOp::StartPartition { .. } | NemesisOp::StopPartition => self.net.is_some(),
             NemesisOp::Kill { .. }
+            | NemesisOp::WipeData { .. }
             | NemesisOp::Start
             | NemesisOp::Pause { .. }
             | NemesisOp::Resume => self.procs.is_some(),
@@ -154,7 +173,27 @@ impl<D: Db> Nemesis<D> {
         value
     }
 
+    /// Sets one node's offset unless it is down (killed or paused: its
+    /// debug RPC could only wait out a timeout; a restarted node starts at
+    /// offset 0 anyway). Per-node outcome for the completion value; never
+    /// fails the whole op, so one dead node cannot leave other clocks skewed.
+    async fn try_offset(&mut self, node: &str, ms: i64) -> Value {
+        if self.killed.contains(node) {
+            return json!("not running");
+        }
+        if self.paused.contains(node) {
+            return json!("paused");
+        }
+        match self.set_offset(node, ms).await {
+            Ok(()) => json!(self.offsets.get(node).copied().unwrap_or(0)),
+            Err(e) => json!({"error": format!("{e:#}")}),
+        }
+    }
+
     async fn set_offset(&mut self, node: &str, ms: i64) -> anyhow::Result<()> {
+        let ms = ms.clamp(-MAX_CLOCK_OFFSET_MS, MAX_CLOCK_OFFSET_MS);
+        // Counted before the RPC: one that fails may still have been applied.
+        self.max_ahead_ms = self.max_ahead_ms.max(ms);
         let clock = self
             .clock
             .as_ref()
@@ -196,6 +235,8 @@ impl<D: Db> Nemesis<D> {
                         Ok(pid) => {
                             self.killed.insert(n.clone());
                             self.paused.remove(n);
+                            // A restarted node's clock has no debug offset.
+                            self.offsets.insert(n.clone(), 0);
                             json!({"killed_pid": pid})
                         }
                         Err(e) => json!({"error": format!("{e:#}")}),
@@ -203,6 +244,15 @@ impl<D: Db> Nemesis<D> {
                     done.insert(n.clone(), r);
                 }
                 Ok(Value::Object(done))
+            }
+            NemesisOp::WipeData { node } => {
+                let procs = self.procs.clone().ok_or_else(|| no("process"))?;
+                let pid = procs.kill(node)?;
+                self.killed.insert(node.clone());
+                self.paused.remove(node);
+                self.offsets.insert(node.clone(), 0);
+                let dir = procs.wipe_data(node)?;
+                Ok(json!({node: {"killed_pid": pid, "wiped": dir}}))
             }
             NemesisOp::Start => {
                 let procs = self.procs.clone().ok_or_else(|| no("process"))?;
@@ -254,16 +304,18 @@ impl<D: Db> Nemesis<D> {
                 let mut applied = BTreeMap::new();
                 for (n, d) in deltas {
                     let now = self.offsets.get(n).copied().unwrap_or(0);
-                    self.set_offset(n, now.saturating_add(*d)).await?;
-                    applied.insert(n.clone(), *d);
+                    let r = self.try_offset(n, now.saturating_add(*d)).await;
+                    applied.insert(n.clone(), json!({"delta": d, "offset": r}));
                 }
                 Ok(self.with_offsets(json!({"deltas": applied})))
             }
             NemesisOp::ResetClock { nodes } => {
+                let mut done = BTreeMap::new();
                 for n in nodes {
-                    self.set_offset(n, 0).await?;
+                    let r = self.try_offset(n, 0).await;
+                    done.insert(n.clone(), r);
                 }
-                Ok(self.with_offsets(json!({"reset": nodes})))
+                Ok(self.with_offsets(json!({"reset": done})))
             }
             NemesisOp::CheckClockOffsets => Ok(self.with_offsets(json!({}))),
             NemesisOp::StrobeClock { strobes } => {
@@ -286,23 +338,33 @@ impl<D: Db> Nemesis<D> {
                         d.min(start + Duration::from_secs(longest))
                     });
                 let cut_short = until < start + Duration::from_secs(longest);
+                let mut errors = BTreeMap::new();
                 while Instant::now() < until {
                     high = !high;
                     for (n, s) in strobes {
-                        if start.elapsed() < Duration::from_secs(s.duration_s) {
+                        if start.elapsed() < Duration::from_secs(s.duration_s)
+                            && !errors.contains_key(n)
+                        {
                             let off = if high { base[n] + s.delta_ms } else { base[n] };
-                            self.set_offset(n, off).await?;
+                            let r = self.try_offset(n, off).await;
+                            if !r.is_number() {
+                                // Down or unreachable: leave it alone from now on.
+                                errors.insert(n.clone(), r);
+                            }
                         }
                     }
                     flips += 1;
                     tokio::time::sleep(Duration::from_millis(period)).await;
                 }
                 for (n, b) in &base {
-                    self.set_offset(n, *b).await?;
+                    if !errors.contains_key(n) {
+                        self.try_offset(n, *b).await;
+                    }
                 }
-                Ok(self.with_offsets(
-                    json!({"strobes": strobes, "flips": flips, "period_ms": period, "cut-short": cut_short}),
-                ))
+                Ok(self.with_offsets(json!({
+                    "strobes": strobes, "flips": flips, "period_ms": period,
+                    "cut-short": cut_short, "skipped": errors,
+                })))
             }
         }
     }

@@ -6,7 +6,8 @@
 //!   Ops are paced globally at `rate` ops/s with Jepsen's `stagger`: uniform
 //!   gaps in [0, 2/rate) between successive ops of the whole run, for
 //!   `time_limit`. Each op picks a workload uniformly, and a level
-//!   (`--consistency`, or uniformly among all four for `mixed`). A process
+//!   (`--consistency`, or uniformly among all four for `mixed`, except that
+//!   a register key keeps one level, see [`register_key_level`]). A process
 //!   whose op ends `info` continues as `process + concurrency`.
 //! * **Nemesis**: the seeded [`generator::schedule`], ops the run has no
 //!   control for skipped (and reported).
@@ -14,7 +15,9 @@
 //!   clocks; the add-wins scenario (set workload, when the network can be
 //!   partitioned); wait for recovery — probing every node's copy of every key
 //!   (unrecorded reads) until they agree, which measures the convergence
-//!   time, and at least `quiescence` (Jepsen sleeps 10 s); then the final
+//!   time, and at least `quiescence` (Jepsen sleeps 10 s), stretched past
+//!   the largest clock offset ahead of real time the run applied (peers defer
+//!   a fast node's deltas until real time catches up); then the final
 //!   reads: every key on every node at `local`, `final: true`.
 //!
 //! Every loop is bounded: by `time_limit`, by `convergence_limit`, and by a
@@ -75,6 +78,20 @@ impl ConsistencyChoice {
     }
 }
 
+/// With `--consistency mixed`, each register key keeps one level for all
+/// its ops (key n uses level n mod 4), as Jepsen's independent register
+/// tests run each key at one setting: that way quorum/`all` keys (when no
+/// clock fault ran) and leader keys (when no fault could cause a failover)
+/// stay eligible for the linearizability check, which a key mixing levels
+/// never is.
+pub fn register_key_level(key: &str) -> Level {
+    let n = key
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    Level::ALL_LEVELS[n % Level::ALL_LEVELS.len()]
+}
+
 /// Everything that shapes a run.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
@@ -97,6 +114,11 @@ pub struct RunConfig {
     /// Longest wait for all nodes to agree after the heal.
     pub convergence_limit: Duration,
     pub add_wins_scenario: bool,
+    /// The negative control: after the main phase, isolate a node, make
+    /// local-only writes there, SIGKILL it and delete its data directory,
+    /// restart it empty and heal. Acknowledged writes are then really lost,
+    /// and the checkers must say so.
+    pub wipe_control: bool,
 }
 
 impl RunConfig {
@@ -120,6 +142,7 @@ impl RunConfig {
             quiescence: Duration::from_secs(10),
             convergence_limit: Duration::from_secs(60),
             add_wins_scenario: true,
+            wipe_control: false,
         }
     }
 }
@@ -141,8 +164,22 @@ struct Pacer {
     limit: Duration,
 }
 
+/// How far the pacer's schedule may fall behind the clock. When every
+/// worker is stuck (nodes down, requests waiting out their timeouts), the
+/// slots they missed are dropped rather than run in a burst afterwards — and
+/// never past the time limit.
+const MAX_PACER_LAG: Duration = Duration::from_secs(1);
+
 impl Pacer {
-    fn next(&mut self) -> Option<Duration> {
+    /// The next op's start time, given the time elapsed now; `None` once the
+    /// time limit is reached.
+    fn next(&mut self, elapsed: Duration) -> Option<Duration> {
+        if elapsed >= self.limit {
+            return None;
+        }
+        if self.next + MAX_PACER_LAG < elapsed {
+            self.next = elapsed;
+        }
         self.next += Duration::from_nanos(self.rng.random_range(0..self.gap_ns.max(1)));
         (self.next < self.limit).then_some(self.next)
     }
@@ -170,7 +207,7 @@ async fn worker<D: Db>(s: Arc<Shared<D>>, thread: usize) {
     );
     let start = s.rec.start();
     loop {
-        let Some(at) = s.pacer.lock().await.next() else {
+        let Some(at) = s.pacer.lock().await.next(start.elapsed()) else {
             break;
         };
         tokio::time::sleep_until((start + at).into()).await;
@@ -179,7 +216,15 @@ async fn worker<D: Db>(s: Arc<Shared<D>>, thread: usize) {
         }
         let w = &s.workloads[rng.random_range(0..s.workloads.len())];
         let planned = w.plan(process, &node, &mut rng);
-        let level = s.cfg.consistency.pick(&mut rng);
+        // Always drawn, so the RNG stream does not depend on the workload.
+        let drawn = s.cfg.consistency.pick(&mut rng);
+        let level = if s.cfg.consistency == ConsistencyChoice::Mixed
+            && planned.workload == WorkloadKind::Register
+        {
+            register_key_level(&planned.key)
+        } else {
+            drawn
+        };
         let c = record_op(
             s.db.as_ref(),
             &s.rec,
@@ -364,6 +409,15 @@ pub async fn run<D: Db>(
 
     // Final phase.
     nemesis.final_heal().await;
+    // A node that ran X ms ahead stamped deltas its peers defer until real
+    // time passes those stamps: wait at least that long (plus a margin)
+    // after the clocks were reset, on top of Jepsen's quiescence.
+    let quiescence = match u64::try_from(nemesis.max_ahead_ms()) {
+        Ok(ahead) if ahead > 0 => cfg
+            .quiescence
+            .max(Duration::from_millis(ahead) + CLOCK_QUIESCENCE_MARGIN),
+        _ => cfg.quiescence,
+    };
     let stopped = stop.load(Ordering::SeqCst);
     let mut final_keys: Vec<(WorkloadKind, String)> = shared
         .workloads
@@ -371,6 +425,15 @@ pub async fn run<D: Db>(
         .flat_map(|w| w.keys().into_iter().map(move |k| (w.kind(), k)))
         .collect();
     let mut next_proc = (cfg.concurrency as u64) * 1_000_000;
+    if !stopped && cfg.wipe_control && net.is_some() && procs.is_some() && cfg.nodes.len() >= 2 {
+        let keys = wipe_scenario(&db, &rec, &mut nemesis, &cfg, next_proc).await;
+        next_proc += 10;
+        for k in keys {
+            if !final_keys.contains(&k) {
+                final_keys.push(k);
+            }
+        }
+    }
     if !stopped
         && cfg.add_wins_scenario
         && cfg.workloads.contains(&WorkloadKind::Set)
@@ -411,7 +474,7 @@ pub async fn run<D: Db>(
             converged_after_ms: converged_after.map(|d| d.as_millis() as u64),
             waited_ms: heal.elapsed().as_millis() as u64,
         });
-        if let Some(rest) = cfg.quiescence.checked_sub(heal.elapsed()) {
+        if let Some(rest) = quiescence.checked_sub(heal.elapsed()) {
             tokio::time::sleep(rest).await;
         }
         // Final reads: every key on every node, a few attempts each.
@@ -453,8 +516,82 @@ pub async fn run<D: Db>(
     })
 }
 
+/// Added to the largest clock offset ahead of real time when sizing the
+/// final wait: covers the peers' `max_clock_offset` slack and their retry
+/// interval for deferred deltas.
+pub const CLOCK_QUIESCENCE_MARGIN: Duration = Duration::from_secs(5);
+
 /// Tries per final read before giving up on a (key, node).
 pub const FINAL_READ_ATTEMPTS: usize = 3;
+
+/// Local writes the negative control makes on the isolated node, per
+/// workload.
+pub const WIPE_WRITES: usize = 3;
+
+/// The negative control (see [`RunConfig::wipe_control`]): isolate the first
+/// node, acknowledge [`WIPE_WRITES`] `local` writes per workload there (a
+/// counter add of +5, a new set member, a register write on a key of its
+/// own, so LWW must pick it), kill it, delete its data directory, restart it
+/// and heal. Returns the keys written, for the final reads.
+async fn wipe_scenario<D: Db>(
+    db: &Arc<D>,
+    rec: &Arc<Recorder>,
+    nemesis: &mut Nemesis<D>,
+    cfg: &RunConfig,
+    process: u64,
+) -> Vec<(WorkloadKind, String)> {
+    let a = cfg.nodes[0].clone();
+    let others: Vec<String> = cfg.nodes.iter().filter(|n| **n != a).cloned().collect();
+    nemesis
+        .run(&NemesisOp::StartPartition {
+            spec: PartitionSpec::One,
+            grudge: complete_grudge(&[vec![a.clone()], others]),
+        })
+        .await;
+    let tag = Some(json!({"scenario": "wipe-data"}));
+    let mut p = process;
+    let mut keys = Vec::new();
+    for kind in &cfg.workloads {
+        let key = match kind {
+            WorkloadKind::Counter => WorkloadKind::Counter.key(0),
+            WorkloadKind::Set => WorkloadKind::Set.key(0),
+            WorkloadKind::Register => "register-wipe".to_string(),
+        };
+        for i in 0..WIPE_WRITES {
+            let (f, value) = match kind {
+                WorkloadKind::Counter => (F::Add, json!(5)),
+                WorkloadKind::Set => (F::Add, json!(format!("wipe-{i}"))),
+                WorkloadKind::Register => (F::Write, json!(format!("wipe-{i}-p{p}"))),
+            };
+            let planned = Planned {
+                workload: *kind,
+                f,
+                key: key.clone(),
+                value,
+                meta: tag.clone(),
+            };
+            let c = record_op(
+                db.as_ref(),
+                rec,
+                p,
+                &a,
+                Level::Local,
+                &planned,
+                false,
+                cfg.op_timeout,
+            )
+            .await;
+            if c.kind == OpType::Info {
+                p += 1;
+            }
+        }
+        keys.push((*kind, key));
+    }
+    nemesis.run(&NemesisOp::WipeData { node: a }).await;
+    nemesis.run(&NemesisOp::Start).await;
+    nemesis.run(&NemesisOp::StopPartition).await;
+    keys
+}
 
 /// The scripted add-wins check: add e on A; wait until B has it; read it on
 /// A; isolate A; re-add e on B, then remove e on A (which never saw the
@@ -653,14 +790,27 @@ mod tests {
         };
         let mut n = 0;
         let mut prev = Duration::ZERO;
-        while let Some(t) = p.next() {
+        while let Some(t) = p.next(Duration::ZERO) {
             assert!(t - prev < Duration::from_millis(10));
             prev = t;
             n += 1;
         }
         // Mean gap 5 ms over 1 s: about 200 ops.
         assert!((100..400).contains(&n), "{n}");
+        // Behind schedule: missed slots are dropped, not burst; nothing past
+        // the limit.
+        p.next = Duration::ZERO;
+        let t = p.next(Duration::from_millis(500)).unwrap();
+        assert!(t >= Duration::ZERO);
+        p.next = Duration::ZERO;
+        p.limit = Duration::from_secs(10);
+        let t = p.next(Duration::from_secs(5)).unwrap();
+        assert!(t >= Duration::from_secs(5), "re-based: {t:?}");
+        assert!(p.next(Duration::from_secs(10)).is_none());
         assert!("mixed".parse::<ConsistencyChoice>().is_ok());
+        assert_eq!(register_key_level("register-0"), Level::Local);
+        assert_eq!(register_key_level("register-6"), Level::Quorum);
+        assert_eq!(register_key_level("register-wipe"), Level::Local);
         assert!("all".parse::<ConsistencyChoice>().is_err());
     }
 }

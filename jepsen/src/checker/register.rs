@@ -5,6 +5,15 @@
 //!   failed is `fail-visible`; a read's `meta.hlc` must equal the timestamp
 //!   the write was acknowledged with (`hlc-mismatch`); one `(time, node)`
 //!   carrying two values is a `timestamp-collision`.
+//! * **Promised writes** (`stale-reads`): an ok read must return a state at
+//!   least as new as every acknowledged write promised to it
+//!   ([`super::counter::must_observe`]: acknowledged before the read began,
+//!   quorum→quorum, `all` on either side, or local/leader write and
+//!   local/leader read served by the acknowledging node). Register states
+//!   are LWW, so "sees the write" means the read's `(hlc.time, hlc.node)` is
+//!   ≥ the write's (a later write may have replaced it); a null read with no
+//!   timestamp is older than any write. This holds under clock skew too: a
+//!   join only ever keeps the larger timestamp.
 //! * **Final state** (reads with `final: true` on every node after heal):
 //!   all equal (`divergent`), and the value must be the LWW winner: the write
 //!   with the largest `(hlc.time, hlc.node)` among acknowledged writes and
@@ -24,8 +33,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Value, json};
 
+use super::counter::must_observe;
 use super::{CheckContext, CheckResult, Checker, MAX_LISTED, Validity};
-use crate::history::{Call, F, History, Hlc, WorkloadKind};
+use crate::history::{Call, F, History, Hlc, Level, WorkloadKind};
 
 /// Per-key op limit for the linearizability search: WGL is exponential in
 /// concurrency; Jepsen keeps register keys to ~20 ops.
@@ -149,6 +159,8 @@ impl Checker for RegisterChecker {
         let mut lost_writes = Vec::new();
         let mut undetermined = Vec::new();
         let mut missing_final = Vec::new();
+        let mut stale = Vec::new();
+        let mut stale_count = 0usize;
         let mut lin_checked = 0usize;
         let mut lin_invalid = Vec::new();
         let mut lin_unknown = Vec::new();
@@ -218,6 +230,43 @@ impl Checker for RegisterChecker {
             for (h, vs) in &values_at {
                 if vs.len() > 1 {
                     collisions.push(json!({"key": key, "hlc": h, "values": vs}));
+                }
+            }
+
+            // Promised writes.
+            for r in &reads {
+                let read_hlc = r.result().hlc();
+                if r.result().value.is_string() && read_hlc.is_none() {
+                    continue; // a value without its timestamp: nothing to compare
+                }
+                let r_level = r.level().unwrap_or(Level::Local);
+                for w in writes.values() {
+                    if !w.is_ok() || w.cmp_index() >= r.inv.index {
+                        continue;
+                    }
+                    let Some(wh) = w.result().hlc() else { continue };
+                    if !must_observe(
+                        w.level().unwrap_or(Level::Local),
+                        w.serving_node(),
+                        r_level,
+                        r.serving_node(),
+                    ) {
+                        continue;
+                    }
+                    if read_hlc.is_none_or(|rh| rh < wh) {
+                        stale_count += 1;
+                        if stale.len() < MAX_LISTED {
+                            stale.push(json!({
+                                "key": key,
+                                "read": {"index": r.inv.index, "level": r_level,
+                                         "node": r.serving_node(), "value": r.result().value,
+                                         "hlc": read_hlc},
+                                "write": {"index": w.inv.index, "level": w.level(),
+                                          "node": w.serving_node(), "value": w.inv.value,
+                                          "hlc": wh},
+                            }));
+                        }
+                    }
                 }
             }
 
@@ -298,7 +347,8 @@ impl Checker for RegisterChecker {
         undetermined.sort();
         undetermined.dedup();
 
-        let invalid = !garbage.is_empty()
+        let invalid = stale_count > 0
+            || !garbage.is_empty()
             || !fail_visible.is_empty()
             || !mismatch.is_empty()
             || !collisions.is_empty()
@@ -318,6 +368,8 @@ impl Checker for RegisterChecker {
             .with("garbage-reads", &garbage)
             .with("fail-visible", &fail_visible)
             .with("hlc-mismatch", &mismatch)
+            .with("stale-read-count", stale_count)
+            .with("stale-reads", &stale)
             .with("timestamp-collisions", &collisions)
             .with(
                 "final",
@@ -413,6 +465,38 @@ mod tests {
         assert_eq!(r.get("linearizable").unwrap()["checked-keys"], json!(1));
     }
 
+    /// A quorum read after an acknowledged quorum write must be at least as
+    /// new; the same stale read at `local` elsewhere is allowed.
+    #[test]
+    fn promised_write_missing_from_a_read_is_stale() {
+        let mut h = H::new();
+        write(&mut h, 0, "a", OpType::Ok, Some((10, 1)));
+        write(&mut h, 0, "b", OpType::Ok, Some((20, 1)));
+        read(&mut h, 1, Some("a"), Some((10, 1)));
+        finals(&mut h, Some("b"), Some((20, 1)));
+        let r = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.valid, Validity::False);
+        assert_eq!(r.get("stale-read-count").unwrap(), &json!(1));
+        assert_eq!(
+            r.get("stale-reads").unwrap()[0]["write"]["value"],
+            json!("b")
+        );
+        // A local read on n2 may lag behind n1's quorum write.
+        let mut h = H::new();
+        write(&mut h, 0, "a", OpType::Ok, Some((10, 1)));
+        write(&mut h, 0, "b", OpType::Ok, Some((20, 1)));
+        h.invoke(1, F::Read, K, Value::Null).at(Level::Local, "n2");
+        h.ok(1, F::Read, K, json!("a")).at(Level::Local, "n2");
+        h.with(|o| o.meta = Some(hlc(10, 1)));
+        finals(&mut h, Some("b"), Some((20, 1)));
+        let r = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.valid, Validity::True, "{}", r.to_json());
+    }
+
     #[test]
     fn stale_read_is_not_linearizable() {
         let mut h = H::new();
@@ -423,7 +507,13 @@ mod tests {
         let r = check(&h);
         assert_eq!(r.valid, Validity::False);
         assert_eq!(r.get("linearizable").unwrap()["invalid-keys"], json!([K]));
-        // Not eligible: the same history passes (LWW allows stale local reads).
+        // Not eligible for linearizability, and the stale read at `local` on
+        // another node: passes (LWW allows stale local reads).
+        for o in &mut h.ops {
+            if o.f == F::Read && !o.is_final {
+                o.consistency = Some(Level::Local);
+            }
+        }
         let r = RegisterChecker
             .check(&h.build(), &CheckContext::new())
             .unwrap();

@@ -12,14 +12,28 @@
 //!    second time with `linearizable? true` over the adds and reads at
 //!    `quorum`/`all` only (`set-full-strong`): there a stale element is invalid.
 //!    Elements that were removed are only judged on the reads that completed
-//!    before the remove was invoked (set-full knows only adds).
-//! 2. **duplicated**: any element appearing more than once in one read is an
+//!    before the remove was invoked (set-full knows only adds). In the
+//!    plain (non-strong) run such an element is never called lost: set-full's
+//!    "a later read missed it" is evidence of loss only when some later read
+//!    is bound to show the element again (the final reads, for an element
+//!    nobody removed); a lagging `local` read followed by a remove is what
+//!    DESIGN.md §7 allows. Those elements are reported as `removed-unsettled`,
+//!    and reads that *were* promised to see them are judged by (2).
+//! 2. **must-observe**: every ok read must contain every element with an ok
+//!    add that completed before the read began and that the read's level is
+//!    promised to observe ([`super::counter::must_observe`], the same rule as
+//!    the counter's lower bound: quorum add → quorum read, `all` either side,
+//!    local/leader add → local/leader read served by the node that
+//!    acknowledged it), unless a remove of it (not known to fail) was invoked
+//!    before the read completed. A miss is `missed` (a lost or not-yet-visible
+//!    acknowledged add the design promised to show).
+//! 3. **duplicated**: any element appearing more than once in one read is an
 //!    error (Jepsen's own duplicate detector can never fire: it keeps
 //!    frequencies `< 1`).
-//! 3. **unexpected**: an element read that was never attempted in that key.
+//! 4. **unexpected**: an element read that was never attempted in that key.
 //!    **fail-visible**: an element all of whose adds failed, seen in a read.
 //!    **recovered** (fine, reported): an indeterminate add that showed up.
-//! 4. **Final state** (reads with `final: true`, every node, after heal):
+//! 5. **Final state** (reads with `final: true`, every node, after heal):
 //!    all final reads equal (`divergent` otherwise), and per element:
 //!    * *must be present* when some ok add A could not have been observed by
 //!      any remove that was not known to fail: the remove completed before A
@@ -41,6 +55,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::{Value, json};
 
+use super::counter::must_observe;
 use super::faults::{self, Family, Window};
 use super::{CheckContext, CheckResult, Checker, MAX_LISTED, Validity};
 use crate::history::{Call, F, History, Level, Op, OpType, WorkloadKind};
@@ -120,7 +135,7 @@ struct SfOutcome {
     last_absent: Option<At>,
 }
 
-fn sf_element_results(e: &SfElement) -> SfOutcome {
+fn sf_element_results(e: &SfElement, strong: bool) -> SfOutcome {
     let stable = e.last_present.is_some()
         && e.last_absent.map_or(-1i128, |a| a.index as i128)
             < e.last_present.map_or(-1i128, |p| p.index as i128);
@@ -129,6 +144,10 @@ fn sf_element_results(e: &SfElement) -> SfOutcome {
         && e.last_present.map_or(-1i128, |p| p.index as i128)
             < e.last_absent.map_or(-1i128, |a| a.index as i128)
         && e.known.map_or(0, |k| k.index) < e.last_absent.map_or(0, |a| a.index);
+    // See the module docs: without a promise that later reads see it, a
+    // removed element missing from its last reads is not lost.
+    let unsettled = lost && !strong && e.window_end != u64::MAX;
+    let lost = lost && !unsettled;
     let known_time = e.known.map_or(0, |k| k.time);
     let ns_to_ms = |ns: u64| ns / 1_000_000;
     let stable_latency = stable.then(|| {
@@ -145,6 +164,8 @@ fn sf_element_results(e: &SfElement) -> SfOutcome {
             "stable"
         } else if lost {
             "lost"
+        } else if unsettled {
+            "removed-unsettled"
         } else {
             "never-read"
         },
@@ -176,7 +197,10 @@ pub fn frequency_distribution(points: &[f64], values: &[u64]) -> Option<BTreeMap
 
 /// Jepsen's `set-full-results`.
 fn sf_results(linearizable: bool, elements: &[SfElement]) -> CheckResult {
-    let rs: Vec<SfOutcome> = elements.iter().map(sf_element_results).collect();
+    let rs: Vec<SfOutcome> = elements
+        .iter()
+        .map(|e| sf_element_results(e, linearizable))
+        .collect();
     let of = |o: &'static str| rs.iter().filter(move |r| r.outcome == o);
     let stale: Vec<&SfOutcome> = of("stable")
         .filter(|r| r.stable_latency.unwrap_or(0) > 0)
@@ -204,6 +228,7 @@ fn sf_results(linearizable: bool, elements: &[SfElement]) -> CheckResult {
         .with("stable-count", stable_count)
         .with("lost-count", lost.len())
         .with("lost", listed(lost))
+        .with("removed-unsettled-count", of("removed-unsettled").count())
         .with("never-read-count", of("never-read").count())
         .with(
             "never-read",
@@ -395,6 +420,53 @@ impl Checker for SetChecker {
             .collect();
 
         let (full, _) = set_full(history, &reads, &window_end, false);
+
+        // must-observe.
+        let mut missed: Vec<Value> = Vec::new();
+        let mut missed_count = 0usize;
+        let mut by_key: BTreeMap<&str, Vec<(&Elem, &ElemOps<'_>)>> = BTreeMap::new();
+        for (e, o) in &elems {
+            by_key.entry(e.0.as_str()).or_default().push((e, o));
+        }
+        for idx in &reads_in_order {
+            let (r, members) = &reads[idx];
+            let Some(key) = r.inv.key.as_deref() else {
+                continue;
+            };
+            let r_level = r.level().unwrap_or(Level::Local);
+            let present: HashSet<&str> = members.iter().map(String::as_str).collect();
+            for (e, o) in by_key.get(key).into_iter().flatten() {
+                if present.contains(e.1.as_str()) {
+                    continue;
+                }
+                let promised = o.adds.iter().find(|a| {
+                    a.is_ok()
+                        && a.cmp_index() < r.inv.index
+                        && must_observe(
+                            a.level().unwrap_or(Level::Local),
+                            a.serving_node(),
+                            r_level,
+                            r.serving_node(),
+                        )
+                });
+                let Some(a) = promised else { continue };
+                if o.removes
+                    .iter()
+                    .any(|x| !x.is_fail() && x.inv.index < r.cmp_index())
+                {
+                    continue;
+                }
+                missed_count += 1;
+                if missed.len() < MAX_LISTED {
+                    missed.push(json!({
+                        "element": elem_name(e),
+                        "add": {"index": a.cmp_index(), "level": a.level(), "node": a.serving_node()},
+                        "read": {"index": r.inv.index, "level": r_level, "node": r.serving_node(),
+                                 "final": r.inv.is_final},
+                    }));
+                }
+            }
+        }
         let (strong, strong_any) = set_full(history, &reads, &window_end, true);
         let strong_reads = reads.values().any(|(c, _)| is_strong(c.inv.consistency));
 
@@ -552,7 +624,8 @@ impl Checker for SetChecker {
         if strong_applicable {
             valid.push(strong.valid);
         }
-        let hard_errors = !duplicated.is_empty()
+        let hard_errors = missed_count > 0
+            || !duplicated.is_empty()
             || !unexpected.is_empty()
             || !fail_visible.is_empty()
             || !divergent.is_empty()
@@ -569,6 +642,8 @@ impl Checker for SetChecker {
         let cap = |s: BTreeSet<String>| -> Vec<String> { s.into_iter().take(MAX_LISTED).collect() };
         let mut r = CheckResult::new(Validity::merge(valid))
             .with("set-full", full.to_json())
+            .with("missed-count", missed_count)
+            .with("missed", &missed)
             .with("duplicated-count", duplicated.len())
             .with("duplicated", &duplicated)
             .with("unexpected-count", unexpected.len())
@@ -689,6 +764,38 @@ mod tests {
         assert_eq!(finding_list(&r, &["set-full", "lost"]), vec!["set-0/a"]);
         assert_eq!(finding_list(&r, &["final", "lost"]), vec!["set-0/a"]);
         assert!(r.get("set-full").unwrap()["lost-latencies"].is_object());
+    }
+
+    /// A lagging local read elsewhere, then a remove: not lost (nothing
+    /// promised that read the element, and no later read had to show it
+    /// again). The same miss on the acknowledging node is `missed`.
+    #[test]
+    fn lagging_read_then_remove_is_not_lost_but_a_promised_miss_is() {
+        let mut base = H::new();
+        add(&mut base, 0, "a", "n1", Level::Local, OpType::Ok);
+        add(&mut base, 0, "b", "n1", Level::Local, OpType::Ok);
+        read(&mut base, 1, "n1", Level::Local, &["a", "b"]);
+        let mut h = H {
+            ops: base.ops.clone(),
+        };
+        read(&mut h, 2, "n2", Level::Local, &[]); // n2 lags: allowed
+        remove(&mut h, 1, "a", "n1", OpType::Ok);
+        final_reads(&mut h, &["b"]);
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::True, "{}", r.to_json());
+        let sf = r.get("set-full").unwrap();
+        assert_eq!(sf["lost-count"], json!(0));
+        assert_eq!(sf["removed-unsettled-count"], json!(1));
+        let mut h = H {
+            ops: base.ops.clone(),
+        };
+        read(&mut h, 2, "n1", Level::Local, &["b"]); // n1 acknowledged a
+        remove(&mut h, 1, "a", "n1", OpType::Ok);
+        final_reads(&mut h, &["b"]);
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::False);
+        assert_eq!(r.get("missed-count").unwrap(), &json!(1));
+        assert_eq!(r.get("missed").unwrap()[0]["element"], json!("set-0/a"));
     }
 
     /// A read concurrent with the add that misses it is never-read, not lost
