@@ -13,7 +13,11 @@ fn main() {
     let mut config = EngineConfig::new(dir.path());
     config.durability = Durability::Periodic(Duration::from_millis(500));
     let engine = Engine::open(config, PhysicalTime::system(0)).expect("open");
-    let keys: Vec<ObjectKey> = (0..10_000)
+    let key_count: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let keys: Vec<ObjectKey> = (0..key_count)
         .map(|i| ObjectKey::new(Kind::Register, format!("key-{i:012}").into_bytes()).unwrap())
         .collect();
     let value = vec![0x5a; 100];
@@ -24,7 +28,7 @@ fn main() {
     for i in 0..n {
         engine
             .apply(
-                &keys[i % keys.len()],
+                &keys[(i * 7_919) % keys.len()],
                 Op::Put(value.clone()),
                 PhysicalTime::system(0),
             )
