@@ -155,7 +155,7 @@ fn examples_dir() -> PathBuf {
 #[test]
 fn bench_scenarios_run() {
     let bin = meridian_bin();
-    let runs: [&[&str]; 3] = [
+    let runs: [&[&str]; 4] = [
         &[
             "bench",
             "--target",
@@ -193,6 +193,20 @@ fn bench_scenarios_run() {
             "--warmup",
             "0s",
             "--quiet",
+        ],
+        &[
+            "bench",
+            "geo",
+            "--rounds",
+            "1",
+            "--clients",
+            "1",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--rate",
+            "10",
         ],
     ];
     for args in runs {
