@@ -517,7 +517,8 @@ impl Mesh {
             .ok_or_else(|| MeshError::NotConnected(peer.to_string()))?;
         let fut = async {
             if conditioning.delay_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(conditioning.delay_ms)).await;
+                sleep_until_precise(Instant::now() + Duration::from_millis(conditioning.delay_ms))
+                    .await;
             }
             let rpc_err = |message: String| MeshError::Rpc {
                 peer: peer.to_string(),
@@ -1103,7 +1104,7 @@ async fn serve_rpc(
     };
     let response = handler.handle(link.name.clone(), request).await;
     if conditioning.delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(conditioning.delay_ms)).await;
+        sleep_until_precise(Instant::now() + Duration::from_millis(conditioning.delay_ms)).await;
     }
     let mut frame = Vec::with_capacity(4 + response.len());
     frame.extend_from_slice(&(response.len() as u32).to_le_bytes());
@@ -1149,7 +1150,7 @@ async fn write_loop(
                     Some(m) => Some(m),
                     None => return,
                 },
-                _ = tokio::time::sleep_until(at.into()) => None,
+                _ = sleep_until_precise(at) => None,
             },
         };
         // The conditioning in force now (it may have changed while waiting).
@@ -1188,6 +1189,26 @@ async fn write_loop(
                 .bytes_sent
                 .fetch_add(frame.len() as u64, Ordering::Relaxed);
         }
+    }
+}
+
+/// Sleeps until `at`, to within a fraction of a millisecond, for link
+/// conditioning. tokio's timer wheel has 1 ms ticks and rounds every
+/// deadline up, so an emulated 40 ms hop took 40.5–42 ms: over a quorum
+/// round trip (two hops) that was ≈ 2 ms of the ≈ 3.7 ms measured above
+/// the emulated RTT (`meridian bench geo`). The last stretch is slept on a
+/// blocking-pool thread instead, which the kernel's high-resolution timers
+/// wake on time. Dropping the future early (a `select!` taking another
+/// branch) leaves at most that short sleep running, harmlessly.
+async fn sleep_until_precise(at: Instant) {
+    /// More than the timer wheel's worst lateness.
+    const COARSE_MARGIN: Duration = Duration::from_millis(2);
+    if let Some(early) = at.checked_sub(COARSE_MARGIN) {
+        tokio::time::sleep_until(early.into()).await;
+    }
+    let now = Instant::now();
+    if at > now {
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(at - now)).await;
     }
 }
 
