@@ -1179,6 +1179,7 @@ async fn write_loop(
         };
         // The conditioning in force now (it may have changed while waiting).
         let conditioning = shared.link_to(&link.region);
+        let timer_fired = incoming.is_none();
         if let Some(m) = incoming {
             let due = Instant::now() + Duration::from_millis(conditioning.delay_ms);
             delayed.push_back((due, m));
@@ -1190,14 +1191,17 @@ async fn write_loop(
                 }
             }
         }
+        // Send what is due when the timer fires (it honours FLUSH_GAP), or
+        // at once on an undelayed link; a delayed message is never due on
+        // arrival.
         let now = Instant::now();
         let mut batch: Vec<PeerMessage> = Vec::new();
-        if conditioning.delay_ms == 0 || now >= last_flush + FLUSH_GAP {
+        if timer_fired || conditioning.delay_ms == 0 {
             while delayed.front().is_some_and(|(at, _)| *at <= now) {
                 batch.push(delayed.pop_front().unwrap().1);
             }
         }
-        if !batch.is_empty() && conditioning.delay_ms > 0 {
+        if !batch.is_empty() {
             last_flush = now;
         }
         if conditioning.cut {
@@ -1221,7 +1225,8 @@ async fn write_loop(
     }
 }
 
-/// A pending [`sleep_until_precise`].
+/// `write_loop`'s pending wake-up: a [`sleep_until_precise`] or tokio's
+/// coarse sleep.
 type Wakeup = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The least time between two sends of delayed (link-conditioned) messages
