@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use meridian_cli::init::{InitArgs, PlannedNode, write_cluster};
 use meridian_client::{Client, ClientConfig};
 use meridian_server::config::{DurabilityMode, NodeConfig, NodeFile, PlacementRule};
-use meridian_server::init::{InitArgs, PlannedNode, write_cluster};
 
 /// The regions of a test cluster, in `meridian init` order: node `i` of a
 /// one-node-per-region cluster is `<REGIONS[i]>-1`.

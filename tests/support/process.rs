@@ -44,7 +44,7 @@ pub fn meridian_bin() -> PathBuf {
     let built = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let Some(bin_time) = built(&bin) else {
         panic!(
-            "{} does not exist: build it with `cargo build -p meridian-server` \
+            "{} does not exist: build it with `cargo build -p meridian-cli` \
              (`cargo test --workspace` does), or set MERIDIAN_BIN",
             bin.display()
         );
@@ -68,7 +68,7 @@ pub fn meridian_bin() -> PathBuf {
     {
         panic!(
             "{} was built before {} changed, this test after: rebuild it with \
-             `cargo build -p meridian-server` (`cargo test --workspace` does), \
+             `cargo build -p meridian-cli` (`cargo test --workspace` does), \
              or set MERIDIAN_BIN",
             bin.display(),
             newer.display()

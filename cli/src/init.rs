@@ -36,7 +36,7 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
-use crate::config::{
+use meridian_server::config::{
     self, DEFAULT_MAX_CLIENT_CONNECTIONS, DEFAULT_MAX_CLOCK_OFFSET_MS,
     DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION, DEFAULT_PERIODIC_MS, DEFAULT_REQUEST_TIMEOUT_MS,
     HostPort, MAX_CLUSTER_NODES, NodeFile,
@@ -81,10 +81,10 @@ pub struct InitArgs {
     pub force: bool,
 }
 
-#[cfg(test)]
 impl InitArgs {
-    /// Defaults as on the command line, for unit tests.
-    pub(crate) fn for_test(dir: &Path, regions: &[&str]) -> InitArgs {
+    /// Defaults as on the command line, for tests.
+    #[doc(hidden)]
+    pub fn for_test(dir: &Path, regions: &[&str]) -> InitArgs {
         InitArgs {
             dir: dir.to_owned(),
             regions: regions.iter().map(|r| (*r).to_owned()).collect(),

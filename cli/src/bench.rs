@@ -59,8 +59,8 @@ use clap::{Args, Subcommand};
 use meridian_client::{ClientConfig, Consistency};
 use serde::{Deserialize, Serialize};
 
-use crate::config::DurabilityMode;
 use cluster::{ClusterSpec, LocalCluster};
+use meridian_server::config::DurabilityMode;
 use stats::{RunStats, Table, fmt_ms, fmt_rate};
 use target::{Backend, KeySpace, Target, Workload};
 
@@ -153,7 +153,7 @@ pub struct ClusterArgs {
     #[arg(long, value_enum, default_value = "sync")]
     pub durability: BenchDurability,
     /// Fsync interval with --durability periodic, in milliseconds.
-    #[arg(long, default_value_t = crate::config::DEFAULT_PERIODIC_MS)]
+    #[arg(long, default_value_t = meridian_server::config::DEFAULT_PERIODIC_MS)]
     pub periodic_ms: u64,
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use meridian_client::{Client, ClientConfig, NodeStatus};
 
-use crate::cli::DEFAULT_CLIENT_CONFIG;
+use crate::request::DEFAULT_CLIENT_CONFIG;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {

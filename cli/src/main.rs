@@ -1,5 +1,5 @@
 //! The `meridian` command: parses arguments, installs the tracing
-//! subscriber, and runs one subcommand from the `meridian_server` library.
+//! subscriber, and runs one subcommand from the `meridian_cli` library.
 //!
 //! Exit codes: 0 on success, 1 on an error or a usage error (one
 //! `error: ...` line on stderr). `meridian cli` adds 2 (the request failed
@@ -28,18 +28,18 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Create a cluster directory: CA, node and client certificates, configs.
-    Init(meridian_server::init::InitArgs),
+    Init(meridian_cli::init::InitArgs),
     /// Run one node.
     Serve(ServeArgs),
     /// Run one client operation against the cluster.
-    Cli(meridian_server::cli::CliArgs),
+    Cli(meridian_cli::request::CliArgs),
     /// Show the cluster at a glance.
-    Status(meridian_server::status::StatusArgs),
+    Status(meridian_cli::status::StatusArgs),
     /// Start a local three-region cluster with simulated WAN latency and
     /// take a guided tour of it.
-    Demo(meridian_server::demo::DemoArgs),
+    Demo(meridian_cli::demo::DemoArgs),
     /// Generate load against a cluster.
-    Bench(Box<meridian_server::bench::BenchArgs>),
+    Bench(Box<meridian_cli::bench::BenchArgs>),
 }
 
 /// Arguments of `meridian serve`.
@@ -83,8 +83,8 @@ fn main() -> ExitCode {
         .init();
 
     match cli.command {
-        Command::Cli(args) => return meridian_server::cli::run(args),
-        Command::Status(args) => return meridian_server::status::run(args),
+        Command::Cli(args) => return meridian_cli::request::run(args),
+        Command::Status(args) => return meridian_cli::status::run(args),
         _ => {}
     }
 
@@ -100,13 +100,13 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Init(args) => Ok(meridian_server::init::run(args)?),
+        Command::Init(args) => Ok(meridian_cli::init::run(args)?),
         Command::Serve(ServeArgs {
             config,
             allow_debug_clock,
-        }) => meridian_server::serve::run(&config, allow_debug_clock),
+        }) => meridian_cli::serve::run(&config, allow_debug_clock),
         Command::Cli(_) | Command::Status(_) => unreachable!("handled in main"),
-        Command::Demo(args) => meridian_server::demo::run(args),
-        Command::Bench(args) => meridian_server::bench::run(*args),
+        Command::Demo(args) => meridian_cli::demo::run(args),
+        Command::Bench(args) => meridian_cli::bench::run(*args),
     }
 }

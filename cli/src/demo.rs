@@ -52,9 +52,9 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{Barrier, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{self, DebugConfig, LinkRule, NodeConfig, NodeFile};
 use crate::init::{InitArgs, InitError};
-use crate::node::{Node, ServeOptions};
+use meridian_server::config::{self, DebugConfig, LinkRule, NodeConfig, NodeFile};
+use meridian_server::node::{Node, ServeOptions};
 
 /// The demo's regions, in node order (one node each, `<region>-1`).
 pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];

@@ -19,9 +19,9 @@ use meridian_client::ClientConfig;
 use meridian_engine::Engine;
 use meridian_replication::mesh::Link;
 
-use crate::config::{DurabilityMode, NodeConfig, NodeFile};
 use crate::init::{InitArgs, write_cluster};
-use crate::node::{Node, ServeOptions};
+use meridian_server::config::{DurabilityMode, NodeConfig, NodeFile};
+use meridian_server::node::{Node, ServeOptions};
 
 /// Whole-cluster start attempts (a probed port may be taken meanwhile).
 const START_ATTEMPTS: usize = 3;

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::config::NodeConfig;
-use crate::node::{Node, ServeOptions};
+use meridian_server::config::NodeConfig;
+use meridian_server::node::{Node, ServeOptions};
 
 /// Loads the config, starts the node and serves until a signal arrives.
 pub fn run(config_path: &Path, allow_debug_clock: bool) -> Result<()> {

@@ -31,7 +31,7 @@ use super::load::{self, LoadSpec};
 use super::stats::{Latency, RunStats, Table, fmt_ms, fmt_ratio, fmt_signed_ms, median, ratio};
 use super::target::{Backend, KeySpace, Workload};
 use super::{ClusterArgs, DEFAULT_MAX_OPS, MAX_CLIENTS, MAX_ROUNDS, parse_duration};
-use crate::coordinator::required_replicas;
+use meridian_server::coordinator::required_replicas;
 
 /// The demo's regions, in node order.
 pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
