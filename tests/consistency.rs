@@ -1,4 +1,4 @@
-//! End-to-end consistency levels (DESIGN.md section 7) on three in-process
+//! End-to-end consistency levels (docs/architecture.md section 7) on three in-process
 //! nodes, one per region, for every object type.
 //!
 //! Address blocks (`127.31.<block>.x`): 10 level promises, 11 a node down,

@@ -183,7 +183,7 @@ impl Client {
         let span = tracing::debug_span!(
             "request",
             op = op_name(&request.op),
-            key_len = key_of(&request.op).map(<[u8]>::len),
+            key_len = request.op.key().map(<[u8]>::len),
             consistency = %request.consistency,
             timeout_ms = request.timeout_ms,
             node = tracing::field::Empty,
@@ -435,46 +435,7 @@ impl Shared {
 
 /// Checks a request against the limits, so that nothing oversized is sent.
 fn check_request(op: &Operation) -> Result<(), Error> {
-    if let Some(key) = key_of(op)
-        && key.len() > wire::MAX_KEY_BYTES
-    {
-        return Err(Error::InvalidArgument(format!(
-            "key of {} bytes exceeds the {}-byte limit",
-            key.len(),
-            wire::MAX_KEY_BYTES
-        )));
-    }
-    match op {
-        Operation::SetAdd { members, .. } | Operation::SetRemove { members, .. } => {
-            let mut total = 0usize;
-            for (i, member) in members.iter().enumerate() {
-                if member.len() > wire::MAX_VALUE_BYTES {
-                    return Err(Error::InvalidArgument(format!(
-                        "set member #{} is {} bytes, over the {}-byte limit",
-                        i + 1,
-                        member.len(),
-                        wire::MAX_VALUE_BYTES
-                    )));
-                }
-                total += member.len();
-            }
-            if total > wire::MAX_OBJECT_BYTES {
-                return Err(Error::InvalidArgument(format!(
-                    "members total {total} bytes, over the {}-byte object limit",
-                    wire::MAX_OBJECT_BYTES
-                )));
-            }
-        }
-        Operation::RegisterPut { value, .. } if value.len() > wire::MAX_VALUE_BYTES => {
-            return Err(Error::InvalidArgument(format!(
-                "register value is {} bytes, over the {}-byte limit",
-                value.len(),
-                wire::MAX_VALUE_BYTES
-            )));
-        }
-        _ => {}
-    }
-    Ok(())
+    wire::check(op).map_err(|e| Error::InvalidArgument(e.to_string()))
 }
 
 /// Checks that the reply's value is the kind the operation produces.
@@ -506,20 +467,6 @@ fn check_reply(op: &Operation, reply: &Reply) -> Result<(), Error> {
 }
 
 /// The operation's key, if it has one.
-fn key_of(op: &Operation) -> Option<&[u8]> {
-    match op {
-        Operation::CounterIncr { key, .. }
-        | Operation::CounterRead { key }
-        | Operation::SetAdd { key, .. }
-        | Operation::SetRemove { key, .. }
-        | Operation::SetRead { key }
-        | Operation::RegisterPut { key, .. }
-        | Operation::RegisterGet { key }
-        | Operation::Delete { key, .. } => Some(key),
-        Operation::Status | Operation::DebugClockOffset { .. } => None,
-    }
-}
-
 /// A short name of the operation, for logs and errors.
 fn op_name(op: &Operation) -> &'static str {
     match op {

@@ -225,16 +225,14 @@ pub(crate) async fn exchange(
         .map_err(|e| ExchangeError::Protocol(format!("undecodable response: {e}")))
 }
 
-/// Reads one frame (length prefix, then at most [`wire::MAX_FRAME_BYTES`]
-/// of payload) and returns the payload.
+/// Reads one response frame (at most [`wire::MAX_FRAME_BYTES`]).
 async fn read_frame(recv: &mut RecvStream) -> Result<Vec<u8>, ExchangeError> {
-    let mut prefix = [0u8; 4];
-    recv.read_exact(&mut prefix).await.map_err(read_failure)?;
-    let len = wire::frame_len(prefix, wire::MAX_FRAME_BYTES)
-        .map_err(|e| ExchangeError::Protocol(e.to_string()))?;
-    let mut payload = vec![0u8; len];
-    recv.read_exact(&mut payload).await.map_err(read_failure)?;
-    Ok(payload)
+    wire::read_frame(recv, wire::MAX_FRAME_BYTES)
+        .await
+        .map_err(|e| match e {
+            wire::ReadFrameError::Read(e) => read_failure(e),
+            wire::ReadFrameError::Length(e) => ExchangeError::Protocol(e.to_string()),
+        })
 }
 
 fn read_failure(e: quinn::ReadExactError) -> ExchangeError {

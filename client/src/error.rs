@@ -12,7 +12,7 @@
 //!   the way to find out.
 //!
 //! The client never retries a write on its own once any of its bytes may
-//! have reached a server (DESIGN.md section 7, "errors are honest").
+//! have reached a server (docs/architecture.md section 7, "errors are honest").
 
 use crate::wire::WireError;
 

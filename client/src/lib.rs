@@ -43,7 +43,7 @@
 //!
 //! # Consistency levels
 //!
-//! Let N be the object's replica set size and Q = ⌊N/2⌋ + 1 (DESIGN.md
+//! Let N be the object's replica set size and Q = ⌊N/2⌋ + 1 (docs/architecture.md
 //! section 7). Levels are per request: [`RequestBuilder::consistency`], or the
 //! client's default ([`ClientConfig::with_consistency`], `local` unless set).
 //!

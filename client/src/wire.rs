@@ -43,6 +43,12 @@ pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// Largest object (a whole set), in bytes.
 pub const MAX_OBJECT_BYTES: usize = 16 << 20;
 
+/// Largest number of members one set add or remove may name: bounds the
+/// work one request does under its object lock. The node's engine enforces
+/// the same number (the node crate asserts at compile time that every limit
+/// here equals the engine's).
+pub const MAX_MEMBERS_PER_OP: usize = 10_000;
+
 /// The type of an object. `(kind, key)` is an object's identity: a counter
 /// and a set may share a key without conflict.
 #[derive(
@@ -95,7 +101,7 @@ impl std::str::FromStr for Kind {
     }
 }
 
-/// Per-request consistency level (DESIGN.md section 7).
+/// Per-request consistency level (docs/architecture.md section 7).
 #[derive(
     Clone,
     Copy,
@@ -240,6 +246,74 @@ impl Operation {
                 | Operation::DebugClockOffset { .. }
         )
     }
+
+    /// The key the operation names, if it names one.
+    pub fn key(&self) -> Option<&[u8]> {
+        match self {
+            Operation::CounterIncr { key, .. }
+            | Operation::CounterRead { key }
+            | Operation::SetAdd { key, .. }
+            | Operation::SetRemove { key, .. }
+            | Operation::SetRead { key }
+            | Operation::RegisterPut { key, .. }
+            | Operation::RegisterGet { key }
+            | Operation::Delete { key, .. } => Some(key),
+            Operation::Status | Operation::DebugClockOffset { .. } => None,
+        }
+    }
+}
+
+/// A request over a size limit: the client refuses to send it and the node
+/// refuses it before doing any work (as `InvalidArgument`, definite).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("key of {len} bytes exceeds the {MAX_KEY_BYTES}-byte limit")]
+    Key { len: usize },
+    #[error("set member #{number} is {len} bytes, over the {MAX_VALUE_BYTES}-byte limit")]
+    Member { number: usize, len: usize },
+    #[error("{count} members in one operation, over the {MAX_MEMBERS_PER_OP}-member limit")]
+    Members { count: usize },
+    #[error("members total {total} bytes, over the {MAX_OBJECT_BYTES}-byte object limit")]
+    MembersBytes { total: usize },
+    #[error("register value is {len} bytes, over the {MAX_VALUE_BYTES}-byte limit")]
+    Value { len: usize },
+}
+
+/// Checks an operation against the size limits: the one check the client
+/// runs before sending and the node runs before any work.
+pub fn check(op: &Operation) -> Result<(), LimitError> {
+    if let Some(key) = op.key()
+        && key.len() > MAX_KEY_BYTES
+    {
+        return Err(LimitError::Key { len: key.len() });
+    }
+    match op {
+        Operation::SetAdd { members, .. } | Operation::SetRemove { members, .. } => {
+            if members.len() > MAX_MEMBERS_PER_OP {
+                return Err(LimitError::Members {
+                    count: members.len(),
+                });
+            }
+            let mut total = 0usize;
+            for (i, member) in members.iter().enumerate() {
+                if member.len() > MAX_VALUE_BYTES {
+                    return Err(LimitError::Member {
+                        number: i + 1,
+                        len: member.len(),
+                    });
+                }
+                total += member.len();
+            }
+            if total > MAX_OBJECT_BYTES {
+                return Err(LimitError::MembersBytes { total });
+            }
+        }
+        Operation::RegisterPut { value, .. } if value.len() > MAX_VALUE_BYTES => {
+            return Err(LimitError::Value { len: value.len() });
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// A hybrid-logical-clock timestamp: `time` is a 64-bit NTP timestamp
@@ -445,6 +519,32 @@ pub fn frame_len(prefix: [u8; 4], max: usize) -> Result<usize, DecodeError> {
         return Err(DecodeError::TooLarge { len, max });
     }
     Ok(len)
+}
+
+/// Why [`read_frame`] got no frame.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadFrameError {
+    /// The stream ended, was reset, or the connection was lost.
+    #[error("{0}")]
+    Read(#[from] quinn::ReadExactError),
+    /// The length prefix is over the limit: nothing more was read.
+    #[error("{0}")]
+    Length(#[from] DecodeError),
+}
+
+/// Reads one `[len][payload]` frame from a QUIC stream, refusing (without
+/// reading or allocating it) a payload over `max` bytes. The one frame
+/// reader of the client protocol, used by the client and the node.
+pub async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<Vec<u8>, ReadFrameError> {
+    let mut prefix = [0u8; 4];
+    recv.read_exact(&mut prefix).await?;
+    let len = frame_len(prefix, max)?;
+    let mut payload = vec![0u8; len];
+    recv.read_exact(&mut payload).await?;
+    Ok(payload)
 }
 
 #[cfg(test)]

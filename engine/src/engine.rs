@@ -616,6 +616,13 @@ impl Engine {
                 Some(&n) => n,
                 None => inner.applied.lock().unwrap().max_counter(stream) + 1,
             };
+            // Dense numbering: the next dot of our own stream is never one
+            // this replica already holds (a gap or a reuse would let two
+            // deltas share a dot, and peers would drop one of them).
+            debug_assert!(
+                next > inner.applied.lock().unwrap().max_counter(stream),
+                "local dot {next} of {stream} is already applied"
+            );
             let record = Record {
                 dot: Dot::new(stream, next),
                 hlc,
@@ -844,7 +851,19 @@ impl Engine {
 
     /// Dots applied here durably: what this node may acknowledge.
     pub fn durable(&self) -> CausalContext {
-        self.inner.durable.lock().unwrap().clone()
+        let durable = self.inner.durable.lock().unwrap().clone();
+        // durable ⊆ applied: a dot is published as durable only after it was
+        // applied (the fsync callback is registered after the apply).
+        #[cfg(debug_assertions)]
+        {
+            let applied = self.applied();
+            debug_assert!(
+                durable.cloud().all(|d| applied.contains(d))
+                    && applied.vector().dominates(durable.vector()),
+                "durable dots not applied"
+            );
+        }
+        durable
     }
 
     /// Deltas of the groups `wants` admits that `have` lacks, in batches.
@@ -909,6 +928,7 @@ impl Engine {
             let lsn = in_flight.first().copied().unwrap_or(end).min(end);
             (end, lsn, self.applied())
         };
+
         // Streams are recorded before their dots are published.
         let streams = inner.streams.lock().unwrap().clone();
         // A timestamp no earlier than any issued or observed so far (a

@@ -115,14 +115,12 @@ impl fmt::Debug for ObjectKey {
 
 impl ObjectKey {
     pub fn new(kind: Kind, key: impl Into<Vec<u8>>) -> Result<ObjectKey> {
-        let key = key.into();
-        if key.len() > MAX_KEY_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit",
-                key.len()
-            )));
-        }
-        Ok(ObjectKey { kind, key })
+        let object = ObjectKey {
+            kind,
+            key: key.into(),
+        };
+        object.validate()?;
+        Ok(object)
     }
 
     pub fn kind(&self) -> Kind {

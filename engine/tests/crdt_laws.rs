@@ -1,5 +1,5 @@
 //! Property tests for the CRDT laws the whole system leans on
-//! (DESIGN.md §2, §9): for the counter, the set and the register,
+//! (docs/architecture.md §2, §9): for the counter, the set and the register,
 //!
 //! * joins of full states are commutative, associative and idempotent, and
 //!   so are joins of deltas (in any order, grouped any way, twice);

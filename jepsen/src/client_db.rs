@@ -2,7 +2,7 @@
 //! (no failover), so a process's requests go exactly where the history says
 //! and a node that is down shows up as that node's errors.
 //!
-//! Mapping (the client's own rules, DESIGN.md §7 "errors are honest"):
+//! Mapping (the client's own rules, docs/architecture.md §7 "errors are honest"):
 //!
 //! * `Ok(read)` → [`Outcome::Ok`] with `meta.node` = the node that served it
 //!   (`Read::node`: the coordinator, or the leader for `leader`) and, for

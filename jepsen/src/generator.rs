@@ -17,7 +17,7 @@
 //! 2^(2+U[0,10)) ms (4 ms to 4 s), same log-uniform shape. **This departs from
 //! Jepsen on purpose**: a Meridian node whose clock runs more than
 //! `max_clock_offset` (500 ms) ahead has its deltas *deferred* by its peers
-//! until real time catches up (DESIGN.md §3) — nothing is lost, but after a
+//! until real time catches up (docs/architecture.md §3) — nothing is lost, but after a
 //! +X s skew the cluster needs ≈ X s after the reset to converge, so a 288 s
 //! bump would only make every run wait minutes before its final reads.
 //! Strobe period 2^U[0,10) ms and duration U[0,32) s are Jepsen's. Node

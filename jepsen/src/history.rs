@@ -137,7 +137,7 @@ impl F {
     }
 }
 
-/// A request's consistency level (DESIGN.md §7).
+/// A request's consistency level (docs/architecture.md §7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {

@@ -2,7 +2,7 @@
 //! Meridian. It drives real `meridian` processes ([`cluster`]) through a
 //! [`db::Db`] interface with [`workload`]s, injects faults ([`nemesis`],
 //! scheduled by [`generator`], network faults through [`net`]), records a
-//! Jepsen-format [`history`], checks it against DESIGN.md §7 ([`checker`])
+//! Jepsen-format [`history`], checks it against docs/architecture.md §7 ([`checker`])
 //! and writes a Jepsen-shaped store ([`report`]).
 //!
 //! Guarantees: every written value is unique, so each observed value names

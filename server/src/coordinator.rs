@@ -1,5 +1,5 @@
 //! The coordinator: gives each client request its consistency level
-//! (DESIGN.md section 7).
+//! (docs/architecture.md section 7).
 //!
 //! Let N be the size of the object's replica set (placement) and Q = ⌊N/2⌋+1.
 //!
@@ -40,6 +40,15 @@ use tokio::sync::oneshot;
 
 use crate::metrics::RequestMetrics;
 use crate::rpc::{PeerRequest, PeerResponse};
+
+// The client protocol's limits are the engine's: a request that passes
+// `wire::check` is never refused by the engine for its size.
+const _: () = {
+    assert!(wire::MAX_KEY_BYTES == meridian_engine::MAX_KEY_BYTES);
+    assert!(wire::MAX_VALUE_BYTES == meridian_engine::MAX_VALUE_BYTES);
+    assert!(wire::MAX_OBJECT_BYTES == meridian_engine::MAX_OBJECT_BYTES);
+    assert!(wire::MAX_MEMBERS_PER_OP == meridian_engine::MAX_MEMBERS_PER_OP);
+};
 
 /// How many replicas a request at `level` needs, of `n`. The one place
 /// quorum arithmetic lives.
@@ -186,6 +195,10 @@ impl Coordinator {
     }
 
     async fn execute_inner(self: &Arc<Self>, req: Request, forwarded: bool) -> Response {
+        // Size limits before any work, whichever door the request came in by.
+        if let Err(e) = wire::check(&req.op) {
+            return Response::Err(invalid(e.to_string()));
+        }
         let timeout = self.timeout_of(&req);
         let level = req.consistency;
         let (key, action) = match &req.op {

@@ -56,16 +56,10 @@ impl std::fmt::Debug for ClientListener {
 
 /// Reads one `[len][payload]` frame, capped at `max`.
 async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Vec<u8>, String> {
-    let mut prefix = [0u8; 4];
-    recv.read_exact(&mut prefix)
-        .await
-        .map_err(|e| format!("reading frame length: {e}"))?;
-    let len = wire::frame_len(prefix, max).map_err(|e| e.to_string())?;
-    let mut payload = vec![0u8; len];
-    recv.read_exact(&mut payload)
-        .await
-        .map_err(|e| format!("reading frame: {e}"))?;
-    Ok(payload)
+    wire::read_frame(recv, max).await.map_err(|e| match e {
+        wire::ReadFrameError::Read(e) => format!("reading frame: {e}"),
+        wire::ReadFrameError::Length(e) => e.to_string(),
+    })
 }
 
 async fn reply<T>(send: &mut SendStream, msg: &T)
@@ -284,65 +278,9 @@ impl ClientListener {
                 return;
             }
         };
-        if let Err(message) = validate(&request) {
-            reply(
-                &mut send,
-                &Response::Err(WireError::InvalidArgument { message }),
-            )
-            .await;
-            return;
-        }
         let response = self.coordinator.execute(request, false).await;
         reply(&mut send, &response).await;
     }
-}
-
-/// Size limits, checked before any work.
-pub fn validate(req: &Request) -> Result<(), String> {
-    use wire::{MAX_KEY_BYTES, MAX_OBJECT_BYTES, MAX_VALUE_BYTES, Operation};
-    let key = match &req.op {
-        Operation::CounterIncr { key, .. }
-        | Operation::CounterRead { key }
-        | Operation::SetAdd { key, .. }
-        | Operation::SetRemove { key, .. }
-        | Operation::SetRead { key }
-        | Operation::RegisterPut { key, .. }
-        | Operation::RegisterGet { key }
-        | Operation::Delete { key, .. } => Some(key),
-        Operation::Status | Operation::DebugClockOffset { .. } => None,
-    };
-    if let Some(key) = key
-        && key.len() > MAX_KEY_BYTES
-    {
-        return Err(format!(
-            "key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit",
-            key.len()
-        ));
-    }
-    match &req.op {
-        Operation::SetAdd { members, .. } | Operation::SetRemove { members, .. } => {
-            if let Some(m) = members.iter().find(|m| m.len() > MAX_VALUE_BYTES) {
-                return Err(format!(
-                    "set member of {} bytes exceeds the {MAX_VALUE_BYTES}-byte limit",
-                    m.len()
-                ));
-            }
-            let total: usize = members.iter().map(Vec::len).sum();
-            if total > MAX_OBJECT_BYTES {
-                return Err(format!(
-                    "{total} bytes of members exceed the {MAX_OBJECT_BYTES}-byte object limit"
-                ));
-            }
-        }
-        Operation::RegisterPut { value, .. } if value.len() > MAX_VALUE_BYTES => {
-            return Err(format!(
-                "value of {} bytes exceeds the {MAX_VALUE_BYTES}-byte limit",
-                value.len()
-            ));
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 struct Decrement(Arc<AtomicU64>);

@@ -4,7 +4,7 @@
 //! For every ok read r of a key (value v):
 //!
 //! * `Must(r)`: ok adds that completed before r was invoked *and* that r's
-//!   level is promised to observe ([`must_observe`], from DESIGN.md §7).
+//!   level is promised to observe ([`must_observe`], from docs/architecture.md §7).
 //! * `May(r)`: adds not known to have failed, invoked before r completed
 //!   (`info` adds stay possible forever).
 //! * v must be in `ΣMust + SubsetSums(May \ Must)`, computed exactly with
@@ -34,7 +34,7 @@ use crate::history::{Call, History, Level, WorkloadKind};
 
 /// Whether a read at `read_level` served by `read_node` is promised to
 /// observe a write acknowledged at `write_level` by `write_node` that
-/// completed before the read began (DESIGN.md §7):
+/// completed before the read began (docs/architecture.md §7):
 ///
 /// * `all` writes are durable on every replica: every later read sees them.
 /// * `quorum` writes: seen by `quorum` and `all` reads (quorum intersection).

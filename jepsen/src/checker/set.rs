@@ -17,7 +17,7 @@
 //!    "a later read missed it" is evidence of loss only when some later read
 //!    is bound to show the element again (the final reads, for an element
 //!    nobody removed); a lagging `local` read followed by a remove is what
-//!    DESIGN.md §7 allows. Those elements are reported as `removed-unsettled`,
+//!    docs/architecture.md §7 allows. Those elements are reported as `removed-unsettled`,
 //!    and reads that *were* promised to see them are judged by (2).
 //! 2. **must-observe**: every ok read must contain every element with an ok
 //!    add that completed before the read began and that the read's level is
