@@ -128,3 +128,53 @@ pub(super) fn coalesce(batch: Vec<PeerMessage>) -> Vec<PeerMessage> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use meridian_engine::{Engine, EngineConfig, Kind, ObjectKey, Op, PhysicalTime};
+
+    use super::*;
+
+    /// Large values are counted: deltas that together exceed the peer frame
+    /// cap are never merged into one frame, and nothing is lost or reordered.
+    #[test]
+    fn coalesced_frames_stay_under_the_peer_frame_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(
+            EngineConfig::new(dir.path()),
+            PhysicalTime::from_unix_ms(1_800_000_000_000),
+        )
+        .unwrap();
+        let now = PhysicalTime::from_unix_ms(1_800_000_000_000);
+        let mut batch = Vec::new();
+        for i in 0..40 {
+            let key = ObjectKey::new(Kind::Register, format!("big{i}")).unwrap();
+            let big = engine
+                .apply(&key, Op::Put(vec![7u8; 1 << 20]), now)
+                .unwrap();
+            let counter = ObjectKey::new(Kind::Counter, format!("c{i}")).unwrap();
+            let small = engine.apply(&counter, Op::Incr(1), now).unwrap();
+            for record in [big.record, small.record] {
+                batch.push(PeerMessage::Deltas {
+                    records: vec![record],
+                    catch_up: false,
+                    more: false,
+                });
+            }
+        }
+        let dots = |msgs: &[PeerMessage]| -> Vec<_> {
+            msgs.iter()
+                .flat_map(|m| match m {
+                    PeerMessage::Deltas { records, .. } => records.iter().map(|r| r.dot),
+                    _ => unreachable!(),
+                })
+                .collect()
+        };
+        let before = dots(&batch);
+        let out = coalesce(batch);
+        assert_eq!(dots(&out), before);
+        for msg in &out {
+            assert!(msg.to_frame().len() - 4 <= MAX_PEER_FRAME_BYTES);
+        }
+    }
+}
