@@ -195,8 +195,8 @@ pub struct PeerReport {
 /// [`Output::PeerReady`]); a delta goes to the ready peers that replicate
 /// its group. Reading it takes no lock (one atomic load per peer), so the
 /// writing thread pushes straight to the peers' send queues and the
-/// protocol thread is not woken per write (that wake-up cost local writes
-/// 40% in `meridian bench`).
+/// protocol thread is not woken per write (with that wake-up, 16 clients'
+/// local writes ran at 15k ops/s instead of 25k, commit c3f722f).
 #[derive(Debug)]
 pub struct PushTargets {
     placement: Arc<Placement>,
