@@ -8,7 +8,8 @@
 
 use meridian_engine::codec::{self, DecodeError};
 use meridian_engine::{
-    CausalContext, GroupId, MAX_KEY_BYTES, NodeId, ObjectKey, ObjectState, Record, VersionVector,
+    CausalContext, Delta, GroupId, MAX_KEY_BYTES, NodeId, ObjectKey, ObjectState, Record,
+    VersionVector,
 };
 
 /// Largest peer frame, in bytes: one whole object (16 MiB) plus framing
@@ -126,6 +127,26 @@ impl PeerMessage {
         Ok(())
     }
 
+    /// About how many bytes the message encodes to, without encoding it
+    /// (for batching and queue bounds). An estimate: the archive adds
+    /// small per-field overheads this only approximates; values, keys and
+    /// members, which dominate large messages, are counted exactly.
+    pub fn estimated_bytes(&self) -> usize {
+        let context = |c: &CausalContext| 16 * c.entries();
+        16 + match self {
+            PeerMessage::Hello(h) => 64 + h.node.len() + context(&h.applied) + context(&h.durable),
+            PeerMessage::Deltas { records, .. } => records.iter().map(record_bytes).sum(),
+            PeerMessage::Ack(a) => 16 + context(&a.applied) + context(&a.durable),
+            PeerMessage::Want { have } => context(have),
+            PeerMessage::FullSync { objects, .. } => {
+                objects.iter().map(|(k, s)| state_bytes(k, s)).sum()
+            }
+            PeerMessage::FullSyncDone {
+                vector, streams, ..
+            } => 16 + 16 * vector.len() + 16 * streams.len(),
+        }
+    }
+
     /// The frame for this message.
     pub fn to_frame(&self) -> Vec<u8> {
         let mut out = vec![0u8; 4];
@@ -147,6 +168,32 @@ impl PeerMessage {
         msg.validate()?;
         Ok(msg)
     }
+}
+
+/// About how many bytes one record (a delta) encodes to.
+pub fn record_bytes(r: &Record) -> usize {
+    64 + r.key.key().len()
+        + match &r.delta {
+            Delta::Counter(c) => 48 * c.origins(),
+            Delta::Set(s) => {
+                s.entries
+                    .iter()
+                    .map(|(m, d)| m.len() + 16 * d.len() + 8)
+                    .sum::<usize>()
+                    + 16 * s.context.entries()
+            }
+            Delta::Register(r) => r.value.as_ref().map_or(0, Vec::len),
+        }
+}
+
+/// About how many bytes one object's full state encodes to.
+pub fn state_bytes(key: &ObjectKey, state: &ObjectState) -> usize {
+    64 + key.key().len()
+        + match state {
+            ObjectState::Counter(c) => 48 * c.origins(),
+            ObjectState::Set(s) => s.cost() as usize + 16 * s.context().entries(),
+            ObjectState::Register(r) => r.value.as_ref().map_or(0, Vec::len),
+        }
 }
 
 /// Checks a frame's length prefix.

@@ -4,16 +4,25 @@
 //! replica must converge, no delta may take effect twice (counters equal
 //! the exact sum of acknowledged increments), and keys pinned to one region
 //! must never reach another.
-
+//!
+//! The simulated driver takes the paths the mesh takes: a local write is
+//! pushed through the protocol's published [`PushTargets`] (as
+//! `Mesh::push` does, with no input to the machine), every
+//! [`Output::PeerReady`] is checked against those targets, and quorum
+//! waits go through [`Waits`] and [`Input::Wait`] / [`Output::WaitProgress`]
+//! with a driver-side timeout and [`Input::Cancel`], as `Mesh::wait_durable`
+//! does. Every progress report is checked against the peers' real durable
+//! state: a wait never counts an ack before the peer's engine is durable.
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use meridian_engine::{
-    Durability, Engine, EngineConfig, GroupId, Kind, ObjectKey, Op, PhysicalTime, Value,
+    Dot, Durability, Engine, EngineConfig, GroupId, Kind, ObjectKey, Op, PhysicalTime, Record,
+    Value,
 };
 use meridian_replication::message::PeerMessage;
-use meridian_replication::protocol::full_sync_messages;
+use meridian_replication::protocol::{PushTargets, Waits, full_sync_messages};
 use meridian_replication::{
     Input, Lane, NodeInfo, Now, Output, Placement, ProtocolConfig, Replicator, Rule,
 };
@@ -25,11 +34,27 @@ const BASE_UNIX_MS: u64 = 1_800_000_000_000;
 struct Node {
     name: String,
     replicator: Replicator,
+    /// The machine's published push decision (what `Mesh::push` reads).
+    push_targets: Arc<PushTargets>,
+    /// This node's pending quorum waits (what `Mesh::wait_durable` keeps).
+    waits: Waits<()>,
     engine: Engine,
     durable_flag: Arc<AtomicBool>,
     /// Added to the shared virtual clock for this node's physical time.
     skew_ms: i64,
     _dir: tempfile::TempDir,
+}
+
+/// A quorum wait as its caller sees it.
+struct SimWait {
+    node: usize,
+    dot: Dot,
+    peers: Vec<String>,
+    needed: usize,
+    /// When the caller gives up (virtual ms).
+    timeout_at: u64,
+    /// How many acks, and when, once it finished or timed out.
+    result: Option<(usize, u64)>,
 }
 
 struct InFlight {
@@ -60,6 +85,9 @@ struct Sim {
     expected_counts: BTreeMap<Vec<u8>, i64>,
     /// Members added and never removed, per set key.
     expected_members: BTreeMap<Vec<u8>, BTreeSet<Vec<u8>>>,
+    /// Quorum waits by token (unique across nodes).
+    sim_waits: BTreeMap<u64, SimWait>,
+    next_token: u64,
     delivered: u64,
     dropped: u64,
     duplicated: u64,
@@ -107,6 +135,8 @@ impl Sim {
             next_sync: 1,
             expected_counts: BTreeMap::new(),
             expected_members: BTreeMap::new(),
+            sim_waits: BTreeMap::new(),
+            next_token: 1,
             delivered: 0,
             dropped: 0,
             duplicated: 0,
@@ -134,6 +164,8 @@ impl Sim {
             let replicator = Replicator::new(pc, engine.clone(), placement.clone(), now);
             sim.nodes.push(Node {
                 name: info.name.clone(),
+                push_targets: replicator.push_targets(),
+                waits: Waits::default(),
                 replicator,
                 engine,
                 durable_flag: Arc::new(AtomicBool::new(false)),
@@ -207,7 +239,103 @@ impl Sim {
             Output::Disconnect { peer, reason } => {
                 panic!("{} disconnected {peer}: {reason}", self.nodes[from].name);
             }
-            Output::WaitProgress { .. } | Output::PeerReady { .. } => {}
+            Output::PeerReady { peer, ready } => {
+                assert_eq!(
+                    self.nodes[from].push_targets.is_ready(&peer),
+                    ready,
+                    "{}: PeerReady({peer}) disagrees with the published push targets",
+                    self.nodes[from].name
+                );
+            }
+            Output::WaitProgress { token, acked, done } => {
+                let w = &self.sim_waits[&token];
+                let durable = self.durable_count(w.dot, &w.peers);
+                assert!(
+                    acked <= durable,
+                    "wait {token}: {acked} acks reported, only {durable} peers durable"
+                );
+                assert!(acked <= w.needed, "wait {token}: counted past {}", w.needed);
+                let finished = self.nodes[from].waits.progress(token, acked, done);
+                if let Some(((), acked)) = finished {
+                    let now = self.now_ms;
+                    self.sim_waits.get_mut(&token).unwrap().result = Some((acked, now));
+                }
+            }
+        }
+    }
+
+    /// How many of `peers` have `dot` durably (their engines' own view).
+    fn durable_count(&self, dot: Dot, peers: &[String]) -> usize {
+        peers
+            .iter()
+            .filter(|p| self.nodes[self.index(p)].engine.durable().contains(dot))
+            .count()
+    }
+
+    /// A locally applied write on node `i` goes out as the mesh sends it:
+    /// to the targets the machine published, without an input to it.
+    fn push(&mut self, i: usize, record: &Record) {
+        let mut sends = Vec::new();
+        self.nodes[i]
+            .push_targets
+            .push(record, |peer, msg| sends.push((peer.to_string(), msg)));
+        for (peer, msg) in sends {
+            let to = self.index(&peer);
+            self.send(i, to, msg);
+        }
+    }
+
+    /// Starts a quorum wait on node `i` as `Mesh::wait_durable` does:
+    /// `needed` of `peers` must hold `dot` durably within `timeout_ms`.
+    fn wait_durable(
+        &mut self,
+        i: usize,
+        dot: Dot,
+        peers: Vec<String>,
+        needed: usize,
+        timeout_ms: u64,
+    ) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.sim_waits.insert(
+            token,
+            SimWait {
+                node: i,
+                dot,
+                peers: peers.clone(),
+                needed,
+                timeout_at: self.now_ms + timeout_ms,
+                result: None,
+            },
+        );
+        self.nodes[i].waits.register(token, needed, ());
+        let deadline_ms = self.now_ms + timeout_ms + 1_000;
+        self.input(
+            i,
+            Input::Wait {
+                token,
+                dot,
+                peers,
+                needed,
+                deadline_ms,
+            },
+        );
+        token
+    }
+
+    /// Gives up on waits whose caller timed out, as `Mesh::wait_durable`.
+    fn expire_waits(&mut self) {
+        let expired: Vec<(u64, usize)> = self
+            .sim_waits
+            .iter()
+            .filter(|(_, w)| w.result.is_none() && self.now_ms >= w.timeout_at)
+            .map(|(&t, w)| (t, w.node))
+            .collect();
+        for (token, i) in expired {
+            self.input(i, Input::Cancel { token });
+            let acked = self.nodes[i].waits.cancel(token);
+            let now = self.now_ms;
+            self.sim_waits.get_mut(&token).unwrap().result = Some((acked, now));
         }
     }
 
@@ -296,6 +424,7 @@ impl Sim {
             let peer = self.nodes[f.from].name.clone();
             self.input(f.to, Input::Message { peer, msg: f.msg });
         }
+        self.expire_waits();
         for i in 0..self.nodes.len() {
             if self.nodes[i].durable_flag.swap(false, Ordering::SeqCst) {
                 self.input(i, Input::Durable);
@@ -345,7 +474,7 @@ impl Sim {
                     .unwrap()
             }
         };
-        self.input(i, Input::LocalApplied(applied.record));
+        self.push(i, &applied.record);
     }
 
     fn keys(&self) -> Vec<ObjectKey> {
@@ -609,7 +738,7 @@ fn pinned_keys_stay_in_their_region() {
             .engine
             .apply(&k, Op::Add(vec![format!("pii-{i}").into_bytes()]), now)
             .unwrap();
-        sim.input(eu, Input::LocalApplied(a.record));
+        sim.push(eu, &a.record);
         sim.step();
     }
     sim.settle(10_000);
@@ -630,4 +759,99 @@ fn pinned_keys_stay_in_their_region() {
         }
         let _ = GroupId(0);
     }
+}
+
+/// Steps (with a little real time for the engines' background fsyncs)
+/// until wait `token` has a result; returns it and the virtual time at
+/// which `needed` of its peers first held the dot durably, if they did.
+fn run_wait(sim: &mut Sim, token: u64, max_ms: u64) -> ((usize, u64), Option<u64>) {
+    let start = sim.now_ms;
+    let mut quorum_durable_at = None;
+    loop {
+        let w = &sim.sim_waits[&token];
+        let (dot, peers, needed) = (w.dot, w.peers.clone(), w.needed);
+        if quorum_durable_at.is_none() && sim.durable_count(dot, &peers) >= needed {
+            quorum_durable_at = Some(sim.now_ms);
+        }
+        if let Some(result) = sim.sim_waits[&token].result {
+            return (result, quorum_durable_at);
+        }
+        assert!(sim.now_ms - start < max_ms, "wait {token} never finished");
+        sim.step();
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+}
+
+fn counter_write(sim: &mut Sim, i: usize, key: &str) -> Record {
+    let k = ObjectKey::new(Kind::Counter, key).unwrap();
+    let now = sim.physical(0);
+    let a = sim.nodes[i].engine.apply(&k, Op::Incr(1), now).unwrap();
+    *sim.expected_counts
+        .entry(key.as_bytes().to_vec())
+        .or_default() += 1;
+    a.record
+}
+
+/// A quorum write through the production push and wait paths: the wait
+/// completes when, and only when, enough peers have the write durably;
+/// a partition that leaves too few peers makes it time out with the acks
+/// it did get, and the late ack after healing is ignored.
+#[test]
+fn quorum_wait_completes_when_enough_peers_are_durable() {
+    let mut sim = Sim::new(21, 3, 1 << 20, 60_000);
+    sim.connect_all();
+    for _ in 0..100 {
+        sim.step();
+    }
+    let (b, c) = (sim.nodes[1].name.clone(), sim.nodes[2].name.clone());
+    for peer in [&b, &c] {
+        assert!(sim.nodes[0].push_targets.is_ready(peer), "{peer} not ready");
+    }
+    let peers = vec![b.clone(), c.clone()];
+
+    for needed in [1, 2] {
+        let record = counter_write(&mut sim, 0, &format!("q{needed}"));
+        let dot = record.dot;
+        sim.push(0, &record);
+        let token = sim.wait_durable(0, dot, peers.clone(), needed, 2_000);
+        let ((acked, done_at), durable_at) = run_wait(&mut sim, token, 3_000);
+        assert_eq!(acked, needed, "wait for {needed} returned {acked}");
+        let durable_at = durable_at.expect("done before a quorum was durable");
+        // An ack leaves on the next durability callback and takes at most
+        // the network's delay (5 ms) plus the step it is handled in.
+        assert!(
+            done_at <= durable_at + 15,
+            "wait for {needed} finished at {done_at}, a quorum was durable at {durable_at}"
+        );
+        assert!(sim.nodes[0].waits.is_empty());
+    }
+
+    // Cut C off: only B can ack.
+    let ci = sim.index(&c);
+    sim.partition(&[ci]);
+    assert!(!sim.nodes[0].push_targets.is_ready(&c));
+    let record = counter_write(&mut sim, 0, "q-partitioned");
+    let dot = record.dot;
+    sim.push(0, &record);
+    let started = sim.now_ms;
+    let token = sim.wait_durable(0, dot, peers.clone(), 2, 300);
+    let ((acked, done_at), _) = run_wait(&mut sim, token, 1_000);
+    assert_eq!(acked, 1, "only B could ack");
+    assert_eq!(done_at, started + 300, "gave up at the timeout");
+    assert!(!sim.nodes[ci].engine.durable().contains(dot));
+    assert!(sim.nodes[0].waits.is_empty());
+
+    // Healed, C pulls the write; the cancelled wait stays finished.
+    sim.settle(10_000);
+    let start = sim.now_ms;
+    while sim.durable_count(dot, &peers) < 2 {
+        assert!(sim.now_ms - start < 5_000, "C never made the write durable");
+        sim.step();
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    for _ in 0..100 {
+        sim.step();
+    }
+    assert_eq!(sim.sim_waits[&token].result, Some((1, started + 300)));
+    sim.check_invariants();
 }

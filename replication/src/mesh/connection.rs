@@ -1,0 +1,348 @@
+//! Connections: accepting and dialing peers, and reading what they send.
+//!
+//! The node whose name sorts first dials; the other accepts. Either way the
+//! peer's identity is the node name in its certificate, and only the
+//! cluster's configured nodes are kept. [`run_link`] owns one connection:
+//! it installs the link's writers, tells the protocol, reads the peer's
+//! streams until the connection ends, then tears down. A newer connection
+//! to the same peer replaces an older one. Every frame goes through
+//! [`read_frame`], the mesh's one length-prefixed frame reader. Limits:
+//! dialing backs off up to [`DIAL_BACKOFF_MAX`]; a peer that sends an
+//! invalid frame is disconnected (and redials or is redialed).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use quinn::{Connection, RecvStream, VarInt};
+use tokio::sync::mpsc;
+
+use super::rpc::serve_rpc;
+use super::writer::{Writers, write_loop};
+use super::{
+    CLOSE_PROTOCOL, CLOSE_REPLACED, CLOSE_UNKNOWN, PEER_QUEUE, PeerLink, STREAM_BULK,
+    STREAM_CONTROL, Shared, mono_ms,
+};
+use crate::message::{PeerMessage, frame_len};
+use crate::protocol::{Input, Lane};
+use crate::tls;
+
+/// Concurrent incoming RPCs served per connection; more wait (QUIC
+/// stream limits apply beyond that).
+const RPC_CONCURRENCY: usize = 512;
+
+/// Wait between dial attempts to an unreachable peer.
+const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Why reading a frame failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum FrameError {
+    /// The connection went away (its end is reported elsewhere).
+    #[error("connection lost: {0}")]
+    Lost(quinn::ConnectionError),
+    /// The peer sent something invalid or the stream broke.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Reads one `[len: u32 LE][payload]` frame, its length checked by
+/// [`frame_len`] before anything is allocated; `Ok(None)` at a clean end
+/// of the stream.
+pub(super) async fn read_frame(recv: &mut RecvStream) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut prefix = [0u8; 4];
+    match recv.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(e))) => {
+            return Err(FrameError::Lost(e));
+        }
+        Err(e) => return Err(FrameError::Invalid(e.to_string())),
+    }
+    let len = frame_len(prefix).map_err(FrameError::Invalid)?;
+    let mut payload = vec![0u8; len];
+    recv.read_exact(&mut payload)
+        .await
+        .map_err(|e| FrameError::Invalid(e.to_string()))?;
+    Ok(Some(payload))
+}
+
+pub(super) async fn accept_loop(shared: Arc<Shared>) {
+    let mut stop = shared.shutdown.subscribe();
+    loop {
+        let incoming = tokio::select! {
+            i = shared.endpoint.accept() => i,
+            _ = stop.changed() => return,
+        };
+        let Some(incoming) = incoming else {
+            return;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "peer handshake failed");
+                    return;
+                }
+            };
+            match tls::peer_identity(&conn) {
+                Ok(name) if shared.peers.contains_key(&name) => {
+                    let link = shared.peers[&name].clone();
+                    run_link(shared, link, conn).await;
+                }
+                Ok(name) => {
+                    tracing::warn!(peer = %name, "refusing a node that is not in this cluster");
+                    conn.close(VarInt::from_u32(CLOSE_UNKNOWN), b"unknown node");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, remote = %conn.remote_address(), "refusing a peer without a node certificate");
+                    conn.close(VarInt::from_u32(CLOSE_UNKNOWN), b"not a node");
+                }
+            }
+        });
+    }
+}
+
+pub(super) async fn dial_loop(shared: Arc<Shared>, link: Arc<PeerLink>) {
+    let mut stop = shared.shutdown.subscribe();
+    let mut backoff = DIAL_BACKOFF_MIN;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let connected = link.conn.lock().unwrap().is_some();
+        if connected {
+            tokio::select! {
+                _ = link.lost.notified() => {}
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        }
+        if shared.conditions.is_cut(&link.region) {
+            tokio::select! {
+                _ = tokio::time::sleep(DIAL_BACKOFF_MIN) => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        }
+        match dial(&shared, &link).await {
+            Ok(conn) => {
+                backoff = DIAL_BACKOFF_MIN;
+                let shared = shared.clone();
+                let link2 = link.clone();
+                tokio::spawn(async move { run_link(shared, link2, conn).await });
+                // Give the link time to register before checking again.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                tracing::debug!(peer = %link.name, error = %e, "dial failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(DIAL_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+async fn dial(shared: &Shared, link: &PeerLink) -> Result<Connection, String> {
+    let addr = tokio::net::lookup_host(&link.address)
+        .await
+        .map_err(|e| format!("resolving {}: {e}", link.address))?
+        .next()
+        .ok_or_else(|| format!("{} resolves to nothing", link.address))?;
+    let connecting = shared
+        .endpoint
+        .connect_with(shared.client_config.clone(), addr, &link.name)
+        .map_err(|e| e.to_string())?;
+    let conn = tokio::time::timeout(Duration::from_secs(3), connecting)
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let name = tls::peer_identity(&conn).map_err(|e| e.to_string())?;
+    if name != link.name {
+        conn.close(VarInt::from_u32(CLOSE_UNKNOWN), b"wrong node");
+        return Err(format!("{} answered as {name}", link.address));
+    }
+    Ok(conn)
+}
+
+/// Runs one connection until it closes.
+async fn run_link(shared: Arc<Shared>, link: Arc<PeerLink>, conn: Connection) {
+    let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
+    let (control_tx, control_rx) = mpsc::channel(PEER_QUEUE);
+    let (bulk_tx, bulk_rx) = mpsc::channel(PEER_QUEUE);
+    let replaced = {
+        let mut slot = link.conn.lock().unwrap();
+        let old = slot.replace((generation, conn.clone()));
+        *link.writer.lock().unwrap() = Some(Writers {
+            control: control_tx,
+            bulk: bulk_tx,
+        });
+        old
+    };
+    if let Some((_, old)) = replaced {
+        old.close(
+            VarInt::from_u32(CLOSE_REPLACED),
+            b"replaced by a newer connection",
+        );
+        let _ = shared
+            .inputs
+            .send(Input::Disconnected {
+                peer: link.name.clone(),
+            })
+            .await;
+    }
+    tracing::info!(peer = %link.name, remote = %conn.remote_address(), "peer connected");
+    link.last_heard
+        .store(mono_ms(shared.started), Ordering::Relaxed);
+    let writers = [
+        tokio::spawn(write_loop(
+            shared.clone(),
+            link.clone(),
+            conn.clone(),
+            Lane::Control,
+            control_rx,
+        )),
+        tokio::spawn(write_loop(
+            shared.clone(),
+            link.clone(),
+            conn.clone(),
+            Lane::Bulk,
+            bulk_rx,
+        )),
+    ];
+    let _ = shared
+        .inputs
+        .send(Input::Connected {
+            peer: link.name.clone(),
+        })
+        .await;
+    let reason = tokio::select! {
+        r = read_loop(shared.clone(), link.clone(), conn.clone()) => r,
+        e = conn.closed() => e.to_string(),
+    };
+    for w in writers {
+        w.abort();
+    }
+    let still_current = {
+        let mut slot = link.conn.lock().unwrap();
+        if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *slot = None;
+            *link.writer.lock().unwrap() = None;
+            true
+        } else {
+            false
+        }
+    };
+    conn.close(VarInt::from_u32(CLOSE_PROTOCOL), b"link closed");
+    if still_current {
+        tracing::info!(peer = %link.name, %reason, "peer disconnected");
+        let _ = shared
+            .inputs
+            .send(Input::Disconnected {
+                peer: link.name.clone(),
+            })
+            .await;
+        link.lost.notify_waiters();
+    }
+}
+
+/// Accepts the peer's streams and feeds their messages to the protocol.
+/// Returns why the link ended.
+async fn read_loop(shared: Arc<Shared>, link: Arc<PeerLink>, conn: Connection) -> String {
+    let rpc_slots = Arc::new(tokio::sync::Semaphore::new(RPC_CONCURRENCY));
+    let (fail_tx, mut fail_rx) = mpsc::channel::<String>(4);
+    loop {
+        tokio::select! {
+            uni = conn.accept_uni() => {
+                let recv = match uni {
+                    Ok(r) => r,
+                    Err(e) => return e.to_string(),
+                };
+                let (shared, link, fail) = (shared.clone(), link.clone(), fail_tx.clone());
+                tokio::spawn(async move {
+                    if let Err(reason) = read_messages(&shared, &link, recv).await {
+                        let _ = fail.send(reason).await;
+                    }
+                });
+            }
+            bi = conn.accept_bi() => {
+                let (send, recv) = match bi {
+                    Ok(s) => s,
+                    Err(e) => return e.to_string(),
+                };
+                let permit = match rpc_slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return "shutting down".into(),
+                };
+                let (shared, link, fail) = (shared.clone(), link.clone(), fail_tx.clone());
+                tokio::spawn(async move {
+                    if let Err(reason) = serve_rpc(&shared, &link, send, recv).await {
+                        let _ = fail.send(reason).await;
+                    }
+                    drop(permit);
+                });
+            }
+            reason = fail_rx.recv() => {
+                let reason = reason.unwrap_or_else(|| "reader stopped".into());
+                link.counters.garbage.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %link.name, %reason, "disconnecting peer that sent garbage");
+                conn.close(VarInt::from_u32(CLOSE_PROTOCOL), b"protocol violation");
+                return reason;
+            }
+        }
+    }
+}
+
+/// Reads `[len][payload]`; `Ok(None)` at a clean end of stream.
+/// Reads one of the peer's message streams and feeds the protocol.
+async fn read_messages(
+    shared: &Shared,
+    link: &PeerLink,
+    mut recv: RecvStream,
+) -> Result<(), String> {
+    let mut tag = [0u8; 1];
+    recv.read_exact(&mut tag)
+        .await
+        .map_err(|e| format!("stream header: {e}"))?;
+    if tag[0] != STREAM_CONTROL && tag[0] != STREAM_BULK {
+        return Err(format!("unknown stream type {}", tag[0]));
+    }
+    loop {
+        let payload = match read_frame(&mut recv).await {
+            Ok(Some(p)) => p,
+            Ok(None) | Err(FrameError::Lost(_)) => return Ok(()),
+            Err(FrameError::Invalid(e)) => return Err(e),
+        };
+        if let Some(tap) = &shared.tap {
+            tap(&link.name, &payload);
+        }
+        let msg = PeerMessage::from_payload(&payload)?;
+        link.counters
+            .messages_received
+            .fetch_add(1, Ordering::Relaxed);
+        link.counters
+            .bytes_received
+            .fetch_add(4 + payload.len() as u64, Ordering::Relaxed);
+        link.last_heard
+            .store(mono_ms(shared.started), Ordering::Relaxed);
+        if shared.conditions.is_cut(&link.region) {
+            continue;
+        }
+        if shared
+            .inputs
+            .send(Input::Message {
+                peer: link.name.clone(),
+                msg,
+            })
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+    }
+}
