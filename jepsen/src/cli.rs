@@ -350,7 +350,7 @@ pub fn cmd_test(a: &TestArgs) -> anyhow::Result<i32> {
     let (mode, note) = match crate::net::resolve(p.net) {
         Ok(r) => r,
         Err(reason) if a.skip_if_unavailable => {
-            println!("SKIP: {reason}");
+            eprintln!("SKIP: {reason}");
             return Ok(report::EXIT_VALID);
         }
         Err(reason) => return Err(bad(reason)),

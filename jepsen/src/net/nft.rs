@@ -227,7 +227,7 @@ mod tests {
 
     fn skip() -> bool {
         if let Some(r) = nft_unavailable_reason() {
-            println!("SKIP: {r}");
+            eprintln!("SKIP: {r}");
             return true;
         }
         false
