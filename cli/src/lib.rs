@@ -12,6 +12,7 @@
 //!   simulated WAN latency, and a guided tour of it.
 
 pub mod bench;
+pub mod cluster;
 pub mod demo;
 pub mod init;
 pub mod request;

@@ -25,12 +25,12 @@ use clap::Args;
 use meridian_client::Consistency;
 use serde::Serialize;
 
-use super::cluster::LocalCluster;
 use super::convergence::{self, ConvergenceRow, ConvergenceSpec};
 use super::load::{self, LoadSpec};
 use super::stats::{Latency, RunStats, Table, fmt_ms, fmt_ratio, fmt_signed_ms, median, ratio};
 use super::target::{Backend, KeySpace, Workload};
 use super::{ClusterArgs, DEFAULT_MAX_OPS, MAX_CLIENTS, MAX_ROUNDS, parse_duration};
+use crate::cluster::LocalCluster;
 use meridian_server::coordinator::required_replicas;
 
 /// The demo's regions, in node order.
@@ -184,7 +184,7 @@ pub async fn run(args: GeoArgs) -> Result<()> {
     )
     .await?;
     let report = measure(&args, &cluster).await;
-    cluster.shutdown().await;
+    super::stop(cluster).await;
     let report = report?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
