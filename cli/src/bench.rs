@@ -556,6 +556,14 @@ fn load_table(rows: &[LoadRow]) -> Table {
     t
 }
 
+/// Stops an in-process cluster and removes its directory; a node that
+/// fails to stop cleanly is logged, not an error of the benchmark.
+pub(crate) async fn stop(cluster: LocalCluster) {
+    if let Err(e) = cluster.shutdown().await {
+        tracing::warn!(error = %format!("{e:#}"), "local cluster shutdown failed");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -614,13 +622,5 @@ mod tests {
         assert!(check_clients(&[]).is_err());
         assert!(check_clients(&[0]).is_err());
         assert!(check_clients(&[MAX_CLIENTS + 1]).is_err());
-    }
-}
-
-/// Stops an in-process cluster and removes its directory; a node that
-/// fails to stop cleanly is logged, not an error of the benchmark.
-pub(crate) async fn stop(cluster: LocalCluster) {
-    if let Err(e) = cluster.shutdown().await {
-        tracing::warn!(error = %format!("{e:#}"), "local cluster shutdown failed");
     }
 }
