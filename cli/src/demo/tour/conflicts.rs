@@ -12,8 +12,8 @@ use rand::Rng;
 use tokio::sync::Barrier;
 use tokio::task::JoinHandle;
 
-use super::{Tour, converge, set_of};
-use crate::demo::print::{header, hlc_text, ms, show};
+use super::{Tour, converge, print_reads, set_of};
+use crate::demo::print::{header, hlc_text, ms};
 use crate::demo::{CONCURRENT_ATTEMPTS, REGIONS, one_way_ms};
 
 impl Tour<'_> {
@@ -115,12 +115,7 @@ impl Tour<'_> {
                 let since = Instant::now();
                 let arrivals =
                     converge(self.clients(), &all, Kind::Set, &key, &expected, since).await;
-                for (i, a) in arrivals.iter().enumerate() {
-                    match a {
-                        Ok(_) => say!("  {:<9} reads {}", REGIONS[i], show(&expected)),
-                        Err(last) => say!("  {:<9} reads {last}", REGIONS[i]),
-                    }
-                }
+                print_reads(&expected, &arrivals);
                 self.expect(
                     arrivals.iter().all(Result::is_ok),
                     "add wins: apple (added in us-east concurrently with its removal in ap-south) \
@@ -210,12 +205,7 @@ impl Tour<'_> {
             Instant::now(),
         )
         .await;
-        for (i, a) in arrivals.iter().enumerate() {
-            match a {
-                Ok(_) => say!("  {:<9} reads {}", REGIONS[i], show(&expected)),
-                Err(last) => say!("  {:<9} reads {last}", REGIONS[i]),
-            }
-        }
+        print_reads(&expected, &arrivals);
         self.expect(
             arrivals.iter().all(Result::is_ok),
             format!(

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::cluster::DemoCluster;
 use super::print::show;
-use super::{CONVERGE_TIMEOUT, POLL_INTERVAL, Sizes};
+use super::{CONVERGE_TIMEOUT, POLL_INTERVAL, REGIONS, Sizes};
 
 mod conflicts;
 mod counters;
@@ -50,6 +50,16 @@ async fn read(
             ReplyValue::Register { value, hlc }
         }
     })
+}
+
+/// Prints what each region read: `expected`, or the last thing it read.
+fn print_reads(expected: &ReplyValue, arrivals: &[Arrival]) {
+    for (i, a) in arrivals.iter().enumerate() {
+        match a {
+            Ok(_) => say!("  {:<9} reads {}", REGIONS[i], show(expected)),
+            Err(last) => say!("  {:<9} reads {last}", REGIONS[i]),
+        }
+    }
 }
 
 /// A counter's value.
