@@ -208,22 +208,23 @@ impl Spec {
         self.options.as_ref().map(|o| o(name)).unwrap_or_default()
     }
 
-    /// The (hosts, base port) blocks to try, in order; probed ones only if
-    /// they look free.
-    fn candidates(&self) -> Vec<(Option<Vec<String>>, u16)> {
+    /// The (hosts, base port) blocks to try, in order; on loopback only
+    /// those that look free when their turn comes.
+    fn candidates(&self) -> Box<dyn Iterator<Item = (Option<Vec<String>>, u16)> + '_> {
         let count = self.node_count();
-        let loopback = |bases: Vec<u16>| {
+        let bases = match &self.ports {
+            Ports::Hosts { hosts, base_port } => {
+                return Box::new(std::iter::once((Some(hosts.clone()), *base_port)));
+            }
+            Ports::Loopback(bases) => bases.clone(),
+            Ports::RandomLoopback => random_bases(count),
+        };
+        Box::new(
             bases
                 .into_iter()
-                .filter(|b| block_free(*b, count))
-                .map(|b| (None, b))
-                .collect()
-        };
-        match &self.ports {
-            Ports::Hosts { hosts, base_port } => vec![(Some(hosts.clone()), *base_port)],
-            Ports::Loopback(bases) => loopback(bases.clone()),
-            Ports::RandomLoopback => loopback(random_bases(count)),
-        }
+                .filter(move |b| block_free(*b, count))
+                .map(|b| (None, b)),
+        )
     }
 }
 
@@ -367,7 +368,7 @@ impl ClusterFiles {
     /// Writes `spec`'s cluster into `dir`, on the first block of
     /// [`Spec::ports`] (probed free on loopback). Nothing is started.
     pub fn create(dir: Workdir, spec: &Spec) -> Result<ClusterFiles> {
-        let Some((hosts, base_port)) = spec.candidates().into_iter().next() else {
+        let Some((hosts, base_port)) = spec.candidates().next() else {
             bail!(
                 "no free loopback ports for a {}-node cluster",
                 spec.node_count()
@@ -695,6 +696,7 @@ impl NodeSet {
         let regions = self.regions();
         for node in self.running() {
             let mut others: Vec<&String> = regions.iter().filter(|r| **r != node.region).collect();
+            others.sort_unstable();
             others.dedup();
             for other in others {
                 if let Some(l) = link(&node.region, other) {
@@ -761,11 +763,10 @@ impl LocalCluster {
             nodes: Vec::new(),
             dir,
         };
-        let candidates = spec.candidates();
-        let tried = candidates.len().min(START_ATTEMPTS);
+        let mut tried = 0;
         let mut clash = None;
-        for (attempt, (hosts, base_port)) in candidates.into_iter().take(START_ATTEMPTS).enumerate()
-        {
+        for (attempt, (hosts, base_port)) in spec.candidates().take(START_ATTEMPTS).enumerate() {
+            tried += 1;
             files.write(spec, hosts, base_port, attempt > 0)?;
             let mut nodes = NodeSet::new(&files, |name| spec.options_for(name));
             match nodes.start_all().await {
