@@ -42,7 +42,6 @@
 //! Limits: loopback targets only; at most [`MAX_CLIENTS`] clients, runs of
 //! at most [`MAX_RUN`], and every loop bounded by count and time.
 
-mod cluster;
 mod compare;
 mod convergence;
 mod geo;
@@ -59,7 +58,7 @@ use clap::{Args, Subcommand};
 use meridian_client::{ClientConfig, Consistency};
 use serde::{Deserialize, Serialize};
 
-use cluster::{ClusterSpec, LocalCluster};
+use crate::cluster::{self, LocalCluster};
 use meridian_server::config::DurabilityMode;
 use stats::{RunStats, Table, fmt_ms, fmt_rate};
 use target::{Backend, KeySpace, Target, Workload};
@@ -158,15 +157,18 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    fn spec(&self, regions: Vec<String>) -> ClusterSpec {
-        ClusterSpec {
-            regions,
-            durability: match self.durability {
+    /// An in-process cluster of one node per region, with this
+    /// durability and link conditioning allowed (delays are set later, all
+    /// zero at start).
+    fn spec(&self, regions: Vec<String>) -> cluster::Spec {
+        let periodic_ms = self.periodic_ms;
+        cluster::Spec::new(regions)
+            .durability(match self.durability {
                 BenchDurability::Sync => DurabilityMode::Sync,
                 BenchDurability::Periodic => DurabilityMode::Periodic,
-            },
-            periodic_ms: self.periodic_ms,
-        }
+            })
+            .edit(move |_, f| f.storage.periodic_ms = periodic_ms)
+            .link_conditioning(true)
     }
 }
 
@@ -345,7 +347,7 @@ impl Prepared {
                 let backend = match meridian(started.client_config()) {
                     Ok(b) => b,
                     Err(e) => {
-                        started.shutdown().await;
+                        stop(started).await;
                         return Err(e);
                     }
                 };
@@ -398,7 +400,7 @@ impl Prepared {
     /// Stops the in-process cluster, if any.
     pub async fn close(self) {
         if let Some(c) = self.cluster {
-            c.shutdown().await;
+            stop(c).await;
         }
     }
 }
@@ -552,6 +554,14 @@ fn load_table(rows: &[LoadRow]) -> Table {
         ]);
     }
     t
+}
+
+/// Stops an in-process cluster and removes its directory; a node that
+/// fails to stop cleanly is logged, not an error of the benchmark.
+pub(crate) async fn stop(cluster: LocalCluster) {
+    if let Err(e) = cluster.shutdown().await {
+        tracing::warn!(error = %format!("{e:#}"), "local cluster shutdown failed");
+    }
 }
 
 #[cfg(test)]

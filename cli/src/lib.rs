@@ -10,8 +10,11 @@
 //!   and the replication benchmarks.
 //! - [`demo`]: `meridian demo`, a three-region cluster in this process with
 //!   simulated WAN latency, and a guided tour of it.
+//! - [`cluster`]: the in-process cluster launcher the demo, the benchmark
+//!   and the end-to-end tests (`tests/support`) start their clusters with.
 
 pub mod bench;
+pub mod cluster;
 pub mod demo;
 pub mod init;
 pub mod request;

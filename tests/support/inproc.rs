@@ -12,14 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use meridian_cli::cluster::NodeSet;
 use meridian_client::Client;
 use meridian_replication::ProtocolConfig;
 use meridian_replication::mesh::{FrameTap, Link};
 use meridian_server::node::{Node, ServeOptions};
 
+use crate::CONVERGE;
 use crate::cluster::{ClusterDir, Spec};
-use crate::{CONVERGE, eventually};
 
 /// Upper bound on the frame bytes one node's log keeps (a test that needs
 /// more is doing something else than the residency checks this is for).
@@ -119,12 +120,13 @@ pub fn test_protocol(node: &str) -> ProtocolConfig {
     p
 }
 
-/// A cluster of in-process nodes.
+/// A cluster of in-process nodes: the launcher's [`NodeSet`] over a test's
+/// [`ClusterDir`], each node with a [`FrameLog`] tap.
 pub struct InProcessCluster {
-    pub dir: ClusterDir,
-    nodes: Vec<Option<Node>>,
-    options: Vec<ServeOptions>,
+    // Before `dir`: the nodes stop before the directory goes.
+    nodes: NodeSet,
     frames: Vec<FrameLog>,
+    pub dir: ClusterDir,
 }
 
 impl std::fmt::Debug for InProcessCluster {
@@ -149,9 +151,7 @@ impl InProcessCluster {
         protocol: impl Fn(&str) -> ProtocolConfig,
     ) -> Result<InProcessCluster> {
         let mut cluster = Self::new(dir, protocol);
-        for name in cluster.names() {
-            cluster.restart(&name).await?;
-        }
+        cluster.nodes.start_all().await?;
         Ok(cluster)
     }
 
@@ -160,23 +160,16 @@ impl InProcessCluster {
     pub fn new(dir: ClusterDir, protocol: impl Fn(&str) -> ProtocolConfig) -> InProcessCluster {
         crate::init_logging();
         let names = dir.names();
-        let mut cluster = InProcessCluster {
-            nodes: Vec::with_capacity(names.len()),
-            options: Vec::with_capacity(names.len()),
-            frames: Vec::with_capacity(names.len()),
-            dir,
-        };
-        for name in &names {
-            let log = FrameLog::default();
-            cluster.options.push(ServeOptions {
+        let frames: Vec<FrameLog> = names.iter().map(|_| FrameLog::default()).collect();
+        let nodes = NodeSet::new(&dir, |name| {
+            let i = names.iter().position(|n| n == name).expect("a node of dir");
+            ServeOptions {
                 allow_debug_clock: false,
                 protocol: Some(protocol(name)),
-                tap: Some(log.tap()),
-            });
-            cluster.frames.push(log);
-            cluster.nodes.push(None);
-        }
-        cluster
+                tap: Some(frames[i].tap()),
+            }
+        });
+        InProcessCluster { nodes, frames, dir }
     }
 
     fn index(&self, name: &str) -> usize {
@@ -193,13 +186,11 @@ impl InProcessCluster {
 
     /// The running node `name` (panics if it is stopped).
     pub fn node(&self, name: &str) -> &Node {
-        self.nodes[self.index(name)]
-            .as_ref()
-            .unwrap_or_else(|| panic!("node {name} is not running"))
+        self.nodes.node(name)
     }
 
     pub fn is_running(&self, name: &str) -> bool {
-        self.nodes[self.index(name)].is_some()
+        self.nodes.is_running(name)
     }
 
     /// What `name` received from its peers so far (across restarts).
@@ -210,25 +201,12 @@ impl InProcessCluster {
     /// Shuts `name` down cleanly (stops accepting, drains, closes the mesh,
     /// final checkpoint).
     pub async fn stop(&mut self, name: &str) -> Result<()> {
-        let i = self.index(name);
-        if let Some(node) = self.nodes[i].take() {
-            node.shutdown()
-                .await
-                .with_context(|| format!("shutting down {name}"))?;
-        }
-        Ok(())
+        self.nodes.stop(name).await
     }
 
     /// Starts `name` (again) with the options it was first started with.
     pub async fn restart(&mut self, name: &str) -> Result<()> {
-        let i = self.index(name);
-        anyhow::ensure!(self.nodes[i].is_none(), "{name} is already running");
-        let config = self.dir.config(name)?;
-        let node = Node::start(config, self.options[i].clone())
-            .await
-            .with_context(|| format!("starting {name}"))?;
-        self.nodes[i] = Some(node);
-        Ok(())
+        self.nodes.start(name).await
     }
 
     fn set_links(&self, a: &str, b: &str, link: Link) {
@@ -278,34 +256,12 @@ impl InProcessCluster {
     }
 
     /// Waits until every running node sees every other running node live
-    /// and handshaken (so pushes flow and quorums count it).
+    /// and handshaken (so pushes flow and quorums count it); panics after
+    /// [`CONVERGE`].
     pub async fn wait_connected(&self) {
-        let running: Vec<String> = self
-            .names()
-            .into_iter()
-            .filter(|n| self.is_running(n))
-            .collect();
-        eventually(
-            "every running node connected to every other",
-            CONVERGE,
-            || {
-                let running = running.clone();
-                async move {
-                    for a in &running {
-                        let node = self.node(a);
-                        let reports = node.mesh().reports();
-                        for b in running.iter().filter(|b| *b != a) {
-                            let handshaken = reports.iter().any(|r| &r.name == b && r.connected);
-                            if !node.mesh().is_live(b) || !handshaken {
-                                return Err(format!("{a} does not see {b} live"));
-                            }
-                        }
-                    }
-                    Ok(())
-                }
-            },
-        )
-        .await;
+        if let Err(e) = self.nodes.wait_connected(CONVERGE).await {
+            panic!("every running node connected to every other: {e:#}");
+        }
     }
 
     /// A client pinned to `name`.
@@ -315,16 +271,7 @@ impl InProcessCluster {
 
     /// Shuts every running node down cleanly, all at once.
     pub async fn shutdown(mut self) -> Result<()> {
-        let mut stopping = Vec::new();
-        for node in self.nodes.iter_mut().filter_map(Option::take) {
-            let name = node.name.clone();
-            stopping.push((name, tokio::spawn(node.shutdown())));
-        }
-        for (name, task) in stopping {
-            task.await?
-                .with_context(|| format!("shutting down {name}"))?;
-        }
-        Ok(())
+        self.nodes.shutdown().await
     }
 }
 

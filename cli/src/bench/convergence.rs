@@ -35,9 +35,9 @@ use meridian_client::{Client, Consistency};
 use meridian_engine::{Engine, Kind, ObjectKey, Value};
 use serde::Serialize;
 
-use super::cluster::LocalCluster;
 use super::stats::{self, Latency, Table, fmt_ms, fmt_signed_ms};
 use super::{ClusterArgs, parse_duration};
+use crate::cluster::LocalCluster;
 
 /// A write not readable everywhere this long after its ack is given up on
 /// (reported as unseen; catch-up would deliver it eventually).
@@ -539,7 +539,7 @@ pub async fn run(args: ConvergenceArgs) -> Result<()> {
             }
         }
     }
-    cluster.shutdown().await;
+    super::stop(cluster).await;
     result?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

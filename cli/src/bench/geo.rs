@@ -25,24 +25,17 @@ use clap::Args;
 use meridian_client::Consistency;
 use serde::Serialize;
 
-use super::cluster::LocalCluster;
 use super::convergence::{self, ConvergenceRow, ConvergenceSpec};
 use super::load::{self, LoadSpec};
 use super::stats::{Latency, RunStats, Table, fmt_ms, fmt_ratio, fmt_signed_ms, median, ratio};
 use super::target::{Backend, KeySpace, Workload};
 use super::{ClusterArgs, DEFAULT_MAX_OPS, MAX_CLIENTS, MAX_ROUNDS, parse_duration};
+use crate::cluster::LocalCluster;
 use meridian_server::coordinator::required_replicas;
 
-/// The demo's regions, in node order.
-pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
-
-/// One-way delays between the demo's regions, in milliseconds (both
-/// directions).
-pub const DEMO_DELAYS_MS: [(&str, &str, u64); 3] = [
-    ("us-east", "eu-west", 40),
-    ("us-east", "ap-south", 100),
-    ("eu-west", "ap-south", 70),
-];
+/// The demo's topology: its regions (in node order) and its one-way
+/// delays between them, in milliseconds (0 within a region).
+pub use crate::demo::{REGIONS, one_way_ms as demo_delay_ms};
 
 /// Pause after changing delays, so messages sent under the old ones land.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -52,14 +45,6 @@ const LOCAL_P50_RATIO_TARGET: f64 = 1.1;
 const LOCAL_P99_RATIO_TARGET: f64 = 1.2;
 /// Allowed excess of a quorum write's p50 over its round-trip floor, in µs.
 const QUORUM_EXCESS_TARGET_US: f64 = 2_000.0;
-
-/// The one-way delay between two demo regions (0 within a region).
-pub fn demo_delay_ms(a: &str, b: &str) -> u64 {
-    DEMO_DELAYS_MS
-        .iter()
-        .find(|(x, y, _)| (*x == a && *y == b) || (*x == b && *y == a))
-        .map_or(0, |(_, _, d)| *d)
-}
 
 /// The round trip a write from `region` at `level` must wait for at least:
 /// the RTT to the remote replica whose ack completes the level (N = 3 demo
@@ -184,7 +169,7 @@ pub async fn run(args: GeoArgs) -> Result<()> {
     )
     .await?;
     let report = measure(&args, &cluster).await;
-    cluster.shutdown().await;
+    super::stop(cluster).await;
     let report = report?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
