@@ -34,19 +34,14 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// the memory one stream can make a node allocate.
 pub const MAX_FRAME_BYTES: usize = 20 << 20;
 
-/// Largest key, in bytes (a key is an arbitrary byte string).
+/// The request limits: the largest key, the largest set member or register
+/// value, the largest object (a whole set) in bytes, and the most members
+/// one set add or remove may name. They are the engine's own numbers (which
+/// say why each value), repeated here because the client does not depend on
+/// the engine; the node crate asserts at compile time that they agree.
 pub const MAX_KEY_BYTES: usize = 4 << 10;
-
-/// Largest set member or register value, in bytes.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
-
-/// Largest object (a whole set), in bytes.
 pub const MAX_OBJECT_BYTES: usize = 16 << 20;
-
-/// Largest number of members one set add or remove may name: bounds the
-/// work one request does under its object lock. The node's engine enforces
-/// the same number (the node crate asserts at compile time that every limit
-/// here equals the engine's).
 pub const MAX_MEMBERS_PER_OP: usize = 10_000;
 
 /// The type of an object. `(kind, key)` is an object's identity: a counter

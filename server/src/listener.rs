@@ -62,17 +62,8 @@ async fn read_frame(recv: &mut RecvStream, max: usize) -> Result<Vec<u8>, String
     })
 }
 
-async fn reply<T>(send: &mut SendStream, msg: &T)
-where
-    T: for<'a> rkyv::Serialize<
-            rkyv::api::high::HighSerializer<
-                rkyv::util::AlignedVec,
-                rkyv::ser::allocator::ArenaHandle<'a>,
-                rkyv::rancor::Error,
-            >,
-        >,
-{
-    let frame = wire::encode(msg);
+/// Writes one encoded frame ([`wire::encode`]) and finishes the stream.
+async fn reply(send: &mut SendStream, frame: Vec<u8>) {
     if send.write_all(&frame).await.is_ok() {
         // Never wait for the peer's acknowledgement (`stopped()`).
         let _ = send.finish();
@@ -102,7 +93,7 @@ impl ClientListener {
     }
 
     async fn refuse(&self, conn: &Connection, mut send: SendStream, error: WireError) {
-        reply(&mut send, &HelloReply::Refused(error)).await;
+        reply(&mut send, wire::encode(&HelloReply::Refused(error))).await;
         // Let the refusal reach the client before closing.
         let _ = tokio::time::timeout(REFUSAL_LINGER, conn.closed()).await;
         conn.close(VarInt::from_u32(1), b"refused");
@@ -205,10 +196,10 @@ impl ClientListener {
         let mut send = send;
         reply(
             &mut send,
-            &HelloReply::Ok {
+            wire::encode(&HelloReply::Ok {
                 node: self.coordinator.node.clone(),
                 region: self.coordinator.region.clone(),
-            },
+            }),
         )
         .await;
 
@@ -230,12 +221,12 @@ impl ClientListener {
                 tokio::spawn(async move {
                     reply(
                         &mut send,
-                        &Response::Err(WireError::Overloaded {
+                        wire::encode(&Response::Err(WireError::Overloaded {
                             message: format!(
                                 "at most {} requests in flight per connection",
                                 this.max_in_flight
                             ),
-                        }),
+                        })),
                     )
                     .await;
                 });
@@ -257,9 +248,9 @@ impl ClientListener {
             Err(e) => {
                 reply(
                     &mut send,
-                    &Response::Err(WireError::InvalidArgument {
+                    wire::encode(&Response::Err(WireError::InvalidArgument {
                         message: format!("bad request frame: {e}"),
-                    }),
+                    })),
                 )
                 .await;
                 return;
@@ -270,16 +261,16 @@ impl ClientListener {
             Err(e) => {
                 reply(
                     &mut send,
-                    &Response::Err(WireError::InvalidArgument {
+                    wire::encode(&Response::Err(WireError::InvalidArgument {
                         message: format!("malformed request: {e}"),
-                    }),
+                    })),
                 )
                 .await;
                 return;
             }
         };
         let response = self.coordinator.execute(request, false).await;
-        reply(&mut send, &response).await;
+        reply(&mut send, wire::encode(&response)).await;
     }
 }
 
