@@ -22,6 +22,7 @@ pub mod init;
 pub mod listener;
 pub mod metrics;
 pub mod node;
+pub mod resp;
 pub mod rpc;
 pub mod serve;
 pub mod status;
