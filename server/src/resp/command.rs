@@ -377,7 +377,7 @@ impl Command {
             }
             "mget" => Command::MGet(a.keys()?),
             "mset" => {
-                if a.remaining() == 0 || a.remaining() % 2 != 0 {
+                if a.remaining() == 0 || !a.remaining().is_multiple_of(2) {
                     return Err(a.arity());
                 }
                 let mut pairs = Vec::with_capacity(a.remaining() / 2);
@@ -504,9 +504,12 @@ impl Command {
     }
 }
 
-/// The commands `COMMAND` lists: name, arity (negative: at least), flags,
-/// first key, last key, key step.
-pub const TABLE: &[(&str, i64, &[&str], i64, i64, i64)] = &[
+/// One `COMMAND` entry: name, arity (negative: at least), flags, first
+/// key, last key, key step.
+pub type CommandInfo = (&'static str, i64, &'static [&'static str], i64, i64, i64);
+
+/// The commands `COMMAND` lists.
+pub const TABLE: &[CommandInfo] = &[
     (
         "hello",
         -1,

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::command::{CommandSub, LevelName, TABLE};
+use super::command::{CommandInfo, CommandSub, LevelName, TABLE};
 use super::connection::Session;
 use super::frame::Reply;
 use super::{REDIS_COMPAT_VERSION, RespServer};
@@ -185,7 +185,7 @@ pub fn info(server: &RespServer, session: &Session, sections: &[String]) -> Repl
     Reply::bulk(out)
 }
 
-fn command_entry(e: &(&str, i64, &[&str], i64, i64, i64)) -> Reply {
+fn command_entry(e: &CommandInfo) -> Reply {
     let (name, arity, flags, first, last, step) = *e;
     Reply::Array(vec![
         Reply::bulk(name.to_owned()),
