@@ -9,7 +9,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, ensure};
-use meridian::{InProcessCluster, Spec};
+use meridian::inproc::test_protocol;
+use meridian::{ClusterDir, InProcessCluster, Spec};
 use redis::Value;
 
 /// Bound on every socket wait in these tests.
@@ -505,11 +506,18 @@ fn server_commands(addr: SocketAddr, token: &str) -> Result<()> {
     Ok(())
 }
 
+/// `[resp] max_connections` of the node the limits test abuses.
+const MAX_CONNECTIONS: usize = 4;
+
 /// Each limit refuses its abuse and the node keeps serving other clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn limits_cost_bounded_memory_and_other_clients_keep_being_served() -> Result<()> {
-    let cluster = InProcessCluster::start(Spec::new(41)).await?;
-    let names = cluster.names();
+    let dir = ClusterDir::create(Spec::new(41))?;
+    let names = dir.names();
+    dir.edit(&names[0], |f| {
+        f.resp.max_connections = MAX_CONNECTIONS as u32
+    })?;
+    let cluster = InProcessCluster::start_with(dir, test_protocol).await?;
     let token = cluster.dir.client_config()?.token.clone();
     let addr = cluster.node(&names[0]).addresses.resp.context("resp")?;
     let scenario = tokio::task::spawn_blocking(move || -> Result<()> {
@@ -519,6 +527,21 @@ async fn limits_cost_bounded_memory_and_other_clients_keep_being_served() -> Res
             Ok(())
         };
         alive(&mut good, 1)?;
+
+        // Connections past the limit are refused, Redis's way.
+        let mut held = Vec::new();
+        for _ in 1..MAX_CONNECTIONS {
+            held.push(Raw::authed(addr, &token)?);
+        }
+        let mut refused = Raw::connect(addr)?;
+        ensure!(refused.line()? == "-ERR max number of clients reached");
+        ensure!(refused.closed());
+        drop(held);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while Raw::authed(addr, &token).is_err() {
+            ensure!(std::time::Instant::now() < deadline, "slots not freed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
 
         // A 2 GB bulk length is refused at its header and the connection
         // closed, authenticated or not.
