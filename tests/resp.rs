@@ -2,7 +2,8 @@
 //! the `redis` crate (RESP2 and RESP3) and raw sockets (exact error
 //! wording, protocol abuse).
 //!
-//! Address blocks (`127.31.<block>.x`): 40 commands, 41 limits.
+//! Address blocks (`127.31.<block>.x`): 40 commands, 41 limits, 42 an
+//! unmet level.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -594,6 +595,42 @@ async fn limits_cost_bounded_memory_and_other_clients_keep_being_served() -> Res
         ensure!(q::<i64>(&mut good, &["SCARD", "big"])? == 200);
         drop((half, greedy));
         alive(&mut good, 6)?;
+        Ok(())
+    });
+    scenario.await??;
+    cluster.shutdown().await
+}
+
+/// A level that cannot be met fails definitely, with a prefix clients may
+/// retry on; `local` keeps working on the surviving node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unmet_level_is_a_definite_noreplicas_error() -> Result<()> {
+    let mut cluster = InProcessCluster::start(Spec::new(42)).await?;
+    cluster.wait_connected().await;
+    let names = cluster.names();
+    let token = cluster.dir.client_config()?.token.clone();
+    let addr = cluster.node(&names[0]).addresses.resp.context("resp")?;
+    cluster.stop(&names[1]).await?;
+    cluster.stop(&names[2]).await?;
+    let scenario = tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut quorum = connect(addr, "quorum", &token, false)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let e = loop {
+            // Until the failure detector sees the nodes gone, a write may
+            // time out instead (indeterminate): that is not what we test.
+            match q::<Value>(&mut quorum, &["SET", "unmet", "v"]) {
+                Err(e) if e.code() == Some("NOREPLICAS") => break e,
+                _ => {}
+            }
+            ensure!(std::time::Instant::now() < deadline, "never NOREPLICAS");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        ensure!(e.detail().unwrap_or("").contains("nothing was done"), "{e}");
+        let e = q::<Value>(&mut quorum, &["MERIDIAN.AT", "all", "GET", "unmet"]).unwrap_err();
+        ensure!(e.code() == Some("NOREPLICAS"), "{e}");
+        let mut local = connect(addr, "local", &token, false)?;
+        let () = q(&mut local, &["SET", "unmet", "v"])?;
+        ensure!(q::<String>(&mut local, &["GET", "unmet"])? == "v");
         Ok(())
     });
     scenario.await??;
