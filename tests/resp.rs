@@ -502,6 +502,8 @@ fn server_commands(addr: SocketAddr, token: &str) -> Result<()> {
         "{line}"
     );
     let () = q(&mut con, &["CLIENT", "SETINFO", "LIB-NAME", "x"])?;
+    let line: String = q(&mut con, &["CLIENT", "INFO"])?;
+    ensure!(line.contains(" lib-name=x "), "{line}");
     ensure!(q::<String>(&mut con, &["ECHO", "hi"])? == "hi");
     ensure!(q::<String>(&mut con, &["PING", "yo"])? == "yo");
     Ok(())

@@ -34,7 +34,11 @@ pub enum Command {
     Select(i64),
     ClientSetName(Bytes),
     ClientGetName,
-    ClientSetInfo,
+    /// `CLIENT SETINFO LIB-NAME|LIB-VER value`.
+    ClientSetInfo {
+        attr: String,
+        value: String,
+    },
     ClientId,
     ClientInfo,
     Info(Vec<String>),
@@ -248,7 +252,15 @@ impl Command {
                         Command::ClientSetName(n)
                     }
                     b"getname" => Command::ClientGetName,
-                    b"setinfo" => Command::ClientSetInfo,
+                    b"setinfo" => {
+                        let attr = a.text()?.to_ascii_lowercase();
+                        let value = a.text()?;
+                        a.finish()?;
+                        if attr != "lib-name" && attr != "lib-ver" {
+                            return Err(format!("ERR Unrecognized option '{attr}'"));
+                        }
+                        Command::ClientSetInfo { attr, value }
+                    }
                     b"id" => Command::ClientId,
                     b"info" => Command::ClientInfo,
                     _ => return Err(unknown_subcommand(&sub, "CLIENT")),

@@ -347,7 +347,20 @@ async fn run(server: &RespServer, session: &mut Session, command: Command) -> (R
             Reply::ok()
         }
         Command::ClientGetName => session.name.clone().map_or(Reply::Null, Reply::Bulk),
-        Command::ClientSetInfo => Reply::ok(),
+        Command::ClientSetInfo { attr, value } => {
+            // Shown by CLIENT INFO; at most a line's worth.
+            let value: String = value
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .take(128)
+                .collect();
+            if attr == "lib-name" {
+                session.lib_name = value;
+            } else {
+                session.lib_ver = value;
+            }
+            Reply::ok()
+        }
         Command::ClientId => Reply::Integer(session.id as i64),
         Command::ClientInfo => conn_cmds::client_info(session),
         Command::Info(sections) => conn_cmds::info(server, session, &sections),

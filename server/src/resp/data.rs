@@ -248,3 +248,95 @@ impl Data<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(r: Reply) -> String {
+        match r {
+            Reply::Error(t) => t,
+            other => panic!("not an error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_definite_failures_use_prefixes_clients_retry() {
+        let timeout = WireError::Timeout {
+            acked: 1,
+            needed: 2,
+        };
+        assert!(text(error_reply(&timeout, true)).starts_with("INDETERMINATE "));
+        assert!(text(error_reply(&timeout, false)).starts_with("TRYAGAIN "));
+        let internal = WireError::Internal {
+            message: "x".into(),
+        };
+        assert!(text(error_reply(&internal, true)).starts_with("INDETERMINATE "));
+        assert!(text(error_reply(&internal, false)).starts_with("ERR "));
+        let unavailable = WireError::Unavailable {
+            needed: 2,
+            reachable: 1,
+        };
+        for write in [true, false] {
+            assert!(text(error_reply(&unavailable, write)).starts_with("NOREPLICAS "));
+        }
+        // Every prefix a client retries by itself is only used for errors
+        // the wire calls definite.
+        for e in [
+            timeout,
+            internal,
+            unavailable,
+            WireError::Overloaded {
+                message: "x".into(),
+            },
+            WireError::WrongType {
+                message: "x".into(),
+            },
+        ] {
+            for write in [true, false] {
+                let t = text(error_reply(&e, write));
+                if t.starts_with("NOREPLICAS") || t.starts_with("TRYAGAIN") {
+                    assert!(e.is_definite() || !write, "{e:?} -> {t}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_type_rule() {
+        let register = Present {
+            register: Some(b"v".to_vec()),
+            ..Present::default()
+        };
+        let counter = Present {
+            counter: -2,
+            ..Present::default()
+        };
+        let set = Present {
+            set: vec![b"m".to_vec()],
+            ..Present::default()
+        };
+        let none = Present::default();
+        assert!(!none.any() && none.want_string().is_ok() && none.want_set().is_ok());
+        assert!(register.want_string().is_ok() && register.want_set().is_err());
+        assert!(counter.want_string().is_ok() && counter.want_set().is_err());
+        assert!(set.want_set().is_ok() && set.want_string().is_err());
+        assert_eq!(counter.string().as_deref(), Some(&b"-2"[..]));
+        assert_eq!(counter.kinds(), [Kind::Counter]);
+        // Two types at once (concurrent creation): the register wins GET,
+        // DEL deletes both.
+        let both = Present {
+            register: Some(b"r".to_vec()),
+            counter: 3,
+            set: Vec::new(),
+        };
+        assert_eq!(both.string().as_deref(), Some(&b"r"[..]));
+        assert_eq!(both.kinds(), [Kind::Register, Kind::Counter]);
+        let string_and_set = Present {
+            set: vec![b"m".to_vec()],
+            ..both
+        };
+        assert!(string_and_set.want_string().is_err() && string_and_set.want_set().is_err());
+        assert_eq!(string_and_set.kinds().len(), 3);
+    }
+}
