@@ -39,9 +39,10 @@ use meridian_server::node::{Node, ServeOptions};
 
 use crate::init::{InitArgs, PlannedNode, write_cluster};
 
-/// Ports of one node: peer (QUIC, UDP), client (QUIC, UDP) and metrics
-/// (TCP), consecutive from the node's first port (`meridian init`'s layout).
-pub const PORTS_PER_NODE: u16 = 3;
+/// Ports of one node in `meridian init`'s layout: peer (QUIC, UDP), client
+/// (QUIC, UDP) and metrics (TCP), consecutive from the node's first port;
+/// the nodes' RESP ports (TCP) follow all of those, one per node.
+pub const PORTS_PER_NODE: u16 = crate::init::PORTS_PER_NODE as u16;
 
 /// The loopback address of [`Ports::Loopback`] and [`Ports::RandomLoopback`].
 pub const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -230,7 +231,8 @@ impl Spec {
 
 /// Whether the ports `count` nodes from `base` bind look free on loopback.
 fn block_free(base: u16, count: usize) -> bool {
-    let Some(last) = (count as u64 * u64::from(PORTS_PER_NODE)).checked_add(u64::from(base)) else {
+    let Some(last) = (count as u64 * u64::from(PORTS_PER_NODE + 1)).checked_add(u64::from(base))
+    else {
         return false;
     };
     if last > u64::from(u16::MAX) {
@@ -241,13 +243,15 @@ fn block_free(base: u16, count: usize) -> bool {
         UdpSocket::bind((LOOPBACK, port)).is_ok()
             && UdpSocket::bind((LOOPBACK, port + 1)).is_ok()
             && TcpListener::bind((LOOPBACK, port + 2)).is_ok()
+            && TcpListener::bind((LOOPBACK, base + PORTS_PER_NODE * count as u16 + i)).is_ok()
     })
 }
 
 /// [`RANDOM_PROBES`] pseudo-random block starts in `PORT_LOW..PORT_HIGH`,
 /// different per process and call.
 fn random_bases(count: usize) -> Vec<u16> {
-    let width = (count as u64 * u64::from(PORTS_PER_NODE)).min(u64::from(PORT_HIGH - PORT_LOW) - 1);
+    let width =
+        (count as u64 * u64::from(PORTS_PER_NODE + 1)).min(u64::from(PORT_HIGH - PORT_LOW) - 1);
     let span = u64::from(PORT_HIGH - PORT_LOW) - width;
     let mut x = rand::random::<u64>() ^ u64::from(std::process::id()).rotate_left(17);
     (0..RANDOM_PROBES)

@@ -10,6 +10,8 @@
 //! `i` (0-based in that order) listens on `base+3i` (peers), `base+3i+1`
 //! (clients) and `base+3i+2` (metrics), so a cluster fits on one host or
 //! on distinct loopback addresses (`--hosts 127.0.0.1,127.0.0.2,...`).
+//! Redis clients (RESP, docs/resp.md) get the ports after those:
+//! `base+3n+i` for a cluster of n nodes.
 //!
 //! Everything is generated in memory first and then written file by file
 //! (each through a temporary file and a rename), so a failure while
@@ -38,15 +40,15 @@ use rcgen::{
 
 use meridian_server::config::{
     self, DEFAULT_MAX_CLIENT_CONNECTIONS, DEFAULT_MAX_CLOCK_OFFSET_MS,
-    DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION, DEFAULT_PERIODIC_MS, DEFAULT_REQUEST_TIMEOUT_MS,
-    HostPort, MAX_CLUSTER_NODES, NodeFile,
+    DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION, DEFAULT_MAX_RESP_CONNECTIONS, DEFAULT_PERIODIC_MS,
+    DEFAULT_REQUEST_TIMEOUT_MS, HostPort, MAX_CLUSTER_NODES, NodeFile,
 };
 
 /// Bytes of randomness in an access token (hex-encoded in `client.toml`).
 pub const TOKEN_BYTES: usize = 32;
 
 /// Ports each node uses: peer, client, metrics.
-const PORTS_PER_NODE: usize = 3;
+pub const PORTS_PER_NODE: usize = 3;
 
 /// File mode of private keys and of `client.toml` (it holds the token).
 const SECRET_MODE: u32 = 0o600;
@@ -73,7 +75,7 @@ pub struct InitArgs {
     #[arg(long, value_delimiter = ',')]
     pub hosts: Option<Vec<String>>,
     /// First port; node i uses base+3i (peer), base+3i+1 (client) and
-    /// base+3i+2 (metrics).
+    /// base+3i+2 (metrics), and base+3n+i (RESP) in a cluster of n nodes.
     #[arg(long, default_value_t = 7100)]
     pub base_port: u16,
     /// Overwrite an existing cluster in --dir.
@@ -134,6 +136,8 @@ pub struct PlannedNode {
     pub peer_listen: HostPort,
     pub client_listen: HostPort,
     pub metrics_listen: HostPort,
+    /// The RESP (Redis protocol) listener.
+    pub resp_listen: HostPort,
 }
 
 /// The nodes `args` describe, in node order, with their addresses. Checks
@@ -177,7 +181,8 @@ pub fn plan(args: &InitArgs) -> Result<Vec<PlannedNode>, InitError> {
         Some(hosts) => hosts.iter().map(|h| h.trim()).collect(),
         None => vec![args.host.trim(); count],
     };
-    let last_port = usize::from(args.base_port) + count * PORTS_PER_NODE - 1;
+    // Each node's three ports, then one RESP port per node.
+    let last_port = usize::from(args.base_port) + count * (PORTS_PER_NODE + 1) - 1;
     if args.base_port == 0 || last_port > usize::from(u16::MAX) {
         return Err(invalid(format!(
             "--base-port: {count} node(s) need ports {}..={last_port}, which must lie in 1..=65535",
@@ -202,12 +207,17 @@ pub fn plan(args: &InitArgs) -> Result<Vec<PlannedNode>, InitError> {
                     .expect("port range checked above");
                 HostPort::with_port(host, port).map_err(|e| invalid(format!("{flag}: {e}")))
             };
+            let resp_port = u16::try_from(usize::from(args.base_port) + PORTS_PER_NODE * count + i)
+                .expect("port range checked above");
+            let resp_listen = HostPort::with_port(host, resp_port)
+                .map_err(|e| invalid(format!("{flag}: {e}")))?;
             nodes.push(PlannedNode {
                 name,
                 region: region.clone(),
                 peer_listen: address(0)?,
                 client_listen: address(1)?,
                 metrics_listen: address(2)?,
+                resp_listen,
             });
         }
     }
@@ -280,18 +290,19 @@ fn summary(dir: &Path, regions: &[String], nodes: &[PlannedNode]) -> String {
         .max(7);
     let _ = writeln!(
         out,
-        "  {:width$}  {:rwidth$}  {:awidth$}  {:awidth$}  metrics",
-        "node", "region", "peer", "client"
+        "  {:width$}  {:rwidth$}  {:awidth$}  {:awidth$}  {:awidth$}  resp",
+        "node", "region", "peer", "client", "metrics"
     );
     for n in nodes {
         let _ = writeln!(
             out,
-            "  {:width$}  {:rwidth$}  {:awidth$}  {:awidth$}  {}",
+            "  {:width$}  {:rwidth$}  {:awidth$}  {:awidth$}  {:awidth$}  {}",
             n.name,
             n.region,
             n.peer_listen.to_string(),
             n.client_listen.to_string(),
-            n.metrics_listen
+            n.metrics_listen.to_string(),
+            n.resp_listen
         );
     }
     let _ = writeln!(
@@ -399,6 +410,7 @@ fn generate(nodes: &[PlannedNode]) -> Result<Vec<OutputFile>, InitError> {
                 name: n.name.clone(),
                 region: n.region.clone(),
                 address: n.client_listen.to_string(),
+                resp: Some(n.resp_listen.to_string()),
             })
             .collect(),
     };
@@ -487,6 +499,7 @@ data_dir = {data_dir}
 peer_listen = {peer}
 client_listen = {client}
 metrics_listen = {metrics}
+resp_listen = {resp}          # Redis clients (RESP); password = the access token (docs/resp.md)
 
 [tls]
 ca = \"ca.pem\"
@@ -506,6 +519,11 @@ max_clock_offset_ms = {DEFAULT_MAX_CLOCK_OFFSET_MS}  # remote timestamps further
 max_client_connections = {DEFAULT_MAX_CLIENT_CONNECTIONS}
 max_in_flight_per_connection = {DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION}
 request_timeout_ms = {DEFAULT_REQUEST_TIMEOUT_MS}  # default when a request carries 0
+
+[resp]
+tls = false                   # true is refused: TLS on the RESP port is not served yet
+default_consistency = \"local\" # the level of AUTH user `default` (a password alone)
+max_connections = {DEFAULT_MAX_RESP_CONNECTIONS}
 ",
         name = quoted(&node.name),
         region = quoted(&node.region),
@@ -513,6 +531,7 @@ request_timeout_ms = {DEFAULT_REQUEST_TIMEOUT_MS}  # default when a request carr
         peer = quoted(&node.peer_listen.to_string()),
         client = quoted(&node.client_listen.to_string()),
         metrics = quoted(&node.metrics_listen.to_string()),
+        resp = quoted(&node.resp_listen.to_string()),
         cert = quoted(&format!("{}.pem", node.name)),
         key = quoted(&format!("{}.key", node.name)),
         token_sha256 = quoted(token_sha256),
@@ -609,6 +628,9 @@ mod tests {
                 ("eu-west-2", "127.0.0.1:9009".to_string(), 9010, 9011),
             ]
         );
+        // RESP ports follow every node's three.
+        let resp: Vec<u16> = nodes.iter().map(|n| n.resp_listen.port()).collect();
+        assert_eq!(resp, [9012, 9013, 9014, 9015]);
     }
 
     #[test]

@@ -232,6 +232,40 @@ fn ports_must_be_distinct() {
 }
 
 #[test]
+fn resp_settings_are_optional_and_checked() {
+    let fx = Fixture::new();
+    let config = NodeConfig::load(fx.path()).unwrap();
+    // init puts RESP ports after every node's three.
+    assert_eq!(config.resp_listen.unwrap().to_string(), "127.0.0.1:7106");
+    assert_eq!(config.resp, RespSettings::default());
+    // A config from before the RESP front door still loads: no listener.
+    let old: String = fx
+        .text()
+        .lines()
+        .take_while(|l| !l.starts_with("[resp]"))
+        .filter(|l| !l.starts_with("resp_listen"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let path = fx.dir.path().join("old.toml");
+    std::fs::write(&path, old).unwrap();
+    let config = NodeConfig::load(&path).unwrap();
+    assert_eq!(config.resp_listen, None);
+    // TLS is refused rather than silently served in plaintext.
+    let err = fx.error_with(&fx.text().replace("tls = false", "tls = true"));
+    assert!(err.contains(": resp.tls: "), "{err}");
+    let err = fx.error_with(&fx.text().replace(
+        "resp_listen = \"127.0.0.1:7106\"",
+        "resp_listen = \"127.0.0.1:7101\"",
+    ));
+    assert!(err.contains(": resp_listen: "), "{err}");
+    let err = fx.error_with(&fx.text().replace(
+        "default_consistency = \"local\"",
+        "default_consistency = \"eventual\"",
+    ));
+    assert!(err.contains("resp.default_consistency"), "{err}");
+}
+
+#[test]
 fn durability_settings_are_checked() {
     let fx = Fixture::new();
     let text = fx

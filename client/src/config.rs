@@ -58,6 +58,10 @@ pub struct NodeEntry {
     pub region: String,
     /// `host:port` of the node's client listener.
     pub address: String,
+    /// `host:port` of the node's RESP (Redis protocol) listener, for Redis
+    /// clients; this client does not use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resp: Option<String>,
 }
 
 /// Server-side timeout used when neither the request nor the configuration
@@ -338,6 +342,7 @@ mod tests {
             name: name.into(),
             region: "r".into(),
             address: format!("127.0.0.1:{port}"),
+            resp: None,
         };
         ClientConfig {
             failover,

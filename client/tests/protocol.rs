@@ -541,6 +541,7 @@ async fn an_unknown_preferred_node_is_a_config_error() {
             name: "node-a".into(),
             region: "r".into(),
             address: dead_address().to_string(),
+            resp: None,
         }])
         .prefer("node-z");
     let e = step(Client::connect(config)).await.unwrap_err();

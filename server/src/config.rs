@@ -14,6 +14,7 @@
 //! peer_listen = "127.0.0.1:7100"
 //! client_listen = "127.0.0.1:7101"
 //! metrics_listen = "127.0.0.1:7102"
+//! resp_listen = "127.0.0.1:7109"  # optional: Redis clients (RESP); absent = not served
 //!
 //! [tls]
 //! ca = "ca.pem"
@@ -33,6 +34,11 @@
 //! max_client_connections = 1024
 //! max_in_flight_per_connection = 256
 //! request_timeout_ms = 5000     # used when a request carries 0
+//!
+//! [resp]                        # optional, defaults shown (docs/resp.md)
+//! tls = false                   # true is refused: TLS on the RESP port is not served yet
+//! default_consistency = "local" # the level of AUTH user `default`
+//! max_connections = 1024        # concurrent RESP connections; more are refused
 //!
 //! [[peers]]                     # every other node of the cluster
 //! name = "eu-west-1"
@@ -165,12 +171,18 @@ pub struct NodeFile {
     pub client_listen: String,
     /// `host:port` of the Prometheus endpoint.
     pub metrics_listen: String,
+    /// `host:port` the RESP (Redis protocol) listener binds; absent: no
+    /// RESP listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resp_listen: Option<String>,
     pub tls: TlsFiles,
     pub auth: AuthConfig,
     #[serde(default)]
     pub storage: StorageConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default, skip_serializing_if = "RespSettings::is_default")]
+    pub resp: RespSettings,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -257,6 +269,39 @@ impl Default for LimitsConfig {
             max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
         }
+    }
+}
+
+/// Default of `[resp] max_connections`.
+pub const DEFAULT_MAX_RESP_CONNECTIONS: u32 = 1_024;
+
+/// `[resp]`: the Redis-protocol front door (docs/resp.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RespSettings {
+    /// Serve TLS on `resp_listen`. Not implemented yet: `true` is refused
+    /// at load rather than silently serving plaintext.
+    pub tls: bool,
+    /// The consistency level of AUTH user `default` (a password alone).
+    pub default_consistency: meridian_client::wire::Consistency,
+    /// Concurrent RESP connections; more are answered `-ERR max number of
+    /// clients reached` and closed.
+    pub max_connections: u32,
+}
+
+impl Default for RespSettings {
+    fn default() -> Self {
+        RespSettings {
+            tls: false,
+            default_consistency: meridian_client::wire::Consistency::Local,
+            max_connections: DEFAULT_MAX_RESP_CONNECTIONS,
+        }
+    }
+}
+
+impl RespSettings {
+    fn is_default(&self) -> bool {
+        self == &RespSettings::default()
     }
 }
 
@@ -597,6 +642,9 @@ pub struct NodeConfig {
     pub peer_listen: SocketAddr,
     pub client_listen: SocketAddr,
     pub metrics_listen: SocketAddr,
+    /// Where the RESP listener binds (`None`: not served).
+    pub resp_listen: Option<SocketAddr>,
+    pub resp: RespSettings,
     pub tls: TlsMaterial,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
@@ -641,11 +689,32 @@ impl NodeConfig {
             listen_address(&file.client_listen).map_err(|e| invalid("client_listen", e))?;
         let (_, metrics_listen) =
             listen_address(&file.metrics_listen).map_err(|e| invalid("metrics_listen", e))?;
-        let listens = [
+        let resp_listen = match &file.resp_listen {
+            Some(s) => Some(listen_address(s).map_err(|e| invalid("resp_listen", e))?.1),
+            None => None,
+        };
+        let mut listens = vec![
             ("peer_listen", peer_listen),
             ("client_listen", client_listen),
             ("metrics_listen", metrics_listen),
         ];
+        if let Some(addr) = resp_listen {
+            listens.push(("resp_listen", addr));
+        }
+        if file.resp.tls {
+            return Err(invalid(
+                "resp.tls",
+                "TLS on the RESP port is not served yet; set tls = false and reach the port \
+                 over a private network or a TLS-terminating proxy (docs/resp.md)"
+                    .into(),
+            ));
+        }
+        if !(1..=MAX_CONNECTION_LIMIT).contains(&file.resp.max_connections) {
+            return Err(invalid(
+                "resp.max_connections",
+                format!("must be between 1 and {MAX_CONNECTION_LIMIT}"),
+            ));
+        }
         for (i, (field, addr)) in listens.iter().enumerate() {
             for (other, other_addr) in &listens[..i] {
                 if addresses_conflict(*addr, *other_addr) {
@@ -833,6 +902,8 @@ impl NodeConfig {
             peer_listen,
             client_listen,
             metrics_listen,
+            resp_listen,
+            resp: file.resp,
             tls,
             storage: file.storage,
             limits: file.limits,

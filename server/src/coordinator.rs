@@ -38,6 +38,28 @@ use meridian_replication::Placement;
 use meridian_replication::mesh::Mesh;
 use tokio::sync::oneshot;
 
+tokio::task_local! {
+    /// Set by [`Coordinator::execute_recording`]: where [`Coordinator::write`]
+    /// notes the write it applied (the RESP front door's `WAIT` needs it).
+    static LAST_WRITE: std::cell::RefCell<Option<WriteRecord>>;
+}
+
+/// A write this node applied as coordinator: its dot and the object's other
+/// replicas, enough to ask later how many of them hold it durably
+/// ([`Coordinator::wait_replicas`]).
+#[derive(Clone, Debug)]
+pub struct WriteRecord {
+    dot: meridian_engine::Dot,
+    others: Vec<String>,
+}
+
+impl WriteRecord {
+    /// How many other replicas the object has.
+    pub fn other_replicas(&self) -> usize {
+        self.others.len()
+    }
+}
+
 use crate::metrics::RequestMetrics;
 use crate::rpc::{PeerRequest, PeerResponse};
 
@@ -192,6 +214,45 @@ impl Coordinator {
             started.elapsed(),
         );
         response
+    }
+
+    /// [`execute`](Self::execute) a client request, also returning the write
+    /// this node applied for it, if any (`None` for reads, for writes that
+    /// failed before being applied, and for writes another node served
+    /// through placement forwarding).
+    pub async fn execute_recording(
+        self: &Arc<Self>,
+        req: Request,
+    ) -> (Response, Option<WriteRecord>) {
+        LAST_WRITE
+            .scope(std::cell::RefCell::new(None), async {
+                let response = self.execute(req, false).await;
+                let record = LAST_WRITE.with(|w| w.borrow_mut().take());
+                (response, record)
+            })
+            .await
+    }
+
+    /// How many of `write`'s other replicas hold it durably, waiting up to
+    /// `timeout` for `needed` of them (0: answers at once with what is
+    /// already known, waiting at most a few milliseconds).
+    pub async fn wait_replicas(
+        &self,
+        write: &WriteRecord,
+        needed: usize,
+        timeout: Duration,
+    ) -> usize {
+        let (needed, timeout) = if needed == 0 {
+            (write.others.len(), timeout.min(Duration::from_millis(5)))
+        } else {
+            (
+                needed.min(write.others.len()),
+                timeout.min(self.max_timeout),
+            )
+        };
+        self.mesh
+            .wait_durable(write.dot, write.others.clone(), needed, timeout)
+            .await
     }
 
     async fn execute_inner(self: &Arc<Self>, req: Request, forwarded: bool) -> Response {
@@ -391,6 +452,12 @@ impl Coordinator {
             .filter(|r| **r != self.node)
             .cloned()
             .collect();
+        let _ = LAST_WRITE.try_with(|w| {
+            *w.borrow_mut() = Some(WriteRecord {
+                dot,
+                others: others.clone(),
+            })
+        });
         let remote_needed = needed.saturating_sub(1);
         let (local, remote) = tokio::join!(
             self.durable(applied.lsn, timeout),

@@ -16,5 +16,6 @@ pub mod coordinator;
 pub mod listener;
 pub mod metrics;
 pub mod node;
+pub mod resp;
 pub mod rpc;
 pub mod tls;

@@ -1,6 +1,6 @@
 //! A running node: the engine, the peer mesh, the coordinator, the client
-//! listener and the metrics endpoint, started in that order and stopped in
-//! the reverse one.
+//! listener, the RESP listener (when `resp_listen` is set) and the metrics
+//! endpoint, started in that order and stopped in the reverse one.
 //!
 //! Shutdown (SIGINT/SIGTERM in `meridian serve`, or [`Node::shutdown`]):
 //! stop accepting clients, drain in-flight requests (bounded), close the
@@ -25,6 +25,7 @@ use crate::config::{self, NodeConfig};
 use crate::coordinator::{Coordinator, NodeClock};
 use crate::listener::{ClientListener, DRAIN_TIMEOUT};
 use crate::metrics::RequestMetrics;
+use crate::resp::RespServer;
 
 /// Options `meridian serve` adds to the config file.
 #[derive(Clone, Default)]
@@ -53,6 +54,8 @@ pub struct NodeAddresses {
     pub peer: SocketAddr,
     pub client: SocketAddr,
     pub metrics: SocketAddr,
+    /// The RESP (Redis protocol) listener, when `resp_listen` is set.
+    pub resp: Option<SocketAddr>,
 }
 
 /// A running node.
@@ -65,6 +68,7 @@ pub struct Node {
     mesh: Mesh,
     coordinator: Arc<Coordinator>,
     listener: Arc<ClientListener>,
+    resp: Option<Arc<RespServer>>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -262,6 +266,18 @@ impl Node {
             }
         };
         let metrics_addr = metrics_listener.local_addr()?;
+        let resp_listener = match config.resp_listen {
+            None => None,
+            Some(addr) => match TcpListener::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    endpoint.close(0u32.into(), b"");
+                    let e = anyhow::anyhow!(e)
+                        .context(format!("cannot listen for RESP clients on {addr}"));
+                    return fail(e, mesh, engine).await;
+                }
+            },
+        };
 
         let token_config = config.clone();
         let connections = Arc::new(AtomicU64::new(0));
@@ -275,21 +291,36 @@ impl Node {
             in_flight: Arc::new(AtomicU64::new(0)),
         });
         let (stop, stop_rx) = watch::channel(false);
-        let tasks = vec![
-            tokio::spawn(listener.clone().run(stop_rx.clone())),
-            tokio::spawn(crate::metrics::serve(
-                metrics_listener,
+        let mut tasks = vec![tokio::spawn(listener.clone().run(stop_rx.clone()))];
+        let mut resp = None;
+        let mut resp_addr = None;
+        if let Some(l) = resp_listener {
+            let addr = l.local_addr()?;
+            let resp_config = config.clone();
+            let server = Arc::new(RespServer::new(
                 coordinator.clone(),
-                connections,
-                stop_rx.clone(),
-            )),
-        ];
+                Arc::new(move |t: &[u8]| resp_config.token_matches(t)),
+                config.resp.default_consistency,
+                u64::from(config.resp.max_connections),
+                addr,
+            ));
+            tasks.push(tokio::spawn(server.clone().run(l, stop_rx.clone())));
+            resp = Some(server);
+            resp_addr = Some(addr);
+        }
+        tasks.extend([tokio::spawn(crate::metrics::serve(
+            metrics_listener,
+            coordinator.clone(),
+            connections,
+            stop_rx.clone(),
+        ))]);
         tracing::info!(
             node = %config.node,
             region = %config.region,
             peer = %peer_addr,
             client = %client_addr,
             metrics = %metrics_addr,
+            resp = ?resp_addr,
             "node serving"
         );
         Ok(Node {
@@ -299,12 +330,14 @@ impl Node {
                 peer: peer_addr,
                 client: client_addr,
                 metrics: metrics_addr,
+                resp: resp_addr,
             },
             data_dir: config.data_dir.clone(),
             engine,
             mesh,
             coordinator,
             listener,
+            resp,
             stop,
             tasks,
         })
@@ -335,7 +368,10 @@ impl Node {
             .endpoint
             .close(0u32.into(), b"node shutting down");
         let drain_until = Instant::now() + DRAIN_TIMEOUT;
-        while self.listener.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < drain_until {
+        let resp_in_flight = || self.resp.as_ref().map_or(0, |r| r.in_flight());
+        while (self.listener.in_flight.load(Ordering::Acquire) > 0 || resp_in_flight() > 0)
+            && Instant::now() < drain_until
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         for t in self.tasks {

@@ -74,6 +74,22 @@ pub(super) fn print_connect_help(dir: &Path, temporary: bool) {
     say!("  meridian cli --config {client} smembers cart");
     say!("  meridian cli --config {client} --node eu-west-1 get color");
     say!("  meridian status --config {client}");
+    // Any Redis client works too: the access token is the password and the
+    // user name picks the consistency level (docs/resp.md).
+    if let Ok(config) = meridian_client::ClientConfig::load(dir.join("client.toml")) {
+        say!("Or with redis-cli (user = consistency level: local, leader, quorum or all):");
+        for node in &config.nodes {
+            if let Some(resp) = node.resp.as_deref().and_then(|a| a.rsplit_once(':')) {
+                say!(
+                    "  {:<9} redis-cli -h {} -p {} --user local --pass {} --no-auth-warning",
+                    node.region,
+                    resp.0,
+                    resp.1,
+                    config.token
+                );
+            }
+        }
+    }
     if let Ok(exe) = std::env::current_exe() {
         say!(
             "(`meridian` is {}; from the repository, `cargo run --release -- cli ...` works too.)",

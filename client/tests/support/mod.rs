@@ -207,6 +207,7 @@ impl FakeServer {
             name: self.state.name.clone(),
             region: format!("{}-region", self.state.name),
             address: self.addr.to_string(),
+            resp: None,
         }
     }
 

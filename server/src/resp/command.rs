@@ -1,0 +1,652 @@
+//! The command table: a request's arguments to a typed [`Command`], with
+//! Redis's arity, syntax and unknown-command errors. Parsing never touches
+//! data, so `MULTI` can refuse a malformed command when it is queued.
+
+use bytes::Bytes;
+use meridian_client::wire::Consistency;
+
+use super::parse::{Args, SYNTAX};
+
+/// Largest `count` of `SRANDMEMBER`/`SPOP`: bounds the reply one command
+/// can build (a negative `SRANDMEMBER` count repeats members).
+pub const MAX_COUNT: i64 = 1 << 20;
+
+/// The Meridian command that runs one data command at another level:
+/// `MERIDIAN.AT quorum SET k v`.
+pub const AT: &str = "meridian.at";
+
+/// One parsed command.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    // Connection and server.
+    Hello {
+        proto: Option<i64>,
+        auth: Option<(Bytes, Bytes)>,
+        setname: Option<Bytes>,
+    },
+    Auth {
+        user: Option<Bytes>,
+        password: Bytes,
+    },
+    Ping(Option<Bytes>),
+    Echo(Bytes),
+    Quit,
+    Select(i64),
+    ClientSetName(Bytes),
+    ClientGetName,
+    /// `CLIENT SETINFO LIB-NAME|LIB-VER value`.
+    ClientSetInfo {
+        attr: String,
+        value: String,
+    },
+    ClientId,
+    ClientInfo,
+    Info(Vec<String>),
+    Command(CommandSub),
+    ConfigGet(Vec<Bytes>),
+    Time,
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
+    Wait {
+        replicas: i64,
+        timeout_ms: i64,
+    },
+    /// `MERIDIAN.AT <level> <data command>`.
+    At {
+        level: LevelName,
+        inner: Box<Command>,
+    },
+    // Strings (registers and counters).
+    Get(Bytes),
+    Set {
+        key: Bytes,
+        value: Bytes,
+        nx: bool,
+        xx: bool,
+        get: bool,
+    },
+    MGet(Vec<Bytes>),
+    MSet(Vec<(Bytes, Bytes)>),
+    IncrBy {
+        key: Bytes,
+        delta: i64,
+    },
+    StrLen(Bytes),
+    GetDel(Bytes),
+    // Sets.
+    SAdd {
+        key: Bytes,
+        members: Vec<Bytes>,
+    },
+    SRem {
+        key: Bytes,
+        members: Vec<Bytes>,
+    },
+    SMembers(Bytes),
+    SIsMember {
+        key: Bytes,
+        member: Bytes,
+    },
+    SMIsMember {
+        key: Bytes,
+        members: Vec<Bytes>,
+    },
+    SCard(Bytes),
+    SRandMember {
+        key: Bytes,
+        count: Option<i64>,
+    },
+    SPop {
+        key: Bytes,
+        count: Option<i64>,
+    },
+    // Keys.
+    Del(Vec<Bytes>),
+    Exists(Vec<Bytes>),
+    Type(Bytes),
+}
+
+/// `COMMAND` and its subcommands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CommandSub {
+    All,
+    Count,
+    Docs,
+    Info(Vec<String>),
+    /// Anything else: answered with an empty array (never fails).
+    Other,
+}
+
+/// A consistency level as named by an AUTH user or `MERIDIAN.AT`:
+/// `default` is the node's configured default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LevelName {
+    Default,
+    Level(Consistency),
+}
+
+impl LevelName {
+    pub fn parse(name: &[u8]) -> Option<LevelName> {
+        match name.to_ascii_lowercase().as_slice() {
+            b"default" => Some(LevelName::Default),
+            b"local" => Some(LevelName::Level(Consistency::Local)),
+            b"leader" => Some(LevelName::Level(Consistency::Leader)),
+            b"quorum" => Some(LevelName::Level(Consistency::Quorum)),
+            b"all" => Some(LevelName::Level(Consistency::All)),
+            _ => None,
+        }
+    }
+
+    pub fn resolve(self, default: Consistency) -> Consistency {
+        match self {
+            LevelName::Default => default,
+            LevelName::Level(l) => l,
+        }
+    }
+}
+
+/// Redis's unknown-command error: the name and the first arguments, each
+/// cut at 128 bytes.
+pub fn unknown_command(name: &[u8], args: &[Bytes]) -> String {
+    let cut = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(128)]).into_owned();
+    let mut out = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        cut(name)
+    );
+    let mut budget = 128usize;
+    for a in args {
+        if budget == 0 {
+            break;
+        }
+        let part = cut(&a[..a.len().min(budget)]);
+        budget = budget.saturating_sub(a.len());
+        out.push_str(&format!("'{part}' "));
+    }
+    out
+}
+
+fn unknown_subcommand(sub: &[u8], command: &str) -> String {
+    format!(
+        "ERR unknown subcommand '{}'. Try {command} HELP.",
+        String::from_utf8_lossy(&sub[..sub.len().min(128)])
+    )
+}
+
+impl Command {
+    /// Parses a request (`request[0]` is the command name).
+    pub fn parse(mut request: Vec<Bytes>) -> Result<Command, String> {
+        if request.is_empty() {
+            return Err(SYNTAX.into());
+        }
+        let name_bytes = request.remove(0);
+        let name = String::from_utf8_lossy(&name_bytes).to_ascii_lowercase();
+        let mut a = Args::new(name.clone(), request);
+        let cmd = match name.as_str() {
+            "hello" => {
+                let mut proto = None;
+                let mut auth = None;
+                let mut setname = None;
+                if a.remaining() > 0 {
+                    proto = Some(a.int().map_err(|_| {
+                        "ERR Protocol version is not an integer or out of range".to_owned()
+                    })?);
+                }
+                while a.remaining() > 0 {
+                    let opt = a.text()?.to_ascii_lowercase();
+                    match opt.as_str() {
+                        "auth" if a.remaining() >= 2 => {
+                            let user = a.bytes()?;
+                            let pass = a.bytes()?;
+                            auth = Some((user, pass));
+                        }
+                        "setname" if a.remaining() >= 1 => setname = Some(a.bytes()?),
+                        _ => return Err(format!("ERR Syntax error in HELLO option '{opt}'")),
+                    }
+                }
+                Command::Hello {
+                    proto,
+                    auth,
+                    setname,
+                }
+            }
+            "auth" => match a.remaining() {
+                1 => Command::Auth {
+                    user: None,
+                    password: a.bytes()?,
+                },
+                2 => Command::Auth {
+                    user: Some(a.bytes()?),
+                    password: a.bytes()?,
+                },
+                0 => return Err(a.arity()),
+                _ => return Err(SYNTAX.into()),
+            },
+            "ping" => match a.remaining() {
+                0 => Command::Ping(None),
+                1 => Command::Ping(Some(a.bytes()?)),
+                _ => return Err(a.arity()),
+            },
+            "echo" => {
+                let m = a.bytes()?;
+                a.finish()?;
+                Command::Echo(m)
+            }
+            "quit" => Command::Quit,
+            "select" => {
+                let db = a.bytes()?;
+                a.finish()?;
+                Command::Select(super::parse::int(&db)?)
+            }
+            "client" => {
+                let sub = a.bytes()?;
+                match sub.to_ascii_lowercase().as_slice() {
+                    b"setname" => {
+                        let n = a.bytes()?;
+                        a.finish()?;
+                        if n.iter().any(|b| !(b'!'..=b'~').contains(b)) {
+                            return Err("ERR Client names cannot contain spaces, newlines or special characters.".into());
+                        }
+                        Command::ClientSetName(n)
+                    }
+                    b"getname" => Command::ClientGetName,
+                    b"setinfo" => {
+                        let attr = a.text()?.to_ascii_lowercase();
+                        let value = a.text()?;
+                        a.finish()?;
+                        if attr != "lib-name" && attr != "lib-ver" {
+                            return Err(format!("ERR Unrecognized option '{attr}'"));
+                        }
+                        Command::ClientSetInfo { attr, value }
+                    }
+                    b"id" => Command::ClientId,
+                    b"info" => Command::ClientInfo,
+                    _ => return Err(unknown_subcommand(&sub, "CLIENT")),
+                }
+            }
+            "info" => {
+                let mut sections = Vec::new();
+                while a.remaining() > 0 {
+                    sections.push(a.text()?.to_ascii_lowercase());
+                }
+                Command::Info(sections)
+            }
+            "command" => {
+                if a.remaining() == 0 {
+                    Command::Command(CommandSub::All)
+                } else {
+                    let sub = a.text()?.to_ascii_lowercase();
+                    Command::Command(match sub.as_str() {
+                        "count" => CommandSub::Count,
+                        "docs" => CommandSub::Docs,
+                        "info" => {
+                            let mut names = Vec::new();
+                            while a.remaining() > 0 {
+                                names.push(a.text()?.to_ascii_lowercase());
+                            }
+                            CommandSub::Info(names)
+                        }
+                        _ => CommandSub::Other,
+                    })
+                }
+            }
+            "config" => {
+                let sub = a.bytes()?;
+                if sub.to_ascii_lowercase() != b"get" {
+                    return Err(unknown_subcommand(&sub, "CONFIG"));
+                }
+                Command::ConfigGet(a.rest()?)
+            }
+            "time" => {
+                a.finish()?;
+                Command::Time
+            }
+            "multi" => {
+                a.finish()?;
+                Command::Multi
+            }
+            "exec" => {
+                a.finish()?;
+                Command::Exec
+            }
+            "discard" => {
+                a.finish()?;
+                Command::Discard
+            }
+            "watch" => {
+                a.keys()?;
+                Command::Watch
+            }
+            "unwatch" => {
+                a.finish()?;
+                Command::Unwatch
+            }
+            "wait" => {
+                let replicas = a.int()?;
+                let timeout_ms = a
+                    .int()
+                    .map_err(|_| "ERR timeout is not an integer or out of range".to_owned())?;
+                a.finish()?;
+                if timeout_ms < 0 {
+                    return Err("ERR timeout is negative".into());
+                }
+                Command::Wait {
+                    replicas,
+                    timeout_ms,
+                }
+            }
+            AT => {
+                let level = a.bytes()?;
+                let level = LevelName::parse(&level).ok_or_else(|| {
+                    format!(
+                        "ERR unknown consistency level '{}': expected local, leader, quorum, all or default",
+                        String::from_utf8_lossy(&level)
+                    )
+                })?;
+                let inner = Command::parse(a.rest()?)?;
+                if !inner.is_data() {
+                    return Err(format!(
+                        "ERR {} wraps one data command (strings, sets, keys)",
+                        AT.to_ascii_uppercase()
+                    ));
+                }
+                Command::At {
+                    level,
+                    inner: Box::new(inner),
+                }
+            }
+            "get" => {
+                let k = a.key()?;
+                a.finish()?;
+                Command::Get(k)
+            }
+            "set" => {
+                let key = a.key()?;
+                let value = a.bytes()?;
+                let (mut nx, mut xx, mut get) = (false, false, false);
+                while a.remaining() > 0 {
+                    match a.text()?.to_ascii_lowercase().as_str() {
+                        "nx" if !xx => nx = true,
+                        "xx" if !nx => xx = true,
+                        "get" => get = true,
+                        // No key has a time to live, so there is none to keep.
+                        "keepttl" => {}
+                        "ex" | "px" | "exat" | "pxat" => {
+                            return Err("ERR SET with an expiry is not supported: Meridian has no expiry yet (see docs/resp.md)".into());
+                        }
+                        _ => return Err(SYNTAX.into()),
+                    }
+                }
+                Command::Set {
+                    key,
+                    value,
+                    nx,
+                    xx,
+                    get,
+                }
+            }
+            "mget" => Command::MGet(a.keys()?),
+            "mset" => {
+                if a.remaining() == 0 || !a.remaining().is_multiple_of(2) {
+                    return Err(a.arity());
+                }
+                let mut pairs = Vec::with_capacity(a.remaining() / 2);
+                while a.remaining() > 0 {
+                    let k = a.key()?;
+                    pairs.push((k, a.bytes()?));
+                }
+                Command::MSet(pairs)
+            }
+            "incr" | "decr" => {
+                let key = a.key()?;
+                a.finish()?;
+                let delta = if name == "incr" { 1 } else { -1 };
+                Command::IncrBy { key, delta }
+            }
+            "incrby" | "decrby" => {
+                let key = a.key()?;
+                let by = a.int()?;
+                a.finish()?;
+                let delta = if name == "incrby" {
+                    by
+                } else {
+                    by.checked_neg()
+                        .ok_or_else(|| "ERR decrement would overflow".to_owned())?
+                };
+                Command::IncrBy { key, delta }
+            }
+            "strlen" => {
+                let k = a.key()?;
+                a.finish()?;
+                Command::StrLen(k)
+            }
+            "getdel" => {
+                let k = a.key()?;
+                a.finish()?;
+                Command::GetDel(k)
+            }
+            "sadd" | "srem" | "smismember" => {
+                let key = a.key()?;
+                let members = a.rest()?;
+                match name.as_str() {
+                    "sadd" => Command::SAdd { key, members },
+                    "srem" => Command::SRem { key, members },
+                    _ => Command::SMIsMember { key, members },
+                }
+            }
+            "smembers" | "scard" => {
+                let k = a.key()?;
+                a.finish()?;
+                if name == "smembers" {
+                    Command::SMembers(k)
+                } else {
+                    Command::SCard(k)
+                }
+            }
+            "sismember" => {
+                let key = a.key()?;
+                let member = a.bytes()?;
+                a.finish()?;
+                Command::SIsMember { key, member }
+            }
+            "srandmember" | "spop" => {
+                let key = a.key()?;
+                let count = if a.remaining() > 0 {
+                    let c = a.int()?;
+                    if name == "spop" && c < 0 {
+                        return Err("ERR value is out of range, must be positive".into());
+                    }
+                    if c.unsigned_abs() > MAX_COUNT as u64 {
+                        return Err(format!(
+                            "ERR count is out of range: at most {MAX_COUNT} members per call"
+                        ));
+                    }
+                    Some(c)
+                } else {
+                    None
+                };
+                a.finish()?;
+                if name == "spop" {
+                    Command::SPop { key, count }
+                } else {
+                    Command::SRandMember { key, count }
+                }
+            }
+            "del" | "unlink" => Command::Del(a.keys()?),
+            "exists" => Command::Exists(a.keys()?),
+            "type" => {
+                let k = a.key()?;
+                a.finish()?;
+                Command::Type(k)
+            }
+            _ => {
+                let rest: Vec<Bytes> = std::iter::from_fn(|| a.bytes().ok()).collect();
+                return Err(unknown_command(&name_bytes, &rest));
+            }
+        };
+        Ok(cmd)
+    }
+
+    /// A command that reads or writes data (and so can be wrapped by
+    /// `MERIDIAN.AT`).
+    pub fn is_data(&self) -> bool {
+        matches!(
+            self,
+            Command::Get(_)
+                | Command::Set { .. }
+                | Command::MGet(_)
+                | Command::MSet(_)
+                | Command::IncrBy { .. }
+                | Command::StrLen(_)
+                | Command::GetDel(_)
+                | Command::SAdd { .. }
+                | Command::SRem { .. }
+                | Command::SMembers(_)
+                | Command::SIsMember { .. }
+                | Command::SMIsMember { .. }
+                | Command::SCard(_)
+                | Command::SRandMember { .. }
+                | Command::SPop { .. }
+                | Command::Del(_)
+                | Command::Exists(_)
+                | Command::Type(_)
+        )
+    }
+}
+
+/// One `COMMAND` entry: name, arity (negative: at least), flags, first
+/// key, last key, key step.
+pub type CommandInfo = (&'static str, i64, &'static [&'static str], i64, i64, i64);
+
+/// The commands `COMMAND` lists.
+pub const TABLE: &[CommandInfo] = &[
+    (
+        "hello",
+        -1,
+        &["noscript", "loading", "stale", "fast", "no_auth"],
+        0,
+        0,
+        0,
+    ),
+    (
+        "auth",
+        -2,
+        &["noscript", "loading", "stale", "fast", "no_auth"],
+        0,
+        0,
+        0,
+    ),
+    ("ping", -1, &["fast"], 0, 0, 0),
+    ("echo", 2, &["fast"], 0, 0, 0),
+    ("quit", -1, &["fast", "no_auth"], 0, 0, 0),
+    ("select", 2, &["loading", "stale", "fast"], 0, 0, 0),
+    ("client", -2, &["loading", "stale"], 0, 0, 0),
+    ("info", -1, &["loading", "stale"], 0, 0, 0),
+    ("command", -1, &["loading", "stale"], 0, 0, 0),
+    ("config", -2, &["loading", "stale"], 0, 0, 0),
+    ("time", 1, &["loading", "stale", "fast"], 0, 0, 0),
+    ("multi", 1, &["fast"], 0, 0, 0),
+    ("exec", 1, &["slow"], 0, 0, 0),
+    ("discard", 1, &["fast"], 0, 0, 0),
+    ("unwatch", 1, &["fast"], 0, 0, 0),
+    ("wait", 3, &["slow"], 0, 0, 0),
+    ("meridian.at", -3, &["slow"], 0, 0, 0),
+    ("get", 2, &["readonly", "fast"], 1, 1, 1),
+    ("set", -3, &["write", "denyoom"], 1, 1, 1),
+    ("mget", -2, &["readonly", "fast"], 1, -1, 1),
+    ("mset", -3, &["write", "denyoom"], 1, -1, 2),
+    ("incr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("incrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("decr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("decrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("strlen", 2, &["readonly", "fast"], 1, 1, 1),
+    ("getdel", 2, &["write", "fast"], 1, 1, 1),
+    ("sadd", -3, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("srem", -3, &["write", "fast"], 1, 1, 1),
+    ("smembers", 2, &["readonly"], 1, 1, 1),
+    ("sismember", 3, &["readonly", "fast"], 1, 1, 1),
+    ("smismember", -3, &["readonly", "fast"], 1, 1, 1),
+    ("scard", 2, &["readonly", "fast"], 1, 1, 1),
+    ("srandmember", -2, &["readonly"], 1, 1, 1),
+    ("spop", -2, &["write", "fast"], 1, 1, 1),
+    ("del", -2, &["write"], 1, -1, 1),
+    ("unlink", -2, &["write", "fast"], 1, -1, 1),
+    ("exists", -2, &["readonly", "fast"], 1, -1, 1),
+    ("type", 2, &["readonly", "fast"], 1, 1, 1),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resp::parse::NOT_INTEGER;
+
+    fn req(words: &[&str]) -> Vec<Bytes> {
+        words
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn unknown_commands_use_redis_wording() {
+        assert_eq!(
+            Command::parse(req(&["HSET", "h", "f", "v"])).unwrap_err(),
+            "ERR unknown command 'HSET', with args beginning with: 'h' 'f' 'v' "
+        );
+        assert_eq!(
+            Command::parse(req(&["flushall"])).unwrap_err(),
+            "ERR unknown command 'flushall', with args beginning with: "
+        );
+    }
+
+    #[test]
+    fn commands_parse_with_options_and_arity() {
+        assert_eq!(
+            Command::parse(req(&["set", "k", "v", "NX", "GET"])).unwrap(),
+            Command::Set {
+                key: "k".into(),
+                value: "v".into(),
+                nx: true,
+                xx: false,
+                get: true
+            }
+        );
+        assert_eq!(
+            Command::parse(req(&["SET", "k", "v", "NX", "XX"])).unwrap_err(),
+            SYNTAX
+        );
+        assert_eq!(
+            Command::parse(req(&["GET"])).unwrap_err(),
+            "ERR wrong number of arguments for 'get' command"
+        );
+        assert_eq!(
+            Command::parse(req(&["INCRBY", "k", "x"])).unwrap_err(),
+            NOT_INTEGER
+        );
+        assert_eq!(
+            Command::parse(req(&["decr", "k"])).unwrap(),
+            Command::IncrBy {
+                key: "k".into(),
+                delta: -1
+            }
+        );
+        assert!(Command::parse(req(&["mset", "a", "1", "b"])).is_err());
+        assert!(Command::parse(req(&["spop", "k", "-1"])).is_err());
+    }
+
+    #[test]
+    fn meridian_at_wraps_one_data_command() {
+        assert_eq!(
+            Command::parse(req(&["MERIDIAN.AT", "quorum", "GET", "k"])).unwrap(),
+            Command::At {
+                level: LevelName::Level(Consistency::Quorum),
+                inner: Box::new(Command::Get("k".into()))
+            }
+        );
+        assert!(Command::parse(req(&["meridian.at", "fast", "GET", "k"])).is_err());
+        assert!(Command::parse(req(&["meridian.at", "all", "PING"])).is_err());
+        assert!(Command::parse(req(&["meridian.at", "all"])).is_err());
+    }
+}

@@ -1,0 +1,458 @@
+//! One RESP client connection.
+//!
+//! Reads are buffered; every complete request in the buffer is executed in
+//! order (pipelining), each awaited before the next, so a connection's
+//! commands take effect in its order and it reads its own writes. Replies
+//! are encoded in request order into one output buffer, written whenever it
+//! passes [`FLUSH_BYTES`] and when the buffered requests are done.
+//!
+//! Limits (each a reason to close the connection, as Redis does):
+//! * a request breaking the protocol or the frame limits
+//!   ([`super::frame`]): `-ERR Protocol error: ...`, then closed;
+//! * pending reply bytes above [`MAX_OUTPUT_BUFFER_BYTES`], or a write
+//!   that makes no progress for [`WRITE_STALL_TIMEOUT`]: a client that does
+//!   not read its replies is disconnected (the node stops reading its
+//!   requests while a write is blocked, so it cannot queue more);
+//! * a request that stays incomplete for [`PARTIAL_REQUEST_TIMEOUT`], or no
+//!   request at all for [`IDLE_TIMEOUT`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use meridian_client::wire::Consistency;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::watch;
+
+use super::command::Command;
+use super::data::{Data, Failed};
+use super::frame::{self, Reply};
+use super::{RespServer, conn_cmds, keys, sets, strings};
+use crate::coordinator::WriteRecord;
+
+/// Reply bytes after which the output buffer is written out mid-pipeline.
+pub const FLUSH_BYTES: usize = 64 << 10;
+
+/// Most reply bytes one connection may have pending: one reply of a whole
+/// object (16 MiB) in either protocol's framing fits with room to spare.
+/// A client whose pending replies pass it is disconnected (Redis:
+/// `client-output-buffer-limit`).
+pub const MAX_OUTPUT_BUFFER_BYTES: usize = 64 << 20;
+
+/// How long a write may make no progress before the client is considered
+/// gone (it does not read its replies).
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a request may stay incomplete (a half-sent command holds its
+/// buffer, bounded by the frame limits, no longer than this).
+pub const PARTIAL_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a connection may send nothing at all. Pools keep idle
+/// connections; clients reconnect (and re-send AUTH) transparently.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Most bytes read from the socket at once.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Most bytes the input buffer may hold: one largest request
+/// ([`frame::MAX_REQUEST_BYTES`], enforced by the parser on declared
+/// lengths) plus one read (Redis: `client-query-buffer-limit`).
+pub const MAX_QUERY_BUFFER_BYTES: usize = frame::MAX_REQUEST_BYTES + READ_CHUNK;
+
+/// Most commands one `MULTI` may queue (each is a parsed request, so this
+/// bounds the memory a never-executed transaction holds).
+pub const MAX_QUEUED_COMMANDS: usize = 10_000;
+
+/// What one connection remembers.
+#[derive(Debug)]
+pub struct Session {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub connected: Instant,
+    pub authenticated: bool,
+    pub user: String,
+    pub level: Consistency,
+    /// 2 or 3.
+    pub proto: u8,
+    pub name: Option<Bytes>,
+    pub lib_name: String,
+    pub lib_ver: String,
+    /// `Some` inside `MULTI`: the queued commands.
+    pub multi: Option<Vec<Command>>,
+    /// A command inside `MULTI` was refused: `EXEC` aborts.
+    pub multi_failed: bool,
+    /// The last write this connection made through this node (`WAIT`).
+    pub last_write: Option<WriteRecord>,
+}
+
+/// What to do after a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum After {
+    Continue,
+    Close,
+}
+
+/// Serves one connection until it closes, breaks a limit, or the node
+/// stops (after the command being executed).
+pub async fn serve(
+    server: std::sync::Arc<RespServer>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    let count = server.connections.fetch_add(1, Ordering::AcqRel) + 1;
+    let _guard = Decrement(&server);
+    server.connections_total.fetch_add(1, Ordering::Relaxed);
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(server.local_addr);
+    let (mut rd, mut wr) = stream.into_split();
+    if count > server.max_connections {
+        server.rejected_connections.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%peer, limit = server.max_connections, "RESP client refused: too many connections");
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            wr.write_all(b"-ERR max number of clients reached\r\n"),
+        )
+        .await;
+        return;
+    }
+    let mut session = Session {
+        id: server.next_client_id.fetch_add(1, Ordering::Relaxed),
+        peer,
+        local,
+        connected: Instant::now(),
+        authenticated: false,
+        user: "default".into(),
+        level: server.default_level,
+        proto: 2,
+        name: None,
+        lib_name: String::new(),
+        lib_ver: String::new(),
+        multi: None,
+        multi_failed: false,
+        last_write: None,
+    };
+    let mut input = BytesMut::with_capacity(4 << 10);
+    let mut output = BytesMut::with_capacity(4 << 10);
+    let mut stop = stop;
+    loop {
+        // Execute every complete request, in order.
+        loop {
+            let request = match frame::next_request(&mut input) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "RESP protocol error");
+                    Reply::error(format!("ERR {e}")).encode(session.proto, &mut output);
+                    let _ = flush(&mut wr, &mut output).await;
+                    return;
+                }
+            };
+            if request.is_empty() {
+                continue;
+            }
+            server.in_flight.fetch_add(1, Ordering::AcqRel);
+            server.commands_total.fetch_add(1, Ordering::Relaxed);
+            let (reply, after) = handle(&server, &mut session, request).await;
+            server.in_flight.fetch_sub(1, Ordering::AcqRel);
+            reply.encode(session.proto, &mut output);
+            if output.len() > MAX_OUTPUT_BUFFER_BYTES {
+                tracing::warn!(%peer, bytes = output.len(), "RESP client disconnected: output buffer limit");
+                return;
+            }
+            if after == After::Close || *stop.borrow() {
+                let _ = flush(&mut wr, &mut output).await;
+                return;
+            }
+            if output.len() >= FLUSH_BYTES && flush(&mut wr, &mut output).await.is_err() {
+                tracing::info!(%peer, "RESP client disconnected: not reading its replies");
+                return;
+            }
+        }
+        if flush(&mut wr, &mut output).await.is_err() {
+            return;
+        }
+        // Read more.
+        if input.len() >= MAX_QUERY_BUFFER_BYTES {
+            // Unreachable while the parser enforces the request limit; a
+            // second line of defence.
+            Reply::error("ERR Protocol error: query buffer limit")
+                .encode(session.proto, &mut output);
+            let _ = flush(&mut wr, &mut output).await;
+            return;
+        }
+        let wait = if input.is_empty() {
+            IDLE_TIMEOUT
+        } else {
+            PARTIAL_REQUEST_TIMEOUT
+        };
+        input.reserve(READ_CHUNK.min(MAX_QUERY_BUFFER_BYTES - input.len()));
+        let read = tokio::select! {
+            r = tokio::time::timeout(wait, rd.read_buf(&mut input)) => r,
+            _ = stop.changed() => return,
+        };
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                tracing::debug!(%peer, partial = !input.is_empty(), "RESP client timed out");
+                return;
+            }
+        }
+    }
+}
+
+/// Writes out `output`, failing if the peer makes no progress for
+/// [`WRITE_STALL_TIMEOUT`].
+async fn flush(wr: &mut OwnedWriteHalf, output: &mut BytesMut) -> Result<(), ()> {
+    while !output.is_empty() {
+        match tokio::time::timeout(WRITE_STALL_TIMEOUT, wr.write_buf(output)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Err(()),
+        }
+    }
+    Ok(())
+}
+
+struct Decrement<'a>(&'a RespServer);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One request: authentication gate, `MULTI` queueing, then the command.
+async fn handle(server: &RespServer, session: &mut Session, request: Vec<Bytes>) -> (Reply, After) {
+    let may_precede_auth = request.first().is_some_and(|name| {
+        [&b"auth"[..], b"hello", b"quit"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
+    });
+    if !session.authenticated && !may_precede_auth {
+        // Even an unknown or malformed command: nothing is revealed
+        // before authentication.
+        return (
+            Reply::error("NOAUTH Authentication required."),
+            After::Continue,
+        );
+    }
+    let command = match Command::parse(request) {
+        Ok(c) => c,
+        Err(e) => {
+            if session.multi.is_some() {
+                session.multi_failed = true;
+            }
+            return (Reply::error(e), After::Continue);
+        }
+    };
+    if !session.authenticated
+        && !matches!(
+            command,
+            Command::Auth { .. } | Command::Hello { .. } | Command::Quit
+        )
+    {
+        return (
+            Reply::error("NOAUTH Authentication required."),
+            After::Continue,
+        );
+    }
+    if let Some(queue) = &mut session.multi {
+        match command {
+            Command::Exec | Command::Discard | Command::Quit | Command::Multi | Command::Watch => {}
+            other => {
+                if queue.len() >= MAX_QUEUED_COMMANDS {
+                    session.multi_failed = true;
+                    return (
+                        Reply::error(format!(
+                            "ERR a transaction queues at most {MAX_QUEUED_COMMANDS} commands"
+                        )),
+                        After::Continue,
+                    );
+                }
+                queue.push(other);
+                return (Reply::Simple("QUEUED".into()), After::Continue);
+            }
+        }
+    }
+    match command {
+        Command::Multi => {
+            if session.multi.is_some() {
+                return (
+                    Reply::error("ERR MULTI calls can not be nested"),
+                    After::Continue,
+                );
+            }
+            session.multi = Some(Vec::new());
+            session.multi_failed = false;
+            (Reply::ok(), After::Continue)
+        }
+        Command::Discard => match session.multi.take() {
+            Some(_) => (Reply::ok(), After::Continue),
+            None => (Reply::error("ERR DISCARD without MULTI"), After::Continue),
+        },
+        Command::Exec => {
+            let Some(queue) = session.multi.take() else {
+                return (Reply::error("ERR EXEC without MULTI"), After::Continue);
+            };
+            if std::mem::take(&mut session.multi_failed) {
+                return (
+                    Reply::error("EXECABORT Transaction discarded because of previous errors."),
+                    After::Continue,
+                );
+            }
+            // Queued commands run in order, each awaited; no isolation.
+            let mut replies = Vec::with_capacity(queue.len());
+            let mut after = After::Continue;
+            for c in queue {
+                let (r, a) = run(server, session, c).await;
+                replies.push(r);
+                if a == After::Close {
+                    after = After::Close;
+                }
+            }
+            (Reply::Array(replies), after)
+        }
+        Command::Watch if session.multi.is_some() => (
+            Reply::error("ERR WATCH inside MULTI is not allowed"),
+            After::Continue,
+        ),
+        other => run(server, session, other).await,
+    }
+}
+
+/// Executes one command (not `MULTI`/`EXEC`/`DISCARD`).
+async fn run(server: &RespServer, session: &mut Session, command: Command) -> (Reply, After) {
+    let reply = match command {
+        Command::Quit => return (Reply::ok(), After::Close),
+        Command::Hello {
+            proto,
+            auth,
+            setname,
+        } => conn_cmds::hello(server, session, proto, auth, setname),
+        Command::Auth { user, password } => {
+            let user = user.unwrap_or_else(|| Bytes::from_static(b"default"));
+            conn_cmds::auth(server, session, &user, &password)
+        }
+        Command::Ping(None) => Reply::Simple("PONG".into()),
+        Command::Ping(Some(m)) | Command::Echo(m) => Reply::Bulk(m),
+        Command::Select(0) => Reply::ok(),
+        Command::Select(_) => Reply::error("ERR DB index is out of range"),
+        Command::ClientSetName(n) => {
+            session.name = Some(n);
+            Reply::ok()
+        }
+        Command::ClientGetName => session.name.clone().map_or(Reply::Null, Reply::Bulk),
+        Command::ClientSetInfo { attr, value } => {
+            // Shown by CLIENT INFO; at most a line's worth.
+            let value: String = value
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .take(128)
+                .collect();
+            if attr == "lib-name" {
+                session.lib_name = value;
+            } else {
+                session.lib_ver = value;
+            }
+            Reply::ok()
+        }
+        Command::ClientId => Reply::Integer(session.id as i64),
+        Command::ClientInfo => conn_cmds::client_info(session),
+        Command::Info(sections) => conn_cmds::info(server, session, &sections),
+        Command::Command(sub) => conn_cmds::command(&sub),
+        Command::ConfigGet(patterns) => conn_cmds::config_get(&patterns),
+        Command::Time => conn_cmds::time(),
+        Command::Watch => Reply::error(
+            "ERR WATCH is not supported: Meridian's MULTI/EXEC has no isolation to check against \
+             (see docs/resp.md)",
+        ),
+        Command::Unwatch => Reply::ok(),
+        Command::Wait {
+            replicas,
+            timeout_ms,
+        } => wait(server, session, replicas, timeout_ms).await,
+        Command::Multi | Command::Exec | Command::Discard => {
+            Reply::error("ERR MULTI, EXEC and DISCARD cannot be queued")
+        }
+        Command::At { level, inner } => {
+            let level = level.resolve(server.default_level);
+            data(server, session, level, *inner).await
+        }
+        data_command => {
+            let level = session.level;
+            data(server, session, level, data_command).await
+        }
+    };
+    (reply, After::Continue)
+}
+
+/// `WAIT numreplicas timeout`: how many of the object's *other* replicas
+/// durably hold this connection's last write.
+async fn wait(server: &RespServer, session: &Session, replicas: i64, timeout_ms: i64) -> Reply {
+    let Some(write) = &session.last_write else {
+        return Reply::Integer(0);
+    };
+    let timeout = if timeout_ms == 0 {
+        // Redis: 0 blocks until enough replicas acknowledge. Bounded by
+        // the node's longest request timeout.
+        Duration::from_millis(crate::config::MAX_REQUEST_TIMEOUT_MS)
+    } else {
+        Duration::from_millis(timeout_ms as u64)
+    };
+    let needed = usize::try_from(replicas.max(0)).unwrap_or(usize::MAX);
+    let n = server
+        .coordinator
+        .wait_replicas(write, needed.min(write.other_replicas()), timeout)
+        .await;
+    Reply::Integer(n as i64)
+}
+
+/// A data command at `level`.
+async fn data(
+    server: &RespServer,
+    session: &mut Session,
+    level: Consistency,
+    command: Command,
+) -> Reply {
+    let mut d = Data {
+        server,
+        level,
+        last_write: &mut session.last_write,
+        writes_done: 0,
+    };
+    let result: Result<Reply, Failed> = match command {
+        Command::Get(k) => strings::get(&mut d, k).await,
+        Command::Set {
+            key,
+            value,
+            nx,
+            xx,
+            get,
+        } => strings::set(&mut d, key, value, nx, xx, get).await,
+        Command::MGet(keys) => strings::mget(&mut d, keys).await,
+        Command::MSet(pairs) => strings::mset(&mut d, pairs).await,
+        Command::IncrBy { key, delta } => strings::incr_by(&mut d, key, delta).await,
+        Command::StrLen(k) => strings::strlen(&mut d, k).await,
+        Command::GetDel(k) => strings::getdel(&mut d, k).await,
+        Command::SAdd { key, members } => sets::sadd(&mut d, key, members).await,
+        Command::SRem { key, members } => sets::srem(&mut d, key, members).await,
+        Command::SMembers(k) => sets::smembers(&mut d, k).await,
+        Command::SIsMember { key, member } => sets::sismember(&mut d, key, member).await,
+        Command::SMIsMember { key, members } => sets::smismember(&mut d, key, members).await,
+        Command::SCard(k) => sets::scard(&mut d, k).await,
+        Command::SRandMember { key, count } => sets::srandmember(&mut d, key, count).await,
+        Command::SPop { key, count } => sets::spop(&mut d, key, count).await,
+        Command::Del(keys) => keys::del(&mut d, keys).await,
+        Command::Exists(keys) => keys::exists(&mut d, keys).await,
+        Command::Type(k) => keys::type_of(&mut d, k).await,
+        other => Err(Failed(Reply::error(format!(
+            "ERR internal error: {other:?} is not a data command"
+        )))),
+    };
+    result.unwrap_or_else(|Failed(e)| e)
+}

@@ -1,0 +1,153 @@
+//! Set commands over Meridian's observed-remove set: `SADD`, `SREM`,
+//! `SMEMBERS`, `SISMEMBER`, `SMISMEMBER`, `SCARD`, `SRANDMEMBER`, `SPOP`.
+//! A concurrent add wins over a remove that did not observe it.
+
+use bytes::Bytes;
+use meridian_client::wire::Operation;
+use rand::seq::{IndexedRandom, SliceRandom};
+
+use super::data::{Data, Failed};
+use super::frame::Reply;
+
+fn contains(sorted: &[Vec<u8>], member: &[u8]) -> bool {
+    sorted
+        .binary_search_by(|m| m.as_slice().cmp(member))
+        .is_ok()
+}
+
+/// Distinct members of `members` not yet counted, in argument order.
+fn distinct(members: &[Bytes]) -> Vec<&Bytes> {
+    let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+    members.iter().filter(|m| seen.insert(&m[..])).collect()
+}
+
+async fn members_of(d: &mut Data<'_>, key: &Bytes) -> Result<Vec<Vec<u8>>, Failed> {
+    let p = d.probe(key).await?;
+    p.want_set()?;
+    Ok(p.set)
+}
+
+pub async fn sadd(d: &mut Data<'_>, key: Bytes, members: Vec<Bytes>) -> Result<Reply, Failed> {
+    let before = members_of(d, &key).await?;
+    let added = distinct(&members)
+        .into_iter()
+        .filter(|m| !contains(&before, m))
+        .count();
+    d.write(Operation::SetAdd {
+        key: key.to_vec(),
+        members: members.iter().map(|m| m.to_vec()).collect(),
+    })
+    .await?;
+    Ok(Reply::Integer(added as i64))
+}
+
+pub async fn srem(d: &mut Data<'_>, key: Bytes, members: Vec<Bytes>) -> Result<Reply, Failed> {
+    let before = members_of(d, &key).await?;
+    let observed: Vec<Vec<u8>> = distinct(&members)
+        .into_iter()
+        .filter(|m| contains(&before, m))
+        .map(|m| m.to_vec())
+        .collect();
+    if observed.is_empty() {
+        // Removes only what it observed: nothing.
+        return Ok(Reply::Integer(0));
+    }
+    let n = observed.len();
+    d.write(Operation::SetRemove {
+        key: key.to_vec(),
+        members: observed,
+    })
+    .await?;
+    Ok(Reply::Integer(n as i64))
+}
+
+pub async fn smembers(d: &mut Data<'_>, key: Bytes) -> Result<Reply, Failed> {
+    let members = members_of(d, &key).await?;
+    Ok(Reply::Set(
+        members.into_iter().map(|m| Reply::Bulk(m.into())).collect(),
+    ))
+}
+
+pub async fn sismember(d: &mut Data<'_>, key: Bytes, member: Bytes) -> Result<Reply, Failed> {
+    let members = members_of(d, &key).await?;
+    Ok(Reply::Integer(i64::from(contains(&members, &member))))
+}
+
+pub async fn smismember(
+    d: &mut Data<'_>,
+    key: Bytes,
+    members: Vec<Bytes>,
+) -> Result<Reply, Failed> {
+    let set = members_of(d, &key).await?;
+    Ok(Reply::Array(
+        members
+            .iter()
+            .map(|m| Reply::Integer(i64::from(contains(&set, m))))
+            .collect(),
+    ))
+}
+
+pub async fn scard(d: &mut Data<'_>, key: Bytes) -> Result<Reply, Failed> {
+    let members = members_of(d, &key).await?;
+    Ok(Reply::Integer(members.len() as i64))
+}
+
+/// `count` distinct members (all if fewer), in random order.
+fn pick(members: &[Vec<u8>], count: usize) -> Vec<Vec<u8>> {
+    let mut rng = rand::rng();
+    let mut out: Vec<Vec<u8>> = members
+        .choose_multiple(&mut rng, count.min(members.len()))
+        .cloned()
+        .collect();
+    out.shuffle(&mut rng);
+    out
+}
+
+pub async fn srandmember(
+    d: &mut Data<'_>,
+    key: Bytes,
+    count: Option<i64>,
+) -> Result<Reply, Failed> {
+    let members = members_of(d, &key).await?;
+    let bulk = |m: Vec<u8>| Reply::Bulk(m.into());
+    Ok(match count {
+        None => pick(&members, 1).pop().map_or(Reply::Null, bulk),
+        Some(c) if c >= 0 => {
+            Reply::Array(pick(&members, c as usize).into_iter().map(bulk).collect())
+        }
+        Some(c) => {
+            // Negative: |c| members, repeats allowed.
+            let mut rng = rand::rng();
+            if members.is_empty() {
+                Reply::Array(Vec::new())
+            } else {
+                Reply::Array(
+                    (0..c.unsigned_abs())
+                        .filter_map(|_| members.choose(&mut rng).cloned())
+                        .map(bulk)
+                        .collect(),
+                )
+            }
+        }
+    })
+}
+
+/// `SPOP`: reads the set, picks, then removes what it picked (an
+/// observed-remove): two regions popping concurrently can pop the same
+/// member, and a member added concurrently elsewhere survives.
+pub async fn spop(d: &mut Data<'_>, key: Bytes, count: Option<i64>) -> Result<Reply, Failed> {
+    let members = members_of(d, &key).await?;
+    let picked = pick(&members, count.unwrap_or(1).max(0) as usize);
+    if !picked.is_empty() {
+        d.write(Operation::SetRemove {
+            key: key.to_vec(),
+            members: picked.clone(),
+        })
+        .await?;
+    }
+    let bulk = |m: Vec<u8>| Reply::Bulk(m.into());
+    Ok(match count {
+        None => picked.into_iter().next().map_or(Reply::Null, bulk),
+        Some(_) => Reply::Set(picked.into_iter().map(bulk).collect()),
+    })
+}

@@ -1,0 +1,124 @@
+//! String commands: `GET`, `SET`, `MGET`, `MSET`, `INCRBY` (and `INCR`,
+//! `DECR`, `DECRBY`), `STRLEN`, `GETDEL`. A string is a last-writer-wins
+//! register (`SET`) or a counter (`INCR` family); see [`super::data`] for
+//! how they share a key.
+
+use bytes::Bytes;
+use meridian_client::wire::{Kind, Operation, ReplyValue};
+
+use super::data::{Data, Failed, WRONGTYPE};
+use super::frame::Reply;
+use super::parse::NOT_INTEGER;
+
+fn opt(v: Option<Bytes>) -> Reply {
+    v.map_or(Reply::Null, Reply::Bulk)
+}
+
+pub async fn get(d: &mut Data<'_>, key: Bytes) -> Result<Reply, Failed> {
+    let p = d.probe(&key).await?;
+    p.want_string()?;
+    Ok(opt(p.string()))
+}
+
+pub async fn strlen(d: &mut Data<'_>, key: Bytes) -> Result<Reply, Failed> {
+    let p = d.probe(&key).await?;
+    p.want_string()?;
+    Ok(Reply::Integer(p.string().map_or(0, |s| s.len() as i64)))
+}
+
+/// `SET`: `NX`/`XX` are evaluated on what the contacted replica (or the
+/// level's read) shows, not under a lock: two regions can both succeed.
+pub async fn set(
+    d: &mut Data<'_>,
+    key: Bytes,
+    value: Bytes,
+    nx: bool,
+    xx: bool,
+    get: bool,
+) -> Result<Reply, Failed> {
+    let p = d.probe(&key).await?;
+    if p.has_set() || p.counter != 0 {
+        return Err(WRONGTYPE.into());
+    }
+    let exists = p.register.is_some();
+    let old = opt(p.register.map(Bytes::from));
+    if (nx && exists) || (xx && !exists) {
+        return Ok(if get { old } else { Reply::Null });
+    }
+    d.write(Operation::RegisterPut {
+        key: key.to_vec(),
+        value: value.to_vec(),
+    })
+    .await?;
+    Ok(if get { old } else { Reply::ok() })
+}
+
+pub async fn mget(d: &mut Data<'_>, keys: Vec<Bytes>) -> Result<Reply, Failed> {
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let p = d.probe(&key).await?;
+        // Like Redis, MGET answers nil for a key of another type.
+        out.push(if p.has_set() {
+            Reply::Null
+        } else {
+            opt(p.string())
+        });
+    }
+    Ok(Reply::Array(out))
+}
+
+/// `MSET`: every key's type is checked first (a wrong type changes
+/// nothing), then the keys are written one by one: not atomic.
+pub async fn mset(d: &mut Data<'_>, pairs: Vec<(Bytes, Bytes)>) -> Result<Reply, Failed> {
+    for (key, _) in &pairs {
+        let p = d.probe(key).await?;
+        if p.has_set() || p.counter != 0 {
+            return Err(WRONGTYPE.into());
+        }
+    }
+    for (key, value) in pairs {
+        d.write(Operation::RegisterPut {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        })
+        .await?;
+    }
+    Ok(Reply::ok())
+}
+
+pub async fn incr_by(d: &mut Data<'_>, key: Bytes, delta: i64) -> Result<Reply, Failed> {
+    let p = d.probe(&key).await?;
+    p.want_string()?;
+    if p.register.is_some() {
+        return Err(NOT_INTEGER.into());
+    }
+    if p.counter.checked_add(delta).is_none() {
+        return Err("ERR increment or decrement would overflow".into());
+    }
+    match d
+        .write(Operation::CounterIncr {
+            key: key.to_vec(),
+            delta,
+        })
+        .await?
+    {
+        ReplyValue::Counter { value } => Ok(Reply::Integer(value)),
+        other => Err(format!("ERR internal error: unexpected reply {other:?}").into()),
+    }
+}
+
+pub async fn getdel(d: &mut Data<'_>, key: Bytes) -> Result<Reply, Failed> {
+    let p = d.probe(&key).await?;
+    p.want_string()?;
+    let value = p.string();
+    for kind in p.kinds() {
+        if kind != Kind::Set {
+            d.write(Operation::Delete {
+                kind,
+                key: key.to_vec(),
+            })
+            .await?;
+        }
+    }
+    Ok(opt(value))
+}
