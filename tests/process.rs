@@ -14,7 +14,6 @@ use meridian::objects::{agreed, client_of, converge_to, set_of};
 use meridian::process::run_meridian;
 use meridian::{CONVERGE, Obj, ProcessCluster, Spec, Val, eventually};
 use meridian_client::{Consistency, Error};
-use meridian_server::node::placement_of;
 
 const US: &str = "us-east-1";
 const EU: &str = "eu-west-1";
@@ -246,7 +245,7 @@ async fn leader_failover_when_the_leader_is_killed() -> Result<()> {
     let mut cluster = ProcessCluster::create(Spec::new(21))?;
     cluster.start_all()?;
     let clients = cluster.wait_all_serving().await;
-    let placement = placement_of(&cluster.dir.config(US)?);
+    let placement = cluster.dir.config(US)?.cluster_placement();
     let key = "failover";
     let preference: Vec<String> = placement
         .preference_list(key.as_bytes())

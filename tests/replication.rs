@@ -12,7 +12,6 @@ use anyhow::Result;
 use meridian::objects::{agreed, client_of, converge_to, set_of};
 use meridian::{CONVERGE, ClusterDir, InProcessCluster, Obj, Spec, Val, eventually};
 use meridian_client::{Client, Consistency, Error};
-use meridian_server::node::placement_of;
 
 const US: &str = "us-east-1";
 const EU: &str = "eu-west-1";
@@ -498,7 +497,7 @@ async fn placement_pinned_keys_never_leave_their_region() -> Result<()> {
     // `leader` requests through non-eu nodes are served by the key's leader
     // (the first node of its preference list), whichever replica is nearest
     // to the forwarding node: pinned keys led by each eu-west node.
-    let placement = placement_of(&cluster.dir.config(&others[0])?);
+    let placement = cluster.dir.config(&others[0])?.cluster_placement();
     let mut led: Vec<(Vec<u8>, String)> = Vec::new();
     for i in 0..64u8 {
         let key = pinned(&[key_marker.as_slice(), &[i]].concat());

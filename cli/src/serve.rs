@@ -26,7 +26,8 @@ pub fn run(config_path: &Path, allow_debug_clock: bool) -> Result<()> {
         )
         .await?;
         wait_for_signal().await?;
-        node.shutdown().await
+        node.shutdown().await?;
+        Ok(())
     })
 }
 

@@ -24,16 +24,12 @@
 //!   request to the nearest live replica and stores nothing.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use meridian_client::wire::{
-    self, Consistency, NodeStatus, Operation, PeerStatus, Reply, ReplyValue, Request, Response,
-    WireError,
+    self, Consistency, NodeStatus, PeerStatus, Reply, ReplyValue, Request, Response, WireError,
 };
-use meridian_engine::{
-    Durability, Engine, Error as EngineError, Kind, ObjectKey, ObjectState, Op, PhysicalTime, Value,
-};
+use meridian_engine::{Durability, Engine, ObjectKey, ObjectState, Op};
 use meridian_replication::Placement;
 use meridian_replication::mesh::Mesh;
 use tokio::sync::oneshot;
@@ -60,8 +56,12 @@ impl WriteRecord {
     }
 }
 
-use crate::metrics::RequestMetrics;
+use crate::clock::NodeClock;
+use crate::metrics::{Origin, RequestMetrics};
 use crate::rpc::{PeerRequest, PeerResponse};
+use crate::translate::{
+    Action, Target, engine_error, invalid, reply_value, state_value, translate,
+};
 
 // The client protocol's limits are the engine's: a request that passes
 // `wire::check` is never refused by the engine for its size.
@@ -79,26 +79,6 @@ pub fn required_replicas(level: Consistency, n: usize) -> usize {
         Consistency::Local | Consistency::Leader => 1.min(n),
         Consistency::Quorum => n / 2 + 1,
         Consistency::All => n,
-    }
-}
-
-/// The node's physical clock: system time plus the harness's debug offset.
-#[derive(Clone, Debug, Default)]
-pub struct NodeClock {
-    offset_ms: Arc<AtomicI64>,
-}
-
-impl NodeClock {
-    pub fn now(&self) -> PhysicalTime {
-        PhysicalTime::system(self.offset_ms.load(Ordering::Relaxed))
-    }
-
-    pub fn set_offset_ms(&self, ms: i64) {
-        self.offset_ms.store(ms, Ordering::Relaxed);
-    }
-
-    pub fn offset_ms(&self) -> i64 {
-        self.offset_ms.load(Ordering::Relaxed)
     }
 }
 
@@ -125,65 +105,6 @@ impl std::fmt::Debug for Coordinator {
     }
 }
 
-/// What a request does to its object.
-enum Action {
-    Write(Op),
-    Read,
-}
-
-fn invalid(message: impl Into<String>) -> WireError {
-    WireError::InvalidArgument {
-        message: message.into(),
-    }
-}
-
-fn engine_error(e: EngineError) -> WireError {
-    match e {
-        EngineError::InvalidArgument(m) => WireError::InvalidArgument { message: m },
-        EngineError::WrongType(m) => WireError::WrongType { message: m },
-        EngineError::Shutdown => WireError::Unavailable {
-            needed: 1,
-            reachable: 0,
-        },
-        other => WireError::Internal {
-            message: other.to_string(),
-        },
-    }
-}
-
-fn object(kind: Kind, key: &[u8]) -> Result<ObjectKey, WireError> {
-    ObjectKey::new(kind, key.to_vec()).map_err(engine_error)
-}
-
-/// The value a request answers with, from the object's value.
-fn reply_value(value: Value) -> ReplyValue {
-    match value {
-        Value::Counter(v) => ReplyValue::Counter { value: v },
-        Value::Set(members) => ReplyValue::Set {
-            count: members.len() as u64,
-            members,
-        },
-        Value::Register(r) => ReplyValue::Register {
-            hlc: r.as_ref().map(|r| wire::WireHlc {
-                time: r.hlc.time,
-                node: r.hlc.node.0,
-            }),
-            value: r.and_then(|r| r.value),
-        },
-    }
-}
-
-fn state_value(kind: Kind, state: Option<&ObjectState>) -> Value {
-    match state {
-        Some(s) => s.value(),
-        None => match kind {
-            Kind::Counter => Value::Counter(0),
-            Kind::Set => Value::Set(Vec::new()),
-            Kind::Register => Value::Register(None),
-        },
-    }
-}
-
 impl Coordinator {
     fn timeout_of(&self, req: &Request) -> Duration {
         if req.timeout_ms == 0 {
@@ -201,13 +122,15 @@ impl Coordinator {
         })
     }
 
-    /// Serves one client request (or one forwarded by a peer).
-    pub async fn execute(self: &Arc<Self>, req: Request, forwarded: bool) -> Response {
+    /// Serves one request that came in by `origin` (a client's, or one a
+    /// peer forwarded).
+    pub async fn execute(self: &Arc<Self>, req: Request, origin: Origin) -> Response {
         let started = Instant::now();
         let level = req.consistency;
         let write = req.op.is_write();
-        let response = self.execute_inner(req, forwarded).await;
+        let response = self.execute_inner(req, origin == Origin::Peer).await;
         self.metrics.record(
+            origin,
             write,
             level,
             matches!(response, Response::Ok(_)),
@@ -226,7 +149,7 @@ impl Coordinator {
     ) -> (Response, Option<WriteRecord>) {
         LAST_WRITE
             .scope(std::cell::RefCell::new(None), async {
-                let response = self.execute(req, false).await;
+                let response = self.execute(req, Origin::Resp).await;
                 let record = LAST_WRITE.with(|w| w.borrow_mut().take());
                 (response, record)
             })
@@ -262,49 +185,21 @@ impl Coordinator {
         }
         let timeout = self.timeout_of(&req);
         let level = req.consistency;
-        let (key, action) = match &req.op {
-            Operation::Status => {
+        let (key, action) = match translate(&req.op) {
+            Ok(Target::Status) => {
                 return self.ok(&self.node, level, ReplyValue::Status(self.status()));
             }
-            Operation::DebugClockOffset { offset_ms } => {
+            Ok(Target::DebugClockOffset(offset_ms)) => {
                 if !self.allow_debug_clock {
                     return Response::Err(invalid(
                         "this node was not started with --allow-debug-clock",
                     ));
                 }
-                self.clock.set_offset_ms(*offset_ms);
+                self.clock.set_offset_ms(offset_ms);
                 tracing::warn!(offset_ms, "debug clock offset set");
                 return self.ok(&self.node, level, ReplyValue::Done);
             }
-            Operation::CounterIncr { key, delta } => {
-                (object(Kind::Counter, key), Action::Write(Op::Incr(*delta)))
-            }
-            Operation::CounterRead { key } => (object(Kind::Counter, key), Action::Read),
-            Operation::SetAdd { key, members } => (
-                object(Kind::Set, key),
-                Action::Write(Op::Add(members.clone())),
-            ),
-            Operation::SetRemove { key, members } => (
-                object(Kind::Set, key),
-                Action::Write(Op::Remove(members.clone())),
-            ),
-            Operation::SetRead { key } => (object(Kind::Set, key), Action::Read),
-            Operation::RegisterPut { key, value } => (
-                object(Kind::Register, key),
-                Action::Write(Op::Put(value.clone())),
-            ),
-            Operation::RegisterGet { key } => (object(Kind::Register, key), Action::Read),
-            Operation::Delete { kind, key } => {
-                let kind = match kind {
-                    wire::Kind::Counter => Kind::Counter,
-                    wire::Kind::Set => Kind::Set,
-                    wire::Kind::Register => Kind::Register,
-                };
-                (object(kind, key), Action::Write(Op::Delete))
-            }
-        };
-        let key = match key {
-            Ok(k) => k,
+            Ok(Target::Object(key, action)) => (key, action),
             Err(e) => return Response::Err(e),
         };
         let group = self.placement.group_of(key.key());
@@ -617,7 +512,9 @@ impl Coordinator {
                 tracing::warn!(%peer, error = %e, "malformed peer request");
                 PeerResponse::Failed(format!("malformed request: {e}"))
             }
-            Ok(PeerRequest::Forward(req)) => PeerResponse::Forwarded(self.execute(req, true).await),
+            Ok(PeerRequest::Forward(req)) => {
+                PeerResponse::Forwarded(self.execute(req, Origin::Peer).await)
+            }
             Ok(PeerRequest::ReadState(key)) => match self.engine.state(&key) {
                 Ok(s) => PeerResponse::State(s),
                 Err(e) => PeerResponse::Failed(e.to_string()),

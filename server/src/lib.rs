@@ -11,11 +11,15 @@
 //! CLI, `status`, `demo`, `bench`) live in the `meridian-cli` crate; this
 //! crate compiles only what a node runs.
 
+pub mod clock;
 pub mod config;
 pub mod coordinator;
+pub mod exposition;
 pub mod listener;
 pub mod metrics;
 pub mod node;
 pub mod resp;
 pub mod rpc;
+pub mod tasks;
 pub mod tls;
+mod translate;

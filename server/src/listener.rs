@@ -24,6 +24,8 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use tokio::sync::{Semaphore, watch};
 
 use crate::coordinator::Coordinator;
+use crate::metrics::Origin;
+use crate::tasks::TaskTracker;
 
 /// How long a new connection has to authenticate.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,8 +73,10 @@ async fn reply(send: &mut SendStream, frame: Vec<u8>) {
 }
 
 impl ClientListener {
-    /// Accepts connections until `stop` fires.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    /// Accepts connections until `stop` fires. Connections and requests
+    /// are spawned through `tasks`; after `stop`, a connection accepts no
+    /// new request but the ones in flight finish and answer.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>, tasks: TaskTracker) {
         loop {
             let incoming = tokio::select! {
                 i = self.endpoint.accept() => i,
@@ -83,9 +87,10 @@ impl ClientListener {
             };
             let this = self.clone();
             let stop = stop.clone();
-            tokio::spawn(async move {
+            let requests = tasks.clone();
+            tasks.spawn(async move {
                 match incoming.await {
-                    Ok(conn) => this.serve_connection(conn, stop).await,
+                    Ok(conn) => this.serve_connection(conn, stop, requests).await,
                     Err(e) => tracing::debug!(error = %e, "client handshake failed"),
                 }
             });
@@ -99,7 +104,12 @@ impl ClientListener {
         conn.close(VarInt::from_u32(1), b"refused");
     }
 
-    async fn serve_connection(self: Arc<Self>, conn: Connection, mut stop: watch::Receiver<bool>) {
+    async fn serve_connection(
+        self: Arc<Self>,
+        conn: Connection,
+        mut stop: watch::Receiver<bool>,
+        tasks: TaskTracker,
+    ) {
         let count = self.connections.fetch_add(1, Ordering::AcqRel) + 1;
         let _guard = Decrement(self.connections.clone());
         let remote = conn.remote_address();
@@ -207,10 +217,9 @@ impl ClientListener {
         loop {
             let stream = tokio::select! {
                 s = conn.accept_bi() => s,
-                _ = stop.changed() => {
-                    conn.close(VarInt::from_u32(0), b"node shutting down");
-                    return;
-                }
+                // Shutdown: no new requests; the ones in flight finish on
+                // their own tasks (the node closes the endpoint after them).
+                _ = stop.changed() => return,
             };
             let (mut send, recv) = match stream {
                 Ok(s) => s,
@@ -218,7 +227,7 @@ impl ClientListener {
             };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 let this = self.clone();
-                tokio::spawn(async move {
+                tasks.spawn(async move {
                     reply(
                         &mut send,
                         wire::encode(&Response::Err(WireError::Overloaded {
@@ -233,7 +242,7 @@ impl ClientListener {
                 continue;
             };
             let this = self.clone();
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 this.in_flight.fetch_add(1, Ordering::AcqRel);
                 this.serve_request(send, recv).await;
                 this.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -269,7 +278,7 @@ impl ClientListener {
                 return;
             }
         };
-        let response = self.coordinator.execute(request, false).await;
+        let response = self.coordinator.execute(request, Origin::Quic).await;
         reply(&mut send, wire::encode(&response)).await;
     }
 }

@@ -1,24 +1,14 @@
-//! Metrics: request counters and latency histograms by operation and
-//! consistency level, and the node's Prometheus endpoint (`GET /metrics`,
-//! text exposition format) that also reports the engine and every peer:
-//! connection state, replication lag in deltas and milliseconds, deferred
-//! deltas, clock offset, traffic.
-//!
-//! The endpoint is a deliberately tiny HTTP/1.1 responder (one GET route,
-//! bounded request size, short timeouts) rather than a web framework:
-//! Prometheus scrapes need nothing more, and it keeps the node's
-//! dependencies few.
+//! The request metrics registry: counters and latency histograms by the
+//! door a request came in by ([`Origin`]), operation (read or write) and
+//! consistency level. Lock-free (atomics); rendered in the Prometheus text
+//! format by [`crate::exposition`], which also reports the engine and the
+//! peers.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use meridian_client::wire::Consistency;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
-use crate::coordinator::Coordinator;
 
 /// Latency histogram bucket bounds, in microseconds: from loopback round
 /// trips to WAN quorum writes.
@@ -42,10 +32,43 @@ struct Series {
     sum_us: AtomicU64,
 }
 
-/// Request counters by (read|write, level).
+/// Where a request came in. It labels the request's metrics
+/// (`protocol`), and a request a peer forwarded is never forwarded again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The native client protocol (QUIC).
+    Quic,
+    /// A Redis client (RESP).
+    Resp,
+    /// A RESP command's type check: the reads that find which types a key
+    /// holds before the command itself (docs/resp.md), counted apart so
+    /// that `resp` counts commands.
+    RespProbe,
+    /// Forwarded by a peer (placement or `leader`).
+    Peer,
+}
+
+impl Origin {
+    const ALL: [Origin; 4] = [Origin::Quic, Origin::Resp, Origin::RespProbe, Origin::Peer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Quic => "quic",
+            Origin::Resp => "resp",
+            Origin::RespProbe => "resp_probe",
+            Origin::Peer => "peer",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Request counters by (origin, read|write, level).
 #[derive(Default)]
 pub struct RequestMetrics {
-    series: [[Series; 4]; 2],
+    series: [[[Series; 4]; 2]; Origin::ALL.len()],
 }
 
 impl std::fmt::Debug for RequestMetrics {
@@ -59,8 +82,15 @@ fn level_index(level: Consistency) -> usize {
 }
 
 impl RequestMetrics {
-    pub fn record(&self, write: bool, level: Consistency, ok: bool, took: Duration) {
-        let s = &self.series[usize::from(write)][level_index(level)];
+    pub fn record(
+        &self,
+        origin: Origin,
+        write: bool,
+        level: Consistency,
+        ok: bool,
+        took: Duration,
+    ) {
+        let s = &self.series[origin.index()][usize::from(write)][level_index(level)];
         if ok {
             s.ok.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -75,330 +105,113 @@ impl RequestMetrics {
         s.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
-    fn render(&self, out: &mut String) {
+    /// Appends the request families to a text exposition.
+    pub fn render(&self, out: &mut String) {
         out.push_str("# HELP meridian_requests_total Client requests served, by operation, level and outcome.\n");
         out.push_str("# TYPE meridian_requests_total counter\n");
-        for (w, op) in ["read", "write"].iter().enumerate() {
-            for level in LEVELS {
-                let s = &self.series[w][level_index(level)];
-                for (outcome, v) in [("ok", &s.ok), ("error", &s.errors)] {
-                    let _ = writeln!(
-                        out,
-                        "meridian_requests_total{{op=\"{op}\",level=\"{level}\",outcome=\"{outcome}\"}} {}",
-                        v.load(Ordering::Relaxed)
-                    );
+        for origin in Origin::ALL {
+            let protocol = origin.as_str();
+            for (w, op) in ["read", "write"].iter().enumerate() {
+                for level in LEVELS {
+                    let s = &self.series[origin.index()][w][level_index(level)];
+                    for (outcome, v) in [("ok", &s.ok), ("error", &s.errors)] {
+                        let _ = writeln!(
+                            out,
+                            "meridian_requests_total{{protocol=\"{protocol}\",op=\"{op}\",level=\"{level}\",outcome=\"{outcome}\"}} {}",
+                            v.load(Ordering::Relaxed)
+                        );
+                    }
                 }
             }
         }
         out.push_str("# HELP meridian_request_duration_seconds Client request latency.\n");
         out.push_str("# TYPE meridian_request_duration_seconds histogram\n");
-        for (w, op) in ["read", "write"].iter().enumerate() {
-            for level in LEVELS {
-                let s = &self.series[w][level_index(level)];
-                let mut cumulative = 0;
-                for (i, bound) in BUCKETS_US.iter().enumerate() {
-                    cumulative += s.buckets[i].load(Ordering::Relaxed);
+        for origin in Origin::ALL {
+            let protocol = origin.as_str();
+            for (w, op) in ["read", "write"].iter().enumerate() {
+                for level in LEVELS {
+                    let s = &self.series[origin.index()][w][level_index(level)];
+                    let mut cumulative = 0;
+                    for (i, bound) in BUCKETS_US.iter().enumerate() {
+                        cumulative += s.buckets[i].load(Ordering::Relaxed);
+                        let _ = writeln!(
+                            out,
+                            "meridian_request_duration_seconds_bucket{{protocol=\"{protocol}\",op=\"{op}\",level=\"{level}\",le=\"{}\"}} {cumulative}",
+                            *bound as f64 / 1e6
+                        );
+                    }
+                    cumulative += s.buckets[BUCKETS_US.len()].load(Ordering::Relaxed);
                     let _ = writeln!(
                         out,
-                        "meridian_request_duration_seconds_bucket{{op=\"{op}\",level=\"{level}\",le=\"{}\"}} {cumulative}",
-                        *bound as f64 / 1e6
+                        "meridian_request_duration_seconds_bucket{{protocol=\"{protocol}\",op=\"{op}\",level=\"{level}\",le=\"+Inf\"}} {cumulative}"
+                    );
+                    let _ = writeln!(
+                        out,
+                        "meridian_request_duration_seconds_sum{{protocol=\"{protocol}\",op=\"{op}\",level=\"{level}\"}} {}",
+                        s.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+                    );
+                    let _ = writeln!(
+                        out,
+                        "meridian_request_duration_seconds_count{{protocol=\"{protocol}\",op=\"{op}\",level=\"{level}\"}} {cumulative}"
                     );
                 }
-                cumulative += s.buckets[BUCKETS_US.len()].load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "meridian_request_duration_seconds_bucket{{op=\"{op}\",level=\"{level}\",le=\"+Inf\"}} {cumulative}"
-                );
-                let _ = writeln!(
-                    out,
-                    "meridian_request_duration_seconds_sum{{op=\"{op}\",level=\"{level}\"}} {}",
-                    s.sum_us.load(Ordering::Relaxed) as f64 / 1e6
-                );
-                let _ = writeln!(
-                    out,
-                    "meridian_request_duration_seconds_count{{op=\"{op}\",level=\"{level}\"}} {cumulative}"
-                );
             }
         }
     }
 }
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    for (labels, v) in samples {
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name} {v}");
-        } else {
-            let _ = writeln!(out, "{name}{{{labels}}} {v}");
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The whole exposition for one node.
-pub fn render(coordinator: &Coordinator, client_connections: u64) -> String {
-    let mut out = String::with_capacity(8 << 10);
-    let m = coordinator.engine.metrics();
-    let one = |v: u64| vec![(String::new(), v as f64)];
-    metric(
-        &mut out,
-        "meridian_deltas_originated_total",
-        "counter",
-        "Local writes applied on this node.",
-        &one(m.writes),
-    );
-    metric(
-        &mut out,
-        "meridian_deltas_applied_total",
-        "counter",
-        "Deltas from peers applied on this node (not duplicates).",
-        &one(m.merges),
-    );
-    metric(
-        &mut out,
-        "meridian_deltas_duplicate_total",
-        "counter",
-        "Deltas from peers that were already applied.",
-        &one(m.duplicates),
-    );
-    metric(
-        &mut out,
-        "meridian_deltas_deferred_total",
-        "counter",
-        "Deltas from peers deferred because their timestamp was too far ahead.",
-        &one(m.clock_refusals),
-    );
-    metric(
-        &mut out,
-        "meridian_state_merges_total",
-        "counter",
-        "Full-state joins (read repair, full sync) that changed an object.",
-        &one(m.state_merges),
-    );
-    metric(
-        &mut out,
-        "meridian_log_fsyncs_total",
-        "counter",
-        "fdatasync calls on the log.",
-        &one(m.fsyncs),
-    );
-    metric(
-        &mut out,
-        "meridian_log_written_bytes_total",
-        "counter",
-        "Bytes appended to the log.",
-        &one(m.log_bytes_written),
-    );
-    metric(
-        &mut out,
-        "meridian_log_bytes",
-        "gauge",
-        "Bytes of log retained.",
-        &one(m.log_retained_bytes),
-    );
-    metric(
-        &mut out,
-        "meridian_log_deltas",
-        "gauge",
-        "Deltas retained in the log.",
-        &one(m.log_retained_deltas),
-    );
-    metric(
-        &mut out,
-        "meridian_checkpoints_total",
-        "counter",
-        "Checkpoints taken.",
-        &one(m.checkpoints),
-    );
-    metric(
-        &mut out,
-        "meridian_client_connections",
-        "gauge",
-        "Open client connections.",
-        &one(client_connections),
-    );
-    metric(
-        &mut out,
-        "meridian_debug_clock_offset_ms",
-        "gauge",
-        "Debug clock offset applied to this node (0 in production).",
-        &[(String::new(), coordinator.clock.offset_ms() as f64)],
-    );
-    metric(
-        &mut out,
-        "meridian_uptime_seconds",
-        "gauge",
-        "Seconds since the node started.",
-        &[(String::new(), coordinator.started.elapsed().as_secs_f64())],
-    );
-
-    let reports = coordinator.mesh.reports();
-    let per_peer = |f: &dyn Fn(&meridian_replication::PeerReport) -> f64| -> Vec<(String, f64)> {
-        reports
-            .iter()
-            .map(|r| (format!("peer=\"{}\",region=\"{}\"", r.name, r.region), f(r)))
-            .collect()
-    };
-    metric(
-        &mut out,
-        "meridian_peer_connected",
-        "gauge",
-        "1 if the peer link is up.",
-        &per_peer(&|r| f64::from(u8::from(r.connected))),
-    );
-    metric(
-        &mut out,
-        "meridian_peer_lag_deltas",
-        "gauge",
-        "Deltas this node has that the peer has not acknowledged.",
-        &per_peer(&|r| r.lag_deltas as f64),
-    );
-    metric(
-        &mut out,
-        "meridian_peer_lag_ms",
-        "gauge",
-        "How long the peer has been behind this node, in ms.",
-        &per_peer(&|r| r.lag_ms as f64),
-    );
-    metric(
-        &mut out,
-        "meridian_peer_deferred_deltas_total",
-        "counter",
-        "Deltas from the peer deferred because their timestamp was too far ahead.",
-        &per_peer(&|r| r.deferred_deltas as f64),
-    );
-    metric(
-        &mut out,
-        "meridian_peer_clock_offset_ms",
-        "gauge",
-        "The peer's clock minus ours, from its last message, in ms.",
-        &per_peer(&|r| r.clock_offset_ms as f64),
-    );
-    metric(
-        &mut out,
-        "meridian_peer_deltas_applied_total",
-        "counter",
-        "Deltas received from the peer and applied.",
-        &per_peer(&|r| r.deltas_applied as f64),
-    );
-    metric(
-        &mut out,
-        "meridian_peer_full_syncs_sent_total",
-        "counter",
-        "Full-state syncs sent to the peer.",
-        &per_peer(&|r| r.full_syncs_sent as f64),
-    );
-    metric(
-        &mut out,
-        "meridian_peer_full_syncs_received_total",
-        "counter",
-        "Full-state syncs received from the peer.",
-        &per_peer(&|r| r.full_syncs_received as f64),
-    );
-    let traffic = coordinator.mesh.traffic();
-    let names = [
-        (
-            "meridian_peer_messages_sent_total",
-            "Messages sent to the peer.",
-        ),
-        (
-            "meridian_peer_messages_received_total",
-            "Messages received from the peer.",
-        ),
-        ("meridian_peer_bytes_sent_total", "Bytes sent to the peer."),
-        (
-            "meridian_peer_bytes_received_total",
-            "Bytes received from the peer.",
-        ),
-        (
-            "meridian_peer_realtime_dropped_total",
-            "Realtime messages dropped because the peer's queue was full (it pulls them later).",
-        ),
-        (
-            "meridian_peer_garbage_total",
-            "Malformed frames received from the peer (each closes the link).",
-        ),
-    ];
-    for (i, (name, help)) in names.iter().enumerate() {
-        let samples: Vec<(String, f64)> = traffic
-            .iter()
-            .map(|(peer, c)| (format!("peer=\"{peer}\""), c[i] as f64))
-            .collect();
-        metric(&mut out, name, "counter", help, &samples);
-    }
-    coordinator.metrics.render(&mut out);
-    out
-}
-
-/// Largest HTTP request head accepted, in bytes.
-const MAX_HTTP_REQUEST_BYTES: usize = 8 << 10;
-
-/// Serves `GET /metrics` until `stop` fires.
-pub async fn serve(
-    listener: TcpListener,
-    coordinator: Arc<Coordinator>,
-    connections: Arc<AtomicU64>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => return,
+    #[test]
+    fn requests_are_counted_by_protocol_operation_level_and_outcome() {
+        let m = RequestMetrics::default();
+        m.record(
+            Origin::Resp,
+            true,
+            Consistency::Quorum,
+            true,
+            Duration::from_micros(300),
+        );
+        m.record(
+            Origin::Resp,
+            true,
+            Consistency::Quorum,
+            false,
+            Duration::from_millis(3),
+        );
+        m.record(
+            Origin::Quic,
+            false,
+            Consistency::Local,
+            true,
+            Duration::from_micros(50),
+        );
+        let mut out = String::new();
+        m.render(&mut out);
+        let line = |needle: &str| {
+            out.lines()
+                .find(|l| l.starts_with(needle))
+                .unwrap_or_else(|| panic!("no {needle} in\n{out}"))
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_owned()
         };
-        let Ok((mut stream, _)) = accepted else {
-            continue;
-        };
-        let coordinator = coordinator.clone();
-        let connections = connections.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; MAX_HTTP_REQUEST_BYTES];
-            let mut len = 0;
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while len < buf.len() {
-                    let n = stream.read(&mut buf[len..]).await.ok()?;
-                    if n == 0 {
-                        return None;
-                    }
-                    len += n;
-                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                        return Some(());
-                    }
-                }
-                None
-            })
-            .await;
-            if !matches!(read, Ok(Some(()))) {
-                return;
-            }
-            let head = String::from_utf8_lossy(&buf[..len]);
-            let (status, body) =
-                if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
-                    (
-                        "200 OK",
-                        render(&coordinator, connections.load(Ordering::Relaxed)),
-                    )
-                } else if head.starts_with("GET / ") {
-                    ("200 OK", "meridian node: see /metrics\n".to_string())
-                } else {
-                    ("404 Not Found", "not found\n".to_string())
-                };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = tokio::time::timeout(
-                Duration::from_secs(5),
-                stream.write_all(response.as_bytes()),
-            )
-            .await;
-        });
+        let resp = "meridian_requests_total{protocol=\"resp\",op=\"write\",level=\"quorum\"";
+        assert_eq!(line(&format!("{resp},outcome=\"ok\"}}")), "1");
+        assert_eq!(line(&format!("{resp},outcome=\"error\"}}")), "1");
+        let quic = "meridian_requests_total{protocol=\"quic\",op=\"read\",level=\"local\"";
+        assert_eq!(line(&format!("{quic},outcome=\"ok\"}}")), "1");
+        // Nothing leaks into another protocol's series.
+        let peer = "meridian_requests_total{protocol=\"peer\",op=\"write\",level=\"quorum\"";
+        assert_eq!(line(&format!("{peer},outcome=\"ok\"}}")), "0");
+        // The histogram: the 300 µs write is in the 0.0005 s bucket, both
+        // writes by 0.005 s.
+        let hist = "meridian_request_duration_seconds_bucket{protocol=\"resp\",op=\"write\",level=\"quorum\"";
+        assert_eq!(line(&format!("{hist},le=\"0.00025\"}}")), "0");
+        assert_eq!(line(&format!("{hist},le=\"0.0005\"}}")), "1");
+        assert_eq!(line(&format!("{hist},le=\"0.005\"}}")), "2");
     }
-}
-
-/// Parses a value out of an exposition (tests, `meridian status`).
-pub fn sample(exposition: &str, name_and_labels: &str) -> Option<f64> {
-    exposition.lines().find_map(|l| {
-        let rest = l.strip_prefix(name_and_labels)?;
-        rest.strip_prefix(' ')?.trim().parse().ok()
-    })
 }

@@ -2,30 +2,69 @@
 //! listener, the RESP listener (when `resp_listen` is set) and the metrics
 //! endpoint, started in that order and stopped in the reverse one.
 //!
-//! Shutdown (SIGINT/SIGTERM in `meridian serve`, or [`Node::shutdown`]):
-//! stop accepting clients, drain in-flight requests (bounded), close the
-//! QUIC mesh and wait for it to go idle (bounded), then close the engine
-//! (final checkpoint and fsync; the next start keeps the incarnation).
+//! Shutdown (SIGINT/SIGTERM in `meridian serve`, or [`Node::shutdown`]),
+//! in a fixed order, each step awaited rather than polled:
+//! 1. stop accepting: listeners stop taking connections and requests;
+//! 2. drain: wait (bounded by [`DRAIN_TIMEOUT`]) for every tracked task —
+//!    connections and the requests in flight, which still answer;
+//! 3. close the client endpoint and wait for it to go idle (bounded);
+//! 4. close the QUIC mesh (its links, writers and protocol thread);
+//! 5. close the engine: final checkpoint and fsync (the next start keeps
+//!    the incarnation).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use meridian_engine::{Durability, Engine, EngineConfig};
-use meridian_replication::mesh::{Link, Mesh, MeshConfig, PeerAddress, RpcHandler};
-use meridian_replication::{NodeInfo, Placement, ProtocolConfig, Rule};
+use meridian_engine::Engine;
+use meridian_replication::ProtocolConfig;
+use meridian_replication::mesh::{Link, Mesh, MeshError, RpcHandler};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::clock::NodeClock;
 use crate::config::{self, NodeConfig};
-use crate::coordinator::{Coordinator, NodeClock};
+use crate::coordinator::Coordinator;
 use crate::listener::{ClientListener, DRAIN_TIMEOUT};
 use crate::metrics::RequestMetrics;
 use crate::resp::RespServer;
+use crate::tasks::Tasks;
+
+/// Why a node did not start or did not stop cleanly. One line each, naming
+/// what failed (the cause follows in the error's source chain).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data directory could not be opened (locked, corrupt, unusable).
+    #[error("opening the data directory {}", .dir.display())]
+    Engine {
+        dir: PathBuf,
+        #[source]
+        source: meridian_engine::Error,
+    },
+    /// The peer mesh did not start (its port is taken, bad TLS material).
+    #[error("starting the peer mesh")]
+    Mesh(#[source] MeshError),
+    /// The client listener's TLS configuration was refused.
+    #[error("client TLS")]
+    ClientTls(#[source] meridian_replication::tls::TlsError),
+    /// A listener could not bind its address.
+    #[error("cannot listen for {what} on {addr}")]
+    Listen {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The final checkpoint (engine close) failed: the next start replays
+    /// the log instead.
+    #[error("final checkpoint")]
+    Close(#[source] meridian_engine::Error),
+    /// A blocking engine task panicked or was cancelled.
+    #[error("engine task: {0}")]
+    Join(String),
+}
 
 /// Options `meridian serve` adds to the config file.
 #[derive(Clone, Default)]
@@ -70,7 +109,10 @@ pub struct Node {
     listener: Arc<ClientListener>,
     resp: Option<Arc<RespServer>>,
     stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Connections and requests of every listener (what shutdown drains).
+    tasks: Tasks,
+    /// The accept loops and the metrics endpoint.
+    services: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -103,52 +145,24 @@ impl RpcHandler for Rpc {
     }
 }
 
-/// The cluster's placement, as every node must see it.
-pub fn placement_of(config: &NodeConfig) -> Placement {
-    let nodes = config
-        .all_nodes()
-        .into_iter()
-        .map(|n| NodeInfo {
-            name: n.name,
-            region: n.region,
-        })
-        .collect();
-    let rules = config
-        .placement
-        .iter()
-        .map(|r| Rule {
-            prefix: r.prefix.as_bytes().to_vec(),
-            regions: r.regions.clone(),
-            home: r.home.clone(),
-        })
-        .collect();
-    Placement::new(nodes, rules)
-}
-
 impl Node {
-    /// Opens the engine and starts every service. Fails with one clear
-    /// error if a port is taken or the data directory is unusable.
-    pub async fn start(config: NodeConfig, options: ServeOptions) -> Result<Node> {
-        let placement = Arc::new(placement_of(&config));
+    /// Opens the engine and starts every service, in this order: engine,
+    /// peer mesh, coordinator, client listener, RESP listener, metrics.
+    /// Fails with one clear error if a port is taken or the data directory
+    /// is unusable; whatever had started is stopped again.
+    pub async fn start(config: NodeConfig, options: ServeOptions) -> Result<Node, NodeError> {
+        let placement = Arc::new(config.cluster_placement());
         let clock = NodeClock::default();
-        let mut engine_config = EngineConfig::new(&config.data_dir);
-        engine_config.durability = match config.durability() {
-            config::Durability::Sync => Durability::Sync,
-            config::Durability::Periodic { interval_ms } => {
-                Durability::Periodic(Duration::from_millis(interval_ms))
-            }
-        };
-        engine_config.max_clock_offset = Duration::from_millis(config.storage.max_clock_offset_ms);
-        engine_config.segment_bytes = config.storage.log_segment_bytes;
-        engine_config.group_of = placement.group_fn();
+
         let engine = {
-            let engine_config = engine_config.clone();
+            let engine_config = config.engine_config(&placement);
             let now = clock.now();
             tokio::task::spawn_blocking(move || Engine::open(engine_config, now))
                 .await
-                .context("opening the engine")?
-                .with_context(|| {
-                    format!("opening the data directory {}", config.data_dir.display())
+                .map_err(|e| NodeError::Join(e.to_string()))?
+                .map_err(|source| NodeError::Engine {
+                    dir: config.data_dir.clone(),
+                    source,
                 })?
         };
         tracing::info!(
@@ -158,61 +172,34 @@ impl Node {
             "engine open"
         );
 
-        let links: BTreeMap<String, Link> = if config.debug.allow_link_conditioning {
-            config
-                .debug
-                .link
-                .iter()
-                .map(|l| {
-                    (
-                        l.region.clone(),
-                        Link {
-                            delay_ms: l.delay_ms,
-                            cut: l.cut,
-                        },
-                    )
-                })
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
         let clock_fn = {
             let clock = clock.clone();
             Arc::new(move || clock.now())
         };
-        let mesh_config = MeshConfig {
-            node: config.node.clone(),
-            region: config.region.clone(),
-            listen: config.peer_listen,
-            peers: config
-                .peers
-                .iter()
-                .map(|p| PeerAddress {
-                    name: p.name.clone(),
-                    region: p.region.clone(),
-                    address: p.address.to_string(),
-                })
-                .collect(),
-            ca_pem: config.tls.ca_pem.clone(),
-            cert_pem: config.tls.cert_pem.clone(),
-            key_pem: config.tls.key_pem.clone(),
-            protocol: options
-                .protocol
-                .clone()
-                .unwrap_or_else(|| ProtocolConfig::new(config.node.clone())),
-            placement: placement.clone(),
-            links,
-            clock: clock_fn,
-            tap: options.tap.clone(),
-        };
+        let mesh_config = config.mesh_config(
+            placement.clone(),
+            options.protocol.clone(),
+            clock_fn,
+            options.tap.clone(),
+        );
         let mesh = match Mesh::start(mesh_config, engine.clone()).await {
             Ok(m) => m,
             Err(e) => {
                 let _ = engine.close();
-                return Err(e).context("starting the peer mesh");
+                return Err(NodeError::Mesh(e));
             }
         };
-        let peer_addr = mesh.local_addr().context("peer listener address")?;
+        let peer_addr = match mesh.local_addr() {
+            Ok(a) => a,
+            Err(source) => {
+                let e = NodeError::Listen {
+                    what: "peers",
+                    addr: config.peer_listen,
+                    source,
+                };
+                return Err(stop_early(e, &mesh, &engine).await);
+            }
+        };
 
         let coordinator = Arc::new(Coordinator {
             node: config.node.clone(),
@@ -229,60 +216,23 @@ impl Node {
         });
         mesh.set_rpc_handler(Arc::new(Rpc(Arc::downgrade(&coordinator))));
 
-        let fail = |e: anyhow::Error, mesh: Mesh, engine: Engine| async move {
-            mesh.shutdown().await;
-            let _ = engine.close();
-            Err(e)
+        let bound = match bind_listeners(&config).await {
+            Ok(b) => b,
+            Err(e) => return Err(stop_early(e, &mesh, &engine).await),
         };
-        let server_config = match crate::tls::client_listener_config(
-            &config.tls.ca_pem,
-            &config.tls.cert_pem,
-            &config.tls.key_pem,
-            &config.limits,
-        ) {
-            Ok(c) => c,
-            Err(e) => return fail(anyhow::anyhow!(e).context("client TLS"), mesh, engine).await,
-        };
-        let endpoint = match quinn::Endpoint::server(server_config, config.client_listen) {
-            Ok(e) => e,
-            Err(e) => {
-                let e = anyhow::anyhow!(e).context(format!(
-                    "cannot listen for clients on {}",
-                    config.client_listen
-                ));
-                return fail(e, mesh, engine).await;
-            }
-        };
-        let client_addr = endpoint.local_addr()?;
-        let metrics_listener = match TcpListener::bind(config.metrics_listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                endpoint.close(0u32.into(), b"");
-                let e = anyhow::anyhow!(e).context(format!(
-                    "cannot listen for metrics on {}",
-                    config.metrics_listen
-                ));
-                return fail(e, mesh, engine).await;
-            }
-        };
-        let metrics_addr = metrics_listener.local_addr()?;
-        let resp_listener = match config.resp_listen {
-            None => None,
-            Some(addr) => match TcpListener::bind(addr).await {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    endpoint.close(0u32.into(), b"");
-                    let e = anyhow::anyhow!(e)
-                        .context(format!("cannot listen for RESP clients on {addr}"));
-                    return fail(e, mesh, engine).await;
-                }
-            },
+        let addresses = NodeAddresses {
+            peer: peer_addr,
+            client: bound.client_addr,
+            metrics: bound.metrics_addr,
+            resp: bound.resp_addr,
         };
 
-        let token_config = config.clone();
+        let (stop, stop_rx) = watch::channel(false);
+        let tasks = Tasks::new();
         let connections = Arc::new(AtomicU64::new(0));
+        let token_config = config.clone();
         let listener = Arc::new(ClientListener {
-            endpoint,
+            endpoint: bound.endpoint,
             coordinator: coordinator.clone(),
             token_check: Arc::new(move |t: &[u8]| token_config.token_matches(t)),
             max_connections: config.limits.max_client_connections as u64,
@@ -290,12 +240,11 @@ impl Node {
             connections: connections.clone(),
             in_flight: Arc::new(AtomicU64::new(0)),
         });
-        let (stop, stop_rx) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(listener.clone().run(stop_rx.clone()))];
+        let mut services = vec![tokio::spawn(
+            listener.clone().run(stop_rx.clone(), tasks.tracker()),
+        )];
         let mut resp = None;
-        let mut resp_addr = None;
-        if let Some(l) = resp_listener {
-            let addr = l.local_addr()?;
+        if let (Some(l), Some(addr)) = (bound.resp, bound.resp_addr) {
             let resp_config = config.clone();
             let server = Arc::new(RespServer::new(
                 coordinator.clone(),
@@ -304,34 +253,32 @@ impl Node {
                 u64::from(config.resp.max_connections),
                 addr,
             ));
-            tasks.push(tokio::spawn(server.clone().run(l, stop_rx.clone())));
+            services.push(tokio::spawn(server.clone().run(
+                l,
+                stop_rx.clone(),
+                tasks.tracker(),
+            )));
             resp = Some(server);
-            resp_addr = Some(addr);
         }
-        tasks.extend([tokio::spawn(crate::metrics::serve(
-            metrics_listener,
+        services.push(tokio::spawn(crate::exposition::serve(
+            bound.metrics,
             coordinator.clone(),
             connections,
-            stop_rx.clone(),
-        ))]);
+            stop_rx,
+        )));
         tracing::info!(
             node = %config.node,
             region = %config.region,
-            peer = %peer_addr,
-            client = %client_addr,
-            metrics = %metrics_addr,
-            resp = ?resp_addr,
+            peer = %addresses.peer,
+            client = %addresses.client,
+            metrics = %addresses.metrics,
+            resp = ?addresses.resp,
             "node serving"
         );
         Ok(Node {
             name: config.node.clone(),
             region: config.region.clone(),
-            addresses: NodeAddresses {
-                peer: peer_addr,
-                client: client_addr,
-                metrics: metrics_addr,
-                resp: resp_addr,
-            },
+            addresses,
             data_dir: config.data_dir.clone(),
             engine,
             mesh,
@@ -340,6 +287,7 @@ impl Node {
             resp,
             stop,
             tasks,
+            services,
         })
     }
 
@@ -355,37 +303,122 @@ impl Node {
         &self.coordinator
     }
 
+    /// The RESP listener, when `resp_listen` is set.
+    pub fn resp(&self) -> Option<&Arc<RespServer>> {
+        self.resp.as_ref()
+    }
+
     /// Changes demo link conditioning towards `region`.
     pub fn set_link(&self, region: &str, link: Link) {
         self.mesh.set_link(region, link);
     }
 
-    /// Stops in order: clients, in-flight requests, the mesh, the engine.
-    pub async fn shutdown(self) -> Result<()> {
+    /// Stops in the order the module docs give: stop accepting, drain the
+    /// requests in flight, close the client endpoint, the mesh, the engine.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
         tracing::info!(node = %self.name, "shutting down");
+        // 1. Stop accepting: the accept loops return; connections take no
+        //    new requests. New QUIC connections are refused from here on.
         let _ = self.stop.send(true);
+        self.listener.endpoint.set_server_config(None);
+        for service in self.services {
+            let _ = service.await;
+        }
+        // 2. Drain: every connection and request task ends on its own.
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                node = %self.name,
+                timeout_ms = DRAIN_TIMEOUT.as_millis() as u64,
+                "requests still in flight at the drain timeout; closing anyway"
+            );
+        }
+        // 3. Close client connections and let the close reach the clients.
         self.listener
             .endpoint
             .close(0u32.into(), b"node shutting down");
-        let drain_until = Instant::now() + DRAIN_TIMEOUT;
-        let resp_in_flight = || self.resp.as_ref().map_or(0, |r| r.in_flight());
-        while (self.listener.in_flight.load(Ordering::Acquire) > 0 || resp_in_flight() > 0)
-            && Instant::now() < drain_until
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        for t in self.tasks {
-            t.abort();
-        }
         let _ =
             tokio::time::timeout(Duration::from_secs(2), self.listener.endpoint.wait_idle()).await;
+        // 4. The mesh, 5. the engine.
         self.mesh.shutdown().await;
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || engine.close())
             .await
-            .context("closing the engine")?
-            .context("final checkpoint")?;
+            .map_err(|e| NodeError::Join(e.to_string()))?
+            .map_err(NodeError::Close)?;
         tracing::info!(node = %self.name, "stopped cleanly");
         Ok(())
     }
+}
+
+/// The client-facing sockets, bound before anything is served.
+struct Bound {
+    endpoint: quinn::Endpoint,
+    client_addr: SocketAddr,
+    metrics: TcpListener,
+    metrics_addr: SocketAddr,
+    resp: Option<TcpListener>,
+    resp_addr: Option<SocketAddr>,
+}
+
+/// Binds the client endpoint, the metrics endpoint and the RESP listener.
+async fn bind_listeners(config: &NodeConfig) -> Result<Bound, NodeError> {
+    let listen = |what: &'static str, addr: SocketAddr| {
+        move |source: std::io::Error| NodeError::Listen { what, addr, source }
+    };
+    let server_config = crate::tls::client_listener_config(
+        &config.tls.ca_pem,
+        &config.tls.cert_pem,
+        &config.tls.key_pem,
+        &config.limits,
+    )
+    .map_err(NodeError::ClientTls)?;
+    let endpoint = quinn::Endpoint::server(server_config, config.client_listen)
+        .map_err(listen("clients", config.client_listen))?;
+    let close = |endpoint: &quinn::Endpoint| endpoint.close(0u32.into(), b"");
+    let client_addr = endpoint
+        .local_addr()
+        .map_err(listen("clients", config.client_listen))?;
+    let metrics = match TcpListener::bind(config.metrics_listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            close(&endpoint);
+            return Err(listen("metrics", config.metrics_listen)(e));
+        }
+    };
+    let metrics_addr = metrics
+        .local_addr()
+        .map_err(listen("metrics", config.metrics_listen))?;
+    let (resp, resp_addr) = match config.resp_listen {
+        None => (None, None),
+        Some(addr) => {
+            let bound = match TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    close(&endpoint);
+                    return Err(listen("RESP clients", addr)(e));
+                }
+            };
+            let local = bound.local_addr().map_err(listen("RESP clients", addr))?;
+            (Some(bound), Some(local))
+        }
+    };
+    Ok(Bound {
+        endpoint,
+        client_addr,
+        metrics,
+        metrics_addr,
+        resp,
+        resp_addr,
+    })
+}
+
+/// Stops what a failed start had started (the mesh, the engine) and
+/// returns the start's error.
+async fn stop_early(error: NodeError, mesh: &Mesh, engine: &Engine) -> NodeError {
+    mesh.shutdown().await;
+    let _ = engine.close();
+    error
 }

@@ -210,7 +210,7 @@ impl Data<'_> {
                 consistency: self.level,
                 timeout_ms: 0,
             };
-            coordinator.execute(req, false)
+            coordinator.execute(req, crate::metrics::Origin::RespProbe)
         };
         let (r, c, s) = tokio::join!(
             read(Operation::RegisterGet { key: key.to_vec() }),

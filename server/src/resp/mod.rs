@@ -31,6 +31,7 @@ use tokio::sync::watch;
 
 use crate::coordinator::Coordinator;
 use crate::listener::TokenCheck;
+use crate::tasks::TaskTracker;
 
 pub mod command;
 pub mod conn_cmds;
@@ -110,7 +111,12 @@ impl RespServer {
 
     /// Accepts connections until `stop` fires; each connection then stops
     /// after the command it is executing.
-    pub async fn run(self: Arc<Self>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut stop: watch::Receiver<bool>,
+        tasks: TaskTracker,
+    ) {
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -127,7 +133,7 @@ impl RespServer {
             };
             let this = self.clone();
             let stop = stop.clone();
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 connection::serve(this, stream, peer, stop).await;
             });
         }

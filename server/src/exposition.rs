@@ -1,0 +1,299 @@
+//! The node's Prometheus endpoint (`GET /metrics`, text exposition
+//! format): the request metrics ([`crate::metrics`]), the engine and every
+//! peer: connection state, replication lag in deltas and milliseconds,
+//! deferred deltas, clock offset, traffic.
+//!
+//! The endpoint is a deliberately tiny HTTP/1.1 responder (one GET route,
+//! bounded request size, short timeouts) rather than a web framework:
+//! Prometheus scrapes need nothing more, and it keeps the node's
+//! dependencies few.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::coordinator::Coordinator;
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+/// The whole exposition for one node.
+pub fn render(coordinator: &Coordinator, client_connections: u64) -> String {
+    let mut out = String::with_capacity(8 << 10);
+    let m = coordinator.engine.metrics();
+    let one = |v: u64| vec![(String::new(), v as f64)];
+    metric(
+        &mut out,
+        "meridian_deltas_originated_total",
+        "counter",
+        "Local writes applied on this node.",
+        &one(m.writes),
+    );
+    metric(
+        &mut out,
+        "meridian_deltas_applied_total",
+        "counter",
+        "Deltas from peers applied on this node (not duplicates).",
+        &one(m.merges),
+    );
+    metric(
+        &mut out,
+        "meridian_deltas_duplicate_total",
+        "counter",
+        "Deltas from peers that were already applied.",
+        &one(m.duplicates),
+    );
+    metric(
+        &mut out,
+        "meridian_deltas_deferred_total",
+        "counter",
+        "Deltas from peers deferred because their timestamp was too far ahead.",
+        &one(m.clock_refusals),
+    );
+    metric(
+        &mut out,
+        "meridian_state_merges_total",
+        "counter",
+        "Full-state joins (read repair, full sync) that changed an object.",
+        &one(m.state_merges),
+    );
+    metric(
+        &mut out,
+        "meridian_log_fsyncs_total",
+        "counter",
+        "fdatasync calls on the log.",
+        &one(m.fsyncs),
+    );
+    metric(
+        &mut out,
+        "meridian_log_written_bytes_total",
+        "counter",
+        "Bytes appended to the log.",
+        &one(m.log_bytes_written),
+    );
+    metric(
+        &mut out,
+        "meridian_log_bytes",
+        "gauge",
+        "Bytes of log retained.",
+        &one(m.log_retained_bytes),
+    );
+    metric(
+        &mut out,
+        "meridian_log_deltas",
+        "gauge",
+        "Deltas retained in the log.",
+        &one(m.log_retained_deltas),
+    );
+    metric(
+        &mut out,
+        "meridian_checkpoints_total",
+        "counter",
+        "Checkpoints taken.",
+        &one(m.checkpoints),
+    );
+    metric(
+        &mut out,
+        "meridian_client_connections",
+        "gauge",
+        "Open client connections.",
+        &one(client_connections),
+    );
+    metric(
+        &mut out,
+        "meridian_debug_clock_offset_ms",
+        "gauge",
+        "Debug clock offset applied to this node (0 in production).",
+        &[(String::new(), coordinator.clock.offset_ms() as f64)],
+    );
+    metric(
+        &mut out,
+        "meridian_uptime_seconds",
+        "gauge",
+        "Seconds since the node started.",
+        &[(String::new(), coordinator.started.elapsed().as_secs_f64())],
+    );
+
+    let reports = coordinator.mesh.reports();
+    let per_peer = |f: &dyn Fn(&meridian_replication::PeerReport) -> f64| -> Vec<(String, f64)> {
+        reports
+            .iter()
+            .map(|r| (format!("peer=\"{}\",region=\"{}\"", r.name, r.region), f(r)))
+            .collect()
+    };
+    metric(
+        &mut out,
+        "meridian_peer_connected",
+        "gauge",
+        "1 if the peer link is up.",
+        &per_peer(&|r| f64::from(u8::from(r.connected))),
+    );
+    metric(
+        &mut out,
+        "meridian_peer_lag_deltas",
+        "gauge",
+        "Deltas this node has that the peer has not acknowledged.",
+        &per_peer(&|r| r.lag_deltas as f64),
+    );
+    metric(
+        &mut out,
+        "meridian_peer_lag_ms",
+        "gauge",
+        "How long the peer has been behind this node, in ms.",
+        &per_peer(&|r| r.lag_ms as f64),
+    );
+    metric(
+        &mut out,
+        "meridian_peer_deferred_deltas_total",
+        "counter",
+        "Deltas from the peer deferred because their timestamp was too far ahead.",
+        &per_peer(&|r| r.deferred_deltas as f64),
+    );
+    metric(
+        &mut out,
+        "meridian_peer_clock_offset_ms",
+        "gauge",
+        "The peer's clock minus ours, from its last message, in ms.",
+        &per_peer(&|r| r.clock_offset_ms as f64),
+    );
+    metric(
+        &mut out,
+        "meridian_peer_deltas_applied_total",
+        "counter",
+        "Deltas received from the peer and applied.",
+        &per_peer(&|r| r.deltas_applied as f64),
+    );
+    metric(
+        &mut out,
+        "meridian_peer_full_syncs_sent_total",
+        "counter",
+        "Full-state syncs sent to the peer.",
+        &per_peer(&|r| r.full_syncs_sent as f64),
+    );
+    metric(
+        &mut out,
+        "meridian_peer_full_syncs_received_total",
+        "counter",
+        "Full-state syncs received from the peer.",
+        &per_peer(&|r| r.full_syncs_received as f64),
+    );
+    let traffic = coordinator.mesh.traffic();
+    let names = [
+        (
+            "meridian_peer_messages_sent_total",
+            "Messages sent to the peer.",
+        ),
+        (
+            "meridian_peer_messages_received_total",
+            "Messages received from the peer.",
+        ),
+        ("meridian_peer_bytes_sent_total", "Bytes sent to the peer."),
+        (
+            "meridian_peer_bytes_received_total",
+            "Bytes received from the peer.",
+        ),
+        (
+            "meridian_peer_realtime_dropped_total",
+            "Realtime messages dropped because the peer's queue was full (it pulls them later).",
+        ),
+        (
+            "meridian_peer_garbage_total",
+            "Malformed frames received from the peer (each closes the link).",
+        ),
+    ];
+    for (i, (name, help)) in names.iter().enumerate() {
+        let samples: Vec<(String, f64)> = traffic
+            .iter()
+            .map(|(peer, c)| (format!("peer=\"{peer}\""), c[i] as f64))
+            .collect();
+        metric(&mut out, name, "counter", help, &samples);
+    }
+    coordinator.metrics.render(&mut out);
+    out
+}
+
+/// Largest HTTP request head accepted, in bytes.
+const MAX_HTTP_REQUEST_BYTES: usize = 8 << 10;
+
+/// Serves `GET /metrics` until `stop` fires.
+pub async fn serve(
+    listener: TcpListener,
+    coordinator: Arc<Coordinator>,
+    connections: Arc<AtomicU64>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((mut stream, _)) = accepted else {
+            continue;
+        };
+        let coordinator = coordinator.clone();
+        let connections = connections.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_HTTP_REQUEST_BYTES];
+            let mut len = 0;
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while len < buf.len() {
+                    let n = stream.read(&mut buf[len..]).await.ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    len += n;
+                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                        return Some(());
+                    }
+                }
+                None
+            })
+            .await;
+            if !matches!(read, Ok(Some(()))) {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..len]);
+            let (status, body) =
+                if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
+                    (
+                        "200 OK",
+                        render(&coordinator, connections.load(Ordering::Relaxed)),
+                    )
+                } else if head.starts_with("GET / ") {
+                    ("200 OK", "meridian node: see /metrics\n".to_string())
+                } else {
+                    ("404 Not Found", "not found\n".to_string())
+                };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                stream.write_all(response.as_bytes()),
+            )
+            .await;
+        });
+    }
+}
+
+/// Parses a value out of an exposition (tests, `meridian status`).
+pub fn sample(exposition: &str, name_and_labels: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        let rest = l.strip_prefix(name_and_labels)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
