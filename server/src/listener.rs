@@ -34,6 +34,10 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// connection is closed (closing at once may discard it).
 const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
+/// During shutdown, how long a drained request waits for the client to
+/// have its answer before its task ends (and the endpoint may close).
+const REPLY_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How long shutdown waits for in-flight requests.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -242,21 +246,34 @@ impl ClientListener {
                 continue;
             };
             let this = self.clone();
+            // The request holds the connection: quinn closes a connection
+            // whose every handle is gone, and after a shutdown signal the
+            // accept loop's handle is.
+            let conn = conn.clone();
+            let stop = stop.clone();
             tasks.spawn(async move {
                 this.in_flight.fetch_add(1, Ordering::AcqRel);
-                this.serve_request(send, recv).await;
+                this.serve_request(&mut send, recv).await;
+                // During shutdown the endpoint is closed once every request
+                // task has ended, and a close discards unsent stream data:
+                // wait (bounded) until the client has the answer. In normal
+                // operation no one waits for that (it costs a delayed ACK).
+                if *stop.borrow() {
+                    let _ = tokio::time::timeout(REPLY_FLUSH_TIMEOUT, send.stopped()).await;
+                }
+                drop(conn);
                 this.in_flight.fetch_sub(1, Ordering::AcqRel);
                 drop(permit);
             });
         }
     }
 
-    async fn serve_request(&self, mut send: SendStream, mut recv: RecvStream) {
+    async fn serve_request(&self, send: &mut SendStream, mut recv: RecvStream) {
         let payload = match read_frame(&mut recv, MAX_FRAME_BYTES).await {
             Ok(p) => p,
             Err(e) => {
                 reply(
-                    &mut send,
+                    send,
                     wire::encode(&Response::Err(WireError::InvalidArgument {
                         message: format!("bad request frame: {e}"),
                     })),
@@ -269,7 +286,7 @@ impl ClientListener {
             Ok(r) => r,
             Err(e) => {
                 reply(
-                    &mut send,
+                    send,
                     wire::encode(&Response::Err(WireError::InvalidArgument {
                         message: format!("malformed request: {e}"),
                     })),
@@ -279,7 +296,7 @@ impl ClientListener {
             }
         };
         let response = self.coordinator.execute(request, Origin::Quic).await;
-        reply(&mut send, wire::encode(&response)).await;
+        reply(send, wire::encode(&response)).await;
     }
 }
 
