@@ -521,7 +521,7 @@ max_in_flight_per_connection = {DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION}
 request_timeout_ms = {DEFAULT_REQUEST_TIMEOUT_MS}  # default when a request carries 0
 
 [resp]
-tls = false                   # true is refused: TLS on the RESP port is not served yet
+tls = false                   # true: TLS with this node's certificate (redis-cli --tls --cacert ca.pem)
 default_consistency = \"local\" # the level of AUTH user `default` (a password alone)
 max_connections = {DEFAULT_MAX_RESP_CONNECTIONS}
 ",

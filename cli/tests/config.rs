@@ -250,9 +250,10 @@ fn resp_settings_are_optional_and_checked() {
     std::fs::write(&path, old).unwrap();
     let config = NodeConfig::load(&path).unwrap();
     assert_eq!(config.resp_listen, None);
-    // TLS is refused rather than silently served in plaintext.
-    let err = fx.error_with(&fx.text().replace("tls = false", "tls = true"));
-    assert!(err.contains(": resp.tls: "), "{err}");
+    // TLS on the RESP port is a setting of its own.
+    let path = fx.dir.path().join("tls.toml");
+    std::fs::write(&path, fx.text().replace("tls = false", "tls = true")).unwrap();
+    assert!(NodeConfig::load(&path).unwrap().resp.tls);
     let err = fx.error_with(&fx.text().replace(
         "resp_listen = \"127.0.0.1:7106\"",
         "resp_listen = \"127.0.0.1:7101\"",

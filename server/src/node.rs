@@ -49,6 +49,9 @@ pub enum NodeError {
     /// The client listener's TLS configuration was refused.
     #[error("client TLS")]
     ClientTls(#[source] meridian_replication::tls::TlsError),
+    /// The RESP port's TLS configuration (`[resp] tls = true`) was refused.
+    #[error("RESP TLS")]
+    RespTls(#[source] meridian_replication::tls::TlsError),
     /// A listener could not bind its address.
     #[error("cannot listen for {what} on {addr}")]
     Listen {
@@ -216,6 +219,13 @@ impl Node {
         });
         mesh.set_rpc_handler(Arc::new(Rpc(Arc::downgrade(&coordinator))));
 
+        let resp_tls = match config.resp.tls {
+            false => None,
+            true => match crate::tls::resp_tls_config(&config.tls.cert_pem, &config.tls.key_pem) {
+                Ok(tls) => Some(tls),
+                Err(e) => return Err(stop_early(NodeError::RespTls(e), &mesh, &engine).await),
+            },
+        };
         let bound = match bind_listeners(&config).await {
             Ok(b) => b,
             Err(e) => return Err(stop_early(e, &mesh, &engine).await),
@@ -252,6 +262,7 @@ impl Node {
                 config.resp.default_consistency,
                 u64::from(config.resp.max_connections),
                 addr,
+                resp_tls.clone(),
             ));
             services.push(tokio::spawn(server.clone().run(
                 l,

@@ -13,7 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_replication::tls::{TlsError, mutual_tls_server_config};
+use meridian_replication::tls::{
+    TlsError, crypto_provider, mutual_tls_server_config, parse_certificates, parse_private_key,
+};
 
 use crate::config::LimitsConfig;
 
@@ -65,4 +67,31 @@ pub fn client_listener_config(
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(Arc::new(client_transport_config(limits)));
     Ok(config)
+}
+
+/// TLS of the RESP port (`[resp] tls = true`): the node presents its own
+/// certificate (issued by the cluster CA for the node's name and host, so
+/// `redis-cli --tls --cacert ca.pem` verifies it) and asks for no client
+/// certificate: Redis clients authenticate with the access token (AUTH).
+/// TLS 1.2 and 1.3, as Redis clients built on OpenSSL expect.
+pub fn resp_tls_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let config = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|source| TlsError::Rustls {
+            what: "TLS versions",
+            source,
+        })?
+        .with_no_client_auth()
+        .with_single_cert(
+            parse_certificates(cert_pem, "certificate")?,
+            parse_private_key(key_pem)?,
+        )
+        .map_err(|source| TlsError::Rustls {
+            what: "certificate and key",
+            source,
+        })?;
+    Ok(Arc::new(config))
 }

@@ -36,7 +36,7 @@
 //! request_timeout_ms = 5000     # used when a request carries 0
 //!
 //! [resp]                        # optional, defaults shown (docs/resp.md)
-//! tls = false                   # true is refused: TLS on the RESP port is not served yet
+//! tls = false                   # true: TLS with the node certificate (redis-cli --tls --cacert ca.pem)
 //! default_consistency = "local" # the level of AUTH user `default`
 //! max_connections = 1024        # concurrent RESP connections; more are refused
 //!
@@ -268,14 +268,6 @@ impl NodeConfig {
         ];
         if let Some(addr) = resp_listen {
             listens.push(("resp_listen", addr));
-        }
-        if file.resp.tls {
-            return Err(invalid(
-                "resp.tls",
-                "TLS on the RESP port is not served yet; set tls = false and reach the port \
-                 over a private network or a TLS-terminating proxy (docs/resp.md)"
-                    .into(),
-            ));
         }
         if !(1..=MAX_CONNECTION_LIMIT).contains(&file.resp.max_connections) {
             return Err(invalid(

@@ -22,9 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use meridian_client::wire::Consistency;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::command::Command;
@@ -98,18 +96,21 @@ enum After {
 
 /// Serves one connection until it closes, breaks a limit, or the node
 /// stops (after the command being executed).
-pub async fn serve(
+/// `stream` is the TCP connection or the TLS session over it; `local` is
+/// the address it was accepted on.
+pub async fn serve<S>(
     server: std::sync::Arc<RespServer>,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
+    local: SocketAddr,
     stop: watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let count = server.connections.fetch_add(1, Ordering::AcqRel) + 1;
     let _guard = Decrement(&server);
     server.connections_total.fetch_add(1, Ordering::Relaxed);
-    let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(server.local_addr);
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     if count > server.max_connections {
         server.rejected_connections.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(%peer, limit = server.max_connections, "RESP client refused: too many connections");
@@ -208,7 +209,7 @@ pub async fn serve(
 
 /// Writes out `output`, failing if the peer makes no progress for
 /// [`WRITE_STALL_TIMEOUT`].
-async fn flush(wr: &mut OwnedWriteHalf, output: &mut BytesMut) -> Result<(), ()> {
+async fn flush<W: AsyncWrite + Unpin>(wr: &mut W, output: &mut BytesMut) -> Result<(), ()> {
     while !output.is_empty() {
         match tokio::time::timeout(WRITE_STALL_TIMEOUT, wr.write_buf(output)).await {
             Ok(Ok(n)) if n > 0 => {}

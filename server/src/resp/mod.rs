@@ -47,6 +47,11 @@ pub mod strings;
 /// set and replies follow Redis 7.2 where Meridian supports a command.
 pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
 
+/// How long a client has to finish the TLS handshake (`[resp] tls = true`)
+/// before its connection is dropped: bounds what a client that connects and
+/// says nothing costs.
+pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What every connection of one node shares.
 pub struct RespServer {
     pub(crate) coordinator: Arc<Coordinator>,
@@ -65,6 +70,8 @@ pub struct RespServer {
     pub(crate) commands_total: AtomicU64,
     pub(crate) local_addr: SocketAddr,
     pub(crate) started: Instant,
+    /// `[resp] tls = true`: every connection is a TLS session first.
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for RespServer {
@@ -82,6 +89,7 @@ impl RespServer {
         default_level: Consistency,
         max_connections: u64,
         local_addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> RespServer {
         RespServer {
             coordinator,
@@ -96,6 +104,7 @@ impl RespServer {
             commands_total: AtomicU64::new(0),
             local_addr,
             started: Instant::now(),
+            tls: tls.map(tokio_rustls::TlsAcceptor::from),
         }
     }
 
@@ -131,10 +140,26 @@ impl RespServer {
                     continue;
                 }
             };
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().unwrap_or(self.local_addr);
             let this = self.clone();
             let stop = stop.clone();
+            let tls = self.tls.clone();
             tasks.spawn(async move {
-                connection::serve(this, stream, peer, stop).await;
+                match tls {
+                    None => connection::serve(this, stream, peer, local, stop).await,
+                    Some(acceptor) => {
+                        let handshake =
+                            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                        match handshake.await {
+                            Ok(Ok(tls)) => connection::serve(this, tls, peer, local, stop).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "RESP TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "RESP TLS handshake timed out"),
+                        }
+                    }
+                }
             });
         }
     }
