@@ -275,6 +275,14 @@ fn levels(addr: SocketAddr, token: &str) -> Result<()> {
     let () = q(&mut fresh, &["SET", "wait-all", "v"])?;
     let n: i64 = q(&mut fresh, &["WAIT", "2", "1000"])?;
     ensure!(n == 2, "WAIT after an `all` write answered {n}");
+    // WAITAOF: this node's fsync and the other replicas' durable copies.
+    let both: Vec<i64> = q(&mut fresh, &["WAITAOF", "1", "2", "5000"])?;
+    ensure!(
+        both == [1, 2],
+        "WAITAOF after an `all` write answered {both:?}"
+    );
+    let err = q::<Vec<i64>>(&mut fresh, &["WAITAOF", "2", "0", "0"]).unwrap_err();
+    ensure!(code(&err).contains("numlocal"), "{err}");
     Ok(())
 }
 

@@ -46,6 +46,8 @@ tokio::task_local! {
 #[derive(Clone, Debug)]
 pub struct WriteRecord {
     dot: meridian_engine::Dot,
+    /// Where the write ends in this node's log (local durability).
+    lsn: u64,
     others: Vec<String>,
 }
 
@@ -154,6 +156,20 @@ impl Coordinator {
                 (response, record)
             })
             .await
+    }
+
+    /// Whether this node holds `write` durably (fsynced), waiting up to
+    /// `timeout`; asks the log for the fsync at once (under `periodic` too:
+    /// the caller asked for durability).
+    pub async fn wait_local_durable(&self, write: &WriteRecord, timeout: Duration) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.engine.on_durable(write.lsn, move |r| {
+            let _ = tx.send(r.is_ok());
+        });
+        matches!(
+            tokio::time::timeout(timeout.min(self.max_timeout), rx).await,
+            Ok(Ok(true))
+        )
     }
 
     /// How many of `write`'s other replicas hold it durably, waiting up to
@@ -350,6 +366,7 @@ impl Coordinator {
         let _ = LAST_WRITE.try_with(|w| {
             *w.borrow_mut() = Some(WriteRecord {
                 dot,
+                lsn: applied.lsn,
                 others: others.clone(),
             })
         });

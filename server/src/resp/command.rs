@@ -54,6 +54,12 @@ pub enum Command {
         replicas: i64,
         timeout_ms: i64,
     },
+    /// `WAITAOF numlocal numreplicas timeout`.
+    WaitAof {
+        local: i64,
+        replicas: i64,
+        timeout_ms: i64,
+    },
     /// `MERIDIAN.AT <level> <data command>`.
     At {
         level: LevelName,
@@ -323,6 +329,25 @@ impl Command {
                 a.finish()?;
                 Command::Unwatch
             }
+            "waitaof" => {
+                let local = a.int()?;
+                let replicas = a.int()?;
+                let timeout_ms = a
+                    .int()
+                    .map_err(|_| "ERR timeout is not an integer or out of range".to_owned())?;
+                a.finish()?;
+                if timeout_ms < 0 {
+                    return Err("ERR timeout is negative".into());
+                }
+                if !(0..=1).contains(&local) {
+                    return Err("ERR WAITAOF numlocal must be 0 or 1 (one local copy)".into());
+                }
+                Command::WaitAof {
+                    local,
+                    replicas,
+                    timeout_ms,
+                }
+            }
             "wait" => {
                 let replicas = a.int()?;
                 let timeout_ms = a
@@ -552,6 +577,7 @@ pub const TABLE: &[CommandInfo] = &[
     ("discard", 1, &["fast"], 0, 0, 0),
     ("unwatch", 1, &["fast"], 0, 0, 0),
     ("wait", 3, &["slow"], 0, 0, 0),
+    ("waitaof", 4, &["slow"], 0, 0, 0),
     ("meridian.at", -3, &["slow"], 0, 0, 0),
     ("get", 2, &["readonly", "fast"], 1, 1, 1),
     ("set", -3, &["write", "denyoom"], 1, 1, 1),

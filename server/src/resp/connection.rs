@@ -377,6 +377,11 @@ async fn run(server: &RespServer, session: &mut Session, command: Command) -> (R
             replicas,
             timeout_ms,
         } => wait(server, session, replicas, timeout_ms).await,
+        Command::WaitAof {
+            local,
+            replicas,
+            timeout_ms,
+        } => wait_aof(server, session, local, replicas, timeout_ms).await,
         Command::Multi | Command::Exec | Command::Discard => {
             Reply::error("ERR MULTI, EXEC and DISCARD cannot be queued")
         }
@@ -411,6 +416,45 @@ async fn wait(server: &RespServer, session: &Session, replicas: i64, timeout_ms:
         .wait_replicas(write, needed.min(write.other_replicas()), timeout)
         .await;
     Reply::Integer(n as i64)
+}
+
+/// `WAITAOF numlocal numreplicas timeout`: `[local, replicas]`, whether
+/// this node and how many of the object's other replicas hold this
+/// connection's last write durably (fsynced). Meridian has no AOF; its log
+/// is the durability point, so this is the same question as Redis's.
+async fn wait_aof(
+    server: &RespServer,
+    session: &Session,
+    local: i64,
+    replicas: i64,
+    timeout_ms: i64,
+) -> Reply {
+    let Some(write) = &session.last_write else {
+        return Reply::Array(vec![Reply::Integer(0), Reply::Integer(0)]);
+    };
+    let timeout = if timeout_ms == 0 {
+        Duration::from_millis(crate::config::MAX_REQUEST_TIMEOUT_MS)
+    } else {
+        Duration::from_millis(timeout_ms as u64)
+    };
+    // The local fsync is asked for whenever the caller wants it (numlocal
+    // 1); otherwise only what is already known is reported.
+    let local_wait = if local > 0 {
+        timeout
+    } else {
+        Duration::from_millis(5)
+    };
+    let needed = usize::try_from(replicas.max(0)).unwrap_or(usize::MAX);
+    let (here, others) = tokio::join!(
+        server.coordinator.wait_local_durable(write, local_wait),
+        server
+            .coordinator
+            .wait_replicas(write, needed.min(write.other_replicas()), timeout)
+    );
+    Reply::Array(vec![
+        Reply::Integer(i64::from(here)),
+        Reply::Integer(others as i64),
+    ])
 }
 
 /// A data command at `level`.
