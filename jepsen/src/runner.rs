@@ -530,9 +530,9 @@ pub const WIPE_WRITES: usize = 3;
 
 /// The negative control (see [`RunConfig::wipe_control`]): isolate the first
 /// node, acknowledge [`WIPE_WRITES`] `local` writes per workload there (a
-/// counter add of +5, a new set member, a register write on a key of its
-/// own, so LWW must pick it), kill it, delete its data directory, restart it
-/// and heal. Returns the keys written, for the final reads.
+/// counter add of +1, +2, +4 on a key of its own, a new set member, a
+/// register write on a key of its own, so LWW must pick it), kill it,
+/// delete its data directory, restart it and heal. Returns the keys written, for the final reads.
 async fn wipe_scenario<D: Db>(
     db: &Arc<D>,
     rec: &Arc<Recorder>,
@@ -553,13 +553,14 @@ async fn wipe_scenario<D: Db>(
     let mut keys = Vec::new();
     for kind in &cfg.workloads {
         let key = match kind {
-            WorkloadKind::Counter => WorkloadKind::Counter.key(0),
+            WorkloadKind::Counter => "counter-wipe".to_string(),
             WorkloadKind::Set => WorkloadKind::Set.key(0),
             WorkloadKind::Register => "register-wipe".to_string(),
         };
         for i in 0..WIPE_WRITES {
             let (f, value) = match kind {
-                WorkloadKind::Counter => (F::Add, json!(5)),
+                // Distinct powers of two, like the workload's deltas.
+                WorkloadKind::Counter => (F::Add, json!(1i64 << i)),
                 WorkloadKind::Set => (F::Add, json!(format!("wipe-{i}"))),
                 WorkloadKind::Register => (F::Write, json!(format!("wipe-{i}-p{p}"))),
             };
@@ -604,7 +605,7 @@ async fn add_wins_scenario<D: Db>(
     process: u64,
 ) {
     let (a, b) = (cfg.nodes[0].clone(), cfg.nodes[1].clone());
-    let tag = Some(json!({"scenario": "add-wins"}));
+    let tag = Some(json!({"scenario": crate::checker::set::ADD_WINS_SCENARIO}));
     let op = |f: F, value: Value| Planned {
         workload: WorkloadKind::Set,
         f,

@@ -14,6 +14,7 @@ pub mod counter;
 pub mod faults;
 pub mod ranges;
 pub mod register;
+pub mod session;
 pub mod set;
 
 use std::collections::BTreeSet;
@@ -133,11 +134,17 @@ pub struct LinearizableScope {
 
 impl LinearizableScope {
     /// The conservative default: a register key is eligible when all its ops
-    /// use one level and
-    /// * the level is `quorum` or `all` and the run had no clock faults, or
+    /// carry one level (an op without a level makes the key ineligible; the
+    /// register checker reports the op) and
+    /// * the level is `quorum` or `all` and the run had no clock faults
+    ///   (LWW under skewed clocks is not linearizable: a later write may get
+    ///   a smaller timestamp), partitions, kills and pauses allowed; or
     /// * the level is `leader`, every ok op was served by the same node, and
-    ///   no fault (partition, kill, pause, clock) was active during the key's
-    ///   lifetime: the "no failover happened" condition, seen from outside.
+    ///   no partition, kill or pause was in effect during the key's lifetime:
+    ///   the "no failover happened" condition, seen from outside. Clock
+    ///   faults are allowed: one leader stamps every write with its own
+    ///   hybrid clock, which never runs backwards whatever its offset does
+    ///   (docs/architecture.md §7: "register writes ordered by one clock").
     pub fn from_history(history: &History) -> LinearizableScope {
         use std::collections::BTreeMap;
         let windows = faults::windows(history);
@@ -145,6 +152,7 @@ impl LinearizableScope {
         #[derive(Default)]
         struct K {
             levels: BTreeSet<crate::history::Level>,
+            missing_level: bool,
             servers: BTreeSet<String>,
             first: u64,
             last: u64,
@@ -161,8 +169,11 @@ impl LinearizableScope {
                 first: u64::MAX,
                 ..K::default()
             });
-            if let Some(l) = call.level() {
-                k.levels.insert(l);
+            match call.level() {
+                Some(l) => {
+                    k.levels.insert(l);
+                }
+                None => k.missing_level = true,
             }
             if call.is_ok()
                 && let Some(n) = call.serving_node()
@@ -176,16 +187,18 @@ impl LinearizableScope {
         let keys = keys
             .into_iter()
             .filter(|(_, k)| {
-                if k.levels.len() != 1 {
+                if k.levels.len() != 1 || k.missing_level {
                     return false;
                 }
                 match k.levels.iter().next() {
                     Some(Level::Quorum | Level::All) => !clock_faults,
                     Some(Level::Leader) => {
                         k.servers.len() <= 1
-                            && !windows
-                                .iter()
-                                .any(|w| w.shade_start < k.last && w.shade_end > k.first)
+                            && !windows.iter().any(|w| {
+                                w.family != faults::Family::Clock
+                                    && w.shade_start < k.last
+                                    && w.shade_end > k.first
+                            })
                     }
                     _ => false,
                 }
@@ -208,8 +221,9 @@ pub struct CheckContext {
     pub convergence: Option<always::Convergence>,
     /// Node logs to grep: `(node, path)`.
     pub node_logs: Vec<(String, PathBuf)>,
-    /// `--availability`: required fraction of `local` ops that succeed during
-    /// partitions (1.0 = Maelstrom's `total`); `None` = report only.
+    /// `--availability`: required fraction of `local` ops on live nodes that
+    /// succeed (1.0 = Maelstrom's `total`); `None` = report only. Default
+    /// ([`CheckContext::new`]): [`always::DEFAULT_AVAILABILITY`].
     pub availability: Option<f64>,
 }
 
@@ -217,6 +231,7 @@ impl CheckContext {
     pub fn new() -> CheckContext {
         CheckContext {
             linearizable_timeout: Duration::from_secs(10),
+            availability: Some(always::DEFAULT_AVAILABILITY),
             ..CheckContext::default()
         }
     }
@@ -297,6 +312,9 @@ pub fn standard_checkers(workloads: &BTreeSet<WorkloadKind>) -> Vec<Box<dyn Chec
     }
     if workloads.contains(&WorkloadKind::Register) {
         v.push(Box::new(register::RegisterChecker));
+    }
+    if !workloads.is_empty() {
+        v.push(Box::new(session::SessionChecker));
     }
     v
 }

@@ -13,7 +13,14 @@
 //!   are LWW, so "sees the write" means the read's `(hlc.time, hlc.node)` is
 //!   ≥ the write's (a later write may have replaced it); a null read with no
 //!   timestamp is older than any write. This holds under clock skew too: a
-//!   join only ever keeps the larger timestamp.
+//!   join only ever keeps the larger timestamp. Every ok read is judged: a
+//!   read without `meta.hlc` (a client that does not report timestamps)
+//!   takes the timestamp of the write of its value (values are unique per
+//!   write), known from that write's acknowledgement or from another read
+//!   of the value (`hlc-fallback-count`). A read whose value's timestamp is
+//!   nowhere in the history, while some write of another value was promised
+//!   to it, cannot be ordered: it is listed in `unresolved-reads` and makes
+//!   the verdict `unknown` (never skipped silently).
 //! * **Final state** (reads with `final: true` on every node after heal):
 //!   all equal (`divergent`), and the value must be the LWW winner: the write
 //!   with the largest `(hlc.time, hlc.node)` among acknowledged writes and
@@ -27,7 +34,12 @@
 //!   model per key; failed writes dropped, `info` writes open until ∞, final
 //!   reads excluded. A search that times out makes the key unknown, as in
 //!   Jepsen. Keys with more than [`MAX_LINEARIZABLE_OPS`] ops are not
-//!   searched (unknown): the workload keeps keys near Jepsen's ~20 ops.
+//!   searched (unknown): the workload keeps rotating keys near Jepsen's ~20
+//!   ops and its long-lived keys (which live through faults) to
+//!   [`crate::workload::register::LONG_OPS_PER_KEY`].
+//!
+//! A register op without a consistency level is an error (verdict
+//! `unknown`), never a default.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -35,7 +47,7 @@ use serde_json::{Value, json};
 
 use super::counter::must_observe;
 use super::{CheckContext, CheckResult, Checker, MAX_LISTED, Validity};
-use crate::history::{Call, F, History, Hlc, Level, WorkloadKind};
+use crate::history::{Call, F, History, Hlc, WorkloadKind};
 
 /// Per-key op limit for the linearizability search: WGL is exponential in
 /// concurrency; Jepsen keeps register keys to ~20 ops.
@@ -147,9 +159,14 @@ impl Checker for RegisterChecker {
                 && WorkloadKind::of_key(key) == Some(WorkloadKind::Register)
                 && matches!(call.inv.f, F::Write | F::Read)
             {
+                call.required_level()?;
                 by_key.entry(key.to_string()).or_default().push(call);
             }
         }
+        let level_of = |c: &Call<'_>| {
+            c.level()
+                .expect("every op's level was checked when the calls were collected")
+        };
 
         let mut garbage = Vec::new();
         let mut fail_visible = BTreeSet::new();
@@ -164,6 +181,9 @@ impl Checker for RegisterChecker {
         let mut lin_checked = 0usize;
         let mut lin_invalid = Vec::new();
         let mut lin_unknown = Vec::new();
+        let mut hlc_fallback = 0usize;
+        let mut unresolved = Vec::new();
+        let mut unresolved_count = 0usize;
 
         for (key, calls) in &by_key {
             // value -> (write call)
@@ -233,24 +253,57 @@ impl Checker for RegisterChecker {
                 }
             }
 
-            // Promised writes.
+            // Promised writes. Each read's timestamp: its own `meta.hlc`,
+            // else (a client that reports none) the timestamp its value was
+            // written with — values are unique per write, so the value
+            // names the write, whose timestamp is known from its
+            // acknowledgement or from any other read of it that carried one.
             for r in &reads {
-                let read_hlc = r.result().hlc();
-                if r.result().value.is_string() && read_hlc.is_none() {
-                    continue; // a value without its timestamp: nothing to compare
-                }
-                let r_level = r.level().unwrap_or(Level::Local);
+                let value = r.result().value.as_str();
+                let read_hlc: Option<Hlc> = match (value, r.result().hlc()) {
+                    (_, Some(h)) => Some(h),
+                    (None, None) => None, // never written: older than any write
+                    (Some(v), None) => match hlc_of.get(v) {
+                        Some(h) => {
+                            hlc_fallback += 1;
+                            Some(*h)
+                        }
+                        None => {
+                            // Its write's timestamp is unknown (an `info` or
+                            // unstamped write no read reported a timestamp
+                            // for): only a promised write of the same value
+                            // can be judged; any other makes it unresolved.
+                            let needs_order = writes.values().any(|w| {
+                                w.is_ok()
+                                    && w.cmp_index() < r.inv.index
+                                    && w.inv.value.as_str() != Some(v)
+                                    && w.result().hlc().is_some()
+                                    && must_observe(
+                                        level_of(w),
+                                        w.serving_node(),
+                                        level_of(r),
+                                        r.serving_node(),
+                                    )
+                            });
+                            if needs_order {
+                                unresolved_count += 1;
+                                if unresolved.len() < MAX_LISTED {
+                                    unresolved.push(json!({
+                                        "key": key, "index": r.inv.index, "value": v,
+                                    }));
+                                }
+                            }
+                            continue;
+                        }
+                    },
+                };
+                let r_level = level_of(r);
                 for w in writes.values() {
                     if !w.is_ok() || w.cmp_index() >= r.inv.index {
                         continue;
                     }
                     let Some(wh) = w.result().hlc() else { continue };
-                    if !must_observe(
-                        w.level().unwrap_or(Level::Local),
-                        w.serving_node(),
-                        r_level,
-                        r.serving_node(),
-                    ) {
+                    if !must_observe(level_of(w), w.serving_node(), r_level, r.serving_node()) {
                         continue;
                     }
                     if read_hlc.is_none_or(|rh| rh < wh) {
@@ -357,7 +410,11 @@ impl Checker for RegisterChecker {
             || !lin_invalid.is_empty();
         let valid = if invalid {
             Validity::False
-        } else if !undetermined.is_empty() || !lin_unknown.is_empty() || !missing_final.is_empty() {
+        } else if !undetermined.is_empty()
+            || !lin_unknown.is_empty()
+            || !missing_final.is_empty()
+            || unresolved_count > 0
+        {
             Validity::Unknown
         } else {
             Validity::True
@@ -370,6 +427,9 @@ impl Checker for RegisterChecker {
             .with("hlc-mismatch", &mismatch)
             .with("stale-read-count", stale_count)
             .with("stale-reads", &stale)
+            .with("hlc-fallback-count", hlc_fallback)
+            .with("unresolved-read-count", unresolved_count)
+            .with("unresolved-reads", &unresolved)
             .with("timestamp-collisions", &collisions)
             .with(
                 "final",
