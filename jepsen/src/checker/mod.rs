@@ -407,4 +407,112 @@ mod tests {
         let v: Validity = serde_json::from_str("\"unknown\"").unwrap();
         assert_eq!(v, Validity::Unknown);
     }
+
+    /// Which keys are searched for linearizability: quorum/`all` keys
+    /// through partitions, kills and pauses but not clock faults; leader
+    /// keys through clock faults but not through anything that can move the
+    /// leader.
+    #[test]
+    fn linearizable_scope_follows_the_levels_promises() {
+        use crate::history::test_support::{H, hlc};
+        use crate::history::{F, Level};
+        use serde_json::json;
+        let key_ops = |h: &mut H, key: &str, level: Level, node: &str| {
+            h.invoke(0, F::Write, key, json!(format!("{key}-v")))
+                .at(level, node)
+                .ok(0, F::Write, key, json!(format!("{key}-v")))
+                .at(level, node)
+                .with(|o| o.meta = Some(hlc(1, 1)));
+            h.invoke(1, F::Read, key, Value::Null)
+                .at(level, node)
+                .ok(1, F::Read, key, json!(format!("{key}-v")))
+                .at(level, node);
+        };
+        let run = |family: F, stop: F| {
+            let mut h = H::new();
+            h.nemesis(family, json!("x")).nemesis(family, json!({}));
+            key_ops(&mut h, "register-long-1", Level::Leader, "n1");
+            key_ops(&mut h, "register-long-2", Level::Quorum, "n1");
+            key_ops(&mut h, "register-5", Level::Leader, "n1");
+            key_ops(&mut h, "register-5", Level::Leader, "n2"); // failover seen
+            key_ops(&mut h, "register-6", Level::Quorum, "n1");
+            h.ops.last_mut().unwrap().consistency = None; // completion only
+            key_ops(&mut h, "register-7", Level::All, "n1");
+            h.ops.iter_mut().rev().nth(1).unwrap().consistency = None; // an invocation
+            h.nemesis(stop, Value::Null).nemesis(stop, json!("done"));
+            LinearizableScope::from_history(&h.build()).keys
+        };
+        let clock = run(F::BumpClock, F::ResetClock);
+        assert!(
+            clock.contains("register-long-1"),
+            "leader under clock faults: {clock:?}"
+        );
+        assert!(
+            !clock.contains("register-long-2"),
+            "quorum under clock faults"
+        );
+        let part = run(F::StartPartition, F::StopPartition);
+        assert!(
+            !part.contains("register-long-1"),
+            "leader through a partition"
+        );
+        assert!(
+            part.contains("register-long-2"),
+            "quorum through a partition: {part:?}"
+        );
+        assert!(part.contains("register-6"));
+        assert!(!part.contains("register-7"), "an op without a level");
+        let kill = run(F::Kill, F::Start);
+        assert!(!kill.contains("register-long-1"));
+        assert!(kill.contains("register-long-2"));
+        for s in [&clock, &part, &kill] {
+            assert!(!s.contains("register-5"), "served by two leaders");
+        }
+    }
+
+    /// A client op without a consistency level makes every checker that
+    /// depends on levels error (unknown), instead of reading it as `local`.
+    #[test]
+    fn missing_level_is_an_error_not_local() {
+        use crate::history::test_support::H;
+        use crate::history::{F, Level};
+        use serde_json::json;
+        let mut h = H::new();
+        for (key, w, v) in [
+            ("counter-0", F::Add, json!(1)),
+            ("set-0", F::Add, json!("e1")),
+            ("register-0", F::Write, json!("v1")),
+        ] {
+            h.invoke(0, w, key, v.clone())
+                .at(Level::Quorum, "n1")
+                .ok(0, w, key, v)
+                .at(Level::Quorum, "n1");
+        }
+        let good = h.build();
+        let ws = workloads_in(&good);
+        let ctx = CheckContext::new();
+        for c in standard_checkers(&ws) {
+            if let Some(e) = check_safe(c.as_ref(), &good, &ctx).get("error") {
+                panic!("{}: {e}", c.name());
+            }
+        }
+        for i in [0, 2, 4] {
+            let mut ops = h.ops.clone();
+            ops[i].consistency = None;
+            let bad = History::new(ops).unwrap();
+            let r = compose(&standard_checkers(&ws), &bad, &ctx);
+            assert_eq!(r.valid, Validity::Unknown, "op {i}: {}", r.to_json());
+            let key = bad.ops[i].key.clone().unwrap();
+            let name = WorkloadKind::of_key(&key).unwrap().as_str();
+            let err = r.to_json()[name]["error"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            assert!(err.contains("no consistency level"), "{name}: {err}");
+            assert!(
+                r.to_json()["availability"]["error"].is_string(),
+                "availability does not guess either"
+            );
+        }
+    }
 }

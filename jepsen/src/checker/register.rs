@@ -673,4 +673,177 @@ mod tests {
         );
         assert_eq!(r.get("hlc-mismatch").unwrap().as_array().unwrap().len(), 1);
     }
+
+    /// A client that reports no timestamps: every read is still judged, by
+    /// the timestamp its value's write was acknowledged with.
+    #[test]
+    fn reads_without_hlc_are_judged_by_their_values_write() {
+        let mut h = H::new();
+        write(&mut h, 0, "a", OpType::Ok, Some((10, 1)));
+        write(&mut h, 0, "b", OpType::Ok, Some((20, 1)));
+        read(&mut h, 1, Some("a"), None); // stale: a is older than b
+        finals(&mut h, Some("b"), None);
+        let r = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.valid, Validity::False, "{}", r.to_json());
+        assert_eq!(r.get("stale-read-count").unwrap(), &json!(1));
+        assert_eq!(
+            r.get("stale-reads").unwrap()[0]["read"]["hlc"],
+            json!({"time": 10, "node": 1})
+        );
+        assert!(r.get("hlc-fallback-count").unwrap().as_u64().unwrap() >= 1);
+
+        // The up-to-date read passes.
+        let mut h = H::new();
+        write(&mut h, 0, "a", OpType::Ok, Some((10, 1)));
+        write(&mut h, 0, "b", OpType::Ok, Some((20, 1)));
+        read(&mut h, 1, Some("b"), None);
+        finals(&mut h, Some("b"), None);
+        let r = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.valid, Validity::True, "{}", r.to_json());
+
+        // A value whose timestamp is nowhere (an info write no read
+        // stamped), read after a promised write of another value: cannot
+        // be ordered, so unknown — never silently valid.
+        let mut h = H::new();
+        write(&mut h, 0, "b", OpType::Ok, Some((20, 1)));
+        write(&mut h, 2, "c", OpType::Info, None);
+        read(&mut h, 1, Some("c"), None);
+        let r = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.get("unresolved-read-count").unwrap(), &json!(1));
+        let mut h2 = H { ops: h.ops.clone() };
+        finals(&mut h2, Some("c"), Some((30, 2)));
+        // Once a (final) read reports c's timestamp, the earlier read is
+        // judged by it.
+        let r = RegisterChecker
+            .check(&h2.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.get("unresolved-read-count").unwrap(), &json!(0));
+        assert_eq!(r.valid, Validity::True, "{}", r.to_json());
+        let r = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.valid, Validity::Unknown, "{}", r.to_json());
+    }
+
+    fn lin_op(
+        client: u32,
+        call: i64,
+        ret: i64,
+        op: RegOp,
+    ) -> porcupine_rs::Operation<RegisterModel> {
+        porcupine_rs::Operation {
+            client_id: Some(client),
+            call_time: call,
+            return_time: ret,
+            op,
+            metadata: None,
+        }
+    }
+
+    fn wgl(ops: &[porcupine_rs::Operation<RegisterModel>]) -> porcupine_rs::CheckResult {
+        porcupine_rs::check_operations_timeout(ops, std::time::Duration::from_secs(10))
+    }
+
+    /// WGL itself on overlapping operations: a history that is linearizable
+    /// only by ordering concurrent ops against their real-time order of
+    /// invocation, and one that is not linearizable although every read
+    /// returns a written value.
+    #[test]
+    fn wgl_on_overlapping_histories() {
+        use porcupine_rs::CheckResult as P;
+        let w = |v: &str| RegOp::Write(v.to_string());
+        let r = |v: Option<&str>| RegOp::Read(v.map(str::to_string));
+        // W(a) [0,10] and W(b) [2,12] overlap; R→b [3,5] sees b before a
+        // finished; R→a [11,20] overlaps W(b)'s end: order b, R→b, a, R→a
+        // (a linearized after b although invoked first). A read of the
+        // initial state overlapping both writes is fine too.
+        let ok = vec![
+            lin_op(0, 0, 10, w("a")),
+            lin_op(1, 2, 12, w("b")),
+            lin_op(2, 3, 5, r(Some("b"))),
+            lin_op(3, 1, 4, r(None)),
+            lin_op(2, 11, 20, r(Some("a"))),
+            lin_op(3, 13, 15, r(Some("a"))),
+        ];
+        assert!(matches!(wgl(&ok), P::Ok));
+        // The same two overlapping writes, then — after both completed —
+        // a read of a followed by a read of b: the value changed with no
+        // write in flight.
+        let bad = vec![
+            lin_op(0, 0, 10, w("a")),
+            lin_op(1, 2, 12, w("b")),
+            lin_op(2, 13, 14, r(Some("a"))),
+            lin_op(3, 15, 16, r(Some("b"))),
+        ];
+        assert!(matches!(wgl(&bad), P::Illegal));
+        // An indeterminate write (open until ∞) may take effect late...
+        let info = vec![
+            lin_op(0, 0, 10, w("a")),
+            lin_op(1, 2, i64::MAX, w("b")),
+            lin_op(2, 13, 14, r(Some("a"))),
+            lin_op(3, 15, 16, r(Some("b"))),
+        ];
+        assert!(matches!(wgl(&info), P::Ok));
+        // ...but not be un-done: once b is seen, a cannot return.
+        let mut undone = info.clone();
+        undone.push(lin_op(2, 17, 18, r(Some("a"))));
+        assert!(matches!(wgl(&undone), P::Illegal));
+    }
+
+    /// The same overlapping histories through the checker, from the
+    /// history's own calls (failed writes dropped, info writes open).
+    #[test]
+    fn overlapping_history_through_the_checker() {
+        let mk = |reads: &[(u64, &str)]| {
+            let mut h = H::new();
+            h.invoke(0, F::Write, K, json!("a")).at(Level::Quorum, "n1");
+            h.invoke(1, F::Write, K, json!("b")).at(Level::Quorum, "n2");
+            h.ok(0, F::Write, K, json!("a"))
+                .at(Level::Quorum, "n1")
+                .with(|o| o.meta = Some(hlc(20, 1)));
+            h.ok(1, F::Write, K, json!("b"))
+                .at(Level::Quorum, "n2")
+                .with(|o| o.meta = Some(hlc(10, 2)));
+            for (p, v) in reads {
+                let ts = if *v == "a" { (20, 1) } else { (10, 2) };
+                read(&mut h, *p, Some(v), Some(ts));
+            }
+            h.build()
+        };
+        let ctx = ctx_all_linearizable();
+        let good = mk(&[(2, "a"), (3, "a")]);
+        assert_eq!(good.calls().len(), 4, "two overlapping writes, two reads");
+        let hc: Vec<Call<'_>> = good.calls();
+        assert_eq!(
+            check_linearizable(&hc, ctx.linearizable_timeout),
+            Linearizable::Yes
+        );
+        let bad = mk(&[(2, "a"), (3, "b")]);
+        let bc: Vec<Call<'_>> = bad.calls();
+        assert_eq!(
+            check_linearizable(&bc, ctx.linearizable_timeout),
+            Linearizable::No
+        );
+        let r = RegisterChecker.check(&bad, &ctx).unwrap();
+        assert_eq!(r.get("linearizable").unwrap()["invalid-keys"], json!([K]));
+    }
+
+    /// A missing consistency level is an error, not `local`.
+    #[test]
+    fn missing_level_is_an_error() {
+        let mut h = H::new();
+        write(&mut h, 0, "a", OpType::Ok, Some((10, 1)));
+        read(&mut h, 1, Some("a"), Some((10, 1)));
+        h.ops[2].consistency = None;
+        let e = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap_err();
+        assert!(e.to_string().contains("no consistency level"), "{e}");
+    }
 }

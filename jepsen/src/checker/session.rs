@@ -466,3 +466,268 @@ impl Checker for SessionChecker {
             .with("unresolved", &out.unresolved))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::test_support::H;
+    use crate::history::{F, OpType};
+
+    fn check(h: &H) -> CheckResult {
+        SessionChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap()
+    }
+
+    /// A `leader` read by process `p` sent to node `via`, answered by
+    /// `leader` with value `v` (and, for registers, `hlc`).
+    fn leader_read(
+        h: &mut H,
+        p: u64,
+        key: &str,
+        via: &str,
+        leader: &str,
+        v: Value,
+        ts: Option<u64>,
+    ) {
+        h.invoke(p, F::Read, key, Value::Null)
+            .at(Level::Leader, via);
+        h.ok(p, F::Read, key, v).at(Level::Leader, via).with(|o| {
+            let mut m = json!({"node": leader});
+            if let Some(t) = ts {
+                m["hlc"] = json!({"time": t, "node": 1});
+            }
+            o.meta = Some(m);
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        h: &mut H,
+        p: u64,
+        f: F,
+        key: &str,
+        level: Level,
+        node: &str,
+        v: Value,
+        ts: Option<u64>,
+    ) {
+        h.invoke(p, f, key, v.clone()).at(level, node);
+        h.push(crate::history::test_support::op(p, OpType::Ok, f, key, v))
+            .at(level, node)
+            .with(|o| {
+                let mut m = json!({"node": node});
+                if let Some(t) = ts {
+                    m["hlc"] = json!({"time": t, "node": 1});
+                }
+                o.meta = Some(m);
+            });
+    }
+
+    fn kill_and_restart(h: &mut H, node: &str) {
+        h.nemesis(F::Kill, json!({"nodes": [node]}))
+            .nemesis(F::Kill, json!({node: {"killed_pid": 1}}))
+            .nemesis(F::Start, json!("all"))
+            .nemesis(F::Start, json!({node: {"started_pid": 2}}));
+    }
+
+    fn count(r: &CheckResult, what: &str) -> u64 {
+        r.get(&format!("{what}-violation-count"))
+            .and_then(Value::as_u64)
+            .unwrap()
+    }
+
+    const R: &str = "register-long-1";
+
+    #[test]
+    fn register_reads_on_one_leader_never_go_back() {
+        let base = |h: &mut H| {
+            write(h, 0, F::Write, R, Level::Quorum, "n3", json!("a"), Some(10));
+            write(h, 0, F::Write, R, Level::Quorum, "n3", json!("b"), Some(20));
+            leader_read(h, 1, R, "n1", "n1", json!("b"), Some(20));
+        };
+        // Later read on the same leader (another process, another entry
+        // node) returns the older a: not monotonic.
+        let mut h = H::new();
+        base(&mut h);
+        leader_read(&mut h, 2, R, "n2", "n1", json!("a"), Some(10));
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::False, "{}", r.to_json());
+        assert_eq!(count(&r, "monotonic-read"), 1);
+        let v = &r.get("monotonic-read-violations").unwrap()[0];
+        assert_eq!(
+            (v["leader"].clone(), v["earlier-read"]["value"].clone()),
+            (json!("n1"), json!("b"))
+        );
+        // Without meta.hlc: judged by the timestamps the writes were acked with.
+        let mut h2 = H { ops: h.ops.clone() };
+        for o in h2.ops.iter_mut().filter(|o| o.f == F::Read) {
+            o.meta = Some(json!({"node": "n1"}));
+        }
+        assert_eq!(count(&check(&h2), "monotonic-read"), 1);
+        // On another leader (a failover): not promised.
+        let mut h = H::new();
+        base(&mut h);
+        leader_read(&mut h, 2, R, "n2", "n2", json!("a"), Some(10));
+        assert_eq!(check(&h).valid, Validity::True);
+        // The leader was killed and restarted in between: a new incarnation.
+        let mut h = H::new();
+        base(&mut h);
+        kill_and_restart(&mut h, "n1");
+        leader_read(&mut h, 2, R, "n2", "n1", json!("a"), Some(10));
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::True, "{}", r.to_json());
+        // A concurrent earlier read (not completed before) proves nothing.
+        let mut h = H::new();
+        write(
+            &mut h,
+            0,
+            F::Write,
+            R,
+            Level::Quorum,
+            "n3",
+            json!("a"),
+            Some(10),
+        );
+        h.invoke(2, F::Read, R, Value::Null).at(Level::Leader, "n2");
+        leader_read(&mut h, 1, R, "n1", "n1", json!("b"), Some(20));
+        h.ok(2, F::Read, R, json!("a"))
+            .at(Level::Leader, "n2")
+            .with(|o| o.meta = Some(json!({"node": "n1", "hlc": {"time": 10, "node": 1}})));
+        assert_eq!(check(&h).valid, Validity::True);
+    }
+
+    #[test]
+    fn register_read_your_writes_per_session() {
+        let mut h = H::new();
+        write(
+            &mut h,
+            0,
+            F::Write,
+            R,
+            Level::Quorum,
+            "n3",
+            json!("a"),
+            Some(10),
+        );
+        write(
+            &mut h,
+            1,
+            F::Write,
+            R,
+            Level::Leader,
+            "n1",
+            json!("b"),
+            Some(20),
+        );
+        leader_read(&mut h, 1, R, "n2", "n1", json!("a"), Some(10));
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::False);
+        assert_eq!(count(&r, "read-your-writes"), 1);
+        assert_eq!(r.get("session-count").unwrap(), &json!(1));
+        // Another process's read of that leader is not this session's RYW
+        // (the register checker's promise rule covers it).
+        let mut h = H::new();
+        write(
+            &mut h,
+            0,
+            F::Write,
+            R,
+            Level::Quorum,
+            "n3",
+            json!("a"),
+            Some(10),
+        );
+        write(
+            &mut h,
+            1,
+            F::Write,
+            R,
+            Level::Leader,
+            "n1",
+            json!("b"),
+            Some(20),
+        );
+        leader_read(&mut h, 2, R, "n2", "n1", json!("a"), Some(10));
+        assert_eq!(count(&check(&h), "read-your-writes"), 0);
+    }
+
+    #[test]
+    fn set_reads_on_one_leader_keep_members_unless_removed() {
+        const S: &str = "set-0";
+        let base = |h: &mut H| {
+            write(h, 0, F::Add, S, Level::Local, "n3", json!("e1"), None);
+            write(h, 0, F::Add, S, Level::Local, "n3", json!("e2"), None);
+            leader_read(h, 1, S, "n1", "n1", json!(["e1", "e2"]), None);
+        };
+        let mut h = H::new();
+        base(&mut h);
+        leader_read(&mut h, 1, S, "n1", "n1", json!(["e1"]), None);
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::False);
+        assert_eq!(
+            r.get("monotonic-read-violations").unwrap()[0]["missing"],
+            json!(["e2"])
+        );
+        // A remove of e2 invoked before the second read completed: fine.
+        let mut h = H::new();
+        base(&mut h);
+        h.invoke(3, F::Remove, S, json!("e2"))
+            .at(Level::Local, "n2");
+        leader_read(&mut h, 1, S, "n1", "n1", json!(["e1"]), None);
+        assert_eq!(check(&h).valid, Validity::True);
+        // Read-your-writes: the process's own add via the leader.
+        let mut h = H::new();
+        write(&mut h, 4, F::Add, S, Level::Leader, "n1", json!("e3"), None);
+        leader_read(&mut h, 4, S, "n2", "n1", json!([]), None);
+        assert_eq!(count(&check(&h), "read-your-writes"), 1);
+    }
+
+    #[test]
+    fn counter_reads_on_one_leader_keep_the_adds_they_showed() {
+        const C: &str = "counter-0";
+        // +1 and +2 acknowledged on n3 (local): a leader read on n1 need not
+        // see them, but once it showed both (3), a later one there showing
+        // only +2 lost one — invisible to the counter checker's bounds
+        // (2 ∈ {0, 1, 2, 3}), caught here because the deltas are distinct
+        // powers of two.
+        let base = |h: &mut H| {
+            write(h, 0, F::Add, C, Level::Local, "n3", json!(1), None);
+            write(h, 0, F::Add, C, Level::Local, "n3", json!(2), None);
+            leader_read(h, 1, C, "n1", "n1", json!(3), None);
+        };
+        let mut h = H::new();
+        base(&mut h);
+        leader_read(&mut h, 2, C, "n2", "n1", json!(2), None);
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::False, "{}", r.to_json());
+        assert_eq!(count(&r, "monotonic-read"), 1);
+        let v = &r.get("monotonic-read-violations").unwrap()[0];
+        assert_eq!(v["earlier-read"]["value"], json!(3));
+        let cr = crate::checker::counter::CounterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(
+            cr.get("error-count").unwrap(),
+            &json!(0),
+            "the bounds allow it"
+        );
+        // Showing more later is fine; so is less after a restart.
+        let mut h = H::new();
+        base(&mut h);
+        write(&mut h, 0, F::Add, C, Level::Local, "n3", json!(-4), None);
+        leader_read(&mut h, 2, C, "n2", "n1", json!(-1), None);
+        assert_eq!(check(&h).valid, Validity::True);
+        let mut h = H::new();
+        base(&mut h);
+        kill_and_restart(&mut h, "n1");
+        leader_read(&mut h, 2, C, "n2", "n1", json!(2), None);
+        assert_eq!(check(&h).valid, Validity::True);
+        // Read-your-writes: the process's own leader add, then a leader read
+        // there without it.
+        let mut h = H::new();
+        write(&mut h, 5, F::Add, C, Level::Leader, "n1", json!(4), None);
+        leader_read(&mut h, 5, C, "n2", "n1", json!(0), None);
+        assert_eq!(count(&check(&h), "read-your-writes"), 1);
+    }
+}

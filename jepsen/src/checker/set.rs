@@ -988,22 +988,43 @@ mod tests {
     /// The add-wins scenario: add e; partition {n1} | {n2, n3}; re-add e on
     /// n2, then remove e on n1 (which saw the first add); heal. The re-add's
     /// dot never reached n1, so the remove cannot cancel it: e must survive.
-    fn add_wins_scenario(final_value: &[&str]) -> CheckResult {
+    /// The scenario as the runner scripts it, its ops tagged; `partition`:
+    /// whether the partition is recorded, `re_add`: the re-add's outcome.
+    fn add_wins_history(final_value: &[&str], partition: bool, re_add: OpType) -> H {
+        let tag = |h: &mut H| {
+            let n = h.ops.len();
+            for o in &mut h.ops[n - 2..] {
+                if o.is_invoke() {
+                    o.meta = Some(json!({"scenario": ADD_WINS_SCENARIO}));
+                }
+            }
+        };
         let mut h = H::new();
         add(&mut h, 0, "e", "n1", Level::Local, OpType::Ok);
+        tag(&mut h);
         read(&mut h, 0, "n2", Level::Local, &["e"]);
         read(&mut h, 0, "n1", Level::Local, &["e"]);
-        h.nemesis(F::StartPartition, json!("one"));
-        h.nemesis(
-            F::StartPartition,
-            json!({"grudge": {"n1": ["n2", "n3"], "n2": ["n1"], "n3": ["n1"]}}),
-        );
-        add(&mut h, 1, "e", "n2", Level::Local, OpType::Ok);
+        if partition {
+            h.nemesis(F::StartPartition, json!("one"));
+            h.nemesis(
+                F::StartPartition,
+                json!({"grudge": {"n1": ["n2", "n3"], "n2": ["n1"], "n3": ["n1"]}}),
+            );
+        }
+        add(&mut h, 1, "e", "n2", Level::Local, re_add);
+        tag(&mut h);
         remove(&mut h, 0, "e", "n1", OpType::Ok);
-        h.nemesis(F::StopPartition, Value::Null);
-        h.nemesis(F::StopPartition, json!("network-healed"));
+        tag(&mut h);
+        if partition {
+            h.nemesis(F::StopPartition, Value::Null);
+            h.nemesis(F::StopPartition, json!("network-healed"));
+        }
         final_reads(&mut h, final_value);
-        check(&h)
+        h
+    }
+
+    fn add_wins_scenario(final_value: &[&str]) -> CheckResult {
+        check(&add_wins_history(final_value, true, OpType::Ok))
     }
 
     #[test]
@@ -1016,6 +1037,50 @@ mod tests {
         assert_eq!(
             finding_list(&r, &["final", "add-wins-confirmed"]),
             vec!["set-0/e"]
+        );
+        let s = r.get("add-wins-scenario").unwrap();
+        assert_eq!(s["ran"], json!(true));
+        assert_eq!(s["confirmed"], json!(["set-0/e"]));
+    }
+
+    /// The scenario ran but proves nothing (no partition recorded, so the
+    /// remove may have seen the re-add; or the re-add is indeterminate): the
+    /// element survived, yet add-wins is not confirmed — unknown, not
+    /// valid. Without the scenario at all the report says it did not run.
+    #[test]
+    fn add_wins_scenario_must_confirm_when_it_ran() {
+        for (partition, re_add) in [(false, OpType::Ok), (true, OpType::Info)] {
+            let h = add_wins_history(&["e"], partition, re_add);
+            let r = check(&h);
+            assert_eq!(r.valid, Validity::Unknown, "{}", r.to_json());
+            let s = r.get("add-wins-scenario").unwrap();
+            assert_eq!(s["ran"], json!(true));
+            assert_eq!(s["confirmed"], json!([]));
+            assert_eq!(s["unconfirmed"][0]["element"], json!("set-0/e"));
+            assert!(
+                s["unconfirmed"][0]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("precondition")
+            );
+            // Untagged, the same ops are ordinary workload ops: valid, and
+            // the report says the scenario did not run.
+            let mut h = H { ops: h.ops.clone() };
+            for o in &mut h.ops {
+                o.meta = None;
+            }
+            let r = check(&h);
+            assert_eq!(r.valid, Validity::True, "{}", r.to_json());
+            assert_eq!(r.get("add-wins-scenario").unwrap()["ran"], json!(false));
+        }
+        // Tagged but no final read of its key.
+        let mut h = add_wins_history(&["e"], true, OpType::Ok);
+        h.ops.retain(|o| !o.is_final);
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::Unknown);
+        assert_eq!(
+            r.get("add-wins-scenario").unwrap()["unconfirmed"][0]["reason"],
+            json!("no final read")
         );
     }
 
