@@ -49,6 +49,9 @@ use super::counter::must_observe;
 use super::{CheckContext, CheckResult, Checker, MAX_LISTED, Validity};
 use crate::history::{Call, F, History, Hlc, WorkloadKind};
 
+/// Long-lived keys ([`crate::workload::register`]): listed when checked.
+pub const LONG_KEY_PREFIX: &str = "register-long-";
+
 /// Per-key op limit for the linearizability search: WGL is exponential in
 /// concurrency; Jepsen keeps register keys to ~20 ops.
 pub const MAX_LINEARIZABLE_OPS: usize = 200;
@@ -181,6 +184,7 @@ impl Checker for RegisterChecker {
         let mut lin_checked = 0usize;
         let mut lin_invalid = Vec::new();
         let mut lin_unknown = Vec::new();
+        let mut lin_long = Vec::new();
         let mut hlc_fallback = 0usize;
         let mut unresolved = Vec::new();
         let mut unresolved_count = 0usize;
@@ -390,6 +394,9 @@ impl Checker for RegisterChecker {
 
             if ctx.linearizable.keys.contains(key) {
                 lin_checked += 1;
+                if key.starts_with(LONG_KEY_PREFIX) {
+                    lin_long.push(key.clone());
+                }
                 match check_linearizable(calls, ctx.linearizable_timeout) {
                     Linearizable::Yes => {}
                     Linearizable::No => lin_invalid.push(key.clone()),
@@ -443,6 +450,7 @@ impl Checker for RegisterChecker {
                 "linearizable",
                 json!({
                     "checked-keys": lin_checked,
+                    "checked-long-lived-keys": lin_long,
                     "invalid-keys": lin_invalid,
                     "unknown-keys": lin_unknown,
                 }),

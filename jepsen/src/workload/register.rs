@@ -44,7 +44,7 @@ pub const LONG_OPS_PER_KEY: u64 = 150;
 
 /// The key name of long-lived key number `n`.
 pub fn long_key(n: u64) -> String {
-    format!("register-long-{n}")
+    format!("{}{n}", crate::checker::register::LONG_KEY_PREFIX)
 }
 
 #[derive(Debug, Default)]
