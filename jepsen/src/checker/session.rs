@@ -83,9 +83,17 @@ impl<'w> Restarts<'w> {
 
     /// Whether `node` may have been killed during `[t0, t1]`.
     fn between(&self, node: &str, t0: u64, t1: u64) -> bool {
-        self.kills.iter().any(|(w, nodes)| {
-            (nodes.is_empty() || nodes.contains(node)) && w.shade_start <= t1 && t0 <= w.shade_end
-        })
+        self.last_end_before(node, t1).is_some_and(|end| t0 <= end)
+    }
+
+    /// The latest end of a kill window of `node` that began by `t`: a read
+    /// invoked after it is of the current incarnation.
+    fn last_end_before(&self, node: &str, t: u64) -> Option<u64> {
+        self.kills
+            .iter()
+            .filter(|(w, nodes)| (nodes.is_empty() || nodes.contains(node)) && w.shade_start <= t)
+            .map(|(w, _)| w.shade_end)
+            .max()
     }
 }
 
@@ -289,12 +297,25 @@ fn check_sets(
         for (leader, rs) in by_leader(calls) {
             let sets: Vec<HashSet<String>> =
                 rs.iter().map(|c| members(c)).collect::<Result<_, _>>()?;
-            let pos: HashMap<u64, usize> = rs
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.inv.index, i))
-                .collect();
+            // Sweep: reads in completion order feed, per member, the latest
+            // invocation time of a completed read that showed it (and which
+            // read that was); r2 must show every member whose latest sighting
+            // began after the leader's last restart before r2 completed.
+            let mut by_cmp: Vec<usize> = (0..rs.len()).collect();
+            by_cmp.sort_by_key(|i| rs[*i].cmp_index());
+            let mut fed = 0;
+            let mut last_seen: HashMap<&str, (u64, usize)> = HashMap::new();
             for (j, r2) in rs.iter().enumerate() {
+                while fed < by_cmp.len() && rs[by_cmp[fed]].cmp_index() < r2.inv.index {
+                    let i = by_cmp[fed];
+                    for m in &sets[i] {
+                        let e = last_seen.entry(m.as_str()).or_insert((0, i));
+                        if rs[i].inv.time >= e.0 {
+                            *e = (rs[i].inv.time, i);
+                        }
+                    }
+                    fed += 1;
+                }
                 out.reads += 1;
                 out.sessions.insert((r2.inv.process, leader.to_string()));
                 let removed = |m: &str| {
@@ -303,22 +324,24 @@ fn check_sets(
                         .is_some_and(|xs| xs.iter().any(|x| x.inv.index < r2.cmp_index()))
                 };
                 let s2 = &sets[j];
-                for r1 in rs.iter().filter(|r1| precedes(r1, r2, leader, restarts)) {
-                    let s1 = &sets[pos[&r1.inv.index]];
-                    let mut missing: Vec<&String> = s1
-                        .iter()
-                        .filter(|m| !s2.contains(*m) && !removed(m))
-                        .collect();
-                    if !missing.is_empty() {
-                        missing.sort();
-                        missing.truncate(8);
-                        out.monotonic(json!({
-                            "type": "set", "key": key, "leader": leader,
-                            "read": {"index": r2.inv.index, "process": r2.inv.process},
-                            "earlier-read": {"index": r1.inv.index, "process": r1.inv.process},
-                            "missing": missing,
-                        }));
+                let cutoff = restarts.last_end_before(leader, r2.result().time);
+                let mut missing: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+                for (m, (t, i)) in &last_seen {
+                    if cutoff.is_none_or(|c| *t > c) && !s2.contains(*m) && !removed(m) {
+                        missing.entry(*i).or_default().push(m);
                     }
+                }
+                for (i, mut ms) in missing {
+                    ms.sort_unstable();
+                    let n = ms.len();
+                    ms.truncate(8);
+                    let r1 = rs[i];
+                    out.monotonic(json!({
+                        "type": "set", "key": key, "leader": leader,
+                        "read": {"index": r2.inv.index, "process": r2.inv.process},
+                        "earlier-read": {"index": r1.inv.index, "process": r1.inv.process},
+                        "missing": ms, "missing-count": n,
+                    }));
                 }
                 for w in calls
                     .iter()
