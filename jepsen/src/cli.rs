@@ -84,8 +84,9 @@ pub struct TestArgs {
     /// The meridian binary (default: next to this one, else on PATH).
     #[arg(long)]
     pub meridian: Option<PathBuf>,
-    /// Required availability of local ops during partitions: `total` or a
-    /// fraction in [0, 1]. Default: reported only.
+    /// Required availability of `local` ops on nodes that were not killed or
+    /// paused: `total`, a fraction in [0, 1], or `off` (report only).
+    /// Default: 0.99 (checker::always::DEFAULT_AVAILABILITY).
     #[arg(long)]
     pub availability: Option<String>,
     /// Seconds between nemesis ops (Jepsen's interval).
@@ -171,14 +172,16 @@ pub fn parse_nemesis(s: &str) -> anyhow::Result<BTreeSet<Family>> {
     })
 }
 
+/// `--availability`: absent = the default threshold, `off` = report only.
 pub fn parse_availability(s: Option<&str>) -> anyhow::Result<Option<f64>> {
     match s {
-        None => Ok(None),
+        None => Ok(Some(crate::checker::always::DEFAULT_AVAILABILITY)),
+        Some("off") => Ok(None),
         Some("total") => Ok(Some(1.0)),
         Some(x) => match x.parse::<f64>() {
             Ok(f) if (0.0..=1.0).contains(&f) => Ok(Some(f)),
             _ => Err(bad(format!(
-                "--availability must be `total` or a fraction in [0, 1], got {x:?}"
+                "--availability must be `total`, `off` or a fraction in [0, 1], got {x:?}"
             ))),
         },
     }

@@ -132,21 +132,54 @@ pub trait Db: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
-/// Deliberate bugs for [`MemoryDb`], so tests can show the checkers catch
-/// a misbehaving store end to end.
+/// Deliberate bugs for [`MemoryDb`] (mutants), so tests can show the
+/// checkers catch a misbehaving store end to end. All off by default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryBugs {
     /// Acknowledge every n-th counter add without applying it (lost update).
     pub drop_every_nth_counter_add: Option<u64>,
     /// Acknowledge every n-th set add without applying it.
     pub drop_every_nth_set_add: Option<u64>,
+    /// Acknowledge every n-th register write without applying it.
+    pub drop_every_nth_register_write: Option<u64>,
+    /// Apply every n-th write (of any type) but answer it as indeterminate
+    /// (`Info`, a timeout): not a bug by itself, the noise a lost
+    /// acknowledged write could hide behind.
+    pub info_every_nth_write: Option<u64>,
+    /// Stale reads: every n-th read answers with the key's state from
+    /// before its latest write.
+    pub stale_every_nth_read: Option<u64>,
+    /// Divergence: this node keeps its own copy of every key; writes it
+    /// serves go only there, writes served elsewhere never reach it. The
+    /// replicas never converge.
+    pub diverge_node: Option<&'static str>,
+    /// Resurrection: a removed set member comes back with the key's next add.
+    pub resurrect_removed: bool,
+    /// LWW inversion: a register write served by another node than the one
+    /// that wrote the current value loses to that older value (the merge
+    /// compares timestamps backwards); it is still acknowledged with its
+    /// own, newer timestamp.
+    pub lww_inversion: bool,
+}
+
+/// One copy of every key.
+#[derive(Clone, Debug, Default)]
+struct Data {
+    counters: BTreeMap<String, i64>,
+    sets: BTreeMap<String, BTreeSet<String>>,
+    /// value, its timestamp, the node that wrote it.
+    registers: BTreeMap<String, (String, Hlc, String)>,
 }
 
 #[derive(Debug, Default)]
 struct MemState {
-    counters: BTreeMap<String, i64>,
-    sets: BTreeMap<String, BTreeSet<String>>,
-    registers: BTreeMap<String, (String, Hlc)>,
+    data: Data,
+    /// The diverging node's copy ([`MemoryBugs::diverge_node`]).
+    island: Data,
+    /// Each key's state before its latest write ([`MemoryBugs::stale_every_nth_read`]).
+    before_last_write: Data,
+    /// Set members removed, per key ([`MemoryBugs::resurrect_removed`]).
+    removed: BTreeMap<String, BTreeSet<String>>,
     clock: u64,
     offsets: BTreeMap<String, i64>,
 }
@@ -154,13 +187,17 @@ struct MemState {
 /// A single-copy, linearizable in-memory store: every operation is atomic
 /// under one lock. Correct by construction (unless [`MemoryBugs`] are
 /// enabled), which makes it the reference the harness's own end-to-end tests
-/// run against.
+/// run against. Register timestamps are `(a counter, the node's number)`
+/// (the digits of its name, else 1).
 #[derive(Debug, Default)]
 pub struct MemoryDb {
     state: Mutex<MemState>,
     bugs: MemoryBugs,
     counter_adds: AtomicU64,
     set_adds: AtomicU64,
+    register_writes: AtomicU64,
+    writes: AtomicU64,
+    reads: AtomicU64,
 }
 
 impl MemoryDb {
@@ -186,6 +223,73 @@ impl MemoryDb {
     pub fn offsets(&self) -> BTreeMap<String, i64> {
         self.with(|s| s.offsets.clone())
     }
+
+    fn islanded(&self, node: &str) -> bool {
+        self.bugs.diverge_node == Some(node)
+    }
+
+    /// A write's answer: `Ok`, or `Info` for the n-th write when
+    /// [`MemoryBugs::info_every_nth_write`] is set.
+    fn answer<T>(&self, v: T, meta: Meta) -> Outcome<T> {
+        if nth(&self.writes, self.bugs.info_every_nth_write) {
+            Outcome::Info("timeout (MemoryBugs::info_every_nth_write)".into())
+        } else {
+            Outcome::Ok(v, meta)
+        }
+    }
+
+    /// The copy a read of `key` on `node` sees.
+    fn read_view<T>(&self, node: &str, f: impl Fn(&Data) -> Option<T>) -> Option<T> {
+        let stale = nth(&self.reads, self.bugs.stale_every_nth_read);
+        self.with(|s| {
+            if self.islanded(node) {
+                f(&s.island)
+            } else if stale {
+                f(&s.before_last_write).or_else(|| f(&s.data))
+            } else {
+                f(&s.data)
+            }
+        })
+    }
+
+    /// Applies a write to the copy `node` writes to, first remembering the
+    /// key's state for stale reads.
+    fn write<T>(&self, node: &str, key: &str, f: impl FnOnce(&mut Data) -> T) -> T {
+        let island = self.islanded(node);
+        self.with(|s| {
+            if island {
+                return f(&mut s.island);
+            }
+            let d = &s.data;
+            let b = &mut s.before_last_write;
+            match d.counters.get(key) {
+                Some(v) => b.counters.insert(key.to_string(), *v),
+                None => b.counters.insert(key.to_string(), 0),
+            };
+            b.sets.insert(
+                key.to_string(),
+                d.sets.get(key).cloned().unwrap_or_default(),
+            );
+            match d.registers.get(key) {
+                Some(r) => {
+                    b.registers.insert(key.to_string(), r.clone());
+                }
+                None => {
+                    b.registers.remove(key);
+                }
+            }
+            f(&mut s.data)
+        })
+    }
+}
+
+/// A node's number for register timestamps: the digits of its name.
+fn node_number(node: &str) -> u64 {
+    node.chars()
+        .filter(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or(1)
 }
 
 fn nth(counter: &AtomicU64, n: Option<u64>) -> bool {
@@ -203,19 +307,21 @@ impl Db for MemoryDb {
         _: Duration,
     ) -> Outcome<i64> {
         let drop = nth(&self.counter_adds, self.bugs.drop_every_nth_counter_add);
-        let v = self.with(|s| {
-            let c = s.counters.entry(key.to_string()).or_default();
+        let v = self.write(node, key, |d| {
+            let c = d.counters.entry(key.to_string()).or_default();
             if !drop {
                 *c += delta;
             }
             *c
         });
         tokio::task::yield_now().await;
-        Outcome::Ok(v, Self::meta(node))
+        self.answer(v, Self::meta(node))
     }
 
     async fn counter_read(&self, node: &str, key: &str, _: Level, _: Duration) -> Outcome<i64> {
-        let v = self.with(|s| s.counters.get(key).copied().unwrap_or(0));
+        let v = self
+            .read_view(node, |d| d.counters.get(key).copied())
+            .unwrap_or(0);
         Outcome::Ok(v, Self::meta(node))
     }
 
@@ -228,16 +334,20 @@ impl Db for MemoryDb {
         _: Duration,
     ) -> Outcome<()> {
         let drop = nth(&self.set_adds, self.bugs.drop_every_nth_set_add);
-        if !drop {
-            self.with(|s| {
-                s.sets
-                    .entry(key.to_string())
-                    .or_default()
-                    .insert(member.to_string())
-            });
-        }
+        let back: BTreeSet<String> = if self.bugs.resurrect_removed {
+            self.with(|s| s.removed.remove(key).unwrap_or_default())
+        } else {
+            BTreeSet::new()
+        };
+        self.write(node, key, |d| {
+            let set = d.sets.entry(key.to_string()).or_default();
+            set.extend(back);
+            if !drop {
+                set.insert(member.to_string());
+            }
+        });
         tokio::task::yield_now().await;
-        Outcome::Ok((), Self::meta(node))
+        self.answer((), Self::meta(node))
     }
 
     async fn set_remove(
@@ -248,17 +358,26 @@ impl Db for MemoryDb {
         _: Level,
         _: Duration,
     ) -> Outcome<()> {
-        self.with(|s| s.sets.entry(key.to_string()).or_default().remove(member));
-        Outcome::Ok((), Self::meta(node))
+        let removed = self.write(node, key, |d| {
+            d.sets.entry(key.to_string()).or_default().remove(member)
+        });
+        if removed && self.bugs.resurrect_removed {
+            self.with(|s| {
+                s.removed
+                    .entry(key.to_string())
+                    .or_default()
+                    .insert(member.to_string())
+            });
+        }
+        self.answer((), Self::meta(node))
     }
 
     async fn set_read(&self, node: &str, key: &str, _: Level, _: Duration) -> Outcome<Vec<String>> {
-        let v = self.with(|s| {
-            s.sets
-                .get(key)
-                .map(|m| m.iter().cloned().collect())
-                .unwrap_or_default()
-        });
+        let v = self
+            .read_view(node, |d| {
+                d.sets.get(key).map(|m| m.iter().cloned().collect())
+            })
+            .unwrap_or_default();
         Outcome::Ok(v, Self::meta(node))
     }
 
@@ -270,17 +389,30 @@ impl Db for MemoryDb {
         _: Level,
         _: Duration,
     ) -> Outcome<()> {
+        let drop = nth(
+            &self.register_writes,
+            self.bugs.drop_every_nth_register_write,
+        );
         let hlc = self.with(|s| {
             s.clock += 1;
-            let h = Hlc {
+            Hlc {
                 time: s.clock,
-                node: 1,
-            };
-            s.registers.insert(key.to_string(), (value.to_string(), h));
-            h
+                node: node_number(node),
+            }
+        });
+        let invert = self.bugs.lww_inversion;
+        self.write(node, key, |d| {
+            let older_wins = invert
+                && d.registers
+                    .get(key)
+                    .is_some_and(|(_, _, writer)| writer != node);
+            if !drop && !older_wins {
+                d.registers
+                    .insert(key.to_string(), (value.to_string(), hlc, node.to_string()));
+            }
         });
         tokio::task::yield_now().await;
-        Outcome::Ok(
+        self.answer(
             (),
             Meta {
                 node: Some(node.to_string()),
@@ -296,9 +428,9 @@ impl Db for MemoryDb {
         _: Level,
         _: Duration,
     ) -> Outcome<Option<String>> {
-        let r = self.with(|s| s.registers.get(key).cloned());
+        let r = self.read_view(node, |d| d.registers.get(key).cloned());
         match r {
-            Some((v, h)) => Outcome::Ok(
+            Some((v, h, _)) => Outcome::Ok(
                 Some(v),
                 Meta {
                     node: Some(node.to_string()),

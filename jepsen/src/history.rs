@@ -387,6 +387,21 @@ impl<'a> Call<'a> {
     pub fn level(&self) -> Option<Level> {
         self.inv.consistency
     }
+    /// The level, which every client op must carry: a checker that guessed
+    /// one (say `local`) would silently weaken or strengthen every rule it
+    /// derives from it, so a missing level is an error (the checker's
+    /// verdict becomes `unknown`, with the op named).
+    pub fn required_level(&self) -> anyhow::Result<Level> {
+        self.inv.consistency.ok_or_else(|| {
+            anyhow::anyhow!(
+                "op {} ({} {} on {}) has no consistency level",
+                self.inv.index,
+                self.inv.process,
+                self.inv.f.as_str(),
+                self.inv.key.as_deref().unwrap_or("-")
+            )
+        })
+    }
 }
 
 /// A complete history, ordered by index.

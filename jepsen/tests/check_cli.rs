@@ -87,6 +87,7 @@ fn check_command_reports_valid_invalid_and_unknown() {
     let bad = synthetic_history(MemoryBugs {
         drop_every_nth_counter_add: Some(3),
         drop_every_nth_set_add: Some(3),
+        ..MemoryBugs::default()
     });
     let bp = dir.path().join("bad.jsonl");
     bad.write_jsonl(&bp).unwrap();

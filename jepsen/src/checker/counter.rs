@@ -7,12 +7,16 @@
 //!   level is promised to observe ([`must_observe`], from docs/architecture.md §7).
 //! * `May(r)`: adds not known to have failed, invoked before r completed
 //!   (`info` adds stay possible forever).
-//! * v must be in `ΣMust + SubsetSums(May \ Must)`, computed exactly with
-//!   ranges ([`RangeSet`]). `lower`/`upper` are that set's hull: `ΣMust +` the
-//!   optional negative / positive deltas. Findings say `below-lower` (lost
-//!   updates, or phantom decrements), `above-upper` (phantom or double-applied
-//!   deltas) or `unreachable` (inside the bounds, yet no subset of the
-//!   optional deltas adds up to v).
+//! * v must be in `ΣMust + SubsetSums(May \ Must)`, computed exactly
+//!   ([`SubsetSums`]: bit by bit when the optional deltas are ± distinct
+//!   powers of two, as the workload makes them, else with ranges).
+//!   `lower`/`upper` are that set's hull: `ΣMust +` the optional negative /
+//!   positive deltas. Findings say `below-lower` (lost updates, or phantom
+//!   decrements), `above-upper` (phantom or double-applied deltas) or
+//!   `unreachable` (inside the bounds, yet no subset of the optional deltas
+//!   adds up to v). A value inside a range set that had to be coarsened
+//!   (more than [`super::ranges::MAX_RANGES`] ranges) cannot be decided: it
+//!   is counted in `coarsened-count` and makes the verdict `unknown`.
 //!
 //! With only non-negative deltas and every add visible to every read (e.g.
 //! all ops at `quorum`), this is exactly Jepsen's checker: lower = sum of ok
@@ -23,14 +27,24 @@
 //! all be equal (`divergent`), and each must be in `Σ ok adds +
 //! SubsetSums(info adds)` (Maelstrom's pn-counter acceptable set). A key with
 //! adds but no final read makes the verdict `unknown`.
+//!
+//! Why the workload's deltas are ± distinct powers of two per key: with
+//! small deltas (Maelstrom's [−5, 5]) a handful of indeterminate adds have
+//! subset sums covering a whole interval, so a lost *acknowledged* add of d
+//! hides behind indeterminate adds summing to −d. With distinct powers of
+//! two every sum has one representation, so the acknowledged add's exponent
+//! would have to appear among the indeterminate ones, and it cannot.
+//!
+//! A missing consistency level on a counter op is an error (verdict
+//! `unknown`), never a default.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
-use super::ranges::RangeSet;
+use super::ranges::{Membership, SubsetSums};
 use super::{CheckContext, CheckResult, Checker, MAX_LISTED, Validity};
-use crate::history::{Call, History, Level, WorkloadKind};
+use crate::history::{Call, F, History, Level, WorkloadKind};
 
 /// Whether a read at `read_level` served by `read_node` is promised to
 /// observe a write acknowledged at `write_level` by `write_node` that
@@ -64,16 +78,121 @@ pub fn must_observe(
 #[derive(Debug, Clone, Copy)]
 pub struct CounterChecker;
 
-struct Add<'a> {
-    call: Call<'a>,
-    delta: i64,
+/// One add of a key.
+pub(crate) struct Add<'a> {
+    pub call: Call<'a>,
+    pub delta: i64,
+    pub level: Level,
 }
 
-fn delta_of(call: &Call<'_>) -> anyhow::Result<i64> {
-    call.inv
-        .value
-        .as_i64()
-        .ok_or_else(|| anyhow::anyhow!("add op {} has a non-integer delta", call.inv.index))
+/// One ok read of a key.
+pub(crate) struct Read<'a> {
+    pub call: Call<'a>,
+    pub value: i64,
+    pub level: Level,
+}
+
+/// A key's adds (in invocation order) and ok reads.
+#[derive(Default)]
+pub(crate) struct KeyOps<'a> {
+    pub adds: Vec<Add<'a>>,
+    pub reads: Vec<Read<'a>>,
+}
+
+/// The counter ops of a history, by key. Errors on malformed ops: a
+/// non-integer delta or read, or a missing consistency level.
+pub(crate) fn collect(history: &History) -> anyhow::Result<BTreeMap<&str, KeyOps<'_>>> {
+    let mut keys: BTreeMap<&str, KeyOps<'_>> = BTreeMap::new();
+    for call in history.calls() {
+        let Some(key) = call.inv.key.as_deref() else {
+            continue;
+        };
+        if WorkloadKind::of_key(key) != Some(WorkloadKind::Counter) {
+            continue;
+        }
+        match call.inv.f {
+            F::Add => {
+                let delta = call.inv.value.as_i64().ok_or_else(|| {
+                    anyhow::anyhow!("add op {} has a non-integer delta", call.inv.index)
+                })?;
+                let level = call.required_level()?;
+                keys.entry(key)
+                    .or_default()
+                    .adds
+                    .push(Add { call, delta, level });
+            }
+            F::Read if call.is_ok() => {
+                let value = call.result().value.as_i64().ok_or_else(|| {
+                    anyhow::anyhow!("read {} returned a non-integer", call.result().index)
+                })?;
+                let level = call.required_level()?;
+                keys.entry(key)
+                    .or_default()
+                    .reads
+                    .push(Read { call, value, level });
+            }
+            _ => {}
+        }
+    }
+    Ok(keys)
+}
+
+/// What one read may return: `Σ must + SubsetSums(optional)`.
+pub(crate) struct ReadBounds {
+    /// Positions in the key's adds of the adds the read must reflect.
+    pub must: Vec<usize>,
+    /// Positions of the adds it may or may not reflect.
+    pub optional: Vec<usize>,
+    pub sums: SubsetSums,
+}
+
+impl ReadBounds {
+    /// The adds a value shows, when that is determined: the must adds plus
+    /// the one subset of the optional adds that sums right (binary deltas).
+    pub fn visible(&self, v: i64) -> Option<BTreeSet<usize>> {
+        let picked = self.sums.decode(v)?;
+        Some(
+            self.must
+                .iter()
+                .copied()
+                .chain(picked.into_iter().map(|i| self.optional[i]))
+                .collect(),
+        )
+    }
+}
+
+/// `Must(r)` and `May(r) ∖ Must(r)` (see the module docs), plus the
+/// extra adds `known` that the caller knows r reflects (monotonic reads:
+/// what an earlier read on the same leader showed).
+pub(crate) fn read_bounds(adds: &[Add<'_>], r: &Read<'_>, known: &BTreeSet<usize>) -> ReadBounds {
+    let r_node = r.call.serving_node();
+    let r_cmp = r.call.cmp_index();
+    let mut must = Vec::new();
+    let mut optional = Vec::new();
+    for (i, a) in adds.iter().enumerate() {
+        if a.call.inv.index >= r_cmp {
+            break; // adds are in invocation order
+        }
+        if a.call.is_fail() {
+            continue;
+        }
+        let certain = known.contains(&i)
+            || (a.call.is_ok()
+                && a.call.cmp_index() < r.call.inv.index
+                && must_observe(a.level, a.call.serving_node(), r.level, r_node));
+        if certain {
+            must.push(i);
+        } else {
+            optional.push(i);
+        }
+    }
+    let base: i64 = must.iter().map(|i| adds[*i].delta).sum();
+    let deltas: Vec<i64> = optional.iter().map(|i| adds[*i].delta).collect();
+    ReadBounds {
+        sums: SubsetSums::new(base, &deltas),
+        must,
+        optional,
+    }
 }
 
 impl Checker for CounterChecker {
@@ -82,74 +201,35 @@ impl Checker for CounterChecker {
     }
 
     fn check(&self, history: &History, _ctx: &CheckContext) -> anyhow::Result<CheckResult> {
-        let mut adds: BTreeMap<&str, Vec<Add<'_>>> = BTreeMap::new();
-        let mut reads: BTreeMap<&str, Vec<(Call<'_>, i64)>> = BTreeMap::new();
-        for call in history.calls() {
-            let Some(key) = call.inv.key.as_deref() else {
-                continue;
-            };
-            if WorkloadKind::of_key(key) != Some(WorkloadKind::Counter) {
-                continue;
-            }
-            match call.inv.f {
-                crate::history::F::Add => {
-                    let delta = delta_of(&call)?;
-                    adds.entry(key).or_default().push(Add { call, delta });
-                }
-                crate::history::F::Read if call.is_ok() => {
-                    let v = call.result().value.as_i64().ok_or_else(|| {
-                        anyhow::anyhow!("read {} returned a non-integer", call.result().index)
-                    })?;
-                    reads.entry(key).or_default().push((call, v));
-                }
-                _ => {}
-            }
-        }
+        let keys = collect(history)?;
 
         let mut errors: Vec<Value> = Vec::new();
         let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut coarsened: Vec<Value> = Vec::new();
+        let mut coarsened_count = 0u64;
         let mut read_count = 0u64;
-        let empty = Vec::new();
-        for (key, key_reads) in &reads {
-            let key_adds = adds.get(key).unwrap_or(&empty);
-            for (r, v) in key_reads {
+        let none = BTreeSet::new();
+        for (key, k) in &keys {
+            for r in &k.reads {
                 read_count += 1;
-                let r_level = r.level().unwrap_or(Level::Local);
-                let r_node = r.serving_node();
-                let r_cmp = r.cmp_index();
-                let mut must = 0i64;
-                let mut optional: Vec<i64> = Vec::new();
-                for a in key_adds {
-                    if a.call.inv.index >= r_cmp {
-                        break; // adds are in invocation order
+                let b = read_bounds(&k.adds, r, &none);
+                let (lower, upper) = b.sums.bounds();
+                let v = r.value;
+                let kind = match b.sums.membership(v) {
+                    Membership::Yes => None,
+                    Membership::Unknown => {
+                        coarsened_count += 1;
+                        if coarsened.len() < MAX_LISTED {
+                            coarsened.push(json!({
+                                "key": key, "index": r.call.result().index,
+                                "bounds": [lower, v, upper],
+                            }));
+                        }
+                        None
                     }
-                    if a.call.is_fail() {
-                        continue;
-                    }
-                    let certain = a.call.is_ok()
-                        && a.call.cmp_index() < r.inv.index
-                        && must_observe(
-                            a.call.level().unwrap_or(Level::Local),
-                            a.call.serving_node(),
-                            r_level,
-                            r_node,
-                        );
-                    if certain {
-                        must += a.delta;
-                    } else {
-                        optional.push(a.delta);
-                    }
-                }
-                let lower = must + optional.iter().filter(|d| **d < 0).sum::<i64>();
-                let upper = must + optional.iter().filter(|d| **d > 0).sum::<i64>();
-                let kind = if *v < lower {
-                    Some("below-lower")
-                } else if *v > upper {
-                    Some("above-upper")
-                } else if !RangeSet::subset_sums(must, optional.iter().copied()).contains(*v) {
-                    Some("unreachable")
-                } else {
-                    None
+                    Membership::No if v < lower => Some("below-lower"),
+                    Membership::No if v > upper => Some("above-upper"),
+                    Membership::No => Some("unreachable"),
                 };
                 if let Some(kind) = kind {
                     *by_kind.entry(kind).or_default() += 1;
@@ -157,11 +237,11 @@ impl Checker for CounterChecker {
                         errors.push(json!({
                             "kind": kind,
                             "key": key,
-                            "index": r.result().index,
+                            "index": r.call.result().index,
                             "bounds": [lower, v, upper],
-                            "level": r_level,
-                            "node": r_node,
-                            "final": r.inv.is_final,
+                            "level": r.level,
+                            "node": r.call.serving_node(),
+                            "final": r.call.inv.is_final,
                         }));
                     }
                 }
@@ -173,73 +253,84 @@ impl Checker for CounterChecker {
         let mut unacceptable = Vec::new();
         let mut missing_final = Vec::new();
         let mut finals_out = serde_json::Map::new();
-        let keys: std::collections::BTreeSet<&str> =
-            adds.keys().chain(reads.keys()).copied().collect();
-        for key in keys {
-            let finals: Vec<&(Call<'_>, i64)> = reads
-                .get(key)
-                .map(|rs| rs.iter().filter(|(c, _)| c.inv.is_final).collect())
-                .unwrap_or_default();
-            let key_adds = adds.get(key).unwrap_or(&empty);
+        for (key, k) in &keys {
+            let finals: Vec<&Read<'_>> = k.reads.iter().filter(|r| r.call.inv.is_final).collect();
             if finals.is_empty() {
-                if !key_adds.is_empty() {
+                if !k.adds.is_empty() {
                     missing_final.push(key.to_string());
                 }
                 continue;
             }
-            let ok_sum: i64 = key_adds
+            let ok_sum: i64 = k
+                .adds
                 .iter()
                 .filter(|a| a.call.is_ok())
                 .map(|a| a.delta)
                 .sum();
-            let acceptable = RangeSet::subset_sums(
-                ok_sum,
-                key_adds
-                    .iter()
-                    .filter(|a| a.call.is_info())
-                    .map(|a| a.delta),
-            );
+            let info: Vec<i64> = k
+                .adds
+                .iter()
+                .filter(|a| a.call.is_info())
+                .map(|a| a.delta)
+                .collect();
+            let acceptable = SubsetSums::new(ok_sum, &info);
             let values: BTreeMap<String, i64> = finals
                 .iter()
-                .map(|(c, v)| (c.serving_node().unwrap_or("?").to_string(), *v))
+                .map(|r| (r.call.serving_node().unwrap_or("?").to_string(), r.value))
                 .collect();
-            let distinct: std::collections::BTreeSet<i64> =
-                finals.iter().map(|(_, v)| *v).collect();
+            let distinct: BTreeSet<i64> = finals.iter().map(|r| r.value).collect();
             if distinct.len() > 1 {
                 divergent.push(json!({"key": key, "values": values}));
             }
-            for (c, v) in &finals {
-                if !acceptable.contains(*v) {
-                    unacceptable.push(json!({
+            for r in &finals {
+                match acceptable.membership(r.value) {
+                    Membership::Yes => {}
+                    Membership::Unknown => {
+                        coarsened_count += 1;
+                        if coarsened.len() < MAX_LISTED {
+                            coarsened.push(json!({
+                                "key": key, "index": r.call.result().index, "final": true,
+                                "value": r.value,
+                            }));
+                        }
+                    }
+                    Membership::No => unacceptable.push(json!({
                         "key": key,
-                        "node": c.serving_node(),
-                        "value": v,
-                        "acceptable": acceptable.ranges(),
-                    }));
+                        "node": r.call.serving_node(),
+                        "value": r.value,
+                        "acceptable": acceptable.describe(MAX_LISTED),
+                    })),
                 }
             }
             finals_out.insert(
                 key.to_string(),
-                json!({"values": values, "acceptable": acceptable.ranges()}),
+                json!({"values": values, "acceptable": acceptable.describe(MAX_LISTED)}),
             );
         }
 
         let invalid = !errors.is_empty() || !divergent.is_empty() || !unacceptable.is_empty();
         let valid = if invalid {
             Validity::False
-        } else if !missing_final.is_empty() {
+        } else if !missing_final.is_empty() || coarsened_count > 0 {
             Validity::Unknown
         } else {
             Validity::True
         };
         let mut r = CheckResult::new(valid)
+            .with("key-count", keys.len())
             .with("read-count", read_count)
             .with("error-count", by_kind.values().sum::<u64>())
             .with("errors-by-kind", &by_kind)
             .with("errors", &errors)
             .with("final-reads", finals_out)
             .with("divergent", &divergent)
-            .with("final-unacceptable", &unacceptable);
+            .with("final-unacceptable", &unacceptable)
+            .with("coarsened-count", coarsened_count);
+        if coarsened_count > 0 {
+            // The value lay inside the hull of a range set that had to be
+            // coarsened: it may or may not be reachable (unknown, not valid).
+            r.insert("coarsened", &coarsened);
+        }
         if !missing_final.is_empty() {
             r.insert("final-reads-missing", &missing_final);
         }
@@ -506,5 +597,110 @@ mod tests {
         assert!(!must_observe(Leader, Some("n2"), Leader, Some("n3")));
         assert!(!must_observe(Local, None, Local, None));
         assert!(!must_observe(Leader, Some("n1"), Quorum, Some("n1")));
+    }
+
+    /// A history with `ok` adds (the first one lost by the store), `info`
+    /// adds of which the store applied those in `applied` (a bit mask), and
+    /// final reads of what the store then holds.
+    fn lost_among_info(ok: &[i64], info: &[i64], applied: u32) -> CheckResult {
+        let mut h = H::new();
+        let mut p = 0;
+        for d in ok {
+            h.invoke(p, F::Add, K, json!(d)).ok(p, F::Add, K, json!(d));
+            p += 1;
+        }
+        for d in info {
+            h.invoke(p, F::Add, K, json!(d))
+                .info(p, F::Add, K, json!(d));
+            p += 1;
+        }
+        let held: i64 = ok[1..].iter().sum::<i64>()
+            + (0..info.len())
+                .filter(|i| applied & (1 << i) != 0)
+                .map(|i| info[i])
+                .sum::<i64>();
+        for (i, n) in ["n1", "n2", "n3"].iter().enumerate() {
+            final_read(&mut h, 100 + i as u64, n, held);
+        }
+        check(&h)
+    }
+
+    /// One acknowledged add lost among eight indeterminate ones. With
+    /// Maelstrom's small deltas some subset of the indeterminate adds makes
+    /// up the difference and the loss is invisible; with the workload's
+    /// deltas (± distinct powers of two) every subset the store might have
+    /// applied leaves the loss visible.
+    #[test]
+    fn lost_acknowledged_add_cannot_hide_behind_indeterminate_ones() {
+        // The hole, with small deltas: +3 lost, info +5 and −2 applied.
+        let small_ok = [3, 1];
+        let small_info = [-1, -2, 4, 5, -3, 2, -4, -5];
+        let r = lost_among_info(&small_ok, &small_info, 0b0000_1010);
+        assert_eq!(r.valid, Validity::True, "masked: {}", r.to_json());
+
+        // The workload's deltas: the first 10 adds of a key.
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(7);
+        let deltas: Vec<i64> = (0..10)
+            .map(|i| crate::workload::counter::delta(i, &mut rng))
+            .collect();
+        let (ok, info) = (&deltas[..2], &deltas[2..]);
+        for lost_first in [true, false] {
+            let ok: Vec<i64> = if lost_first {
+                ok.to_vec()
+            } else {
+                vec![ok[1], ok[0]]
+            };
+            for applied in 0u32..(1 << info.len()) {
+                let r = lost_among_info(&ok, info, applied);
+                assert_eq!(r.valid, Validity::False, "applied {applied:#b}");
+                assert_eq!(
+                    r.get("final-unacceptable")
+                        .unwrap()
+                        .as_array()
+                        .unwrap()
+                        .len(),
+                    3
+                );
+            }
+        }
+    }
+
+    /// Past MAX_RANGES the range set is coarsened: a value inside the hull
+    /// is then undecided (unknown, flagged), one outside it still invalid.
+    #[test]
+    fn coarsened_range_set_makes_the_read_unknown() {
+        let info: Vec<i64> = (0..13).map(|i| 2 * 3i64.pow(i)).collect();
+        for (v, want) in [(1, Validity::Unknown), (-1, Validity::False)] {
+            let mut h = H::new();
+            for (p, d) in info.iter().enumerate() {
+                h.invoke(p as u64, F::Add, K, json!(d))
+                    .info(p as u64, F::Add, K, json!(d));
+            }
+            for (i, n) in ["n1", "n2", "n3"].iter().enumerate() {
+                final_read(&mut h, 100 + i as u64, n, v);
+            }
+            let r = check(&h);
+            assert_eq!(r.valid, want, "{v}: {}", r.to_json());
+            if want == Validity::Unknown {
+                // Each final read is judged as a read and as a final read.
+                assert_eq!(r.get("coarsened-count").unwrap(), &json!(6));
+                assert_eq!(
+                    r.get("final-reads").unwrap()[K]["acceptable"]["coarsened"],
+                    json!(true)
+                );
+            }
+        }
+    }
+
+    /// A missing consistency level is an error, not `local`.
+    #[test]
+    fn missing_level_is_an_error() {
+        let mut h = H::new();
+        h.invoke(0, F::Add, K, json!(1)).ok(0, F::Add, K, json!(1));
+        h.ops[0].consistency = None;
+        let e = CounterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap_err();
+        assert!(e.to_string().contains("no consistency level"), "{e}");
     }
 }

@@ -14,6 +14,7 @@ pub mod counter;
 pub mod faults;
 pub mod ranges;
 pub mod register;
+pub mod session;
 pub mod set;
 
 use std::collections::BTreeSet;
@@ -133,11 +134,17 @@ pub struct LinearizableScope {
 
 impl LinearizableScope {
     /// The conservative default: a register key is eligible when all its ops
-    /// use one level and
-    /// * the level is `quorum` or `all` and the run had no clock faults, or
+    /// carry one level (an op without a level makes the key ineligible; the
+    /// register checker reports the op) and
+    /// * the level is `quorum` or `all` and the run had no clock faults
+    ///   (LWW under skewed clocks is not linearizable: a later write may get
+    ///   a smaller timestamp), partitions, kills and pauses allowed; or
     /// * the level is `leader`, every ok op was served by the same node, and
-    ///   no fault (partition, kill, pause, clock) was active during the key's
-    ///   lifetime: the "no failover happened" condition, seen from outside.
+    ///   no partition, kill or pause was in effect during the key's lifetime:
+    ///   the "no failover happened" condition, seen from outside. Clock
+    ///   faults are allowed: one leader stamps every write with its own
+    ///   hybrid clock, which never runs backwards whatever its offset does
+    ///   (docs/architecture.md §7: "register writes ordered by one clock").
     pub fn from_history(history: &History) -> LinearizableScope {
         use std::collections::BTreeMap;
         let windows = faults::windows(history);
@@ -145,6 +152,7 @@ impl LinearizableScope {
         #[derive(Default)]
         struct K {
             levels: BTreeSet<crate::history::Level>,
+            missing_level: bool,
             servers: BTreeSet<String>,
             first: u64,
             last: u64,
@@ -161,8 +169,11 @@ impl LinearizableScope {
                 first: u64::MAX,
                 ..K::default()
             });
-            if let Some(l) = call.level() {
-                k.levels.insert(l);
+            match call.level() {
+                Some(l) => {
+                    k.levels.insert(l);
+                }
+                None => k.missing_level = true,
             }
             if call.is_ok()
                 && let Some(n) = call.serving_node()
@@ -176,16 +187,18 @@ impl LinearizableScope {
         let keys = keys
             .into_iter()
             .filter(|(_, k)| {
-                if k.levels.len() != 1 {
+                if k.levels.len() != 1 || k.missing_level {
                     return false;
                 }
                 match k.levels.iter().next() {
                     Some(Level::Quorum | Level::All) => !clock_faults,
                     Some(Level::Leader) => {
                         k.servers.len() <= 1
-                            && !windows
-                                .iter()
-                                .any(|w| w.shade_start < k.last && w.shade_end > k.first)
+                            && !windows.iter().any(|w| {
+                                w.family != faults::Family::Clock
+                                    && w.shade_start < k.last
+                                    && w.shade_end > k.first
+                            })
                     }
                     _ => false,
                 }
@@ -208,8 +221,9 @@ pub struct CheckContext {
     pub convergence: Option<always::Convergence>,
     /// Node logs to grep: `(node, path)`.
     pub node_logs: Vec<(String, PathBuf)>,
-    /// `--availability`: required fraction of `local` ops that succeed during
-    /// partitions (1.0 = Maelstrom's `total`); `None` = report only.
+    /// `--availability`: required fraction of `local` ops on live nodes that
+    /// succeed (1.0 = Maelstrom's `total`); `None` = report only. Default
+    /// ([`CheckContext::new`]): [`always::DEFAULT_AVAILABILITY`].
     pub availability: Option<f64>,
 }
 
@@ -217,6 +231,7 @@ impl CheckContext {
     pub fn new() -> CheckContext {
         CheckContext {
             linearizable_timeout: Duration::from_secs(10),
+            availability: Some(always::DEFAULT_AVAILABILITY),
             ..CheckContext::default()
         }
     }
@@ -297,6 +312,9 @@ pub fn standard_checkers(workloads: &BTreeSet<WorkloadKind>) -> Vec<Box<dyn Chec
     }
     if workloads.contains(&WorkloadKind::Register) {
         v.push(Box::new(register::RegisterChecker));
+    }
+    if !workloads.is_empty() {
+        v.push(Box::new(session::SessionChecker));
     }
     v
 }
@@ -388,5 +406,113 @@ mod tests {
         );
         let v: Validity = serde_json::from_str("\"unknown\"").unwrap();
         assert_eq!(v, Validity::Unknown);
+    }
+
+    /// Which keys are searched for linearizability: quorum/`all` keys
+    /// through partitions, kills and pauses but not clock faults; leader
+    /// keys through clock faults but not through anything that can move the
+    /// leader.
+    #[test]
+    fn linearizable_scope_follows_the_levels_promises() {
+        use crate::history::test_support::{H, hlc};
+        use crate::history::{F, Level};
+        use serde_json::json;
+        let key_ops = |h: &mut H, key: &str, level: Level, node: &str| {
+            h.invoke(0, F::Write, key, json!(format!("{key}-v")))
+                .at(level, node)
+                .ok(0, F::Write, key, json!(format!("{key}-v")))
+                .at(level, node)
+                .with(|o| o.meta = Some(hlc(1, 1)));
+            h.invoke(1, F::Read, key, Value::Null)
+                .at(level, node)
+                .ok(1, F::Read, key, json!(format!("{key}-v")))
+                .at(level, node);
+        };
+        let run = |family: F, stop: F| {
+            let mut h = H::new();
+            h.nemesis(family, json!("x")).nemesis(family, json!({}));
+            key_ops(&mut h, "register-long-1", Level::Leader, "n1");
+            key_ops(&mut h, "register-long-2", Level::Quorum, "n1");
+            key_ops(&mut h, "register-5", Level::Leader, "n1");
+            key_ops(&mut h, "register-5", Level::Leader, "n2"); // failover seen
+            key_ops(&mut h, "register-6", Level::Quorum, "n1");
+            h.ops.last_mut().unwrap().consistency = None; // completion only
+            key_ops(&mut h, "register-7", Level::All, "n1");
+            h.ops.iter_mut().rev().nth(1).unwrap().consistency = None; // an invocation
+            h.nemesis(stop, Value::Null).nemesis(stop, json!("done"));
+            LinearizableScope::from_history(&h.build()).keys
+        };
+        let clock = run(F::BumpClock, F::ResetClock);
+        assert!(
+            clock.contains("register-long-1"),
+            "leader under clock faults: {clock:?}"
+        );
+        assert!(
+            !clock.contains("register-long-2"),
+            "quorum under clock faults"
+        );
+        let part = run(F::StartPartition, F::StopPartition);
+        assert!(
+            !part.contains("register-long-1"),
+            "leader through a partition"
+        );
+        assert!(
+            part.contains("register-long-2"),
+            "quorum through a partition: {part:?}"
+        );
+        assert!(part.contains("register-6"));
+        assert!(!part.contains("register-7"), "an op without a level");
+        let kill = run(F::Kill, F::Start);
+        assert!(!kill.contains("register-long-1"));
+        assert!(kill.contains("register-long-2"));
+        for s in [&clock, &part, &kill] {
+            assert!(!s.contains("register-5"), "served by two leaders");
+        }
+    }
+
+    /// A client op without a consistency level makes every checker that
+    /// depends on levels error (unknown), instead of reading it as `local`.
+    #[test]
+    fn missing_level_is_an_error_not_local() {
+        use crate::history::test_support::H;
+        use crate::history::{F, Level};
+        use serde_json::json;
+        let mut h = H::new();
+        for (key, w, v) in [
+            ("counter-0", F::Add, json!(1)),
+            ("set-0", F::Add, json!("e1")),
+            ("register-0", F::Write, json!("v1")),
+        ] {
+            h.invoke(0, w, key, v.clone())
+                .at(Level::Quorum, "n1")
+                .ok(0, w, key, v)
+                .at(Level::Quorum, "n1");
+        }
+        let good = h.build();
+        let ws = workloads_in(&good);
+        let ctx = CheckContext::new();
+        for c in standard_checkers(&ws) {
+            if let Some(e) = check_safe(c.as_ref(), &good, &ctx).get("error") {
+                panic!("{}: {e}", c.name());
+            }
+        }
+        for i in [0, 2, 4] {
+            let mut ops = h.ops.clone();
+            ops[i].consistency = None;
+            let bad = History::new(ops).unwrap();
+            let r = compose(&standard_checkers(&ws), &bad, &ctx);
+            assert_eq!(r.valid, Validity::Unknown, "op {i}: {}", r.to_json());
+            let key = bad.ops[i].key.clone().unwrap();
+            let name = WorkloadKind::of_key(&key).unwrap().as_str();
+            let err = r.to_json()[name]["error"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            assert!(err.contains("no consistency level"), "{name}: {err}");
+            assert!(
+                r.to_json()["availability"]["error"].is_string(),
+                "availability does not guess either"
+            );
+        }
     }
 }

@@ -13,7 +13,14 @@
 //!   are LWW, so "sees the write" means the read's `(hlc.time, hlc.node)` is
 //!   ≥ the write's (a later write may have replaced it); a null read with no
 //!   timestamp is older than any write. This holds under clock skew too: a
-//!   join only ever keeps the larger timestamp.
+//!   join only ever keeps the larger timestamp. Every ok read is judged: a
+//!   read without `meta.hlc` (a client that does not report timestamps)
+//!   takes the timestamp of the write of its value (values are unique per
+//!   write), known from that write's acknowledgement or from another read
+//!   of the value (`hlc-fallback-count`). A read whose value's timestamp is
+//!   nowhere in the history, while some write of another value was promised
+//!   to it, cannot be ordered: it is listed in `unresolved-reads` and makes
+//!   the verdict `unknown` (never skipped silently).
 //! * **Final state** (reads with `final: true` on every node after heal):
 //!   all equal (`divergent`), and the value must be the LWW winner: the write
 //!   with the largest `(hlc.time, hlc.node)` among acknowledged writes and
@@ -27,7 +34,12 @@
 //!   model per key; failed writes dropped, `info` writes open until ∞, final
 //!   reads excluded. A search that times out makes the key unknown, as in
 //!   Jepsen. Keys with more than [`MAX_LINEARIZABLE_OPS`] ops are not
-//!   searched (unknown): the workload keeps keys near Jepsen's ~20 ops.
+//!   searched (unknown): the workload keeps rotating keys near Jepsen's ~20
+//!   ops and its long-lived keys (which live through faults) to
+//!   [`crate::workload::register::LONG_OPS_PER_KEY`].
+//!
+//! A register op without a consistency level is an error (verdict
+//! `unknown`), never a default.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -35,7 +47,10 @@ use serde_json::{Value, json};
 
 use super::counter::must_observe;
 use super::{CheckContext, CheckResult, Checker, MAX_LISTED, Validity};
-use crate::history::{Call, F, History, Hlc, Level, WorkloadKind};
+use crate::history::{Call, F, History, Hlc, WorkloadKind};
+
+/// Long-lived keys ([`crate::workload::register`]): listed when checked.
+pub const LONG_KEY_PREFIX: &str = "register-long-";
 
 /// Per-key op limit for the linearizability search: WGL is exponential in
 /// concurrency; Jepsen keeps register keys to ~20 ops.
@@ -147,9 +162,14 @@ impl Checker for RegisterChecker {
                 && WorkloadKind::of_key(key) == Some(WorkloadKind::Register)
                 && matches!(call.inv.f, F::Write | F::Read)
             {
+                call.required_level()?;
                 by_key.entry(key.to_string()).or_default().push(call);
             }
         }
+        let level_of = |c: &Call<'_>| {
+            c.level()
+                .expect("every op's level was checked when the calls were collected")
+        };
 
         let mut garbage = Vec::new();
         let mut fail_visible = BTreeSet::new();
@@ -164,6 +184,10 @@ impl Checker for RegisterChecker {
         let mut lin_checked = 0usize;
         let mut lin_invalid = Vec::new();
         let mut lin_unknown = Vec::new();
+        let mut lin_long = Vec::new();
+        let mut hlc_fallback = 0usize;
+        let mut unresolved = Vec::new();
+        let mut unresolved_count = 0usize;
 
         for (key, calls) in &by_key {
             // value -> (write call)
@@ -233,24 +257,57 @@ impl Checker for RegisterChecker {
                 }
             }
 
-            // Promised writes.
+            // Promised writes. Each read's timestamp: its own `meta.hlc`,
+            // else (a client that reports none) the timestamp its value was
+            // written with — values are unique per write, so the value
+            // names the write, whose timestamp is known from its
+            // acknowledgement or from any other read of it that carried one.
             for r in &reads {
-                let read_hlc = r.result().hlc();
-                if r.result().value.is_string() && read_hlc.is_none() {
-                    continue; // a value without its timestamp: nothing to compare
-                }
-                let r_level = r.level().unwrap_or(Level::Local);
+                let value = r.result().value.as_str();
+                let read_hlc: Option<Hlc> = match (value, r.result().hlc()) {
+                    (_, Some(h)) => Some(h),
+                    (None, None) => None, // never written: older than any write
+                    (Some(v), None) => match hlc_of.get(v) {
+                        Some(h) => {
+                            hlc_fallback += 1;
+                            Some(*h)
+                        }
+                        None => {
+                            // Its write's timestamp is unknown (an `info` or
+                            // unstamped write no read reported a timestamp
+                            // for): only a promised write of the same value
+                            // can be judged; any other makes it unresolved.
+                            let needs_order = writes.values().any(|w| {
+                                w.is_ok()
+                                    && w.cmp_index() < r.inv.index
+                                    && w.inv.value.as_str() != Some(v)
+                                    && w.result().hlc().is_some()
+                                    && must_observe(
+                                        level_of(w),
+                                        w.serving_node(),
+                                        level_of(r),
+                                        r.serving_node(),
+                                    )
+                            });
+                            if needs_order {
+                                unresolved_count += 1;
+                                if unresolved.len() < MAX_LISTED {
+                                    unresolved.push(json!({
+                                        "key": key, "index": r.inv.index, "value": v,
+                                    }));
+                                }
+                            }
+                            continue;
+                        }
+                    },
+                };
+                let r_level = level_of(r);
                 for w in writes.values() {
                     if !w.is_ok() || w.cmp_index() >= r.inv.index {
                         continue;
                     }
                     let Some(wh) = w.result().hlc() else { continue };
-                    if !must_observe(
-                        w.level().unwrap_or(Level::Local),
-                        w.serving_node(),
-                        r_level,
-                        r.serving_node(),
-                    ) {
+                    if !must_observe(level_of(w), w.serving_node(), r_level, r.serving_node()) {
                         continue;
                     }
                     if read_hlc.is_none_or(|rh| rh < wh) {
@@ -337,6 +394,9 @@ impl Checker for RegisterChecker {
 
             if ctx.linearizable.keys.contains(key) {
                 lin_checked += 1;
+                if key.starts_with(LONG_KEY_PREFIX) {
+                    lin_long.push(key.clone());
+                }
                 match check_linearizable(calls, ctx.linearizable_timeout) {
                     Linearizable::Yes => {}
                     Linearizable::No => lin_invalid.push(key.clone()),
@@ -357,7 +417,11 @@ impl Checker for RegisterChecker {
             || !lin_invalid.is_empty();
         let valid = if invalid {
             Validity::False
-        } else if !undetermined.is_empty() || !lin_unknown.is_empty() || !missing_final.is_empty() {
+        } else if !undetermined.is_empty()
+            || !lin_unknown.is_empty()
+            || !missing_final.is_empty()
+            || unresolved_count > 0
+        {
             Validity::Unknown
         } else {
             Validity::True
@@ -370,6 +434,9 @@ impl Checker for RegisterChecker {
             .with("hlc-mismatch", &mismatch)
             .with("stale-read-count", stale_count)
             .with("stale-reads", &stale)
+            .with("hlc-fallback-count", hlc_fallback)
+            .with("unresolved-read-count", unresolved_count)
+            .with("unresolved-reads", &unresolved)
             .with("timestamp-collisions", &collisions)
             .with(
                 "final",
@@ -383,6 +450,7 @@ impl Checker for RegisterChecker {
                 "linearizable",
                 json!({
                     "checked-keys": lin_checked,
+                    "checked-long-lived-keys": lin_long,
                     "invalid-keys": lin_invalid,
                     "unknown-keys": lin_unknown,
                 }),
@@ -612,5 +680,178 @@ mod tests {
             1
         );
         assert_eq!(r.get("hlc-mismatch").unwrap().as_array().unwrap().len(), 1);
+    }
+
+    /// A client that reports no timestamps: every read is still judged, by
+    /// the timestamp its value's write was acknowledged with.
+    #[test]
+    fn reads_without_hlc_are_judged_by_their_values_write() {
+        let mut h = H::new();
+        write(&mut h, 0, "a", OpType::Ok, Some((10, 1)));
+        write(&mut h, 0, "b", OpType::Ok, Some((20, 1)));
+        read(&mut h, 1, Some("a"), None); // stale: a is older than b
+        finals(&mut h, Some("b"), None);
+        let r = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.valid, Validity::False, "{}", r.to_json());
+        assert_eq!(r.get("stale-read-count").unwrap(), &json!(1));
+        assert_eq!(
+            r.get("stale-reads").unwrap()[0]["read"]["hlc"],
+            json!({"time": 10, "node": 1})
+        );
+        assert!(r.get("hlc-fallback-count").unwrap().as_u64().unwrap() >= 1);
+
+        // The up-to-date read passes.
+        let mut h = H::new();
+        write(&mut h, 0, "a", OpType::Ok, Some((10, 1)));
+        write(&mut h, 0, "b", OpType::Ok, Some((20, 1)));
+        read(&mut h, 1, Some("b"), None);
+        finals(&mut h, Some("b"), None);
+        let r = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.valid, Validity::True, "{}", r.to_json());
+
+        // A value whose timestamp is nowhere (an info write no read
+        // stamped), read after a promised write of another value: cannot
+        // be ordered, so unknown — never silently valid.
+        let mut h = H::new();
+        write(&mut h, 0, "b", OpType::Ok, Some((20, 1)));
+        write(&mut h, 2, "c", OpType::Info, None);
+        read(&mut h, 1, Some("c"), None);
+        let r = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.get("unresolved-read-count").unwrap(), &json!(1));
+        let mut h2 = H { ops: h.ops.clone() };
+        finals(&mut h2, Some("c"), Some((30, 2)));
+        // Once a (final) read reports c's timestamp, the earlier read is
+        // judged by it.
+        let r = RegisterChecker
+            .check(&h2.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.get("unresolved-read-count").unwrap(), &json!(0));
+        assert_eq!(r.valid, Validity::True, "{}", r.to_json());
+        let r = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap();
+        assert_eq!(r.valid, Validity::Unknown, "{}", r.to_json());
+    }
+
+    fn lin_op(
+        client: u32,
+        call: i64,
+        ret: i64,
+        op: RegOp,
+    ) -> porcupine_rs::Operation<RegisterModel> {
+        porcupine_rs::Operation {
+            client_id: Some(client),
+            call_time: call,
+            return_time: ret,
+            op,
+            metadata: None,
+        }
+    }
+
+    fn wgl(ops: &[porcupine_rs::Operation<RegisterModel>]) -> porcupine_rs::CheckResult {
+        porcupine_rs::check_operations_timeout(ops, std::time::Duration::from_secs(10))
+    }
+
+    /// WGL itself on overlapping operations: a history that is linearizable
+    /// only by ordering concurrent ops against their real-time order of
+    /// invocation, and one that is not linearizable although every read
+    /// returns a written value.
+    #[test]
+    fn wgl_on_overlapping_histories() {
+        use porcupine_rs::CheckResult as P;
+        let w = |v: &str| RegOp::Write(v.to_string());
+        let r = |v: Option<&str>| RegOp::Read(v.map(str::to_string));
+        // W(a) [0,10] and W(b) [2,12] overlap; R→b [3,5] sees b before a
+        // finished; R→a [11,20] overlaps W(b)'s end: order b, R→b, a, R→a
+        // (a linearized after b although invoked first). A read of the
+        // initial state overlapping both writes is fine too.
+        let ok = vec![
+            lin_op(0, 0, 10, w("a")),
+            lin_op(1, 2, 12, w("b")),
+            lin_op(2, 3, 5, r(Some("b"))),
+            lin_op(3, 1, 4, r(None)),
+            lin_op(2, 11, 20, r(Some("a"))),
+            lin_op(3, 13, 15, r(Some("a"))),
+        ];
+        assert!(matches!(wgl(&ok), P::Ok));
+        // The same two overlapping writes, then — after both completed —
+        // a read of a followed by a read of b: the value changed with no
+        // write in flight.
+        let bad = vec![
+            lin_op(0, 0, 10, w("a")),
+            lin_op(1, 2, 12, w("b")),
+            lin_op(2, 13, 14, r(Some("a"))),
+            lin_op(3, 15, 16, r(Some("b"))),
+        ];
+        assert!(matches!(wgl(&bad), P::Illegal));
+        // An indeterminate write (open until ∞) may take effect late...
+        let info = vec![
+            lin_op(0, 0, 10, w("a")),
+            lin_op(1, 2, i64::MAX, w("b")),
+            lin_op(2, 13, 14, r(Some("a"))),
+            lin_op(3, 15, 16, r(Some("b"))),
+        ];
+        assert!(matches!(wgl(&info), P::Ok));
+        // ...but not be un-done: once b is seen, a cannot return.
+        let mut undone = info.clone();
+        undone.push(lin_op(2, 17, 18, r(Some("a"))));
+        assert!(matches!(wgl(&undone), P::Illegal));
+    }
+
+    /// The same overlapping histories through the checker, from the
+    /// history's own calls (failed writes dropped, info writes open).
+    #[test]
+    fn overlapping_history_through_the_checker() {
+        let mk = |reads: &[(u64, &str)]| {
+            let mut h = H::new();
+            h.invoke(0, F::Write, K, json!("a")).at(Level::Quorum, "n1");
+            h.invoke(1, F::Write, K, json!("b")).at(Level::Quorum, "n2");
+            h.ok(0, F::Write, K, json!("a"))
+                .at(Level::Quorum, "n1")
+                .with(|o| o.meta = Some(hlc(20, 1)));
+            h.ok(1, F::Write, K, json!("b"))
+                .at(Level::Quorum, "n2")
+                .with(|o| o.meta = Some(hlc(10, 2)));
+            for (p, v) in reads {
+                let ts = if *v == "a" { (20, 1) } else { (10, 2) };
+                read(&mut h, *p, Some(v), Some(ts));
+            }
+            h.build()
+        };
+        let ctx = ctx_all_linearizable();
+        let good = mk(&[(2, "a"), (3, "a")]);
+        assert_eq!(good.calls().len(), 4, "two overlapping writes, two reads");
+        let hc: Vec<Call<'_>> = good.calls();
+        assert_eq!(
+            check_linearizable(&hc, ctx.linearizable_timeout),
+            Linearizable::Yes
+        );
+        let bad = mk(&[(2, "a"), (3, "b")]);
+        let bc: Vec<Call<'_>> = bad.calls();
+        assert_eq!(
+            check_linearizable(&bc, ctx.linearizable_timeout),
+            Linearizable::No
+        );
+        let r = RegisterChecker.check(&bad, &ctx).unwrap();
+        assert_eq!(r.get("linearizable").unwrap()["invalid-keys"], json!([K]));
+    }
+
+    /// A missing consistency level is an error, not `local`.
+    #[test]
+    fn missing_level_is_an_error() {
+        let mut h = H::new();
+        write(&mut h, 0, "a", OpType::Ok, Some((10, 1)));
+        read(&mut h, 1, Some("a"), Some((10, 1)));
+        h.ops[2].consistency = None;
+        let e = RegisterChecker
+            .check(&h.build(), &CheckContext::new())
+            .unwrap_err();
+        assert!(e.to_string().contains("no consistency level"), "{e}");
     }
 }

@@ -50,6 +50,19 @@
 //!      either outcome is allowed.
 //!
 //!    A key with adds and no final read makes the verdict `unknown`.
+//! 6. **The scripted add-wins scenario** (`add-wins-scenario`): when the
+//!    history holds ops tagged `meta.scenario = "add-wins"` (the runner's
+//!    script: add e; isolate A; re-add e on B; remove e on A; heal), each of
+//!    their elements must be *confirmed*: must be present by the rule in (5)
+//!    thanks to the re-add, and present in every final read. Absent is
+//!    `remove-wins` (invalid); not confirmable (the re-add or the remove
+//!    ended indeterminate, the partition is not recorded as certainly
+//!    separating them, no final read) makes the verdict `unknown` with the
+//!    reason — the scenario can never pass by doing nothing. When the
+//!    history holds no such ops, the finding says `ran: false`.
+//!
+//! A set op without a consistency level is an error (verdict `unknown`),
+//! never a default.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -59,6 +72,9 @@ use super::counter::must_observe;
 use super::faults::{self, Family, Window};
 use super::{CheckContext, CheckResult, Checker, MAX_LISTED, Validity};
 use crate::history::{Call, F, History, Level, Op, OpType, WorkloadKind};
+
+/// `meta.scenario` of the runner's scripted add-wins ops.
+pub const ADD_WINS_SCENARIO: &str = "add-wins";
 
 /// The set checker (see the module docs).
 #[derive(Debug, Clone, Copy)]
@@ -385,6 +401,9 @@ impl Checker for SetChecker {
             if WorkloadKind::of_key(key) != Some(WorkloadKind::Set) {
                 continue;
             }
+            if matches!(call.inv.f, F::Add | F::Remove | F::Read) {
+                call.required_level()?;
+            }
             match call.inv.f {
                 F::Add => elems
                     .entry((key.to_string(), member_of(call.inv)?))
@@ -405,6 +424,10 @@ impl Checker for SetChecker {
             }
         }
         reads_in_order.sort_unstable();
+        let level_of = |c: &Call<'_>| {
+            c.level()
+                .expect("every op's level was checked when the calls were collected")
+        };
 
         // Window ends: the first remove (not known to fail) of each element.
         let window_end: HashMap<Elem, u64> = elems
@@ -433,7 +456,7 @@ impl Checker for SetChecker {
             let Some(key) = r.inv.key.as_deref() else {
                 continue;
             };
-            let r_level = r.level().unwrap_or(Level::Local);
+            let r_level = level_of(r);
             let present: HashSet<&str> = members.iter().map(String::as_str).collect();
             for (e, o) in by_key.get(key).into_iter().flatten() {
                 if present.contains(e.1.as_str()) {
@@ -442,12 +465,7 @@ impl Checker for SetChecker {
                 let promised = o.adds.iter().find(|a| {
                     a.is_ok()
                         && a.cmp_index() < r.inv.index
-                        && must_observe(
-                            a.level().unwrap_or(Level::Local),
-                            a.serving_node(),
-                            r_level,
-                            r.serving_node(),
-                        )
+                        && must_observe(level_of(a), a.serving_node(), r_level, r.serving_node())
                 });
                 let Some(a) = promised else { continue };
                 if o.removes
@@ -569,6 +587,15 @@ impl Checker for SetChecker {
         let mut remove_wins = BTreeSet::new();
         let mut resurrected = BTreeSet::new();
         let mut add_wins_confirmed = BTreeSet::new();
+        let mut add_wins_unconfirmed: Vec<Value> = Vec::new();
+        // Elements of the scripted add-wins scenario (ops tagged
+        // `meta.scenario = "add-wins"` by the runner).
+        let scenario_elems: BTreeSet<Elem> = calls
+            .iter()
+            .filter(|c| c.inv.meta_str("scenario") == Some(ADD_WINS_SCENARIO))
+            .filter(|c| matches!(c.inv.f, F::Add | F::Remove))
+            .filter_map(|c| Some((c.inv.key.clone()?, c.inv.value.as_str()?.to_string())))
+            .collect();
         let empty = Vec::new();
         for (e, o) in &elems {
             let fs = finals.get(&e.0).unwrap_or(&empty);
@@ -603,8 +630,10 @@ impl Checker for SetChecker {
                             q.serving_node() == Some(rn) && members.contains(&e.1)
                         })
                 });
+            let mut everywhere = true;
             for (_, present, _) in fs {
                 let here = present.contains(&e.1);
+                everywhere &= here;
                 if must_present && !here {
                     if live_removes.is_empty() {
                         lost.insert(elem_name(e));
@@ -613,11 +642,43 @@ impl Checker for SetChecker {
                     }
                 } else if must_absent && here {
                     resurrected.insert(elem_name(e));
-                } else if must_present && !live_removes.is_empty() && o.adds.len() > 1 {
-                    add_wins_confirmed.insert(elem_name(e));
                 }
             }
+            if must_present && everywhere && !live_removes.is_empty() && o.adds.len() > 1 {
+                add_wins_confirmed.insert(elem_name(e));
+            }
+            if scenario_elems.contains(e) && !add_wins_confirmed.contains(&elem_name(e)) {
+                let why = if !must_present {
+                    "the scenario's precondition is not in the history: no acknowledged \
+                     re-add that a partition certainly kept from an acknowledged remove"
+                } else if !everywhere {
+                    "the element is missing from a final read"
+                } else {
+                    "no acknowledged remove ran against the re-add"
+                };
+                add_wins_unconfirmed.push(json!({"element": elem_name(e), "reason": why}));
+            }
         }
+        for e in &scenario_elems {
+            let name = elem_name(e);
+            if !add_wins_confirmed.contains(&name)
+                && !add_wins_unconfirmed
+                    .iter()
+                    .any(|u| u["element"] == json!(name))
+            {
+                add_wins_unconfirmed.push(json!({"element": name, "reason": "no final read"}));
+            }
+        }
+        let add_wins = if scenario_elems.is_empty() {
+            json!({"ran": false,
+                   "note": "the scripted add-wins scenario is not in this history (it needs the \
+                            set workload and control of the network): add-wins was not confirmed"})
+        } else {
+            json!({"ran": true,
+                   "confirmed": scenario_elems.iter().map(elem_name)
+                       .filter(|n| add_wins_confirmed.contains(n)).collect::<Vec<_>>(),
+                   "unconfirmed": add_wins_unconfirmed})
+        };
 
         let strong_applicable = strong_any && strong_reads;
         let mut valid = vec![full.valid];
@@ -634,7 +695,7 @@ impl Checker for SetChecker {
             || !resurrected.is_empty();
         valid.push(if hard_errors {
             Validity::False
-        } else if !missing_final.is_empty() {
+        } else if !missing_final.is_empty() || !add_wins_unconfirmed.is_empty() {
             Validity::Unknown
         } else {
             Validity::True
@@ -663,7 +724,8 @@ impl Checker for SetChecker {
                     "resurrected": cap(resurrected),
                     "add-wins-confirmed": cap(add_wins_confirmed),
                 }),
-            );
+            )
+            .with("add-wins-scenario", add_wins);
         if strong_applicable {
             r.insert("set-full-strong", strong.to_json());
         }
@@ -926,22 +988,43 @@ mod tests {
     /// The add-wins scenario: add e; partition {n1} | {n2, n3}; re-add e on
     /// n2, then remove e on n1 (which saw the first add); heal. The re-add's
     /// dot never reached n1, so the remove cannot cancel it: e must survive.
-    fn add_wins_scenario(final_value: &[&str]) -> CheckResult {
+    /// The scenario as the runner scripts it, its ops tagged; `partition`:
+    /// whether the partition is recorded, `re_add`: the re-add's outcome.
+    fn add_wins_history(final_value: &[&str], partition: bool, re_add: OpType) -> H {
+        let tag = |h: &mut H| {
+            let n = h.ops.len();
+            for o in &mut h.ops[n - 2..] {
+                if o.is_invoke() {
+                    o.meta = Some(json!({"scenario": ADD_WINS_SCENARIO}));
+                }
+            }
+        };
         let mut h = H::new();
         add(&mut h, 0, "e", "n1", Level::Local, OpType::Ok);
+        tag(&mut h);
         read(&mut h, 0, "n2", Level::Local, &["e"]);
         read(&mut h, 0, "n1", Level::Local, &["e"]);
-        h.nemesis(F::StartPartition, json!("one"));
-        h.nemesis(
-            F::StartPartition,
-            json!({"grudge": {"n1": ["n2", "n3"], "n2": ["n1"], "n3": ["n1"]}}),
-        );
-        add(&mut h, 1, "e", "n2", Level::Local, OpType::Ok);
+        if partition {
+            h.nemesis(F::StartPartition, json!("one"));
+            h.nemesis(
+                F::StartPartition,
+                json!({"grudge": {"n1": ["n2", "n3"], "n2": ["n1"], "n3": ["n1"]}}),
+            );
+        }
+        add(&mut h, 1, "e", "n2", Level::Local, re_add);
+        tag(&mut h);
         remove(&mut h, 0, "e", "n1", OpType::Ok);
-        h.nemesis(F::StopPartition, Value::Null);
-        h.nemesis(F::StopPartition, json!("network-healed"));
+        tag(&mut h);
+        if partition {
+            h.nemesis(F::StopPartition, Value::Null);
+            h.nemesis(F::StopPartition, json!("network-healed"));
+        }
         final_reads(&mut h, final_value);
-        check(&h)
+        h
+    }
+
+    fn add_wins_scenario(final_value: &[&str]) -> CheckResult {
+        check(&add_wins_history(final_value, true, OpType::Ok))
     }
 
     #[test]
@@ -954,6 +1037,50 @@ mod tests {
         assert_eq!(
             finding_list(&r, &["final", "add-wins-confirmed"]),
             vec!["set-0/e"]
+        );
+        let s = r.get("add-wins-scenario").unwrap();
+        assert_eq!(s["ran"], json!(true));
+        assert_eq!(s["confirmed"], json!(["set-0/e"]));
+    }
+
+    /// The scenario ran but proves nothing (no partition recorded, so the
+    /// remove may have seen the re-add; or the re-add is indeterminate): the
+    /// element survived, yet add-wins is not confirmed — unknown, not
+    /// valid. Without the scenario at all the report says it did not run.
+    #[test]
+    fn add_wins_scenario_must_confirm_when_it_ran() {
+        for (partition, re_add) in [(false, OpType::Ok), (true, OpType::Info)] {
+            let h = add_wins_history(&["e"], partition, re_add);
+            let r = check(&h);
+            assert_eq!(r.valid, Validity::Unknown, "{}", r.to_json());
+            let s = r.get("add-wins-scenario").unwrap();
+            assert_eq!(s["ran"], json!(true));
+            assert_eq!(s["confirmed"], json!([]));
+            assert_eq!(s["unconfirmed"][0]["element"], json!("set-0/e"));
+            assert!(
+                s["unconfirmed"][0]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("precondition")
+            );
+            // Untagged, the same ops are ordinary workload ops: valid, and
+            // the report says the scenario did not run.
+            let mut h = H { ops: h.ops.clone() };
+            for o in &mut h.ops {
+                o.meta = None;
+            }
+            let r = check(&h);
+            assert_eq!(r.valid, Validity::True, "{}", r.to_json());
+            assert_eq!(r.get("add-wins-scenario").unwrap()["ran"], json!(false));
+        }
+        // Tagged but no final read of its key.
+        let mut h = add_wins_history(&["e"], true, OpType::Ok);
+        h.ops.retain(|o| !o.is_final);
+        let r = check(&h);
+        assert_eq!(r.valid, Validity::Unknown);
+        assert_eq!(
+            r.get("add-wins-scenario").unwrap()["unconfirmed"][0]["reason"],
+            json!("no final read")
         );
     }
 
