@@ -74,6 +74,7 @@ mod error;
 pub mod log;
 pub mod object;
 mod store;
+pub mod vfs;
 
 pub use causal::{CausalContext, Causality, Dot, NodeId, VersionVector};
 pub use clock::{Clock, Hlc, PhysicalTime};

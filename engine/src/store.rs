@@ -173,6 +173,7 @@ impl Store {
             .flush_every_ms(Some(1000))
             .open()?;
         let objects = db.open_tree("objects")?;
+        restrict_tree(path)?;
         Ok(Store {
             db,
             objects,
@@ -431,11 +432,45 @@ impl Store {
     }
 
     /// Makes everything written so far durable: sled's flush, then an
-    /// fsync of every file sled uses (its flush alone is not one).
+    /// fsync of every file sled uses (its flush alone is not one). Files
+    /// sled created since are made owner-only on the way.
     pub(crate) fn flush_durable(&self) -> Result<()> {
         self.db.flush()?;
+        restrict_tree(&self.path)?;
         sync_tree(&self.path)
     }
+}
+
+/// sled creates its files with the process umask (0644 typically): make
+/// its directories 0700 and files 0600, like everything else the engine
+/// keeps. (The data directory is 0700 already, so this is a second wall.)
+fn restrict_tree(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |path: &Path, mode: u32| -> Result<()> {
+        let result = fs::metadata(path).and_then(|meta| {
+            if meta.permissions().mode() & 0o777 == mode {
+                return Ok(());
+            }
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        });
+        match result {
+            // sled removed it meanwhile (an old snapshot): nothing to do.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other.map_err(|e| Error::io(path, e)),
+        }
+    };
+    set(dir, crate::vfs::DIR_MODE)?;
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let ft = entry.file_type().map_err(|e| Error::io(&path, e))?;
+        if ft.is_dir() {
+            restrict_tree(&path)?;
+        } else if ft.is_file() {
+            set(&path, crate::vfs::FILE_MODE)?;
+        }
+    }
+    Ok(())
 }
 
 fn sync_tree(dir: &Path) -> Result<()> {
@@ -446,12 +481,16 @@ fn sync_tree(dir: &Path) -> Result<()> {
         if ft.is_dir() {
             sync_tree(&path)?;
         } else if ft.is_file() {
-            fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io(&path, e))?;
+            match fs::File::open(&path).and_then(|f| f.sync_all()) {
+                // sled removed it meanwhile (an old snapshot).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other.map_err(|e| Error::io(&path, e))?,
+            }
         }
     }
-    crate::log::sync_dir(dir)
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 #[cfg(test)]
