@@ -540,6 +540,9 @@ impl Engine {
             keys.dedup();
         }
         if keys.is_empty() {
+            if pending.is_some() {
+                remove_small_file(vfs, &inner.dir, RELOG_FILE)?;
+            }
             return Ok(());
         }
         tracing::warn!(

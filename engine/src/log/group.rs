@@ -16,7 +16,13 @@
 //! sync covered has run (the engine's callbacks record which dots are
 //! durable, and whoever waited must find its dot there). After a failed
 //! fsync nothing is known to be durable any more: the state is poisoned,
-//! every current and future waiter gets the error.
+//! every current and future waiter gets the error. The log also poisons it
+//! from outside ([`GroupCommit::poison`]) when another fsync of the log
+//! fails (a segment roll); a sync running meanwhile then releases no one.
+//!
+//! A panic on the syncer thread (in `sync` or in a callback) poisons too,
+//! and every callback is settled exactly once (with an error if a panic
+//! unwound past it), so nobody waits for a thread that is gone.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
@@ -729,6 +735,193 @@ mod loom_model {
             syncer.join().unwrap();
             assert_eq!(ran.load(Ordering::SeqCst), 0b110);
             assert_eq!(calls.load(Ordering::SeqCst), 2);
+        });
+    }
+
+    /// Three writers and a sync that fails the second time it runs: a
+    /// writer is released with success only after a successful sync
+    /// covered its record; once a sync failed, nobody else is released,
+    /// the log stays poisoned, and every callback runs exactly once (with
+    /// the error if its sync never succeeded).
+    #[test]
+    fn three_writers_and_a_failing_sync() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        builder.check(|| {
+            let gc = Arc::new(GroupCommit::new(0));
+            let durable = Arc::new(AtomicU64::new(0));
+            let calls = Arc::new(AtomicU64::new(0));
+            let early = Arc::new(AtomicU64::new(0));
+            let failed = Arc::new(AtomicU64::new(0));
+            let log = Arc::new(loom::sync::Mutex::new(0u64));
+            let syncer = {
+                let gc = gc.clone();
+                let durable = durable.clone();
+                let failed = failed.clone();
+                let attempts = AtomicU64::new(0);
+                loom::thread::spawn(move || {
+                    gc.run_syncer(
+                        move |target| {
+                            if attempts.fetch_add(1, Ordering::SeqCst) == 1 {
+                                failed.store(1, Ordering::SeqCst);
+                                return Err(std::io::Error::other("EIO"));
+                            }
+                            durable.fetch_max(target, Ordering::SeqCst);
+                            Ok(())
+                        },
+                        None,
+                    )
+                })
+            };
+            let writers: Vec<_> = (0..3)
+                .map(|_| {
+                    let gc = gc.clone();
+                    let durable = durable.clone();
+                    let calls = calls.clone();
+                    let early = early.clone();
+                    let log = log.clone();
+                    loom::thread::spawn(move || {
+                        let end = {
+                            let mut pos = log.lock().unwrap();
+                            *pos += 1;
+                            gc.written(*pos);
+                            *pos
+                        };
+                        let c = calls.clone();
+                        let d = durable.clone();
+                        let bad = early.clone();
+                        // (Asserting inside a callback would be caught by
+                        // the syncer's panic guard: count instead.)
+                        gc.on_durable(
+                            end,
+                            Box::new(move |res| {
+                                if res.is_ok() && d.load(Ordering::SeqCst) < end {
+                                    bad.fetch_add(1, Ordering::SeqCst);
+                                }
+                                c.fetch_add(1, Ordering::SeqCst);
+                            }),
+                        );
+                        if gc.wait(end).is_ok() {
+                            assert!(
+                                durable.load(Ordering::SeqCst) >= end,
+                                "released without a successful sync covering its record"
+                            );
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap();
+            }
+            gc.shutdown();
+            syncer.join().unwrap();
+            assert_eq!(
+                calls.load(Ordering::SeqCst),
+                3,
+                "a callback ran twice or never"
+            );
+            assert_eq!(
+                early.load(Ordering::SeqCst),
+                0,
+                "a callback was told durable too early"
+            );
+            if failed.load(Ordering::SeqCst) == 1 {
+                assert!(gc.check().is_err(), "a failed sync did not poison");
+            }
+        });
+    }
+
+    /// A segment roll's fsync fails while the syncer's own fsync of the
+    /// same file runs. Linux reports the error to one of them, so the
+    /// syncer's may "succeed" without writing the dropped pages. The log
+    /// serializes fsyncs with the poisoning (`Log::sync_lock`, modelled
+    /// here by `sync_lock`): a writer is released only if a sync that
+    /// finished before the failure covered its record.
+    #[test]
+    fn a_roll_failure_racing_a_successful_sync_releases_no_one_uncovered() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        builder.check(|| {
+            let gc = Arc::new(GroupCommit::new(0));
+            let durable = Arc::new(AtomicU64::new(0));
+            let lost = Arc::new(AtomicU64::new(0));
+            let early = Arc::new(AtomicU64::new(0));
+            let sync_lock = Arc::new(loom::sync::Mutex::new(()));
+            let log = Arc::new(loom::sync::Mutex::new(0u64));
+            let syncer = {
+                let gc = gc.clone();
+                let durable = durable.clone();
+                let lost = lost.clone();
+                let sync_lock = sync_lock.clone();
+                loom::thread::spawn(move || {
+                    gc.run_syncer(
+                        move |target| {
+                            let _g = sync_lock.lock().unwrap();
+                            // After the failure the pages are gone: this
+                            // fsync "succeeds" and writes nothing.
+                            if lost.load(Ordering::SeqCst) == 0 {
+                                durable.fetch_max(target, Ordering::SeqCst);
+                            }
+                            Ok(())
+                        },
+                        None,
+                    )
+                })
+            };
+            let roller = {
+                let gc = gc.clone();
+                let lost = lost.clone();
+                let sync_lock = sync_lock.clone();
+                loom::thread::spawn(move || {
+                    let _g = sync_lock.lock().unwrap();
+                    lost.store(1, Ordering::SeqCst);
+                    gc.poison("fdatasync at roll failed".into());
+                })
+            };
+            let writers: Vec<_> = (0..2)
+                .map(|_| {
+                    let gc = gc.clone();
+                    let durable = durable.clone();
+                    let early = early.clone();
+                    let log = log.clone();
+                    loom::thread::spawn(move || {
+                        let end = {
+                            let mut pos = log.lock().unwrap();
+                            *pos += 1;
+                            gc.written(*pos);
+                            *pos
+                        };
+                        let d = durable.clone();
+                        let bad = early.clone();
+                        gc.on_durable(
+                            end,
+                            Box::new(move |res| {
+                                if res.is_ok() && d.load(Ordering::SeqCst) < end {
+                                    bad.fetch_add(1, Ordering::SeqCst);
+                                }
+                            }),
+                        );
+                        if gc.wait(end).is_ok() {
+                            assert!(
+                                durable.load(Ordering::SeqCst) >= end,
+                                "released by a sync that wrote nothing"
+                            );
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap();
+            }
+            roller.join().unwrap();
+            gc.shutdown();
+            syncer.join().unwrap();
+            assert!(gc.check().is_err());
+            assert_eq!(
+                early.load(Ordering::SeqCst),
+                0,
+                "a callback was told durable by a sync that wrote nothing"
+            );
         });
     }
 }

@@ -11,11 +11,19 @@
 //! offsets in the concatenation of all segments, so a segment's file name
 //! is its first position and positions never repeat.
 //!
-//! Recovery reads every retained segment. A frame that fails its checksum
-//! or does not decode at the end of the last segment, with no valid frame
-//! after it, is a torn write: it is truncated away with a warning. The same
-//! anywhere else is corruption and stops the open ([`Error::Corruption`]):
-//! serving data with a hole in its history would be worse than not serving.
+//! Recovery reads every retained segment. After an unclean shutdown, a
+//! frame that fails its checksum or does not decode at the end of the last
+//! segment, with no valid frame after it, is a torn write: it is truncated
+//! away with a warning. The same anywhere else, or anywhere after a clean
+//! shutdown (which synced everything before marking itself), is corruption
+//! and stops the open ([`Error::Corruption`]): serving data with a hole in
+//! its history would be worse than not serving. So are segments that leave
+//! a gap, a log that ends before the checkpoint position or starts after
+//! it, and bounds other than those a clean shutdown recorded.
+//!
+//! Every file operation goes through the engine's [`Vfs`]. Any failed
+//! fsync of a segment or of the log directory poisons the group commit
+//! before another fsync can return (see `Log::sync_lock`).
 //!
 //! An in-memory index maps every retained delta's dot to its position, so
 //! "everything after version vector V" (catch-up) reads only what the peer
@@ -182,7 +190,8 @@ pub(crate) struct LogOptions {
     pub(crate) group_of: GroupFn,
     /// Per group, the deltas truncation deleted (from the checkpoint).
     pub(crate) truncated: BTreeMap<GroupId, VersionVector>,
-    /// Replay starts here (the checkpoint position): the log must reach it.
+    /// Replay starts here (the checkpoint position): the log must start at
+    /// or before it and reach it.
     pub(crate) replay_from: u64,
     /// After a clean shutdown: the log must end undamaged, so damage at the
     /// end is corruption, not a torn write.
@@ -257,21 +266,16 @@ impl Log {
         }
         starts.sort_unstable();
         if let Some(&first) = starts.first() {
-            // Only truncation deletes segments, and only below the
-            // checkpoint position; a log never truncated starts at 0.
-            let never_truncated = truncated.values().all(VersionVector::is_empty);
-            let expected = match clean_bounds {
-                Some((start, _)) => Some(start),
-                None if never_truncated => Some(0),
-                None => None,
-            };
+            // Truncation deletes segments only below the checkpoint
+            // position; a clean shutdown recorded where the log started.
+            let expected = clean_bounds.map(|(start, _)| start);
             if first > replay_from || expected.is_some_and(|e| e != first) {
                 return Err(Error::corruption(
                     segment_path(dir, first),
                     format!(
                         "the log starts at {first}, but the checkpoint is at {replay_from} \
-                         and the log should start at {}: a segment is missing",
-                        expected.map_or("or before it".to_string(), |e| e.to_string())
+                         and the log should start {}: a segment is missing",
+                        expected.map_or("at or before it".to_string(), |e| format!("at {e}"))
                     ),
                 ));
             }
