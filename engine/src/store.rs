@@ -162,16 +162,43 @@ fn parse_key(raw: &[u8]) -> Option<ParsedKey<'_>> {
     Some((object, Some((rest[0], &rest[1..]))))
 }
 
+/// How long opening the object store waits for sled's own file lock, in
+/// milliseconds. The engine holds the data directory's lock first, so the
+/// only other holder can be this process's previous store of the same
+/// directory, whose background writes keep sled's file open for a moment
+/// after it is dropped (sled's own tests block on this lock for the same
+/// reason). An in-process reopen (a test, a simulated restart) waits for
+/// them instead of failing; 10 s is far beyond any such write.
+const STORE_LOCK_WAIT_MS: u64 = 10_000;
+
+/// Whether sled refused to open because its file lock is held.
+fn is_lock_contention(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
+}
+
 impl Store {
     pub(crate) fn open(path: &Path, cache_bytes: u64) -> Result<Store> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            // The log, not sled, is the durability point; sled's background
-            // flush only shortens replay after a crash.
-            .flush_every_ms(Some(1000))
-            .open()?;
+        let config = || {
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(cache_bytes)
+                .mode(sled::Mode::HighThroughput)
+                // The log, not sled, is the durability point; sled's
+                // background flush only shortens replay after a crash.
+                .flush_every_ms(Some(1000))
+        };
+        let started = std::time::Instant::now();
+        let db = loop {
+            match config().open() {
+                Err(e)
+                    if is_lock_contention(&e)
+                        && started.elapsed().as_millis() < u128::from(STORE_LOCK_WAIT_MS) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        };
         let objects = db.open_tree("objects")?;
         restrict_tree(path)?;
         Ok(Store {
