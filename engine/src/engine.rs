@@ -2,23 +2,26 @@
 //! recovers after crashes, checkpoints and truncates the log.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::causal::{CausalContext, Dot, NodeId, VersionVector};
 use crate::clock::{Clock, Hlc, PhysicalTime};
 use crate::codec;
 use crate::crdt::{Counter, Delta, ObjectState, Register, register};
 use crate::error::{Error, Result};
-use crate::log::{self, Entry, Log, Record, Since};
+use crate::log::group::GroupCommit;
+use crate::log::{self, Entry, Log, LogOptions, Record, Since};
 use crate::object::{
     GroupFn, GroupId, Kind, MAX_OBJECT_BYTES, ObjectKey, Op, RegisterValue, Value,
 };
 use crate::store::{SetView, Store};
+use crate::vfs::{StdFs, Vfs, VfsLock};
 
 /// When a write counts as durable.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -47,6 +50,10 @@ pub struct EngineConfig {
     pub cache_bytes: u64,
     /// The placement group of each object (default: all in group 0).
     pub group_of: GroupFn,
+    /// The file layer the engine's own files go through (default: the
+    /// real file system, [`StdFs`]); tests and simulations pass a
+    /// [`crate::vfs::SimDisk`] mount.
+    pub vfs: Arc<dyn Vfs>,
 }
 
 impl std::fmt::Debug for EngineConfig {
@@ -57,6 +64,7 @@ impl std::fmt::Debug for EngineConfig {
             .field("max_clock_offset", &self.max_clock_offset)
             .field("segment_bytes", &self.segment_bytes)
             .field("cache_bytes", &self.cache_bytes)
+            .field("vfs", &self.vfs)
             .finish_non_exhaustive()
     }
 }
@@ -79,6 +87,7 @@ impl EngineConfig {
             segment_bytes: log::DEFAULT_SEGMENT_BYTES,
             cache_bytes: DEFAULT_CACHE_BYTES,
             group_of: Arc::new(|_| GroupId(0)),
+            vfs: StdFs::shared(),
         }
     }
 }
@@ -150,6 +159,7 @@ const STRIPES: usize = 1024;
 const IDENTITY_FILE: &str = "IDENTITY";
 const CHECKPOINT_FILE: &str = "CHECKPOINT";
 const CLEAN_FILE: &str = "CLEAN";
+const RELOG_FILE: &str = "RELOG";
 const LOCK_FILE: &str = "LOCK";
 const LOG_DIR: &str = "log";
 const OBJECTS_DIR: &str = "objects";
@@ -157,6 +167,27 @@ const OBJECTS_DIR: &str = "objects";
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct IdentityFile {
     incarnation: NodeId,
+}
+
+/// The clean-shutdown marker: written last by [`Engine::close`], after the
+/// final sync, and removed by the next open once the log checked out. An
+/// empty file (older builds) is a clean shutdown of unknown log end.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct CleanFile {
+    /// Where the retained log started.
+    log_start: u64,
+    /// Where the log ended, every byte before it synced.
+    log_end: u64,
+}
+
+/// Written before re-issuing lost effects ([`Engine::open`] after an
+/// unclean shutdown) and removed once they are durable: the objects being
+/// re-issued. The re-issued records reuse the log positions of the lost
+/// ones, so after a crash part way the stored positions no longer tell
+/// which objects still need it; this file does.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct RelogFile {
+    keys: Vec<ObjectKey>,
 }
 
 #[derive(Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -191,6 +222,7 @@ impl std::fmt::Debug for Engine {
 
 struct Inner {
     dir: PathBuf,
+    vfs: Arc<dyn Vfs>,
     config: EngineConfig,
     node: NodeId,
     clock: Clock,
@@ -217,13 +249,13 @@ struct Inner {
     store_failed: Mutex<Option<String>>,
     /// Whether recovery cut a torn tail off the log.
     torn_tail: bool,
-    _lock: File,
+    _lock: VfsLock,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.log.group.shutdown();
-        if let Some(h) = self.syncer.lock().unwrap().take() {
+        if let Some(h) = self.syncer.lock().take() {
             let _ = h.join();
         }
     }
@@ -245,13 +277,13 @@ pub fn stream_id(incarnation: NodeId, group: GroupId) -> NodeId {
     NodeId(z.max(1))
 }
 
-fn read_small_file<T>(path: &Path, what: &'static str) -> Result<Option<T>>
+fn read_small_file<T>(vfs: &dyn Vfs, path: &Path, what: &'static str) -> Result<Option<T>>
 where
     T: rkyv::Archive,
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
         + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
 {
-    let bytes = match fs::read(path) {
+    let bytes = match vfs.read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(path, e)),
@@ -269,19 +301,65 @@ where
 }
 
 /// Writes `[crc][payload]` to `path` atomically (temp file, fsync, rename,
-/// fsync of the directory).
-fn write_small_file<T: codec::Encode>(dir: &Path, name: &str, value: &T) -> Result<()> {
+/// fsync of the directory). A failed fsync poisons `group` if given (after
+/// open: the engine refuses writes rather than guess what is durable).
+fn write_small_file<T: codec::Encode>(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    name: &str,
+    value: &T,
+    group: Option<&GroupCommit>,
+) -> Result<()> {
     let payload = codec::encode(value);
     let mut bytes = crc32fast::hash(&payload).to_le_bytes().to_vec();
     bytes.extend_from_slice(&payload);
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
-    fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
-    File::open(&tmp)
-        .and_then(|f| f.sync_all())
+    let synced = |path: &Path, e: std::io::Error| -> Error {
+        match group {
+            Some(g) => {
+                let reason = format!("fsync of {} failed: {e}", path.display());
+                tracing::error!(path = %path.display(), error = %e, "fsync failed; refusing further writes");
+                g.poison(reason.clone());
+                Error::Poisoned(reason)
+            }
+            None => Error::io(path, e),
+        }
+    };
+    let file = vfs.open(&tmp, true).map_err(|e| Error::io(&tmp, e))?;
+    file.set_len(0)
+        .and_then(|_| file.append(&bytes))
         .map_err(|e| Error::io(&tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-    log::sync_dir(dir)
+    file.sync_all().map_err(|e| synced(&tmp, e))?;
+    vfs.rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    vfs.sync_dir(dir).map_err(|e| synced(dir, e))
+}
+
+/// Removes `path` (if present) durably.
+fn remove_small_file(vfs: &dyn Vfs, dir: &Path, name: &str) -> Result<()> {
+    let path = dir.join(name);
+    match vfs.remove_file(&path) {
+        Ok(()) => vfs.sync_dir(dir).map_err(|e| Error::io(dir, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Reads the clean-shutdown marker: `None` if absent (the last shutdown was
+/// not clean), else the log's `(start, end)` it recorded (`None` for the
+/// empty marker of an older build).
+fn read_clean_marker(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Option<(u64, u64)>>> {
+    let path = dir.join(CLEAN_FILE);
+    match vfs.read(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&path, e)),
+        Ok(b) if b.is_empty() => Ok(Some(None)),
+        Ok(_) => {
+            let marker: CleanFile = read_small_file(vfs, &path, "clean-shutdown marker")?
+                .ok_or_else(|| Error::corruption(&path, "clean-shutdown marker vanished"))?;
+            Ok(Some(Some((marker.log_start, marker.log_end))))
+        }
+    }
 }
 
 fn new_incarnation() -> NodeId {
@@ -298,30 +376,20 @@ impl Engine {
     /// log. `now` stamps any deltas recovery has to re-issue.
     pub fn open(config: EngineConfig, now: PhysicalTime) -> Result<Engine> {
         let dir = config.dir.clone();
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let vfs = config.vfs.clone();
+        // Owner-only (0700) when created here; an existing directory keeps
+        // its mode, but what is inside is owner-only either way.
+        vfs.create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
-        lock.try_lock().map_err(|_| {
-            Error::io(
-                &lock_path,
-                std::io::Error::other("the data directory is in use by another process"),
-            )
-        })?;
+        let lock = vfs.lock(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
 
-        let identity: Option<IdentityFile> = read_small_file(&dir.join(IDENTITY_FILE), "identity")?;
-        let clean_path = dir.join(CLEAN_FILE);
-        let clean = clean_path.exists();
-        if clean {
-            fs::remove_file(&clean_path).map_err(|e| Error::io(&clean_path, e))?;
-            log::sync_dir(&dir)?;
-        }
-        let (node, unclean) = match identity {
-            Some(id) if clean => (id.incarnation, false),
+        let identity: Option<IdentityFile> =
+            read_small_file(&*vfs, &dir.join(IDENTITY_FILE), "identity")?;
+        // Removed only once the log checked out: a failed open leaves it, so
+        // damage found now is still judged as after a clean shutdown.
+        let clean = read_clean_marker(&*vfs, &dir)?;
+        let (node, unclean) = match &identity {
+            Some(id) if clean.is_some() => (id.incarnation, false),
             Some(old) => {
                 let node = new_incarnation();
                 tracing::warn!(
@@ -332,26 +400,42 @@ impl Engine {
             }
             None => (new_incarnation(), false),
         };
-        if identity_needs_write(&dir, node)? {
-            write_small_file(&dir, IDENTITY_FILE, &IdentityFile { incarnation: node })?;
+        if identity.as_ref().map(|c| c.incarnation) != Some(node) {
+            write_small_file(
+                &*vfs,
+                &dir,
+                IDENTITY_FILE,
+                &IdentityFile { incarnation: node },
+                None,
+            )?;
         }
 
-        let store = Store::open(&dir.join(OBJECTS_DIR), config.cache_bytes)?;
+        let objects = dir.join(OBJECTS_DIR);
+        let objects = vfs.host_dir(&objects).map_err(|e| Error::io(&objects, e))?;
+        let store = Store::open(&objects, config.cache_bytes)?;
         let cp: CheckpointFile =
-            read_small_file(&dir.join(CHECKPOINT_FILE), "checkpoint")?.unwrap_or_default();
+            read_small_file(&*vfs, &dir.join(CHECKPOINT_FILE), "checkpoint")?.unwrap_or_default();
         let mut applied = cp.applied.clone();
         let mut streams = cp.streams.clone();
         let group_of = config.group_of.clone();
         let mut clock_high = cp.clock_high;
         let recovered = Log::open(
-            &dir.join(LOG_DIR),
-            config.segment_bytes,
-            config.group_of.clone(),
-            cp.truncated.clone(),
-            cp.lsn,
+            LogOptions {
+                vfs: vfs.clone(),
+                dir: dir.join(LOG_DIR),
+                segment_bytes: config.segment_bytes,
+                group_of: config.group_of.clone(),
+                truncated: cp.truncated.clone(),
+                replay_from: cp.lsn,
+                clean: clean.is_some(),
+                clean_bounds: clean.flatten(),
+            },
             |pos, entry| {
                 match entry {
                     Entry::Delta(r) => {
+                        if let Delta::Register(reg) = &r.delta {
+                            clock_high = clock_high.max(reg.hlc);
+                        }
                         merge_into_store(&store, &r.key, &r.delta, pos)?;
                         applied.insert(r.dot);
                         streams.insert(r.dot.node, group_of(&r.key));
@@ -375,6 +459,9 @@ impl Engine {
         // What recovery read may sit only in the page cache: make it durable
         // before reporting it as such.
         log.sync_to(log.end()).map_err(|e| Error::io(&dir, e))?;
+        if clean.is_some() {
+            remove_small_file(&*vfs, &dir, CLEAN_FILE)?;
+        }
 
         let counters = Arc::new(Counters::default());
         let clock = Clock::new(node, config.max_clock_offset);
@@ -385,6 +472,7 @@ impl Engine {
         }
         let inner = Arc::new(Inner {
             dir: dir.clone(),
+            vfs: vfs.clone(),
             clock,
             node,
             log: log.clone(),
@@ -408,6 +496,9 @@ impl Engine {
             Durability::Sync => None,
             Durability::Periodic(d) => Some(d),
         };
+        // A panic on this thread (in the file layer, or in a durability
+        // callback) is caught by `run_syncer`, which poisons the engine:
+        // every waiter and later write fails instead of hanging.
         let handle = std::thread::Builder::new()
             .name("meridian-log-sync".into())
             .spawn(move || {
@@ -417,45 +508,79 @@ impl Engine {
                         counters.fsyncs.fetch_add(1, Ordering::Relaxed);
                         sync_log.sync_to(target)
                     },
-                    |_| {},
                     periodic,
                 )
             })
             .map_err(|e| Error::io(&dir, e))?;
-        *inner.syncer.lock().unwrap() = Some(handle);
+        *inner.syncer.lock() = Some(handle);
         let engine = Engine { inner };
-        if unclean {
-            engine.relog_lost_tail(now)?;
-        }
+        engine.relog_lost_tail(now, unclean)?;
         Ok(engine)
     }
 
-    /// After an unclean shutdown the object store may hold effects of log
-    /// entries that did not survive (written to the OS, not yet synced, when
-    /// power failed). Re-issue such objects' full states as new deltas so
-    /// every replica converges on them instead of diverging silently.
-    fn relog_lost_tail(&self, now: PhysicalTime) -> Result<()> {
-        let end = self.inner.log.end();
-        let keys = self.inner.store.objects_written_since(end)?;
+    /// After an unclean shutdown (`scan`) the object store may hold effects
+    /// of log entries that did not survive (written to the OS, not yet
+    /// synced, when power failed). Re-issue such objects' full states as
+    /// new deltas so every replica converges on them instead of diverging
+    /// silently. Also finishes a re-issue a crash interrupted (`RELOG`).
+    fn relog_lost_tail(&self, now: PhysicalTime, scan: bool) -> Result<()> {
+        let inner = &self.inner;
+        let vfs = &*inner.vfs;
+        let end = inner.log.end();
+        let mut keys = if scan {
+            inner.store.objects_written_since(end)?
+        } else {
+            Vec::new()
+        };
+        let pending: Option<RelogFile> =
+            read_small_file(vfs, &inner.dir.join(RELOG_FILE), "re-issue list")?;
+        if let Some(p) = &pending {
+            keys.extend(p.keys.iter().cloned());
+            keys.sort();
+            keys.dedup();
+        }
         if keys.is_empty() {
+            if pending.is_some() {
+                remove_small_file(vfs, &inner.dir, RELOG_FILE)?;
+            }
             return Ok(());
         }
         tracing::warn!(
             objects = keys.len(),
             "object store holds effects the log lost; re-issuing their states"
         );
+        // The new records take the lost ones' positions: once one is
+        // durable, the stored positions of objects not yet re-issued may
+        // fall below the log end and no longer mark them. Record the list
+        // durably first, so a crash part way resumes it.
+        write_small_file(
+            vfs,
+            &inner.dir,
+            RELOG_FILE,
+            &RelogFile { keys: keys.clone() },
+            Some(&inner.log.group),
+        )?;
         let mut last = end;
         for key in keys {
             let _g = self.stripe(&key);
-            if let Some(state) = self.inner.store.read_state(&key)? {
-                let hlc = self.inner.clock.now(now);
+            if let Some(state) = inner.store.read_state(&key)? {
+                // The state may hold a register timestamp from the lost
+                // tail, which the clock (restored from the surviving log)
+                // never saw: observe it, or a later local put could be
+                // stamped below it and lose on every other replica while
+                // winning here. Our own history: never "too far ahead".
+                if let ObjectState::Register(r) = &state {
+                    let _ = inner.clock.observe(r.hlc, PhysicalTime(r.hlc.time));
+                }
+                let hlc = inner.clock.now(now);
                 let (_, lsn) = self.append_local(&key, hlc, state.to_delta(), |lsn| {
-                    write_state(&self.inner.store, &key, &state, lsn)
+                    write_state(&inner.store, &key, &state, lsn)
                 })?;
                 last = lsn;
             }
         }
-        self.wait_durable(last)
+        self.wait_durable(last)?;
+        remove_small_file(vfs, &inner.dir, RELOG_FILE)
     }
 
     /// Whether opening cut a torn (partially written) tail off the log.
@@ -480,7 +605,7 @@ impl Engine {
 
     /// The group of a stream this node has seen deltas of.
     pub fn stream_group(&self, stream: NodeId) -> Option<GroupId> {
-        self.inner.streams.lock().unwrap().get(&stream).copied()
+        self.inner.streams.lock().get(&stream).copied()
     }
 
     pub fn clock(&self) -> &Clock {
@@ -491,23 +616,21 @@ impl Engine {
         self.inner.config.durability
     }
 
-    fn stripe(&self, key: &ObjectKey) -> std::sync::MutexGuard<'_, ()> {
+    fn stripe(&self, key: &ObjectKey) -> MutexGuard<'_, ()> {
         // Spreading keys over the stripes needs no DoS-resistant hash (the
         // worst case is two keys sharing a lock); CRC32 is one instruction
         // per 8 bytes, SipHash was 2% of a put.
         let mut h = crc32fast::Hasher::new();
         h.update(&[key.kind().tag()]);
         h.update(key.key());
-        self.inner.stripes[(h.finalize() as usize) % STRIPES]
-            .lock()
-            .unwrap()
+        self.inner.stripes[(h.finalize() as usize) % STRIPES].lock()
     }
 
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Shutdown);
         }
-        if let Some(reason) = self.inner.store_failed.lock().unwrap().clone() {
+        if let Some(reason) = self.inner.store_failed.lock().clone() {
             return Err(Error::Poisoned(reason));
         }
         self.inner.log.group.check().map_err(Error::Poisoned)
@@ -611,16 +734,16 @@ impl Engine {
         let group = self.group_of(key);
         let stream = self.stream(group);
         let (record, start, end) = {
-            let mut seqs = inner.seqs.lock().unwrap();
+            let mut seqs = inner.seqs.lock();
             let next = match seqs.get(&stream) {
                 Some(&n) => n,
-                None => inner.applied.lock().unwrap().max_counter(stream) + 1,
+                None => inner.applied.lock().max_counter(stream) + 1,
             };
             // Dense numbering: the next dot of our own stream is never one
             // this replica already holds (a gap or a reuse would let two
             // deltas share a dot, and peers would drop one of them).
             debug_assert!(
-                next > inner.applied.lock().unwrap().max_counter(stream),
+                next > inner.applied.lock().max_counter(stream),
                 "local dot {next} of {stream} is already applied"
             );
             let record = Record {
@@ -637,7 +760,7 @@ impl Engine {
             };
             (record, start, end)
         };
-        inner.streams.lock().unwrap().insert(stream, group);
+        inner.streams.lock().insert(stream, group);
         self.finish_append(start, end, Some(Publish::Dot(record.dot)), store)?;
         Ok((record, end))
     }
@@ -645,7 +768,7 @@ impl Engine {
     /// Appends `entry` to the log and marks it in flight, in one critical
     /// section (see `Inner::in_flight`).
     fn append_entry(&self, entry: &Entry) -> Result<(u64, u64)> {
-        let mut in_flight = self.inner.in_flight.lock().unwrap();
+        let mut in_flight = self.inner.in_flight.lock();
         let (start, end) = self.inner.log.append(entry)?;
         in_flight.insert(start);
         Ok((start, end))
@@ -673,15 +796,15 @@ impl Engine {
             // entry in flight (no checkpoint may move past it) and refuse
             // further writes.
             tracing::error!(error = %e, "object store write failed after the log append; refusing writes until reopened");
-            *inner.store_failed.lock().unwrap() = Some(format!(
+            *inner.store_failed.lock() = Some(format!(
                 "an object store write failed after its log append: {e}"
             ));
             return Err(e);
         }
         {
-            let mut in_flight = inner.in_flight.lock().unwrap();
+            let mut in_flight = inner.in_flight.lock();
             if let Some(dots) = &dots {
-                dots.add_to(&mut inner.applied.lock().unwrap());
+                dots.add_to(&mut inner.applied.lock());
             }
             in_flight.remove(&start);
         }
@@ -689,7 +812,7 @@ impl Engine {
             let durable = inner.durable.clone();
             let record: log::group::Callback = Box::new(move |r| {
                 if r.is_ok() {
-                    dots.add_to(&mut durable.lock().unwrap());
+                    dots.add_to(&mut durable.lock());
                 }
             });
             match inner.config.durability {
@@ -719,7 +842,7 @@ impl Engine {
         }
         self.check_open()?;
         let inner = &self.inner;
-        if inner.applied.lock().unwrap().contains(record.dot) {
+        if inner.applied.lock().contains(record.dot) {
             inner.counters.duplicates.fetch_add(1, Ordering::Relaxed);
             return Ok(Merged::Duplicate);
         }
@@ -733,7 +856,7 @@ impl Engine {
         let _g = self.stripe(&record.key);
         // Re-check under the object's lock: two peers may deliver the same
         // delta at once.
-        if inner.applied.lock().unwrap().contains(record.dot) {
+        if inner.applied.lock().contains(record.dot) {
             inner.counters.duplicates.fetch_add(1, Ordering::Relaxed);
             return Ok(Merged::Duplicate);
         }
@@ -742,7 +865,6 @@ impl Engine {
         inner
             .streams
             .lock()
-            .unwrap()
             .insert(record.dot.node, self.group_of(&record.key));
         let changed = prepared.changed();
         self.finish_append(start, end, Some(Publish::Dot(record.dot)), |lsn| {
@@ -798,7 +920,7 @@ impl Engine {
         self.check_open()?;
         let inner = &self.inner;
         let (start, end) = self.append_entry(&Entry::Vector(vector.clone()))?;
-        inner.streams.lock().unwrap().extend(groups.iter().copied());
+        inner.streams.lock().extend(groups.iter().copied());
         let ctx = CausalContext::from_vector(vector.clone());
         self.finish_append(start, end, Some(Publish::Vector(ctx)), |_| Ok(()))?;
         Ok(end)
@@ -846,12 +968,12 @@ impl Engine {
 
     /// Dots applied here (including not-yet-durable ones).
     pub fn applied(&self) -> CausalContext {
-        self.inner.applied.lock().unwrap().clone()
+        self.inner.applied.lock().clone()
     }
 
     /// Dots applied here durably: what this node may acknowledge.
     pub fn durable(&self) -> CausalContext {
-        let durable = self.inner.durable.lock().unwrap().clone();
+        let durable = self.inner.durable.lock().clone();
         // durable ⊆ applied: a dot is published as durable only after it was
         // applied (the fsync callback is registered after the apply).
         #[cfg(debug_assertions)]
@@ -890,7 +1012,7 @@ impl Engine {
         f: impl FnMut(ObjectKey, ObjectState) -> Result<bool>,
     ) -> Result<(VersionVector, Vec<(NodeId, GroupId)>)> {
         let applied = self.applied();
-        let streams = self.inner.streams.lock().unwrap().clone();
+        let streams = self.inner.streams.lock().clone();
         let mut vector = VersionVector::new();
         let mut groups = Vec::new();
         for (node, counter) in applied.vector().iter() {
@@ -912,7 +1034,7 @@ impl Engine {
     /// so recovery replays only what follows. Returns that position.
     pub fn checkpoint(&self) -> Result<u64> {
         let inner = &self.inner;
-        let _cp = inner.checkpoint_lock.lock().unwrap();
+        let _cp = inner.checkpoint_lock.lock();
         let truncated = inner.log.truncated();
         self.checkpoint_locked(truncated)
     }
@@ -923,21 +1045,29 @@ impl Engine {
         // and its dots are in `applied`; every dot in `applied` has its entry
         // below `end`.
         let (end, lsn, applied) = {
-            let in_flight = inner.in_flight.lock().unwrap();
+            let in_flight = inner.in_flight.lock();
             let end = inner.log.end();
             let lsn = in_flight.first().copied().unwrap_or(end).min(end);
             (end, lsn, self.applied())
         };
 
         // Streams are recorded before their dots are published.
-        let streams = inner.streams.lock().unwrap().clone();
+        let streams = inner.streams.lock().clone();
         // A timestamp no earlier than any issued or observed so far (a
         // physical time of 0 just steps the logical clock).
         let clock_high = inner.clock.now(PhysicalTime(0));
         // Make every entry of `applied` durable.
         self.wait_durable(end)?;
-        inner.store.flush_durable()?;
+        if let Err(e) = inner.store.flush_durable() {
+            // sled's files may have lost pages a later flush would not
+            // rewrite: no later checkpoint could vouch for the store.
+            let reason = format!("flushing the object store failed: {e}");
+            tracing::error!(error = %e, "object store flush failed; refusing further writes");
+            inner.log.group.poison(reason.clone());
+            return Err(Error::Poisoned(reason));
+        }
         write_small_file(
+            &*inner.vfs,
             &inner.dir,
             CHECKPOINT_FILE,
             &CheckpointFile {
@@ -947,6 +1077,7 @@ impl Engine {
                 streams,
                 clock_high,
             },
+            Some(&inner.log.group),
         )?;
         inner.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(lsn)
@@ -957,7 +1088,7 @@ impl Engine {
     /// replicas. Returns the bytes reclaimed.
     pub fn truncate(&self, stable: &dyn Fn(GroupId) -> VersionVector) -> Result<u64> {
         let inner = &self.inner;
-        let _cp = inner.checkpoint_lock.lock().unwrap();
+        let _cp = inner.checkpoint_lock.lock();
         let lsn = self.checkpoint_locked(inner.log.truncated())?;
         let (count, truncated) = inner.log.plan_truncation(lsn, stable);
         if count == 0 {
@@ -993,21 +1124,42 @@ impl Engine {
 
     /// Stops accepting writes, checkpoints, syncs, and marks the shutdown
     /// clean (the next open keeps this incarnation).
+    ///
+    /// A write that passed its checks before `close` but reaches the log
+    /// after it is refused ([`Error::Shutdown`]): the log is sealed first,
+    /// so the final sync covers every record ever appended, and the clean
+    /// marker (which lets the next open reuse this incarnation's sequence
+    /// numbers) is written only if that sync succeeded.
     pub fn close(&self) -> Result<()> {
         let inner = &self.inner;
         if inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        inner.log.seal();
         self.checkpoint()?;
         inner.log.group.shutdown();
-        if let Some(h) = inner.syncer.lock().unwrap().take() {
+        if let Some(h) = inner.syncer.lock().take() {
             let _ = h.join();
         }
-        let clean = inner.dir.join(CLEAN_FILE);
-        File::create(&clean)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(&clean, e))?;
-        log::sync_dir(&inner.dir)
+        if !inner.log.group.all_synced() {
+            let reason = inner
+                .log
+                .group
+                .check()
+                .err()
+                .unwrap_or_else(|| "the final log sync did not cover the log".into());
+            return Err(Error::Poisoned(reason));
+        }
+        write_small_file(
+            &*inner.vfs,
+            &inner.dir,
+            CLEAN_FILE,
+            &CleanFile {
+                log_start: inner.log.start(),
+                log_end: inner.log.end(),
+            },
+            Some(&inner.log.group),
+        )
     }
 
     /// The data directory.
@@ -1024,11 +1176,6 @@ impl Engine {
     pub fn log_start(&self) -> u64 {
         self.inner.log.start()
     }
-}
-
-fn identity_needs_write(dir: &Path, node: NodeId) -> Result<bool> {
-    let current: Option<IdentityFile> = read_small_file(&dir.join(IDENTITY_FILE), "identity")?;
-    Ok(current.map(|c| c.incarnation) != Some(node))
 }
 
 /// A merge computed against the current state, not yet written.
@@ -1122,5 +1269,66 @@ fn write_state(store: &Store, key: &ObjectKey, state: &ObjectState, lsn: u64) ->
             let view = store.load_set(key, None)?;
             store.write_set(key, &view, lsn)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vfs::{Keep, SimDisk};
+
+    fn now() -> PhysicalTime {
+        PhysicalTime::system(0)
+    }
+
+    /// C11: a write that passed `apply`'s checks before `close` (here: one
+    /// stalled on its object's lock) reaches the log after close's final
+    /// sync. Appended then, it would sit unsynced behind a clean-shutdown
+    /// marker: a power cut loses it, the next open keeps the incarnation
+    /// (clean), and the write's sequence number is handed out again for a
+    /// different delta, which peers holding the first one drop as a
+    /// duplicate. Close seals the log first, so the late append is refused.
+    #[test]
+    fn an_append_racing_close_is_refused_not_lost() {
+        let host = tempfile::tempdir().unwrap();
+        let disk = SimDisk::new(host.path());
+        let config = || {
+            let mut c = EngineConfig::new("/node");
+            c.vfs = disk.mount();
+            c.cache_bytes = 16 << 20;
+            c
+        };
+        let e = Engine::open(config(), now()).unwrap();
+        let k = ObjectKey::new(Kind::Counter, b"k".to_vec()).unwrap();
+        let a = e.apply(&k, Op::Incr(1), now()).unwrap();
+        e.wait_durable(a.lsn).unwrap();
+        e.close().unwrap();
+        // What `apply` does after its checks, run after `close` returned.
+        let mut state = e.inner.store.read_counter(&k).unwrap().unwrap_or_default();
+        let delta = state.incr(e.inner.node, 10).unwrap();
+        let late = e.append_local(&k, e.inner.clock.now(now()), Delta::Counter(delta), |lsn| {
+            e.inner.store.write_counter(&k, &state, lsn)
+        });
+        let node = e.node_id();
+        drop(e);
+        disk.power_cut(Keep::Synced);
+        let e = Engine::open(config(), now()).unwrap();
+        match late {
+            Err(Error::Shutdown) => {}
+            Ok((record, _)) => {
+                // Not refused: then it must have survived, or its dot is
+                // free to be reused under the same incarnation.
+                assert!(
+                    e.node_id() != node || e.applied().contains(record.dot),
+                    "a write appended after close was lost under a kept incarnation \
+                     ({:?}): its dot will be reused",
+                    record.dot
+                );
+            }
+            Err(other) => panic!("expected Shutdown, got {other:?}"),
+        }
+        assert_eq!(e.node_id(), node, "the close was clean");
+        let next = e.apply(&k, Op::Incr(100), now()).unwrap();
+        assert_eq!(next.record.dot.counter, a.record.dot.counter + 1);
     }
 }

@@ -49,9 +49,13 @@ pub enum Error {
     #[error("object store error: {0}")]
     Store(String),
 
-    /// A previous fsync failed: the engine no longer knows what is durable
-    /// and refuses every further write until it is reopened.
-    #[error("engine refuses writes after a failed fsync: {0}")]
+    /// An fsync failed (of any log file, the log directory, a checkpoint
+    /// or the object store), the log sync thread panicked, or an object
+    /// store write failed after its log append: the engine no longer knows
+    /// what is durable, fails every write still waiting to become durable,
+    /// and refuses every further write until it is reopened. The message
+    /// says which.
+    #[error("engine refuses writes: {0}")]
     Poisoned(String),
 
     /// The engine is closing.

@@ -15,6 +15,11 @@
 //!   (sets decomposed into one entry per member), and a log of deltas that
 //!   is both the write-ahead log and the replication log.
 //!
+//! * **Files** ([`vfs`]): every file the engine writes itself goes through
+//!   a [`vfs::Vfs`] — the real file system by default, or a simulated disk
+//!   ([`vfs::SimDisk`]) that loses power and injects faults, for tests and
+//!   simulations ([`EngineConfig::vfs`]).
+//!
 //! # Guarantees
 //! * **Durability.** With [`Durability::Sync`] (the default) a write is
 //!   durable, and may be acknowledged, once [`Engine::wait_durable`] (or
@@ -25,10 +30,15 @@
 //!   `apply` returns) but a power failure may lose up to one interval.
 //!   sled's own flush is never relied on for durability.
 //! * **Recovery.** Opening replays the log from the last checkpoint into
-//!   the object store; replay is idempotent. A torn tail (a damaged frame at
-//!   the very end with nothing valid after it) is truncated with a warning.
-//!   Damage anywhere else stops the open with [`Error::Corruption`]; data
-//!   from a newer format stops it with [`Error::UnsupportedFormat`].
+//!   the object store; replay is idempotent. After an unclean shutdown a
+//!   torn tail (a damaged frame at the very end with nothing valid after
+//!   it) is truncated with a warning. After a clean shutdown (a marker
+//!   [`Engine::close`] writes last, holding the log's bounds) any damage at
+//!   the end is [`Error::Corruption`]. So is damage anywhere else, a gap
+//!   between segments, a log that ends before the checkpoint position or
+//!   starts after it, and a log whose bounds differ from the clean-shutdown
+//!   marker's; nothing on disk changes before these checks pass. Data from a newer format stops
+//!   the open with [`Error::UnsupportedFormat`].
 //! * **Idempotence.** [`Engine::merge`] of a delta already applied changes
 //!   nothing and says so; joins are commutative, associative and idempotent,
 //!   so deltas may arrive in any order, twice, through any peer.
@@ -36,33 +46,101 @@
 //!   members or values (> [`MAX_VALUE_BYTES`]), sets over
 //!   [`MAX_OBJECT_BYTES`], operations on the wrong type, corrupt or
 //!   newer-format bytes: each is a typed [`Error`] and changes nothing.
+//! * **Private files.** Directories the engine creates are 0700 and files
+//!   0600, set after creation so the umask cannot widen them; sled's files
+//!   are tightened the same way at open and at every checkpoint. A data
+//!   directory that already exists keeps its own mode.
 //!
 //! # Identity and incarnations
 //! Each data directory has an incarnation id ([`Engine::node_id`]), drawn at
 //! random when the directory is created *and again after every unclean
 //! shutdown*. Deltas are numbered per incarnation and placement group (a
 //! *stream*), so a rebuilt or crashed node can never reuse sequence numbers
-//! peers already hold for other deltas.
+//! peers already hold for other deltas. [`Engine::close`] seals the log
+//! before its final sync, so a write racing it is refused
+//! ([`Error::Shutdown`]) rather than appended unsynced behind a clean
+//! marker (which would let the kept incarnation hand its number out again).
 //!
 //! # Hazards
-//! * **Power loss with `Periodic`** loses up to one interval of
-//!   acknowledged writes on this node (other replicas may still have them;
-//!   catch-up returns them).
-//! * **Power loss in general** can leave sled holding effects of writes whose
-//!   log records were not yet synced (never acknowledged). Recovery detects
-//!   such objects by the log position stored with each, and re-issues their
-//!   states as new deltas, so replicas converge on them rather than diverge.
-//!   (Detection scans every object after an unclean shutdown: opening is
-//!   O(objects) then.)
-//! * **A failed fdatasync** poisons the engine: every later write fails with
+//! What can lose data, diverge, stall or exhaust a resource, and what
+//! bounds it. The power-loss model behind the tests is described in
+//! [`vfs::sim`]; it covers the engine's own files, not sled's (which the
+//! tests either keep whole or put back as of the last checkpoint).
+//!
+//! **Losing data**
+//! * **Power loss with `Periodic`** loses the writes made since the last
+//!   fsync: at most one interval of acknowledged writes on this node
+//!   (other replicas may still have them; catch-up returns them). Writes
+//!   reported by [`Engine::durable`] or [`Engine::on_durable`] survive.
+//! * **Power loss with `Sync`** loses no acknowledged write.
+//! * **Power loss in general** can leave sled holding effects of writes
+//!   whose log records were not yet synced (never acknowledged, or
+//!   reported as failed). Recovery finds such objects by the log position
+//!   stored with each and re-issues their states as new deltas, so
+//!   replicas converge on them rather than diverge: a write whose caller
+//!   saw an error may still take effect (errors after the append are
+//!   indeterminate). The list being re-issued is recorded (`RELOG`)
+//!   before the first re-issued record, because those records reuse the
+//!   lost ones' positions: a crash part way resumes the list instead of
+//!   forgetting objects. Re-issued register timestamps advance the clock,
+//!   so a later local put is never stamped below them. Detection scans
+//!   every object after an unclean shutdown: opening is O(objects) then.
+//! * **A failed fsync** of a log segment (by the sync thread, or when a
+//!   full segment is closed), of the log directory, of a checkpoint or
+//!   marker file, or of sled's files at a checkpoint, poisons the engine:
+//!   every write waiting to become durable and every later one fails with
 //!   [`Error::Poisoned`] until the process reopens it, because what is
-//!   durable is no longer known.
-//! * **Disk full** fails writes with [`Error::Io`] and changes nothing.
+//!   durable is no longer known. (Linux drops the dirty pages of a failed
+//!   writeback and reports the error to one fsync only; log fsyncs are
+//!   serialized with the poisoning, so no later "successful" fsync of the
+//!   same file releases anyone.) Writes in flight at the failure are
+//!   indeterminate.
+//! * **Disk full** fails the write with [`Error::Io`] (ENOSPC) and changes
+//!   nothing: a partial append is cut off again, its sequence number is
+//!   not used; if the cut itself fails the engine is poisoned. A full disk
+//!   at a segment roll or a checkpoint fails that the same way. An object
+//!   store (sled) write that fails after its log append poisons the engine
+//!   until reopened (replay then applies the logged entry).
+//! * **Undetected damage** (files removed or cut by hand or by a failing
+//!   disk, never by power loss, since every segment's name is durable
+//!   before anything is written to it): after an unclean shutdown, a
+//!   missing *first* segment that still starts at or before the checkpoint
+//!   position looks like a truncation (its deltas are in the object store,
+//!   but peers that lack them are not sent to a full sync), and a missing
+//!   or cut *last* segment that still reaches the checkpoint position looks
+//!   like a lost tail (the objects it touched are re-issued from sled).
+//!   After a clean shutdown both are detected, and so is everything else
+//!   missing or damaged in the log (see Recovery). A power cut between a truncation's
+//!   checkpoint and the deletion of its segments is harmless: segments are
+//!   deleted front first, each removal durable before the next, and the
+//!   leftovers go at the next truncation.
+//!
+//! **Diverging**
 //! * **Counters near the i64 range**: concurrent increments on different
 //!   replicas can push a counter past it; reads saturate.
+//!
+//! **Stalling**
+//! * **A panic on the log sync thread** (in the file layer, or in a
+//!   durability callback, which runs there) poisons the engine: every
+//!   waiter and callback is failed and later writes are refused, instead
+//!   of everyone waiting for a thread that is gone. Chosen over aborting
+//!   because the engine is a library: a caller that sees
+//!   [`Error::Poisoned`] should stop the node so a supervisor restarts it.
+//!   Every callback is settled exactly once, with an error if a panic
+//!   unwound past it. No lock stays poisoned: the engine's locks are
+//!   `parking_lot`'s (a panic does not poison them; the data behind each is
+//!   updated in steps a panic cannot leave half-done, short of a bug),
+//!   and the group commit's (std, for its loom models) are taken back from
+//!   a `PoisonError`, its critical sections only assigning fields.
+//! * **A slow disk** stalls `Sync` writers for as long as an fsync takes;
+//!   group commit lets one fsync serve all writers waiting meanwhile.
+//!
+//! **Exhausting resources**
 //! * **Log growth**: the log is truncated only up to what every replica has
 //!   ([`Engine::truncate`]); a replica that stays away keeps it growing until
 //!   the caller stops waiting for it (it then needs a full-state sync).
+//! * **The re-issue list** (`RELOG`) holds every object re-issued after an
+//!   unclean shutdown: bounded by the objects touched by unsynced writes.
 //! * **One process per data directory**, enforced with a lock file.
 
 pub mod causal;
@@ -74,6 +152,7 @@ mod error;
 pub mod log;
 pub mod object;
 mod store;
+pub mod vfs;
 
 pub use causal::{CausalContext, Causality, Dot, NodeId, VersionVector};
 pub use clock::{Clock, Hlc, PhysicalTime};

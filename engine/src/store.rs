@@ -162,17 +162,45 @@ fn parse_key(raw: &[u8]) -> Option<ParsedKey<'_>> {
     Some((object, Some((rest[0], &rest[1..]))))
 }
 
+/// How long opening the object store waits for sled's own file lock, in
+/// milliseconds. The engine holds the data directory's lock first, so the
+/// only other holder can be this process's previous store of the same
+/// directory, whose background writes keep sled's file open for a moment
+/// after it is dropped (sled's own tests block on this lock for the same
+/// reason). An in-process reopen (a test, a simulated restart) waits for
+/// them instead of failing; 10 s is far beyond any such write.
+const STORE_LOCK_WAIT_MS: u64 = 10_000;
+
+/// Whether sled refused to open because its file lock is held.
+fn is_lock_contention(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock"))
+}
+
 impl Store {
     pub(crate) fn open(path: &Path, cache_bytes: u64) -> Result<Store> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            // The log, not sled, is the durability point; sled's background
-            // flush only shortens replay after a crash.
-            .flush_every_ms(Some(1000))
-            .open()?;
+        let config = || {
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(cache_bytes)
+                .mode(sled::Mode::HighThroughput)
+                // The log, not sled, is the durability point; sled's
+                // background flush only shortens replay after a crash.
+                .flush_every_ms(Some(1000))
+        };
+        let started = std::time::Instant::now();
+        let db = loop {
+            match config().open() {
+                Err(e)
+                    if is_lock_contention(&e)
+                        && started.elapsed().as_millis() < u128::from(STORE_LOCK_WAIT_MS) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        };
         let objects = db.open_tree("objects")?;
+        restrict_tree(path)?;
         Ok(Store {
             db,
             objects,
@@ -431,11 +459,45 @@ impl Store {
     }
 
     /// Makes everything written so far durable: sled's flush, then an
-    /// fsync of every file sled uses (its flush alone is not one).
+    /// fsync of every file sled uses (its flush alone is not one). Files
+    /// sled created since are made owner-only on the way.
     pub(crate) fn flush_durable(&self) -> Result<()> {
         self.db.flush()?;
+        restrict_tree(&self.path)?;
         sync_tree(&self.path)
     }
+}
+
+/// sled creates its files with the process umask (0644 typically): make
+/// its directories 0700 and files 0600, like everything else the engine
+/// keeps. (The data directory is 0700 already, so this is a second wall.)
+fn restrict_tree(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |path: &Path, mode: u32| -> Result<()> {
+        let result = fs::metadata(path).and_then(|meta| {
+            if meta.permissions().mode() & 0o777 == mode {
+                return Ok(());
+            }
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        });
+        match result {
+            // sled removed it meanwhile (an old snapshot): nothing to do.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other.map_err(|e| Error::io(path, e)),
+        }
+    };
+    set(dir, crate::vfs::DIR_MODE)?;
+    for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let ft = entry.file_type().map_err(|e| Error::io(&path, e))?;
+        if ft.is_dir() {
+            restrict_tree(&path)?;
+        } else if ft.is_file() {
+            set(&path, crate::vfs::FILE_MODE)?;
+        }
+    }
+    Ok(())
 }
 
 fn sync_tree(dir: &Path) -> Result<()> {
@@ -446,12 +508,16 @@ fn sync_tree(dir: &Path) -> Result<()> {
         if ft.is_dir() {
             sync_tree(&path)?;
         } else if ft.is_file() {
-            fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| Error::io(&path, e))?;
+            match fs::File::open(&path).and_then(|f| f.sync_all()) {
+                // sled removed it meanwhile (an old snapshot).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other.map_err(|e| Error::io(&path, e))?,
+            }
         }
     }
-    crate::log::sync_dir(dir)
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 #[cfg(test)]

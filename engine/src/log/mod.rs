@@ -11,11 +11,19 @@
 //! offsets in the concatenation of all segments, so a segment's file name
 //! is its first position and positions never repeat.
 //!
-//! Recovery reads every retained segment. A frame that fails its checksum
-//! or does not decode at the end of the last segment, with no valid frame
-//! after it, is a torn write: it is truncated away with a warning. The same
-//! anywhere else is corruption and stops the open ([`Error::Corruption`]):
-//! serving data with a hole in its history would be worse than not serving.
+//! Recovery reads every retained segment. After an unclean shutdown, a
+//! frame that fails its checksum or does not decode at the end of the last
+//! segment, with no valid frame after it, is a torn write: it is truncated
+//! away with a warning. The same anywhere else, or anywhere after a clean
+//! shutdown (which synced everything before marking itself), is corruption
+//! and stops the open ([`Error::Corruption`]): serving data with a hole in
+//! its history would be worse than not serving. So are segments that leave
+//! a gap, a log that ends before the checkpoint position or starts after
+//! it, and bounds other than those a clean shutdown recorded.
+//!
+//! Every file operation goes through the engine's [`Vfs`]. Any failed
+//! fsync of a segment or of the log directory poisons the group commit
+//! before another fsync can return (see `Log::sync_lock`).
 //!
 //! An in-memory index maps every retained delta's dot to its position, so
 //! "everything after version vector V" (catch-up) reads only what the peer
@@ -27,11 +35,10 @@
 pub(crate) mod group;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::causal::{CausalContext, Dot, NodeId, VersionVector};
 use crate::clock::Hlc;
@@ -39,6 +46,7 @@ use crate::codec::{self, DecodeError};
 use crate::crdt::Delta;
 use crate::error::{Error, Result};
 use crate::object::{GroupFn, GroupId, ObjectKey};
+use crate::vfs::{Vfs, VfsFile};
 use group::GroupCommit;
 
 /// Frame header: length and checksum.
@@ -149,7 +157,7 @@ struct Segment {
     start: u64,
     end: u64,
     path: PathBuf,
-    file: Arc<File>,
+    file: Arc<dyn VfsFile>,
     /// Highest counter per origin among the segment's deltas, per group.
     maxes: BTreeMap<GroupId, VersionVector>,
     /// The segment's deltas' dots (to drop them from the index on truncation).
@@ -157,10 +165,14 @@ struct Segment {
 }
 
 struct Writer {
-    file: Arc<File>,
+    file: Arc<dyn VfsFile>,
+    path: PathBuf,
     end: u64,
     /// Set after a failed write whose damage could not be undone.
     broken: Option<String>,
+    /// Set by [`Log::seal`]: the engine is closing and its last sync may
+    /// already have run, so nothing more may be appended.
+    sealed: bool,
 }
 
 /// Everything recovery found.
@@ -170,9 +182,34 @@ pub(crate) struct Recovered {
     pub(crate) truncated_tail: bool,
 }
 
+/// How to open the log.
+pub(crate) struct LogOptions {
+    pub(crate) vfs: Arc<dyn Vfs>,
+    pub(crate) dir: PathBuf,
+    pub(crate) segment_bytes: u64,
+    pub(crate) group_of: GroupFn,
+    /// Per group, the deltas truncation deleted (from the checkpoint).
+    pub(crate) truncated: BTreeMap<GroupId, VersionVector>,
+    /// Replay starts here (the checkpoint position): the log must start at
+    /// or before it and reach it.
+    pub(crate) replay_from: u64,
+    /// After a clean shutdown: the log must end undamaged, so damage at the
+    /// end is corruption, not a torn write.
+    pub(crate) clean: bool,
+    /// The `(start, end)` positions a clean shutdown recorded, if known:
+    /// the retained log must span exactly that.
+    pub(crate) clean_bounds: Option<(u64, u64)>,
+}
+
 pub(crate) struct Log {
+    vfs: Arc<dyn Vfs>,
     dir: PathBuf,
     segment_bytes: u64,
+    /// Serializes fsyncs of log files with the poisoning after a failure:
+    /// Linux reports a writeback error to only one of two concurrent
+    /// fsyncs of the same open file, so the one that sees it must have
+    /// poisoned the log before the other can return and release waiters.
+    sync_lock: Mutex<()>,
     writer: Mutex<Writer>,
     segments: Mutex<Vec<Segment>>,
     /// Every retained delta: dot → (position, group).
@@ -187,44 +224,40 @@ fn segment_path(dir: &Path, start: u64) -> PathBuf {
     dir.join(format!("{start:020}.seg"))
 }
 
-fn open_segment(path: &Path, create: bool) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(create)
-        .open(path)
-        .map_err(|e| Error::io(path, e))
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
-}
-
 impl Log {
-    /// Opens (or creates) the log in `dir`, calling `replay(position, entry)`
-    /// for every entry at or after `replay_from`, in order.
+    /// Opens (or creates) the log, calling `replay(position, entry)` for
+    /// every entry at or after `opts.replay_from`, in order.
+    ///
+    /// Refuses ([`Error::Corruption`]) a log that cannot hold what the
+    /// checkpoint and the clean-shutdown marker say it holds: segments
+    /// that start after the checkpoint position or leave a gap, a log that
+    /// ends before it, and after a clean shutdown any damage at the end or
+    /// an end other than the recorded one (a missing or cut last segment).
+    /// Nothing on disk changes before those checks pass.
     pub(crate) fn open(
-        dir: &Path,
-        segment_bytes: u64,
-        group_of: GroupFn,
-        truncated: BTreeMap<GroupId, VersionVector>,
-        replay_from: u64,
+        opts: LogOptions,
         mut replay: impl FnMut(u64, Entry) -> Result<()>,
     ) -> Result<Recovered> {
-        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let LogOptions {
+            vfs,
+            dir,
+            segment_bytes,
+            group_of,
+            truncated,
+            replay_from,
+            clean,
+            clean_bounds,
+        } = opts;
+        let dir = dir.as_path();
+        vfs.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let mut starts: Vec<u64> = Vec::new();
-        for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-            let entry = entry.map_err(|e| Error::io(dir, e))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
+        for name in vfs.read_dir(dir).map_err(|e| Error::io(dir, e))? {
             if let Some(stem) = name.strip_suffix(".seg") {
                 match stem.parse::<u64>() {
                     Ok(start) => starts.push(start),
                     Err(_) => {
                         return Err(Error::corruption(
-                            entry.path(),
+                            dir.join(&name),
                             "unexpected file in the log directory",
                         ));
                     }
@@ -232,10 +265,26 @@ impl Log {
             }
         }
         starts.sort_unstable();
+        if let Some(&first) = starts.first() {
+            // Truncation deletes segments only below the checkpoint
+            // position; a clean shutdown recorded where the log started.
+            let expected = clean_bounds.map(|(start, _)| start);
+            if first > replay_from || expected.is_some_and(|e| e != first) {
+                return Err(Error::corruption(
+                    segment_path(dir, first),
+                    format!(
+                        "the log starts at {first}, but the checkpoint is at {replay_from} \
+                         and the log should start {}: a segment is missing",
+                        expected.map_or("at or before it".to_string(), |e| format!("at {e}"))
+                    ),
+                ));
+            }
+        }
 
         let mut segments = Vec::new();
         let mut index = BTreeMap::new();
-        let mut truncated_tail = false;
+        // Where a torn tail starts in the last segment, if there is one.
+        let mut torn_at: Option<usize> = None;
         let count = starts.len();
         for (i, &start) in starts.iter().enumerate() {
             let path = segment_path(dir, start);
@@ -252,18 +301,18 @@ impl Log {
                 }
             }
             let last = i + 1 == count;
-            let mut bytes = Vec::new();
-            File::open(&path)
-                .and_then(|f| BufReader::new(f).read_to_end(&mut bytes))
-                .map_err(|e| Error::io(&path, e))?;
+            let bytes = vfs.read(&path).map_err(|e| Error::io(&path, e))?;
             let mut seg = Segment {
                 start,
                 end: start,
                 path: path.clone(),
-                file: Arc::new(open_segment(&path, false)?),
+                file: vfs.open(&path, false).map_err(|e| Error::io(&path, e))?,
                 maxes: BTreeMap::new(),
                 dots: Vec::new(),
             };
+            // A damaged end is a torn write only if the last shutdown was not
+            // clean: a clean one synced everything before marking itself.
+            let may_tear = last && !clean;
             let mut offset = 0usize;
             while offset < bytes.len() {
                 match parse_frame(&bytes[offset..]) {
@@ -286,12 +335,12 @@ impl Log {
                     // A frame that claims to run past the end is torn only if
                     // nothing valid follows it: a damaged length field in
                     // the middle must not cut off the records after it.
-                    Ok(None) if last && !valid_frame_after(&bytes, offset) => {
+                    Ok(None) if may_tear && !valid_frame_after(&bytes, offset) => {
                         tracing::warn!(
                             path = %path.display(), offset,
                             "log ends in a partial frame (torn write); truncating it"
                         );
-                        truncated_tail = true;
+                        torn_at = Some(offset);
                         break;
                     }
                     Ok(None) => {
@@ -299,7 +348,8 @@ impl Log {
                             &path,
                             format!(
                                 "frame at offset {offset} runs past the end of the segment \
-                                 with valid frames after it, or in a non-final segment"
+                                 with valid frames after it, in a non-final segment, or \
+                                 after a clean shutdown"
                             ),
                         ));
                     }
@@ -311,40 +361,70 @@ impl Log {
                         });
                     }
                     Err(DecodeError::Malformed(detail)) => {
-                        if last && !valid_frame_after(&bytes, offset) {
+                        if may_tear && !valid_frame_after(&bytes, offset) {
                             tracing::warn!(
                                 path = %path.display(), offset, %detail,
                                 "damaged frame at the end of the log (torn write); truncating it"
                             );
-                            truncated_tail = true;
+                            torn_at = Some(offset);
                             break;
                         }
                         return Err(Error::corruption(
                             &path,
                             format!(
-                                "damaged frame at offset {offset} ({detail}) followed by valid frames"
+                                "damaged frame at offset {offset} ({detail}) followed by valid \
+                                 frames, in a non-final segment, or after a clean shutdown"
                             ),
                         ));
                     }
                 }
             }
-            if truncated_tail {
-                seg.file
-                    .set_len(offset as u64)
-                    .and_then(|_| seg.file.sync_all())
-                    .map_err(|e| Error::io(&path, e))?;
-            }
             seg.end = start + offset as u64;
             segments.push(seg);
         }
 
+        let end = segments.last().map_or(replay_from, |s| s.end);
+        if segments.is_empty() && replay_from > 0 {
+            return Err(Error::corruption(
+                dir,
+                format!("the log has no segments but the checkpoint is at {replay_from}"),
+            ));
+        }
+        if end < replay_from {
+            return Err(Error::corruption(
+                dir,
+                format!(
+                    "the log ends at {end}, before the checkpoint position {replay_from}: \
+                     a segment is missing or was cut"
+                ),
+            ));
+        }
+        if let Some((_, clean_end)) = clean_bounds
+            && clean_end != end
+        {
+            return Err(Error::corruption(
+                dir,
+                format!(
+                    "the log ends at {end} but the clean shutdown recorded {clean_end}: \
+                     a segment is missing or was cut"
+                ),
+            ));
+        }
+
+        // Checks passed: now the log may change.
+        if let (Some(offset), Some(seg)) = (torn_at, segments.last()) {
+            seg.file
+                .set_len(offset as u64)
+                .and_then(|_| seg.file.sync_all())
+                .map_err(|e| Error::io(&seg.path, e))?;
+        }
         if segments.is_empty() {
             // A fresh log starts where the truncated history ended (0 for a
             // new node).
             let start = replay_from;
             let path = segment_path(dir, start);
-            let file = Arc::new(open_segment(&path, true)?);
-            sync_dir(dir)?;
+            let file = vfs.open(&path, true).map_err(|e| Error::io(&path, e))?;
+            vfs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
             segments.push(Segment {
                 start,
                 end: start,
@@ -358,13 +438,17 @@ impl Log {
         let end = tail.end;
         let writer = Writer {
             file: tail.file.clone(),
+            path: tail.path.clone(),
             end,
             broken: None,
+            sealed: false,
         };
         Ok(Recovered {
             log: Log {
+                vfs,
                 dir: dir.to_path_buf(),
                 segment_bytes,
+                sync_lock: Mutex::new(()),
                 writer: Mutex::new(writer),
                 segments: Mutex::new(segments),
                 index: Mutex::new(index),
@@ -372,8 +456,40 @@ impl Log {
                 group_of,
                 group: Arc::new(GroupCommit::new(end)),
             },
-            truncated_tail,
+            truncated_tail: torn_at.is_some(),
         })
+    }
+
+    /// After a failed fsync of a log file or directory: poison (every
+    /// waiter fails, no later sync releases anyone) and say so.
+    fn poison_io(&self, path: &Path, what: &str, e: std::io::Error) -> Error {
+        let reason = format!("{what} of {} failed: {e}", path.display());
+        tracing::error!(path = %path.display(), error = %e, "{what} failed; refusing further writes");
+        self.group.poison(reason.clone());
+        Error::Poisoned(reason)
+    }
+
+    /// fdatasyncs one log file; a failure poisons the log.
+    fn sync_file(&self, file: &dyn VfsFile, path: &Path) -> Result<()> {
+        let _g = self.sync_lock.lock();
+        file.sync_data()
+            .map_err(|e| self.poison_io(path, "fdatasync", e))
+    }
+
+    /// fsyncs the log directory; a failure poisons the log (a segment's
+    /// name may not be durable, and records in it with it).
+    fn sync_log_dir(&self) -> Result<()> {
+        let _g = self.sync_lock.lock();
+        self.vfs
+            .sync_dir(&self.dir)
+            .map_err(|e| self.poison_io(&self.dir, "directory fsync", e))
+    }
+
+    /// Refuses every later append ([`Error::Shutdown`]). Whatever was
+    /// appended before is reported to the group commit, so a sync after
+    /// this covers the whole log.
+    pub(crate) fn seal(&self) {
+        self.writer.lock().sealed = true;
     }
 
     /// Appends one entry; returns its `(start, end)` positions. The entry is
@@ -388,24 +504,30 @@ impl Log {
             )));
         }
         self.group.check().map_err(Error::Poisoned)?;
-        let mut w = self.writer.lock().unwrap();
+        let mut w = self.writer.lock();
+        if w.sealed {
+            return Err(Error::Shutdown);
+        }
         if let Some(reason) = &w.broken {
             return Err(Error::Poisoned(reason.clone()));
         }
         self.maybe_roll(&mut w, bytes.len() as u64)?;
         let start = w.end;
-        if let Err(e) = (&*w.file).write_all(&bytes) {
-            // Undo a partial write so later frames don't follow garbage.
-            let seg_start = self.segments.lock().unwrap().last().unwrap().start;
-            if w.file.set_len(start - seg_start).is_err() {
-                w.broken = Some(format!("log write failed and could not be undone: {e}"));
+        if let Err(e) = w.file.append(&bytes) {
+            // Undo a partial write (a full disk) so later frames don't
+            // follow garbage; then nothing has changed.
+            let seg_start = self.segments.lock().last().unwrap().start;
+            if let Err(undo) = w.file.set_len(start - seg_start) {
+                w.broken = Some(format!(
+                    "log write failed ({e}) and could not be undone ({undo})"
+                ));
             }
-            return Err(Error::io(&self.dir, e));
+            return Err(Error::io(&w.path, e));
         }
         let end = start + bytes.len() as u64;
         w.end = end;
         {
-            let mut segs = self.segments.lock().unwrap();
+            let mut segs = self.segments.lock();
             let seg = segs.last_mut().unwrap();
             seg.end = end;
             if let Entry::Delta(r) = entry {
@@ -415,11 +537,7 @@ impl Log {
                     .or_default()
                     .raise(r.dot.node, r.dot.counter);
                 seg.dots.push(r.dot);
-                self.index
-                    .lock()
-                    .unwrap()
-                    .entry(r.dot)
-                    .or_insert((start, g));
+                self.index.lock().entry(r.dot).or_insert((start, g));
             }
         }
         self.group.written(end);
@@ -428,47 +546,60 @@ impl Log {
 
     /// Starts a new segment if the current one would exceed its size.
     fn maybe_roll(&self, w: &mut Writer, incoming: u64) -> Result<()> {
-        let mut segs = self.segments.lock().unwrap();
+        let mut segs = self.segments.lock();
         let cur = segs.last().unwrap();
         if cur.end == cur.start || (cur.end - cur.start) + incoming <= self.segment_bytes {
             return Ok(());
         }
         // Everything in the old segment must be durable before a sync of
-        // the new one can vouch for later positions.
-        cur.file.sync_data().map_err(|e| Error::io(&cur.path, e))?;
+        // the new one can vouch for later positions. A failure poisons:
+        // the syncer's next fsync of this file could succeed without
+        // writing the pages this one failed to.
+        self.sync_file(&*cur.file, &cur.path)?;
         let start = cur.end;
         let path = segment_path(&self.dir, start);
-        let file = Arc::new(open_segment(&path, true)?);
-        sync_dir(&self.dir)?;
+        // A full disk here changes nothing (an empty file may be left,
+        // which the next roll reuses).
+        let file = self
+            .vfs
+            .open(&path, true)
+            .map_err(|e| Error::io(&path, e))?;
+        self.sync_log_dir()?;
         segs.push(Segment {
             start,
             end: start,
-            path,
+            path: path.clone(),
             file: file.clone(),
             maxes: BTreeMap::new(),
             dots: Vec::new(),
         });
         w.file = file;
+        w.path = path;
         Ok(())
     }
 
-    /// Makes everything below `target` durable (called by the syncer).
+    /// Makes everything below `target` durable (called by the syncer). A
+    /// failure poisons the log before it returns.
     pub(crate) fn sync_to(&self, _target: u64) -> std::io::Result<()> {
         // Older segments were synced when they were closed, so syncing the
         // current file covers every position written so far.
-        let file = self.writer.lock().unwrap().file.clone();
-        file.sync_data()
+        let (file, path) = {
+            let w = self.writer.lock();
+            (w.file.clone(), w.path.clone())
+        };
+        self.sync_file(&*file, &path)
+            .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     /// Position after the last entry.
     pub(crate) fn end(&self) -> u64 {
-        self.writer.lock().unwrap().end
+        self.writer.lock().end
     }
 
     /// Reads the entry at `pos`.
     pub(crate) fn read_at(&self, pos: u64) -> Result<Entry> {
         let (file, path, rel, seg_end) = {
-            let segs = self.segments.lock().unwrap();
+            let segs = self.segments.lock();
             let i = segs.partition_point(|s| s.start <= pos);
             if i == 0 {
                 return Err(Error::InvalidArgument(format!(
@@ -519,7 +650,7 @@ impl Log {
         max_bytes: usize,
     ) -> Result<Option<Since>> {
         {
-            let truncated = self.truncated.lock().unwrap();
+            let truncated = self.truncated.lock();
             for (&g, vv) in truncated.iter() {
                 if wants(g) && vv.iter().any(|(node, c)| have.vector().get(node) < c) {
                     return Ok(None);
@@ -529,7 +660,7 @@ impl Log {
         let mut positions: Vec<u64> = Vec::new();
         let mut more = false;
         {
-            let index = self.index.lock().unwrap();
+            let index = self.index.lock();
             let mut cursor = Dot::new(NodeId(0), 0);
             while let Some((&first, _)) = index.range(cursor..).next() {
                 let node = first.node;
@@ -576,8 +707,8 @@ impl Log {
         checkpoint: u64,
         stable: &dyn Fn(GroupId) -> VersionVector,
     ) -> (usize, BTreeMap<GroupId, VersionVector>) {
-        let segs = self.segments.lock().unwrap();
-        let mut truncated = self.truncated.lock().unwrap().clone();
+        let segs = self.segments.lock();
+        let mut truncated = self.truncated.lock().clone();
         let mut count = 0;
         // The last segment is the one being written: never deleted.
         for seg in &segs[..segs.len() - 1] {
@@ -607,48 +738,52 @@ impl Log {
             return Ok(0);
         }
         let removed: Vec<Segment> = {
-            let mut segs = self.segments.lock().unwrap();
+            let mut segs = self.segments.lock();
             let count = count.min(segs.len() - 1);
             segs.drain(..count).collect()
         };
         {
-            let mut index = self.index.lock().unwrap();
+            let mut index = self.index.lock();
             for seg in &removed {
                 for dot in &seg.dots {
                     index.remove(dot);
                 }
             }
         }
-        *self.truncated.lock().unwrap() = truncated;
+        *self.truncated.lock() = truncated;
         let mut reclaimed = 0;
+        // One at a time, front first, each removal durable before the next:
+        // a crash part way leaves the retained segments contiguous.
         for seg in &removed {
-            fs::remove_file(&seg.path).map_err(|e| Error::io(&seg.path, e))?;
+            self.vfs
+                .remove_file(&seg.path)
+                .map_err(|e| Error::io(&seg.path, e))?;
+            self.sync_log_dir()?;
             reclaimed += seg.end - seg.start;
             tracing::debug!(path = %seg.path.display(), "truncated log segment");
         }
-        sync_dir(&self.dir)?;
         Ok(reclaimed)
     }
 
     /// Per group, the join of the deltas truncation deleted.
     pub(crate) fn truncated(&self) -> BTreeMap<GroupId, VersionVector> {
-        self.truncated.lock().unwrap().clone()
+        self.truncated.lock().clone()
     }
 
     /// Bytes of retained log.
     pub(crate) fn retained_bytes(&self) -> u64 {
-        let segs = self.segments.lock().unwrap();
+        let segs = self.segments.lock();
         segs.last().unwrap().end - segs[0].start
     }
 
     /// Number of retained deltas.
     pub(crate) fn retained_deltas(&self) -> usize {
-        self.index.lock().unwrap().len()
+        self.index.lock().len()
     }
 
     /// Position of the first retained entry.
     pub(crate) fn start(&self) -> u64 {
-        self.segments.lock().unwrap()[0].start
+        self.segments.lock()[0].start
     }
 }
 
@@ -700,15 +835,30 @@ mod tests {
         })
     }
 
-    fn open(dir: &Path, seg: u64) -> (Log, Vec<Entry>, bool) {
+    fn options(vfs: Arc<dyn Vfs>, dir: &Path, seg: u64) -> LogOptions {
+        LogOptions {
+            vfs,
+            dir: dir.to_path_buf(),
+            segment_bytes: seg,
+            group_of: Arc::new(|_| GroupId(0)),
+            truncated: BTreeMap::new(),
+            replay_from: 0,
+            clean: false,
+            clean_bounds: None,
+        }
+    }
+
+    fn open_opts(opts: LogOptions) -> Result<(Log, Vec<Entry>, bool)> {
         let mut seen = Vec::new();
-        let group_of: GroupFn = Arc::new(|_| GroupId(0));
-        let r = Log::open(dir, seg, group_of, BTreeMap::new(), 0, |_, e| {
+        let r = Log::open(opts, |_, e| {
             seen.push(e);
             Ok(())
-        })
-        .unwrap();
-        (r.log, seen, r.truncated_tail)
+        })?;
+        Ok((r.log, seen, r.truncated_tail))
+    }
+
+    fn open(dir: &Path, seg: u64) -> (Log, Vec<Entry>, bool) {
+        open_opts(options(crate::vfs::StdFs::shared(), dir, seg)).unwrap()
     }
 
     #[test]
@@ -719,7 +869,7 @@ mod tests {
         for e in &entries {
             log.append(e).unwrap();
         }
-        assert!(log.segments.lock().unwrap().len() > 1);
+        assert!(log.segments.lock().len() > 1);
         drop(log);
         let (log, seen, torn) = open(dir.path(), 300);
         assert!(!torn);
@@ -745,9 +895,20 @@ mod tests {
         log.append(&record(1, 2)).unwrap();
         let path = segment_path(dir.path(), 0);
         drop(log);
-        let len = fs::metadata(&path).unwrap().len();
-        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 3).unwrap();
+        let damaged = std::fs::read(&path).unwrap();
+        // After a clean shutdown the same damage is corruption, and the
+        // failed open leaves the log as it was.
+        let mut clean = options(
+            crate::vfs::StdFs::shared(),
+            dir.path(),
+            DEFAULT_SEGMENT_BYTES,
+        );
+        clean.clean = true;
+        assert!(matches!(open_opts(clean), Err(Error::Corruption { .. })));
+        assert_eq!(std::fs::read(&path).unwrap(), damaged);
         let (log, seen, torn) = open(dir.path(), DEFAULT_SEGMENT_BYTES);
         assert!(torn);
         assert_eq!(seen, vec![record(1, 1)]);
@@ -756,6 +917,54 @@ mod tests {
         let (_, seen, torn) = open(dir.path(), DEFAULT_SEGMENT_BYTES);
         assert!(!torn);
         assert_eq!(seen, vec![record(1, 1), record(1, 3)]);
+    }
+
+    /// C3: the fdatasync that closes a segment fails. The syncer's next
+    /// fdatasync of that same file would succeed (Linux reports the error
+    /// once), so the failure itself must poison: no waiter for a record
+    /// in the old segment is released, and appends are refused.
+    #[test]
+    fn a_failed_fsync_at_segment_roll_poisons_the_log() {
+        use crate::vfs::{FailAction, FailOp, Failpoint, SimDisk, sim::EIO};
+        let host = tempfile::tempdir().unwrap();
+        let disk = SimDisk::new(host.path());
+        let dir = Path::new("/node/log");
+        let (log, _, _) = open_opts(options(disk.mount(), dir, 200)).unwrap();
+        let log = Arc::new(log);
+        let syncer = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let sync_log = log.clone();
+                log.group.run_syncer(|t| sync_log.sync_to(t), None)
+            })
+        };
+        let (_, first_end) = log.append(&record(1, 1)).unwrap();
+        disk.add_failpoint(Failpoint::new(
+            FailOp::Sync,
+            "00000000000000000000.seg",
+            FailAction::Errno(EIO),
+        ));
+        let mut rolled = None;
+        for i in 2..=20 {
+            match log.append(&record(1, i)) {
+                Ok(_) => continue,
+                Err(e) => {
+                    rolled = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = rolled.expect("a roll happened and its fsync failed");
+        assert!(matches!(e, Error::Poisoned(_)), "{e:?}");
+        assert_eq!(disk.armed_failpoints(), 0);
+        // The file's next fsync would succeed: nobody may be released by it.
+        assert!(log.group.wait(first_end).is_err());
+        assert!(matches!(
+            log.append(&record(1, 99)),
+            Err(Error::Poisoned(_))
+        ));
+        log.group.shutdown();
+        syncer.join().unwrap();
     }
 
     #[test]

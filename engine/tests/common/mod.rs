@@ -116,3 +116,70 @@ pub fn pull(to: &Engine, from: &Engine, wants: &dyn Fn(GroupId) -> bool) -> usiz
 pub fn all_groups(_: GroupId) -> bool {
     true
 }
+
+/// A node on a simulated disk ([`meridian_engine::vfs::SimDisk`]): the
+/// data directory is `/node` on the disk, sled's files live under a real
+/// temp dir.
+pub struct SimNode {
+    pub disk: meridian_engine::vfs::SimDisk,
+    pub host: tempfile::TempDir,
+}
+
+/// The data directory of a [`SimNode`].
+pub const SIM_DIR: &str = "/node";
+
+impl SimNode {
+    pub fn new() -> SimNode {
+        let host = tempfile::tempdir().unwrap();
+        SimNode {
+            disk: meridian_engine::vfs::SimDisk::new(host.path()),
+            host,
+        }
+    }
+
+    /// A config for the node's disk as of now (mounted: valid until the
+    /// next power cut), with a small sled cache.
+    pub fn config(&self) -> EngineConfig {
+        let mut c = EngineConfig::new(SIM_DIR);
+        c.vfs = self.disk.mount();
+        c.cache_bytes = 16 << 20;
+        c
+    }
+
+    pub fn open(
+        &self,
+        f: impl FnOnce(&mut EngineConfig),
+    ) -> Result<Engine, meridian_engine::Error> {
+        let mut c = self.config();
+        f(&mut c);
+        Engine::open(c, now())
+    }
+
+    /// sled's directory on the host.
+    pub fn store_dir(&self) -> std::path::PathBuf {
+        self.disk.host_path(&Path::new(SIM_DIR).join("objects"))
+    }
+}
+
+/// Copies a directory tree (sled's, between runs of an engine).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A fresh engine on the real file system that pulls every delta `from`
+/// has: what any replica would converge on from `from`'s log alone.
+pub fn replica_of(from: &Engine) -> (tempfile::TempDir, Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path());
+    pull(&e, from, &all_groups);
+    (dir, e)
+}
