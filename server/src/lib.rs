@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod coordinator;
 pub mod exposition;
+pub mod fatal;
 pub mod listener;
 pub mod metrics;
 pub mod node;

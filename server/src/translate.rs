@@ -69,8 +69,11 @@ pub(crate) fn invalid(message: impl Into<String>) -> WireError {
     }
 }
 
+/// A poisoned engine is fatal ([`crate::fatal`]): the node stops instead
+/// of answering.
 pub(crate) fn engine_error(e: EngineError) -> WireError {
     match e {
+        EngineError::Poisoned(reason) => crate::fatal::stop_the_node(&reason),
         EngineError::InvalidArgument(m) => WireError::InvalidArgument { message: m },
         EngineError::WrongType(m) => WireError::WrongType { message: m },
         EngineError::Shutdown => WireError::Unavailable {

@@ -32,7 +32,19 @@ pub(super) fn start(shared: Arc<Shared>, replicator: Replicator, inputs: mpsc::R
         let shared = shared.clone();
         std::thread::Builder::new()
             .name("meridian-replication".into())
-            .spawn(move || protocol_thread(shared, replicator, inputs, runtime))
+            .spawn(move || {
+                // A panic here would stop replication while the node keeps
+                // acknowledging local writes: stop the process instead, so
+                // a supervisor restarts it (bugs crash).
+                let run = std::panic::AssertUnwindSafe(|| {
+                    protocol_thread(shared, replicator, inputs, runtime)
+                });
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!("the replication thread panicked; stopping the node");
+                    eprintln!("fatal: the replication thread panicked; stopping the node");
+                    std::process::abort();
+                }
+            })
             .expect("spawning the replication thread");
     }
     tokio::spawn(async move {
