@@ -24,5 +24,6 @@ pub mod history;
 pub mod nemesis;
 pub mod net;
 pub mod report;
+pub mod resp_db;
 pub mod runner;
 pub mod workload;
