@@ -485,6 +485,14 @@ fn run_test(
                 Arc::new(proxy)
             }
         };
+        if p.client == ClientKind::Resp {
+            // RESP commands carry no timeout: the nodes' own must end before the harness's.
+            let t = crate::resp_db::node_request_timeout(run_cfg.op_timeout);
+            for (path, _) in configs.values() {
+                let text = std::fs::read_to_string(path)?;
+                std::fs::write(path, crate::resp_db::with_request_timeout(&text, t)?)?;
+            }
+        }
         let debug_clock = run_cfg.families.contains(&Family::Clock);
         let cmds = configs
             .iter()

@@ -17,7 +17,9 @@
 //!   the history names (no failover), over that node's `resp_listen`
 //!   (`client.toml`'s `[[nodes]] resp`).
 //! * **Bounded.** Connecting, `AUTH`, sending and the reply together take at
-//!   most the op's timeout.
+//!   most the op's timeout. The nodes of a RESP run get a shorter server-side
+//!   request timeout ([`node_request_timeout`]), so that the node's own
+//!   `-INDETERMINATE`/`-TRYAGAIN` arrive before the harness gives up.
 //!
 //! Outcomes (the native client's rules in [`crate::client_db`]: `fail` only
 //! when the command certainly had no effect, reads always `fail`):
@@ -698,6 +700,41 @@ pub const REGISTER_UNSUPPORTED: &str = "the register workload does not run over 
      return no timestamps, which the register checker orders writes by";
 
 // ---------------------------------------------------------------------------
+// Node configuration.
+
+/// The server-side timeout the nodes give RESP requests in a `--client
+/// resp` run: two fifths of the op timeout (2 s of 5 s).
+///
+/// A RESP command carries no timeout, so the node uses its `[limits]
+/// request_timeout_ms` (5 s by default) for each coordinator request, and a
+/// type-checked write is two of them in a row (the type probe, then the
+/// write). With the default, the harness (bound by the op timeout) would
+/// always give up first, and a write the node times out would end as "no
+/// reply" — never as the node's own `-INDETERMINATE` (or a read's
+/// `-TRYAGAIN`), the very errors this client classifies. With 2/5 both
+/// steps fit in the op timeout, with room for a leader forward's margin.
+pub fn node_request_timeout(op_timeout: Duration) -> Duration {
+    op_timeout * 2 / 5
+}
+
+/// A node config (TOML) with `[limits] request_timeout_ms` set to `timeout`;
+/// everything else kept.
+pub fn with_request_timeout(config: &str, timeout: Duration) -> anyhow::Result<String> {
+    let mut doc: toml::Table = toml::from_str(config).context("parsing node config")?;
+    let limits = doc
+        .entry("limits")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .context("[limits] of the node config is not a table")?;
+    let ms = i64::try_from(timeout.as_millis())
+        .ok()
+        .filter(|ms| *ms >= 1)
+        .context("request timeout out of range")?;
+    limits.insert("request_timeout_ms".into(), toml::Value::Integer(ms));
+    Ok(toml::to_string(&doc)?)
+}
+
+// ---------------------------------------------------------------------------
 // The `test` command's choice.
 
 /// The database `meridian-jepsen test` drives, by `--client`.
@@ -1159,6 +1196,25 @@ mod tests {
             bad.counter_add("n1", "counter-0", 1, Level::Local, T).await,
             Outcome::Fail(e) if e.contains("WRONGPASS")
         ));
+    }
+
+    #[test]
+    fn node_configs_get_a_shorter_request_timeout() {
+        let t = node_request_timeout(Duration::from_secs(5));
+        assert_eq!(t, Duration::from_secs(2));
+        let text = "node = \"n1\"\nresp_listen = \"127.0.1.1:7009\"\n\n[limits]\n\
+                    max_client_connections = 10\nrequest_timeout_ms = 5000\n";
+        let out: toml::Table = toml::from_str(&with_request_timeout(text, t).unwrap()).unwrap();
+        assert_eq!(out["limits"]["request_timeout_ms"].as_integer(), Some(2000));
+        assert_eq!(
+            out["limits"]["max_client_connections"].as_integer(),
+            Some(10)
+        );
+        assert_eq!(out["resp_listen"].as_str(), Some("127.0.1.1:7009"));
+        let out: toml::Table =
+            toml::from_str(&with_request_timeout("node = \"n1\"\n", t).unwrap()).unwrap();
+        assert_eq!(out["limits"]["request_timeout_ms"].as_integer(), Some(2000));
+        assert!(with_request_timeout("limits = 3\n", t).is_err());
     }
 
     #[tokio::test]
