@@ -23,6 +23,7 @@ use crate::checker::{
 use crate::history::{History, Recorder, WorkloadKind};
 use crate::net::{NetMode, NodeAddr};
 use crate::report::{self, EXIT_BAD_ARGS, EXIT_INTERNAL, RunDir};
+use crate::resp_db::{AnyDb, ClientKind};
 use crate::runner::{ConsistencyChoice, RunConfig};
 
 #[derive(Parser, Debug)]
@@ -49,7 +50,8 @@ pub struct TestArgs {
     /// counter | set | register | all, or several joined by `+` (counter+set)
     #[arg(long, default_value = "all")]
     pub workload: String,
-    /// none | partition | kill | pause | clock | all
+    /// none | partition | kill | pause | clock | all, or several joined by
+    /// `+` or `,` (partition,kill,pause)
     #[arg(long, default_value = "partition")]
     pub nemesis: String,
     /// 3 or 5
@@ -103,6 +105,10 @@ pub struct TestArgs {
     /// 0 instead of failing with 254 (for CI smoke runs).
     #[arg(long)]
     pub skip_if_unavailable: bool,
+    /// native (meridian-client over QUIC) | resp (the Redis protocol on each
+    /// node's resp_listen; counter and set workloads only)
+    #[arg(long, default_value = "native")]
+    pub client: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -157,6 +163,14 @@ pub fn parse_workloads(s: &str) -> anyhow::Result<Vec<WorkloadKind>> {
 }
 
 pub fn parse_nemesis(s: &str) -> anyhow::Result<BTreeSet<Family>> {
+    // Several families: `partition,kill,pause` (or joined by `+`).
+    if s.contains(['+', ',']) {
+        let mut out = BTreeSet::new();
+        for part in s.split(['+', ',']) {
+            out.extend(parse_nemesis(part.trim())?);
+        }
+        return Ok(out);
+    }
     Ok(match s {
         "none" => BTreeSet::new(),
         "partition" => [Family::Partition].into(),
@@ -197,6 +211,8 @@ pub struct TestPlan {
     pub store: PathBuf,
     pub meridian: PathBuf,
     pub availability: Option<f64>,
+    /// `--client`.
+    pub client: ClientKind,
 }
 
 fn find_meridian(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
@@ -257,6 +273,13 @@ pub fn plan(a: &TestArgs) -> anyhow::Result<TestPlan> {
         ));
     }
     let consistency: ConsistencyChoice = a.consistency.parse().map_err(bad)?;
+    let client: ClientKind = a.client.parse().map_err(bad)?;
+    if client == ClientKind::Resp && workloads.contains(&WorkloadKind::Register) {
+        return Err(bad(
+            "--client resp runs the counter and set workloads only (RESP's SET/GET return no \
+             timestamps, which the register checker needs): use --workload counter+set",
+        ));
+    }
     let net: NetMode = a.net.parse().map_err(bad)?;
     let seed = a.seed.unwrap_or_else(|| {
         SystemTime::now()
@@ -283,10 +306,15 @@ pub fn plan(a: &TestArgs) -> anyhow::Result<TestPlan> {
     run.wipe_control = a.wipe_control;
     Ok(TestPlan {
         name: format!(
-            "{}-{}{}",
+            "{}-{}{}{}",
             a.workload.replace(',', "+"),
-            a.nemesis,
-            if a.wipe_control { "-wipe" } else { "" }
+            a.nemesis.replace(',', "+"),
+            if a.wipe_control { "-wipe" } else { "" },
+            if client == ClientKind::Resp {
+                "-resp"
+            } else {
+                ""
+            }
         ),
         run,
         regions,
@@ -294,6 +322,7 @@ pub fn plan(a: &TestArgs) -> anyhow::Result<TestPlan> {
         store: a.store.clone(),
         meridian: find_meridian(a.meridian.as_deref())?,
         availability: parse_availability(a.availability.as_deref())?,
+        client,
     })
 }
 
@@ -459,13 +488,21 @@ fn run_test(
                 Arc::new(proxy)
             }
         };
+        if p.client == ClientKind::Resp {
+            // RESP commands carry no timeout: the nodes' own must end before the harness's.
+            let t = crate::resp_db::node_request_timeout(run_cfg.op_timeout);
+            for (path, _) in configs.values() {
+                let text = std::fs::read_to_string(path)?;
+                std::fs::write(path, crate::resp_db::with_request_timeout(&text, t)?)?;
+            }
+        }
         let debug_clock = run_cfg.families.contains(&Family::Clock);
         let cmds = configs
             .iter()
             .map(|(n, (path, _))| crate::cluster::NodeCommand::serve(n, &p.meridian, path, debug_clock, dir.join(format!("{n}.log"))))
             .collect();
         let cluster = Arc::new(crate::cluster::Cluster::start(cmds)?);
-        let db = Arc::new(crate::client_db::ClientDb::connect(&cluster_dir.join("client.toml"), &run_cfg.nodes).await?);
+        let db = Arc::new(AnyDb::connect(p.client, &cluster_dir.join("client.toml"), &run_cfg.nodes, debug_clock).await?);
         let rec = Arc::new(Recorder::new(Instant::now()));
         let bar = indicatif::ProgressBar::new(run_cfg.time_limit.as_secs());
         bar.set_style(
@@ -495,6 +532,7 @@ fn run_test(
             "name": p.name, "seed": run_cfg.seed, "nodes": run_cfg.nodes, "regions": run_cfg.regions,
             "net": net.backend(), "time-limit-s": run_cfg.time_limit.as_secs(), "rate": run_cfg.rate,
             "concurrency": run_cfg.concurrency, "consistency": format!("{:?}", run_cfg.consistency),
+            "client": p.client.as_str(),
             "nemesis": run_cfg.families.iter().map(|f| f.name()).collect::<Vec<_>>(),
             "convergence": out.convergence, "warnings": out.warnings, "crashed": crashed,
         });
@@ -570,6 +608,22 @@ mod tests {
             vec![WorkloadKind::Counter, WorkloadKind::Set]
         );
         assert_eq!(p.name, "set+counter-partition");
+        let p = plan(&args(&[
+            "--client",
+            "resp",
+            "--workload",
+            "counter+set",
+            "--nemesis",
+            "partition,kill,pause",
+        ]))
+        .unwrap();
+        assert_eq!(p.client, ClientKind::Resp);
+        assert_eq!(
+            p.run.families,
+            [Family::Partition, Family::Kill, Family::Pause].into()
+        );
+        assert_eq!(p.name, "counter+set-partition+kill+pause-resp");
+        assert_eq!(plan(&args(&[])).unwrap().client, ClientKind::Native);
         let p = plan(&args(&["--nodes", "3", "--regions", "us"])).unwrap();
         assert_eq!(p.run.regions["n3"], "us");
         let p = plan(&args(&["--nodes", "5", "--regions", "a,b,c,d,e"])).unwrap();
@@ -584,6 +638,10 @@ mod tests {
             vec!["--nodes", "5", "--regions", "us,eu"],
             vec!["--rate", "0"],
             vec!["--availability", "2"],
+            vec!["--client", "redis"],
+            vec!["--client", "resp"],
+            vec!["--client", "resp", "--workload", "counter+register"],
+            vec!["--nemesis", "partition,chaos"],
         ] {
             let e = plan(&args(&bad_args)).unwrap_err();
             assert!(e.downcast_ref::<BadArgs>().is_some(), "{bad_args:?}: {e}");

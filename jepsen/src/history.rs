@@ -261,6 +261,13 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
+/// `meta.node` of a request whose serving node the client cannot know: a
+/// `leader` request over RESP is forwarded by the contacted node to the
+/// object's leader, and the reply does not name it (`resp_db`). Not the
+/// contacted node (it may not be the leader), and never equal to another
+/// op's serving node: [`Op::serving_node`] reads it as `None`.
+pub const UNKNOWN_NODE: &str = "?";
+
 impl Op {
     pub fn is_invoke(&self) -> bool {
         self.kind == OpType::Invoke
@@ -273,13 +280,20 @@ impl Op {
     }
 
     /// The node that served the request: `meta.node` when the server said
-    /// so (e.g. the leader for `leader` requests), else the node contacted.
+    /// so (e.g. the leader for `leader` requests), else the node contacted;
+    /// `None` when `meta.node` is [`UNKNOWN_NODE`] (the client could not
+    /// tell), so that no rule that needs the serving node applies.
     pub fn serving_node(&self) -> Option<&str> {
-        self.meta
+        match self
+            .meta
             .as_ref()
             .and_then(|m| m.get("node"))
             .and_then(Value::as_str)
-            .or(self.node.as_deref())
+        {
+            Some(UNKNOWN_NODE) => None,
+            Some(n) => Some(n),
+            None => self.node.as_deref(),
+        }
     }
 
     /// `meta.hlc`, if present and well-formed.
@@ -750,6 +764,9 @@ mod tests {
         let back = History::read_jsonl(&p).unwrap();
         assert_eq!(back.ops, hist.ops);
         assert_eq!(back.ops[1].serving_node(), Some("n2"));
+        let mut unknown = back.ops[1].clone();
+        unknown.meta = Some(json!({"node": UNKNOWN_NODE}));
+        assert_eq!(unknown.serving_node(), None, "not the contacted node");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! meridian-jepsen: a black-box, Jepsen-style partition-testing harness for
 //! Meridian. It drives real `meridian` processes ([`cluster`]) through a
-//! [`db::Db`] interface with [`workload`]s, injects faults ([`nemesis`],
+//! [`db::Db`] interface ([`client_db`]: the native client; [`resp_db`]: the
+//! Redis protocol) with [`workload`]s, injects faults ([`nemesis`],
 //! scheduled by [`generator`], network faults through [`net`]), records a
 //! Jepsen-format [`history`], checks it against docs/architecture.md §7 ([`checker`])
 //! and writes a Jepsen-shaped store ([`report`]).
@@ -24,5 +25,6 @@ pub mod history;
 pub mod nemesis;
 pub mod net;
 pub mod report;
+pub mod resp_db;
 pub mod runner;
 pub mod workload;
