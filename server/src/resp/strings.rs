@@ -103,7 +103,12 @@ pub async fn incr_by(d: &mut Data<'_>, key: Bytes, delta: i64) -> Result<Reply, 
         .await?
     {
         ReplyValue::Counter { value } => Ok(Reply::Integer(value)),
-        other => Err(format!("ERR internal error: unexpected reply {other:?}").into()),
+        // The write took effect: whatever went wrong after it is not a
+        // clean failure (a prefix no client retries).
+        other => Err(format!(
+            "INDETERMINATE the increment took effect but its reply was {other:?}"
+        )
+        .into()),
     }
 }
 
