@@ -53,7 +53,7 @@ if ! command -v "$REDIS_SERVER" >/dev/null 2>&1; then
     missing=1
 fi
 if [ ! -x "$MERIDIAN" ]; then
-    echo "missing: the meridian release binary at $MERIDIAN. Build it: cargo build --release -p meridian-server" >&2
+    echo "missing: the meridian release binary at $MERIDIAN. Build it: cargo build --release -p meridian-cli" >&2
     echo "         (or point MERIDIAN=/path/to/meridian at one)" >&2
     missing=1
 fi

@@ -171,6 +171,8 @@ pub fn json_value(v: &ReplyValue) -> serde_json::Value {
         },
         ReplyValue::Status(s) => J::from(format!("{s:?}")),
         ReplyValue::Done => J::Null,
+        // Not an operation this command sends (the RESP door's type check).
+        ReplyValue::Inspect { .. } => J::from(format!("{v:?}")),
     }
 }
 
@@ -192,6 +194,7 @@ fn human_value(v: &ReplyValue) -> String {
         },
         ReplyValue::Status(s) => format!("{s:?}"),
         ReplyValue::Done => "OK".to_string(),
+        ReplyValue::Inspect { .. } => format!("{v:?}"),
     }
 }
 

@@ -447,6 +447,7 @@ fn check_reply(op: &Operation, reply: &Reply) -> Result<(), Error> {
         Operation::Delete { kind, .. } => kind.as_str(),
         Operation::Status => "status",
         Operation::DebugClockOffset { .. } => "empty",
+        Operation::Inspect { .. } => "inspection",
     };
     let got = match &reply.value {
         ReplyValue::Counter { .. } => "counter",
@@ -454,6 +455,7 @@ fn check_reply(op: &Operation, reply: &Reply) -> Result<(), Error> {
         ReplyValue::Register { .. } => "register",
         ReplyValue::Status(_) => "status",
         ReplyValue::Done => "empty",
+        ReplyValue::Inspect { .. } => "inspection",
     };
     if got == expected {
         Ok(())
@@ -490,6 +492,7 @@ fn op_name(op: &Operation) -> &'static str {
         } => "register.delete",
         Operation::Status => "status",
         Operation::DebugClockOffset { .. } => "debug_clock_offset",
+        Operation::Inspect { .. } => "inspect",
     }
 }
 

@@ -225,6 +225,13 @@ pub enum Operation {
     DebugClockOffset {
         offset_ms: i64,
     },
+    /// What `key` holds under each type, and which of `members` its set
+    /// holds: one cheap read of the contacted replica at `local` (the RESP
+    /// door's type check), the join of the replicas' states above it.
+    Inspect {
+        key: Vec<u8>,
+        members: Vec<Vec<u8>>,
+    },
 }
 
 impl Operation {
@@ -252,7 +259,8 @@ impl Operation {
             | Operation::SetRead { key }
             | Operation::RegisterPut { key, .. }
             | Operation::RegisterGet { key }
-            | Operation::Delete { key, .. } => Some(key),
+            | Operation::Delete { key, .. }
+            | Operation::Inspect { key, .. } => Some(key),
             Operation::Status | Operation::DebugClockOffset { .. } => None,
         }
     }
@@ -283,7 +291,9 @@ pub fn check(op: &Operation) -> Result<(), LimitError> {
         return Err(LimitError::Key { len: key.len() });
     }
     match op {
-        Operation::SetAdd { members, .. } | Operation::SetRemove { members, .. } => {
+        Operation::SetAdd { members, .. }
+        | Operation::SetRemove { members, .. }
+        | Operation::Inspect { members, .. } => {
             if members.len() > MAX_MEMBERS_PER_OP {
                 return Err(LimitError::Members {
                     count: members.len(),
@@ -371,6 +381,17 @@ pub enum ReplyValue {
     Status(NodeStatus),
     /// The operation has no value to report (e.g. `DebugClockOffset`).
     Done,
+    /// What a key holds under each type (`Inspect`).
+    Inspect {
+        /// The register's value (`None`: absent or deleted).
+        register: Option<Vec<u8>>,
+        /// The counter's value (0 when absent).
+        counter: i64,
+        /// How many members the set holds.
+        set_count: u64,
+        /// For each member asked about, whether the set holds it.
+        members_present: Vec<bool>,
+    },
 }
 
 /// A node's view of the cluster, for `meridian status`.

@@ -23,6 +23,19 @@ use crate::object::{
 use crate::store::{SetView, Store};
 use crate::vfs::{StdFs, Vfs, VfsLock};
 
+/// What one key holds under each type ([`Engine::inspect`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inspection {
+    /// The register's value (`None`: absent or deleted).
+    pub register: Option<Vec<u8>>,
+    /// The counter's value (0 when absent).
+    pub counter: i64,
+    /// How many members the set holds.
+    pub set_count: u64,
+    /// For each member asked about, whether the set holds it.
+    pub members_present: Vec<bool>,
+}
+
 /// When a write counts as durable.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Durability {
@@ -955,6 +968,39 @@ impl Engine {
                 hlc: r.hlc,
             })),
             Kind::Set => Value::Set(store.read_set_members(key)?),
+        })
+    }
+
+    /// What `key` holds under each type, read cheaply from this replica:
+    /// the register's value, the counter's value, the set's member count and
+    /// which of `members` the set holds. Costs one read per type plus one
+    /// per member asked about, whatever the set's size (a set read would
+    /// load every member).
+    pub fn inspect(&self, key: &[u8], members: &[Vec<u8>]) -> Result<Inspection> {
+        let store = &self.inner.store;
+        let register_key = ObjectKey::new(Kind::Register, key.to_vec())?;
+        let counter_key = ObjectKey::new(Kind::Counter, key.to_vec())?;
+        let set_key = ObjectKey::new(Kind::Set, key.to_vec())?;
+        let register = {
+            let _g = self.stripe(&register_key);
+            store.read_register(&register_key)?.and_then(|r| r.value)
+        };
+        let counter = {
+            let _g = self.stripe(&counter_key);
+            store.read_counter(&counter_key)?.map_or(0, |c| c.value())
+        };
+        let (set_count, members_present) = {
+            let _g = self.stripe(&set_key);
+            let asked: Vec<&[u8]> = members.iter().map(Vec::as_slice).collect();
+            let view = store.load_set(&set_key, Some(&asked))?;
+            let present = members.iter().map(|m| view.set.contains(m)).collect();
+            (view.header.count, present)
+        };
+        Ok(Inspection {
+            register,
+            counter,
+            set_count,
+            members_present,
         })
     }
 

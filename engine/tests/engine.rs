@@ -94,6 +94,38 @@ fn mixed_keys() -> Vec<ObjectKey> {
     keys
 }
 
+/// `inspect` reports every type at a key from point reads: the register's
+/// value, the counter's, the set's member count and membership of the
+/// members asked about.
+#[test]
+fn inspect_reports_each_type_at_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path());
+    let asked = members(&["a", "z"]);
+    let none = e.inspect(b"k", &asked).unwrap();
+    assert_eq!(none.register, None);
+    assert_eq!(none.counter, 0);
+    assert_eq!(none.set_count, 0);
+    assert_eq!(none.members_present, [false, false]);
+
+    apply(&e, &register_key("k"), Op::Put(b"v".to_vec()));
+    apply(&e, &counter_key("k"), Op::Incr(-3));
+    apply(&e, &set_key("k"), Op::Add(members(&["a", "b", "c"])));
+    let all = e.inspect(b"k", &asked).unwrap();
+    assert_eq!(all.register.as_deref(), Some(&b"v"[..]));
+    assert_eq!(all.counter, -3);
+    assert_eq!(all.set_count, 3);
+    assert_eq!(all.members_present, [true, false]);
+
+    // Deleted objects read as absent.
+    apply(&e, &register_key("k"), Op::Delete);
+    apply(&e, &set_key("k"), Op::Remove(members(&["a"])));
+    let after = e.inspect(b"k", &asked).unwrap();
+    assert_eq!(after.register, None);
+    assert_eq!(after.set_count, 2);
+    assert_eq!(after.members_present, [false, false]);
+}
+
 #[test]
 fn apply_and_read_each_type() {
     let dir = tempfile::tempdir().unwrap();

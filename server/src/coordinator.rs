@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use meridian_client::wire::{
     self, Consistency, NodeStatus, PeerStatus, Reply, ReplyValue, Request, Response, WireError,
 };
-use meridian_engine::{Durability, Engine, ObjectKey, ObjectState, Op};
+use meridian_engine::{Durability, Engine, Kind, ObjectKey, ObjectState, Op};
 use meridian_replication::Placement;
 use meridian_replication::mesh::Mesh;
 use tokio::sync::oneshot;
@@ -285,7 +285,83 @@ impl Coordinator {
                 self.read(level, key, &replicas, &live, needed, timeout)
                     .await
             }
+            Action::Inspect(members) => {
+                self.inspect(level, key, members, &replicas, &live, needed, timeout)
+                    .await
+            }
         }
+    }
+
+    /// `Inspect`: at one replica, a cheap read of this node's engine;
+    /// above that, the level's reads of the three objects (joined and
+    /// written back like any read), summarized.
+    #[allow(clippy::too_many_arguments)]
+    async fn inspect(
+        &self,
+        level: Consistency,
+        key: ObjectKey,
+        members: Vec<Vec<u8>>,
+        replicas: &[String],
+        live: &[String],
+        needed: usize,
+        timeout: Duration,
+    ) -> Response {
+        if needed <= 1 || replicas.len() <= 1 {
+            return match self.engine.inspect(key.key(), &members) {
+                Ok(i) => self.ok(
+                    &self.node,
+                    level,
+                    ReplyValue::Inspect {
+                        register: i.register,
+                        counter: i.counter,
+                        set_count: i.set_count,
+                        members_present: i.members_present,
+                    },
+                ),
+                Err(e) => Response::Err(engine_error(e)),
+            };
+        }
+        let object = |kind| ObjectKey::new(kind, key.key().to_vec()).map_err(engine_error);
+        let (register, counter, set) = match (
+            object(Kind::Register),
+            object(Kind::Counter),
+            object(Kind::Set),
+        ) {
+            (Ok(r), Ok(c), Ok(s)) => (r, c, s),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Response::Err(e),
+        };
+        let (r, c, s) = tokio::join!(
+            self.read(level, register, replicas, live, needed, timeout),
+            self.read(level, counter, replicas, live, needed, timeout),
+            self.read(level, set, replicas, live, needed, timeout),
+        );
+        let mut summary = (None, 0, Vec::new());
+        for response in [r, c, s] {
+            match response {
+                Response::Ok(reply) => match reply.value {
+                    ReplyValue::Register { value, .. } => summary.0 = value,
+                    ReplyValue::Counter { value } => summary.1 = value,
+                    ReplyValue::Set { members, .. } => summary.2 = members,
+                    _ => {}
+                },
+                err @ Response::Err(_) => return err,
+            }
+        }
+        let (register, counter, set) = summary;
+        let members_present = members
+            .iter()
+            .map(|m| set.binary_search(m).is_ok())
+            .collect();
+        self.ok(
+            &self.node,
+            level,
+            ReplyValue::Inspect {
+                register,
+                counter,
+                set_count: set.len() as u64,
+                members_present,
+            },
+        )
     }
 
     async fn forward(&self, peer: &str, req: Request, timeout: Duration) -> Response {

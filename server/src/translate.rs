@@ -44,6 +44,10 @@ pub(crate) fn translate(op: &Operation) -> Result<Target, WireError> {
         Operation::Delete { kind, key } => {
             (object(engine_kind(*kind), key)?, Action::Write(Op::Delete))
         }
+        Operation::Inspect { key, members } => (
+            object(Kind::Register, key)?,
+            Action::Inspect(members.clone()),
+        ),
     };
     Ok(Target::Object(key, action))
 }
@@ -61,6 +65,9 @@ pub(crate) fn engine_kind(kind: wire::Kind) -> Kind {
 pub(crate) enum Action {
     Write(Op),
     Read,
+    /// What the key holds under every type, and which of these members its
+    /// set holds (the object key's kind is only its routing identity).
+    Inspect(Vec<Vec<u8>>),
 }
 
 pub(crate) fn invalid(message: impl Into<String>) -> WireError {

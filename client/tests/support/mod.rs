@@ -422,6 +422,18 @@ impl State {
                 );
             }
             Operation::DebugClockOffset { .. } => return self.reply(request, ReplyValue::Done),
+            // The RESP door's type check; the client API never sends it.
+            Operation::Inspect { .. } => {
+                return self.reply(
+                    request,
+                    ReplyValue::Inspect {
+                        register: None,
+                        counter: 0,
+                        set_count: 0,
+                        members_present: Vec::new(),
+                    },
+                );
+            }
         };
         let value = match value {
             Value::Counter(value) => ReplyValue::Counter { value },

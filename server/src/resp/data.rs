@@ -92,8 +92,10 @@ pub fn error_reply(e: &WireError, write: bool) -> Reply {
 pub struct Present {
     pub register: Option<Vec<u8>>,
     pub counter: i64,
-    /// Members in ascending byte order.
-    pub set: Vec<Vec<u8>>,
+    /// How many members the set holds.
+    pub set_count: u64,
+    /// For each member the command asked about, whether the set holds it.
+    pub members_present: Vec<bool>,
 }
 
 impl Present {
@@ -102,7 +104,7 @@ impl Present {
     }
 
     pub fn has_set(&self) -> bool {
-        !self.set.is_empty()
+        self.set_count > 0
     }
 
     pub fn any(&self) -> bool {
@@ -201,39 +203,65 @@ impl Data<'_> {
         self.request(op).await
     }
 
-    /// What `key` holds: all three objects, read concurrently.
-    pub async fn probe(&mut self, key: &Bytes) -> Result<Present, Failed> {
-        let coordinator = &self.server.coordinator;
-        let read = |op: Operation| {
-            let req = Request {
-                op,
-                consistency: self.level,
-                timeout_ms: 0,
-            };
-            coordinator.execute(req, crate::metrics::Origin::RespProbe)
+    /// What `key` holds under each type (and whether its set holds each
+    /// of `members`), read at the command's level: one `Inspect` request,
+    /// at `local` a few point reads of the contacted replica whatever the
+    /// set's size.
+    pub async fn probe_members(
+        &mut self,
+        key: &Bytes,
+        members: &[Bytes],
+    ) -> Result<Present, Failed> {
+        let req = Request {
+            op: Operation::Inspect {
+                key: key.to_vec(),
+                members: members.iter().map(|m| m.to_vec()).collect(),
+            },
+            consistency: self.level,
+            timeout_ms: 0,
         };
-        let (r, c, s) = tokio::join!(
-            read(Operation::RegisterGet { key: key.to_vec() }),
-            read(Operation::CounterRead { key: key.to_vec() }),
-            read(Operation::SetRead { key: key.to_vec() }),
-        );
-        let mut present = Present::default();
-        for response in [r, c, s] {
-            match response {
-                Response::Ok(reply) => match reply.value {
-                    ReplyValue::Register { value, .. } => present.register = value,
-                    ReplyValue::Counter { value } => present.counter = value,
-                    ReplyValue::Set { members, .. } => present.set = members,
-                    other => {
-                        return Err(Failed(Reply::Error(format!(
-                            "ERR internal error: unexpected reply {other:?}"
-                        ))));
-                    }
-                },
-                Response::Err(e) => return Err(Failed(error_reply(&e, false))),
-            }
+        let response = self
+            .server
+            .coordinator
+            .execute(req, crate::metrics::Origin::RespProbe)
+            .await;
+        match response {
+            Response::Ok(reply) => match reply.value {
+                ReplyValue::Inspect {
+                    register,
+                    counter,
+                    set_count,
+                    members_present,
+                } => Ok(Present {
+                    register,
+                    counter,
+                    set_count,
+                    members_present,
+                }),
+                other => Err(Failed(Reply::Error(format!(
+                    "ERR internal error: unexpected reply {other:?}"
+                )))),
+            },
+            Response::Err(e) => Err(Failed(error_reply(&e, false))),
         }
-        Ok(present)
+    }
+
+    /// What `key` holds under each type.
+    pub async fn probe(&mut self, key: &Bytes) -> Result<Present, Failed> {
+        self.probe_members(key, &[]).await
+    }
+
+    /// The set's members, at the command's level.
+    pub async fn set_members(&mut self, key: &Bytes) -> Result<Vec<Vec<u8>>, Failed> {
+        match self
+            .request(Operation::SetRead { key: key.to_vec() })
+            .await?
+        {
+            ReplyValue::Set { members, .. } => Ok(members),
+            other => Err(Failed(Reply::Error(format!(
+                "ERR internal error: unexpected reply {other:?}"
+            )))),
+        }
     }
 
     /// Deletes every object present at `key`.
@@ -313,7 +341,7 @@ mod tests {
             ..Present::default()
         };
         let set = Present {
-            set: vec![b"m".to_vec()],
+            set_count: 1,
             ..Present::default()
         };
         let none = Present::default();
@@ -328,12 +356,12 @@ mod tests {
         let both = Present {
             register: Some(b"r".to_vec()),
             counter: 3,
-            set: Vec::new(),
+            ..Present::default()
         };
         assert_eq!(both.string().as_deref(), Some(&b"r"[..]));
         assert_eq!(both.kinds(), [Kind::Register, Kind::Counter]);
         let string_and_set = Present {
-            set: vec![b"m".to_vec()],
+            set_count: 1,
             ..both
         };
         assert!(string_and_set.want_string().is_err() && string_and_set.want_set().is_err());

@@ -9,30 +9,30 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use super::data::{Data, Failed};
 use super::frame::Reply;
 
-fn contains(sorted: &[Vec<u8>], member: &[u8]) -> bool {
-    sorted
-        .binary_search_by(|m| m.as_slice().cmp(member))
-        .is_ok()
-}
-
 /// Distinct members of `members` not yet counted, in argument order.
 fn distinct(members: &[Bytes]) -> Vec<&Bytes> {
     let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
     members.iter().filter(|m| seen.insert(&m[..])).collect()
 }
 
+/// Every member of the set at `key` (after the type check).
 async fn members_of(d: &mut Data<'_>, key: &Bytes) -> Result<Vec<Vec<u8>>, Failed> {
-    let p = d.probe(key).await?;
+    d.probe(key).await?.want_set()?;
+    d.set_members(key).await
+}
+
+/// The type check, and whether the set at `key` holds each of `members`:
+/// point reads, whatever the set's size.
+async fn holds(d: &mut Data<'_>, key: &Bytes, members: &[Bytes]) -> Result<Vec<bool>, Failed> {
+    let p = d.probe_members(key, members).await?;
     p.want_set()?;
-    Ok(p.set)
+    Ok(p.members_present)
 }
 
 pub async fn sadd(d: &mut Data<'_>, key: Bytes, members: Vec<Bytes>) -> Result<Reply, Failed> {
-    let before = members_of(d, &key).await?;
-    let added = distinct(&members)
-        .into_iter()
-        .filter(|m| !contains(&before, m))
-        .count();
+    let asked: Vec<Bytes> = distinct(&members).into_iter().cloned().collect();
+    let held = holds(d, &key, &asked).await?;
+    let added = held.iter().filter(|h| !**h).count();
     d.write(Operation::SetAdd {
         key: key.to_vec(),
         members: members.iter().map(|m| m.to_vec()).collect(),
@@ -42,11 +42,13 @@ pub async fn sadd(d: &mut Data<'_>, key: Bytes, members: Vec<Bytes>) -> Result<R
 }
 
 pub async fn srem(d: &mut Data<'_>, key: Bytes, members: Vec<Bytes>) -> Result<Reply, Failed> {
-    let before = members_of(d, &key).await?;
-    let observed: Vec<Vec<u8>> = distinct(&members)
-        .into_iter()
-        .filter(|m| contains(&before, m))
-        .map(|m| m.to_vec())
+    let asked: Vec<Bytes> = distinct(&members).into_iter().cloned().collect();
+    let held = holds(d, &key, &asked).await?;
+    let observed: Vec<Vec<u8>> = asked
+        .iter()
+        .zip(&held)
+        .filter(|(_, h)| **h)
+        .map(|(m, _)| m.to_vec())
         .collect();
     if observed.is_empty() {
         // Removes only what it observed: nothing.
@@ -69,8 +71,8 @@ pub async fn smembers(d: &mut Data<'_>, key: Bytes) -> Result<Reply, Failed> {
 }
 
 pub async fn sismember(d: &mut Data<'_>, key: Bytes, member: Bytes) -> Result<Reply, Failed> {
-    let members = members_of(d, &key).await?;
-    Ok(Reply::Integer(i64::from(contains(&members, &member))))
+    let held = holds(d, &key, std::slice::from_ref(&member)).await?;
+    Ok(Reply::Integer(i64::from(held.first() == Some(&true))))
 }
 
 pub async fn smismember(
@@ -78,18 +80,18 @@ pub async fn smismember(
     key: Bytes,
     members: Vec<Bytes>,
 ) -> Result<Reply, Failed> {
-    let set = members_of(d, &key).await?;
+    let held = holds(d, &key, &members).await?;
     Ok(Reply::Array(
-        members
-            .iter()
-            .map(|m| Reply::Integer(i64::from(contains(&set, m))))
+        held.into_iter()
+            .map(|h| Reply::Integer(i64::from(h)))
             .collect(),
     ))
 }
 
 pub async fn scard(d: &mut Data<'_>, key: Bytes) -> Result<Reply, Failed> {
-    let members = members_of(d, &key).await?;
-    Ok(Reply::Integer(members.len() as i64))
+    let p = d.probe(&key).await?;
+    p.want_set()?;
+    Ok(Reply::Integer(p.set_count as i64))
 }
 
 /// `count` distinct members (all if fewer), in random order.
