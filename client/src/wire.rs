@@ -357,7 +357,10 @@ pub enum ReplyValue {
         value: i64,
     },
     /// A set's members in ascending byte order, and how many there are
-    /// (reads, and the new state after an add, remove or delete).
+    /// (reads, and the new state after an add, remove or delete). A write's
+    /// answer about a set of more than 1024 members or 64 KiB of members
+    /// carries the count alone (`members` empty): `members.len() == count`
+    /// tells a complete listing.
     Set {
         members: Vec<Vec<u8>>,
         count: u64,

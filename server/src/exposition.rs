@@ -114,6 +114,20 @@ pub fn render(coordinator: &Coordinator, client_connections: u64) -> String {
     );
     metric(
         &mut out,
+        "meridian_peer_requests_refused_total",
+        "counter",
+        "Peer state reads and repairs refused because the asking peer does not replicate the key.",
+        &one(coordinator.peer_refusals.load(Ordering::Relaxed)),
+    );
+    metric(
+        &mut out,
+        "meridian_engine_pool_busy",
+        "gauge",
+        "Engine calls running on the engine pool right now.",
+        &one(coordinator.pool.busy() as u64),
+    );
+    metric(
+        &mut out,
         "meridian_debug_clock_offset_ms",
         "gauge",
         "Debug clock offset applied to this node (0 in production).",

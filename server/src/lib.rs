@@ -14,6 +14,7 @@
 pub mod clock;
 pub mod config;
 pub mod coordinator;
+pub mod engine_pool;
 pub mod exposition;
 pub mod listener;
 pub mod metrics;

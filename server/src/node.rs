@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use crate::clock::NodeClock;
 use crate::config::{self, NodeConfig};
 use crate::coordinator::Coordinator;
+use crate::engine_pool::EnginePool;
 use crate::listener::{ClientListener, DRAIN_TIMEOUT};
 use crate::metrics::RequestMetrics;
 use crate::resp::RespServer;
@@ -213,6 +214,8 @@ impl Node {
             max_timeout: Duration::from_millis(config::MAX_REQUEST_TIMEOUT_MS),
             metrics: Arc::new(RequestMetrics::default()),
             started: Instant::now(),
+            pool: EnginePool::default(),
+            peer_refusals: AtomicU64::new(0),
         });
         mesh.set_rpc_handler(Arc::new(Rpc(Arc::downgrade(&coordinator))));
 

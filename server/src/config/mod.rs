@@ -61,7 +61,9 @@
 //!
 //! Durability: `sync` acknowledges a write only after its log record is
 //! fsynced (group commit). `periodic` fsyncs every `periodic_ms` and may
-//! lose the last `periodic_ms` of acknowledged writes on power loss.
+//! lose the last `periodic_ms` of acknowledged `local` and `leader` writes
+//! on power loss; `quorum` and `all` writes still count only fsynced copies
+//! (the serving node asks for the fsync of its own).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;

