@@ -275,7 +275,7 @@ async fn peer_state_reads_stay_within_the_keys_regions() -> Result<()> {
             other => panic!("a non-replica's state read or repair was served: {other:?}"),
         }
     }
-    let exposition = meridian_server::exposition::render(cluster.node(EU).coordinator(), 0);
+    let exposition = cluster.node(EU).exposition();
     assert_eq!(
         meridian_server::exposition::sample(&exposition, "meridian_peer_requests_refused_total"),
         Some(2.0)
@@ -292,7 +292,7 @@ async fn the_debug_clock_offset_is_switched_bounded_and_reset_by_a_restart() -> 
     let dir = meridian::ClusterDir::create(single_node(66))?;
     let mut cluster = InProcessCluster::start_with(dir, meridian::inproc::test_protocol).await?;
     let offset = |cluster: &InProcessCluster| {
-        let exposition = meridian_server::exposition::render(cluster.node(US).coordinator(), 0);
+        let exposition = cluster.node(US).exposition();
         meridian_server::exposition::sample(&exposition, "meridian_debug_clock_offset_ms")
     };
     let client = cluster.client(US).await?;
@@ -329,5 +329,59 @@ async fn the_debug_clock_offset_is_switched_bounded_and_reset_by_a_restart() -> 
     cluster.stop(US).await?;
     cluster.restart(US).await?;
     assert_eq!(offset(&cluster), Some(0.0), "the offset outlived a restart");
+    cluster.shutdown().await
+}
+
+/// Clients without the token (S4): connections that finished the QUIC
+/// handshake with the cluster's client certificate but never send a hello
+/// do not count against `max_client_connections`; a real client connects
+/// and is served while they hang, and the cap still holds for
+/// authenticated connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_without_the_token_cannot_lock_out_real_clients() -> Result<()> {
+    use meridian::raw::{Identity, RawConnection};
+    use meridian_client::{Client, Error};
+    const MAX_CONNECTIONS: u32 = 3;
+    const TOKENLESS: usize = 8;
+    let dir = meridian::ClusterDir::create(single_node(64))?;
+    dir.edit(US, |f| f.limits.max_client_connections = MAX_CONNECTIONS)?;
+    let cluster = InProcessCluster::start_with(dir, meridian::inproc::test_protocol).await?;
+    let config = cluster.dir.client_config()?.pinned(US);
+    let identity = Identity::of(&config);
+    let address = cluster.node(US).addresses.client;
+    let mut silent = Vec::new();
+    for _ in 0..TOKENLESS {
+        silent.push(RawConnection::connect(address, US, &identity).await?);
+    }
+    let mut clients = Vec::new();
+    for i in 0..MAX_CONNECTIONS {
+        let client = Client::connect(config.clone()).await?;
+        client.counter("lockout").incr(1).await?;
+        assert_eq!(
+            client.counter("lockout").read().await?.value,
+            i64::from(i) + 1
+        );
+        clients.push(client);
+    }
+    // Authenticated connections are still capped.
+    let e = Client::connect(config.clone()).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Connect { message, .. } if message.contains("at most 3 client connections")),
+        "{e:?}"
+    );
+    let exposition = cluster.node(US).exposition();
+    let sample = |name: &str| meridian_server::exposition::sample(&exposition, name);
+    assert_eq!(
+        sample("meridian_client_connections"),
+        Some(f64::from(MAX_CONNECTIONS))
+    );
+    assert_eq!(
+        sample("meridian_client_pending_connections"),
+        Some(TOKENLESS as f64)
+    );
+    for raw in silent {
+        raw.close().await;
+    }
+    drop(clients);
     cluster.shutdown().await
 }

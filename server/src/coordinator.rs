@@ -544,8 +544,9 @@ impl Coordinator {
                         }
                     }
                 }
+                let value = state_value(kind, joined.as_ref());
                 let Some(j) = joined else {
-                    return Ok(None);
+                    return Ok((value, None));
                 };
                 let behind: Vec<String> = responses
                     .iter()
@@ -557,10 +558,10 @@ impl Coordinator {
                 } else {
                     PeerRequest::Repair(repair_key, j.clone()).encode()
                 };
-                Ok(Some((Arc::new(j), behind, repair, responses.len())))
+                Ok((value, Some((Arc::new(j), behind, repair, responses.len()))))
             })
             .await;
-        let joined = match joined {
+        let (value, joined) = match joined {
             Ok(j) => j,
             Err(e) => return Response::Err(engine_error(e)),
         };
@@ -614,15 +615,7 @@ impl Coordinator {
                 });
             }
         }
-        let state = joined.map(|(j, ..)| j);
-        let value = match self
-            .pool
-            .compute(move || state_value(kind, state.as_deref()))
-            .await
-        {
-            Some(v) => v,
-            None => return Response::Err(engine_error(meridian_engine::Error::Shutdown)),
-        };
+        drop(joined);
         self.ok(&self.node, level, reply_value(value))
     }
 

@@ -17,11 +17,33 @@
 //! itself bounded by the listeners (connections × requests in flight, and
 //! the peers' RPC streams). A dedicated pool of named threads would do the
 //! same with more code; `spawn_blocking` reuses tokio's idle threads.
+//!
+//! Fairness: the semaphore is FIFO, so one client connection with 256
+//! requests in flight (say, reads of a large set) would queue 256 calls
+//! ahead of everyone else's. A client connection therefore runs its
+//! requests under a *share* ([`EnginePool::share`], [`with_share`]): at
+//! most half the pool at once, so another connection always finds a free
+//! slot. A connection's requests beyond its share wait on the share, not
+//! in the pool's queue. Peer RPCs and RESP connections (which execute one
+//! command at a time) run without one.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use meridian_engine::{Error as EngineError, Result as EngineResult};
 use tokio::sync::Semaphore;
+
+tokio::task_local! {
+    /// The share of the pool the current request's connection may use.
+    static SHARE: Arc<Semaphore>;
+}
+
+/// Runs `f` (a connection's request) under `share` (from
+/// [`EnginePool::share`]): its engine calls use at most that many pool
+/// slots at once, with the other requests of the same connection.
+pub async fn with_share<F: Future>(share: Arc<Semaphore>, f: F) -> F::Output {
+    SHARE.scope(share, f).await
+}
 
 /// Engine calls running at once, per available core. Engine calls are
 /// mostly CPU (encoding, merging) with some waiting on page-cache misses;
@@ -65,6 +87,12 @@ impl EnginePool {
         self.size
     }
 
+    /// A new connection's share of the pool: half of it, so that no
+    /// connection can occupy every slot (see the module docs).
+    pub fn share(&self) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new((self.size / 2).max(1)))
+    }
+
     /// Calls running right now.
     pub fn busy(&self) -> usize {
         self.size - self.permits.available_permits()
@@ -93,6 +121,17 @@ impl EnginePool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        // The connection's share first: a connection past its share waits
+        // here, not in the pool's queue ahead of other connections.
+        let share = SHARE.try_with(Arc::clone).ok();
+        let _share = match share {
+            Some(s) => Some(
+                s.acquire_owned()
+                    .await
+                    .expect("a pool share's semaphore is never closed"),
+            ),
+            None => None,
+        };
         let _permit = self
             .permits
             .acquire()
@@ -130,6 +169,51 @@ mod tests {
             .unwrap();
         assert!(got, "the call blocked the runtime's thread");
         signal.await.unwrap();
+    }
+
+    /// One connection's calls use at most its share of the pool: another
+    /// connection's call runs while the first has many waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_uses_at_most_its_share() {
+        let pool = EnginePool::new(4);
+        let share = pool.share();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Arc::new(std::sync::Mutex::new(released));
+        let mut hog = Vec::new();
+        for _ in 0..8 {
+            let pool = pool.clone();
+            let share = share.clone();
+            let released = released.clone();
+            hog.push(tokio::spawn(with_share(share, async move {
+                pool.run(move || {
+                    let _ = released
+                        .lock()
+                        .unwrap()
+                        .recv_timeout(Duration::from_secs(10));
+                    Ok(())
+                })
+                .await
+            })));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            pool.busy() <= 2,
+            "{} calls of one connection running",
+            pool.busy()
+        );
+        let other = pool.share();
+        let ran = tokio::time::timeout(
+            Duration::from_secs(5),
+            with_share(other, pool.run(|| Ok(42))),
+        )
+        .await;
+        assert_eq!(ran.ok().and_then(Result::ok), Some(42));
+        for _ in 0..8 {
+            let _ = release.send(());
+        }
+        for h in hog {
+            h.await.unwrap().unwrap();
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

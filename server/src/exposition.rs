@@ -16,7 +16,19 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::budget::ByteBudget;
 use crate::coordinator::Coordinator;
+use crate::listener::ListenerStats;
+
+/// What the endpoint reports on.
+#[derive(Clone, Debug)]
+pub struct Exposed {
+    pub coordinator: Arc<Coordinator>,
+    /// The QUIC client door.
+    pub client: Arc<ListenerStats>,
+    /// The client byte budget (both doors).
+    pub budget: ByteBudget,
+}
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
     let _ = writeln!(out, "# HELP {name} {help}");
@@ -31,7 +43,8 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(Stri
 }
 
 /// The whole exposition for one node.
-pub fn render(coordinator: &Coordinator, client_connections: u64) -> String {
+pub fn render(exposed: &Exposed) -> String {
+    let coordinator = &exposed.coordinator;
     let mut out = String::with_capacity(8 << 10);
     let m = coordinator.engine.metrics();
     let one = |v: u64| vec![(String::new(), v as f64)];
@@ -105,13 +118,7 @@ pub fn render(coordinator: &Coordinator, client_connections: u64) -> String {
         "Checkpoints taken.",
         &one(m.checkpoints),
     );
-    metric(
-        &mut out,
-        "meridian_client_connections",
-        "gauge",
-        "Open client connections.",
-        &one(client_connections),
-    );
+    render_client_door(&mut out, &exposed.client, &exposed.budget);
     metric(
         &mut out,
         "meridian_peer_requests_refused_total",
@@ -239,14 +246,115 @@ pub fn render(coordinator: &Coordinator, client_connections: u64) -> String {
     out
 }
 
+/// The QUIC client door's admission and budget metrics.
+fn render_client_door(out: &mut String, stats: &ListenerStats, budget: &ByteBudget) {
+    let one = |v: &AtomicU64| vec![(String::new(), v.load(Ordering::Relaxed) as f64)];
+    let families: [(&str, &str, &str, &AtomicU64); 13] = [
+        (
+            "meridian_client_connections",
+            "gauge",
+            "Authenticated client connections.",
+            &stats.connections,
+        ),
+        (
+            "meridian_client_handshakes",
+            "gauge",
+            "Client QUIC handshakes in progress.",
+            &stats.handshakes,
+        ),
+        (
+            "meridian_client_pending_connections",
+            "gauge",
+            "Client connections handshaken but not yet authenticated.",
+            &stats.pending,
+        ),
+        (
+            "meridian_client_requests_in_flight",
+            "gauge",
+            "Client requests being served (QUIC).",
+            &stats.in_flight,
+        ),
+        (
+            "meridian_client_handshakes_refused_total",
+            "counter",
+            "Client connection attempts refused: too many handshakes in progress.",
+            &stats.handshakes_refused,
+        ),
+        (
+            "meridian_client_handshakes_retried_total",
+            "counter",
+            "Client connection attempts answered with a QUIC Retry (address validation under load).",
+            &stats.handshakes_retried,
+        ),
+        (
+            "meridian_client_handshake_failures_total",
+            "counter",
+            "Client handshakes that failed or timed out.",
+            &stats.handshake_failures,
+        ),
+        (
+            "meridian_client_pending_refused_total",
+            "counter",
+            "Client connections closed: too many waiting to authenticate.",
+            &stats.pending_refused,
+        ),
+        (
+            "meridian_client_refused_total",
+            "counter",
+            "Client connections refused after the handshake (bad hello, wrong token, version, too many connections).",
+            &stats.refused,
+        ),
+        (
+            "meridian_client_request_timeouts_total",
+            "counter",
+            "Client requests whose frame did not arrive in time.",
+            &stats.request_timeouts,
+        ),
+        (
+            "meridian_client_response_timeouts_total",
+            "counter",
+            "Client answers not written in time (the client did not read them).",
+            &stats.response_timeouts,
+        ),
+        (
+            "meridian_client_over_budget_total",
+            "counter",
+            "Client requests or answers refused for want of memory budget.",
+            &stats.over_budget,
+        ),
+        (
+            "meridian_client_warnings_suppressed_total",
+            "counter",
+            "Client door warnings counted but not logged (rate limit).",
+            &stats.warnings_suppressed,
+        ),
+    ];
+    for (name, kind, help, v) in families {
+        metric(out, name, kind, help, &one(v));
+    }
+    metric(
+        out,
+        "meridian_client_buffer_bytes",
+        "gauge",
+        "Client request and response bytes reserved from the node's budget (QUIC and RESP).",
+        &[(String::new(), budget.in_use() as f64)],
+    );
+    metric(
+        out,
+        "meridian_client_buffer_limit_bytes",
+        "gauge",
+        "The node's client byte budget (limits.client_memory_bytes less QUIC windows).",
+        &[(String::new(), budget.total() as f64)],
+    );
+}
+
 /// Largest HTTP request head accepted, in bytes.
 const MAX_HTTP_REQUEST_BYTES: usize = 8 << 10;
 
 /// Serves `GET /metrics` until `stop` fires.
 pub async fn serve(
     listener: TcpListener,
-    coordinator: Arc<Coordinator>,
-    connections: Arc<AtomicU64>,
+    exposed: Exposed,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -257,8 +365,7 @@ pub async fn serve(
         let Ok((mut stream, _)) = accepted else {
             continue;
         };
-        let coordinator = coordinator.clone();
-        let connections = connections.clone();
+        let exposed = exposed.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_HTTP_REQUEST_BYTES];
             let mut len = 0;
@@ -282,10 +389,7 @@ pub async fn serve(
             let head = String::from_utf8_lossy(&buf[..len]);
             let (status, body) =
                 if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?") {
-                    (
-                        "200 OK",
-                        render(&coordinator, connections.load(Ordering::Relaxed)),
-                    )
+                    ("200 OK", render(&exposed))
                 } else if head.starts_with("GET / ") {
                     ("200 OK", "meridian node: see /metrics\n".to_string())
                 } else {

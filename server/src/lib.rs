@@ -11,6 +11,7 @@
 //! CLI, `status`, `demo`, `bench`) live in the `meridian-cli` crate; this
 //! crate compiles only what a node runs.
 
+pub mod budget;
 pub mod clock;
 pub mod config;
 pub mod coordinator;

@@ -24,11 +24,16 @@ use meridian_replication::mesh::{Link, Mesh, MeshError, RpcHandler};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::budget::ByteBudget;
 use crate::clock::NodeClock;
 use crate::config::{self, NodeConfig};
 use crate::coordinator::Coordinator;
 use crate::engine_pool::EnginePool;
-use crate::listener::{ClientListener, DRAIN_TIMEOUT};
+use crate::exposition::Exposed;
+use crate::listener::{
+    ClientListener, DRAIN_TIMEOUT, ListenerStats, WARNING_INTERVAL, WARNINGS_PER_INTERVAL,
+    WarnLimiter,
+};
 use crate::metrics::RequestMetrics;
 use crate::resp::RespServer;
 use crate::tasks::Tasks;
@@ -232,7 +237,11 @@ impl Node {
 
         let (stop, stop_rx) = watch::channel(false);
         let tasks = Tasks::new();
-        let connections = Arc::new(AtomicU64::new(0));
+        // One byte budget for both client doors (`[limits]
+        // client_memory_bytes`, less what QUIC buffers by itself).
+        let budget = ByteBudget::new(
+            usize::try_from(config.limits.client_buffer_bytes()).unwrap_or(usize::MAX),
+        );
         let token_config = config.clone();
         let listener = Arc::new(ClientListener {
             endpoint: bound.endpoint,
@@ -240,8 +249,9 @@ impl Node {
             token_check: Arc::new(move |t: &[u8]| token_config.token_matches(t)),
             max_connections: config.limits.max_client_connections as u64,
             max_in_flight: config.limits.max_in_flight_per_connection as usize,
-            connections: connections.clone(),
-            in_flight: Arc::new(AtomicU64::new(0)),
+            stats: Arc::new(ListenerStats::default()),
+            budget: budget.clone(),
+            warnings: WarnLimiter::new(WARNINGS_PER_INTERVAL, WARNING_INTERVAL),
         });
         let mut services = vec![tokio::spawn(
             listener.clone().run(stop_rx.clone(), tasks.tracker()),
@@ -265,8 +275,11 @@ impl Node {
         }
         services.push(tokio::spawn(crate::exposition::serve(
             bound.metrics,
-            coordinator.clone(),
-            connections,
+            Exposed {
+                coordinator: coordinator.clone(),
+                client: listener.stats.clone(),
+                budget: budget.clone(),
+            },
             stop_rx,
         )));
         tracing::info!(
@@ -304,6 +317,15 @@ impl Node {
 
     pub fn coordinator(&self) -> &Arc<Coordinator> {
         &self.coordinator
+    }
+
+    /// What the metrics endpoint would serve right now.
+    pub fn exposition(&self) -> String {
+        crate::exposition::render(&Exposed {
+            coordinator: self.coordinator.clone(),
+            client: self.listener.stats.clone(),
+            budget: self.listener.budget.clone(),
+        })
     }
 
     /// The RESP listener, when `resp_listen` is set.
