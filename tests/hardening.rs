@@ -385,3 +385,66 @@ async fn clients_without_the_token_cannot_lock_out_real_clients() -> Result<()> 
     drop(clients);
     cluster.shutdown().await
 }
+
+/// The metrics endpoint (S5): connections past its cap are closed at once
+/// (idle ones cannot pile up), a scrape still works once they are gone, and
+/// the node raised the process's descriptor limit when it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_endpoint_caps_its_connections() -> Result<()> {
+    use meridian_server::exposition::MAX_METRICS_CONNECTIONS;
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpStream;
+    // The usual soft default; starting a node raises it to the hard limit.
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard.min(1024), hard)?;
+    let cluster = InProcessCluster::start(single_node(65)).await?;
+    assert_eq!(getrlimit(Resource::RLIMIT_NOFILE)?, (hard, hard));
+    let address = cluster.node(US).addresses.metrics;
+
+    // Idle connections up to the cap are held (each for up to 5 s).
+    let mut idle = Vec::new();
+    for _ in 0..MAX_METRICS_CONNECTIONS {
+        idle.push(TcpStream::connect(address).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // One more is closed at once: its read ends well before the 5 s an
+    // admitted connection would be given.
+    let mut extra = TcpStream::connect(address).await?;
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut byte)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a connection past the cap was held open: {closed:?}"
+    );
+    drop(idle);
+
+    let body = meridian::eventually("a scrape is served", Duration::from_secs(10), || {
+        scrape(address)
+    })
+    .await;
+    let refused =
+        meridian_server::exposition::sample(&body, "meridian_metrics_connections_refused_total");
+    assert!(refused >= Some(1.0), "{refused:?}");
+    cluster.shutdown().await
+}
+
+/// `GET /metrics` from `address`: the whole HTTP response.
+async fn scrape(address: std::net::SocketAddr) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    if body.starts_with("HTTP/1.1 200") {
+        Ok(body)
+    } else {
+        Err(format!("answered {body:?}"))
+    }
+}

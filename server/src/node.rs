@@ -157,6 +157,10 @@ impl Node {
     /// Fails with one clear error if a port is taken or the data directory
     /// is unusable; whatever had started is stopped again.
     pub async fn start(config: NodeConfig, options: ServeOptions) -> Result<Node, NodeError> {
+        match raise_descriptor_limit() {
+            Ok(limit) => tracing::debug!(limit, "open descriptor limit"),
+            Err(e) => tracing::warn!(error = %e, "could not raise the open descriptor limit"),
+        }
         let placement = Arc::new(config.cluster_placement());
         let clock = NodeClock::default();
 
@@ -378,6 +382,23 @@ impl Node {
     }
 }
 
+/// Raises this process's open-descriptor limit (`RLIMIT_NOFILE`) from its
+/// soft value to its hard one, and returns the new soft limit. Every client
+/// connection, peer link, log segment and sled file is a descriptor; the
+/// usual soft default (1024) is below what `max_client_connections` and
+/// `resp.max_connections` admit, and running out does not only refuse
+/// connections: it breaks log rolls and checkpoints. The hard limit is the
+/// administrator's choice; the soft one is only a default. Idempotent.
+pub fn raise_descriptor_limit() -> Result<u64, std::io::Error> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(std::io::Error::from)?;
+    }
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
+    Ok(soft)
+}
+
 /// The client-facing sockets, bound before anything is served.
 struct Bound {
     endpoint: quinn::Endpoint,
@@ -446,4 +467,22 @@ async fn stop_early(error: NodeError, mesh: &Mesh, engine: &Engine) -> NodeError
     mesh.shutdown().await;
     let _ = engine.close();
     error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The descriptor limit is raised to the hard limit at start (S5).
+    #[test]
+    fn the_descriptor_limit_is_raised_to_the_hard_limit() {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        // Lower the soft limit first (to the usual default), so that the
+        // raise has something to do whatever this machine's settings.
+        let lowered = hard.min(1024);
+        setrlimit(Resource::RLIMIT_NOFILE, lowered, hard).unwrap();
+        assert_eq!(raise_descriptor_limit().unwrap(), hard);
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (hard, hard));
+    }
 }
