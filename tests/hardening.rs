@@ -448,3 +448,112 @@ async fn scrape(address: std::net::SocketAddr) -> Result<String, String> {
         Err(format!("answered {body:?}"))
     }
 }
+
+/// The RESP door counts against the node's client byte budget (S1):
+/// authenticated connections that each hold a 19 MiB request, its end
+/// withheld, fill the budget; past it a connection is told so and closed,
+/// instead of the node buffering 20 MiB for each of up to 1024
+/// connections. A stranger (no AUTH) cannot make it buffer more than
+/// 192 KiB. When the connections go, the budget is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp_buffers_count_against_the_node_budget() -> Result<()> {
+    use meridian_server::config::MIN_CLIENT_BUFFER_BYTES;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    const CONNECTIONS: usize = 10;
+    const MEMBERS: usize = 19;
+    const MEMBER_BYTES: usize = 1 << 20;
+    let dir = meridian::ClusterDir::create(single_node(67))?;
+    // The smallest budget the node accepts for 8 QUIC connections.
+    dir.edit(US, |f| {
+        f.limits.max_client_connections = 8;
+        f.limits.client_memory_bytes = 0;
+        f.limits.client_memory_bytes = f.limits.client_transport_bytes() + MIN_CLIENT_BUFFER_BYTES;
+    })?;
+    let cluster = InProcessCluster::start_with(dir, meridian::inproc::test_protocol).await?;
+    let address = cluster.node(US).addresses.resp.expect("RESP is served");
+    let token = cluster.dir.client_config()?.token;
+    let budget = || {
+        meridian_server::exposition::sample(
+            &cluster.node(US).exposition(),
+            "meridian_client_buffer_bytes",
+        )
+    };
+
+    // A stranger's large request: refused past 192 KiB.
+    let mut stranger = TcpStream::connect(address).await?;
+    let mut large = b"*2\r\n$4\r\nECHO\r\n$1000000\r\n".to_vec();
+    large.extend_from_slice(&vec![b'x'; 512 << 10]);
+    let _ = stranger.write_all(&large).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stranger.read_to_end(&mut answer)).await;
+    assert!(
+        String::from_utf8_lossy(&answer).contains("NOAUTH"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    let mut head = format!("*{}\r\n$4\r\nSADD\r\n$1\r\nk\r\n", MEMBERS + 2).into_bytes();
+    let member = vec![b'm'; MEMBER_BYTES];
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..CONNECTIONS {
+        let mut c = TcpStream::connect(address).await?;
+        c.write_all(format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{token}\r\n", token.len()).as_bytes())
+            .await?;
+        let mut ok = [0u8; 5];
+        c.read_exact(&mut ok).await?;
+        assert_eq!(&ok, b"+OK\r\n");
+        // All but the last byte of the request.
+        let mut sent = c.write_all(&head).await.is_ok();
+        for i in 0..MEMBERS {
+            if !sent {
+                break;
+            }
+            let mut piece = format!("${MEMBER_BYTES}\r\n").into_bytes();
+            piece.extend_from_slice(&member);
+            piece.extend_from_slice(b"\r\n");
+            if i == MEMBERS - 1 {
+                piece.pop();
+            }
+            sent = tokio::time::timeout(Duration::from_secs(10), c.write_all(&piece))
+                .await
+                .is_ok_and(|r| r.is_ok());
+        }
+        // Give the node time to read what was sent (or refuse it).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut answer = [0u8; 128];
+        match tokio::time::timeout(Duration::from_millis(200), c.read(&mut answer)).await {
+            Ok(Ok(n)) if n > 0 => {
+                let text = String::from_utf8_lossy(&answer[..n]);
+                assert!(text.contains("memory budget"), "{text}");
+                refused += 1;
+            }
+            Ok(_) => refused += 1,
+            Err(_) => held.push(c),
+        }
+    }
+    head.clear();
+    let in_use = budget().unwrap_or(-1.0);
+    eprintln!(
+        "{} RESP connections hold {} MiB of the {} MiB budget; {refused} refused",
+        held.len(),
+        in_use / (1 << 20) as f64,
+        MIN_CLIENT_BUFFER_BYTES >> 20
+    );
+    assert!(refused > 0, "every connection buffered its 19 MiB request");
+    assert!(in_use <= MIN_CLIENT_BUFFER_BYTES as f64);
+    drop(held);
+    meridian::eventually("the budget is given back", Duration::from_secs(10), || {
+        let b = budget();
+        async move {
+            if b == Some(0.0) {
+                Ok(())
+            } else {
+                Err(format!("{b:?} bytes still held"))
+            }
+        }
+    })
+    .await;
+    cluster.shutdown().await
+}

@@ -141,6 +141,44 @@ impl Reservation {
     }
 }
 
+/// A connection's running account with the node's budget: how many bytes
+/// its buffers hold right now, grown (never waiting) before they grow and
+/// shrunk when they shrink. The RESP door keeps one per connection for its
+/// input and output buffers.
+#[derive(Debug)]
+pub struct Account {
+    budget: ByteBudget,
+    held: Reservation,
+    bytes: usize,
+}
+
+impl Account {
+    pub fn new(budget: ByteBudget) -> Account {
+        Account {
+            budget,
+            held: Reservation::default(),
+            bytes: 0,
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Makes the account hold exactly `bytes`: grows if the budget has room
+    /// now (else fails, holding what it held), or shrinks.
+    pub fn set(&mut self, bytes: usize) -> Result<(), BudgetError> {
+        if bytes > self.bytes {
+            self.budget.try_grow(&mut self.held, bytes - self.bytes)?;
+        } else if bytes < self.bytes {
+            self.held = keep(&mut self.held, bytes);
+        }
+        self.bytes = bytes;
+        Ok(())
+    }
+}
+
 /// A QUIC connection's budget: its own [`CONNECTION_BUFFER_BYTES`] in
 /// front of the node's.
 #[derive(Debug)]
@@ -265,6 +303,23 @@ mod tests {
         assert_eq!(node.in_use(), 50);
         drop(held_b);
         assert_eq!(node.in_use(), 0);
+    }
+
+    #[test]
+    fn an_account_follows_its_buffers() {
+        let node = ByteBudget::new(100);
+        let mut a = Account::new(node.clone());
+        a.set(40).unwrap();
+        a.set(90).unwrap();
+        assert_eq!(node.in_use(), 90);
+        let mut b = Account::new(node.clone());
+        assert_eq!(b.set(20).unwrap_err(), BudgetError::Node);
+        assert_eq!(b.bytes(), 0);
+        a.set(10).unwrap();
+        b.set(20).unwrap();
+        assert_eq!(node.in_use(), 30);
+        drop(a);
+        assert_eq!(node.in_use(), 20);
     }
 
     #[test]

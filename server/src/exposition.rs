@@ -32,6 +32,8 @@ pub struct Exposed {
     pub client: Arc<ListenerStats>,
     /// The client byte budget (both doors).
     pub budget: ByteBudget,
+    /// The RESP door, when served.
+    pub resp: Option<Arc<crate::resp::RespServer>>,
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
@@ -123,6 +125,15 @@ pub fn render(exposed: &Exposed) -> String {
         &one(m.checkpoints),
     );
     render_client_door(&mut out, &exposed.client, &exposed.budget);
+    if let Some(resp) = &exposed.resp {
+        metric(
+            &mut out,
+            "meridian_resp_over_budget_total",
+            "counter",
+            "RESP connections closed because the client memory budget had no room for their buffers.",
+            &one(resp.over_budget.load(Ordering::Relaxed)),
+        );
+    }
     metric(
         &mut out,
         "meridian_peer_requests_refused_total",

@@ -269,6 +269,7 @@ impl Node {
                 config.resp.default_consistency,
                 u64::from(config.resp.max_connections),
                 addr,
+                budget.clone(),
             ));
             services.push(tokio::spawn(server.clone().run(
                 l,
@@ -283,6 +284,7 @@ impl Node {
                 coordinator: coordinator.clone(),
                 client: listener.stats.clone(),
                 budget: budget.clone(),
+                resp: resp.clone(),
             },
             stop_rx,
         )));
@@ -329,6 +331,7 @@ impl Node {
             coordinator: self.coordinator.clone(),
             client: self.listener.stats.clone(),
             budget: self.listener.budget.clone(),
+            resp: self.resp.clone(),
         })
     }
 

@@ -29,6 +29,7 @@ use meridian_client::wire::Consistency;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::budget::ByteBudget;
 use crate::coordinator::Coordinator;
 use crate::listener::TokenCheck;
 use crate::tasks::TaskTracker;
@@ -65,6 +66,11 @@ pub struct RespServer {
     pub(crate) commands_total: AtomicU64,
     pub(crate) local_addr: SocketAddr,
     pub(crate) started: Instant,
+    /// The node's client byte budget, shared with the QUIC door: every
+    /// connection's input and output buffers are counted against it.
+    pub(crate) budget: ByteBudget,
+    /// Connections closed because the budget had no room for their buffers.
+    pub(crate) over_budget: AtomicU64,
 }
 
 impl std::fmt::Debug for RespServer {
@@ -82,6 +88,7 @@ impl RespServer {
         default_level: Consistency,
         max_connections: u64,
         local_addr: SocketAddr,
+        budget: ByteBudget,
     ) -> RespServer {
         RespServer {
             coordinator,
@@ -96,6 +103,8 @@ impl RespServer {
             commands_total: AtomicU64::new(0),
             local_addr,
             started: Instant::now(),
+            budget,
+            over_budget: AtomicU64::new(0),
         }
     }
 
