@@ -12,6 +12,10 @@
 //! on distinct loopback addresses (`--hosts 127.0.0.1,127.0.0.2,...`).
 //! Redis clients (RESP, docs/resp.md) get the ports after those:
 //! `base+3n+i` for a cluster of n nodes.
+//! The metrics endpoint (plain HTTP, no authentication) listens on the
+//! node's host when that is a loopback address and on 127.0.0.1 otherwise
+//! (multi-host clusters): to scrape from another host, set its address in
+//! `metrics_listen` and firewall the port.
 //!
 //! Everything is generated in memory first and then written file by file
 //! (each through a temporary file and a rename), so a failure while
@@ -211,17 +215,37 @@ pub fn plan(args: &InitArgs) -> Result<Vec<PlannedNode>, InitError> {
                 .expect("port range checked above");
             let resp_listen = HostPort::with_port(host, resp_port)
                 .map_err(|e| invalid(format!("{flag}: {e}")))?;
+            // The metrics endpoint is plain HTTP without authentication:
+            // on loopback unless the node's own address is (a cluster on
+            // one host's loopback addresses). A multi-host operator who
+            // scrapes from elsewhere sets the host's address (the config
+            // says so).
+            let metrics_port = u16::try_from(usize::from(args.base_port) + PORTS_PER_NODE * i + 2)
+                .expect("port range checked above");
+            let metrics_host = if is_loopback(host) { host } else { "127.0.0.1" };
+            let metrics_listen = HostPort::with_port(metrics_host, metrics_port)
+                .map_err(|e| invalid(format!("{flag}: {e}")))?;
             nodes.push(PlannedNode {
                 name,
                 region: region.clone(),
                 peer_listen: address(0)?,
                 client_listen: address(1)?,
-                metrics_listen: address(2)?,
+                metrics_listen,
                 resp_listen,
             });
         }
     }
     Ok(nodes)
+}
+
+/// Whether `host` (as given to `--host`/`--hosts`) is a loopback address.
+fn is_loopback(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A file to write: name inside the cluster directory, contents, mode.
@@ -498,7 +522,7 @@ region = {region}
 data_dir = {data_dir}
 peer_listen = {peer}
 client_listen = {client}
-metrics_listen = {metrics}
+metrics_listen = {metrics}   # Prometheus: plain HTTP, no authentication; loopback unless every node is on loopback. To scrape from another host, set this host's address and firewall the port.
 resp_listen = {resp}          # Redis clients (RESP); password = the access token (docs/resp.md)
 
 [tls]
@@ -644,6 +668,33 @@ mod tests {
         assert_eq!(
             plan(&args).unwrap()[1].client_listen.to_string(),
             "db-2.example:7104"
+        );
+    }
+
+    /// The metrics endpoint (plain HTTP, no authentication) stays on
+    /// loopback unless the node itself listens on a loopback address.
+    #[test]
+    fn metrics_stay_on_loopback_for_routable_hosts() {
+        let mut args = InitArgs::for_test(Path::new("/x"), &["a", "b", "c"]);
+        args.hosts = Some(vec![
+            "10.0.0.7".into(),
+            "db-2.example".into(),
+            "127.0.1.3".into(),
+        ]);
+        let nodes = plan(&args).unwrap();
+        let metrics: Vec<String> = nodes.iter().map(|n| n.metrics_listen.to_string()).collect();
+        assert_eq!(
+            metrics,
+            ["127.0.0.1:7102", "127.0.0.1:7105", "127.0.1.3:7108"]
+        );
+        assert_eq!(nodes[0].client_listen.to_string(), "10.0.0.7:7101");
+        args.hosts = None;
+        args.host = "10.0.0.7".into();
+        assert!(
+            plan(&args)
+                .unwrap()
+                .iter()
+                .all(|n| n.metrics_listen.ip() == Some("127.0.0.1".parse().unwrap()))
         );
     }
 

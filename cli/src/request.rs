@@ -182,7 +182,11 @@ fn human_value(v: &ReplyValue) -> String {
         ReplyValue::Set { members, count } => {
             let mut shown: Vec<String> = members.iter().map(|m| show_bytes(m)).collect();
             shown.sort();
-            if shown.is_empty() {
+            if shown.is_empty() && *count > 0 {
+                // A write's reply carries only the count past a bound
+                // (`SetValue::is_complete`); `smembers` lists them.
+                format!("({count} members; `smembers` lists them)")
+            } else if shown.is_empty() {
                 "(empty set)".to_string()
             } else {
                 format!("{}\n({count} members)", shown.join("\n"))

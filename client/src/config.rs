@@ -30,8 +30,9 @@ use crate::Error;
 use crate::tls;
 use crate::wire::Consistency;
 
-/// The on-disk form of `client.toml`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The on-disk form of `client.toml`. Its `Debug` output redacts the
+/// token (logging a parsed file must not leak the cluster's secret).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientFile {
     /// The access token, as written by `meridian init` (hex).
@@ -47,6 +48,21 @@ pub struct ClientFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_timeout_ms: Option<u64>,
     pub nodes: Vec<NodeEntry>,
+}
+
+// Hand-written so that logging a parsed `client.toml` never prints the token.
+impl fmt::Debug for ClientFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientFile")
+            .field("token", &format_args!("<redacted>"))
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("default_consistency", &self.default_consistency)
+            .field("default_timeout_ms", &self.default_timeout_ms)
+            .field("nodes", &self.nodes)
+            .finish()
+    }
 }
 
 /// One node a client may talk to.
@@ -389,6 +405,25 @@ mod tests {
         assert_eq!(check_timeout(MAX_TIMEOUT, "t").unwrap(), u32::MAX);
         assert!(check_timeout(Duration::ZERO, "t").is_err());
         assert!(check_timeout(MAX_TIMEOUT + Duration::from_millis(1), "t").is_err());
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let secret = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7";
+        let file = ClientFile {
+            token: secret.into(),
+            ca: "ca.pem".into(),
+            cert: "client.pem".into(),
+            key: "client.key".into(),
+            default_consistency: None,
+            default_timeout_ms: None,
+            nodes: Vec::new(),
+        };
+        let shown = format!("{file:?} {file:#?}");
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(shown.contains("<redacted>") && shown.contains("client.key"));
+        let config = ClientConfig::new(Vec::new(), "", "", "", secret);
+        assert!(!format!("{config:?}").contains(secret));
     }
 
     #[test]

@@ -54,6 +54,13 @@
 //! | `quorum` | Q replicas have it durably | the join of Q replicas, written back to any that were behind | a quorum read sees every write whose quorum write completed before the read began | round trips to the Q-th nearest replica; unavailable without Q reachable replicas |
 //! | `all` | all N replicas have it durably | the join of all N | strongest | the slowest replica's latency; unavailable if any replica is down |
 //!
+//! "Durably" follows the node's `durability` setting. Under `sync` every
+//! copy counted is fsynced. Under `periodic`, `quorum` and `all` still count
+//! only fsynced copies (the same promise as under `sync`), while `local` and
+//! `leader` writes are acknowledged once the serving node's log has them:
+//! a power failure of that node within `periodic_ms` may lose such a write
+//! if no other replica had it yet.
+//!
 //! The leader is the first live node of the object's preference list. During
 //! a partition the two sides may pick different leaders; their writes merge
 //! when it heals (nothing acknowledged is lost), but `leader` promises hold

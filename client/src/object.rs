@@ -46,16 +46,31 @@ pub struct Read<T> {
 }
 
 /// A set's state.
+///
+/// A read ([`Set::members`]) lists every member. A write ([`Set::add`],
+/// [`Set::remove`], [`Set::delete`]) answers with the set's new state too,
+/// but bounded: past 1024 members or 64 KiB of members the node answers
+/// with the count alone (`members` empty, `count` exact), so that adding one
+/// member to a large set does not send the whole set back.
+/// [`is_complete`](Self::is_complete) tells which.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SetValue {
-    /// The members, in ascending byte order.
+    /// The members, in ascending byte order (empty in a write's answer
+    /// about a large set: see [`is_complete`](Self::is_complete)).
     pub members: Vec<Vec<u8>>,
     /// How many members there are.
     pub count: u64,
 }
 
 impl SetValue {
+    /// Whether [`members`](Self::members) lists every member (always for
+    /// reads; for writes only on small sets).
+    pub fn is_complete(&self) -> bool {
+        self.members.len() as u64 == self.count
+    }
+
     /// Whether `member` is in the set (binary search: members are sorted).
+    /// Only meaningful when [`is_complete`](Self::is_complete).
     pub fn contains(&self, member: &[u8]) -> bool {
         self.members
             .binary_search_by(|m| m.as_slice().cmp(member))
@@ -272,7 +287,8 @@ impl Set {
         &self.key
     }
 
-    /// Adds `members`; returns the new state. Idempotent.
+    /// Adds `members`; returns the new state (only the count for a large
+    /// set: see [`SetValue`]). Idempotent.
     pub fn add<I>(&self, members: I) -> RequestBuilder<SetValue>
     where
         I: IntoIterator,
@@ -288,7 +304,8 @@ impl Set {
     }
 
     /// Removes `members` (the adds of them the serving node has seen);
-    /// returns the new state.
+    /// returns the new state (only the count for a large set: see
+    /// [`SetValue`]).
     pub fn remove<I>(&self, members: I) -> RequestBuilder<SetValue>
     where
         I: IntoIterator,

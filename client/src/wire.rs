@@ -282,43 +282,84 @@ pub enum LimitError {
     Value { len: usize },
 }
 
+/// The size rule both [`check`] and [`check_archived`] apply, on an
+/// operation's parts: the key's length, the members' lengths (set adds,
+/// removes and inspections) and a register value's length.
+fn check_parts(
+    key_len: usize,
+    members: Option<(usize, impl Iterator<Item = usize>)>,
+    value_len: Option<usize>,
+) -> Result<(), LimitError> {
+    if key_len > MAX_KEY_BYTES {
+        return Err(LimitError::Key { len: key_len });
+    }
+    if let Some((count, lens)) = members {
+        if count > MAX_MEMBERS_PER_OP {
+            return Err(LimitError::Members { count });
+        }
+        let mut total = 0usize;
+        for (i, len) in lens.enumerate() {
+            if len > MAX_VALUE_BYTES {
+                return Err(LimitError::Member { number: i + 1, len });
+            }
+            total += len;
+        }
+        if total > MAX_OBJECT_BYTES {
+            return Err(LimitError::MembersBytes { total });
+        }
+    }
+    match value_len {
+        Some(len) if len > MAX_VALUE_BYTES => Err(LimitError::Value { len }),
+        _ => Ok(()),
+    }
+}
+
 /// Checks an operation against the size limits: the one check the client
 /// runs before sending and the node runs before any work.
 pub fn check(op: &Operation) -> Result<(), LimitError> {
-    if let Some(key) = op.key()
-        && key.len() > MAX_KEY_BYTES
-    {
-        return Err(LimitError::Key { len: key.len() });
-    }
-    match op {
+    let members = match op {
         Operation::SetAdd { members, .. }
         | Operation::SetRemove { members, .. }
-        | Operation::Inspect { members, .. } => {
-            if members.len() > MAX_MEMBERS_PER_OP {
-                return Err(LimitError::Members {
-                    count: members.len(),
-                });
-            }
-            let mut total = 0usize;
-            for (i, member) in members.iter().enumerate() {
-                if member.len() > MAX_VALUE_BYTES {
-                    return Err(LimitError::Member {
-                        number: i + 1,
-                        len: member.len(),
-                    });
-                }
-                total += member.len();
-            }
-            if total > MAX_OBJECT_BYTES {
-                return Err(LimitError::MembersBytes { total });
-            }
+        | Operation::Inspect { members, .. } => Some((members.len(), members.iter().map(Vec::len))),
+        _ => None,
+    };
+    let value = match op {
+        Operation::RegisterPut { value, .. } => Some(value.len()),
+        _ => None,
+    };
+    check_parts(op.key().map_or(0, <[u8]>::len), members, value)
+}
+
+/// [`check`] on a request's archived (undecoded) bytes: a set request's
+/// member count and sizes are known before anything is decoded, so a
+/// 20 MiB frame of empty members (2.6 million of them, ~63 MiB decoded) is
+/// refused without being decoded.
+pub fn check_archived(op: &ArchivedOperation) -> Result<(), LimitError> {
+    let key_len = match op {
+        ArchivedOperation::CounterIncr { key, .. }
+        | ArchivedOperation::CounterRead { key }
+        | ArchivedOperation::SetAdd { key, .. }
+        | ArchivedOperation::SetRemove { key, .. }
+        | ArchivedOperation::SetRead { key }
+        | ArchivedOperation::RegisterPut { key, .. }
+        | ArchivedOperation::RegisterGet { key }
+        | ArchivedOperation::Delete { key, .. }
+        | ArchivedOperation::Inspect { key, .. } => key.len(),
+        ArchivedOperation::Status | ArchivedOperation::DebugClockOffset { .. } => 0,
+    };
+    let members = match op {
+        ArchivedOperation::SetAdd { members, .. }
+        | ArchivedOperation::SetRemove { members, .. }
+        | ArchivedOperation::Inspect { members, .. } => {
+            Some((members.len(), members.iter().map(|m| m.len())))
         }
-        Operation::RegisterPut { value, .. } if value.len() > MAX_VALUE_BYTES => {
-            return Err(LimitError::Value { len: value.len() });
-        }
-        _ => {}
-    }
-    Ok(())
+        _ => None,
+    };
+    let value = match op {
+        ArchivedOperation::RegisterPut { value, .. } => Some(value.len()),
+        _ => None,
+    };
+    check_parts(key_len, members, value)
 }
 
 /// A hybrid-logical-clock timestamp: `time` is a 64-bit NTP timestamp
@@ -367,7 +408,10 @@ pub enum ReplyValue {
         value: i64,
     },
     /// A set's members in ascending byte order, and how many there are
-    /// (reads, and the new state after an add, remove or delete).
+    /// (reads, and the new state after an add, remove or delete). A write's
+    /// answer about a set of more than 1024 members or 64 KiB of members
+    /// carries the count alone (`members` empty): `members.len() == count`
+    /// tells a complete listing.
     Set {
         members: Vec<Vec<u8>>,
         count: u64,

@@ -10,6 +10,12 @@
 //! | quorum | Q replicas have it durably         | the join of Q replicas, written back to those behind first |
 //! | all    | all N replicas have it durably     | the join of all N |
 //!
+//! "Durably": fsynced, under either durability mode, for every copy a
+//! `quorum` or `all` write counts and for read repair. Under `periodic`,
+//! `local` and `leader` writes are acknowledged once the log has them (the
+//! fsync follows within `periodic_ms`); see
+//! `Coordinator::local_copy_waits_for_disk`.
+//!
 //! * Before doing anything, a request checks that enough replicas are live
 //!   ([`required_replicas`]); if not it fails with `Unavailable` and has no
 //!   effect. A write that was applied somewhere but did not gather its
@@ -24,10 +30,12 @@
 //!   request to the nearest live replica and stores nothing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use meridian_client::wire::{
-    self, Consistency, NodeStatus, PeerStatus, Reply, ReplyValue, Request, Response, WireError,
+    self, Consistency, NodeStatus, Operation, PeerStatus, Reply, ReplyValue, Request, Response,
+    WireError,
 };
 use meridian_engine::{Durability, Engine, Kind, ObjectKey, ObjectState, Op};
 use meridian_replication::Placement;
@@ -58,11 +66,13 @@ impl WriteRecord {
     }
 }
 
-use crate::clock::NodeClock;
+use crate::clock::{MAX_DEBUG_CLOCK_OFFSET_MS, NodeClock};
+use crate::engine_pool::EnginePool;
 use crate::metrics::{Origin, RequestMetrics};
 use crate::rpc::{PeerRequest, PeerResponse};
 use crate::translate::{
-    Action, Target, engine_error, invalid, reply_value, state_value, translate,
+    Access, Target, engine_error, engine_op, invalid, reply_value, state_value, translate,
+    write_reply_value,
 };
 
 // The client protocol's limits are the engine's: a request that passes
@@ -97,6 +107,11 @@ pub struct Coordinator {
     pub(crate) max_timeout: Duration,
     pub(crate) metrics: Arc<RequestMetrics>,
     pub(crate) started: Instant,
+    /// Where every engine call runs (never on an async worker).
+    pub(crate) pool: EnginePool,
+    /// Peer RPCs refused because the asking peer does not replicate the
+    /// key (`ReadState`, `Repair`).
+    pub(crate) peer_refusals: AtomicU64,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -211,11 +226,16 @@ impl Coordinator {
                         "this node was not started with --allow-debug-clock",
                     ));
                 }
+                if offset_ms.unsigned_abs() > MAX_DEBUG_CLOCK_OFFSET_MS.unsigned_abs() {
+                    return Response::Err(invalid(format!(
+                        "a debug clock offset is at most {MAX_DEBUG_CLOCK_OFFSET_MS} ms either way"
+                    )));
+                }
                 self.clock.set_offset_ms(offset_ms);
                 tracing::warn!(offset_ms, "debug clock offset set");
                 return self.ok(&self.node, level, ReplyValue::Done);
             }
-            Ok(Target::Object(key, action)) => (key, action),
+            Ok(Target::Object(key, access)) => (key, access),
             Err(e) => return Response::Err(e),
         };
         let group = self.placement.group_of(key.key());
@@ -280,12 +300,18 @@ impl Coordinator {
             }
         }
         match action {
-            Action::Write(op) => self.write(level, key, op, &replicas, needed, timeout).await,
-            Action::Read => {
+            Access::Write => {
+                let op = engine_op(req.op).expect("an object write has an engine operation");
+                self.write(level, key, op, &replicas, needed, timeout).await
+            }
+            Access::Read => {
                 self.read(level, key, &replicas, &live, needed, timeout)
                     .await
             }
-            Action::Inspect(members) => {
+            Access::Inspect => {
+                let Operation::Inspect { members, .. } = req.op else {
+                    unreachable!("only Inspect is translated to Access::Inspect")
+                };
                 self.inspect(level, key, members, &replicas, &live, needed, timeout)
                     .await
             }
@@ -307,7 +333,12 @@ impl Coordinator {
         timeout: Duration,
     ) -> Response {
         if needed <= 1 || replicas.len() <= 1 {
-            return match self.engine.inspect(key.key(), &members) {
+            let engine = self.engine.clone();
+            let inspected = self
+                .pool
+                .run(move || engine.inspect(key.key(), &members))
+                .await;
+            return match inspected {
                 Ok(i) => self.ok(
                     &self.node,
                     level,
@@ -398,13 +429,26 @@ impl Coordinator {
         }
     }
 
-    async fn durable(&self, lsn: u64, timeout: Duration) -> Result<(), WireError> {
-        // `periodic` acknowledges once the log has the write (the engine
-        // fsyncs on its interval); waiting here would ask for an fsync per
-        // write and make `periodic` cost what `sync` does.
-        if matches!(self.engine.durability(), Durability::Periodic(_)) {
-            return Ok(());
+    /// Whether this node's own copy of a write at `level` may count
+    /// towards the write's acknowledgements only once it is durable.
+    ///
+    /// `sync`: always. `periodic`: for `quorum` and `all`, which promise
+    /// that the write survives the loss of a minority (or of all but one)
+    /// of its replicas, so every copy they count must be on disk; peers
+    /// already acknowledge only what they fsynced. `local` and `leader`
+    /// acknowledge once the log has the write, the fsync following within
+    /// `periodic_ms` (waiting would ask for an fsync per write and make
+    /// `periodic` cost what `sync` does).
+    fn local_copy_waits_for_disk(&self, level: Consistency) -> bool {
+        match self.engine.durability() {
+            Durability::Sync => true,
+            Durability::Periodic(_) => matches!(level, Consistency::Quorum | Consistency::All),
         }
+    }
+
+    /// Waits (up to `timeout`) until the log is durable up to `lsn`, asking
+    /// for the fsync (group committed) under either durability mode.
+    async fn durable(&self, lsn: u64, timeout: Duration) -> Result<(), WireError> {
         let (tx, rx) = oneshot::channel();
         self.engine.on_durable(lsn, move |r| {
             let _ = tx.send(r);
@@ -419,6 +463,44 @@ impl Coordinator {
         }
     }
 
+    /// Applies `op` to `key` on the engine pool, stamped with the node's
+    /// clock when it runs.
+    async fn apply(
+        &self,
+        key: &ObjectKey,
+        op: Op,
+    ) -> meridian_engine::Result<meridian_engine::Applied> {
+        let (engine, clock, key) = (self.engine.clone(), self.clock.clone(), key.clone());
+        self.pool
+            .run(move || engine.apply(&key, op, clock.now()))
+            .await
+    }
+
+    /// Reads `key`'s value on the engine pool.
+    async fn read_value(&self, key: &ObjectKey) -> meridian_engine::Result<meridian_engine::Value> {
+        let (engine, key) = (self.engine.clone(), key.clone());
+        self.pool.run(move || engine.read(&key)).await
+    }
+
+    /// Reads `key`'s full state on the engine pool.
+    async fn read_state(&self, key: &ObjectKey) -> meridian_engine::Result<Option<ObjectState>> {
+        let (engine, key) = (self.engine.clone(), key.clone());
+        self.pool.run(move || engine.state(&key)).await
+    }
+
+    /// Joins `state` into `key` on the engine pool; the log position to
+    /// wait for when it changed anything.
+    async fn merge_state(
+        &self,
+        key: &ObjectKey,
+        state: Arc<ObjectState>,
+    ) -> meridian_engine::Result<Option<u64>> {
+        let (engine, clock, key) = (self.engine.clone(), self.clock.clone(), key.clone());
+        self.pool
+            .run(move || engine.merge_state(&key, &state, clock.now()))
+            .await
+    }
+
     async fn write(
         &self,
         level: Consistency,
@@ -428,7 +510,7 @@ impl Coordinator {
         needed: usize,
         timeout: Duration,
     ) -> Response {
-        let applied = match self.engine.apply(&key, op, self.clock.now()) {
+        let applied = match self.apply(&key, op).await {
             Ok(a) => a,
             Err(e) => return Response::Err(engine_error(e)),
         };
@@ -447,8 +529,15 @@ impl Coordinator {
             })
         });
         let remote_needed = needed.saturating_sub(1);
+        let local_durable = async {
+            if self.local_copy_waits_for_disk(level) {
+                self.durable(applied.lsn, timeout).await
+            } else {
+                Ok(())
+            }
+        };
         let (local, remote) = tokio::join!(
-            self.durable(applied.lsn, timeout),
+            local_durable,
             self.mesh.wait_durable(dot, others, remote_needed, timeout)
         );
         let acked = usize::from(local.is_ok()) + remote;
@@ -463,14 +552,16 @@ impl Coordinator {
                 needed: needed as u32,
             });
         }
+        // Sets: the engine returns no value (they may be large); read it
+        // back on the pool and answer with a bounded reply.
         let value = match applied.value {
             Some(v) => v,
-            None => match self.engine.read(&key) {
+            None => match self.read_value(&key).await {
                 Ok(v) => v,
                 Err(e) => return Response::Err(engine_error(e)),
             },
         };
-        self.ok(&self.node, level, reply_value(value))
+        self.ok(&self.node, level, write_reply_value(value))
     }
 
     async fn read(
@@ -483,7 +574,7 @@ impl Coordinator {
         timeout: Duration,
     ) -> Response {
         if needed <= 1 || replicas.len() <= 1 {
-            return match self.engine.read(&key) {
+            return match self.read_value(&key).await {
                 Ok(v) => self.ok(&self.node, level, reply_value(v)),
                 Err(e) => Response::Err(engine_error(e)),
             };
@@ -491,7 +582,7 @@ impl Coordinator {
         let deadline = tokio::time::Instant::now() + timeout;
         // Gather states: ours and every other live replica's; the first
         // `needed` (ours included) decide.
-        let mine = match self.engine.state(&key) {
+        let mine = match self.read_state(&key).await {
             Ok(s) => s,
             Err(e) => return Response::Err(engine_error(e)),
         };
@@ -510,11 +601,20 @@ impl Coordinator {
         while responses.len() < needed {
             let next = tokio::time::timeout_at(deadline, pending.join_next()).await;
             match next {
-                Ok(Some(Ok((peer, Ok(bytes))))) => match PeerResponse::decode(&bytes) {
-                    Ok(PeerResponse::State(s)) => responses.push((peer, s)),
-                    Ok(other) => tracing::debug!(%peer, ?other, "unexpected read answer"),
-                    Err(e) => tracing::debug!(%peer, error = %e, "malformed read answer"),
-                },
+                Ok(Some(Ok((peer, Ok(bytes))))) => {
+                    // A state may be megabytes: validate and decode it off
+                    // the async workers.
+                    let decoded = self
+                        .pool
+                        .compute(move || PeerResponse::decode(&bytes))
+                        .await;
+                    match decoded {
+                        Some(Ok(PeerResponse::State(s))) => responses.push((peer, s)),
+                        Some(Ok(other)) => tracing::debug!(%peer, ?other, "unexpected read answer"),
+                        Some(Err(e)) => tracing::debug!(%peer, error = %e, "malformed read answer"),
+                        None => {}
+                    }
+                }
                 Ok(Some(Ok((peer, Err(e))))) => tracing::debug!(%peer, error = %e, "read failed"),
                 Ok(Some(Err(_))) => {}
                 Ok(None) | Err(_) => break,
@@ -527,34 +627,56 @@ impl Coordinator {
                 needed: needed as u32,
             });
         }
-        // Join what the quorum holds.
-        let mut joined: Option<ObjectState> = None;
-        for (_, s) in &responses {
-            if let Some(s) = s {
-                match &mut joined {
-                    None => joined = Some(s.clone()),
-                    Some(j) => {
-                        if let Err(e) = j.join(s) {
-                            return Response::Err(engine_error(e));
+        // Join what the quorum holds, find the replicas behind it and
+        // encode the repair for them: CPU work proportional to the object's
+        // size, on the pool.
+        let kind = key.kind();
+        let repair_key = key.clone();
+        let joined = self
+            .pool
+            .run(move || {
+                let mut joined: Option<ObjectState> = None;
+                for (_, s) in &responses {
+                    if let Some(s) = s {
+                        match &mut joined {
+                            None => joined = Some(s.clone()),
+                            Some(j) => {
+                                j.join(s)?;
+                            }
                         }
                     }
                 }
-            }
-        }
+                let value = state_value(kind, joined.as_ref());
+                let Some(j) = joined else {
+                    return Ok((value, None));
+                };
+                let behind: Vec<String> = responses
+                    .iter()
+                    .filter(|(_, s)| s.as_ref() != Some(&j))
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                let repair = if behind.is_empty() {
+                    Vec::new()
+                } else {
+                    PeerRequest::Repair(repair_key, j.clone()).encode()
+                };
+                Ok((value, Some((Arc::new(j), behind, repair, responses.len()))))
+            })
+            .await;
+        let (value, joined) = match joined {
+            Ok(j) => j,
+            Err(e) => return Response::Err(engine_error(e)),
+        };
         // Write the join back to the replicas that were behind, before
-        // answering, so a later quorum read can't see less.
-        if let Some(j) = &joined {
-            let behind: Vec<String> = responses
-                .iter()
-                .filter(|(_, s)| s.as_ref() != Some(j))
-                .map(|(n, _)| n.clone())
-                .collect();
+        // answering, so a later quorum read can't see less. Every copy
+        // counted is durable (read repair waits for the fsync under either
+        // durability mode).
+        if let Some((j, behind, repair, answered)) = &joined {
             let mut repairs = tokio::task::JoinSet::new();
-            let repair = PeerRequest::Repair(key.clone(), j.clone()).encode();
             let mut failed = 0usize;
             for node in behind {
-                if node == self.node {
-                    match self.engine.merge_state(&key, j, self.clock.now()) {
+                if *node == self.node {
+                    match self.merge_state(&key, j.clone()).await {
                         Ok(Some(lsn)) => {
                             if self.durable(lsn, timeout).await.is_err() {
                                 failed += 1;
@@ -570,6 +692,7 @@ impl Coordinator {
                 }
                 let mesh = self.mesh.clone();
                 let repair = repair.clone();
+                let node = node.clone();
                 repairs.spawn(async move {
                     let ok = matches!(
                         mesh.call(&node, &repair, timeout)
@@ -589,46 +712,78 @@ impl Coordinator {
             repairs.abort_all();
             if failed > 0 {
                 return Response::Err(WireError::Timeout {
-                    acked: (responses.len() - failed.min(responses.len())) as u32,
+                    acked: (answered - failed.min(*answered)) as u32,
                     needed: needed as u32,
                 });
             }
         }
-        let value = state_value(key.kind(), joined.as_ref());
+        drop(joined);
         self.ok(&self.node, level, reply_value(value))
     }
 
-    /// Serves a peer's RPC.
+    /// Whether `peer` may be handed `key`'s state or hand us one: both
+    /// nodes must replicate it (placement is data residency: an object's
+    /// state never leaves its regions, and a node that does not replicate
+    /// an object has no business repairing it).
+    fn peer_may_share(&self, peer: &str, key: &ObjectKey) -> Result<(), String> {
+        let group = self.placement.group_of(key.key());
+        if !self.placement.is_replica(&self.node, group) {
+            return Err(format!("{} does not replicate that key", self.node));
+        }
+        if !self.placement.is_replica(peer, group) {
+            self.peer_refusals.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "peer refused: it does not replicate the key it asked about");
+            return Err(format!("{peer} does not replicate that key"));
+        }
+        Ok(())
+    }
+
+    /// Serves a peer's RPC. Decoding, engine work and encoding run on the
+    /// engine pool (a state may be megabytes).
     pub async fn serve_peer(self: &Arc<Self>, peer: String, request: Vec<u8>) -> Vec<u8> {
-        let response = match PeerRequest::decode(&request) {
-            Err(e) => {
+        let decoded = self
+            .pool
+            .compute(move || PeerRequest::decode(&request))
+            .await;
+        let response = match decoded {
+            None => PeerResponse::Failed("node shutting down".into()),
+            Some(Err(e)) => {
                 tracing::warn!(%peer, error = %e, "malformed peer request");
                 PeerResponse::Failed(format!("malformed request: {e}"))
             }
-            Ok(PeerRequest::Forward(req)) => {
+            Some(Ok(PeerRequest::Forward(req))) => {
                 PeerResponse::Forwarded(self.execute(req, Origin::Peer).await)
             }
-            Ok(PeerRequest::ReadState(key)) => match self.engine.state(&key) {
-                Ok(s) => PeerResponse::State(s),
-                Err(e) => PeerResponse::Failed(e.to_string()),
-            },
-            Ok(PeerRequest::Repair(key, state)) => {
-                if !self
-                    .placement
-                    .is_replica(&self.node, self.placement.group_of(key.key()))
-                {
-                    PeerResponse::Failed("not a replica of that key".into())
-                } else {
-                    match self.engine.merge_state(&key, &state, self.clock.now()) {
-                        Ok(Some(lsn)) => match self.durable(lsn, self.default_timeout).await {
-                            Ok(()) => PeerResponse::Repaired,
-                            Err(e) => PeerResponse::Failed(e.to_string()),
-                        },
-                        Ok(None) => PeerResponse::Repaired,
-                        Err(e) => PeerResponse::Failed(e.to_string()),
-                    }
+            Some(Ok(PeerRequest::ReadState(key))) => match self.peer_may_share(&peer, &key) {
+                Err(e) => PeerResponse::Failed(e),
+                Ok(()) => {
+                    let engine = self.engine.clone();
+                    // Read and encode together: the state is not copied
+                    // back to the async side.
+                    return self
+                        .pool
+                        .run(move || {
+                            Ok(match engine.state(&key) {
+                                Ok(s) => PeerResponse::State(s),
+                                Err(e) => PeerResponse::Failed(e.to_string()),
+                            }
+                            .encode())
+                        })
+                        .await
+                        .unwrap_or_else(|e| PeerResponse::Failed(e.to_string()).encode());
                 }
-            }
+            },
+            Some(Ok(PeerRequest::Repair(key, state))) => match self.peer_may_share(&peer, &key) {
+                Err(e) => PeerResponse::Failed(e),
+                Ok(()) => match self.merge_state(&key, Arc::new(state)).await {
+                    Ok(Some(lsn)) => match self.durable(lsn, self.default_timeout).await {
+                        Ok(()) => PeerResponse::Repaired,
+                        Err(e) => PeerResponse::Failed(e.to_string()),
+                    },
+                    Ok(None) => PeerResponse::Repaired,
+                    Err(e) => PeerResponse::Failed(e.to_string()),
+                },
+            },
         };
         response.encode()
     }

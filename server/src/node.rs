@@ -24,10 +24,16 @@ use meridian_replication::mesh::{Link, Mesh, MeshError, RpcHandler};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::budget::ByteBudget;
 use crate::clock::NodeClock;
 use crate::config::{self, NodeConfig};
 use crate::coordinator::Coordinator;
-use crate::listener::{ClientListener, DRAIN_TIMEOUT};
+use crate::engine_pool::EnginePool;
+use crate::exposition::Exposed;
+use crate::listener::{
+    ClientListener, DRAIN_TIMEOUT, ListenerStats, WARNING_INTERVAL, WARNINGS_PER_INTERVAL,
+    WarnLimiter,
+};
 use crate::metrics::RequestMetrics;
 use crate::resp::RespServer;
 use crate::tasks::Tasks;
@@ -154,6 +160,10 @@ impl Node {
     /// Fails with one clear error if a port is taken or the data directory
     /// is unusable; whatever had started is stopped again.
     pub async fn start(config: NodeConfig, options: ServeOptions) -> Result<Node, NodeError> {
+        match raise_descriptor_limit() {
+            Ok(limit) => tracing::debug!(limit, "open descriptor limit"),
+            Err(e) => tracing::warn!(error = %e, "could not raise the open descriptor limit"),
+        }
         let placement = Arc::new(config.cluster_placement());
         let clock = NodeClock::default();
 
@@ -216,6 +226,8 @@ impl Node {
             max_timeout: Duration::from_millis(config::MAX_REQUEST_TIMEOUT_MS),
             metrics: Arc::new(RequestMetrics::default()),
             started: Instant::now(),
+            pool: EnginePool::default(),
+            peer_refusals: AtomicU64::new(0),
         });
         mesh.set_rpc_handler(Arc::new(Rpc(Arc::downgrade(&coordinator))));
 
@@ -239,7 +251,11 @@ impl Node {
 
         let (stop, stop_rx) = watch::channel(false);
         let tasks = Tasks::new();
-        let connections = Arc::new(AtomicU64::new(0));
+        // One byte budget for both client doors (`[limits]
+        // client_memory_bytes`, less what QUIC buffers by itself).
+        let budget = ByteBudget::new(
+            usize::try_from(config.limits.client_buffer_bytes()).unwrap_or(usize::MAX),
+        );
         let token_config = config.clone();
         let listener = Arc::new(ClientListener {
             endpoint: bound.endpoint,
@@ -247,8 +263,9 @@ impl Node {
             token_check: Arc::new(move |t: &[u8]| token_config.token_matches(t)),
             max_connections: config.limits.max_client_connections as u64,
             max_in_flight: config.limits.max_in_flight_per_connection as usize,
-            connections: connections.clone(),
-            in_flight: Arc::new(AtomicU64::new(0)),
+            stats: Arc::new(ListenerStats::default()),
+            budget: budget.clone(),
+            warnings: WarnLimiter::new(WARNINGS_PER_INTERVAL, WARNING_INTERVAL),
         });
         let mut services = vec![tokio::spawn(
             listener.clone().run(stop_rx.clone(), tasks.tracker()),
@@ -263,6 +280,7 @@ impl Node {
                 u64::from(config.resp.max_connections),
                 addr,
                 resp_tls.clone(),
+                budget.clone(),
             ));
             services.push(tokio::spawn(server.clone().run(
                 l,
@@ -273,8 +291,12 @@ impl Node {
         }
         services.push(tokio::spawn(crate::exposition::serve(
             bound.metrics,
-            coordinator.clone(),
-            connections,
+            Exposed {
+                coordinator: coordinator.clone(),
+                client: listener.stats.clone(),
+                budget: budget.clone(),
+                resp: resp.clone(),
+            },
             stop_rx,
         )));
         tracing::info!(
@@ -312,6 +334,16 @@ impl Node {
 
     pub fn coordinator(&self) -> &Arc<Coordinator> {
         &self.coordinator
+    }
+
+    /// What the metrics endpoint would serve right now.
+    pub fn exposition(&self) -> String {
+        crate::exposition::render(&Exposed {
+            coordinator: self.coordinator.clone(),
+            client: self.listener.stats.clone(),
+            budget: self.listener.budget.clone(),
+            resp: self.resp.clone(),
+        })
     }
 
     /// The RESP listener, when `resp_listen` is set.
@@ -362,6 +394,23 @@ impl Node {
         tracing::info!(node = %self.name, "stopped cleanly");
         Ok(())
     }
+}
+
+/// Raises this process's open-descriptor limit (`RLIMIT_NOFILE`) from its
+/// soft value to its hard one, and returns the new soft limit. Every client
+/// connection, peer link, log segment and sled file is a descriptor; the
+/// usual soft default (1024) is below what `max_client_connections` and
+/// `resp.max_connections` admit, and running out does not only refuse
+/// connections: it breaks log rolls and checkpoints. The hard limit is the
+/// administrator's choice; the soft one is only a default. Idempotent.
+pub fn raise_descriptor_limit() -> Result<u64, std::io::Error> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(std::io::Error::from)?;
+    }
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
+    Ok(soft)
 }
 
 /// The client-facing sockets, bound before anything is served.
@@ -432,4 +481,22 @@ async fn stop_early(error: NodeError, mesh: &Mesh, engine: &Engine) -> NodeError
     mesh.shutdown().await;
     let _ = engine.close();
     error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The descriptor limit is raised to the hard limit at start (S5).
+    #[test]
+    fn the_descriptor_limit_is_raised_to_the_hard_limit() {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        // Lower the soft limit first (to the usual default), so that the
+        // raise has something to do whatever this machine's settings.
+        let lowered = hard.min(1024);
+        setrlimit(Resource::RLIMIT_NOFILE, lowered, hard).unwrap();
+        assert_eq!(raise_descriptor_limit().unwrap(), hard);
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).unwrap(), (hard, hard));
+    }
 }

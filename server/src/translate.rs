@@ -13,43 +13,60 @@ pub(crate) enum Target {
     /// The harness's debug clock offset, in milliseconds (no object).
     DebugClockOffset(i64),
     /// One object, read or written.
-    Object(ObjectKey, Action),
+    Object(ObjectKey, Access),
 }
 
-/// The operation's object and what it does to it.
+/// Whether a request reads or writes its object. The write's engine
+/// operation is made by [`engine_op`] only where the write is applied, so
+/// a request's members are moved into the engine, never copied (a set add
+/// may carry 16 MiB).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    Write,
+    Read,
+    /// What the key holds under every type, and which of the request's
+    /// members its set holds (`Operation::Inspect`).
+    Inspect,
+}
+
+/// The operation's object and whether it reads or writes it.
 pub(crate) fn translate(op: &Operation) -> Result<Target, WireError> {
-    let (key, action) = match op {
+    let (kind, key, access) = match op {
         Operation::Status => return Ok(Target::Status),
         Operation::DebugClockOffset { offset_ms } => {
             return Ok(Target::DebugClockOffset(*offset_ms));
         }
-        Operation::CounterIncr { key, delta } => {
-            (object(Kind::Counter, key)?, Action::Write(Op::Incr(*delta)))
+        Operation::CounterIncr { key, .. } => (Kind::Counter, key, Access::Write),
+        Operation::CounterRead { key } => (Kind::Counter, key, Access::Read),
+        Operation::SetAdd { key, .. } | Operation::SetRemove { key, .. } => {
+            (Kind::Set, key, Access::Write)
         }
-        Operation::CounterRead { key } => (object(Kind::Counter, key)?, Action::Read),
-        Operation::SetAdd { key, members } => (
-            object(Kind::Set, key)?,
-            Action::Write(Op::Add(members.clone())),
-        ),
-        Operation::SetRemove { key, members } => (
-            object(Kind::Set, key)?,
-            Action::Write(Op::Remove(members.clone())),
-        ),
-        Operation::SetRead { key } => (object(Kind::Set, key)?, Action::Read),
-        Operation::RegisterPut { key, value } => (
-            object(Kind::Register, key)?,
-            Action::Write(Op::Put(value.clone())),
-        ),
-        Operation::RegisterGet { key } => (object(Kind::Register, key)?, Action::Read),
-        Operation::Delete { kind, key } => {
-            (object(engine_kind(*kind), key)?, Action::Write(Op::Delete))
-        }
-        Operation::Inspect { key, members } => (
-            object(Kind::Register, key)?,
-            Action::Inspect(members.clone()),
-        ),
+        Operation::SetRead { key } => (Kind::Set, key, Access::Read),
+        Operation::RegisterPut { key, .. } => (Kind::Register, key, Access::Write),
+        Operation::RegisterGet { key } => (Kind::Register, key, Access::Read),
+        Operation::Delete { kind, key } => (engine_kind(*kind), key, Access::Write),
+        // The key's every type: the register's identity only routes it.
+        Operation::Inspect { key, .. } => (Kind::Register, key, Access::Inspect),
     };
-    Ok(Target::Object(key, action))
+    Ok(Target::Object(object(kind, key)?, access))
+}
+
+/// The engine operation of a write, taking the request's payload. `None`
+/// for reads and the object-less operations.
+pub(crate) fn engine_op(op: Operation) -> Option<Op> {
+    Some(match op {
+        Operation::CounterIncr { delta, .. } => Op::Incr(delta),
+        Operation::SetAdd { members, .. } => Op::Add(members),
+        Operation::SetRemove { members, .. } => Op::Remove(members),
+        Operation::RegisterPut { value, .. } => Op::Put(value),
+        Operation::Delete { .. } => Op::Delete,
+        Operation::CounterRead { .. }
+        | Operation::SetRead { .. }
+        | Operation::RegisterGet { .. }
+        | Operation::Status
+        | Operation::DebugClockOffset { .. }
+        | Operation::Inspect { .. } => return None,
+    })
 }
 
 /// The engine's type for a wire type.
@@ -59,15 +76,6 @@ pub(crate) fn engine_kind(kind: wire::Kind) -> Kind {
         wire::Kind::Set => Kind::Set,
         wire::Kind::Register => Kind::Register,
     }
-}
-
-/// What a request does to its object.
-pub(crate) enum Action {
-    Write(Op),
-    Read,
-    /// What the key holds under every type, and which of these members its
-    /// set holds (the object key's kind is only its routing identity).
-    Inspect(Vec<Vec<u8>>),
 }
 
 pub(crate) fn invalid(message: impl Into<String>) -> WireError {
@@ -97,6 +105,37 @@ pub(crate) fn object(kind: Kind, key: &[u8]) -> Result<ObjectKey, WireError> {
     ObjectKey::new(kind, key.to_vec()).map_err(engine_error)
 }
 
+/// Most members a set write's reply lists. A write answers with the set's
+/// new state so a client sees its effect, but a write of one member to a
+/// set of a million must not answer with a million: past this (or
+/// [`MAX_WRITE_REPLY_MEMBER_BYTES`]) the reply carries the count alone
+/// (`members` empty, `count` exact). 1024 covers every set a person reads
+/// in a terminal.
+pub const MAX_WRITE_REPLY_MEMBERS: usize = 1024;
+
+/// Most member bytes a set write's reply lists (see
+/// [`MAX_WRITE_REPLY_MEMBERS`]): 64 KiB keeps a write's answer the size of
+/// a request's, whatever the set's.
+pub const MAX_WRITE_REPLY_MEMBER_BYTES: usize = 64 << 10;
+
+/// The value a write answers with: [`reply_value`], except that a set past
+/// [`MAX_WRITE_REPLY_MEMBERS`] or [`MAX_WRITE_REPLY_MEMBER_BYTES`] is
+/// answered with its count and no members.
+pub(crate) fn write_reply_value(value: Value) -> ReplyValue {
+    match value {
+        Value::Set(members)
+            if members.len() > MAX_WRITE_REPLY_MEMBERS
+                || members.iter().map(Vec::len).sum::<usize>() > MAX_WRITE_REPLY_MEMBER_BYTES =>
+        {
+            ReplyValue::Set {
+                count: members.len() as u64,
+                members: Vec::new(),
+            }
+        }
+        other => reply_value(other),
+    }
+}
+
 /// The value a request answers with, from the object's value.
 pub(crate) fn reply_value(value: Value) -> ReplyValue {
     match value {
@@ -123,5 +162,60 @@ pub(crate) fn state_value(kind: Kind, state: Option<&ObjectState>) -> Value {
             Kind::Set => Value::Set(Vec::new()),
             Kind::Register => Value::Register(None),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_set_writes_answer_with_a_count() {
+        let small = Value::Set(vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(
+            write_reply_value(small.clone()),
+            ReplyValue::Set {
+                members: vec![b"a".to_vec(), b"b".to_vec()],
+                count: 2
+            }
+        );
+        let many = Value::Set(
+            (0..=MAX_WRITE_REPLY_MEMBERS as u32)
+                .map(|i| i.to_be_bytes().to_vec())
+                .collect(),
+        );
+        assert_eq!(
+            write_reply_value(many),
+            ReplyValue::Set {
+                members: Vec::new(),
+                count: MAX_WRITE_REPLY_MEMBERS as u64 + 1
+            }
+        );
+        let big = Value::Set(vec![vec![1; MAX_WRITE_REPLY_MEMBER_BYTES], vec![2]]);
+        assert_eq!(
+            write_reply_value(big),
+            ReplyValue::Set {
+                members: Vec::new(),
+                count: 2
+            }
+        );
+        // Reads always list every member.
+        assert!(
+            matches!(reply_value(small), ReplyValue::Set { members, .. } if members.len() == 2)
+        );
+    }
+
+    #[test]
+    fn writes_move_their_payload_into_the_engine_op() {
+        let op = Operation::SetAdd {
+            key: b"k".to_vec(),
+            members: vec![b"m".to_vec()],
+        };
+        assert!(matches!(
+            translate(&op),
+            Ok(Target::Object(_, Access::Write))
+        ));
+        assert_eq!(engine_op(op), Some(Op::Add(vec![b"m".to_vec()])));
+        assert_eq!(engine_op(Operation::SetRead { key: b"k".to_vec() }), None);
     }
 }

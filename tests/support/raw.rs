@@ -61,7 +61,45 @@ fn crypto(identity: &Identity) -> Result<QuicClientConfig> {
     Ok(QuicClientConfig::try_from(tls)?)
 }
 
+/// A quinn client configuration presenting `identity`, with `transport`
+/// (flow-control windows, stream limits) chosen by the caller: a test that
+/// plays a hostile client keeps its own side's buffers small.
+pub fn client_config(
+    identity: &Identity,
+    transport: quinn::TransportConfig,
+) -> Result<quinn::ClientConfig> {
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto(identity)?));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
 impl RawConnection {
+    /// Like [`RawConnection::authenticated`], with the client's QUIC
+    /// `transport` settings chosen by the caller.
+    pub async fn authenticated_with(
+        address: SocketAddr,
+        server_name: &str,
+        identity: &Identity,
+        token: &[u8],
+        transport: quinn::TransportConfig,
+    ) -> Result<RawConnection> {
+        let endpoint = quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let config = client_config(identity, transport)?;
+        let connecting = endpoint.connect_with(config, address, server_name)?;
+        let connection = tokio::time::timeout(EXCHANGE_LIMIT, connecting)
+            .await
+            .context("handshake timed out")?
+            .context("handshake")?;
+        let raw = RawConnection {
+            connection,
+            endpoint,
+        };
+        match raw.hello(token).await? {
+            HelloReply::Ok { .. } => Ok(raw),
+            HelloReply::Refused(e) => bail!("hello refused: {e:?}"),
+        }
+    }
+
     /// QUIC + TLS handshake with `server_name` at `address`; no `Hello`.
     pub async fn connect(
         address: SocketAddr,

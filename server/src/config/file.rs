@@ -37,6 +37,22 @@ pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
 /// `max_in_flight_per_connection`: each admitted connection and stream
 /// holds buffers, so the product must stay within one machine's memory.
 pub const MAX_CONNECTION_LIMIT: u32 = 65_536;
+/// Default of `[limits] client_memory_bytes`, in bytes: what the default
+/// 1024 connections may make QUIC buffer (2 MiB each: their windows) plus
+/// about 1 GiB of request and response buffers (`client_buffer_bytes`).
+pub const DEFAULT_CLIENT_MEMORY_BYTES: u64 = 3 << 30;
+/// Largest `client_memory_bytes`, in bytes: a terabyte is more memory than
+/// a node has; a larger number is a typo.
+pub const MAX_CLIENT_MEMORY_BYTES: u64 = 1 << 40;
+/// Fewest bytes of request and response buffers (`client_buffer_bytes`)
+/// a node may be left with: two connections' worth, so that one connection
+/// can never hold all of it and the largest request always fits.
+pub const MIN_CLIENT_BUFFER_BYTES: u64 = 2 * crate::budget::CONNECTION_BUFFER_BYTES as u64;
+/// What a handshake in progress or a connection waiting to authenticate
+/// may hold, in bytes, as counted against `client_memory_bytes`: QUIC
+/// state, TLS buffers and the `Hello` window (an estimate with room: the
+/// receive window before authentication is 128 KiB).
+pub const PENDING_CONNECTION_BYTES: u64 = 256 << 10;
 /// Upper bound of `request_timeout_ms`: a client waiting ten minutes has
 /// given up long ago.
 pub const MAX_REQUEST_TIMEOUT_MS: u64 = 600_000;
@@ -156,6 +172,19 @@ pub struct LimitsConfig {
     pub max_in_flight_per_connection: u32,
     /// Timeout of a request that carries 0, in milliseconds.
     pub request_timeout_ms: u64,
+    /// The node's memory budget for its clients, in bytes: everything the
+    /// node holds for client requests and answers, on the QUIC and RESP
+    /// doors together. Part of it is what QUIC may buffer by itself for
+    /// each connection (its flow-control windows); the rest
+    /// ([`LimitsConfig::client_buffer_bytes`]) is a byte budget every
+    /// request body, decoded request and answer is reserved from before it
+    /// is allocated. `max_client_connections` ×
+    /// `max_in_flight_per_connection` × the largest frame is no longer
+    /// what bounds memory (it is petabytes with the defaults): requests
+    /// past the budget wait for their connection's earlier ones or are
+    /// refused `Overloaded`. Checked at load to leave at least
+    /// [`MIN_CLIENT_BUFFER_BYTES`] of buffers.
+    pub client_memory_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -164,7 +193,31 @@ impl Default for LimitsConfig {
             max_client_connections: DEFAULT_MAX_CLIENT_CONNECTIONS,
             max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            client_memory_bytes: DEFAULT_CLIENT_MEMORY_BYTES,
         }
+    }
+}
+
+impl LimitsConfig {
+    /// What QUIC may buffer for client connections outside the byte budget,
+    /// in bytes: every authenticated connection's windows
+    /// ([`crate::tls::CLIENT_CONNECTION_WINDOW_BYTES`]), and every
+    /// handshake and connection waiting to authenticate
+    /// ([`PENDING_CONNECTION_BYTES`] each, at most
+    /// [`crate::listener::MAX_CLIENT_HANDSHAKES`] +
+    /// [`crate::listener::MAX_PENDING_CLIENT_CONNECTIONS`]).
+    pub fn client_transport_bytes(&self) -> u64 {
+        u64::from(self.max_client_connections) * crate::tls::CLIENT_CONNECTION_WINDOW_BYTES
+            + (crate::listener::MAX_CLIENT_HANDSHAKES as u64
+                + crate::listener::MAX_PENDING_CLIENT_CONNECTIONS as u64)
+                * PENDING_CONNECTION_BYTES
+    }
+
+    /// The byte budget of request and response buffers (both doors):
+    /// `client_memory_bytes` less [`client_transport_bytes`](Self::client_transport_bytes).
+    pub fn client_buffer_bytes(&self) -> u64 {
+        self.client_memory_bytes
+            .saturating_sub(self.client_transport_bytes())
     }
 }
 

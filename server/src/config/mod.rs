@@ -34,6 +34,7 @@
 //! max_client_connections = 1024
 //! max_in_flight_per_connection = 256
 //! request_timeout_ms = 5000     # used when a request carries 0
+//! client_memory_bytes = 3221225472  # memory budget for clients (see LimitsConfig)
 //!
 //! [resp]                        # optional, defaults shown (docs/resp.md)
 //! tls = false                   # true: TLS with the node certificate (redis-cli --tls --cacert ca.pem)
@@ -61,7 +62,9 @@
 //!
 //! Durability: `sync` acknowledges a write only after its log record is
 //! fsynced (group commit). `periodic` fsyncs every `periodic_ms` and may
-//! lose the last `periodic_ms` of acknowledged writes on power loss.
+//! lose the last `periodic_ms` of acknowledged `local` and `leader` writes
+//! on power loss; `quorum` and `all` writes still count only fsynced copies
+//! (the serving node asks for the fsync of its own).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -579,6 +582,28 @@ fn validate_limits(limits: &LimitsConfig) -> Result<(), (&'static str, String)> 
             format!("must be between 1 and {MAX_REQUEST_TIMEOUT_MS} ms"),
         ));
     }
+    if limits.client_memory_bytes > MAX_CLIENT_MEMORY_BYTES {
+        return Err((
+            "limits.client_memory_bytes",
+            format!("must be at most {MAX_CLIENT_MEMORY_BYTES} bytes"),
+        ));
+    }
+    let transport = limits.client_transport_bytes();
+    if limits.client_buffer_bytes() < MIN_CLIENT_BUFFER_BYTES {
+        return Err((
+            "limits.client_memory_bytes",
+            format!(
+                "{} bytes do not cover what {} client connections may make QUIC buffer \
+                 ({transport} bytes: 2 MiB of windows each, plus handshakes and connections \
+                 not yet authenticated) and {MIN_CLIENT_BUFFER_BYTES} bytes of request and \
+                 response buffers; raise it to at least {} or lower \
+                 limits.max_client_connections",
+                limits.client_memory_bytes,
+                limits.max_client_connections,
+                transport + MIN_CLIENT_BUFFER_BYTES
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -632,4 +657,41 @@ fn field_at_line(text: &str, line: usize) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The client memory budget must cover what QUIC may buffer for every
+    /// connection the node admits plus a minimum of byte budget (S1: the
+    /// connections × in-flight × frame product is bounded at load).
+    #[test]
+    fn the_client_memory_budget_covers_the_connections_it_admits() {
+        let defaults = LimitsConfig::default();
+        assert!(validate_limits(&defaults).is_ok());
+        assert!(defaults.client_buffer_bytes() >= MIN_CLIENT_BUFFER_BYTES);
+        let small = LimitsConfig {
+            client_memory_bytes: 1 << 30,
+            ..LimitsConfig::default()
+        };
+        let (field, message) = validate_limits(&small).unwrap_err();
+        assert_eq!(field, "limits.client_memory_bytes");
+        assert!(message.contains("max_client_connections"), "{message}");
+        let fewer = LimitsConfig {
+            max_client_connections: 128,
+            ..small
+        };
+        assert!(validate_limits(&fewer).is_ok());
+        let most = LimitsConfig {
+            max_client_connections: MAX_CONNECTION_LIMIT,
+            ..LimitsConfig::default()
+        };
+        assert!(validate_limits(&most).is_err());
+        let huge = LimitsConfig {
+            client_memory_bytes: MAX_CLIENT_MEMORY_BYTES + 1,
+            ..LimitsConfig::default()
+        };
+        assert!(validate_limits(&huge).is_err());
+    }
 }

@@ -14,7 +14,13 @@
 //!   not read its replies is disconnected (the node stops reading its
 //!   requests while a write is blocked, so it cannot queue more);
 //! * a request that stays incomplete for [`PARTIAL_REQUEST_TIMEOUT`], or no
-//!   request at all for [`IDLE_TIMEOUT`].
+//!   request at all for [`IDLE_TIMEOUT`];
+//! * more than [`MAX_UNAUTHENTICATED_QUERY_BYTES`] (192 KiB) buffered before `AUTH`;
+//! * the node's client memory budget (`[limits] client_memory_bytes`,
+//!   shared with the QUIC door) without room for the connection's buffers:
+//!   `-ERR the node's client memory budget is exhausted`, then closed. The
+//!   buffers are counted before the input buffer grows and after a reply
+//!   is encoded, and shrink back once a large request or reply is done.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -29,6 +35,7 @@ use super::command::Command;
 use super::data::{Data, Failed};
 use super::frame::{self, Reply};
 use super::{RespServer, conn_cmds, keys, sets, strings};
+use crate::budget::Account;
 use crate::coordinator::WriteRecord;
 
 /// Reply bytes after which the output buffer is written out mid-pipeline.
@@ -59,6 +66,21 @@ const READ_CHUNK: usize = 64 << 10;
 /// ([`frame::MAX_REQUEST_BYTES`], enforced by the parser on declared
 /// lengths) plus one read (Redis: `client-query-buffer-limit`).
 pub const MAX_QUERY_BUFFER_BYTES: usize = frame::MAX_REQUEST_BYTES + READ_CHUNK;
+
+/// Most bytes of requests an unauthenticated connection may have buffered:
+/// `AUTH` and `HELLO` with a token fit many times over, and it is above
+/// the inline limit ([`frame::MAX_INLINE_BYTES`]) and one read, so an
+/// overlong inline line is still reported as such. Past it the connection
+/// is answered `-NOAUTH` and closed.
+pub const MAX_UNAUTHENTICATED_QUERY_BYTES: usize = 2 * frame::MAX_INLINE_BYTES + READ_CHUNK;
+
+/// Capacity of a new connection's input and output buffers.
+const INITIAL_BUFFER_BYTES: usize = 4 << 10;
+
+/// A buffer grown past this (by a large request or reply) is replaced by a
+/// new small one once empty, so an idle connection holds little of the
+/// node's budget.
+const SHRINK_ABOVE_BYTES: usize = 64 << 10;
 
 /// Most commands one `MULTI` may queue (each is a parsed request, so this
 /// bounds the memory a never-executed transaction holds).
@@ -137,8 +159,31 @@ pub async fn serve<S>(
         multi_failed: false,
         last_write: None,
     };
-    let mut input = BytesMut::with_capacity(4 << 10);
-    let mut output = BytesMut::with_capacity(4 << 10);
+    let mut input = BytesMut::with_capacity(INITIAL_BUFFER_BYTES);
+    let mut output = BytesMut::with_capacity(INITIAL_BUFFER_BYTES);
+    // The node's byte budget (shared with the QUIC door) counts this
+    // connection's buffers.
+    let mut account = Account::new(server.budget.clone());
+    // Best effort: the error line is tiny, and a client that does not read
+    // it is not waited for.
+    async fn over_budget<W: AsyncWrite + Unpin>(
+        wr: &mut W,
+        server: &RespServer,
+        peer: SocketAddr,
+        bytes: usize,
+    ) {
+        server.over_budget.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%peer, bytes, "RESP client disconnected: the node's client memory budget is exhausted");
+        let _ = tokio::time::timeout(
+            Duration::from_millis(100),
+            wr.write_all(b"-ERR the node's client memory budget is exhausted; retry later\r\n"),
+        )
+        .await;
+    }
+    if account.set(input.capacity() + output.capacity()).is_err() {
+        over_budget(&mut wr, &server, peer, input.capacity() + output.capacity()).await;
+        return;
+    }
     let mut stop = stop;
     loop {
         // Execute every complete request, in order.
@@ -161,8 +206,14 @@ pub async fn serve<S>(
             let (reply, after) = handle(&server, &mut session, request).await;
             server.in_flight.fetch_sub(1, Ordering::AcqRel);
             reply.encode(session.proto, &mut output);
+            drop(reply);
             if output.len() > MAX_OUTPUT_BUFFER_BYTES {
                 tracing::warn!(%peer, bytes = output.len(), "RESP client disconnected: output buffer limit");
+                return;
+            }
+            let bytes = input.capacity() + output.capacity();
+            if account.set(bytes).is_err() {
+                over_budget(&mut wr, &server, peer, bytes).await;
                 return;
             }
             if after == After::Close || *stop.borrow() {
@@ -177,7 +228,21 @@ pub async fn serve<S>(
         if flush(&mut wr, &mut output).await.is_err() {
             return;
         }
+        // Give back what a large request or reply made the buffers grow to.
+        if output.capacity() > SHRINK_ABOVE_BYTES {
+            output = BytesMut::with_capacity(INITIAL_BUFFER_BYTES);
+        }
+        if input.is_empty() && input.capacity() > SHRINK_ABOVE_BYTES {
+            input = BytesMut::with_capacity(INITIAL_BUFFER_BYTES);
+        }
         // Read more.
+        if !session.authenticated && input.len() > MAX_UNAUTHENTICATED_QUERY_BYTES {
+            // Nothing but AUTH, HELLO or QUIT may come first, and they are
+            // small: a stranger does not get to make the node buffer 20 MiB.
+            Reply::error("NOAUTH Authentication required.").encode(session.proto, &mut output);
+            let _ = flush(&mut wr, &mut output).await;
+            return;
+        }
         if input.len() >= MAX_QUERY_BUFFER_BYTES {
             // Unreachable while the parser enforces the request limit; a
             // second line of defence.
@@ -191,7 +256,15 @@ pub async fn serve<S>(
         } else {
             PARTIAL_REQUEST_TIMEOUT
         };
-        input.reserve(READ_CHUNK.min(MAX_QUERY_BUFFER_BYTES - input.len()));
+        // Count the read buffer before it grows.
+        let more = READ_CHUNK.min(MAX_QUERY_BUFFER_BYTES - input.len());
+        let bytes = input.capacity().max(input.len() + more) + output.capacity();
+        if account.set(bytes).is_err() {
+            over_budget(&mut wr, &server, peer, bytes).await;
+            return;
+        }
+        input.reserve(more);
+        let _ = account.set(input.capacity() + output.capacity());
         let read = tokio::select! {
             r = tokio::time::timeout(wait, rd.read_buf(&mut input)) => r,
             _ = stop.changed() => return,

@@ -29,6 +29,7 @@ use meridian_client::wire::Consistency;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::budget::ByteBudget;
 use crate::coordinator::Coordinator;
 use crate::listener::TokenCheck;
 use crate::tasks::TaskTracker;
@@ -72,6 +73,11 @@ pub struct RespServer {
     pub(crate) started: Instant,
     /// `[resp] tls = true`: every connection is a TLS session first.
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The node's client byte budget, shared with the QUIC door: every
+    /// connection's input and output buffers are counted against it.
+    pub(crate) budget: ByteBudget,
+    /// Connections closed because the budget had no room for their buffers.
+    pub(crate) over_budget: AtomicU64,
 }
 
 impl std::fmt::Debug for RespServer {
@@ -90,6 +96,7 @@ impl RespServer {
         max_connections: u64,
         local_addr: SocketAddr,
         tls: Option<Arc<rustls::ServerConfig>>,
+        budget: ByteBudget,
     ) -> RespServer {
         RespServer {
             coordinator,
@@ -105,6 +112,8 @@ impl RespServer {
             local_addr,
             started: Instant::now(),
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
+            budget,
+            over_budget: AtomicU64::new(0),
         }
     }
 

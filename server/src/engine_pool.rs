@@ -1,0 +1,247 @@
+//! Engine work off the async workers.
+//!
+//! Every engine call a request makes (apply, read, full state, state merge)
+//! blocks: sled reads and writes, the log append, and for a large set a
+//! scan of every member. Run on a tokio worker, such a call stalls every
+//! other task of that worker for its duration: the QUIC drivers of client
+//! and peer connections, heartbeats, timers. So the coordinator runs them
+//! through an [`EnginePool`]: `spawn_blocking` behind a semaphore.
+//!
+//! Why a semaphore in front of tokio's blocking pool rather than
+//! `spawn_blocking` alone: tokio's pool grows to 512 threads, and a burst of
+//! requests would make that many threads contend for the engine's key
+//! stripes and sled's caches, each with its own stack, for no extra
+//! throughput (the engine is bound by CPU and one log). The semaphore keeps
+//! at most [`EnginePool::size`] engine calls running; the rest wait
+//! asynchronously (holding no thread) in FIFO order. How many can wait is
+//! itself bounded by the listeners (connections × requests in flight, and
+//! the peers' RPC streams). A dedicated pool of named threads would do the
+//! same with more code; `spawn_blocking` reuses tokio's idle threads.
+//!
+//! Fairness: the semaphore is FIFO, so one client connection with 256
+//! requests in flight (say, reads of a large set) would queue 256 calls
+//! ahead of everyone else's. A client connection therefore runs its
+//! requests under a *share* ([`EnginePool::share`], [`with_share`]): at
+//! most half the pool at once, so another connection always finds a free
+//! slot. A connection's requests beyond its share wait on the share, not
+//! in the pool's queue. Peer RPCs and RESP connections (which execute one
+//! command at a time) run without one.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use meridian_engine::{Error as EngineError, Result as EngineResult};
+use tokio::sync::Semaphore;
+
+tokio::task_local! {
+    /// The share of the pool the current request's connection may use.
+    static SHARE: Arc<Semaphore>;
+}
+
+/// Runs `f` (a connection's request) under `share` (from
+/// [`EnginePool::share`]): its engine calls use at most that many pool
+/// slots at once, with the other requests of the same connection.
+pub async fn with_share<F: Future>(share: Arc<Semaphore>, f: F) -> F::Output {
+    SHARE.scope(share, f).await
+}
+
+/// Engine calls running at once, per available core. Engine calls are
+/// mostly CPU (encoding, merging) with some waiting on page-cache misses;
+/// two per core keeps every core busy while a call waits on the disk.
+pub const ENGINE_CALLS_PER_CORE: usize = 2;
+
+/// Fewest engine calls running at once, whatever the core count: a
+/// 1-core machine still overlaps a disk read with other work.
+pub const MIN_ENGINE_CALLS: usize = 4;
+
+/// Most engine calls running at once, whatever the core count: past this
+/// the calls contend for the same stripes and log for no throughput.
+pub const MAX_ENGINE_CALLS: usize = 64;
+
+/// A bounded pool for blocking engine calls. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct EnginePool {
+    permits: Arc<Semaphore>,
+    size: usize,
+}
+
+impl Default for EnginePool {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        EnginePool::new((cores * ENGINE_CALLS_PER_CORE).clamp(MIN_ENGINE_CALLS, MAX_ENGINE_CALLS))
+    }
+}
+
+impl EnginePool {
+    /// A pool running at most `size` (at least 1) calls at once.
+    pub fn new(size: usize) -> EnginePool {
+        let size = size.max(1);
+        EnginePool {
+            permits: Arc::new(Semaphore::new(size)),
+            size,
+        }
+    }
+
+    /// How many calls may run at once.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// A new connection's share of the pool: half of it, so that no
+    /// connection can occupy every slot (see the module docs).
+    pub fn share(&self) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new((self.size / 2).max(1)))
+    }
+
+    /// Calls running right now.
+    pub fn busy(&self) -> usize {
+        self.size - self.permits.available_permits()
+    }
+
+    /// Runs `call` on a blocking thread once fewer than [`size`](Self::size)
+    /// calls are running, and returns its result. A panic in `call` is
+    /// resumed here (a bug crashes the request's task, as it would inline);
+    /// a runtime shutting down before the call ran reads as
+    /// [`EngineError::Shutdown`].
+    pub async fn run<T, F>(&self, call: F) -> EngineResult<T>
+    where
+        F: FnOnce() -> EngineResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.compute(call)
+            .await
+            .unwrap_or(Err(EngineError::Shutdown))
+    }
+
+    /// Runs CPU-heavy work that is not an engine call (validating,
+    /// decoding or encoding a large frame) the same way; `None` if the
+    /// runtime shut down before it ran.
+    pub async fn compute<T, F>(&self, work: F) -> Option<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        // The connection's share first: a connection past its share waits
+        // here, not in the pool's queue ahead of other connections.
+        let share = SHARE.try_with(Arc::clone).ok();
+        let _share = match share {
+            Some(s) => Some(
+                s.acquire_owned()
+                    .await
+                    .expect("a pool share's semaphore is never closed"),
+            ),
+            None => None,
+        };
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the engine pool's semaphore is never closed");
+        match tokio::task::spawn_blocking(work).await {
+            Ok(result) => Some(result),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// The call runs off the runtime's thread: on a current-thread runtime,
+    /// a call that waits for an async task to signal it would never see the
+    /// signal if it ran inline (the runtime's one thread would be blocked
+    /// in it).
+    #[tokio::test(flavor = "current_thread")]
+    async fn calls_run_off_the_async_thread() {
+        let pool = EnginePool::new(2);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let signal = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            tx.send(()).unwrap();
+        });
+        let got = pool
+            .run(move || Ok(rx.recv_timeout(Duration::from_secs(10)).is_ok()))
+            .await
+            .unwrap();
+        assert!(got, "the call blocked the runtime's thread");
+        signal.await.unwrap();
+    }
+
+    /// One connection's calls use at most its share of the pool: another
+    /// connection's call runs while the first has many waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_uses_at_most_its_share() {
+        let pool = EnginePool::new(4);
+        let share = pool.share();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Arc::new(std::sync::Mutex::new(released));
+        let mut hog = Vec::new();
+        for _ in 0..8 {
+            let pool = pool.clone();
+            let share = share.clone();
+            let released = released.clone();
+            hog.push(tokio::spawn(with_share(share, async move {
+                pool.run(move || {
+                    let _ = released
+                        .lock()
+                        .unwrap()
+                        .recv_timeout(Duration::from_secs(10));
+                    Ok(())
+                })
+                .await
+            })));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            pool.busy() <= 2,
+            "{} calls of one connection running",
+            pool.busy()
+        );
+        let other = pool.share();
+        let ran = tokio::time::timeout(
+            Duration::from_secs(5),
+            with_share(other, pool.run(|| Ok(42))),
+        )
+        .await;
+        assert_eq!(ran.ok().and_then(Result::ok), Some(42));
+        for _ in 0..8 {
+            let _ = release.send(());
+        }
+        for h in hog {
+            h.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_most_size_calls_run_at_once() {
+        let pool = EnginePool::new(3);
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let calls: Vec<_> = (0..12)
+            .map(|_| {
+                let pool = pool.clone();
+                let running = running.clone();
+                let most = most.clone();
+                tokio::spawn(async move {
+                    pool.run(move || {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        Ok(())
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for c in calls {
+            c.await.unwrap().unwrap();
+        }
+        assert!(most.load(Ordering::SeqCst) <= 3);
+        assert_eq!(pool.busy(), 0);
+    }
+}
