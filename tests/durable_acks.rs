@@ -59,7 +59,13 @@ fn thread_named(pid: u32, name: &str) -> Result<i32> {
 /// One thread of another process, stopped with ptrace until this is
 /// dropped (or [`thaw`](Self::thaw)ed). The other threads keep running.
 /// Every ptrace request comes from one dedicated tracer thread (ptrace
-/// binds a tracee to the thread that attached it).
+/// binds a tracee to the thread that attached it). Needs ptrace permission
+/// on the node process (same user, no Yama restriction; CI runs as root):
+/// without it the test fails saying so.
+///
+/// The log-sync thread is stopped while idle (no write in flight), so it
+/// is waiting on its condition variable without holding the group-commit
+/// lock; it holds that lock only for microseconds around each fsync.
 struct FrozenThread {
     thaw: Option<mpsc::Sender<()>>,
     tracer: Option<std::thread::JoinHandle<()>>,
