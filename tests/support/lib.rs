@@ -12,6 +12,7 @@
 //!   its handle drops, so a panicking test leaves no process behind.
 //! * [`objects`]: the three object types as test values, read through a
 //!   client or straight from a node's engine.
+//! * [`metrics`]: a node's Prometheus endpoint, scraped and parsed.
 //! * [`raw`]: a client-protocol connection made with quinn directly, to send
 //!   frames the real client would refuse to send.
 //!
@@ -37,6 +38,7 @@ use std::time::{Duration, Instant};
 
 pub mod cluster;
 pub mod inproc;
+pub mod metrics;
 pub mod objects;
 pub mod process;
 pub mod raw;

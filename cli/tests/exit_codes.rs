@@ -1,0 +1,228 @@
+//! `meridian cli`'s exit codes, from the real binary against a real
+//! cluster (cli/src/request.rs module docs; README "The command line":
+//! "Exit codes: 0 success, 2 definite failure (no effect), 3 indeterminate
+//! (it may have taken effect), 1 usage or local errors"; docs/architecture.md
+//! section 7 "Errors are honest").
+//!
+//! Address block (`127.31.<block>.x`): 84.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use meridian_cli::cluster::{ClusterFiles, NodeSet, Ports, Spec, Workdir};
+use meridian_replication::mesh::Link;
+use meridian_server::node::ServeOptions;
+use serde_json::Value;
+
+const US: &str = "us-east-1";
+const EU: &str = "eu-west-1";
+const AP: &str = "ap-south-1";
+
+/// Bound on one `meridian cli` run (a request's own timeout is at most a
+/// few seconds here; connecting to a node that is down takes 2 s).
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// Bound on anything that must happen eventually (replication, links).
+const CONVERGE: Duration = Duration::from_secs(30);
+
+/// us-east-1's one-way delay towards the other regions in the
+/// indeterminate case: far longer than the request's timeout, so the
+/// other replicas' acknowledgements cannot arrive in time.
+const DELAY_MS: u64 = 3_000;
+
+/// What one `meridian cli` run left.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// The one JSON object `--json` prints.
+    fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {self:?}"))
+    }
+}
+
+/// Runs `meridian cli ARGS...` (the binary cargo built for this package).
+async fn cli(args: &[&str]) -> Result<Run> {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .arg("cli")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(RUN_LIMIT, child)
+        .await
+        .with_context(|| format!("meridian cli {args:?} still running after {RUN_LIMIT:?}"))??;
+    Ok(Run {
+        code: out.status.code().context("killed by a signal")?,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// `meridian cli --config <client.toml> --node NODE ARGS...`.
+async fn cli_at(config: &Path, node: &str, args: &[&str]) -> Result<Run> {
+    let config = config.to_string_lossy().into_owned();
+    let mut all = vec!["--config", config.as_str(), "--node", node];
+    all.extend_from_slice(args);
+    cli(&all).await
+}
+
+/// A counter's value read on `node` at `local`, through the binary.
+async fn local_count(config: &Path, node: &str, key: &str) -> Result<i64> {
+    let run = cli_at(
+        config,
+        node,
+        &["--consistency", "local", "--json", "count", key],
+    )
+    .await?;
+    if run.code != 0 {
+        bail!("reading {key} on {node}: {run:?}");
+    }
+    run.json()["value"].as_i64().context("a counter value")
+}
+
+async fn eventually_count(config: &Path, node: &str, key: &str, want: i64) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let got = local_count(config, node, key).await;
+        match got {
+            Ok(n) if n == want => return Ok(()),
+            _ if start.elapsed() > CONVERGE => {
+                bail!("{key} on {node}: {got:?} after {CONVERGE:?}, expected {want}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Three regions; ap-south-1 is never started (N = 3, Q = 2: `quorum`
+/// works, `all` cannot). Through the real binary:
+/// * 0: a `quorum` write;
+/// * 2 (definite, no effect): an `all` write (`Unavailable`), and a request
+///   to a node that is down (`connect`); the counter is unchanged on every
+///   replica afterwards;
+/// * 3 (indeterminate): a `quorum` write whose other replica's
+///   acknowledgement cannot arrive before `--timeout-ms` (us-east-1's link
+///   delayed 3 s): it fails with `timeout`, `definite: false`, and it did
+///   take effect (it reaches eu-west-1 later);
+/// * 1: usage errors (an unknown level, a missing argument, an unknown
+///   command, a malformed number) and an unreadable config.
+///
+/// What would make this fail: a definite failure reported as 3 (callers
+/// would re-read instead of retrying safely) or an indeterminate one as 2
+/// (callers would retry a write that took effect: a counter counted twice),
+/// usage errors sharing code 2 with definite failures (clap's default), or
+/// the JSON's `definite` disagreeing with the exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exit_codes_say_whether_a_failed_request_may_have_taken_effect() -> Result<()> {
+    let hosts = (1..=3).map(|i| format!("127.31.84.{i}")).collect();
+    let spec = Spec::new(["us-east", "eu-west", "ap-south"]).ports(Ports::Hosts {
+        hosts,
+        base_port: 17_100,
+    });
+    let files = ClusterFiles::create(Workdir::temporary("meridian-exit-codes")?, &spec)?;
+    let config = files.client_config_path();
+    let mut nodes = NodeSet::new(&files, |_| ServeOptions::default());
+    nodes.start(US).await?;
+    nodes.start(EU).await?;
+    nodes.wait_connected(CONVERGE).await?;
+
+    // 0: success.
+    let ok = cli_at(
+        &config,
+        US,
+        &["--consistency", "quorum", "--json", "incr", "k"],
+    )
+    .await?;
+    assert_eq!(ok.code, 0, "{ok:?}");
+    assert_eq!(ok.json()["ok"], true, "{ok:?}");
+    assert_eq!(ok.json()["value"], 1, "{ok:?}");
+
+    // 2: `all` with a replica down is refused before anything happens.
+    let all = cli_at(
+        &config,
+        US,
+        &["--consistency", "all", "--json", "incr", "k"],
+    )
+    .await?;
+    assert_eq!(all.code, 2, "{all:?}");
+    assert_eq!(all.json()["ok"], false, "{all:?}");
+    assert_eq!(all.json()["error"], "unavailable", "{all:?}");
+    assert_eq!(all.json()["definite"], true, "{all:?}");
+    // The same without --json: the code does not depend on the output format.
+    let all = cli_at(&config, US, &["--consistency", "all", "incr", "k"]).await?;
+    assert_eq!(all.code, 2, "{all:?}");
+    assert!(all.stderr.contains("error"), "{all:?}");
+    // 2: the named node is down: nothing was sent.
+    let down = cli_at(&config, AP, &["--json", "incr", "k"]).await?;
+    assert_eq!(down.code, 2, "{down:?}");
+    assert_eq!(down.json()["definite"], true, "{down:?}");
+    // No effect anywhere.
+    for node in [US, EU] {
+        assert_eq!(local_count(&config, node, "k").await?, 1, "{node}");
+    }
+
+    // 3: applied on us-east-1, but eu-west-1's durable ack cannot come back
+    // within the timeout.
+    let delayed = Link {
+        delay_ms: DELAY_MS,
+        cut: false,
+    };
+    nodes.node(US).set_link("eu-west", delayed);
+    nodes.node(US).set_link("ap-south", delayed);
+    let slow = cli_at(
+        &config,
+        US,
+        &[
+            "--consistency",
+            "quorum",
+            "--timeout-ms",
+            "500",
+            "--json",
+            "incr",
+            "k",
+        ],
+    )
+    .await?;
+    assert_eq!(slow.code, 3, "{slow:?}");
+    assert_eq!(slow.json()["ok"], false, "{slow:?}");
+    assert_eq!(slow.json()["error"], "timeout", "{slow:?}");
+    assert_eq!(slow.json()["definite"], false, "{slow:?}");
+    // It had taken effect: applied on us-east-1, and eu-west-1 gets it once
+    // the delayed link delivers.
+    assert_eq!(local_count(&config, US, "k").await?, 2);
+    eventually_count(&config, EU, "k", 2).await?;
+    nodes.node(US).set_link("eu-west", Link::default());
+    nodes.node(US).set_link("ap-south", Link::default());
+
+    // 1: usage and local errors, before any request is sent.
+    for args in [
+        vec!["--consistency", "bogus", "incr", "k"],
+        vec!["incr"],
+        vec!["frobnicate", "k"],
+        vec!["incr", "k", "not-a-number"],
+        vec!["--timeout-ms", "soon", "count", "k"],
+    ] {
+        let run = cli_at(&config, US, &args).await?;
+        assert_eq!(run.code, 1, "meridian cli {args:?}: {run:?}");
+        assert!(!run.stderr.is_empty(), "meridian cli {args:?}: no message");
+    }
+    let missing = files.path().join("no-such-dir/client.toml");
+    let missing = missing.to_string_lossy();
+    let run = cli(&["--config", &missing, "count", "k"]).await?;
+    assert_eq!(run.code, 1, "{run:?}");
+    let run = cli(&["--config", &missing, "--json", "count", "k"]).await?;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.json()["error"], "config", "{run:?}");
+    // Nothing above changed the counter.
+    assert_eq!(local_count(&config, US, "k").await?, 2);
+
+    nodes.shutdown().await
+}
