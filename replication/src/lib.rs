@@ -28,5 +28,5 @@ pub mod tls;
 
 pub use placement::{NodeInfo, Placement, Rule};
 pub use protocol::{
-    Input, Lane, Now, Output, PeerReport, ProtocolConfig, PushTargets, Replicator, Waits,
+    Input, Lane, Now, Output, PeerFlags, PeerReport, ProtocolConfig, PushTargets, Replicator, Waits,
 };
