@@ -26,7 +26,7 @@ pub mod placement;
 pub mod protocol;
 pub mod tls;
 
-pub use placement::{NodeInfo, Placement, Rule};
+pub use placement::{MAX_PLACEMENT_RULES, NodeInfo, Placement, PlacementError, Rule};
 pub use protocol::{
     Input, Lane, Now, Output, PeerFlags, PeerReport, ProtocolConfig, PushTargets, Replicator, Waits,
 };

@@ -117,14 +117,17 @@ impl Sim {
             .into_iter()
             .map(|(name, region)| NodeInfo { name, region })
             .collect();
-        let placement = Arc::new(Placement::new(
-            infos.clone(),
-            vec![Rule {
-                prefix: b"eu/".to_vec(),
-                regions: vec!["eu-west".into()],
-                home: None,
-            }],
-        ));
+        let placement = Arc::new(
+            Placement::new(
+                infos.clone(),
+                vec![Rule {
+                    prefix: b"eu/".to_vec(),
+                    regions: vec!["eu-west".into()],
+                    home: None,
+                }],
+            )
+            .unwrap(),
+        );
         let mut sim = Sim {
             rng: ChaCha8Rng::seed_from_u64(seed),
             now_ms: 0,
@@ -408,21 +411,24 @@ impl Sim {
     /// Replaces node `i`'s machine with one whose placement has one more
     /// rule: its peers and it disagree on placement from now on.
     fn make_incompatible(&mut self, i: usize) {
-        let placement = Arc::new(Placement::new(
-            self.placement.nodes().to_vec(),
-            vec![
-                Rule {
-                    prefix: b"eu/".to_vec(),
-                    regions: vec!["eu-west".into()],
-                    home: None,
-                },
-                Rule {
-                    prefix: b"elsewhere/".to_vec(),
-                    regions: vec!["us-east".into()],
-                    home: None,
-                },
-            ],
-        ));
+        let placement = Arc::new(
+            Placement::new(
+                self.placement.nodes().to_vec(),
+                vec![
+                    Rule {
+                        prefix: b"eu/".to_vec(),
+                        regions: vec!["eu-west".into()],
+                        home: None,
+                    },
+                    Rule {
+                        prefix: b"elsewhere/".to_vec(),
+                        regions: vec!["us-east".into()],
+                        home: None,
+                    },
+                ],
+            )
+            .unwrap(),
+        );
         let mut pc = ProtocolConfig::new(self.nodes[i].name.clone());
         pc.heartbeat_ms = 20;
         pc.anti_entropy_ms = 50;

@@ -27,6 +27,16 @@ pub const DEFAULT_LOG_SEGMENT_BYTES: u64 = 64 << 20;
 pub const MIN_LOG_SEGMENT_BYTES: u64 = 64 << 10;
 /// Largest log segment, in bytes: truncation reclaims whole segments.
 pub const MAX_LOG_SEGMENT_BYTES: u64 = 1 << 30;
+/// Default of `[replication] retention_ms`: an hour (the protocol's own
+/// default).
+pub const DEFAULT_RETENTION_MS: u64 = meridian_replication::protocol::DEFAULT_RETENTION_MS;
+/// Shortest allowed retention, in milliseconds: below a second, a peer's
+/// ordinary hiccup (a restart, a brief partition) would cost it a
+/// full-state sync instead of a catch-up from the log.
+pub const MIN_RETENTION_MS: u64 = 1_000;
+/// Longest allowed retention, in milliseconds (30 days): the log of a busy
+/// node kept that long for a peer that is gone would fill its disk first.
+pub const MAX_RETENTION_MS: u64 = 30 * 24 * 3_600_000;
 /// Default number of concurrent client connections.
 pub const DEFAULT_MAX_CLIENT_CONNECTIONS: u32 = 1_024;
 /// Default number of concurrent requests on one client connection.
@@ -79,6 +89,8 @@ pub struct NodeFile {
     pub limits: LimitsConfig,
     #[serde(default, skip_serializing_if = "RespSettings::is_default")]
     pub resp: RespSettings,
+    #[serde(default, skip_serializing_if = "ReplicationConfig::is_default")]
+    pub replication: ReplicationConfig,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -165,6 +177,32 @@ impl Default for LimitsConfig {
             max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
         }
+    }
+}
+
+/// `[replication]`: the peer protocol's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// How long a peer that makes no progress (gone, silent, disagreeing on
+    /// placement, or connected but not advancing) holds back this node's
+    /// log truncation, in milliseconds; past it the peer needs a full-state
+    /// sync when it returns. Longer keeps more log; shorter turns longer
+    /// outages into full syncs.
+    pub retention_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            retention_ms: DEFAULT_RETENTION_MS,
+        }
+    }
+}
+
+impl ReplicationConfig {
+    fn is_default(&self) -> bool {
+        self == &ReplicationConfig::default()
     }
 }
 
