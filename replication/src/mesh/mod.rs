@@ -16,7 +16,8 @@
 //! * Every frame is length-checked and validated; a peer that sends garbage
 //!   is disconnected and logged, and the node keeps serving.
 //! * The protocol state machine runs on its own thread (it calls the engine,
-//!   which blocks on disk); tasks feed it inputs through a bounded channel.
+//!   which blocks on disk); tasks feed it inputs through a queue bounded in
+//!   inputs and in bytes, as every queue of the mesh is (`queue`).
 //!   Realtime pushes skip that thread: [`Mesh::push`] sends to the peers the
 //!   machine published as targets, from the writing task.
 //! * Demo link conditioning (off unless configured): a one-way delay per
@@ -30,11 +31,13 @@
 //!   one frame reader;
 //! * `rpc`: peer RPC ([`Mesh::call`] and serving calls);
 //! * `writer`: the per-lane send loop and realtime-delta coalescing;
-//! * `conditioning`: link conditioning ([`Link`], the writer's stage).
+//! * `conditioning`: link conditioning ([`Link`], the writer's stage);
+//! * `queue`: the byte-bounded queues (a link's lanes, the protocol input).
 
 mod conditioning;
 mod connection;
 mod driver;
+mod queue;
 mod rpc;
 mod writer;
 
@@ -46,12 +49,12 @@ use std::time::{Duration, Instant};
 
 use meridian_engine::{Dot, Engine, PhysicalTime, Record};
 use quinn::{Connection, Endpoint, VarInt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 pub use self::conditioning::Link;
 use self::conditioning::LinkConditions;
+use self::queue::{Inputs, Writers};
 pub use self::rpc::{MAX_RPC_BYTES, RpcHandler};
-use self::writer::Writers;
 use crate::placement::Placement;
 use crate::protocol::{
     Input, Now, PeerFlags, PeerReport, ProtocolConfig, PushTargets, Replicator, Waits,
@@ -68,14 +71,6 @@ const CLOSE_SHUTDOWN: u32 = 0;
 const CLOSE_PROTOCOL: u32 = 2;
 const CLOSE_REPLACED: u32 = 3;
 const CLOSE_UNKNOWN: u32 = 4;
-
-/// Inputs queued for the protocol thread. Bounded so a flood of messages
-/// pushes back on the network (QUIC flow control) instead of growing memory.
-const INPUT_QUEUE: usize = 16_384;
-
-/// Messages queued for one peer's writer. Realtime pushes past this are
-/// dropped (the peer pulls them later); bulk senders wait.
-const PEER_QUEUE: usize = 8_192;
 
 /// A peer is *live* (for leader choice and quorum checks) while connected
 /// and heard from within this long. Heartbeats come every 250 ms, so three
@@ -178,7 +173,10 @@ struct Shared {
     engine: Engine,
     placement: Arc<Placement>,
     peers: HashMap<String, Arc<PeerLink>>,
-    inputs: mpsc::Sender<Input>,
+    /// The protocol thread's input queue (bounded so a flood of messages
+    /// pushes back on the network, QUIC flow control, instead of growing
+    /// memory).
+    inputs: Inputs,
     durable_pending: AtomicBool,
     /// Quorum waits in progress, by token.
     waits: Mutex<Waits<oneshot::Sender<usize>>>,
@@ -240,7 +238,7 @@ impl Mesh {
                 addr: config.listen,
                 source,
             })?;
-        let (inputs, input_rx) = mpsc::channel(INPUT_QUEUE);
+        let (inputs, input_rx) = Inputs::new();
         let (shutdown, _) = watch::channel(false);
         let peers = config
             .peers
