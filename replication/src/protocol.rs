@@ -21,18 +21,29 @@
 //!   Anything push missed (drops, partitions, restarts) is pulled; relaying
 //!   through a third node heals a bridge topology.
 //! * **Full-state sync**: when a peer needs deltas this node's log has
-//!   already truncated, it sends whole objects instead, then a vector the
-//!   peer may count as applied.
-//! * **Acks** carry the applied and durable dots; they drive quorum waits,
-//!   replication-lag metrics and log truncation (a segment goes once every
-//!   replica of its deltas has them, or once a silent peer has been gone
-//!   longer than the retention period: it will need a full sync).
-//! * Deltas stamped too far in the future are refused by the engine and
-//!   counted per peer; the sender still has them and the next pull brings
-//!   them again once clocks agree: deferred, not lost.
+//!   already truncated, or holds without log entries (it got them by a full
+//!   sync itself), it sends whole objects instead, then a vector the peer
+//!   may count as applied.
+//! * **Acks** carry the applied and durable dots, and whether the sender
+//!   has caught up; they drive quorum waits, replication-lag metrics,
+//!   leader eligibility and log truncation (a segment goes once every
+//!   replica of its deltas has them, or once a replica has made no progress
+//!   for the retention period, being gone, incompatible or stuck: it will
+//!   need a full sync).
+//! * **Catch-up and leadership**: after (re)connecting, a node completes a
+//!   catch-up round from each peer (pulls until a last batch, nothing
+//!   deferred); only then, and with no deferred delta outstanding, does it
+//!   count as caught up ([`Replicator::caught_up`]) and tell its peers so.
+//!   [`PeerFlags`] publishes who may lead and take forwarded requests.
+//! * Deltas stamped too far in the future (the record's timestamp or a
+//!   register's own) are refused by the engine and counted per peer; pulls
+//!   skip them until this node's clock allows them, then fetch them again:
+//!   deferred, not lost, and never re-read in a loop.
 //! * Merges are idempotent, so duplicates and reordering are harmless; a
 //!   peer that sends data outside its placement or malformed messages is
-//!   disconnected.
+//!   disconnected; a realtime push of a dot that is not the sender's own,
+//!   or any delta claiming this node's own unissued dot, is refused and
+//!   counted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

@@ -94,24 +94,21 @@ impl LaneTx {
         LANE_BYTES.min(Semaphore::MAX_PERMITS)
     }
 
-    /// Queues `msg` if it fits now (in count and bytes); gives it back if
-    /// not.
-    pub(super) fn try_send(&self, msg: PeerMessage) -> Result<(), PeerMessage> {
+    /// Queues `msg` if it fits now (in count and bytes); drops it if not.
+    pub(super) fn try_send(&self, msg: PeerMessage) -> Result<(), Full> {
         let bytes = msg.estimated_bytes();
-        let Ok(reserved) = self
+        let reserved = self
             .budget
             .clone()
             .try_acquire_many_owned(permits(bytes, self.cap()))
-        else {
-            return Err(msg);
-        };
+            .map_err(|_| Full)?;
         self.tx
             .try_send(Queued {
                 msg,
                 bytes,
                 reserved,
             })
-            .map_err(|e| e.into_inner().msg)
+            .map_err(|_| Full)
     }
 
     /// Queues `msg`, waiting for room; for a thread outside the runtime
@@ -178,6 +175,10 @@ pub(super) struct Inputs {
 #[derive(Debug)]
 pub(super) struct Closed;
 
+/// The queue had no room (or was closed); the item was dropped.
+#[derive(Debug)]
+pub(super) struct Full;
+
 impl Inputs {
     pub(super) fn new() -> (Inputs, mpsc::Receiver<InputItem>) {
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
@@ -201,11 +202,9 @@ impl Inputs {
         self.tx.send(Self::item(input)).await.map_err(|_| Closed)
     }
 
-    /// Queues a small input if there is room now.
-    pub(super) fn try_send(&self, input: Input) -> Result<(), Input> {
-        self.tx
-            .try_send(Self::item(input))
-            .map_err(|e| e.into_inner().input)
+    /// Queues a small input if there is room now; drops it if not.
+    pub(super) fn try_send(&self, input: Input) -> Result<(), Full> {
+        self.tx.try_send(Self::item(input)).map_err(|_| Full)
     }
 
     pub(super) fn is_closed(&self) -> bool {
