@@ -1070,7 +1070,10 @@ impl Replicator {
         let Some(p) = self.peers.get_mut(peer) else {
             return;
         };
-        p.round_deferred |= batch.deferred > batch.skipped || batch.refused > 0;
+        // Deferred deltas the skip list holds keep `caught_up` false by
+        // themselves; any it could not hold leave the round incomplete.
+        // (Refused deltas are forgeries: nothing this node lacks.)
+        p.round_deferred |= batch.deferred > batch.skipped;
         if batch.failed {
             p.failures = p.failures.saturating_add(1);
             p.want_sent_ms = None;
