@@ -289,6 +289,48 @@ fn durability_settings_are_checked() {
     assert!(err.contains(": storage.max_clock_offset_ms: "), "{err}");
 }
 
+/// `[replication] retention_ms` (review C1: truncation testable in
+/// seconds): optional with the protocol's default, bounded, and what the
+/// mesh's protocol gets.
+#[test]
+fn replication_retention_is_optional_checked_and_reaches_the_protocol() {
+    use std::sync::Arc;
+    let fx = Fixture::new();
+    let protocol = |config: &NodeConfig| {
+        let placement = Arc::new(config.cluster_placement());
+        let clock = Arc::new(|| meridian_engine::PhysicalTime::system(0));
+        config.mesh_config(placement, None, clock, None).protocol
+    };
+    let config = NodeConfig::load(fx.path()).unwrap();
+    assert_eq!(config.replication, ReplicationConfig::default());
+    assert_eq!(protocol(&config).retention_ms, DEFAULT_RETENTION_MS);
+    assert_eq!(DEFAULT_RETENTION_MS, 3_600_000);
+
+    let original = fx.text();
+    let with = |ms: u64| format!("{original}\n[replication]\nretention_ms = {ms}\n");
+    std::fs::write(fx.path(), with(5_000)).unwrap();
+    let config = NodeConfig::load(fx.path()).unwrap();
+    assert_eq!(config.replication.retention_ms, 5_000);
+    assert_eq!(protocol(&config).retention_ms, 5_000);
+    for bad in [MIN_RETENTION_MS - 1, MAX_RETENTION_MS + 1] {
+        let err = fx.error_with(&with(bad));
+        assert!(err.contains(": replication.retention_ms: "), "{err}");
+    }
+}
+
+/// Review item S10: more placement rules than group ids fail the load with
+/// one line (they used to wrap the group id).
+#[test]
+fn more_placement_rules_than_group_ids_are_refused() {
+    let fx = Fixture::new();
+    let rules: String = (0..=meridian_replication::MAX_PLACEMENT_RULES)
+        .map(|i| format!("[[placement]]\nprefix = \"p{i}/\"\nregions = [\"eu-west\"]\n"))
+        .collect();
+    let err = fx.error_with(&format!("{}\n{rules}", fx.text()));
+    assert!(err.contains(": placement: "), "{err}");
+    assert!(err.contains("at most 65535"), "{err}");
+}
+
 #[test]
 fn token_is_compared_by_digest() {
     let fx = Fixture::new();

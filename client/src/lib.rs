@@ -50,7 +50,7 @@
 //! | level | a write is acknowledged when | a read returns | promise | cost |
 //! |---|---|---|---|---|
 //! | `local` | the contacted node has it durably | the contacted node's state | lowest latency; available while that node is up; replicated asynchronously | one local fsync, no WAN round trip |
-//! | `leader` | the object's leader has it durably | the leader's state | read-your-writes and monotonic reads for everyone routed to the same leader; register writes ordered by one clock | one round trip to the leader, possibly in another region |
+//! | `leader` | the object's leader has it durably | the leader's state | read-your-writes and monotonic reads for everyone routed to the same leader while it leads; a node leads only once caught up after a restart or heal; register writes ordered by one clock | one round trip to the leader, possibly in another region |
 //! | `quorum` | Q replicas have it durably | the join of Q replicas, written back to any that were behind | a quorum read sees every write whose quorum write completed before the read began | round trips to the Q-th nearest replica; unavailable without Q reachable replicas |
 //! | `all` | all N replicas have it durably | the join of all N | strongest | the slowest replica's latency; unavailable if any replica is down |
 //!
@@ -61,10 +61,17 @@
 //! a power failure of that node within `periodic_ms` may lose such a write
 //! if no other replica had it yet.
 //!
-//! The leader is the first live node of the object's preference list. During
-//! a partition the two sides may pick different leaders; their writes merge
-//! when it heals (nothing acknowledged is lost), but `leader` promises hold
-//! only within each side meanwhile. Objects are CRDTs, so concurrent writes
+//! The leader is the first node of the object's preference list that is
+//! live and caught up (it has pulled everything its live peers had since it
+//! last reconnected to them). After a failover, writes the old leader
+//! acknowledged within about one replication delay of its failure may be
+//! missing from the new leader's reads until they arrive; a restarted
+//! leader takes over again only once caught up (docs/architecture.md
+//! section 7 states the promise across failover and failback). With no
+//! caught-up replica a `leader` request fails `Unavailable` after up to
+//! 2 s. During a partition the two sides may pick different leaders; their
+//! writes merge when it heals (nothing acknowledged is lost), but `leader`
+//! promises hold only within each side meanwhile. Objects are CRDTs, so concurrent writes
 //! never conflict destructively at any level: counters add up, sets are
 //! add-wins, registers keep the write with the larger timestamp.
 //!

@@ -8,9 +8,15 @@
 
 use meridian_engine::codec::{self, DecodeError};
 use meridian_engine::{
-    CausalContext, Delta, GroupId, MAX_KEY_BYTES, NodeId, ObjectKey, ObjectState, Record,
+    CausalContext, Delta, Dot, GroupId, MAX_KEY_BYTES, NodeId, ObjectKey, ObjectState, Record,
     VersionVector,
 };
+
+/// Largest dot counter (and version-vector entry) a peer may send. No
+/// stream issues that many deltas (2^62 at a billion a second takes 146
+/// years), and the headroom keeps every `+ 1` and sum over counters that
+/// peers supply from overflowing: a larger one is refused as garbage.
+pub const MAX_PEER_COUNTER: u64 = 1 << 62;
 
 /// Largest peer frame, in bytes: one whole object (16 MiB) plus framing
 /// and metadata. Senders batch far below this; a larger length prefix is
@@ -33,6 +39,9 @@ pub struct Hello {
     /// Whether the sender has received the receiver's hello; if not, the
     /// receiver answers with its own (a hello lost in transit is re-sent).
     pub seen_yours: bool,
+    /// Whether the sender has completed a catch-up round from each of its
+    /// live peers ([`crate::Replicator::caught_up`]): it may lead.
+    pub caught_up: bool,
 }
 
 /// What the sender has applied and made durable.
@@ -41,6 +50,8 @@ pub struct Ack {
     pub applied: CausalContext,
     pub durable: CausalContext,
     pub wall_ms: u64,
+    /// As [`Hello::caught_up`], now.
+    pub caught_up: bool,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -86,7 +97,8 @@ impl PeerMessage {
         }
     }
 
-    /// Semantic checks beyond the archive's structure.
+    /// Semantic checks beyond the archive's structure, including the
+    /// bound on every counter a peer supplies ([`MAX_PEER_COUNTER`]).
     pub fn validate(&self) -> Result<(), String> {
         let check_key = |k: &ObjectKey| {
             if k.key().len() > MAX_KEY_BYTES {
@@ -96,9 +108,24 @@ impl PeerMessage {
             }
         };
         match self {
+            PeerMessage::Hello(h) => {
+                check_context(&h.applied)?;
+                check_context(&h.durable)?;
+            }
+            PeerMessage::Ack(a) => {
+                check_context(&a.applied)?;
+                check_context(&a.durable)?;
+            }
+            PeerMessage::Want { have } => check_context(have)?,
+            PeerMessage::FullSyncDone { vector, .. } => check_vector(vector)?,
+            PeerMessage::Deltas { .. } | PeerMessage::FullSync { .. } => {}
+        }
+        match self {
             PeerMessage::Deltas { records, .. } => {
                 for r in records {
                     check_key(&r.key)?;
+                    check_dot(r.dot)?;
+                    check_delta(&r.delta)?;
                     if r.key.kind() != r.delta.kind() {
                         return Err(format!(
                             "{} delta for a {} key",
@@ -116,6 +143,12 @@ impl PeerMessage {
                     check_key(k)?;
                     if k.kind() != s.kind() {
                         return Err(format!("{} state for a {} key", s.kind(), k.kind()));
+                    }
+                    if let ObjectState::Set(set) = s {
+                        check_context(set.context())?;
+                        for dots in set.entries().values() {
+                            dots.iter().try_for_each(check_dot)?;
+                        }
                     }
                 }
             }
@@ -151,7 +184,7 @@ impl PeerMessage {
     pub fn to_frame(&self) -> Vec<u8> {
         let mut out = vec![0u8; 4];
         codec::encode_into(self, &mut out);
-        let len = (out.len() - 4) as u32;
+        let len = u32::try_from(out.len() - 4).expect("a peer message over 4 GiB");
         out[..4].copy_from_slice(&len.to_le_bytes());
         out
     }
@@ -168,6 +201,35 @@ impl PeerMessage {
         msg.validate()?;
         Ok(msg)
     }
+}
+
+fn check_dot(dot: Dot) -> Result<(), String> {
+    if dot.counter > MAX_PEER_COUNTER {
+        return Err(format!("dot counter {} over the bound", dot.counter));
+    }
+    Ok(())
+}
+
+fn check_vector(vector: &VersionVector) -> Result<(), String> {
+    match vector.iter().find(|&(_, c)| c > MAX_PEER_COUNTER) {
+        Some((node, c)) => Err(format!("counter {c} of {node} over the bound")),
+        None => Ok(()),
+    }
+}
+
+fn check_context(context: &CausalContext) -> Result<(), String> {
+    check_vector(context.vector())?;
+    context.cloud().try_for_each(check_dot)
+}
+
+fn check_delta(delta: &Delta) -> Result<(), String> {
+    if let Delta::Set(s) = delta {
+        check_context(&s.context)?;
+        for dots in s.entries.values() {
+            dots.iter().try_for_each(check_dot)?;
+        }
+    }
+    Ok(())
 }
 
 /// About how many bytes one record (a delta) encodes to.
@@ -223,5 +285,38 @@ mod tests {
         assert!(PeerMessage::from_payload(&[]).is_err());
         assert!(frame_len(((MAX_PEER_FRAME_BYTES + 1) as u32).to_le_bytes()).is_err());
         assert!(frame_len([0; 4]).is_err());
+    }
+
+    /// Review item S6: counters a peer supplies are bounded, so that no
+    /// `+ 1` or sum over them downstream can overflow.
+    #[test]
+    fn counters_over_the_bound_are_garbage() {
+        use meridian_engine::{Dot, NodeId};
+        let node = NodeId(7);
+        let at = |c: u64| CausalContext::from_vector([(node, c)].into_iter().collect());
+        let want = |have| PeerMessage::Want { have }.to_frame();
+        for (counter, ok) in [
+            (MAX_PEER_COUNTER, true),
+            (MAX_PEER_COUNTER + 1, false),
+            (u64::MAX, false),
+        ] {
+            let frame = want(at(counter));
+            assert_eq!(
+                PeerMessage::from_payload(&frame[4..]).is_ok(),
+                ok,
+                "{counter}"
+            );
+        }
+        let mut cloud = CausalContext::new();
+        cloud.insert(Dot::new(node, u64::MAX));
+        let frame = want(cloud);
+        assert!(PeerMessage::from_payload(&frame[4..]).is_err());
+        let ack = PeerMessage::Ack(Ack {
+            applied: at(u64::MAX),
+            durable: CausalContext::new(),
+            wall_ms: u64::MAX,
+            caught_up: true,
+        });
+        assert!(PeerMessage::from_payload(&ack.to_frame()[4..]).is_err());
     }
 }

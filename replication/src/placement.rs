@@ -35,6 +35,18 @@ pub struct Rule {
     pub home: Option<String>,
 }
 
+/// Most placement rules a cluster may have: rule *i* is group `i + 1`, a
+/// [`GroupId`] is a `u16`, and group 0 is "everything else".
+pub const MAX_PLACEMENT_RULES: usize = u16::MAX as usize;
+
+/// Why a placement was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    /// More rules than group ids ([`MAX_PLACEMENT_RULES`]).
+    #[error("{rules} placement rules; at most {MAX_PLACEMENT_RULES} are supported")]
+    TooManyRules { rules: usize },
+}
+
 #[derive(Clone, Debug)]
 pub struct Placement {
     nodes: Vec<NodeInfo>,
@@ -64,15 +76,26 @@ pub fn stable_hash(parts: &[&[u8]]) -> u64 {
 }
 
 impl Placement {
-    pub fn new(mut nodes: Vec<NodeInfo>, rules: Vec<Rule>) -> Placement {
+    /// The placement of `nodes` under `rules` (in configured order). Refuses
+    /// more rules than there are group ids, rather than wrapping a group id
+    /// and sending keys to the wrong regions.
+    pub fn new(mut nodes: Vec<NodeInfo>, rules: Vec<Rule>) -> Result<Placement, PlacementError> {
+        if rules.len() > MAX_PLACEMENT_RULES {
+            return Err(PlacementError::TooManyRules { rules: rules.len() });
+        }
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let mut by_length: Vec<usize> = (0..rules.len()).collect();
         by_length.sort_by_key(|&i| std::cmp::Reverse(rules[i].prefix.len()));
-        Placement {
+        Ok(Placement {
             nodes,
             rules,
             by_length,
-        }
+        })
+    }
+
+    /// The group of rule `index` (checked at construction to fit).
+    fn group(index: usize) -> GroupId {
+        GroupId(u16::try_from(index + 1).expect("rule count checked in Placement::new"))
     }
 
     pub fn nodes(&self) -> &[NodeInfo] {
@@ -90,7 +113,7 @@ impl Placement {
     pub fn group_of(&self, key: &[u8]) -> GroupId {
         for &i in &self.by_length {
             if key.starts_with(&self.rules[i].prefix) {
-                return GroupId(i as u16 + 1);
+                return Placement::group(i);
             }
         }
         GroupId(0)
@@ -132,7 +155,7 @@ impl Placement {
 
     /// Every group id in use (0 and one per rule).
     pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
-        (0..=self.rules.len()).map(|i| GroupId(i as u16))
+        std::iter::once(GroupId(0)).chain((0..self.rules.len()).map(Placement::group))
     }
 
     /// The replicas of `key` in leadership order: rendezvous hash of
@@ -203,6 +226,7 @@ mod tests {
                 },
             ],
         )
+        .unwrap()
     }
 
     #[test]
@@ -231,6 +255,34 @@ mod tests {
             .map(|i| p.preference_list(format!("k{i}").as_bytes())[0])
             .collect();
         assert!(leaders.len() > 1);
+    }
+
+    /// Review item S10: more rules than group ids are refused (they used to
+    /// wrap `GroupId`: rule 65536 became group 0, "stored everywhere").
+    #[test]
+    fn more_rules_than_group_ids_are_refused() {
+        let rules = |n: usize| -> Vec<Rule> {
+            (0..n)
+                .map(|i| Rule {
+                    prefix: format!("p{i}/").into_bytes(),
+                    regions: vec!["us-east".into()],
+                    home: None,
+                })
+                .collect()
+        };
+        let nodes = cluster().nodes().to_vec();
+        let max = Placement::new(nodes.clone(), rules(MAX_PLACEMENT_RULES)).unwrap();
+        assert_eq!(
+            max.group_of(format!("p{}/k", MAX_PLACEMENT_RULES - 1).as_bytes()),
+            GroupId(u16::MAX)
+        );
+        assert_eq!(max.groups().last(), Some(GroupId(u16::MAX)));
+        assert_eq!(
+            Placement::new(nodes, rules(MAX_PLACEMENT_RULES + 1)).unwrap_err(),
+            PlacementError::TooManyRules {
+                rules: MAX_PLACEMENT_RULES + 1
+            }
+        );
     }
 
     #[test]

@@ -21,30 +21,62 @@
 //!   Anything push missed (drops, partitions, restarts) is pulled; relaying
 //!   through a third node heals a bridge topology.
 //! * **Full-state sync**: when a peer needs deltas this node's log has
-//!   already truncated, it sends whole objects instead, then a vector the
-//!   peer may count as applied.
-//! * **Acks** carry the applied and durable dots; they drive quorum waits,
-//!   replication-lag metrics and log truncation (a segment goes once every
-//!   replica of its deltas has them, or once a silent peer has been gone
-//!   longer than the retention period: it will need a full sync).
-//! * Deltas stamped too far in the future are refused by the engine and
-//!   counted per peer; the sender still has them and the next pull brings
-//!   them again once clocks agree: deferred, not lost.
+//!   already truncated, or holds without log entries (it got them by a full
+//!   sync itself), it sends whole objects instead, then a vector the peer
+//!   may count as applied.
+//! * **Acks** carry the applied and durable dots, and whether the sender
+//!   has caught up; they drive quorum waits, replication-lag metrics,
+//!   leader eligibility and log truncation (a segment goes once every
+//!   replica of its deltas has them, or once a replica has made no progress
+//!   for the retention period, being gone, incompatible or stuck: it will
+//!   need a full sync).
+//! * **Catch-up and leadership**: after (re)connecting, a node completes a
+//!   catch-up round from each peer (pulls until a last batch, nothing
+//!   deferred); only then, and with no deferred delta outstanding, does it
+//!   count as caught up ([`Replicator::caught_up`]) and tell its peers so.
+//!   [`PeerFlags`] publishes who may lead and take forwarded requests.
+//! * Deltas stamped too far in the future (the record's timestamp or a
+//!   register's own) are refused by the engine and counted per peer; pulls
+//!   skip them until this node's clock allows them, then fetch them again:
+//!   deferred, not lost, and never re-read in a loop.
 //! * Merges are idempotent, so duplicates and reordering are harmless; a
 //!   peer that sends data outside its placement or malformed messages is
-//!   disconnected.
+//!   disconnected; a realtime push of a dot that is not the sender's own,
+//!   or any delta claiming this node's own unissued dot, is refused and
+//!   counted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use meridian_engine::{
-    CausalContext, Dot, Engine, Error as EngineError, GroupId, Merged, NodeId, ObjectKey,
-    ObjectState, PhysicalTime, Record, VersionVector,
+    CausalContext, Delta, Dot, Engine, Error as EngineError, GroupId, Merged, NodeId, ObjectKey,
+    ObjectState, PhysicalTime, Record, VersionVector, stream_id,
 };
 
 use crate::message::{Ack, Hello, MAX_PEER_FRAME_BYTES, PeerMessage, state_bytes};
 use crate::placement::Placement;
+
+/// Default [`ProtocolConfig::retention_ms`]: an hour.
+pub const DEFAULT_RETENTION_MS: u64 = 3_600_000;
+
+/// Deltas deferred for clock skew that pulls skip until they come due, at
+/// most (16 bytes each in every pull's `have`); beyond it they are pulled
+/// again each round and only the round's pacing bounds the work.
+pub const MAX_SKIPPED_DEFERRED: usize = 16_384;
+
+/// Full-state syncs from one peer tracked at once; the oldest is dropped
+/// (and retried by a later pull) beyond it.
+const MAX_SYNCS_IN_PROGRESS: usize = 4;
+
+/// Batches of one full-state sync tracked, at most: 2^20 batches of
+/// ≈ 256 KiB is 256 GiB, past any real sync; a sync that claims more is
+/// marked failed instead of growing memory.
+const MAX_SYNC_BATCHES: usize = 1 << 20;
+
+/// Pull back-off after engine failures: the anti-entropy interval doubled
+/// per failure in a row, up to this many times (500 ms → 32 s).
+const MAX_BACKOFF_SHIFT: u32 = 6;
 
 /// Protocol timers and batch limits. Every field has a reason.
 #[derive(Clone, Debug)]
@@ -61,9 +93,20 @@ pub struct ProtocolConfig {
     pub heartbeat_ms: u64,
     /// How often to checkpoint and truncate the log, in ms.
     pub truncate_every_ms: u64,
-    /// A peer silent this long stops holding back log truncation, in ms; it
-    /// gets a full-state sync when it returns.
+    /// A peer that has made no progress this long (disconnected, silent,
+    /// incompatible, or connected but not advancing while behind) stops
+    /// holding back log truncation, in ms; it gets a full-state sync when
+    /// it returns or resumes.
     pub retention_ms: u64,
+    /// A connected peer that is behind and has not advanced for this long
+    /// is reported *stalled* (logged, [`PeerReport::stalled`]) and never
+    /// counted as able to lead ([`PeerFlags`]), in ms.
+    pub stall_ms: u64,
+    /// A peer not heard from this long does not count among the live peers
+    /// this node must have caught up from before it leads
+    /// ([`Replicator::caught_up`]), in ms. The mesh's failure detector
+    /// uses the same window (`mesh::LIVE_TIMEOUT`).
+    pub live_timeout_ms: u64,
     /// Catch-up batch limits: records, and bytes of deltas.
     pub max_batch_records: usize,
     pub max_batch_bytes: usize,
@@ -77,7 +120,9 @@ impl ProtocolConfig {
             want_timeout_ms: 5_000,
             heartbeat_ms: 250,
             truncate_every_ms: 10_000,
-            retention_ms: 3_600_000,
+            retention_ms: DEFAULT_RETENTION_MS,
+            stall_ms: 30_000,
+            live_timeout_ms: 1_500,
             max_batch_records: 4_096,
             // A catch-up batch stays well inside one frame and doesn't hog
             // the link for long on a slow WAN.
@@ -185,6 +230,91 @@ pub struct PeerReport {
     /// Full-state syncs sent to / received from this peer.
     pub full_syncs_sent: u64,
     pub full_syncs_received: u64,
+    /// Whether the peer agrees on placement (false: it is not replicated
+    /// with, never leads nor takes forwarded requests, and stops holding
+    /// back truncation after the retention period).
+    pub compatible: bool,
+    /// Connected and behind, without advancing for
+    /// [`ProtocolConfig::stall_ms`] (never leads nor takes forwarded
+    /// requests; stops holding back truncation after the retention period).
+    pub stalled: bool,
+    /// Whether the peer still holds back this node's log truncation.
+    pub holds_truncation: bool,
+    /// Whether this node has completed a catch-up round from the peer since
+    /// it (re)connected.
+    pub caught_up_from: bool,
+    /// Whether the peer may lead in this node's view ([`PeerFlags`]).
+    pub leader_eligible: bool,
+    /// Deltas from this peer refused because their dot claims an origin the
+    /// peer cannot be (a realtime push of another node's stream, or a dot
+    /// of this node's own current incarnation it never issued).
+    pub refused_deltas: u64,
+}
+
+/// What drivers read about the peers without asking the protocol thread
+/// (one atomic load each), published by [`Replicator::handle`]: whether a
+/// peer agrees on placement, is stalled, and may lead; and whether this
+/// node itself may lead ([`Replicator::caught_up`]).
+#[derive(Debug)]
+pub struct PeerFlags {
+    peers: Vec<PeerFlag>,
+    caught_up: AtomicBool,
+}
+
+#[derive(Debug)]
+struct PeerFlag {
+    name: String,
+    compatible: AtomicBool,
+    usable: AtomicBool,
+    eligible: AtomicBool,
+}
+
+impl PeerFlags {
+    fn new(peers: &BTreeMap<String, Peer>) -> PeerFlags {
+        PeerFlags {
+            peers: peers
+                .keys()
+                .map(|name| PeerFlag {
+                    name: name.clone(),
+                    compatible: AtomicBool::new(true),
+                    usable: AtomicBool::new(false),
+                    eligible: AtomicBool::new(false),
+                })
+                .collect(),
+            caught_up: AtomicBool::new(false),
+        }
+    }
+
+    fn get(&self, peer: &str) -> Option<&PeerFlag> {
+        self.peers.iter().find(|p| p.name == peer)
+    }
+
+    /// Whether `peer` agrees on placement (true until its hello says
+    /// otherwise; false for a node not in the cluster).
+    pub fn is_compatible(&self, peer: &str) -> bool {
+        self.get(peer)
+            .is_some_and(|p| p.compatible.load(Ordering::Acquire))
+    }
+
+    /// Whether `peer` may take forwarded requests: connected, hellos
+    /// exchanged, same placement, not stalled.
+    pub fn is_usable(&self, peer: &str) -> bool {
+        self.get(peer)
+            .is_some_and(|p| p.usable.load(Ordering::Acquire))
+    }
+
+    /// Whether `peer` may lead: usable, it has told us it completed a
+    /// catch-up round from each of its live peers, and it has acknowledged
+    /// everything this node had applied when their hellos were exchanged.
+    pub fn is_leader_eligible(&self, peer: &str) -> bool {
+        self.get(peer)
+            .is_some_and(|p| p.eligible.load(Ordering::Acquire))
+    }
+
+    /// Whether this node may lead ([`Replicator::caught_up`]).
+    pub fn is_caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
 }
 
 /// Which peers take a local delta's realtime push: the one push decision,
@@ -331,6 +461,34 @@ impl<D> Waits<D> {
     }
 }
 
+/// What became of one batch of deltas from a peer.
+#[derive(Default)]
+struct Batch {
+    applied: u64,
+    /// Deferred for clock skew…
+    deferred: u64,
+    /// …of which pulls skip until due.
+    skipped: u64,
+    /// Refused for a forged origin.
+    refused: u64,
+    /// The engine failed (poisoned, I/O): the rest was not tried.
+    failed: bool,
+}
+
+/// This node's applied vector, limited to the streams of `groups`.
+fn shared_vector(engine: &Engine, groups: &[GroupId]) -> VersionVector {
+    engine
+        .applied()
+        .vector()
+        .iter()
+        .filter(|&(stream, _)| {
+            engine
+                .stream_group(stream)
+                .is_some_and(|g| groups.contains(&g))
+        })
+        .collect()
+}
+
 /// What arrived of one full-state sync from a peer.
 struct FullSyncRx {
     batches: BTreeSet<u32>,
@@ -361,12 +519,85 @@ struct Peer {
     /// Highest full-sync id from this peer that finished (or was abandoned).
     last_sync: u64,
     deferred: u64,
+    /// Deltas refused for a forged origin ([`PeerReport::refused_deltas`]).
+    refused: u64,
     /// What the last [`Output::PeerReady`] said.
     announced_ready: bool,
+    /// Our applied vector (streams of shared groups) when the peer's hello
+    /// arrived on this connection, until the peer acknowledges all of it.
+    catch_up_target: Option<VersionVector>,
+    /// The peer has acknowledged `catch_up_target` (this connection).
+    covers_target: bool,
+    /// What the peer's last hello or ack said of its own catch-up.
+    announced_caught_up: bool,
+    /// We completed a catch-up round from the peer on this connection: a
+    /// last batch (`more = false`) answered our pull, with nothing in the
+    /// round deferred.
+    caught_up_from: bool,
+    /// `caught_up_from` when the last connection ended.
+    caught_up_before: bool,
+    /// The catch-up round in progress met deferred deltas.
+    round_deferred: bool,
+    /// When the peer last made progress: caught up with us, or its applied
+    /// dots grew (while connected, hellos exchanged and compatible).
+    progress_ms: u64,
+    /// Its applied dots' total at the last tick (saturating).
+    progress_total: u64,
+    stalled: bool,
+    /// Whether the peer held back truncation at the last tick (to log the
+    /// release once).
+    holding: bool,
+    /// Engine failures in a row while taking data from this peer (pulls
+    /// back off).
+    failures: u32,
     applied_from: u64,
     clock_offset_ms: i64,
     full_syncs_sent: u64,
     full_syncs_received: u64,
+}
+
+impl Peer {
+    /// Forgets what the last connection established about catching up.
+    fn reset_catch_up(&mut self) {
+        self.caught_up_before = self.caught_up_from;
+        self.catch_up_target = None;
+        self.covers_target = false;
+        self.announced_caught_up = false;
+        self.caught_up_from = false;
+        self.round_deferred = false;
+    }
+
+    /// Connected, hellos exchanged, same placement, not stalled: may take
+    /// forwarded requests.
+    fn usable(&self) -> bool {
+        self.connected && self.hello_seen && self.compatible && !self.stalled
+    }
+
+    /// See [`PeerFlags::is_leader_eligible`].
+    fn leader_eligible(&self) -> bool {
+        self.usable() && self.announced_caught_up && self.covers_target
+    }
+
+    /// Checks the peer's applied dots against the catch-up target.
+    fn check_target(&mut self) {
+        if let Some(target) = &self.catch_up_target
+            && self.applied.vector().dominates(target)
+        {
+            self.catch_up_target = None;
+            self.covers_target = true;
+        }
+    }
+}
+
+/// Clock offset of a peer from its wall clock (peer-supplied: any u64).
+fn offset_ms(peer_wall_ms: u64, now: Now) -> i64 {
+    let diff = peer_wall_ms as i128 - now.physical.unix_ms() as i128;
+    diff.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+}
+
+/// Sum of a vector's counters, saturating (peer-supplied counters).
+fn total(v: &VersionVector) -> u64 {
+    v.iter().fold(0u64, |acc, (_, c)| acc.saturating_add(c))
 }
 
 struct Waiter {
@@ -384,7 +615,17 @@ pub struct Replicator {
     placement: Arc<Placement>,
     fingerprint: u64,
     my_groups: Vec<GroupId>,
+    /// This incarnation's streams: peers never originate their dots.
+    my_streams: BTreeSet<NodeId>,
     peers: BTreeMap<String, Peer>,
+    flags: Arc<PeerFlags>,
+    /// Dots deferred for clock skew, with the monotonic ms from which they
+    /// may apply: pulls skip them until then (so a deferred batch is not
+    /// fetched again and again, and later streams are reached), and this
+    /// node does not count as caught up while any is outstanding.
+    deferred: BTreeMap<Dot, u64>,
+    /// What this node last told its peers of its own catch-up.
+    announced_caught_up: bool,
     waiters: BTreeMap<u64, Waiter>,
     push_targets: Arc<PushTargets>,
     last_truncate_ms: u64,
@@ -442,7 +683,19 @@ impl Replicator {
                         full_sync_rx: BTreeMap::new(),
                         last_sync: 0,
                         deferred: 0,
+                        refused: 0,
                         announced_ready: false,
+                        catch_up_target: None,
+                        covers_target: false,
+                        announced_caught_up: false,
+                        caught_up_from: false,
+                        caught_up_before: false,
+                        round_deferred: false,
+                        progress_ms: now.mono_ms,
+                        progress_total: 0,
+                        stalled: false,
+                        holding: true,
+                        failures: 0,
                         applied_from: 0,
                         clock_offset_ms: 0,
                         full_syncs_sent: 0,
@@ -451,14 +704,22 @@ impl Replicator {
                 )
             })
             .collect();
+        let my_streams = my_groups
+            .iter()
+            .map(|&g| stream_id(engine.node_id(), g))
+            .collect();
         Replicator {
             push_targets: Arc::new(PushTargets::new(placement.clone(), &peers)),
+            flags: Arc::new(PeerFlags::new(&peers)),
             fingerprint: placement.fingerprint(),
             config,
             engine,
             placement,
             my_groups,
+            my_streams,
             peers,
+            deferred: BTreeMap::new(),
+            announced_caught_up: false,
             waiters: BTreeMap::new(),
             last_truncate_ms: now.mono_ms,
             out: Vec::new(),
@@ -479,6 +740,35 @@ impl Replicator {
         self.push_targets.clone()
     }
 
+    /// The peers' published flags (compatible, usable, may lead) and this
+    /// node's own catch-up, kept current by [`Replicator::handle`].
+    pub fn peer_flags(&self) -> Arc<PeerFlags> {
+        self.flags.clone()
+    }
+
+    /// Whether this node may lead: it holds no delta deferred for clock
+    /// skew, and for every peer it shares data with, it has completed a
+    /// catch-up round (pulled until a last batch, nothing deferred) since
+    /// (re)connecting to it, unless that peer
+    /// * has not been heard from for [`ProtocolConfig::live_timeout_ms`]
+    ///   (since this node started, for one never heard: so a restarted
+    ///   node waits that long for its peers before it counts itself alone),
+    /// * or disconnected after such a round (nothing it acknowledged is
+    ///   missing here; what it takes while apart merges later, as in any
+    ///   partition),
+    /// * or disagrees on placement, or is stalled.
+    pub fn caught_up(&self, now: Now) -> bool {
+        self.deferred.is_empty()
+            && self.peers.values().all(|p| {
+                p.shared.is_empty()
+                    || p.caught_up_from
+                    || (!p.connected && p.caught_up_before)
+                    || !p.compatible
+                    || p.stalled
+                    || now.mono_ms.saturating_sub(p.last_heard_ms) > self.config.live_timeout_ms
+            })
+    }
+
     /// Handles one input; returns what to do.
     pub fn handle(&mut self, input: Input, now: Now) -> Vec<Output> {
         match input {
@@ -489,6 +779,7 @@ impl Replicator {
                     p.hello_seen = false;
                     p.want_sent_ms = None;
                     p.full_sync_rx.clear();
+                    p.reset_catch_up();
                 }
             }
             Input::Message { peer, msg } => self.on_message(&peer, msg, now),
@@ -544,13 +835,33 @@ impl Replicator {
                 });
             }
         }
+        let caught_up = self.caught_up(now);
+        if caught_up != self.announced_caught_up {
+            self.announced_caught_up = caught_up;
+            tracing::debug!(caught_up, "this node's catch-up changed");
+            // Peers route `leader` requests by it: tell them at once.
+            self.ack_all(now);
+        }
+        self.publish_flags(caught_up);
         std::mem::take(&mut self.out)
+    }
+
+    fn publish_flags(&self, caught_up: bool) {
+        for p in self.peers.values() {
+            if let Some(f) = self.flags.get(&p.name) {
+                f.compatible.store(p.compatible, Ordering::Release);
+                f.usable.store(p.usable(), Ordering::Release);
+                f.eligible.store(p.leader_eligible(), Ordering::Release);
+            }
+        }
+        self.flags.caught_up.store(caught_up, Ordering::Release);
     }
 
     fn hello(&self, peer: &str, now: Now) -> PeerMessage {
         let seen_yours = self.peers.get(peer).is_some_and(|p| p.hello_seen);
         PeerMessage::Hello(Hello {
             seen_yours,
+            caught_up: self.caught_up(now),
             node: self.config.node.clone(),
             incarnation: self.engine.node_id(),
             placement: self.fingerprint,
@@ -565,6 +876,7 @@ impl Replicator {
             applied: self.engine.applied(),
             durable: self.engine.durable(),
             wall_ms: now.physical.unix_ms(),
+            caught_up: self.caught_up(now),
         })
     }
 
@@ -588,6 +900,7 @@ impl Replicator {
         p.hello_seen = false;
         p.want_sent_ms = None;
         p.full_sync_rx.clear();
+        p.reset_catch_up();
         // A new connection: syncs of the old one can no longer arrive, and a
         // restarted peer numbers its syncs from 1 again.
         p.last_sync = 0;
@@ -602,6 +915,7 @@ impl Replicator {
         if let Some(p) = self.peers.get_mut(peer) {
             p.connected = false;
             p.hello_seen = false;
+            p.reset_catch_up();
         }
         self.out.push(Output::Disconnect {
             peer: peer.to_string(),
@@ -630,22 +944,35 @@ impl Replicator {
                 // the answer to the other's): pull once, not twice.
                 let first_hello = !p.hello_seen;
                 p.hello_seen = true;
-                p.clock_offset_ms = h.wall_ms as i64 - now.physical.unix_ms() as i64;
+                p.clock_offset_ms = offset_ms(h.wall_ms, now);
                 if h.placement != self.fingerprint {
                     if p.compatible {
                         tracing::error!(
                             peer,
-                            "peer's nodes or placement rules differ from ours; not replicating with it"
+                            "peer's nodes or placement rules differ from ours; not replicating \
+                             with it (it never leads nor takes forwarded requests, and stops \
+                             holding back log truncation after the retention period)"
                         );
                     }
                     p.compatible = false;
                     return;
+                }
+                if !p.compatible {
+                    tracing::info!(peer, "peer's placement agrees with ours again");
                 }
                 p.compatible = true;
                 // A restarted peer's vectors replace what we knew.
                 p.incarnation = Some(h.incarnation);
                 p.applied = h.applied;
                 p.durable = h.durable;
+                p.progress_total = total(p.applied.vector());
+                p.announced_caught_up = h.caught_up;
+                if first_hello {
+                    // What the peer must acknowledge before it may lead.
+                    p.catch_up_target = Some(shared_vector(&self.engine, &p.shared));
+                    p.covers_target = false;
+                }
+                p.check_target();
                 self.update_waiters(peer);
                 if !h.seen_yours {
                     let hello = self.hello(peer, now);
@@ -664,7 +991,9 @@ impl Replicator {
             PeerMessage::Ack(a) => {
                 p.applied.join(&a.applied);
                 p.durable.join(&a.durable);
-                p.clock_offset_ms = a.wall_ms as i64 - now.physical.unix_ms() as i64;
+                p.clock_offset_ms = offset_ms(a.wall_ms, now);
+                p.announced_caught_up = a.caught_up;
+                p.check_target();
                 self.update_waiters(peer);
             }
             PeerMessage::Want { have } => self.serve_pull(peer, have),
@@ -673,15 +1002,11 @@ impl Replicator {
                 catch_up,
                 more,
             } => {
-                if !self.apply_deltas(peer, &records, now) {
+                let Some(batch) = self.apply_deltas(peer, &records, catch_up, now) else {
                     return;
-                }
+                };
                 if catch_up {
-                    if more {
-                        self.pull(peer, now);
-                    } else if let Some(p) = self.peers.get_mut(peer) {
-                        p.want_sent_ms = None;
-                    }
+                    self.after_catch_up_batch(peer, batch, more, now);
                 }
             }
             PeerMessage::FullSync { sync, seq, objects } => {
@@ -697,14 +1022,22 @@ impl Replicator {
                     return; // a stale duplicate
                 }
                 p.last_sync = sync;
-                let complete = match p.full_sync_rx.remove(&sync) {
-                    Some(rx) => !rx.failed && rx.batches.len() == batches as usize,
-                    None => batches == 0,
+                let (complete, failed) = match p.full_sync_rx.remove(&sync) {
+                    Some(rx) => (
+                        !rx.failed && rx.batches.len() == batches as usize,
+                        rx.failed,
+                    ),
+                    None => (batches == 0, false),
                 };
                 // Older syncs' batches are ignored from now on.
                 p.full_sync_rx.retain(|&s, _| s > sync);
                 p.want_sent_ms = None;
                 if !complete {
+                    if failed {
+                        // The engine refused part of it: pull again later,
+                        // not at once (each retry streams the whole state).
+                        p.failures = p.failures.saturating_add(1);
+                    }
                     tracing::warn!(peer, sync, "full-state sync incomplete; will pull again");
                     return;
                 }
@@ -715,20 +1048,97 @@ impl Replicator {
                     .collect();
                 match self.engine.join_vector(&vector, &ours) {
                     Ok(lsn) => {
+                        p.failures = 0;
                         self.out.push(Output::WatchDurable { lsn });
                         self.pull(peer, now);
                     }
-                    Err(e) => tracing::error!(peer, error = %e, "could not record a full sync"),
+                    Err(e) => {
+                        p.failures = p.failures.saturating_add(1);
+                        tracing::error!(peer, error = %e, "could not record a full sync");
+                    }
                 }
             }
         }
     }
 
-    /// Merges deltas from `peer`; returns false if the peer was dropped.
-    fn apply_deltas(&mut self, peer: &str, records: &[Record], now: Now) -> bool {
+    /// What follows a catch-up batch: ask again at once only if the batch
+    /// moved us forward (a batch of deltas all deferred again, or refused
+    /// by a failing engine, would otherwise be fetched again and again);
+    /// a last batch with nothing deferred in its round completes a
+    /// catch-up round from the peer.
+    fn after_catch_up_batch(&mut self, peer: &str, batch: Batch, more: bool, now: Now) {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return;
+        };
+        // Deferred deltas the skip list holds keep `caught_up` false by
+        // themselves; any it could not hold leave the round incomplete.
+        // (Refused deltas are forgeries: nothing this node lacks.)
+        p.round_deferred |= batch.deferred > batch.skipped;
+        if batch.failed {
+            p.failures = p.failures.saturating_add(1);
+            p.want_sent_ms = None;
+            return;
+        }
+        p.failures = 0;
+        if more {
+            if batch.applied > 0 || batch.skipped > 0 {
+                self.pull(peer, now);
+            } else {
+                // No progress: the next pull waits for the anti-entropy
+                // interval instead of re-reading the same batch at once.
+                p.want_sent_ms = None;
+            }
+            return;
+        }
+        p.want_sent_ms = None;
+        if !p.round_deferred && !p.caught_up_from {
+            tracing::debug!(peer, "caught up from peer");
+            p.caught_up_from = true;
+        }
+        p.round_deferred = false;
+    }
+
+    /// Defers `dot` (its timestamp is `ahead_ms` ahead of our clock, the
+    /// guard allows `max_ms`): pulls skip it until it may apply. Returns
+    /// whether pulls skip it (false when the skip list is full).
+    fn defer(&mut self, dot: Dot, ahead_ms: u64, max_ms: u64, now: Now) -> bool {
+        let due = now
+            .mono_ms
+            .saturating_add(ahead_ms.saturating_sub(max_ms))
+            .saturating_add(1);
+        if let Some(at) = self.deferred.get_mut(&dot) {
+            *at = due;
+            return true;
+        }
+        if self.deferred.len() >= MAX_SKIPPED_DEFERRED {
+            return false;
+        }
+        self.deferred.insert(dot, due);
+        true
+    }
+
+    /// Merges deltas from `peer`; `None` if the peer was dropped.
+    ///
+    /// Origins are checked (review S6): a realtime push (`catch_up` false)
+    /// carries only deltas the sender originated, so its dots must belong
+    /// to the sender's current incarnation (from the hello on this
+    /// certificate-authenticated link); catch-up batches relay other nodes'
+    /// deltas (that is how a bridge heals) and are checked only against
+    /// this node's own current streams, whose dots no one else can hold
+    /// before we issued them. Refused deltas are counted, not applied.
+    fn apply_deltas(
+        &mut self,
+        peer: &str,
+        records: &[Record],
+        catch_up: bool,
+        now: Now,
+    ) -> Option<Batch> {
+        let origin = match self.peers.get(peer) {
+            Some(p) if !catch_up => Some(p.incarnation?),
+            _ => None,
+        };
+        let mut batch = Batch::default();
         let mut last_lsn = None;
-        let mut applied = 0;
-        let mut deferred = 0;
         for r in records {
             let group = self.engine.group_of(&r.key);
             if !self.my_groups.contains(&group) {
@@ -739,45 +1149,82 @@ impl Replicator {
                         r.key
                     ),
                 );
-                return false;
+                return None;
             }
-            match self.engine.merge(r, now.physical) {
-                Ok(Merged::Applied { lsn, .. }) => {
-                    applied += 1;
-                    last_lsn = Some(lsn);
+            let forged = match origin {
+                Some(incarnation) => r.dot.node != stream_id(incarnation, group),
+                None => {
+                    self.my_streams.contains(&r.dot.node) && !self.engine.applied().contains(r.dot)
                 }
-                Ok(Merged::Duplicate) => {}
-                Err(EngineError::ClockAhead { ahead_ms, .. }) => {
-                    deferred += 1;
+            };
+            if forged {
+                batch.refused += 1;
+                continue;
+            }
+            // A delta's inner timestamps face the same guard as its record's
+            // (a register's own HLC is what decides last-writer-wins).
+            let inner = match &r.delta {
+                Delta::Register(reg) => self.engine.clock().observe(reg.hlc, now.physical),
+                Delta::Counter(_) | Delta::Set(_) => Ok(()),
+            };
+            let merged = inner.and_then(|()| self.engine.merge(r, now.physical));
+            match merged {
+                Ok(Merged::Applied { lsn, .. }) => {
+                    batch.applied += 1;
+                    last_lsn = Some(lsn);
+                    self.deferred.remove(&r.dot);
+                }
+                Ok(Merged::Duplicate) => {
+                    self.deferred.remove(&r.dot);
+                }
+                Err(EngineError::ClockAhead { ahead_ms, max_ms }) => {
+                    batch.deferred += 1;
+                    if self.defer(r.dot, ahead_ms, max_ms, now) {
+                        batch.skipped += 1;
+                    }
                     tracing::debug!(peer, ahead_ms, dot = ?r.dot, "delta from the future deferred");
                 }
                 Err(e @ (EngineError::InvalidArgument(_) | EngineError::WrongType(_))) => {
                     self.disconnect(peer, format!("invalid delta: {e}"));
-                    return false;
+                    return None;
                 }
                 Err(e) => {
-                    tracing::error!(peer, error = %e, "could not apply a delta");
+                    if self.peers.get(peer).is_some_and(|p| p.failures == 0) {
+                        tracing::error!(peer, error = %e, "could not apply a delta; backing off");
+                    }
+                    batch.failed = true;
                     break;
                 }
             }
         }
         if let Some(p) = self.peers.get_mut(peer) {
-            p.applied_from += applied;
-            if deferred > 0 {
+            p.applied_from += batch.applied;
+            if batch.deferred > 0 {
                 if p.deferred == 0 {
                     tracing::warn!(
                         peer,
-                        deferred,
+                        deferred = batch.deferred,
                         "deferring deltas stamped too far in the future (clock skew?)"
                     );
                 }
-                p.deferred += deferred;
+                p.deferred = p.deferred.saturating_add(batch.deferred);
+            }
+            if batch.refused > 0 {
+                if p.refused == 0 {
+                    tracing::warn!(
+                        peer,
+                        refused = batch.refused,
+                        catch_up,
+                        "refusing deltas whose dots claim an origin the peer cannot be"
+                    );
+                }
+                p.refused = p.refused.saturating_add(batch.refused);
             }
         }
         if let Some(lsn) = last_lsn {
             self.out.push(Output::WatchDurable { lsn });
         }
-        true
+        Some(batch)
     }
 
     fn apply_full_sync(
@@ -809,6 +1256,7 @@ impl Replicator {
                 Err(e) => {
                     tracing::warn!(peer, error = %e, ?key, "full-sync object not applied");
                     failed = true;
+                    break;
                 }
             }
         }
@@ -817,11 +1265,20 @@ impl Replicator {
             if p.want_sent_ms.is_some() {
                 p.want_sent_ms = Some(now.mono_ms);
             }
+            if !p.full_sync_rx.contains_key(&sync) && p.full_sync_rx.len() >= MAX_SYNCS_IN_PROGRESS
+            {
+                // Bounded: forget the oldest (its Done finds it incomplete).
+                p.full_sync_rx.pop_first();
+            }
             let rx = p.full_sync_rx.entry(sync).or_insert_with(|| FullSyncRx {
                 batches: BTreeSet::new(),
                 failed: false,
             });
-            rx.batches.insert(seq);
+            if rx.batches.len() < MAX_SYNC_BATCHES {
+                rx.batches.insert(seq);
+            } else {
+                rx.failed = true;
+            }
             rx.failed |= failed;
         }
         if let Some(lsn) = last_lsn {
@@ -829,9 +1286,15 @@ impl Replicator {
         }
     }
 
-    /// Asks `peer` for what we lack.
+    /// Asks `peer` for what we lack (deltas deferred for clock skew and not
+    /// yet due are claimed as had, so the answer moves on past them).
     fn pull(&mut self, peer: &str, now: Now) {
-        let have = self.engine.applied();
+        let mut have = self.engine.applied();
+        for (&dot, &due) in &self.deferred {
+            if due > now.mono_ms {
+                have.insert(dot);
+            }
+        }
         if let Some(p) = self.peers.get_mut(peer) {
             p.want_sent_ms = Some(now.mono_ms);
             p.last_want_ms = now.mono_ms;
@@ -839,12 +1302,29 @@ impl Replicator {
         self.send(peer, PeerMessage::Want { have }, Lane::Control);
     }
 
-    /// Answers a pull.
+    fn start_full_sync(&mut self, peer: &str, groups: Vec<GroupId>) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.full_syncs_sent += 1;
+        }
+        self.out.push(Output::StartFullSync {
+            peer: peer.to_string(),
+            groups,
+        });
+    }
+
+    /// Answers a pull: the deltas `have` lacks from the log, or a full-state
+    /// sync when the log cannot serve them all: some were truncated, or
+    /// (review C1) this node holds dots it has no log entries for because
+    /// it got them by full-state sync itself.
     fn serve_pull(&mut self, peer: &str, have: CausalContext) {
         let shared = match self.peers.get(peer) {
             Some(p) => p.shared.clone(),
             None => return,
         };
+        // Read before the log: every dot applied by now has its log entry
+        // (dots are published after their append), unless it came by
+        // full-state sync or truncation removed it.
+        let mine = self.engine.applied();
         let wants = |g: GroupId| shared.contains(&g);
         match self.engine.deltas_since(
             &have,
@@ -852,6 +1332,16 @@ impl Replicator {
             self.config.max_batch_records,
             self.config.max_batch_bytes,
         ) {
+            Ok(Some(since))
+                if !since.more && self.lacks_unlogged(&mine, &have, &since.records, &shared) =>
+            {
+                tracing::info!(
+                    peer,
+                    "peer lacks deltas this node holds without log entries (it caught up by \
+                     full-state sync); sending full state"
+                );
+                self.start_full_sync(peer, shared);
+            }
             Ok(Some(since)) => {
                 self.send(
                     peer,
@@ -868,16 +1358,48 @@ impl Replicator {
                     peer,
                     "peer needs deltas this log truncated; sending full state"
                 );
-                if let Some(p) = self.peers.get_mut(peer) {
-                    p.full_syncs_sent += 1;
-                }
-                self.out.push(Output::StartFullSync {
-                    peer: peer.to_string(),
-                    groups: shared,
-                });
+                self.start_full_sync(peer, shared);
             }
             Err(e) => tracing::error!(peer, error = %e, "could not read the log for a peer"),
         }
+    }
+
+    /// Whether `have` lacks a dot of the `shared` groups that this node has
+    /// applied (`mine`, read before the log) and did not send in a last
+    /// batch (`sent`): a dot held without a log entry, which only a full
+    /// sync passes on. Cost: bounded by `sent` and `have`'s cloud plus one
+    /// step per stream (a missing dot not sent ends the search).
+    fn lacks_unlogged(
+        &self,
+        mine: &CausalContext,
+        have: &CausalContext,
+        sent: &[Record],
+        shared: &[GroupId],
+    ) -> bool {
+        let sent: BTreeSet<Dot> = sent.iter().map(|r| r.dot).collect();
+        let in_shared = |stream: NodeId| {
+            self.engine
+                .stream_group(stream)
+                .is_some_and(|g| shared.contains(&g))
+        };
+        let budget = (sent.len() as u64).saturating_add(have.entries() as u64);
+        for (stream, top) in mine.vector().iter() {
+            let from = have.vector().get(stream);
+            if top <= from || !in_shared(stream) {
+                continue;
+            }
+            if top - from > budget {
+                return true;
+            }
+            for counter in from + 1..=top {
+                let dot = Dot::new(stream, counter);
+                if !have.contains(dot) && !sent.contains(&dot) {
+                    return true;
+                }
+            }
+        }
+        mine.cloud()
+            .any(|dot| in_shared(dot.node) && !have.contains(dot) && !sent.contains(&dot))
     }
 
     fn ack_all(&mut self, now: Now) {
@@ -958,8 +1480,15 @@ impl Replicator {
             if now.mono_ms.saturating_sub(p.last_ack_sent_ms) >= self.config.heartbeat_ms {
                 need_ack = true;
             }
+            // Engine failures in a row space the pulls out (a failing
+            // engine must not re-read the peer's log, or take whole full
+            // syncs, as fast as the peer answers).
+            let idle = self
+                .config
+                .anti_entropy_ms
+                .saturating_mul(1 << p.failures.min(MAX_BACKOFF_SHIFT));
             let pull_due = match p.want_sent_ms {
-                None => now.mono_ms.saturating_sub(p.last_want_ms) >= self.config.anti_entropy_ms,
+                None => now.mono_ms.saturating_sub(p.last_want_ms) >= idle,
                 Some(at) => now.mono_ms.saturating_sub(at) >= self.config.want_timeout_ms,
             };
             if pull_due {
@@ -969,14 +1498,61 @@ impl Replicator {
         if need_ack {
             self.ack_all(now);
         }
-        // Track how long each peer has been behind.
+        // Track how long each peer has been behind, and whether it still
+        // makes progress.
         let mine = self.engine.applied();
         for name in self.peers.keys().cloned().collect::<Vec<_>>() {
             let lag = self.lag_deltas(&mine, &self.peers[&name]);
+            let (stall_ms, retention_ms) = (self.config.stall_ms, self.config.retention_ms);
             let p = self.peers.get_mut(&name).unwrap();
             if lag == 0 {
                 p.caught_up_ms = now.mono_ms;
             }
+            let synced = p.connected && p.hello_seen && p.compatible;
+            let applied = total(p.applied.vector());
+            if synced {
+                if lag == 0 || applied > p.progress_total {
+                    p.progress_ms = now.mono_ms;
+                }
+                p.progress_total = applied;
+            }
+            let idle = now.mono_ms.saturating_sub(p.progress_ms);
+            let stalled = synced && idle > stall_ms;
+            if stalled != p.stalled {
+                p.stalled = stalled;
+                if stalled {
+                    tracing::warn!(
+                        peer = %name,
+                        lag_deltas = lag,
+                        idle_ms = idle,
+                        "peer is behind and not advancing: it no longer leads nor takes \
+                         forwarded requests"
+                    );
+                } else {
+                    tracing::info!(peer = %name, "peer advances again");
+                }
+            }
+            let holding = idle <= retention_ms;
+            if holding != p.holding {
+                p.holding = holding;
+                if holding {
+                    tracing::info!(peer = %name, "peer holds back log truncation again");
+                } else {
+                    tracing::warn!(
+                        peer = %name,
+                        connected = p.connected,
+                        compatible = p.compatible,
+                        idle_ms = idle,
+                        "peer made no progress for the retention period: no longer holding \
+                         back log truncation for it (it will need a full-state sync)"
+                    );
+                }
+            }
+        }
+        // Deferred dots that arrived meanwhile (by another peer, a full
+        // sync) are no longer outstanding.
+        if !self.deferred.is_empty() {
+            self.deferred.retain(|&dot, _| !mine.contains(dot));
         }
         self.waiters.retain(|_, w| w.deadline_ms > now.mono_ms);
         if now.mono_ms.saturating_sub(self.last_truncate_ms) >= self.config.truncate_every_ms {
@@ -987,7 +1563,10 @@ impl Replicator {
     }
 
     /// Per group this node replicates: what every replica still counted
-    /// has applied.
+    /// has applied. A replica stops being counted once it has made no
+    /// progress for the retention period (review C6): disconnected and
+    /// silent, connected but disagreeing on placement, or connected and
+    /// behind without advancing; when it resumes it gets a full sync.
     fn stable_vectors(&self, now: Now) -> BTreeMap<GroupId, VersionVector> {
         let mine = self.engine.applied().vector().clone();
         let mut out = BTreeMap::new();
@@ -997,9 +1576,7 @@ impl Replicator {
                 if !p.shared.contains(&g) {
                     continue;
                 }
-                let gone = !p.connected
-                    && now.mono_ms.saturating_sub(p.last_heard_ms) > self.config.retention_ms;
-                if gone {
+                if now.mono_ms.saturating_sub(p.progress_ms) > self.config.retention_ms {
                     continue;
                 }
                 stable = stable.meet(p.applied.vector());
@@ -1018,7 +1595,7 @@ impl Replicator {
                     .is_some_and(|g| p.shared.contains(&g))
             })
             .map(|(stream, c)| c.saturating_sub(p.applied.vector().get(stream)))
-            .sum()
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Every peer's state, for metrics and `meridian status`.
@@ -1044,6 +1621,12 @@ impl Replicator {
                     deltas_applied: p.applied_from,
                     full_syncs_sent: p.full_syncs_sent,
                     full_syncs_received: p.full_syncs_received,
+                    compatible: p.compatible,
+                    stalled: p.stalled,
+                    holds_truncation: p.holding,
+                    caught_up_from: p.caught_up_from,
+                    leader_eligible: p.leader_eligible(),
+                    refused_deltas: p.refused,
                 }
             })
             .collect()

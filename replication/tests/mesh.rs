@@ -72,16 +72,19 @@ async fn start_pair(links_a: BTreeMap<String, Link>) -> (TestNode, TestNode) {
     let ca = Ca::new();
     let names = [("a", "us-east"), ("b", "eu-west")];
     let ports = [free_port(), free_port()];
-    let placement = Arc::new(Placement::new(
-        names
-            .iter()
-            .map(|(n, r)| NodeInfo {
-                name: n.to_string(),
-                region: r.to_string(),
-            })
-            .collect(),
-        Vec::new(),
-    ));
+    let placement = Arc::new(
+        Placement::new(
+            names
+                .iter()
+                .map(|(n, r)| NodeInfo {
+                    name: n.to_string(),
+                    region: r.to_string(),
+                })
+                .collect(),
+            Vec::new(),
+        )
+        .unwrap(),
+    );
     let mut nodes = Vec::new();
     for (i, (name, region)) in names.iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();

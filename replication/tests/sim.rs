@@ -42,6 +42,9 @@ struct Node {
     durable_flag: Arc<AtomicBool>,
     /// Added to the shared virtual clock for this node's physical time.
     skew_ms: i64,
+    /// Its engine was closed on purpose (a failing engine): its truncations
+    /// may fail.
+    broken: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -91,6 +94,8 @@ struct Sim {
     delivered: u64,
     dropped: u64,
     duplicated: u64,
+    /// Messages the machines sent, by (from, to, message name).
+    sent: BTreeMap<(usize, usize, &'static str), u64>,
 }
 
 fn names(n: usize) -> Vec<(String, String)> {
@@ -112,14 +117,17 @@ impl Sim {
             .into_iter()
             .map(|(name, region)| NodeInfo { name, region })
             .collect();
-        let placement = Arc::new(Placement::new(
-            infos.clone(),
-            vec![Rule {
-                prefix: b"eu/".to_vec(),
-                regions: vec!["eu-west".into()],
-                home: None,
-            }],
-        ));
+        let placement = Arc::new(
+            Placement::new(
+                infos.clone(),
+                vec![Rule {
+                    prefix: b"eu/".to_vec(),
+                    regions: vec!["eu-west".into()],
+                    home: None,
+                }],
+            )
+            .unwrap(),
+        );
         let mut sim = Sim {
             rng: ChaCha8Rng::seed_from_u64(seed),
             now_ms: 0,
@@ -140,6 +148,7 @@ impl Sim {
             delivered: 0,
             dropped: 0,
             duplicated: 0,
+            sent: BTreeMap::new(),
         };
         for info in &infos {
             let dir = tempfile::tempdir().unwrap();
@@ -155,6 +164,8 @@ impl Sim {
             pc.heartbeat_ms = 20;
             pc.truncate_every_ms = 300;
             pc.retention_ms = retention_ms;
+            pc.stall_ms = 300;
+            pc.live_timeout_ms = 150;
             pc.max_batch_records = 16;
             pc.max_batch_bytes = 4096;
             let now = Now {
@@ -170,6 +181,7 @@ impl Sim {
                 engine,
                 durable_flag: Arc::new(AtomicBool::new(false)),
                 skew_ms: 0,
+                broken: false,
                 _dir: dir,
             });
         }
@@ -203,6 +215,7 @@ impl Sim {
         match out {
             Output::Send { peer, msg, lane } => {
                 let to = self.index(&peer);
+                *self.sent.entry((from, to, msg.name())).or_default() += 1;
                 // Bulk data shares the link's fate; control messages too.
                 let _ = lane == Lane::Bulk;
                 self.send(from, to, msg);
@@ -231,10 +244,11 @@ impl Sim {
                 });
             }
             Output::Truncate { stable } => {
-                let engine = &self.nodes[from].engine;
-                engine
-                    .truncate(&|g| stable.get(&g).cloned().unwrap_or_default())
-                    .unwrap();
+                let node = &self.nodes[from];
+                let truncated = node
+                    .engine
+                    .truncate(&|g| stable.get(&g).cloned().unwrap_or_default());
+                assert!(truncated.is_ok() || node.broken, "{truncated:?}");
             }
             Output::Disconnect { peer, reason } => {
                 panic!("{} disconnected {peer}: {reason}", self.nodes[from].name);
@@ -391,6 +405,93 @@ impl Sim {
                     }
                 }
             }
+        }
+    }
+
+    /// Replaces node `i`'s machine with one whose placement has one more
+    /// rule: its peers and it disagree on placement from now on.
+    fn make_incompatible(&mut self, i: usize) {
+        let placement = Arc::new(
+            Placement::new(
+                self.placement.nodes().to_vec(),
+                vec![
+                    Rule {
+                        prefix: b"eu/".to_vec(),
+                        regions: vec!["eu-west".into()],
+                        home: None,
+                    },
+                    Rule {
+                        prefix: b"elsewhere/".to_vec(),
+                        regions: vec!["us-east".into()],
+                        home: None,
+                    },
+                ],
+            )
+            .unwrap(),
+        );
+        let mut pc = ProtocolConfig::new(self.nodes[i].name.clone());
+        pc.heartbeat_ms = 20;
+        pc.anti_entropy_ms = 50;
+        let now = self.now_for(i);
+        let engine = self.nodes[i].engine.clone();
+        let replicator = Replicator::new(pc, engine, placement, now);
+        self.nodes[i].push_targets = replicator.push_targets();
+        self.nodes[i].replicator = replicator;
+    }
+
+    /// What node `i` reports of node `j`.
+    fn report_of(&self, i: usize, j: usize) -> meridian_replication::PeerReport {
+        let name = &self.nodes[j].name;
+        self.nodes[i]
+            .replicator
+            .report(self.now_for(i))
+            .into_iter()
+            .find(|r| &r.name == name)
+            .unwrap()
+    }
+
+    /// Messages named `what` node `from` sent node `to` so far.
+    fn sent(&self, from: usize, to: usize, what: &'static str) -> u64 {
+        self.sent.get(&(from, to, what)).copied().unwrap_or(0)
+    }
+
+    /// Steps `ms` virtual ms, with a little real time for the engines'
+    /// background fsyncs.
+    fn run(&mut self, ms: u64) {
+        for _ in 0..ms {
+            self.step();
+            if self.now_ms.is_multiple_of(50) {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+    }
+
+    /// Heals the link between `a` and `b` only (both directions).
+    fn heal_link(&mut self, a: usize, b: usize) {
+        for (x, y) in [(a, b), (b, a)] {
+            if self.cut.remove(&(x, y)) {
+                let peer = self.nodes[y].name.clone();
+                self.input(x, Input::Connected { peer });
+            }
+        }
+    }
+
+    /// Steps until every replica agrees without healing anything (bounded
+    /// in virtual ms); panics with a dump if they don't.
+    fn converge_as_is(&mut self, max_ms: u64, what: &str) -> u64 {
+        let start = self.now_ms;
+        loop {
+            for _ in 0..50 {
+                self.step();
+            }
+            if self.converged() {
+                return self.now_ms - start;
+            }
+            if self.now_ms - start > max_ms {
+                self.dump();
+                panic!("{what}: no convergence within {max_ms} virtual ms");
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
         }
     }
 
@@ -784,7 +885,7 @@ fn run_wait(sim: &mut Sim, token: u64, max_ms: u64) -> ((usize, u64), Option<u64
 
 fn counter_write(sim: &mut Sim, i: usize, key: &str) -> Record {
     let k = ObjectKey::new(Kind::Counter, key).unwrap();
-    let now = sim.physical(0);
+    let now = sim.physical(sim.nodes[i].skew_ms);
     let a = sim.nodes[i].engine.apply(&k, Op::Incr(1), now).unwrap();
     *sim.expected_counts
         .entry(key.as_bytes().to_vec())
@@ -854,4 +955,300 @@ fn quorum_wait_completes_when_enough_peers_are_durable() {
     }
     assert_eq!(sim.sim_waits[&token].result, Some((1, started + 300)));
     sim.check_invariants();
+}
+
+/// Review item C1: a node that caught up by full-state sync must serve
+/// what it got to the nodes behind it. {A} | {B, C} for longer than the
+/// retention, so A truncates what B and C lack; then only A–B heals. B
+/// takes a full sync from A, and C, which reaches A only through B, must
+/// still get A's writes: B has no log entries for the dots it got by full
+/// sync, so it must tell C to take a full sync from it.
+#[test]
+fn bridge_heals_after_a_full_sync_past_truncation() {
+    let mut sim = Sim::new(31, 3, 2048, 500);
+    sim.connect_all();
+    for _ in 0..100 {
+        sim.step();
+    }
+    let (a, b, c) = (0, 1, 2);
+    sim.partition(&[a]);
+    let mut op_id = 0;
+    for _ in 0..3_000 {
+        if sim.rng.random_bool(0.2) {
+            op_id += 1;
+            // Mostly A: several of its log segments must go.
+            let i = if sim.rng.random_bool(0.7) {
+                a
+            } else {
+                b + sim.rng.random_range(0..2)
+            };
+            sim.client_op(i, op_id);
+        }
+        sim.step();
+        if sim.now_ms.is_multiple_of(100) {
+            std::thread::sleep(std::time::Duration::from_micros(300));
+        }
+    }
+    assert!(
+        !sim.nodes[a].engine.truncated().is_empty(),
+        "A never truncated its log: the scenario needs it"
+    );
+    // A–C stays cut for good; A–B heals.
+    sim.heal_link(a, b);
+    let took = sim.converge_as_is(20_000, "the bridge through B after truncation");
+    sim.check_invariants();
+    let from_a = sim.nodes[b]
+        .replicator
+        .report(sim.now_for(b))
+        .into_iter()
+        .find(|r| r.name == sim.nodes[a].name)
+        .unwrap()
+        .full_syncs_received;
+    assert!(from_a > 0, "B caught up from A without a full sync");
+    assert!(sim.cut.contains(&(a, c)), "the A-C link stayed cut");
+    eprintln!("{op_id} ops; the bridge converged {took} ms after the heal");
+}
+
+/// Review item C8: deltas deferred for clock skew do not make catch-up
+/// loop hot, nor starve the streams behind them. X's clock runs 10 s
+/// ahead; X writes 40 increments and relays Y's 40. B, cut off meanwhile,
+/// heals with X only: whichever stream X serves first, B must get Y's
+/// deltas at once, pull at the anti-entropy pace (not once per round trip,
+/// as when a batch of deferred deltas answered with `more` was re-pulled
+/// at once), and get X's once its clock allows them.
+#[test]
+fn deferred_deltas_neither_loop_catch_up_nor_starve_other_streams() {
+    let mut sim = Sim::new(41, 3, 1 << 20, 60_000);
+    sim.connect_all();
+    sim.run(100);
+    let (x, b, y) = (0, 1, 2);
+    sim.partition(&[b]);
+    sim.nodes[x].skew_ms = 10_000;
+    for _ in 0..40 {
+        let r = counter_write(&mut sim, x, "skewed");
+        sim.push(x, &r);
+        let r = counter_write(&mut sim, y, "normal");
+        sim.push(y, &r);
+        sim.step();
+    }
+    sim.run(200);
+    let counter = |sim: &Sim, key: &str| {
+        let k = ObjectKey::new(Kind::Counter, key).unwrap();
+        match sim.nodes[b].engine.read(&k).unwrap() {
+            Value::Counter(v) => v,
+            other => panic!("{other:?}"),
+        }
+    };
+    sim.heal_link(x, b);
+    let wants_before = sim.sent(b, x, "want");
+    sim.run(2_000);
+    let wants = sim.sent(b, x, "want") - wants_before;
+    assert_eq!(
+        counter(&sim, "normal"),
+        40,
+        "Y's deltas starved behind X's deferred ones"
+    );
+    assert_eq!(
+        counter(&sim, "skewed"),
+        0,
+        "X's deltas applied before the clock allowed"
+    );
+    // One pull per anti-entropy interval (50 ms), plus the rounds' own.
+    assert!(
+        wants < 80,
+        "B pulled from X {wants} times in 2 s: catch-up loops"
+    );
+    assert!(sim.report_of(b, x).deferred_deltas > 0);
+    // Once B's clock reaches X's timestamps, they apply.
+    let start = sim.now_ms;
+    while counter(&sim, "skewed") != 40 {
+        assert!(
+            sim.now_ms - start < 15_000,
+            "X's deferred deltas never applied"
+        );
+        sim.run(100);
+    }
+    sim.nodes[x].skew_ms = 0;
+    sim.settle(20_000);
+    sim.check_invariants();
+}
+
+/// Review item C8: a failing engine (here closed) does not make catch-up
+/// loop either: a batch it cannot apply is not re-pulled at once, and
+/// pulls back off while it keeps failing.
+#[test]
+fn failing_engine_does_not_loop_catch_up() {
+    let mut sim = Sim::new(43, 3, 1 << 20, 60_000);
+    sim.connect_all();
+    sim.run(100);
+    let (a, b) = (0, 1);
+    sim.partition(&[b]);
+    for _ in 0..60 {
+        let r = counter_write(&mut sim, a, "c");
+        sim.push(a, &r);
+        sim.step();
+    }
+    sim.nodes[b].broken = true;
+    sim.nodes[b].engine.close().unwrap();
+    sim.heal_link(a, b);
+    let before = sim.sent(b, a, "want");
+    sim.run(3_000);
+    let wants = sim.sent(b, a, "want") - before;
+    assert!(wants < 20, "a failing engine pulled {wants} times in 3 s");
+}
+
+/// Review item C6: a peer that is connected but disagrees on placement
+/// does not hold back log truncation past the retention period, is
+/// reported, and is never usable for forwarding nor eligible to lead.
+#[test]
+fn incompatible_peer_does_not_hold_back_truncation() {
+    let mut sim = Sim::new(47, 3, 2048, 500);
+    let odd = 2;
+    sim.make_incompatible(odd);
+    sim.connect_all();
+    let mut op_id = 0;
+    for _ in 0..2_000 {
+        if sim.rng.random_bool(0.3) {
+            op_id += 1;
+            let i = sim.rng.random_range(0..2);
+            sim.client_op(i, op_id);
+        }
+        sim.step();
+        if sim.now_ms.is_multiple_of(50) {
+            std::thread::sleep(std::time::Duration::from_micros(300));
+        }
+    }
+    sim.run(1_000);
+    for i in 0..2 {
+        let report = sim.report_of(i, odd);
+        assert!(report.connected, "{report:?}");
+        assert!(!report.compatible && !report.holds_truncation, "{report:?}");
+        assert!(!report.leader_eligible, "{report:?}");
+        let flags = sim.nodes[i].replicator.peer_flags();
+        let name = &sim.nodes[odd].name;
+        assert!(!flags.is_compatible(name) && !flags.is_usable(name));
+        assert!(!flags.is_leader_eligible(name));
+        assert!(
+            !sim.nodes[i].engine.truncated().is_empty(),
+            "{} never truncated: the incompatible peer holds its log",
+            sim.nodes[i].name
+        );
+    }
+    // The compatible pair agrees, and each may lead in the other's view.
+    let flags = sim.nodes[0].replicator.peer_flags();
+    assert!(flags.is_leader_eligible(&sim.nodes[1].name));
+    assert!(flags.is_caught_up());
+}
+
+/// Review item C6: a peer that is connected but stuck (its engine fails,
+/// so it never advances) is reported stalled after `stall_ms`, is not
+/// usable nor eligible to lead, and stops holding back truncation after
+/// the retention period.
+#[test]
+fn stuck_peer_is_reported_and_does_not_hold_back_truncation() {
+    let mut sim = Sim::new(53, 3, 2048, 500);
+    sim.connect_all();
+    sim.run(200);
+    let stuck = 2;
+    sim.nodes[stuck].broken = true;
+    sim.nodes[stuck].engine.close().unwrap();
+    let mut op_id = 0;
+    for _ in 0..2_000 {
+        if sim.rng.random_bool(0.3) {
+            op_id += 1;
+            let i = sim.rng.random_range(0..2);
+            sim.client_op(i, op_id);
+        }
+        sim.step();
+        if sim.now_ms.is_multiple_of(50) {
+            std::thread::sleep(std::time::Duration::from_micros(300));
+        }
+    }
+    sim.run(1_000);
+    for i in 0..2 {
+        let report = sim.report_of(i, stuck);
+        assert!(report.connected && report.compatible, "{report:?}");
+        assert!(report.stalled && !report.holds_truncation, "{report:?}");
+        assert!(!report.leader_eligible, "{report:?}");
+        let flags = sim.nodes[i].replicator.peer_flags();
+        assert!(!flags.is_usable(&sim.nodes[stuck].name));
+        assert!(
+            !sim.nodes[i].engine.truncated().is_empty(),
+            "{} never truncated: the stuck peer holds its log",
+            sim.nodes[i].name
+        );
+    }
+}
+
+/// Review item S6: a realtime push carries only the sender's own deltas;
+/// one whose dot belongs to another node's stream is refused and counted
+/// (that node's real delta would otherwise be dropped as a duplicate),
+/// while the same delta relayed in catch-up is accepted. A catch-up delta
+/// claiming one of the receiver's own unissued dots is refused. A register
+/// delta whose inner timestamp is beyond the clock guard is deferred like
+/// its record.
+#[test]
+fn forged_origins_are_refused_and_inner_timestamps_deferred() {
+    let mut sim = Sim::new(59, 3, 1 << 20, 60_000);
+    sim.connect_all();
+    sim.run(100);
+    let (a, b, c) = (0, 1, 2);
+    sim.partition(&[c]);
+    // A delta of C's that B lacks, pushed by A as if A made it.
+    let k = ObjectKey::new(Kind::Counter, "forged").unwrap();
+    let now = sim.physical(0);
+    let of_c = sim.nodes[c]
+        .engine
+        .apply(&k, Op::Incr(5), now)
+        .unwrap()
+        .record;
+    let push = |records: Vec<Record>, catch_up: bool| PeerMessage::Deltas {
+        records,
+        catch_up,
+        more: false,
+    };
+    sim.send(a, b, push(vec![of_c.clone()], false));
+    sim.run(20);
+    assert!(
+        !sim.nodes[b].engine.applied().contains(of_c.dot),
+        "forged push applied"
+    );
+    assert_eq!(sim.report_of(b, a).refused_deltas, 1);
+    // One of B's own dots it never issued, in a catch-up batch.
+    let mut own = of_c.clone();
+    own.dot = meridian_engine::Dot::new(
+        meridian_engine::stream_id(sim.nodes[b].engine.node_id(), GroupId(0)),
+        1_000,
+    );
+    sim.send(a, b, push(vec![own.clone()], true));
+    sim.run(20);
+    assert!(!sim.nodes[b].engine.applied().contains(own.dot));
+    assert_eq!(sim.report_of(b, a).refused_deltas, 2);
+    // Relayed in catch-up, C's delta is fine.
+    sim.send(a, b, push(vec![of_c.clone()], true));
+    sim.run(20);
+    assert!(
+        sim.nodes[b].engine.applied().contains(of_c.dot),
+        "relay refused"
+    );
+    // A register delta stamped now whose inner timestamp is an hour ahead.
+    let r = ObjectKey::new(Kind::Register, "future").unwrap();
+    let now = sim.physical(0);
+    let mut reg = sim.nodes[a]
+        .engine
+        .apply(&r, Op::Put(b"v".to_vec()), now)
+        .unwrap()
+        .record;
+    if let meridian_engine::Delta::Register(inner) = &mut reg.delta {
+        inner.hlc.time = sim.physical(3_600_000).0;
+    } else {
+        unreachable!();
+    }
+    sim.send(a, b, push(vec![reg.clone()], true));
+    sim.run(20);
+    assert!(
+        !sim.nodes[b].engine.applied().contains(reg.dot),
+        "inner timestamp not checked"
+    );
+    assert!(sim.report_of(b, a).deferred_deltas > 0);
 }

@@ -21,13 +21,23 @@
 //!   effect. A write that was applied somewhere but did not gather its
 //!   acknowledgements in time fails with `Timeout { acked, needed }`: it
 //!   may still take effect (replication continues).
-//! * The leader of an object is the first live node of its preference list
-//!   (rendezvous hash, home region first); the failure detector is the
-//!   mesh's liveness (connected and heard from within
-//!   [`meridian_replication::mesh::LIVE_TIMEOUT`]). During a partition two
-//!   sides can pick different leaders; their writes merge on heal.
+//! * The leader of an object is the first node of its preference list
+//!   (rendezvous hash, home region first) that may lead: live (the mesh's
+//!   failure detector: connected and heard from within
+//!   [`meridian_replication::mesh::LIVE_TIMEOUT`]) *and caught up*
+//!   ([`Mesh::is_caught_up`]): it has completed a catch-up round from each
+//!   of its live peers since (re)connecting to it, and has acknowledged
+//!   what this node had. A restarted or healed node therefore leads again
+//!   only once it has what its peers acknowledged; until then the next
+//!   caught-up node leads, and with none a `leader` request waits up to
+//!   [`LEADER_WAIT`], then fails `Unavailable` (definite). A node sent a
+//!   `leader` request as leader serves it only once caught up itself.
+//!   During a partition two sides can pick different leaders; their writes
+//!   merge on heal. What `leader` promises across failover and failback:
+//!   docs/architecture.md section 7.
 //! * A node that does not replicate an object (placement) forwards the
-//!   request to the nearest live replica and stores nothing.
+//!   request to the nearest usable replica (live, same placement, not
+//!   stalled) and stores nothing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +93,22 @@ const _: () = {
     assert!(wire::MAX_OBJECT_BYTES == meridian_engine::MAX_OBJECT_BYTES);
     assert!(wire::MAX_MEMBERS_PER_OP == meridian_engine::MAX_MEMBERS_PER_OP);
 };
+
+/// How long a `leader` request waits for a replica that may lead (one
+/// catching up after a restart or a heal) before it fails `Unavailable`:
+/// a catch-up round takes a round trip or a few batches.
+const LEADER_WAIT: Duration = Duration::from_secs(2);
+
+/// How often that wait looks again.
+const LEADER_POLL: Duration = Duration::from_millis(10);
+
+/// No replica may lead (or take the request) now: definite, nothing done.
+fn no_leader() -> Response {
+    Response::Err(WireError::Unavailable {
+        needed: 1,
+        reachable: 0,
+    })
+}
 
 /// How many replicas a request at `level` needs, of `n`. The one place
 /// quorum arithmetic lives.
@@ -264,38 +290,40 @@ impl Coordinator {
                     message: format!("{} does not replicate {key:?}", self.node),
                 });
             }
-            // Placement: hand the request to the nearest live replica; a
-            // `leader` request to the leader (a forwarded request is not
-            // routed again).
-            let mut candidates = live.clone();
-            candidates.sort_by_key(|n| self.mesh.rtt(n).unwrap_or(Duration::MAX));
-            if level == Consistency::Leader
-                && let Some(leader) = self
-                    .placement
-                    .preference_list(key.key())
-                    .into_iter()
-                    .find(|n| self.mesh.is_live(n))
-            {
-                candidates.insert(0, leader.to_string());
-            }
-            return self.forward(&candidates[0], req, timeout).await;
-        }
-        if level == Consistency::Leader && !forwarded {
-            let prefs = self.placement.preference_list(key.key());
-            let leader = prefs
+            // Placement: hand the request to the nearest usable replica (live,
+            // same placement, not stalled); a `leader` request to the leader
+            // (a forwarded request is not routed again).
+            let mut candidates: Vec<String> = live
                 .iter()
-                .find(|n| self.mesh.is_live(n))
-                .map(|n| n.to_string());
-            match leader {
-                Some(l) if l != self.node => {
-                    return self.forward(&l, req, timeout).await;
+                .filter(|n| self.mesh.is_usable(n))
+                .cloned()
+                .collect();
+            candidates.sort_by_key(|n| self.mesh.rtt(n).unwrap_or(Duration::MAX));
+            if level == Consistency::Leader {
+                match self.leader_of(&key, timeout).await {
+                    Some(leader) => candidates.insert(0, leader),
+                    None => return no_leader(),
                 }
-                Some(_) => {}
-                None => {
-                    return Response::Err(WireError::Unavailable {
-                        needed: 1,
-                        reachable: 0,
-                    });
+            }
+            let Some(target) = candidates.first() else {
+                return no_leader();
+            };
+            return self.forward(target, req, timeout).await;
+        }
+        if level == Consistency::Leader {
+            if forwarded {
+                // Sent here as the leader: serve only once caught up (the
+                // forwarder's view of this node may be a heartbeat old).
+                if !self.wait_leader_eligible(&self.node, timeout).await {
+                    return no_leader();
+                }
+            } else {
+                match self.leader_of(&key, timeout).await {
+                    Some(l) if l != self.node => {
+                        return self.forward(&l, req, timeout).await;
+                    }
+                    Some(_) => {}
+                    None => return no_leader(),
                 }
             }
         }
@@ -393,6 +421,37 @@ impl Coordinator {
                 members_present,
             },
         )
+    }
+
+    /// The leader of `key`: the first node of its preference list that may
+    /// lead in this node's view ([`Mesh::is_caught_up`]: live, and caught
+    /// up since it last (re)connected). When none may yet (a node catching
+    /// up after a restart or a heal), waits for one, up to [`LEADER_WAIT`]
+    /// or `timeout`.
+    async fn leader_of(&self, key: &ObjectKey, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout.min(LEADER_WAIT);
+        let prefs = self.placement.preference_list(key.key());
+        loop {
+            if let Some(l) = prefs.iter().find(|n| self.mesh.is_caught_up(n)) {
+                return Some(l.to_string());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(LEADER_POLL).await;
+        }
+    }
+
+    /// Waits (up to [`LEADER_WAIT`] or `timeout`) until `node` may lead.
+    async fn wait_leader_eligible(&self, node: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout.min(LEADER_WAIT);
+        while !self.mesh.is_caught_up(node) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(LEADER_POLL).await;
+        }
+        true
     }
 
     async fn forward(&self, peer: &str, req: Request, timeout: Duration) -> Response {

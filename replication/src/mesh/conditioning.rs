@@ -37,6 +37,23 @@ use tokio::sync::mpsc;
 
 use crate::message::PeerMessage;
 
+/// What a stage holds: anything that knows its estimated bytes.
+pub(super) trait Staged {
+    fn staged_bytes(&self) -> usize;
+}
+
+impl Staged for PeerMessage {
+    fn staged_bytes(&self) -> usize {
+        self.estimated_bytes()
+    }
+}
+
+impl Staged for super::queue::Queued {
+    fn staged_bytes(&self) -> usize {
+        self.bytes()
+    }
+}
+
 /// Demo link conditioning towards one region.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Link {
@@ -110,12 +127,12 @@ type Wakeup = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The stage between one peer lane's writer channel and its socket (see
 /// the module doc).
-pub(super) struct LinkStage<'a> {
-    rx: mpsc::Receiver<PeerMessage>,
+pub(super) struct LinkStage<'a, T> {
+    rx: mpsc::Receiver<T>,
     conditions: &'a LinkConditions,
     region: &'a str,
     /// Held messages, in order, with the time each is due.
-    delayed: VecDeque<(Instant, PeerMessage)>,
+    delayed: VecDeque<(Instant, T)>,
     /// Estimated bytes of `delayed`.
     delayed_bytes: usize,
     /// The pending wake-up for the head of the queue, kept across turns so
@@ -127,12 +144,12 @@ pub(super) struct LinkStage<'a> {
     last_flush: Instant,
 }
 
-impl<'a> LinkStage<'a> {
+impl<'a, T: Staged> LinkStage<'a, T> {
     pub(super) fn new(
-        rx: mpsc::Receiver<PeerMessage>,
+        rx: mpsc::Receiver<T>,
         conditions: &'a LinkConditions,
         region: &'a str,
-    ) -> LinkStage<'a> {
+    ) -> LinkStage<'a, T> {
         LinkStage {
             rx,
             conditions,
@@ -148,15 +165,15 @@ impl<'a> LinkStage<'a> {
         self.delayed.len() < STAGE_MAX_MESSAGES && self.delayed_bytes < STAGE_MAX_BYTES
     }
 
-    fn hold(&mut self, due: Instant, msg: PeerMessage) {
-        self.delayed_bytes += msg.estimated_bytes();
+    fn hold(&mut self, due: Instant, msg: T) {
+        self.delayed_bytes += msg.staged_bytes();
         self.delayed.push_back((due, msg));
     }
 
     /// The next messages to send, in order (never empty); `None` once the
     /// channel is closed (the link is gone). Messages sent while the link
     /// is cut are dropped here.
-    pub(super) async fn next_batch(&mut self) -> Option<Vec<PeerMessage>> {
+    pub(super) async fn next_batch(&mut self) -> Option<Vec<T>> {
         loop {
             // Wait for a message, or for the head of the queue to come due.
             let due = self.delayed.front().map(|(at, _)| *at);
@@ -213,11 +230,11 @@ impl<'a> LinkStage<'a> {
             // FLUSH_GAP), or at once on an undelayed link; a delayed
             // message is never due on arrival.
             let now = Instant::now();
-            let mut batch: Vec<PeerMessage> = Vec::new();
+            let mut batch: Vec<T> = Vec::new();
             if timer_fired || link.delay_ms == 0 {
                 while self.delayed.front().is_some_and(|(at, _)| *at <= now) {
                     let (_, m) = self.delayed.pop_front().unwrap();
-                    self.delayed_bytes -= m.estimated_bytes();
+                    self.delayed_bytes -= m.staged_bytes();
                     batch.push(m);
                 }
             }

@@ -17,11 +17,12 @@ use std::time::Duration;
 use quinn::{Connection, RecvStream, VarInt};
 use tokio::sync::mpsc;
 
+use super::queue::{LaneTx, Writers};
 use super::rpc::serve_rpc;
-use super::writer::{Writers, write_loop};
+use super::writer::write_loop;
 use super::{
-    CLOSE_PROTOCOL, CLOSE_REPLACED, CLOSE_UNKNOWN, PEER_QUEUE, PeerLink, STREAM_BULK,
-    STREAM_CONTROL, Shared, mono_ms,
+    CLOSE_PROTOCOL, CLOSE_REPLACED, CLOSE_UNKNOWN, PeerLink, STREAM_BULK, STREAM_CONTROL, Shared,
+    mono_ms,
 };
 use crate::message::{PeerMessage, frame_len};
 use crate::protocol::{Input, Lane};
@@ -173,8 +174,8 @@ async fn dial(shared: &Shared, link: &PeerLink) -> Result<Connection, String> {
 /// Runs one connection until it closes.
 async fn run_link(shared: Arc<Shared>, link: Arc<PeerLink>, conn: Connection) {
     let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
-    let (control_tx, control_rx) = mpsc::channel(PEER_QUEUE);
-    let (bulk_tx, bulk_rx) = mpsc::channel(PEER_QUEUE);
+    let (control_tx, control_rx) = LaneTx::new();
+    let (bulk_tx, bulk_rx) = LaneTx::new();
     let replaced = {
         let mut slot = link.conn.lock().unwrap();
         let old = slot.replace((generation, conn.clone()));
@@ -309,9 +310,11 @@ async fn read_messages(
     recv.read_exact(&mut tag)
         .await
         .map_err(|e| format!("stream header: {e}"))?;
-    if tag[0] != STREAM_CONTROL && tag[0] != STREAM_BULK {
-        return Err(format!("unknown stream type {}", tag[0]));
-    }
+    let lane = match tag[0] {
+        STREAM_CONTROL => Lane::Control,
+        STREAM_BULK => Lane::Bulk,
+        other => return Err(format!("unknown stream type {other}")),
+    };
     loop {
         let payload = match read_frame(&mut recv).await {
             Ok(Some(p)) => p,
@@ -330,15 +333,16 @@ async fn read_messages(
             .fetch_add(4 + payload.len() as u64, Ordering::Relaxed);
         link.last_heard
             .store(mono_ms(shared.started), Ordering::Relaxed);
+        let frame_bytes = 4 + payload.len();
+        drop(payload);
         if shared.conditions.is_cut(&link.region) {
             continue;
         }
+        // Waits for room in the protocol's input queue (count and this
+        // lane's bytes): QUIC flow control then pushes back on the peer.
         if shared
             .inputs
-            .send(Input::Message {
-                peer: link.name.clone(),
-                msg,
-            })
+            .send_message(link.name.clone(), msg, lane, frame_bytes)
             .await
             .is_err()
         {

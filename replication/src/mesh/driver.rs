@@ -2,11 +2,13 @@
 //! machine and carries out its outputs.
 //!
 //! The machine calls the engine, which blocks on disk, so it runs on its
-//! own OS thread fed through a bounded channel (a flood of peer messages
-//! pushes back on QUIC flow control instead of growing memory). A tokio
+//! own OS thread fed through a queue bounded in inputs and bytes (a flood
+//! of peer messages pushes back on QUIC flow control instead of growing
+//! memory; see `queue`). A tokio
 //! task feeds it a tick every [`TICK`]. Outputs become messages on the
-//! peers' writer channels (dropped and counted when a channel is full: the
-//! peer pulls later), full-sync threads, durability callbacks, truncation
+//! peers' writer lanes (dropped and counted when a lane is full in count or
+//! bytes: the peer pulls later), full-sync threads (which wait for room in
+//! the bulk lane's byte budget), durability callbacks, truncation
 //! on the blocking pool and quorum-wait wake-ups. Realtime pushes do not
 //! pass through here (see [`crate::protocol::PushTargets`]). Limits: one
 //! full sync per peer at a time; the thread stops at shutdown, after the
@@ -19,6 +21,7 @@ use std::time::Duration;
 use quinn::VarInt;
 use tokio::sync::mpsc;
 
+use super::queue::InputItem;
 use super::{CLOSE_PROTOCOL, Shared};
 use crate::protocol::{Input, Output, Replicator, full_sync_messages};
 
@@ -26,7 +29,11 @@ use crate::protocol::{Input, Output, Replicator, full_sync_messages};
 const TICK: Duration = Duration::from_millis(20);
 
 /// Starts the protocol thread and its ticker.
-pub(super) fn start(shared: Arc<Shared>, replicator: Replicator, inputs: mpsc::Receiver<Input>) {
+pub(super) fn start(
+    shared: Arc<Shared>,
+    replicator: Replicator,
+    inputs: mpsc::Receiver<InputItem>,
+) {
     let runtime = tokio::runtime::Handle::current();
     {
         let shared = shared.clone();
@@ -67,11 +74,14 @@ pub(super) fn start(shared: Arc<Shared>, replicator: Replicator, inputs: mpsc::R
 fn protocol_thread(
     shared: Arc<Shared>,
     mut replicator: Replicator,
-    mut inputs: mpsc::Receiver<Input>,
+    mut inputs: mpsc::Receiver<InputItem>,
     runtime: tokio::runtime::Handle,
 ) {
     let mut stop = shared.shutdown.subscribe();
-    while let Some(input) = inputs.blocking_recv() {
+    // Each item's reserved bytes go back to the queue's budget when it is
+    // dropped, after its input has been handled.
+    while let Some(item) = inputs.blocking_recv() {
+        let (input, _reserved) = item.into_parts();
         if *stop.borrow_and_update() {
             break;
         }
@@ -119,11 +129,12 @@ fn dispatch(shared: &Arc<Shared>, out: Output, runtime: &tokio::runtime::Handle)
             }
             let engine = shared.engine.clone();
             let sync = shared.next_sync.fetch_add(1, Ordering::Relaxed);
+            let runtime = runtime.clone();
             std::thread::Builder::new()
                 .name("meridian-full-sync".into())
                 .spawn(move || {
                     let result = full_sync_messages(&engine, &groups, sync, 256 << 10, |msg| {
-                        writer.blocking_send(msg).is_ok()
+                        writer.blocking_send(msg, &runtime)
                     });
                     if let Err(e) = result {
                         tracing::error!(peer = %link.name, error = %e, "full-state sync failed");

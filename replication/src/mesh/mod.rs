@@ -16,7 +16,8 @@
 //! * Every frame is length-checked and validated; a peer that sends garbage
 //!   is disconnected and logged, and the node keeps serving.
 //! * The protocol state machine runs on its own thread (it calls the engine,
-//!   which blocks on disk); tasks feed it inputs through a bounded channel.
+//!   which blocks on disk); tasks feed it inputs through a queue bounded in
+//!   inputs and in bytes, as every queue of the mesh is (`queue`).
 //!   Realtime pushes skip that thread: [`Mesh::push`] sends to the peers the
 //!   machine published as targets, from the writing task.
 //! * Demo link conditioning (off unless configured): a one-way delay per
@@ -30,11 +31,13 @@
 //!   one frame reader;
 //! * `rpc`: peer RPC ([`Mesh::call`] and serving calls);
 //! * `writer`: the per-lane send loop and realtime-delta coalescing;
-//! * `conditioning`: link conditioning ([`Link`], the writer's stage).
+//! * `conditioning`: link conditioning ([`Link`], the writer's stage);
+//! * `queue`: the byte-bounded queues (a link's lanes, the protocol input).
 
 mod conditioning;
 mod connection;
 mod driver;
+mod queue;
 mod rpc;
 mod writer;
 
@@ -46,14 +49,16 @@ use std::time::{Duration, Instant};
 
 use meridian_engine::{Dot, Engine, PhysicalTime, Record};
 use quinn::{Connection, Endpoint, VarInt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 pub use self::conditioning::Link;
 use self::conditioning::LinkConditions;
+use self::queue::{Inputs, Writers};
 pub use self::rpc::{MAX_RPC_BYTES, RpcHandler};
-use self::writer::Writers;
 use crate::placement::Placement;
-use crate::protocol::{Input, Now, PeerReport, ProtocolConfig, PushTargets, Replicator, Waits};
+use crate::protocol::{
+    Input, Now, PeerFlags, PeerReport, ProtocolConfig, PushTargets, Replicator, Waits,
+};
 use crate::tls::{self, TlsError};
 
 /// Stream type tags: the first byte of every stream.
@@ -66,14 +71,6 @@ const CLOSE_SHUTDOWN: u32 = 0;
 const CLOSE_PROTOCOL: u32 = 2;
 const CLOSE_REPLACED: u32 = 3;
 const CLOSE_UNKNOWN: u32 = 4;
-
-/// Inputs queued for the protocol thread. Bounded so a flood of messages
-/// pushes back on the network (QUIC flow control) instead of growing memory.
-const INPUT_QUEUE: usize = 16_384;
-
-/// Messages queued for one peer's writer. Realtime pushes past this are
-/// dropped (the peer pulls them later); bulk senders wait.
-const PEER_QUEUE: usize = 8_192;
 
 /// A peer is *live* (for leader choice and quorum checks) while connected
 /// and heard from within this long. Heartbeats come every 250 ms, so three
@@ -176,12 +173,18 @@ struct Shared {
     engine: Engine,
     placement: Arc<Placement>,
     peers: HashMap<String, Arc<PeerLink>>,
-    inputs: mpsc::Sender<Input>,
+    /// The protocol thread's input queue (bounded so a flood of messages
+    /// pushes back on the network, QUIC flow control, instead of growing
+    /// memory).
+    inputs: Inputs,
     durable_pending: AtomicBool,
     /// Quorum waits in progress, by token.
     waits: Mutex<Waits<oneshot::Sender<usize>>>,
     /// Who takes realtime pushes (published by the protocol).
     push_targets: Arc<PushTargets>,
+    /// Which peers agree on placement, may take forwarded requests and may
+    /// lead, and whether this node may (published by the protocol).
+    flags: Arc<PeerFlags>,
     next_token: AtomicU64,
     next_generation: AtomicU64,
     reports: RwLock<Vec<PeerReport>>,
@@ -235,7 +238,7 @@ impl Mesh {
                 addr: config.listen,
                 source,
             })?;
-        let (inputs, input_rx) = mpsc::channel(INPUT_QUEUE);
+        let (inputs, input_rx) = Inputs::new();
         let (shutdown, _) = watch::channel(false);
         let peers = config
             .peers
@@ -277,6 +280,7 @@ impl Mesh {
             durable_pending: AtomicBool::new(false),
             waits: Mutex::new(Waits::default()),
             push_targets: replicator.push_targets(),
+            flags: replicator.peer_flags(),
             next_token: AtomicU64::new(1),
             next_generation: AtomicU64::new(1),
             reports: RwLock::new(Vec::new()),
@@ -347,7 +351,10 @@ impl Mesh {
         });
     }
 
-    /// Whether `peer` is connected and was heard from recently.
+    /// Whether `peer` is connected, was heard from recently and has not
+    /// said it disagrees on placement (an incompatible peer is not
+    /// replicated with, so it cannot count towards a request's replicas).
+    /// The coordinator's availability check.
     pub fn is_live(&self, peer: &str) -> bool {
         if peer == self.shared.node {
             return true;
@@ -355,13 +362,33 @@ impl Mesh {
         let Some(link) = self.shared.peers.get(peer) else {
             return false;
         };
-        if self.shared.conditions.is_cut(&link.region) {
+        if self.shared.conditions.is_cut(&link.region) || !self.shared.flags.is_compatible(peer) {
             return false;
         }
         let connected = link.conn.lock().unwrap().is_some();
         let heard = link.last_heard.load(Ordering::Relaxed);
         connected
             && mono_ms(self.shared.started).saturating_sub(heard) < LIVE_TIMEOUT.as_millis() as u64
+    }
+
+    /// Whether `peer` may take a forwarded request: live, hellos exchanged,
+    /// same placement and not stalled (review C6). This node always may.
+    pub fn is_usable(&self, peer: &str) -> bool {
+        peer == self.shared.node || (self.is_live(peer) && self.shared.flags.is_usable(peer))
+    }
+
+    /// Whether `node` may serve as a key's leader, in this node's view
+    /// (review C5). This node: it has completed a catch-up round from each
+    /// of its live peers since (re)connecting to it, with nothing deferred
+    /// ([`Replicator::caught_up`]). A peer: usable ([`Mesh::is_usable`]),
+    /// it says the same of itself, and it has acknowledged everything this
+    /// node had applied when their hellos were exchanged. `is_live` stays
+    /// the availability check; this is the leader choice.
+    pub fn is_caught_up(&self, node: &str) -> bool {
+        if node == self.shared.node {
+            return self.shared.flags.is_caught_up();
+        }
+        self.is_usable(node) && self.shared.flags.is_leader_eligible(node)
     }
 
     /// Waits until `needed` of `peers` hold `dot` durably, or `timeout`;
@@ -418,7 +445,8 @@ impl Mesh {
         let mut reports = self.shared.reports.read().unwrap().clone();
         for r in &mut reports {
             if let Some(rtt) = self.rtt(&r.name) {
-                r.clock_offset_ms += (rtt.as_millis() / 2) as i64;
+                let half = i64::try_from(rtt.as_millis() / 2).unwrap_or(i64::MAX);
+                r.clock_offset_ms = r.clock_offset_ms.saturating_add(half);
             }
         }
         reports

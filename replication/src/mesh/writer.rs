@@ -1,7 +1,9 @@
 //! The writer: one task per lane of a link sends that lane's stream.
 //!
 //! Messages come from the lane's channel through the link-conditioning
-//! [`LinkStage`]; on the control lane, realtime deltas handed on together
+//! [`LinkStage`], each with its bytes reserved from the lane's budget
+//! ([`super::queue`]), released once the batch it is in has been written;
+//! on the control lane, realtime deltas handed on together
 //! are merged into one message (batching when busy, up to
 //! [`COALESCE_BYTES`] of estimated delta bytes). Every frame is checked
 //! against the peer frame cap before it is written: the peer would drop
@@ -16,6 +18,7 @@ use quinn::Connection;
 use tokio::sync::mpsc;
 
 use super::conditioning::LinkStage;
+use super::queue::Queued;
 use super::{PeerLink, STREAM_BULK, STREAM_CONTROL, Shared};
 use crate::message::{MAX_PEER_FRAME_BYTES, PeerMessage, record_bytes};
 use crate::protocol::Lane;
@@ -26,23 +29,6 @@ const COALESCE_BYTES: usize = 256 << 10;
 
 const _: () = assert!(COALESCE_BYTES < MAX_PEER_FRAME_BYTES / 4);
 
-/// The two send queues of a link (one writer task each, so a bulk stream
-/// waiting on flow control never holds up control messages).
-#[derive(Clone)]
-pub(super) struct Writers {
-    pub(super) control: mpsc::Sender<PeerMessage>,
-    pub(super) bulk: mpsc::Sender<PeerMessage>,
-}
-
-impl Writers {
-    pub(super) fn lane(&self, lane: Lane) -> &mpsc::Sender<PeerMessage> {
-        match lane {
-            Lane::Control => &self.control,
-            Lane::Bulk => &self.bulk,
-        }
-    }
-}
-
 /// Sends one of this side's streams (control: high priority, realtime
 /// deltas merged; bulk: catch-up and full syncs) until the channel closes
 /// or a write fails.
@@ -51,7 +37,7 @@ pub(super) async fn write_loop(
     link: Arc<PeerLink>,
     conn: Connection,
     lane: Lane,
-    rx: mpsc::Receiver<PeerMessage>,
+    rx: mpsc::Receiver<Queued>,
 ) {
     let (tag, priority) = match lane {
         Lane::Control => (STREAM_CONTROL, 1),
@@ -65,7 +51,10 @@ pub(super) async fn write_loop(
         return;
     }
     let mut stage = LinkStage::new(rx, &shared.conditions, &link.region);
-    while let Some(batch) = stage.next_batch().await {
+    while let Some(queued) = stage.next_batch().await {
+        // The batch's reservations are released once it is written.
+        let (batch, _reserved): (Vec<PeerMessage>, Vec<_>) =
+            queued.into_iter().map(Queued::into_parts).unzip();
         let batch = if lane == Lane::Control {
             coalesce(batch)
         } else {

@@ -14,7 +14,8 @@ use meridian_replication::{NodeInfo, Placement, ProtocolConfig, Rule};
 use super::{Durability, NodeConfig};
 
 impl NodeConfig {
-    /// The cluster's placement, as every node must see it.
+    /// The cluster's placement, as every node must see it. (The rule count
+    /// was checked at load, so [`Placement::new`] cannot refuse it.)
     pub fn cluster_placement(&self) -> Placement {
         let nodes = self
             .all_nodes()
@@ -33,7 +34,7 @@ impl NodeConfig {
                 home: r.home.clone(),
             })
             .collect();
-        Placement::new(nodes, rules)
+        Placement::new(nodes, rules).expect("placement rule count checked at load")
     }
 
     /// The storage engine's settings; `placement` numbers its groups.
@@ -52,7 +53,9 @@ impl NodeConfig {
     }
 
     /// The peer mesh's settings. `protocol`: timers (`None` for the
-    /// defaults); `clock`: the node's physical clock; `tap`: a test hook.
+    /// defaults with this config's `[replication]` settings; a given one is
+    /// used as it is, retention included); `clock`: the node's physical
+    /// clock; `tap`: a test hook.
     pub fn mesh_config(
         &self,
         placement: Arc<Placement>,
@@ -92,7 +95,11 @@ impl NodeConfig {
             ca_pem: self.tls.ca_pem.clone(),
             cert_pem: self.tls.cert_pem.clone(),
             key_pem: self.tls.key_pem.clone(),
-            protocol: protocol.unwrap_or_else(|| ProtocolConfig::new(self.node.clone())),
+            protocol: protocol.unwrap_or_else(|| {
+                let mut protocol = ProtocolConfig::new(self.node.clone());
+                protocol.retention_ms = self.replication.retention_ms;
+                protocol
+            }),
             placement,
             links,
             clock,

@@ -27,6 +27,16 @@ pub const DEFAULT_LOG_SEGMENT_BYTES: u64 = 64 << 20;
 pub const MIN_LOG_SEGMENT_BYTES: u64 = 64 << 10;
 /// Largest log segment, in bytes: truncation reclaims whole segments.
 pub const MAX_LOG_SEGMENT_BYTES: u64 = 1 << 30;
+/// Default of `[replication] retention_ms`: an hour (the protocol's own
+/// default).
+pub const DEFAULT_RETENTION_MS: u64 = meridian_replication::protocol::DEFAULT_RETENTION_MS;
+/// Shortest allowed retention, in milliseconds: below a second, a peer's
+/// ordinary hiccup (a restart, a brief partition) would cost it a
+/// full-state sync instead of a catch-up from the log.
+pub const MIN_RETENTION_MS: u64 = 1_000;
+/// Longest allowed retention, in milliseconds (30 days): the log of a busy
+/// node kept that long for a peer that is gone would fill its disk first.
+pub const MAX_RETENTION_MS: u64 = 30 * 24 * 3_600_000;
 /// Default number of concurrent client connections.
 pub const DEFAULT_MAX_CLIENT_CONNECTIONS: u32 = 1_024;
 /// Default number of concurrent requests on one client connection.
@@ -95,6 +105,8 @@ pub struct NodeFile {
     pub limits: LimitsConfig,
     #[serde(default, skip_serializing_if = "RespSettings::is_default")]
     pub resp: RespSettings,
+    #[serde(default, skip_serializing_if = "ReplicationConfig::is_default")]
+    pub replication: ReplicationConfig,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -221,6 +233,32 @@ impl LimitsConfig {
     }
 }
 
+/// `[replication]`: the peer protocol's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// How long a peer that makes no progress (gone, silent, disagreeing on
+    /// placement, or connected but not advancing) holds back this node's
+    /// log truncation, in milliseconds; past it the peer needs a full-state
+    /// sync when it returns. Longer keeps more log; shorter turns longer
+    /// outages into full syncs.
+    pub retention_ms: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            retention_ms: DEFAULT_RETENTION_MS,
+        }
+    }
+}
+
+impl ReplicationConfig {
+    fn is_default(&self) -> bool {
+        self == &ReplicationConfig::default()
+    }
+}
+
 /// Default of `[resp] max_connections`.
 pub const DEFAULT_MAX_RESP_CONNECTIONS: u32 = 1_024;
 
@@ -228,8 +266,8 @@ pub const DEFAULT_MAX_RESP_CONNECTIONS: u32 = 1_024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RespSettings {
-    /// Serve TLS on `resp_listen`. Not implemented yet: `true` is refused
-    /// at load rather than silently serving plaintext.
+    /// Serve TLS on `resp_listen` with the node's certificate (clients
+    /// verify it against the cluster CA; docs/resp.md).
     pub tls: bool,
     /// The consistency level of AUTH user `default` (a password alone).
     pub default_consistency: meridian_client::wire::Consistency,

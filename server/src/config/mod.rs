@@ -36,6 +36,9 @@
 //! request_timeout_ms = 5000     # used when a request carries 0
 //! client_memory_bytes = 3221225472  # memory budget for clients (see LimitsConfig)
 //!
+//! [replication]                 # optional, defaults shown
+//! retention_ms = 3600000        # a peer making no progress holds back log truncation this long
+//!
 //! [resp]                        # optional, defaults shown (docs/resp.md)
 //! tls = false                   # true: TLS with the node certificate (redis-cli --tls --cacert ca.pem)
 //! default_consistency = "local" # the level of AUTH user `default`
@@ -219,6 +222,7 @@ pub struct NodeConfig {
     pub tls: TlsMaterial,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
+    pub replication: ReplicationConfig,
     /// Every other node, in file order.
     pub peers: Vec<PeerConfig>,
     pub placement: Vec<PlacementRule>,
@@ -333,6 +337,7 @@ impl NodeConfig {
 
         validate_storage(&file.storage).map_err(|(field, e)| invalid(field, e))?;
         validate_limits(&file.limits).map_err(|(field, e)| invalid(field, e))?;
+        validate_replication(&file.replication).map_err(|(field, e)| invalid(field, e))?;
 
         let mut peers = Vec::with_capacity(file.peers.len());
         let mut names = HashSet::from([file.node.as_str()]);
@@ -397,6 +402,12 @@ impl NodeConfig {
             }
         };
 
+        if file.placement.len() > meridian_replication::MAX_PLACEMENT_RULES {
+            let e = meridian_replication::PlacementError::TooManyRules {
+                rules: file.placement.len(),
+            };
+            return Err(invalid("placement", e.to_string()));
+        }
         let mut prefixes = HashSet::new();
         for (i, rule) in file.placement.iter().enumerate() {
             let field = |name: &str| format!("placement[{i}].{name}");
@@ -470,6 +481,7 @@ impl NodeConfig {
             tls,
             storage: file.storage,
             limits: file.limits,
+            replication: file.replication,
             peers,
             placement: file.placement,
             debug: file.debug,
@@ -558,6 +570,16 @@ fn validate_storage(storage: &StorageConfig) -> Result<(), (&'static str, String
         return Err((
             "storage.log_segment_bytes",
             format!("must be between {MIN_LOG_SEGMENT_BYTES} and {MAX_LOG_SEGMENT_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_replication(replication: &ReplicationConfig) -> Result<(), (&'static str, String)> {
+    if !(MIN_RETENTION_MS..=MAX_RETENTION_MS).contains(&replication.retention_ms) {
+        return Err((
+            "replication.retention_ms",
+            format!("must be between {MIN_RETENTION_MS} and {MAX_RETENTION_MS} ms"),
         ));
     }
     Ok(())
