@@ -190,6 +190,9 @@ impl Vfs for StdFs {
     }
 
     fn lock(&self, path: &Path) -> io::Result<VfsLock> {
+        /// How long a held lock is waited for before the directory counts
+        /// as in use (see below).
+        const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -197,13 +200,25 @@ impl Vfs for StdFs {
             .mode(FILE_MODE)
             .open(path)?;
         file.set_permissions(Permissions::from_mode(FILE_MODE))?;
-        file.try_lock().map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "the data directory is in use by another process",
-            )
-        })?;
-        Ok(VfsLock::new(file))
+        // A lock held by another process is refused — after a short wait:
+        // a process of ours that forks (to exec a child) shares the lock's
+        // open file until the child's exec closes it, so a lock released a
+        // moment ago can still look held for a few milliseconds.
+        let give_up = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(VfsLock::new(file)),
+                Err(_) if std::time::Instant::now() < give_up => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "the data directory is in use by another process",
+                    ));
+                }
+            }
+        }
     }
 
     fn host_dir(&self, dir: &Path) -> io::Result<PathBuf> {
