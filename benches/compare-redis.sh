@@ -680,7 +680,7 @@ fill() {
 }
 
 rss_bytes() { awk '/^VmRSS:/ { print $2 * 1024 }' "/proc/$1/status"; }
-du_bytes() { du -sb "$1" | awk '{ print $1 }'; }
+du_bytes() { du -sb "$1" 2>/dev/null | awk '{ print $1 } END { if (NR == 0) print 0 }'; }
 
 row_memory() {
     local m_rss0 m_du0 r_rss0 r_du0 m_rss1 m_du1 r_rss1 r_du1 ok=1 e0
