@@ -72,6 +72,10 @@ pub struct ReportArgs {
     /// Files written from `meridian bench compare --json`.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// One tab-separated line per row and client count instead of the table
+    /// (for scripts; the header line names the columns, see [`tsv`]).
+    #[arg(long)]
+    pub tsv: bool,
 }
 
 /// One side of a comparison.
@@ -209,6 +213,42 @@ pub fn render(comparisons: &[Comparison]) -> String {
     format!("{legend}\n{}", t.render())
 }
 
+/// The columns of [`tsv`].
+pub const TSV_HEADER: &str = "row\tclients\ta_ops_s\tb_ops_s\tratio\ta_p50_ms\tb_p50_ms\t\
+                              a_p99_ms\tb_p99_ms\ta_ops_per_fsync\ta_errors\tb_errors";
+
+/// The same summaries as [`render`], one tab-separated line per row and
+/// client count after a header ([`TSV_HEADER`]): medians over the rounds of
+/// throughput (ops/s) and of the per-round p50/p99 (ms), the ratio of the
+/// throughput medians (A/B), A's median ops per fsync (`-` when unknown),
+/// and each side's failed operations summed over the rounds. Numbers are
+/// plain (no `k` suffix), so a script can compare them.
+pub fn tsv(comparisons: &[Comparison]) -> String {
+    let mut out = format!("{TSV_HEADER}\n");
+    for c in comparisons {
+        for p in &c.points {
+            let a = SideSummary::of(&p.a);
+            let b = SideSummary::of(&p.b);
+            let row = c.row.replace(['\t', '\n'], " ");
+            out.push_str(&format!(
+                "{row}\t{}\t{:.1}\t{:.1}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{:.3}\t{}\t{}\t{}\n",
+                p.clients,
+                a.throughput,
+                b.throughput,
+                ratio(a.throughput, b.throughput).unwrap_or(0.0),
+                a.p50_us / 1000.0,
+                b.p50_us / 1000.0,
+                a.p99_us / 1000.0,
+                b.p99_us / 1000.0,
+                a.ops_per_fsync.map_or("-".into(), |r| format!("{r:.1}")),
+                a.errors,
+                b.errors,
+            ));
+        }
+    }
+    out
+}
+
 /// Runs `meridian bench compare`.
 pub async fn run(args: CompareArgs) -> Result<()> {
     check_clients(&args.clients)?;
@@ -312,7 +352,11 @@ pub fn report(args: ReportArgs) -> Result<()> {
         })?;
         all.push(c);
     }
-    print!("{}", render(&all));
+    if args.tsv {
+        print!("{}", tsv(&all));
+    } else {
+        print!("{}", render(&all));
+    }
     Ok(())
 }
 
@@ -398,5 +442,14 @@ mod tests {
         }
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<Comparison>(&json).unwrap(), c);
+
+        let tsv = tsv(std::slice::from_ref(&c));
+        let lines: Vec<&str> = tsv.lines().collect();
+        assert_eq!(lines[0], TSV_HEADER);
+        assert_eq!(
+            lines[1],
+            "sync vs always\t16\t1100.0\t2200.0\t0.500\t0.800\t0.400\t0.900\t0.500\t-\t0\t0"
+        );
+        assert_eq!(lines.len(), 2);
     }
 }
