@@ -81,8 +81,8 @@ use crate::engine_pool::EnginePool;
 use crate::metrics::{Origin, RequestMetrics};
 use crate::rpc::{PeerRequest, PeerResponse};
 use crate::translate::{
-    Access, Target, engine_error, engine_op, invalid, reply_value, state_value, translate,
-    write_reply_value,
+    Access, MAX_WRITE_REPLY_MEMBERS, Target, engine_error, engine_op, invalid, reply_value,
+    state_value, translate, write_reply_value,
 };
 
 // The client protocol's limits are the engine's: a request that passes
@@ -611,14 +611,38 @@ impl Coordinator {
                 needed: needed as u32,
             });
         }
-        // Sets: the engine returns no value (they may be large); read it
-        // back on the pool and answer with a bounded reply.
+        // Sets: the engine returns no value (they may be large). Their
+        // member count is one header read; only a set small enough to list
+        // in a write reply is read back (on the pool), so a write to a large
+        // set costs what it adds, not what the set holds.
         let value = match applied.value {
             Some(v) => v,
-            None => match self.read_value(&key).await {
-                Ok(v) => v,
-                Err(e) => return Response::Err(engine_error(e)),
-            },
+            None => {
+                let engine = self.engine.clone();
+                let member_key = key.key().to_vec();
+                let count = match self
+                    .pool
+                    .run(move || engine.inspect(&member_key, &[]))
+                    .await
+                {
+                    Ok(i) => i.set_count,
+                    Err(e) => return Response::Err(engine_error(e)),
+                };
+                if count as usize > MAX_WRITE_REPLY_MEMBERS {
+                    return self.ok(
+                        &self.node,
+                        level,
+                        ReplyValue::Set {
+                            count,
+                            members: Vec::new(),
+                        },
+                    );
+                }
+                match self.read_value(&key).await {
+                    Ok(v) => v,
+                    Err(e) => return Response::Err(engine_error(e)),
+                }
+            }
         };
         self.ok(&self.node, level, write_reply_value(value))
     }
