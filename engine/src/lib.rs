@@ -158,7 +158,8 @@ pub use causal::{CausalContext, Causality, Dot, NodeId, VersionVector};
 pub use clock::{Clock, Hlc, PhysicalTime};
 pub use crdt::{Delta, ObjectState};
 pub use engine::{
-    Applied, DEFAULT_CACHE_BYTES, Durability, Engine, EngineConfig, Merged, Metrics, stream_id,
+    Applied, DEFAULT_CACHE_BYTES, Durability, Engine, EngineConfig, IncarnationSource, Merged,
+    Metrics, stream_id,
 };
 pub use error::{Error, Result};
 pub use log::{Record, Since};
