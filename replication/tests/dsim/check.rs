@@ -214,7 +214,10 @@ fn check_counter(
 
 /// An operation's effect on a set: element dots it made (per member) and
 /// element dots its context cancels.
-fn set_effect(op: &OpRecord) -> Option<(Vec<(Vec<u8>, Dot)>, CausalContext)> {
+/// Element dots an operation made, per member, and the context it joins.
+type SetEffect = (Vec<(Vec<u8>, Dot)>, CausalContext);
+
+fn set_effect(op: &OpRecord) -> Option<SetEffect> {
     let Some(Delta::Set(d)) = &op.delta else {
         return None;
     };
@@ -413,7 +416,6 @@ mod tests {
             may_be_lost: false,
             durable_somewhere: true,
             local_ok: true,
-            remote_needed: 0,
             remote_done: true,
             token: None,
         }

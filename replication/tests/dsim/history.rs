@@ -69,7 +69,6 @@ pub struct OpRecord {
     pub durable_somewhere: bool,
     // Progress of the acknowledgement.
     pub local_ok: bool,
-    pub remote_needed: usize,
     pub remote_done: bool,
     pub token: Option<u64>,
 }

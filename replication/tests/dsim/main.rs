@@ -78,9 +78,11 @@ use std::time::Instant;
 use check::Failure;
 use world::{Report, Sim};
 
-/// Seeds the default sweep runs: about a minute in a debug build on the
-/// 2-core CI machine (measured: see the commit that set it).
-const DEFAULT_SEEDS: u64 = 200;
+/// Seeds the default sweep runs: 300 took 50 s in a debug build on the
+/// 2-core machine under a load average of 4 to 6 (28 s for 160 with less
+/// load), inside CI's minute. Every injected bug of the issue's list was
+/// caught within its first 6 seeds.
+const DEFAULT_SEEDS: u64 = 300;
 
 /// Seeds `dsim_is_deterministic` runs twice.
 const DETERMINISM_SEEDS: [u64; 3] = [1, 2, 3];
@@ -98,17 +100,23 @@ fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-fn replay_command(seed: u64) -> String {
+fn replay_command(seed: u64, hazards: bool) -> String {
     format!(
-        "MERIDIAN_DSIM_SEED={seed} cargo test -p meridian-replication --test dsim sweep -- --nocapture"
+        "{}MERIDIAN_DSIM_SEED={seed} cargo test -p meridian-replication --test dsim sweep -- \
+         --nocapture",
+        if hazards {
+            "MERIDIAN_DSIM_HAZARDS=1 "
+        } else {
+            ""
+        }
     )
 }
 
 /// Runs one seed; a panic (an engine or protocol assertion) is a failure.
-pub fn run_seed(seed: u64) -> Result<Report, Failure> {
-    match catch_unwind(AssertUnwindSafe(|| Sim::new(seed).run())) {
-        Ok(Ok(report)) => Ok(report),
-        Ok(Err((failure, _))) => Err(failure),
+pub fn run_seed(seed: u64, hazards: bool) -> Result<Report, Failure> {
+    match catch_unwind(AssertUnwindSafe(|| Sim::new(seed, hazards).run())) {
+        Ok((report, None)) => Ok(report),
+        Ok((_, Some(failure))) => Err(failure),
         Err(payload) => {
             let msg = payload
                 .downcast_ref::<String>()
@@ -130,6 +138,7 @@ fn sweep() {
             (first..first + n).collect()
         }
     };
+    let hazards = std::env::var_os("MERIDIAN_DSIM_HAZARDS").is_some();
     let started = Instant::now();
     let next = AtomicUsize::new(0);
     let failed: Mutex<Vec<(u64, Failure)>> = Mutex::new(Vec::new());
@@ -143,7 +152,7 @@ fn sweep() {
                 loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&seed) = seeds.get(k) else { break };
-                    match run_seed(seed) {
+                    match run_seed(seed, hazards) {
                         Ok(r) => {
                             for (t, v) in totals.iter().zip([
                                 r.ops as u64,
@@ -162,7 +171,7 @@ fn sweep() {
                         Err(f) => {
                             say(&format!(
                                 "dsim: seed {seed} FAILED {f}\n  replay: {}",
-                                replay_command(seed)
+                                replay_command(seed, hazards)
                             ));
                             failed.lock().unwrap().push((seed, f));
                         }
@@ -191,7 +200,7 @@ fn sweep() {
             "{} of {} seeds failed; first: seed {seed}: {f}\nreplay: {}",
             failed.len(),
             seeds.len(),
-            replay_command(*seed)
+            replay_command(*seed, hazards)
         );
     }
     if seeds.len() >= 50 {
@@ -207,12 +216,35 @@ fn sweep() {
 #[test]
 fn dsim_is_deterministic() {
     for seed in DETERMINISM_SEEDS {
-        let a = run_seed(seed).unwrap_or_else(|f| panic!("seed {seed}: {f}"));
-        let b = run_seed(seed).unwrap_or_else(|f| panic!("seed {seed}: {f}"));
+        let a = run_seed(seed, false).unwrap_or_else(|f| panic!("seed {seed}: {f}"));
+        let b = run_seed(seed, false).unwrap_or_else(|f| panic!("seed {seed}: {f}"));
         assert_eq!(
             a.trace_hash, b.trace_hash,
             "seed {seed} did not replay: {a:?} vs {b:?}"
         );
         assert_eq!((a.ops, a.acked, a.sim_ms), (b.ops, b.acked, b.sim_ms));
+    }
+}
+
+/// A known engine hazard the simulation found (fails until the engine is
+/// fixed; the default sweep reboots a node's machine after a failed fsync
+/// instead, see `Sim::hazards`): an fsync of a log segment fails (Linux
+/// drops those dirty pages), the engine poisons and the node stops; it is
+/// restarted without a reboot, so recovery reads the dropped pages back
+/// from the page cache, its own fsync "succeeds" without writing them, and
+/// the node acknowledges writes appended behind them. The next power cut
+/// leaves zeros in the middle of the segment and the engine refuses to
+/// open (`Corruption`): the node is down for good and its acknowledged
+/// writes behind the hole are unreadable. Seed 24: n0's fsync fails at
+/// 1 ms, it restarts at 700 ms, the power goes at 1143 ms, and the reopen
+/// at 1279 ms finds the damaged frame at offset 612 of the first segment.
+#[test]
+#[ignore = "known engine hazard: a restart after a failed fsync trusts the page cache"]
+fn known_hazard_restart_after_a_failed_fsync() {
+    if let Err(f) = run_seed(24, true) {
+        panic!(
+            "seed 24 with hazards: {f}\nreplay: {}",
+            replay_command(24, true)
+        );
     }
 }

@@ -33,6 +33,10 @@ const TICK_MS: u64 = 20;
 /// the largest skew ahead wait that long; the rest is catch-up and full
 /// syncs at the protocol's own pace.
 const QUIESCE_LIMIT_MS: u64 = 60_000;
+/// Every replica has applied the same dots (so every delta reached every
+/// replica) yet an object's states differ, for this long (ms): that is
+/// divergence, not slowness, and waiting for the quiesce limit is moot.
+const DIVERGED_MS: u64 = 2_000;
 /// The engine's data directory on every node's disk.
 const DATA_DIR: &str = "/node";
 /// The sled page cache of a simulated node: tiny, the data set is too.
@@ -249,7 +253,6 @@ struct Link {
 }
 
 pub struct Sim {
-    pub seed: u64,
     pub params: Params,
     rng: ChaCha8Rng,
     now: u64,
@@ -308,7 +311,9 @@ fn keys() -> Vec<ObjectKey> {
 }
 
 impl Sim {
-    pub fn new(seed: u64) -> Sim {
+    /// A run of `seed`; `hazards` adds the faults that hit known engine
+    /// hazards (see [`Sim::hazards`]).
+    pub fn new(seed: u64, hazards: bool) -> Sim {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let params = Params::draw(&mut rng);
         let regions = ["us-east", "eu-west", "ap-south"];
@@ -352,7 +357,6 @@ impl Sim {
             })
             .collect();
         Sim {
-            seed,
             drop: params.drop,
             duplicate: params.duplicate,
             max_delay_ms: params.max_delay_ms,
@@ -371,7 +375,7 @@ impl Sim {
             next_token: 1,
             quiescing: false,
             verbose: std::env::var_os("MERIDIAN_DSIM_VERBOSE").is_some(),
-            hazards: std::env::var_os("MERIDIAN_DSIM_HAZARDS").is_some(),
+            hazards,
             failure: None,
             hash: 0xcbf2_9ce4_8422_2325,
             report: Report::default(),
@@ -423,7 +427,8 @@ impl Sim {
 
     /// Runs the whole scenario: start, workload under faults, heal,
     /// quiesce, check.
-    pub fn run(mut self) -> Result<Report, (Failure, Report)> {
+    /// Returns what the run saw and the failed check, if one failed.
+    pub fn run(mut self) -> (Report, Option<Failure>) {
         for i in 0..self.nodes.len() {
             self.start(i);
         }
@@ -442,11 +447,27 @@ impl Sim {
         self.quiesce();
         let mut deadline = self.now + QUIESCE_LIMIT_MS;
         let mut next_check = self.now;
+        let mut diverged_since: Option<u64> = None;
         while self.failure.is_none() {
             if self.now >= next_check {
                 next_check = self.now + 50;
-                if self.converged() {
-                    break;
+                match self.convergence() {
+                    Convergence::Converged => break,
+                    Convergence::Diverged => {
+                        let since = *diverged_since.get_or_insert(self.now);
+                        if self.now - since >= DIVERGED_MS {
+                            let detail = self.divergence();
+                            self.fail(
+                                "convergence",
+                                format!(
+                                    "every replica applied the same dots, but states differ \
+                                     ({DIVERGED_MS} ms): {detail}"
+                                ),
+                            );
+                            break;
+                        }
+                    }
+                    Convergence::NotYet => diverged_since = None,
                 }
                 if self.now >= deadline {
                     let detail = self.divergence();
@@ -475,10 +496,7 @@ impl Sim {
         }
         self.finish_report();
         let report = self.report.clone();
-        match self.failure.take() {
-            None => Ok(report),
-            Some(f) => Err((f, report)),
-        }
+        (report, self.failure.take())
     }
 
     /// `MERIDIAN_DSIM_VERBOSE`: one line about an event.
@@ -1324,7 +1342,6 @@ impl Sim {
             may_be_lost: false,
             durable_somewhere: false,
             local_ok: false,
-            remote_needed: needed - 1,
             remote_done: needed == 1,
             token: None,
         };
@@ -1604,9 +1621,9 @@ impl Sim {
     // -----------------------------------------------------------------
     // Convergence and the final checks.
 
-    fn converged(&self) -> bool {
+    fn convergence(&self) -> Convergence {
         if self.nodes.iter().any(|n| n.run.is_none()) || self.ops.iter().any(|o| o.pending()) {
-            return false;
+            return Convergence::NotYet;
         }
         let engines: Vec<&Engine> = self
             .nodes
@@ -1615,12 +1632,17 @@ impl Sim {
             .collect();
         let applied = engines[0].applied();
         if engines[1..].iter().any(|e| e.applied() != applied) {
-            return false;
+            return Convergence::NotYet;
         }
-        keys().iter().all(|k| {
+        let same = keys().iter().all(|k| {
             let s = engines[0].state(k).unwrap();
             engines[1..].iter().all(|e| e.state(k).unwrap() == s)
-        })
+        });
+        if same {
+            Convergence::Converged
+        } else {
+            Convergence::Diverged
+        }
     }
 
     fn divergence(&self) -> String {
@@ -1629,7 +1651,13 @@ impl Sim {
             match &n.run {
                 None => out += &format!("{} down; ", n.name),
                 Some(r) => {
-                    out += &format!("{} applied {:?}; ", n.name, r.engine.applied());
+                    let a = r.engine.applied();
+                    out += &format!(
+                        "{} applied {} dots ({} above gaps); ",
+                        n.name,
+                        a.vector().total(),
+                        a.cloud().count()
+                    );
                 }
             }
         }
@@ -1672,6 +1700,13 @@ impl Sim {
         }
         crate::check::check_all(&self.ops, &Converged { applied, objects })
     }
+}
+
+enum Convergence {
+    Converged,
+    /// Same applied dots everywhere, different states.
+    Diverged,
+    NotYet,
 }
 
 fn cut_power(node: &Node, cuts_before: u64) -> bool {
