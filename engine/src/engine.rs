@@ -67,7 +67,24 @@ pub struct EngineConfig {
     /// real file system, [`StdFs`]); tests and simulations pass a
     /// [`crate::vfs::SimDisk`] mount.
     pub vfs: Arc<dyn Vfs>,
+    /// Whether the engine runs its own log sync thread (the default).
+    /// Without it the owner runs the group commit's fsyncs itself, when it
+    /// chooses, with [`Engine::run_pending_sync`] and [`Engine::sync_now`];
+    /// [`Engine::wait_durable`] (and what calls it: checkpoints, recovery)
+    /// then syncs inline on the caller's thread, and `Periodic` durability
+    /// syncs only when the owner calls [`Engine::sync_now`]. For a
+    /// deterministic simulation, which must own every thread and every
+    /// moment an fsync happens.
+    pub sync_thread: bool,
+    /// Where incarnation ids come from (a new data directory, and every
+    /// unclean shutdown). `None` (the default): the OS's randomness. A
+    /// simulation passes a seeded source so that a run replays exactly.
+    /// Draws of 0 are skipped (0 is not a valid id).
+    pub incarnations: Option<IncarnationSource>,
 }
+
+/// A source of incarnation ids (see [`EngineConfig::incarnations`]).
+pub type IncarnationSource = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 impl std::fmt::Debug for EngineConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -78,6 +95,11 @@ impl std::fmt::Debug for EngineConfig {
             .field("segment_bytes", &self.segment_bytes)
             .field("cache_bytes", &self.cache_bytes)
             .field("vfs", &self.vfs)
+            .field("sync_thread", &self.sync_thread)
+            .field(
+                "incarnations",
+                &self.incarnations.as_ref().map(|_| "seeded"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -101,6 +123,8 @@ impl EngineConfig {
             cache_bytes: DEFAULT_CACHE_BYTES,
             group_of: Arc::new(|_| GroupId(0)),
             vfs: StdFs::shared(),
+            sync_thread: true,
+            incarnations: None,
         }
     }
 }
@@ -290,6 +314,20 @@ pub fn stream_id(incarnation: NodeId, group: GroupId) -> NodeId {
     NodeId(z.max(1))
 }
 
+/// The log's fsync as the group commit runs it (on the sync thread, or on
+/// the owner's with [`EngineConfig::sync_thread`] off), counted.
+fn log_sync(
+    log: &Arc<Log>,
+    counters: &Arc<Counters>,
+) -> impl FnMut(u64) -> std::io::Result<()> + Send + use<> {
+    let log = log.clone();
+    let counters = counters.clone();
+    move |target| {
+        counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        log.sync_to(target)
+    }
+}
+
 fn read_small_file<T>(vfs: &dyn Vfs, path: &Path, what: &'static str) -> Result<Option<T>>
 where
     T: rkyv::Archive,
@@ -375,9 +413,12 @@ fn read_clean_marker(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Option<(u64, u6
     }
 }
 
-fn new_incarnation() -> NodeId {
+fn new_incarnation(source: Option<&IncarnationSource>) -> NodeId {
     loop {
-        let id: u64 = rand::random();
+        let id: u64 = match source {
+            Some(draw) => draw(),
+            None => rand::random(),
+        };
         if id != 0 {
             return NodeId(id);
         }
@@ -404,14 +445,14 @@ impl Engine {
         let (node, unclean) = match &identity {
             Some(id) if clean.is_some() => (id.incarnation, false),
             Some(old) => {
-                let node = new_incarnation();
+                let node = new_incarnation(config.incarnations.as_ref());
                 tracing::warn!(
                     old = %old.incarnation, new = %node,
                     "previous shutdown was not clean; starting a new incarnation"
                 );
                 (node, true)
             }
-            None => (new_incarnation(), false),
+            None => (new_incarnation(config.incarnations.as_ref()), false),
         };
         if identity.as_ref().map(|c| c.incarnation) != Some(node) {
             write_small_file(
@@ -509,23 +550,17 @@ impl Engine {
             Durability::Sync => None,
             Durability::Periodic(d) => Some(d),
         };
-        // A panic on this thread (in the file layer, or in a durability
-        // callback) is caught by `run_syncer`, which poisons the engine:
-        // every waiter and later write fails instead of hanging.
-        let handle = std::thread::Builder::new()
-            .name("meridian-log-sync".into())
-            .spawn(move || {
-                let sync_log = log.clone();
-                log.group.run_syncer(
-                    |target| {
-                        counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-                        sync_log.sync_to(target)
-                    },
-                    periodic,
-                )
-            })
-            .map_err(|e| Error::io(&dir, e))?;
-        *inner.syncer.lock() = Some(handle);
+        if inner.config.sync_thread {
+            // A panic on this thread (in the file layer, or in a durability
+            // callback) is caught by `run_syncer`, which poisons the engine:
+            // every waiter and later write fails instead of hanging.
+            let sync = log_sync(&log, &counters);
+            let handle = std::thread::Builder::new()
+                .name("meridian-log-sync".into())
+                .spawn(move || log.group.run_syncer(sync, periodic))
+                .map_err(|e| Error::io(&dir, e))?;
+            *inner.syncer.lock() = Some(handle);
+        }
         let engine = Engine { inner };
         engine.relog_lost_tail(now, unclean)?;
         Ok(engine)
@@ -939,9 +974,73 @@ impl Engine {
         Ok(end)
     }
 
-    /// Blocks until everything up to `lsn` is durable.
+    /// Blocks until everything up to `lsn` is durable. Without a sync
+    /// thread ([`EngineConfig::sync_thread`]) it runs the fsync itself.
     pub fn wait_durable(&self, lsn: u64) -> Result<()> {
-        self.inner.log.group.wait(lsn).map_err(Error::Poisoned)
+        let group = &self.inner.log.group;
+        if self.inner.config.sync_thread {
+            return group.wait(lsn).map_err(Error::Poisoned);
+        }
+        loop {
+            if group.poll(lsn).map_err(Error::Poisoned)? {
+                return Ok(());
+            }
+            // `poll` asked for a sync covering `lsn`: this round runs it.
+            let synced = self.sync_round(false)?;
+            assert!(synced, "a requested log sync did not run");
+        }
+    }
+
+    /// Without a sync thread ([`EngineConfig::sync_thread`] off): whether
+    /// someone waits for a log fsync that has not run yet (a `Sync` write's
+    /// durability callback, [`Engine::on_durable`], [`Engine::request_sync`]).
+    /// A simulation schedules its next [`Engine::run_pending_sync`] on it.
+    pub fn sync_wanted(&self) -> bool {
+        self.inner.log.group.sync_wanted()
+    }
+
+    /// Without a sync thread: runs the log fsync the group commit has
+    /// pending, on this thread — one round of what the sync thread does:
+    /// fdatasync everything written, run the durability callbacks that
+    /// covers, release waiters. `Ok(false)`: nobody asked for one.
+    /// [`Error::Poisoned`] if the fsync failed (now or before: the engine
+    /// then refuses writes until reopened, and every callback has failed).
+    ///
+    /// # Panics
+    /// If the engine runs its own sync thread (two syncers would race).
+    pub fn run_pending_sync(&self) -> Result<bool> {
+        self.sync_round(false)
+    }
+
+    /// Without a sync thread: like [`Engine::run_pending_sync`], but syncs
+    /// whatever is written even if nobody asked (the periodic sync of
+    /// [`Durability::Periodic`], which the owner times itself).
+    pub fn sync_now(&self) -> Result<bool> {
+        self.sync_round(true)
+    }
+
+    fn sync_round(&self, all: bool) -> Result<bool> {
+        let inner = &self.inner;
+        assert!(
+            !inner.config.sync_thread,
+            "the owner runs log syncs only without the engine's sync thread"
+        );
+        inner
+            .log
+            .group
+            .run_round(all, log_sync(&inner.log, &inner.counters))
+            .map_err(Error::Poisoned)
+    }
+
+    /// Why the engine refuses writes until it is reopened (a failed fsync,
+    /// a failed object-store write or flush, a panic on the sync thread),
+    /// or `None` while it is healthy. A node stops on this (a supervisor
+    /// restarts it); a simulation crashes the node.
+    pub fn poisoned(&self) -> Option<String> {
+        if let Some(reason) = self.inner.store_failed.lock().clone() {
+            return Some(reason);
+        }
+        self.inner.log.group.check().err()
     }
 
     /// Calls `f` once everything up to `lsn` is durable (possibly at once,
@@ -1183,6 +1282,11 @@ impl Engine {
         }
         inner.log.seal();
         self.checkpoint()?;
+        if !inner.config.sync_thread {
+            // What the sync thread does when it is shut down: sync
+            // everything written.
+            self.sync_now()?;
+        }
         inner.log.group.shutdown();
         if let Some(h) = inner.syncer.lock().take() {
             let _ = h.join();
@@ -1325,6 +1429,85 @@ mod tests {
 
     fn now() -> PhysicalTime {
         PhysicalTime::system(0)
+    }
+
+    /// Without a sync thread the owner decides when the log is fsynced: a
+    /// `Sync` write's durability callback waits for `run_pending_sync`, a
+    /// power cut before it loses the write, `wait_durable` and `close`
+    /// sync inline, a failed fsync poisons (reported by `poisoned`), and
+    /// incarnations come from the seeded source.
+    #[test]
+    fn the_owner_drives_syncs_and_incarnations_without_a_sync_thread() {
+        use crate::vfs::{FailAction, FailOp, Failpoint, sim::EIO};
+        use std::sync::atomic::AtomicU64;
+        let host = tempfile::tempdir().unwrap();
+        let disk = SimDisk::new(host.path());
+        let draws = Arc::new(AtomicU64::new(0));
+        let config = || {
+            let mut c = EngineConfig::new("/node");
+            c.vfs = disk.mount();
+            c.cache_bytes = 16 << 20;
+            c.sync_thread = false;
+            let draws = draws.clone();
+            // 0 first: skipped, never an id.
+            c.incarnations = Some(Arc::new(move || draws.fetch_add(1, Ordering::SeqCst) * 7));
+            c
+        };
+        let e = Engine::open(config(), now()).unwrap();
+        assert_eq!(e.node_id(), NodeId(7));
+        assert!(e.inner.syncer.lock().is_none(), "no sync thread");
+        let k = ObjectKey::new(Kind::Counter, b"k".to_vec()).unwrap();
+        let a = e.apply(&k, Op::Incr(1), now()).unwrap();
+        let told = Arc::new(Mutex::new(None));
+        let t = told.clone();
+        e.on_durable(a.lsn, move |r| *t.lock() = Some(r.is_ok()));
+        assert!(e.sync_wanted());
+        assert_eq!(*told.lock(), None, "durable before any fsync ran");
+        assert!(!e.durable().contains(a.record.dot));
+        assert!(e.run_pending_sync().unwrap());
+        assert_eq!(*told.lock(), Some(true));
+        assert!(e.durable().contains(a.record.dot));
+        assert!(!e.sync_wanted());
+        assert!(!e.run_pending_sync().unwrap(), "nothing asked for");
+        // Unsynced and unwaited: lost at a power cut (a new incarnation).
+        let lost = e.apply(&k, Op::Incr(10), now()).unwrap();
+        drop(e);
+        disk.power_cut(Keep::Synced);
+        let e = Engine::open(config(), now()).unwrap();
+        assert_eq!(e.node_id(), NodeId(14), "unclean: the next seeded id");
+        assert!(!e.applied().contains(lost.record.dot));
+        // wait_durable syncs on the caller's thread.
+        let b = e.apply(&k, Op::Incr(100), now()).unwrap();
+        e.wait_durable(b.lsn).unwrap();
+        assert!(e.durable().contains(b.record.dot));
+        // A failed fsync poisons; the callback learns it.
+        let c = e.apply(&k, Op::Incr(1000), now()).unwrap();
+        let t = told.clone();
+        e.on_durable(c.lsn, move |r| *t.lock() = Some(r.is_ok()));
+        disk.add_failpoint(Failpoint::new(FailOp::Sync, ".seg", FailAction::Errno(EIO)));
+        assert!(matches!(e.run_pending_sync(), Err(Error::Poisoned(_))));
+        assert_eq!(*told.lock(), Some(false));
+        assert!(e.poisoned().is_some());
+        assert!(matches!(
+            e.apply(&k, Op::Incr(1), now()),
+            Err(Error::Poisoned(_))
+        ));
+        drop(e);
+        disk.power_cut(Keep::Synced);
+        let e = Engine::open(config(), now()).unwrap();
+        assert!(e.poisoned().is_none());
+        assert!(e.applied().contains(b.record.dot));
+        // A clean close syncs inline and keeps the incarnation.
+        let id = e.node_id();
+        e.apply(&k, Op::Incr(1), now()).unwrap();
+        e.close().unwrap();
+        drop(e);
+        disk.power_cut(Keep::Synced);
+        let e = Engine::open(config(), now()).unwrap();
+        assert_eq!(e.node_id(), id);
+        // sled kept the unsynced increments' effects (10, 1000): the
+        // opens after the cuts re-issued them under new dots.
+        assert_eq!(e.read(&k).unwrap(), Value::Counter(1112));
     }
 
     /// C11: a write that passed `apply`'s checks before `close` (here: one

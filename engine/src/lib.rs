@@ -158,8 +158,8 @@ pub use causal::{CausalContext, Causality, Dot, NodeId, VersionVector};
 pub use clock::{Clock, Hlc, PhysicalTime};
 pub use crdt::{Delta, ObjectState};
 pub use engine::{
-    Applied, DEFAULT_CACHE_BYTES, Durability, Engine, EngineConfig, Inspection, Merged, Metrics,
-    stream_id,
+    Applied, DEFAULT_CACHE_BYTES, Durability, Engine, EngineConfig, IncarnationSource, Inspection,
+    Merged, Metrics, stream_id,
 };
 pub use error::{Error, Result};
 pub use log::{Record, Since};

@@ -114,6 +114,17 @@ impl Counter {
         Ok(d)
     }
 
+    /// Per origin, the running totals of its increments and decrements
+    /// (for checkers and simulations that model the counter).
+    pub fn entries(&self) -> &BTreeMap<NodeId, Pn> {
+        &self.entries
+    }
+
+    /// Per origin, the totals some delete had observed (the reset floor).
+    pub fn floors(&self) -> &BTreeMap<NodeId, Pn> {
+        &self.reset
+    }
+
     /// Removes everything this replica has observed; returns the delta.
     pub fn delete(&mut self) -> Counter {
         for (node, pn) in &self.entries {

@@ -23,6 +23,11 @@
 //! A panic on the syncer thread (in `sync` or in a callback) poisons too,
 //! and every callback is settled exactly once (with an error if a panic
 //! unwound past it), so nobody waits for a thread that is gone.
+//!
+//! Without a syncer thread (a deterministic simulation owns every thread),
+//! the owner runs the same rounds itself: [`GroupCommit::run_round`] does
+//! what the syncer's loop does once it has a target (`sync_round`, shared
+//! by both), and [`GroupCommit::poll`] replaces the blocking wait.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
@@ -341,57 +346,130 @@ impl GroupCommit {
                 }
                 st.written
             };
-            let result = sync(target);
-            let released: Vec<Pending> = {
+            if !self.sync_round(target, &mut sync) {
+                return;
+            }
+        }
+    }
+
+    /// One round of the syncer: fdatasync up to `target` (without the
+    /// lock), then run the callbacks that sync covered and release the
+    /// waiters. Returns `false` if the log is poisoned (now or by someone
+    /// else meanwhile): every callback has then been failed.
+    fn sync_round(&self, target: u64, sync: &mut impl FnMut(u64) -> std::io::Result<()>) -> bool {
+        let result = sync(target);
+        let released: Vec<Pending> = {
+            let mut st = lock(&self.state);
+            if let Err(e) = &result
+                && st.poisoned.is_none()
+            {
+                tracing::error!(error = %e, "log fdatasync failed; refusing further writes");
+                st.poisoned = Some(format!("fdatasync failed: {e}"));
+            }
+            if st.poisoned.is_some() {
+                // A failed fsync here or anywhere else on the log (a
+                // segment roll) while this one ran: the pages it
+                // covered may have been dropped, so even a successful
+                // return proves nothing. Release no one.
+                self.done.notify_all();
+                drop(st);
+                self.fail_registered();
+                return false;
+            }
+            st.synced = st.synced.max(target);
+            let synced = st.synced;
+            let (ready, waiting) = std::mem::take(&mut st.callbacks)
+                .into_iter()
+                .partition(|p| p.lsn <= synced);
+            st.callbacks = waiting;
+            ready
+        };
+        self.settle_all(released, &Ok(()));
+        // Callbacks registered for synced positions meanwhile run too;
+        // then waiters for everything synced are released.
+        loop {
+            let ready: Vec<Pending> = {
                 let mut st = lock(&self.state);
-                if let Err(e) = &result
-                    && st.poisoned.is_none()
-                {
-                    tracing::error!(error = %e, "log fdatasync failed; refusing further writes");
-                    st.poisoned = Some(format!("fdatasync failed: {e}"));
-                }
                 if st.poisoned.is_some() {
-                    // A failed fsync here or anywhere else on the log (a
-                    // segment roll) while this one ran: the pages it
-                    // covered may have been dropped, so even a successful
-                    // return proves nothing. Release no one.
-                    self.done.notify_all();
-                    drop(st);
-                    self.fail_registered();
-                    return;
+                    break;
                 }
-                st.synced = st.synced.max(target);
                 let synced = st.synced;
                 let (ready, waiting) = std::mem::take(&mut st.callbacks)
                     .into_iter()
                     .partition(|p| p.lsn <= synced);
                 st.callbacks = waiting;
+                if ready.is_empty() {
+                    st.released = synced;
+                    self.done.notify_all();
+                    break;
+                }
                 ready
             };
-            self.settle_all(released, &Ok(()));
-            // Callbacks registered for synced positions meanwhile run too;
-            // then waiters for everything synced are released.
-            loop {
-                let ready: Vec<Pending> = {
-                    let mut st = lock(&self.state);
-                    if st.poisoned.is_some() {
-                        break;
-                    }
-                    let synced = st.synced;
-                    let (ready, waiting) = std::mem::take(&mut st.callbacks)
-                        .into_iter()
-                        .partition(|p| p.lsn <= synced);
-                    st.callbacks = waiting;
-                    if ready.is_empty() {
-                        st.released = synced;
-                        self.done.notify_all();
-                        break;
-                    }
-                    ready
-                };
-                self.settle_all(ready, &Ok(()));
+            self.settle_all(ready, &Ok(()));
+        }
+        true
+    }
+
+    /// Without a syncer thread (a deterministic simulation drives the
+    /// fsyncs itself): whether a sync was asked for and has not run.
+    pub(crate) fn sync_wanted(&self) -> bool {
+        let st = lock(&self.state);
+        st.poisoned.is_none() && st.requested > st.synced
+    }
+
+    /// Without a syncer thread: runs one round of what the syncer would do
+    /// next, on the calling thread. With `all`, syncs everything written
+    /// even if nobody asked (the periodic sync). Returns whether an fsync
+    /// ran; `Err` with the reason if the log is poisoned (every callback
+    /// then failed). A panic in `sync` or a callback is caught and poisons,
+    /// as on the syncer thread.
+    pub(crate) fn run_round(
+        &self,
+        all: bool,
+        mut sync: impl FnMut(u64) -> std::io::Result<()>,
+    ) -> Result<bool, String> {
+        let target = {
+            let st = lock(&self.state);
+            if st.poisoned.is_some() {
+                drop(st);
+                self.fail_registered();
+                return Err(self.check().unwrap_err());
+            }
+            let wanted = st.requested > st.synced || (all && st.written > st.synced);
+            if !wanted {
+                return Ok(false);
+            }
+            st.written
+        };
+        match catch_unwind(AssertUnwindSafe(|| self.sync_round(target, &mut sync))) {
+            Ok(true) => Ok(true),
+            Ok(false) => Err(self.check().unwrap_err()),
+            Err(payload) => {
+                let msg = panic_message(&*payload);
+                tracing::error!(panic = %msg, "a log sync panicked; refusing further writes");
+                self.fail_all(format!("the log sync panicked: {msg}"));
+                Err(self.check().unwrap_err())
             }
         }
+    }
+
+    /// Without a syncer thread: whether everything below `lsn` is durable
+    /// (`Ok(false)`: not yet, and a sync covering it is now asked for).
+    pub(crate) fn poll(&self, lsn: u64) -> Result<bool, String> {
+        let mut st = lock(&self.state);
+        if let Some(e) = &st.poisoned {
+            return Err(e.clone());
+        }
+        if st.released >= lsn {
+            return Ok(true);
+        }
+        if st.shutdown && st.synced < lsn {
+            return Err("log closed before the write was durable".into());
+        }
+        if lsn > st.requested {
+            st.requested = lsn;
+        }
+        Ok(false)
     }
 }
 
