@@ -19,6 +19,13 @@
 //!   a [`vfs::Vfs`] — the real file system by default, or a simulated disk
 //!   ([`vfs::SimDisk`]) that loses power and injects faults, for tests and
 //!   simulations ([`EngineConfig::vfs`]).
+//! * **Determinism** (for simulations): time is always passed in; with
+//!   [`EngineConfig::sync_thread`] off the engine starts no thread of its
+//!   own (the owner runs each group-commit fsync with
+//!   [`Engine::run_pending_sync`] / [`Engine::sync_now`]), and
+//!   [`EngineConfig::incarnations`] replaces OS randomness for incarnation
+//!   ids. sled still runs its own threads; what it stores does not depend
+//!   on them. `replication/tests/dsim` runs whole nodes this way.
 //!
 //! # Guarantees
 //! * **Durability.** With [`Durability::Sync`] (the default) a write is

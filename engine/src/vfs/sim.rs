@@ -41,7 +41,9 @@
 //! * Torn sectors inside synced data, reordering of writes within a file,
 //!   and metadata other than names and sizes are not modelled.
 //! * Time: an fsync delay ([`SimDisk::set_sync_delay`]) sleeps on the
-//!   calling thread. A deterministic simulation would replace that.
+//!   calling thread. The deterministic simulation (`replication/tests/dsim`)
+//!   leaves it at zero and times fsyncs itself, running each group-commit
+//!   round as an event (`EngineConfig::sync_thread` off).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;

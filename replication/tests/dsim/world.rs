@@ -122,6 +122,9 @@ pub struct Report {
     pub messages: u64,
     /// Messages dropped because their link's queue was full.
     pub queue_drops: u64,
+    /// Full-sync messages lost because their link went down (a partition
+    /// or a crash during the full sync).
+    pub full_sync_cut: u64,
     pub sim_ms: u64,
 }
 
@@ -604,6 +607,12 @@ impl Sim {
                     .is_some_and(|l| l.up && l.generation == generation);
                 if !live {
                     // The connection it travelled on is gone.
+                    if matches!(
+                        msg,
+                        PeerMessage::FullSync { .. } | PeerMessage::FullSyncDone { .. }
+                    ) {
+                        self.report.full_sync_cut += 1;
+                    }
                     return;
                 }
                 self.trace(&[from as u64, to as u64, msg_tag(&msg)]);
@@ -791,6 +800,9 @@ impl Sim {
             Err(e) => {
                 self.note(format!("{} failed to open: {e}", self.nodes[i].name));
                 let node = &mut self.nodes[i];
+                // An open cut short after it removed the clean-shutdown
+                // marker leaves the next one unclean: a new incarnation.
+                node.clean_incarnation = None;
                 // A failpoint fired during recovery (a power cut, an fsync
                 // error): the fault explains it.
                 let cut = node.disk.power_cuts() != cuts_before
@@ -1018,8 +1030,20 @@ impl Sim {
                 self.start(i);
                 self.refresh_links();
             }
-            // Poisoned (or the power went) during close: a crash.
-            Err(_) => self.crash(i, Crash::Process),
+            // Poisoned (or the power went) during close: a crash. Its
+            // checkpoint may have been written (sled flushed) before the
+            // failure: the snapshot no longer matches the checkpoint.
+            Err(e) => {
+                self.note(format!("{}: close failed: {e}", self.nodes[i].name));
+                self.nodes[i].snapshot_valid = false;
+                let node = &self.nodes[i];
+                let how = if node.disk.power_cuts() != node.power_cuts_seen {
+                    Crash::AlreadyCut
+                } else {
+                    Crash::Process
+                };
+                self.crash(i, how)
+            }
         }
     }
 
