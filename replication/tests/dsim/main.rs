@@ -61,8 +61,9 @@
 //!   engine reads back from the page cache log pages the failed writeback
 //!   dropped, recovery's fsync "succeeds" without writing them, and a later
 //!   power cut leaves zeros mid-log: the node refuses to open. Reproduced
-//!   by `known_hazard_restart_after_a_failed_fsync` (ignored) and by
-//!   `MERIDIAN_DSIM_HAZARDS=1`.
+//!   with `MERIDIAN_DSIM_HAZARDS=1 MERIDIAN_DSIM_SEED=24 cargo test -p
+//!   meridian-replication --test dsim sweep -- --nocapture` (found before
+//!   the replication hardening merged; the seed's draws may have moved).
 //! * A catch-up batch whose deltas are all deferred (stamped too far ahead
 //!   by a skewed clock) still says `more`, and the receiver pulls again at
 //!   once: the pair spins at round-trip rate until the clocks agree, and a
