@@ -101,7 +101,15 @@
 //!   writeback and reports the error to one fsync only; log fsyncs are
 //!   serialized with the poisoning, so no later "successful" fsync of the
 //!   same file releases anyone.) Writes in flight at the failure are
-//!   indeterminate.
+//!   indeterminate. **Open hazard** (found by the deterministic
+//!   simulation, `replication/tests/dsim`): reopening after such a failure
+//!   *without a reboot* reads the log back from the page cache, which still
+//!   holds the pages the failed writeback dropped from the disk; recovery's
+//!   fsync then "succeeds" without writing them, and a later power cut
+//!   leaves zeros in the middle of the log, which the next open refuses as
+//!   corruption. Until recovery rewrites the tail it cannot vouch for, an
+//!   operator should reboot the machine (or drop the page cache) before
+//!   restarting a node that stopped on a failed fsync.
 //! * **Disk full** fails the write with [`Error::Io`] (ENOSPC) and changes
 //!   nothing: a partial append is cut off again, its sequence number is
 //!   not used; if the cut itself fails the engine is poisoned. A full disk
