@@ -159,6 +159,37 @@ pub fn client_cert_verifier(ca_pem: &[u8]) -> Result<Arc<dyn ClientCertVerifier>
     )
 }
 
+/// A rustls server configuration that presents `cert_pem` / `key_pem`
+/// with the given TLS `versions`, verifying clients with `verifier` (`None`:
+/// no client certificate asked for). The one builder every listener's TLS
+/// goes through.
+pub fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(versions)
+        .map_err(|source| TlsError::Rustls {
+            what: "TLS versions",
+            source,
+        })?;
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    builder
+        .with_single_cert(
+            parse_certificates(cert_pem, "certificate")?,
+            parse_private_key(key_pem)?,
+        )
+        .map_err(|source| TlsError::Rustls {
+            what: "certificate and key",
+            source,
+        })
+}
+
 /// A rustls server configuration for `alpn` that presents `cert_pem` /
 /// `key_pem` and requires a client certificate chaining to `ca_pem`.
 /// Shared by the peer listener and the server's client listener.
@@ -169,21 +200,12 @@ pub fn mutual_tls_server_config(
     alpn: &[u8],
 ) -> Result<rustls::ServerConfig, TlsError> {
     let verifier = client_cert_verifier(ca_pem)?;
-    let mut config = rustls::ServerConfig::builder_with_provider(crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|source| TlsError::Rustls {
-            what: "TLS versions",
-            source,
-        })?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            parse_certificates(cert_pem, "certificate")?,
-            parse_private_key(key_pem)?,
-        )
-        .map_err(|source| TlsError::Rustls {
-            what: "certificate and key",
-            source,
-        })?;
+    let mut config = server_config(
+        cert_pem,
+        key_pem,
+        &[&rustls::version::TLS13],
+        Some(verifier),
+    )?;
     config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
 }

@@ -13,9 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_replication::tls::{
-    TlsError, crypto_provider, mutual_tls_server_config, parse_certificates, parse_private_key,
-};
+use meridian_replication::tls::{TlsError, mutual_tls_server_config, server_config};
 
 use crate::config::LimitsConfig;
 
@@ -107,20 +105,6 @@ pub fn resp_tls_config(
     cert_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let config = rustls::ServerConfig::builder_with_provider(crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|source| TlsError::Rustls {
-            what: "TLS versions",
-            source,
-        })?
-        .with_no_client_auth()
-        .with_single_cert(
-            parse_certificates(cert_pem, "certificate")?,
-            parse_private_key(key_pem)?,
-        )
-        .map_err(|source| TlsError::Rustls {
-            what: "certificate and key",
-            source,
-        })?;
-    Ok(Arc::new(config))
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+    Ok(Arc::new(server_config(cert_pem, key_pem, &versions, None)?))
 }
