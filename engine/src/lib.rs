@@ -45,7 +45,11 @@
 //!   between segments, a log that ends before the checkpoint position or
 //!   starts after it, and a log whose bounds differ from the clean-shutdown
 //!   marker's; nothing on disk changes before these checks pass. Data from a newer format stops
-//!   the open with [`Error::UnsupportedFormat`].
+//!   the open with [`Error::UnsupportedFormat`]. After an unclean
+//!   shutdown the open does not trust the log it read to be on disk (a
+//!   failed fsync drops pages from writeback, not from the page cache): it
+//!   rewrites the last segment's valid bytes into a fresh file, fsyncs it
+//!   and the directory, and renames it over the segment, before serving.
 //! * **Idempotence.** [`Engine::merge`] of a delta already applied changes
 //!   nothing and says so; joins are commutative, associative and idempotent,
 //!   so deltas may arrive in any order, twice, through any peer.
@@ -101,15 +105,22 @@
 //!   writeback and reports the error to one fsync only; log fsyncs are
 //!   serialized with the poisoning, so no later "successful" fsync of the
 //!   same file releases anyone.) Writes in flight at the failure are
-//!   indeterminate. **Open hazard** (found by the deterministic
-//!   simulation, `replication/tests/dsim`): reopening after such a failure
-//!   *without a reboot* reads the log back from the page cache, which still
-//!   holds the pages the failed writeback dropped from the disk; recovery's
-//!   fsync then "succeeds" without writing them, and a later power cut
-//!   leaves zeros in the middle of the log, which the next open refuses as
-//!   corruption. Until recovery rewrites the tail it cannot vouch for, an
-//!   operator should reboot the machine (or drop the page cache) before
-//!   restarting a node that stopped on a failed fsync.
+//!   indeterminate. Reopening after such a failure *without a reboot*
+//!   reads the log back from the page cache, which still holds the pages
+//!   the failed writeback dropped from the disk, and no fsync of that file
+//!   would write them (a later power cut would leave zeros in the middle of
+//!   the log: `Corruption` on every open after it; found by the
+//!   deterministic simulation, `replication/tests/dsim`). So an open after
+//!   any unclean shutdown rewrites the log's last segment from the bytes it
+//!   read into a fresh file, fsynced and renamed over the old one, before
+//!   serving (see Recovery); the other segments were fsynced in full when
+//!   they were closed. Needs the segment's size (at most
+//!   `segment_bytes`) free: on a full disk the open fails with
+//!   [`Error::Io`] and changes nothing. Not covered: sled's own files,
+//!   which the engine does not write itself (a failed flush of sled's
+//!   files at a checkpoint poisons the engine the same way, but what a
+//!   restart then reads from sled is not rewritten: after a failed
+//!   object-store flush, reboot the machine before restarting the node).
 //! * **Disk full** fails the write with [`Error::Io`] (ENOSPC) and changes
 //!   nothing: a partial append is cut off again, its sequence number is
 //!   not used; if the cut itself fails the engine is poisoned. A full disk

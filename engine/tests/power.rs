@@ -453,6 +453,43 @@ fn a_failed_log_fsync_fails_every_waiter_and_later_write() {
     assert!(got == 1 || got == 11, "{got}");
 }
 
+/// fsyncgate: after a failed log fsync the process stops, and restarts
+/// *without a reboot*. The page cache still holds the log pages the failed
+/// writeback dropped from the disk, so recovery reads them back; a later
+/// fsync of that file does not write them. Recovery must make what it
+/// read durable itself (it rewrites the last segment), so writes
+/// acknowledged after the restart survive a later power cut, and the
+/// engine opens again holding everything it read.
+#[test]
+fn a_restart_after_a_failed_fsync_makes_what_it_read_durable() {
+    let node = SimNode::new();
+    let e = node.open(|_| {}).unwrap();
+    let k = counter_key("k");
+    let first = apply(&e, &k, Op::Incr(1));
+    e.wait_durable(first.lsn).unwrap();
+    node.disk
+        .add_failpoint(Failpoint::new(FailOp::Sync, ".seg", FailAction::Errno(EIO)));
+    let dropped = e.apply(&k, Op::Incr(10), now()).unwrap();
+    assert!(is_poisoned(e.wait_durable(dropped.lsn)));
+    drop(e); // the node stops; no power cut: the page cache is kept
+
+    // Restart: recovery reads the dropped write back from the page cache.
+    let e = node.open(|_| {}).unwrap();
+    assert_eq!(counter(&e, &k), 11, "recovery read the whole cached log");
+    let after = apply(&e, &k, Op::Incr(100));
+    e.wait_durable(after.lsn).unwrap();
+    drop(e);
+
+    // The power goes: only what reached the disk is left, and it must
+    // open, holding the write acknowledged after the restart (and the one
+    // recovery read, which it reported as applied and durable).
+    node.disk.power_cut(Keep::Synced);
+    let e = node
+        .open(|_| {})
+        .unwrap_or_else(|err| panic!("the log has a hole after the power cut: {err}"));
+    assert_eq!(counter(&e, &k), 111);
+}
+
 /// C3 (the segment roll): the fdatasync that closes a full segment fails.
 /// The syncer's next fdatasync of that same file would succeed (Linux
 /// reports a writeback error once), so the failure itself poisons: the

@@ -469,6 +469,10 @@ struct Batch {
     deferred: u64,
     /// …of which pulls skip until due.
     skipped: u64,
+    /// …of which pulls did not skip yet: newly deferred (progress; a
+    /// delta deferred again, which a pull sent before the first deferral
+    /// or a duplicated answer brings back, is not).
+    newly_skipped: u64,
     /// Refused for a forged origin.
     refused: u64,
     /// The engine failed (poisoned, I/O): the rest was not tried.
@@ -1063,7 +1067,12 @@ impl Replicator {
 
     /// What follows a catch-up batch: ask again at once only if the batch
     /// moved us forward (a batch of deltas all deferred again, or refused
-    /// by a failing engine, would otherwise be fetched again and again);
+    /// by a failing engine, would otherwise be fetched again and again).
+    /// Deltas pulls already skip do not count: they come back only in
+    /// answers to pulls sent before their deferral or in duplicates, and
+    /// pulling again on each such answer would keep one more chain of
+    /// pulls running per duplicate, at round-trip rate, for as long as the
+    /// peer writes (found by the simulation, `tests/dsim`);
     /// a last batch with nothing deferred in its round completes a
     /// catch-up round from the peer.
     fn after_catch_up_batch(&mut self, peer: &str, batch: Batch, more: bool, now: Now) {
@@ -1081,7 +1090,7 @@ impl Replicator {
         }
         p.failures = 0;
         if more {
-            if batch.applied > 0 || batch.skipped > 0 {
+            if batch.applied > 0 || batch.newly_skipped > 0 {
                 self.pull(peer, now);
             } else {
                 // No progress: the next pull waits for the anti-entropy
@@ -1100,21 +1109,27 @@ impl Replicator {
 
     /// Defers `dot` (its timestamp is `ahead_ms` ahead of our clock, the
     /// guard allows `max_ms`): pulls skip it until it may apply. Returns
-    /// whether pulls skip it (false when the skip list is full).
-    fn defer(&mut self, dot: Dot, ahead_ms: u64, max_ms: u64, now: Now) -> bool {
+    /// whether pulls skip it (`None` when the skip list is full), and if so
+    /// whether they skip it from now on (`Some(true)`) or already did, until
+    /// an earlier due time (`Some(false)`).
+    fn defer(&mut self, dot: Dot, ahead_ms: u64, max_ms: u64, now: Now) -> Option<bool> {
         let due = now
             .mono_ms
             .saturating_add(ahead_ms.saturating_sub(max_ms))
             .saturating_add(1);
         if let Some(at) = self.deferred.get_mut(&dot) {
+            // Already skipped by pulls sent from its first deferral on:
+            // it came back in an answer to an older pull, a duplicate, or
+            // once due while our clock had moved back.
+            let newly = *at <= now.mono_ms;
             *at = due;
-            return true;
+            return Some(newly);
         }
         if self.deferred.len() >= MAX_SKIPPED_DEFERRED {
-            return false;
+            return None;
         }
         self.deferred.insert(dot, due);
-        true
+        Some(true)
     }
 
     /// Merges deltas from `peer`; `None` if the peer was dropped.
@@ -1179,8 +1194,9 @@ impl Replicator {
                 }
                 Err(EngineError::ClockAhead { ahead_ms, max_ms }) => {
                     batch.deferred += 1;
-                    if self.defer(r.dot, ahead_ms, max_ms, now) {
+                    if let Some(newly) = self.defer(r.dot, ahead_ms, max_ms, now) {
                         batch.skipped += 1;
+                        batch.newly_skipped += u64::from(newly);
                     }
                     tracing::debug!(peer, ahead_ms, dot = ?r.dot, "delta from the future deferred");
                 }

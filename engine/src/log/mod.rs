@@ -19,7 +19,11 @@
 //! and stops the open ([`Error::Corruption`]): serving data with a hole in
 //! its history would be worse than not serving. So are segments that leave
 //! a gap, a log that ends before the checkpoint position or starts after
-//! it, and bounds other than those a clean shutdown recorded.
+//! it, and bounds other than those a clean shutdown recorded. Once these
+//! checks pass after an unclean shutdown, the last segment's valid bytes
+//! are rewritten into a fresh file (fsynced, renamed over it, directory
+//! fsynced; a torn tail dropped), since what was read may sit only in the
+//! page cache (`rewrite_segment`).
 //!
 //! Every file operation goes through the engine's [`Vfs`]. Any failed
 //! fsync of a segment or of the log directory poisons the group commit
@@ -224,6 +228,48 @@ fn segment_path(dir: &Path, start: u64) -> PathBuf {
     dir.join(format!("{start:020}.seg"))
 }
 
+/// Replaces the segment at `path` with a fresh file holding `bytes`, made
+/// durable before it takes the segment's name: write a temporary file
+/// (`<start>.seg.rewrite`, which recovery ignores and the next rewrite
+/// removes), fsync it, rename it over the segment, fsync the directory.
+/// A crash at any step leaves the old segment or the new one, both holding
+/// `bytes`. Returns the new file, opened for appends.
+///
+/// A fresh file has no pages a failed writeback dropped, so its fsync
+/// writes every byte; the directory fsync also makes the segment's name
+/// durable if the last run failed to (a failed directory fsync after a
+/// roll). Needs the segment's size in free space: on a full disk the open
+/// fails with [`Error::Io`] (the temporary file removed) and changes
+/// nothing.
+fn rewrite_segment(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Arc<dyn VfsFile>> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".rewrite");
+    let tmp = PathBuf::from(tmp);
+    // A leftover of a rewrite cut short is removed, not reused: a file
+    // whose fsync failed may hold dropped pages.
+    match vfs.remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&tmp, e)),
+    }
+    let written = vfs.open(&tmp, true).and_then(|file| {
+        file.append(bytes)?;
+        file.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = vfs.remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
+    vfs.rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    vfs.sync_dir(dir).map_err(|e| Error::io(dir, e))?;
+    vfs.open(path, false).map_err(|e| Error::io(path, e))
+}
+
 impl Log {
     /// Opens (or creates) the log, calling `replay(position, entry)` for
     /// every entry at or after `opts.replay_from`, in order.
@@ -285,6 +331,9 @@ impl Log {
         let mut index = BTreeMap::new();
         // Where a torn tail starts in the last segment, if there is one.
         let mut torn_at: Option<usize> = None;
+        // The last segment's bytes as read (rewritten after an unclean
+        // shutdown, see below).
+        let mut last_bytes: Vec<u8> = Vec::new();
         let count = starts.len();
         for (i, &start) in starts.iter().enumerate() {
             let path = segment_path(dir, start);
@@ -381,6 +430,9 @@ impl Log {
             }
             seg.end = start + offset as u64;
             segments.push(seg);
+            if last {
+                last_bytes = bytes;
+            }
         }
 
         let end = segments.last().map_or(replay_from, |s| s.end);
@@ -412,12 +464,22 @@ impl Log {
         }
 
         // Checks passed: now the log may change.
-        if let (Some(offset), Some(seg)) = (torn_at, segments.last()) {
-            seg.file
-                .set_len(offset as u64)
-                .and_then(|_| seg.file.sync_all())
-                .map_err(|e| Error::io(&seg.path, e))?;
+        if !clean && let Some(seg) = segments.last_mut() {
+            // After an unclean shutdown the bytes just read may come from
+            // the page cache and not be on disk: a failed fsync (which
+            // stopped the last run) drops the dirty pages from writeback
+            // without dropping them from the cache, and no later fsync of
+            // that file writes them (fsyncgate). Only the last segment can
+            // hold such pages: every other one was fsynced in full when it
+            // was closed, and a failed fsync poisons the log before it can
+            // be closed. So write the last segment's valid bytes (a torn
+            // tail cut off) to a fresh file, fsync it, and rename it over
+            // the old one, making it durable from what was read. See
+            // `rewrite_segment`.
+            let valid = (seg.end - seg.start) as usize;
+            seg.file = rewrite_segment(&*vfs, dir, &seg.path, &last_bytes[..valid])?;
         }
+        drop(last_bytes);
         if segments.is_empty() {
             // A fresh log starts where the truncated history ended (0 for a
             // new node).

@@ -873,6 +873,13 @@ impl VfsFile for SimFile {
                 if len < inode.durable.len() {
                     inode.cut_below_durable = true;
                 }
+                // Truncation drops the cached pages past `len`, dropped
+                // writeback or not: bytes written there later are new
+                // dirty pages that the next fsync writes.
+                inode.holes.retain_mut(|(a, b)| {
+                    *b = (*b).min(len);
+                    *a < *b
+                });
                 inode.live.resize(len, 0);
                 Ok(())
             },

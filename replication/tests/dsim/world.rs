@@ -12,8 +12,8 @@ use std::time::Duration;
 use meridian_engine::vfs::sim::EIO;
 use meridian_engine::vfs::{FailAction, FailOp, Failpoint, Keep, SimDisk};
 use meridian_engine::{
-    CausalContext, Durability, Engine, EngineConfig, Kind, NodeId, ObjectKey, Op, PhysicalTime,
-    Value,
+    CausalContext, Dot, Durability, Engine, EngineConfig, Kind, NodeId, ObjectKey, Op,
+    PhysicalTime, Value,
 };
 use meridian_replication::message::PeerMessage;
 use meridian_replication::protocol::{PushTargets, Waits, full_sync_messages};
@@ -50,6 +50,10 @@ const MEMBERS: usize = 3;
 /// (`PEER_QUEUE`, 8192, scaled down with everything else here). Bounds
 /// the pull storms a duplicated catch-up batch can fork.
 const LINK_QUEUE: usize = 64;
+/// Catch-up batches from one peer that may carry a delta the receiver
+/// does not apply (deferred for clock skew), per receiver boot; see
+/// `Sim::count_unapplied_resends`.
+const MAX_UNAPPLIED_RESENDS: u64 = 8;
 
 /// Everything a run's randomness decided before it started.
 #[derive(Clone, Debug)]
@@ -117,6 +121,12 @@ pub struct Report {
     pub indeterminate: usize,
     pub crashes: u64,
     pub fsync_failures: u64,
+    /// Restarts of a node that stopped on a failed fsync without a reboot
+    /// (page cache kept: recovery reads back pages the disk lacks).
+    pub fsync_restarts_no_reboot: u64,
+    /// The most catch-up batches from one peer that carried one delta the
+    /// receiver did not apply (bounded by `MAX_UNAPPLIED_RESENDS`).
+    pub max_unapplied_resends: u64,
     pub full_syncs: u64,
     pub partitions: u64,
     pub messages: u64,
@@ -267,6 +277,9 @@ pub struct Sim {
     cut: BTreeMap<(usize, usize), u32>,
     /// Messages in flight per directed link.
     in_flight: BTreeMap<(usize, usize), usize>,
+    /// (receiver, its boot, sender, dot) → catch-up batches that carried
+    /// the dot without the receiver applying it.
+    unapplied_resends: BTreeMap<(usize, u64, usize, Dot), u64>,
     drop: f64,
     duplicate: f64,
     max_delay_ms: u64,
@@ -276,14 +289,6 @@ pub struct Sim {
     next_token: u64,
     quiescing: bool,
     verbose: bool,
-    /// `MERIDIAN_DSIM_HAZARDS`: also run faults that hit a known engine
-    /// hazard: a node restarted (no reboot) after a failed fsync reads back,
-    /// from the page cache, log pages that writeback dropped; recovery's
-    /// fsync "succeeds" without writing them, later writes are appended
-    /// behind them, and the next power cut leaves zeros in the middle of
-    /// the log: the engine refuses to open (`Corruption`). By default a
-    /// node that stopped on a failed fsync reboots (page cache gone).
-    hazards: bool,
     failure: Option<Failure>,
     hash: u64,
     report: Report,
@@ -314,9 +319,8 @@ fn keys() -> Vec<ObjectKey> {
 }
 
 impl Sim {
-    /// A run of `seed`; `hazards` adds the faults that hit known engine
-    /// hazards (see [`Sim::hazards`]).
-    pub fn new(seed: u64, hazards: bool) -> Sim {
+    /// A run of `seed`.
+    pub fn new(seed: u64) -> Sim {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let params = Params::draw(&mut rng);
         let regions = ["us-east", "eu-west", "ap-south"];
@@ -373,12 +377,12 @@ impl Sim {
             links: BTreeMap::new(),
             cut: BTreeMap::new(),
             in_flight: BTreeMap::new(),
+            unapplied_resends: BTreeMap::new(),
             ops: Vec::new(),
             waits: BTreeMap::new(),
             next_token: 1,
             quiescing: false,
             verbose: std::env::var_os("MERIDIAN_DSIM_VERBOSE").is_some(),
-            hazards,
             failure: None,
             hash: 0xcbf2_9ce4_8422_2325,
             report: Report::default(),
@@ -617,8 +621,17 @@ impl Sim {
                 }
                 self.trace(&[from as u64, to as u64, msg_tag(&msg)]);
                 self.report.messages += 1;
+                let catch_up: Vec<Dot> = match &msg {
+                    PeerMessage::Deltas {
+                        records,
+                        catch_up: true,
+                        ..
+                    } => records.iter().map(|r| r.dot).collect(),
+                    _ => Vec::new(),
+                };
                 let peer = self.nodes[from].name.clone();
                 self.input(to, Input::Message { peer, msg });
+                self.count_unapplied_resends(from, to, catch_up);
             }
             Ev::Tick { node, boot } => {
                 if self.nodes[node].boot != boot || !self.up(node) {
@@ -811,9 +824,12 @@ impl Sim {
                 let full = matches!(&e, meridian_engine::Error::Io { source, .. }
                     if source.raw_os_error() == Some(meridian_engine::vfs::sim::ENOSPC));
                 let failed_fsync = !cut_power(node, cuts_before) && cut;
-                if failed_fsync && !self.hazards {
-                    // An fsync failed during recovery: reboot before
-                    // retrying (see `Hazards`).
+                if failed_fsync && self.rng.random_bool(0.5) {
+                    // An fsync failed during recovery: the machine reboots
+                    // before the retry, or (the other half) the process is
+                    // just restarted, keeping the page cache: recovery then
+                    // reads back pages the failed writeback dropped (the
+                    // engine's `Hazards`, fsyncgate).
                     let keep = self.draw_keep();
                     let node = &mut self.nodes[i];
                     node.disk.power_cut(keep);
@@ -909,16 +925,17 @@ impl Sim {
         };
         self.report.crashes += 1;
         let how = match how {
-            // After a failed fsync the node stops and its machine reboots:
-            // a process restart would read back, from the page cache,
-            // log pages the failed writeback dropped (see `Hazards`).
-            Crash::Process if self.fsync_failed(&run.engine) && !self.hazards => {
-                Crash::Power(self.draw_keep())
-            }
             // A process crash keeps the page cache, or the machine follows.
+            // After a failed fsync (the node stops) a process restart
+            // reads back, from the page cache, log pages the failed
+            // writeback dropped: recovery must not trust them to be on
+            // disk (the engine's `Hazards`, fsyncgate).
             Crash::Process if self.rng.random_bool(0.5) => Crash::Power(self.draw_keep()),
             h => h,
         };
+        if matches!(how, Crash::Process) && self.fsync_failed(&run.engine) {
+            self.report.fsync_restarts_no_reboot += 1;
+        }
         self.trace(&[0xc4a5, i as u64, matches!(how, Crash::Power(_)) as u64]);
         self.note(format!(
             "{} crashes ({how:?}, {})",
@@ -984,6 +1001,51 @@ impl Sim {
                 self.rng.random_range(10..800)
             };
             self.at(d, Ev::Restart { node: i });
+        }
+    }
+
+    /// Catch-up must not re-read deltas in a loop (the protocol's
+    /// "deferred, not lost, and never re-read in a loop"): counts, per
+    /// receiver boot, sender and dot, the catch-up batches from `from` that
+    /// carried a delta `to` did not apply (deferred for clock skew), and
+    /// fails the run past [`MAX_UNAPPLIED_RESENDS`]. A deferred delta is
+    /// skipped by pulls until it may apply; it comes again from the same
+    /// peer only through a duplicated or crossing answer, or once it is due
+    /// and the receiver's clock moved back meanwhile.
+    fn count_unapplied_resends(&mut self, from: usize, to: usize, dots: Vec<Dot>) {
+        if dots.is_empty() {
+            return;
+        }
+        let boot = self.nodes[to].boot;
+        let Some(run) = self.nodes[to].run.as_ref() else {
+            return;
+        };
+        let applied = run.engine.applied();
+        for dot in dots {
+            if applied.contains(dot) {
+                continue;
+            }
+            let n = self
+                .unapplied_resends
+                .entry((to, boot, from, dot))
+                .or_default();
+            *n += 1;
+            let n = *n;
+            if n > 1 {
+                self.note(format!(
+                    "{} got {dot:?} unapplied from {} again ({n})",
+                    self.nodes[to].name, self.nodes[from].name
+                ));
+            }
+            self.report.max_unapplied_resends = self.report.max_unapplied_resends.max(n);
+            if n > MAX_UNAPPLIED_RESENDS {
+                let msg = format!(
+                    "{} received {dot:?} from {} in {n} catch-up batches without applying it \
+                     (a pull loop on a deferred delta)",
+                    self.nodes[to].name, self.nodes[from].name
+                );
+                self.fail("pull-loop", msg);
+            }
         }
     }
 
