@@ -179,6 +179,6 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use log::{Record, Since};
 pub use object::{
-    GroupFn, GroupId, Kind, MAX_KEY_BYTES, MAX_MEMBERS_PER_OP, MAX_OBJECT_BYTES, MAX_VALUE_BYTES,
-    ObjectKey, Op, RegisterValue, Value,
+    GroupFn, GroupId, Kind, MAX_KEY_BYTES, MAX_MEMBERS_PER_OP, MAX_MERGED_OBJECT_BYTES,
+    MAX_OBJECT_BYTES, MAX_VALUE_BYTES, ObjectKey, Op, RegisterValue, Value,
 };
