@@ -137,7 +137,11 @@ async fn a_set_merged_past_one_write_is_read_at_quorum_and_deleted() -> Result<(
         .execute(Request {
             op: Operation::Inspect {
                 key: b"big".to_vec(),
-                members: vec![member("us", 0), member("eu", PER_REGION - 1), b"no".to_vec()],
+                members: vec![
+                    member("us", 0),
+                    member("eu", PER_REGION - 1),
+                    b"no".to_vec(),
+                ],
             },
             consistency: Consistency::Quorum,
             timeout_ms: SLOW.as_millis() as u32,
@@ -248,19 +252,23 @@ async fn a_set_merged_past_one_write_reaches_a_wiped_node_by_full_sync() -> Resu
     cluster.restart(AP).await?;
     wait_count(&cluster, &[AP], &key, 2 * PER_REGION).await;
     // The sync's completion message follows its objects.
-    eventually("the wiped node completes a full-state sync", SLOW, || async {
-        let syncs: u64 = cluster
-            .node(AP)
-            .mesh()
-            .reports()
-            .iter()
-            .map(|r| r.full_syncs_received)
-            .sum();
-        if syncs == 0 {
-            return Err("no full sync received".to_string());
-        }
-        Ok(())
-    })
+    eventually(
+        "the wiped node completes a full-state sync",
+        SLOW,
+        || async {
+            let syncs: u64 = cluster
+                .node(AP)
+                .mesh()
+                .reports()
+                .iter()
+                .map(|r| r.full_syncs_received)
+                .sum();
+            if syncs == 0 {
+                return Err("no full sync received".to_string());
+            }
+            Ok(())
+        },
+    )
     .await;
     assert_eq!(
         cluster.node(AP).engine().state(&key)?,

@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 use crate::log::group::GroupCommit;
 use crate::log::{self, Entry, Log, LogOptions, Record, Since};
 use crate::object::{
-    GroupFn, GroupId, Kind, MAX_MERGED_OBJECT_BYTES, MAX_OBJECT_BYTES, ObjectKey, Op, RegisterValue, Value,
+    GroupFn, GroupId, Kind, MAX_MERGED_OBJECT_BYTES, MAX_OBJECT_BYTES, ObjectKey, Op,
+    RegisterValue, Value,
 };
 use crate::store::{SetView, Store};
 use crate::vfs::{StdFs, Vfs, VfsLock};

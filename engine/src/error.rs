@@ -62,7 +62,9 @@ pub enum Error {
     /// make a set larger than [`crate::MAX_MERGED_OBJECT_BYTES`]. Nothing
     /// was applied; the object stays as it was here (counted in
     /// `Metrics::oversized_merges`).
-    #[error("the merge would grow the set to {bytes} bytes, over the {limit}-byte merged-object bound")]
+    #[error(
+        "the merge would grow the set to {bytes} bytes, over the {limit}-byte merged-object bound"
+    )]
     ObjectTooLarge { bytes: u64, limit: u64 },
 
     /// The engine is closing.

@@ -66,7 +66,10 @@ fn a_set_merged_past_one_write_moves_through_log_restart_reissue_and_delete() {
         c.durability = Durability::Periodic(Duration::from_secs(3600));
     };
     let e = node.open(configure).unwrap();
-    let lsn = e.merge_state(&key, &joined, now()).unwrap().expect("changed");
+    let lsn = e
+        .merge_state(&key, &joined, now())
+        .unwrap()
+        .expect("changed");
     e.wait_durable(lsn).unwrap();
     assert_eq!(set(&e, &key).len(), 30);
     e.close().unwrap();

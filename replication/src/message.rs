@@ -32,8 +32,7 @@ pub const MAX_PEER_FRAME_BYTES: usize = 24 << 20;
 /// context, key and the message around it. A receiver reassembles one
 /// message per stream at a time, its bytes reserved up front from a
 /// node-wide budget.
-pub const MAX_PEER_MESSAGE_BYTES: usize =
-    meridian_engine::MAX_MERGED_OBJECT_BYTES + (16 << 20);
+pub const MAX_PEER_MESSAGE_BYTES: usize = meridian_engine::MAX_MERGED_OBJECT_BYTES + (16 << 20);
 
 /// Bit of a frame's length prefix: more frames of this message follow.
 /// The first frame of a message of several starts with the message's

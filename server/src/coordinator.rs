@@ -655,10 +655,7 @@ impl Coordinator {
         needed: usize,
         timeout: Duration,
     ) -> Response {
-        let value = match self
-            .read_joined(key, replicas, live, needed, timeout)
-            .await
-        {
+        let value = match self.read_joined(key, replicas, live, needed, timeout).await {
             Ok(v) => v,
             Err(e) => return Response::Err(e),
         };

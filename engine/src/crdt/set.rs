@@ -348,7 +348,13 @@ mod tests {
     /// encoded (review C4), for small and large members and several dots.
     #[test]
     fn entry_cost_covers_the_encoded_size() {
-        for (members, len) in [(2000, 8usize), (1000, 9), (1000, 15), (500, 100), (10, 70_000)] {
+        for (members, len) in [
+            (2000, 8usize),
+            (1000, 9),
+            (1000, 15),
+            (500, 100),
+            (10, 70_000),
+        ] {
             let mut s = OrSet::new();
             let names: Vec<Vec<u8>> = (0..members)
                 .map(|i| {
@@ -394,7 +400,10 @@ mod tests {
         // resurrect it, and b's concurrent add survives.
         b.merge(&del);
         b.merge(&late);
-        assert_eq!(b.members().collect::<Vec<_>>(), vec![b"concurrent".as_slice()]);
+        assert_eq!(
+            b.members().collect::<Vec<_>>(),
+            vec![b"concurrent".as_slice()]
+        );
         c.merge(&concurrent);
         assert_eq!(b, c);
         // Same as removing every member explicitly.

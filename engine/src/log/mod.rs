@@ -219,7 +219,11 @@ impl Assembly {
     }
 
     /// Takes the frame at `pos`; returns a complete entry and its position.
-    fn take(&mut self, pos: u64, frame: Frame) -> std::result::Result<Option<(u64, Entry)>, String> {
+    fn take(
+        &mut self,
+        pos: u64,
+        frame: Frame,
+    ) -> std::result::Result<Option<(u64, Entry)>, String> {
         let (index, count, chunk) = match frame {
             Frame::Entry(e) if !self.in_progress() => return Ok(Some((pos, e))),
             Frame::Entry(_) => return Err("a multi-part entry is interrupted by an entry".into()),
@@ -784,7 +788,10 @@ impl Log {
                 .map_err(|e| Error::io(&path, e))?;
             let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
             if len > MAX_ENTRY_BYTES || at + (FRAME_HEADER_BYTES + len) as u64 > seg_end {
-                return Err(Error::corruption(&path, format!("bad frame length at {at}")));
+                return Err(Error::corruption(
+                    &path,
+                    format!("bad frame length at {at}"),
+                ));
             }
             let mut buf = vec![0u8; FRAME_HEADER_BYTES + len];
             buf[..FRAME_HEADER_BYTES].copy_from_slice(&header);
@@ -1141,7 +1148,11 @@ mod tests {
         drop(log);
         let mut seen_at = Vec::new();
         let r = Log::open(
-            options(crate::vfs::StdFs::shared(), dir.path(), DEFAULT_SEGMENT_BYTES),
+            options(
+                crate::vfs::StdFs::shared(),
+                dir.path(),
+                DEFAULT_SEGMENT_BYTES,
+            ),
             |pos, e| {
                 seen_at.push((pos, e));
                 Ok(())
@@ -1161,9 +1172,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (log, _, _) = open(dir.path(), DEFAULT_SEGMENT_BYTES);
         log.append(&record(1, 1)).unwrap();
-        let (start, end) = log
-            .append(&big_record(2, MAX_ENTRY_BYTES + 1))
-            .unwrap();
+        let (start, end) = log.append(&big_record(2, MAX_ENTRY_BYTES + 1)).unwrap();
         drop(log);
         let path = segment_path(dir.path(), 0);
         for cut in [
@@ -1175,9 +1184,16 @@ mod tests {
             let copy = tempfile::tempdir().unwrap();
             let copied = segment_path(copy.path(), 0);
             std::fs::copy(&path, &copied).unwrap();
-            let f = std::fs::OpenOptions::new().write(true).open(&copied).unwrap();
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&copied)
+                .unwrap();
             f.set_len(cut).unwrap();
-            let mut clean = options(crate::vfs::StdFs::shared(), copy.path(), DEFAULT_SEGMENT_BYTES);
+            let mut clean = options(
+                crate::vfs::StdFs::shared(),
+                copy.path(),
+                DEFAULT_SEGMENT_BYTES,
+            );
             clean.clean = true;
             assert!(
                 matches!(open_opts(clean), Err(Error::Corruption { .. })),

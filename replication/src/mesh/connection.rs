@@ -89,7 +89,9 @@ pub(super) async fn read_frame(
         .map_err(|e| FrameError::Invalid(e.to_string()))?;
     let total = u32::from_le_bytes(total) as usize;
     if total <= MAX_PEER_FRAME_BYTES || total > MAX_PEER_MESSAGE_BYTES || len - 4 > total {
-        return Err(invalid(format!("a message of {total} bytes in several frames")));
+        return Err(invalid(format!(
+            "a message of {total} bytes in several frames"
+        )));
     }
     let reserved = budget
         .clone()
