@@ -341,6 +341,50 @@ mod tests {
         assert!(frame_len([0; 4]).is_err());
     }
 
+    /// Review item C4: a message larger than one frame is framed as
+    /// several, every frame under the frame cap, the top bit set on all
+    /// but the last, the first naming the total; the chunks concatenate to
+    /// the message. A message that fits one frame is framed as before.
+    #[test]
+    fn messages_larger_than_a_frame_go_in_several_frames() {
+        let small = vec![7u8; 1000];
+        let framed = to_frames(&small, &[9]);
+        assert_eq!(framed[0], 9);
+        assert_eq!(
+            frame_len(framed[1..5].try_into().unwrap()),
+            Ok((1000, false))
+        );
+        assert_eq!(&framed[5..], &small[..]);
+
+        let message: Vec<u8> = (0..MAX_PEER_FRAME_BYTES + CHUNK_BYTES + 17)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let framed = to_frames(&message, &[]);
+        let (mut at, mut out, mut frames) = (0usize, Vec::new(), 0);
+        loop {
+            let (len, more) = frame_len(framed[at..at + 4].try_into().unwrap()).unwrap();
+            assert!(len <= MAX_PEER_FRAME_BYTES);
+            let mut body = &framed[at + 4..at + 4 + len];
+            if frames == 0 {
+                assert!(more);
+                let total = u32::from_le_bytes(body[..4].try_into().unwrap()) as usize;
+                assert_eq!(total, message.len());
+                body = &body[4..];
+            }
+            out.extend_from_slice(body);
+            at += 4 + len;
+            frames += 1;
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(at, framed.len());
+        assert_eq!(frames, message.len().div_ceil(CHUNK_BYTES));
+        assert_eq!(out, message);
+        // A continued frame too short to carry the total is garbage.
+        assert!(frame_len((4 | CONTINUED).to_le_bytes()).is_err());
+    }
+
     /// Review item S6: counters a peer supplies are bounded, so that no
     /// `+ 1` or sum over them downstream can overflow.
     #[test]
