@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use meridian::inproc::test_protocol;
-use meridian::{CONVERGE, ClusterDir, InProcessCluster, Spec, eventually};
+use meridian::{CONVERGE, InProcessCluster, Spec, TestClusterFiles, eventually};
 use meridian_client::wire::{Operation, ReplyValue, Request};
 use meridian_client::{Consistency, Error};
 use meridian_engine::{Kind, ObjectKey};
@@ -126,7 +126,7 @@ async fn grow_past_one_write(cluster: &InProcessCluster, name: &str) -> Result<(
 /// quorum and the delete reaches every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_set_merged_past_one_write_is_read_at_quorum_and_deleted() -> Result<()> {
-    let dir = ClusterDir::create(Spec::new(90))?;
+    let dir = TestClusterFiles::create(Spec::new(90))?;
     let cluster = InProcessCluster::start_with(dir, protocol).await?;
     cluster.wait_connected().await;
     grow_past_one_write(&cluster, "big").await?;
@@ -216,7 +216,7 @@ async fn a_set_merged_past_one_write_is_read_at_quorum_and_deleted() -> Result<(
 /// has it after a restart (replayed from that entry).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_set_merged_past_one_write_reaches_a_wiped_node_by_full_sync() -> Result<()> {
-    let dir = ClusterDir::create(Spec::new(91).log_segment_bytes(256 << 10))?;
+    let dir = TestClusterFiles::create(Spec::new(91).log_segment_bytes(256 << 10))?;
     let mut cluster = InProcessCluster::start_with(dir, |name| {
         let mut p = protocol(name);
         p.retention_ms = 300;

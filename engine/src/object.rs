@@ -6,45 +6,12 @@ use std::fmt;
 use crate::clock::Hlc;
 use crate::error::{Error, Result};
 
-/// Largest key, in bytes. Keys are arbitrary byte strings; 4 KiB is far
-/// above any sensible key and bounds the per-object index overhead.
-pub const MAX_KEY_BYTES: usize = 4 << 10;
-
-/// Largest set member or register value, in bytes: bounds one delta, one
-/// log record and one replication message.
-pub const MAX_VALUE_BYTES: usize = 1 << 20;
-
-/// Largest object a local write may make (all members of a set with
-/// their metadata, as [`crate::crdt::set::entry_cost`] counts them), in
-/// bytes: the per-write limit. Merges are not held to it (see
-/// [`MAX_MERGED_OBJECT_BYTES`]).
-pub const MAX_OBJECT_BYTES: usize = 16 << 20;
-
-/// Largest set a merge may make, in bytes (as [`MAX_OBJECT_BYTES`] counts
-/// them): four times the per-write limit.
-///
-/// Why merges outgrow the per-write limit: a replica checks an add only
-/// against the set it sees. Writers cut off from one another each fill
-/// the set to [`MAX_OBJECT_BYTES`] with members the others have not seen,
-/// and healing joins them: the members alive at the end that one writer
-/// added were all in its view at its last add, so the true bound is (the
-/// number of writers that were mutually cut off) × 16 MiB, up to the
-/// cluster's node count (and more across wiped data directories). No
-/// node can hold a state of that size in memory per object, so the
-/// engine accepts merges up to four such writers (four regions each
-/// filling the set during one partition) and refuses a merge beyond it
-/// with [`crate::Error::ObjectTooLarge`], counted in
-/// `Metrics::oversized_merges`: that object then stays apart on this
-/// replica (the delta is retried, not lost) until its members are
-/// removed elsewhere. Every path an object travels (full sync, quorum
-/// read and read repair, delete, re-logging after an unclean shutdown)
-/// carries states up to this bound, by chunking (`log` multi-part
-/// entries, multi-frame peer messages), never in one frame.
-pub const MAX_MERGED_OBJECT_BYTES: usize = 4 * MAX_OBJECT_BYTES;
-
-/// Largest number of members one add or remove may name. Bounds the work
-/// one request does under its object lock.
-pub const MAX_MEMBERS_PER_OP: usize = 10_000;
+/// The size limits (see [`meridian_limits`], which says why each value):
+/// defined in that leaf crate because the client, which does not depend on
+/// the engine, checks requests against the same numbers.
+pub use meridian_limits::{
+    MAX_KEY_BYTES, MAX_MEMBERS_PER_OP, MAX_MERGED_OBJECT_BYTES, MAX_OBJECT_BYTES, MAX_VALUE_BYTES,
+};
 
 /// A placement group: the set of objects sharing one replica set (one
 /// placement rule). The engine numbers each group's deltas in a stream of

@@ -19,7 +19,8 @@ use quinn::{RecvStream, SendStream, VarInt};
 
 use super::conditioning::hop;
 use super::connection::read_frame;
-use super::{Mesh, MeshError, PeerLink, STREAM_RPC, Shared, mono_ms};
+use super::{Mesh, MeshError, MeshState, PeerLink, STREAM_RPC, mono_ms};
+use crate::NodeName;
 use crate::message::{MAX_PEER_MESSAGE_BYTES, to_frames};
 
 /// RPC request and response size limit, in bytes (over all its frames).
@@ -29,7 +30,7 @@ pub const MAX_RPC_BYTES: usize = MAX_PEER_MESSAGE_BYTES;
 pub trait RpcHandler: Send + Sync + 'static {
     fn handle(
         &self,
-        peer: String,
+        peer: NodeName,
         request: Vec<u8>,
     ) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
 }
@@ -98,7 +99,7 @@ impl Mesh {
 /// Serves one incoming call; `Err` is a protocol violation (the link is
 /// dropped).
 pub(super) async fn serve_rpc(
-    shared: &Shared,
+    shared: &MeshState,
     link: &PeerLink,
     mut send: SendStream,
     mut recv: RecvStream,
