@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 use crate::log::group::GroupCommit;
 use crate::log::{self, Entry, Log, LogOptions, Record, Since};
 use crate::object::{
-    GroupFn, GroupId, Kind, MAX_OBJECT_BYTES, ObjectKey, Op, RegisterValue, Value,
+    GroupFn, GroupId, Kind, MAX_MERGED_OBJECT_BYTES, MAX_OBJECT_BYTES, ObjectKey, Op,
+    RegisterValue, Value,
 };
 use crate::store::{SetView, Store};
 use crate::vfs::{StdFs, Vfs, VfsLock};
@@ -173,6 +174,9 @@ pub struct Metrics {
     pub log_retained_deltas: u64,
     /// Checkpoints taken.
     pub checkpoints: u64,
+    /// Merges refused because the set would pass
+    /// [`crate::MAX_MERGED_OBJECT_BYTES`] ([`Error::ObjectTooLarge`]).
+    pub oversized_merges: u64,
 }
 
 #[derive(Default)]
@@ -182,6 +186,7 @@ struct Counters {
     duplicates: AtomicU64,
     clock_refusals: AtomicU64,
     state_merges: AtomicU64,
+    oversized_merges: AtomicU64,
     fsyncs: AtomicU64,
     log_bytes_written: AtomicU64,
     checkpoints: AtomicU64,
@@ -909,6 +914,7 @@ impl Engine {
             return Ok(Merged::Duplicate);
         }
         let prepared = prepare_merge(&inner.store, &record.key, &record.delta)?;
+        self.check_merged_size(&prepared)?;
         let (start, end) = self.append_entry(&Entry::Delta(record.clone()))?;
         inner
             .streams
@@ -950,6 +956,7 @@ impl Engine {
         if !prepared.changed() {
             return Ok(None);
         }
+        self.check_merged_size(&prepared)?;
         let (start, end) = self.append_entry(&Entry::Merge {
             key: key.clone(),
             delta,
@@ -959,6 +966,31 @@ impl Engine {
         })?;
         inner.counters.state_merges.fetch_add(1, Ordering::Relaxed);
         Ok(Some(end))
+    }
+
+    /// Refuses a merge that would grow a set past
+    /// [`MAX_MERGED_OBJECT_BYTES`] (counted). A merge that leaves a set
+    /// no larger than it was is always taken.
+    fn check_merged_size(&self, prepared: &PendingMerge) -> Result<()> {
+        if let PendingMerge::Set(view, true) = prepared {
+            let after = view.bytes_after();
+            if after > MAX_MERGED_OBJECT_BYTES as u64 && after > view.header.bytes {
+                self.inner
+                    .counters
+                    .oversized_merges
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    bytes = after,
+                    limit = MAX_MERGED_OBJECT_BYTES,
+                    "merge refused: the set would pass the merged-object bound"
+                );
+                return Err(Error::ObjectTooLarge {
+                    bytes: after,
+                    limit: MAX_MERGED_OBJECT_BYTES as u64,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// After a full-state sync whose objects were joined with
@@ -1268,6 +1300,7 @@ impl Engine {
             log_retained_bytes: self.inner.log.retained_bytes(),
             log_retained_deltas: self.inner.log.retained_deltas() as u64,
             checkpoints: c.checkpoints.load(Ordering::Relaxed),
+            oversized_merges: c.oversized_merges.load(Ordering::Relaxed),
         }
     }
 

@@ -58,6 +58,15 @@ pub enum Error {
     #[error("engine refuses writes: {0}")]
     Poisoned(String),
 
+    /// A merge (a peer's delta, a full-sync or read-repair state) would
+    /// make a set larger than [`crate::MAX_MERGED_OBJECT_BYTES`]. Nothing
+    /// was applied; the object stays as it was here (counted in
+    /// `Metrics::oversized_merges`).
+    #[error(
+        "the merge would grow the set to {bytes} bytes, over the {limit}-byte merged-object bound"
+    )]
+    ObjectTooLarge { bytes: u64, limit: u64 },
+
     /// The engine is closing.
     #[error("engine is shut down")]
     Shutdown,

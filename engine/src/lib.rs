@@ -54,8 +54,9 @@
 //!   nothing and says so; joins are commutative, associative and idempotent,
 //!   so deltas may arrive in any order, twice, through any peer.
 //! * **Bad input** never panics: oversized keys (> [`MAX_KEY_BYTES`]),
-//!   members or values (> [`MAX_VALUE_BYTES`]), sets over
-//!   [`MAX_OBJECT_BYTES`], operations on the wrong type, corrupt or
+//!   members or values (> [`MAX_VALUE_BYTES`]), adds growing a set over
+//!   [`MAX_OBJECT_BYTES`], merges over [`MAX_MERGED_OBJECT_BYTES`],
+//!   operations on the wrong type, corrupt or
 //!   newer-format bytes: each is a typed [`Error`] and changes nothing.
 //! * **Private files.** Directories the engine creates are 0700 and files
 //!   0600, set after creation so the umask cannot widen them; sled's files
@@ -144,6 +145,38 @@
 //! **Diverging**
 //! * **Counters near the i64 range**: concurrent increments on different
 //!   replicas can push a counter past it; reads saturate.
+//! * **Sets past the merged-object bound** (review C4). A local add is held
+//!   to [`MAX_OBJECT_BYTES`] (16 MiB, as `crdt::set::entry_cost` counts:
+//!   at least the encoded size). Merges cannot be: writers cut off from
+//!   one another each fill the set to that limit with members the others
+//!   have not seen, so the true bound of a merged set is (writers that
+//!   were mutually cut off) × 16 MiB, up to the cluster's node count (and
+//!   more across wiped data directories). The engine accepts merges up to
+//!   [`MAX_MERGED_OBJECT_BYTES`] (4 × 16 MiB: four regions each filling a
+//!   set during one partition) and refuses one beyond it with
+//!   [`Error::ObjectTooLarge`], counted in [`Metrics::oversized_merges`]:
+//!   that set stays apart on this replica (the delta is retried, never
+//!   dropped, and applies once removes elsewhere shrink the set) rather
+//!   than growing without bound. A merge that does not grow the set is
+//!   always taken. Everything up to the bound moves through every path:
+//!   log entries over one frame are written as parts
+//!   (`log::MAX_LOGGED_ENTRY_BYTES`, replayed only whole), so full-sync
+//!   and read-repair joins, re-issues after an unclean shutdown and their
+//!   replication work at any size up to the bound; a set's delete is a
+//!   context-only delta whatever the set's size.
+//! * **Full-sync reads are not snapshots** (review C12, verified by
+//!   argument): [`Engine::full_state`] takes the applied vector *before*
+//!   iterating sled, and a set's header (context) sorts before its
+//!   members, so a set read while it changes pairs its context at time t0
+//!   with member entries from t0 or later. A member present with a dot the
+//!   context lacks was added after t0: a real add whose delta is not in
+//!   the vector, so the receiver also gets the delta (which restores its
+//!   context) and, having seen no remove of that dot, shows it rightly; a
+//!   dot the receiver had removed is in its own context and stays removed
+//!   (join: `d \ sc`). A member missing whose dot is in the context was
+//!   removed at some time at or after t0, also a real remove. No
+//!   combination resurrects a removed member or claims a delta the state
+//!   lacks.
 //!
 //! **Stalling**
 //! * **A panic on the log sync thread** (in the file layer, or in a
@@ -167,6 +200,12 @@
 //!   the caller stops waiting for it (it then needs a full-state sync).
 //! * **The re-issue list** (`RELOG`) holds every object re-issued after an
 //!   unclean shutdown: bounded by the objects touched by unsynced writes.
+//! * **Large objects in memory**: a set up to [`MAX_MERGED_OBJECT_BYTES`]
+//!   is held whole while it is joined, logged (its encoding and frames:
+//!   about twice its size) or re-issued, and recovery reassembles one
+//!   multi-part entry at a time (at most `log::MAX_LOGGED_ENTRY_BYTES`).
+//!   Looking for a valid frame after damage at the log's end scans up to
+//!   the largest write (`TORN_TAIL_SCAN_BYTES`), once per damaged open.
 //! * **One process per data directory**, enforced with a lock file.
 
 pub mod causal;
@@ -190,6 +229,6 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use log::{Record, Since};
 pub use object::{
-    GroupFn, GroupId, Kind, MAX_KEY_BYTES, MAX_MEMBERS_PER_OP, MAX_OBJECT_BYTES, MAX_VALUE_BYTES,
-    ObjectKey, Op, RegisterValue, Value,
+    GroupFn, GroupId, Kind, MAX_KEY_BYTES, MAX_MEMBERS_PER_OP, MAX_MERGED_OBJECT_BYTES,
+    MAX_OBJECT_BYTES, MAX_VALUE_BYTES, ObjectKey, Op, RegisterValue, Value,
 };

@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 /// The size limits (see [`meridian_limits`], which says why each value):
 /// defined in that leaf crate because the client, which does not depend on
 /// the engine, checks requests against the same numbers.
-pub use meridian_limits::{MAX_KEY_BYTES, MAX_MEMBERS_PER_OP, MAX_OBJECT_BYTES, MAX_VALUE_BYTES};
+pub use meridian_limits::{
+    MAX_KEY_BYTES, MAX_MEMBERS_PER_OP, MAX_MERGED_OBJECT_BYTES, MAX_OBJECT_BYTES, MAX_VALUE_BYTES,
+};
 
 /// A placement group: the set of objects sharing one replica set (one
 /// placement rule). The engine numbers each group's deltas in a stream of

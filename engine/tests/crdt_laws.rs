@@ -553,14 +553,19 @@ impl Replica for SetReplica {
                 delta
             }
             SetOp::Delete => {
+                // The emptied state: every dot this replica has seen
+                // (each an add it knows of) is observed removed.
                 let delta = self.set().delete();
-                for m in 0..MEMBERS {
-                    note.observed.extend(self.model.live(m));
-                }
+                note.observed.extend(context_dots(&delta.context));
+                assert!(delta.entries.is_empty(), "a delete lists no members");
+                assert_eq!(delta.scope, Scope::Full, "a delete is a full state");
                 delta
             }
         };
-        assert_eq!(delta.scope, Scope::Listed, "operation deltas are listed");
+        assert!(
+            delta.scope == Scope::Listed || matches!(op, SetOp::Delete),
+            "operation deltas other than delete are listed"
+        );
         self.model.join(&note);
         (Delta::Set(delta), note)
     }
@@ -874,6 +879,9 @@ proptest! {
             Some(ObjectState::Set(s)) => s,
             _ => OrSet::new(),
         };
+        // A delete is the emptied full state (it lists no members), not a
+        // listed delta.
+        prop_assume!(!matches!(op, SetOp::Delete));
         let (delta, _) = h.replicas[origin].apply(&op, 0);
         let Delta::Set(delta) = delta else { unreachable!() };
         prop_assert_eq!(delta.scope, Scope::Listed);

@@ -48,6 +48,15 @@
 //!   the next checkpoint such a node's full syncs leave those streams out
 //!   of the vector they send: values converge, the receiver's applied dots
 //!   do not, and it keeps pulling.)
+//! * A set a merge would grow past
+//!   [`meridian_engine::MAX_MERGED_OBJECT_BYTES`] (review C4: writers cut
+//!   off from one another each filling it) is refused by the engine; the
+//!   delta is deferred like a clock-skewed one (pulls skip it for a
+//!   minute, then offer it again) so the deltas after it keep flowing, and
+//!   the set stays apart on this replica until removes elsewhere shrink
+//!   it. A full sync holding such an object fails as a whole and is
+//!   retried with backoff (skipping the object would let the vector claim
+//!   its deltas). Counted: `oversized_merges` in the engine's metrics.
 //! * Peers that disagree on placement do not replicate with each other at
 //!   all (reported [`PeerReport::compatible`], logged) until the
 //!   configurations agree.
@@ -89,9 +98,18 @@
 //!   most 4 full syncs and 2^20 batch ids tracked; node-wide: the protocol
 //!   input queue, 16,384 inputs and 32 MiB (control) + 64 MiB (bulk) of
 //!   peer messages; the deferred skip list, 16,384 dots. A frame being read
-//!   is at most [`message::MAX_PEER_FRAME_BYTES`] per stream; peer RPCs (up
-//!   to 512 per connection, each up to [`mesh::MAX_RPC_BYTES`]) are bounded
-//!   by count only here (node-wide request budgets: review item S1).
+//!   is at most [`message::MAX_PEER_FRAME_BYTES`] per stream. A message
+//!   (or RPC request or response) larger than a frame, one whole object up
+//!   to the merged-object bound (review C4), comes in several frames and
+//!   is reassembled up to [`message::MAX_PEER_MESSAGE_BYTES`], its whole
+//!   length reserved first from a node-wide budget of two such messages
+//!   (all or nothing, so readers never deadlock on it; a reader waiting for
+//!   it stops reading its stream and QUIC flow control holds the sender).
+//!   A pull answered with such a message is asked again only after
+//!   [`ProtocolConfig::want_timeout_ms`]: set it above the time one takes
+//!   to cross the link, or copies queue up. Peer RPCs (up to 512 per
+//!   connection, each up to [`mesh::MAX_RPC_BYTES`]) are bounded by count
+//!   and that budget here (node-wide request budgets: review item S1).
 //! * Disk: the log is kept for every replica that makes progress, and for
 //!   one that does not at most [`ProtocolConfig::retention_ms`] (default
 //!   1 h, `[replication] retention_ms`).

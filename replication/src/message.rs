@@ -1,10 +1,14 @@
 //! Messages between peers, and their framing.
 //!
-//! A frame is `[payload length: u32 LE][payload]`, payload =
-//! `[format version][rkyv archive of PeerMessage]`. The length is checked
-//! against [`MAX_PEER_FRAME_BYTES`] before anything is allocated, and every
-//! payload is validated (bytecheck, then [`PeerMessage::validate`]) before
-//! use: a peer that sends garbage is disconnected, never trusted.
+//! A message is `[format version][rkyv archive of PeerMessage]`, sent as
+//! one frame `[length: u32 LE][message]` when it fits
+//! [`MAX_PEER_FRAME_BYTES`], else as several (see [`to_frames`]): a
+//! message may carry one whole object up to the merged-object bound
+//! ([`MAX_PEER_MESSAGE_BYTES`]), which no single frame does (review C4).
+//! Every length is checked before anything is allocated, and every
+//! message is validated (bytecheck, then [`PeerMessage::validate`]) before
+//! use: a peer that sends garbage is disconnected, never trusted. The
+//! same framing carries peer RPCs.
 
 use meridian_engine::codec::{self, DecodeError};
 use meridian_engine::{
@@ -20,11 +24,63 @@ use crate::name::NodeName;
 /// peers supply from overflowing: a larger one is refused as garbage.
 pub const MAX_PEER_COUNTER: u64 = 1 << 62;
 
-/// Largest peer frame, in bytes: one whole object (16 MiB) plus framing
-/// and metadata. Senders batch far below this; a larger length prefix is
-/// treated as garbage.
+/// Largest peer frame, in bytes. Senders batch far below this; a larger
+/// length prefix is treated as garbage.
 pub const MAX_PEER_FRAME_BYTES: usize = 24 << 20;
 const _: () = assert!(MAX_PEER_FRAME_BYTES > meridian_engine::MAX_OBJECT_BYTES + MAX_KEY_BYTES);
+
+/// Largest peer message (or RPC request or response), in bytes, over all
+/// its frames: the largest set a merge may make
+/// ([`meridian_engine::MAX_MERGED_OBJECT_BYTES`]) plus room for its
+/// context, key and the message around it. A receiver reassembles one
+/// message per stream at a time, its bytes reserved up front from a
+/// node-wide budget.
+pub const MAX_PEER_MESSAGE_BYTES: usize = meridian_engine::MAX_MERGED_OBJECT_BYTES + (16 << 20);
+
+/// Bit of a frame's length prefix: more frames of this message follow.
+/// The first frame of a message of several starts with the message's
+/// total length (u32 LE), so the receiver reserves it before reading on.
+pub const CONTINUED: u32 = 1 << 31;
+
+/// Message bytes per frame of a message sent in several.
+pub const CHUNK_BYTES: usize = 8 << 20;
+
+const _: () = assert!(MAX_PEER_MESSAGE_BYTES < CONTINUED as usize);
+const _: () = assert!(CHUNK_BYTES + 4 <= MAX_PEER_FRAME_BYTES);
+
+/// Frames `message` (an encoded message or RPC payload, at most
+/// [`MAX_PEER_MESSAGE_BYTES`]) for the wire: `[len][message]` if it fits
+/// one frame, else `[4 + c0 | CONTINUED][total][c0]`, `[ci | CONTINUED][ci]`
+/// …, `[ck][ck]` in chunks of [`CHUNK_BYTES`]. `prefix` is written first.
+pub fn to_frames(message: &[u8], prefix: &[u8]) -> Vec<u8> {
+    assert!(
+        message.len() <= MAX_PEER_MESSAGE_BYTES,
+        "a peer message of {} bytes exceeds the message cap",
+        message.len()
+    );
+    let mut out = Vec::with_capacity(prefix.len() + message.len() + 16);
+    out.extend_from_slice(prefix);
+    if message.len() <= MAX_PEER_FRAME_BYTES {
+        out.extend_from_slice(&(message.len() as u32).to_le_bytes());
+        out.extend_from_slice(message);
+        return out;
+    }
+    let chunks: Vec<&[u8]> = message.chunks(CHUNK_BYTES).collect();
+    let last = chunks.len() - 1;
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let extra = if i == 0 { 4 } else { 0 };
+        let mut len = (chunk.len() + extra) as u32;
+        if i < last {
+            len |= CONTINUED;
+        }
+        out.extend_from_slice(&len.to_le_bytes());
+        if i == 0 {
+            out.extend_from_slice(&(message.len() as u32).to_le_bytes());
+        }
+        out.extend_from_slice(chunk);
+    }
+    out
+}
 
 /// First message on a link, each way.
 #[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -183,19 +239,15 @@ impl PeerMessage {
         }
     }
 
-    /// The frame for this message.
+    /// The frame(s) for this message (see [`to_frames`]).
     pub fn to_frame(&self) -> Vec<u8> {
-        let mut out = vec![0u8; 4];
-        codec::encode_into(self, &mut out);
-        let len = u32::try_from(out.len() - 4).expect("a peer message over 4 GiB");
-        out[..4].copy_from_slice(&len.to_le_bytes());
-        out
+        to_frames(&codec::encode(self), &[])
     }
 
     /// Decodes and validates one frame's payload.
     pub fn from_payload(payload: &[u8]) -> Result<PeerMessage, String> {
-        if payload.len() > MAX_PEER_FRAME_BYTES {
-            return Err(format!("frame of {} bytes", payload.len()));
+        if payload.len() > MAX_PEER_MESSAGE_BYTES {
+            return Err(format!("message of {} bytes", payload.len()));
         }
         let msg: PeerMessage = codec::decode(payload).map_err(|e| match e {
             DecodeError::Unsupported(v) => format!("unsupported format version {v}"),
@@ -262,14 +314,16 @@ pub fn state_bytes(key: &ObjectKey, state: &ObjectState) -> usize {
 }
 
 /// Checks a frame's length prefix.
-pub fn frame_len(prefix: [u8; 4]) -> Result<usize, String> {
-    let len = u32::from_le_bytes(prefix) as usize;
-    if len == 0 || len > MAX_PEER_FRAME_BYTES {
+pub fn frame_len(prefix: [u8; 4]) -> Result<(usize, bool), String> {
+    let raw = u32::from_le_bytes(prefix);
+    let continued = raw & CONTINUED != 0;
+    let len = (raw & !CONTINUED) as usize;
+    if len == 0 || len > MAX_PEER_FRAME_BYTES || (continued && len <= 4) {
         return Err(format!(
             "frame length {len} outside 1..={MAX_PEER_FRAME_BYTES}"
         ));
     }
-    Ok(len)
+    Ok((len, continued))
 }
 
 #[cfg(test)]
@@ -282,12 +336,56 @@ mod tests {
             have: CausalContext::new(),
         };
         let frame = msg.to_frame();
-        let len = frame_len(frame[..4].try_into().unwrap()).unwrap();
+        let (len, _) = frame_len(frame[..4].try_into().unwrap()).unwrap();
         assert_eq!(PeerMessage::from_payload(&frame[4..4 + len]).unwrap(), msg);
         assert!(PeerMessage::from_payload(b"\x01garbage").is_err());
         assert!(PeerMessage::from_payload(&[]).is_err());
         assert!(frame_len(((MAX_PEER_FRAME_BYTES + 1) as u32).to_le_bytes()).is_err());
         assert!(frame_len([0; 4]).is_err());
+    }
+
+    /// Review item C4: a message larger than one frame is framed as
+    /// several, every frame under the frame cap, the top bit set on all
+    /// but the last, the first naming the total; the chunks concatenate to
+    /// the message. A message that fits one frame is framed as before.
+    #[test]
+    fn messages_larger_than_a_frame_go_in_several_frames() {
+        let small = vec![7u8; 1000];
+        let framed = to_frames(&small, &[9]);
+        assert_eq!(framed[0], 9);
+        assert_eq!(
+            frame_len(framed[1..5].try_into().unwrap()),
+            Ok((1000, false))
+        );
+        assert_eq!(&framed[5..], &small[..]);
+
+        let message: Vec<u8> = (0..MAX_PEER_FRAME_BYTES + CHUNK_BYTES + 17)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let framed = to_frames(&message, &[]);
+        let (mut at, mut out, mut frames) = (0usize, Vec::new(), 0);
+        loop {
+            let (len, more) = frame_len(framed[at..at + 4].try_into().unwrap()).unwrap();
+            assert!(len <= MAX_PEER_FRAME_BYTES);
+            let mut body = &framed[at + 4..at + 4 + len];
+            if frames == 0 {
+                assert!(more);
+                let total = u32::from_le_bytes(body[..4].try_into().unwrap()) as usize;
+                assert_eq!(total, message.len());
+                body = &body[4..];
+            }
+            out.extend_from_slice(body);
+            at += 4 + len;
+            frames += 1;
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(at, framed.len());
+        assert_eq!(frames, message.len().div_ceil(CHUNK_BYTES));
+        assert_eq!(out, message);
+        // A continued frame too short to carry the total is garbage.
+        assert!(frame_len((4 | CONTINUED).to_le_bytes()).is_err());
     }
 
     /// Review item S6: counters a peer supplies are bounded, so that no

@@ -70,6 +70,11 @@ pub const MAX_SKIPPED_DEFERRED: usize = 16_384;
 /// (and retried by a later pull) beyond it.
 const MAX_SYNCS_IN_PROGRESS: usize = 4;
 
+/// How long pulls skip a delta the engine refused for growing a set past
+/// its merged-object bound ([`meridian_engine::MAX_MERGED_OBJECT_BYTES`])
+/// before offering it again, in milliseconds.
+const OVERSIZED_RETRY_MS: u64 = 60_000;
+
 /// Batches of one full-state sync tracked, at most: 2^20 batches of
 /// ≈ 256 KiB is 256 GiB, past any real sync; a sync that claims more is
 /// marked failed instead of growing memory.
@@ -1204,6 +1209,17 @@ impl Replicator {
                         batch.newly_skipped += u64::from(newly);
                     }
                     tracing::debug!(peer, ahead_ms, dot = ?r.dot, "delta from the future deferred");
+                }
+                Err(EngineError::ObjectTooLarge { bytes, limit }) => {
+                    // The set would pass the merged-object bound here
+                    // (counted by the engine): skip this delta like a
+                    // deferred one and retry it later, so the deltas after
+                    // it keep flowing (review C4).
+                    batch.deferred += 1;
+                    if self.defer(r.dot, OVERSIZED_RETRY_MS, 0, now) {
+                        batch.skipped += 1;
+                    }
+                    tracing::debug!(peer, bytes, limit, dot = ?r.dot, "delta over the merged-object bound deferred");
                 }
                 Err(e @ (EngineError::InvalidArgument(_) | EngineError::WrongType(_))) => {
                     self.disconnect(peer, format!("invalid delta: {e}"));

@@ -47,7 +47,7 @@ use meridian_client::wire::{
     self, Consistency, NodeStatus, Operation, PeerStatus, Reply, ReplyValue, Request, Response,
     WireError,
 };
-use meridian_engine::{Durability, Engine, Kind, ObjectKey, ObjectState, Op};
+use meridian_engine::{Durability, Engine, Kind, ObjectKey, ObjectState, Op, Value};
 use meridian_replication::mesh::Mesh;
 use meridian_replication::{NodeName, Placement};
 use tokio::sync::oneshot;
@@ -81,7 +81,7 @@ use crate::engine_pool::EnginePool;
 use crate::metrics::{Origin, RequestMetrics};
 use crate::rpc::{PeerRequest, PeerResponse};
 use crate::translate::{
-    Access, MAX_WRITE_REPLY_MEMBERS, Target, engine_error, engine_op, invalid, reply_value,
+    Access, MAX_WRITE_REPLY_MEMBERS, Target, engine_error, engine_op, invalid, read_reply_value,
     state_value, translate, write_reply_value,
 };
 
@@ -391,21 +391,20 @@ impl Coordinator {
             (Ok(r), Ok(c), Ok(s)) => (r, c, s),
             (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Response::Err(e),
         };
+        // The joined values, not replies: a set too large to list in a
+        // reply is still counted and checked here.
         let (r, c, s) = tokio::join!(
-            self.read(level, register, replicas, live, needed, timeout),
-            self.read(level, counter, replicas, live, needed, timeout),
-            self.read(level, set, replicas, live, needed, timeout),
+            self.read_joined(register, replicas, live, needed, timeout),
+            self.read_joined(counter, replicas, live, needed, timeout),
+            self.read_joined(set, replicas, live, needed, timeout),
         );
         let mut summary = (None, 0, Vec::new());
-        for response in [r, c, s] {
-            match response {
-                Response::Ok(reply) => match reply.value {
-                    ReplyValue::Register { value, .. } => summary.0 = value,
-                    ReplyValue::Counter { value } => summary.1 = value,
-                    ReplyValue::Set { members, .. } => summary.2 = members,
-                    _ => {}
-                },
-                err @ Response::Err(_) => return err,
+        for value in [r, c, s] {
+            match value {
+                Ok(Value::Register(value)) => summary.0 = value.and_then(|r| r.value),
+                Ok(Value::Counter(value)) => summary.1 = value,
+                Ok(Value::Set(members)) => summary.2 = members,
+                Err(e) => return Response::Err(e),
             }
         }
         let (register, counter, set) = summary;
@@ -658,19 +657,37 @@ impl Coordinator {
         needed: usize,
         timeout: Duration,
     ) -> Response {
+        let value = match self.read_joined(key, replicas, live, needed, timeout).await {
+            Ok(v) => v,
+            Err(e) => return Response::Err(e),
+        };
+        // A set merges grew past what one reply carries is refused with a
+        // clear error, after the read (and its repair) did its work.
+        match read_reply_value(value) {
+            Ok(r) => self.ok(&self.node, level, r),
+            Err(e) => Response::Err(e),
+        }
+    }
+
+    /// The value a read at a level sees: this node's own, or the join of
+    /// `needed` replicas' states, written back (read repair) to those that
+    /// were behind before returning. States of any size up to the
+    /// merged-object bound travel in several frames (review C4).
+    async fn read_joined(
+        &self,
+        key: ObjectKey,
+        replicas: &[NodeName],
+        live: &[NodeName],
+        needed: usize,
+        timeout: Duration,
+    ) -> Result<Value, WireError> {
         if needed <= 1 || replicas.len() <= 1 {
-            return match self.read_value(&key).await {
-                Ok(v) => self.ok(&self.node, level, reply_value(v)),
-                Err(e) => Response::Err(engine_error(e)),
-            };
+            return self.read_value(&key).await.map_err(engine_error);
         }
         let deadline = tokio::time::Instant::now() + timeout;
         // Gather states: ours and every other live replica's; the first
         // `needed` (ours included) decide.
-        let mine = match self.read_state(&key).await {
-            Ok(s) => s,
-            Err(e) => return Response::Err(engine_error(e)),
-        };
+        let mine = self.read_state(&key).await.map_err(engine_error)?;
         let mut responses: Vec<(NodeName, Option<ObjectState>)> = vec![(self.node.clone(), mine)];
         let mut pending = tokio::task::JoinSet::new();
         let request = PeerRequest::ReadState(key.clone()).encode();
@@ -707,7 +724,7 @@ impl Coordinator {
         }
         pending.abort_all();
         if responses.len() < needed {
-            return Response::Err(WireError::Timeout {
+            return Err(WireError::Timeout {
                 acked: responses.len() as u32,
                 needed: needed as u32,
             });
@@ -748,10 +765,7 @@ impl Coordinator {
                 Ok((value, Some((Arc::new(j), behind, repair, responses.len()))))
             })
             .await;
-        let (value, joined) = match joined {
-            Ok(j) => j,
-            Err(e) => return Response::Err(engine_error(e)),
-        };
+        let (value, joined) = joined.map_err(engine_error)?;
         // Write the join back to the replicas that were behind, before
         // answering, so a later quorum read can't see less. Every copy
         // counted is durable (read repair waits for the fsync under either
@@ -796,14 +810,14 @@ impl Coordinator {
             failed += repairs.len();
             repairs.abort_all();
             if failed > 0 {
-                return Response::Err(WireError::Timeout {
+                return Err(WireError::Timeout {
                     acked: (answered - failed.min(*answered)) as u32,
                     needed: needed as u32,
                 });
             }
         }
         drop(joined);
-        self.ok(&self.node, level, reply_value(value))
+        Ok(value)
     }
 
     /// Whether `peer` may be handed `key`'s state or hand us one: both

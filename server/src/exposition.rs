@@ -91,6 +91,13 @@ pub fn render(exposed: &Exposed) -> String {
     );
     metric(
         &mut out,
+        "meridian_oversized_merges_total",
+        "counter",
+        "Merges refused because the set would pass the merged-object bound (MAX_MERGED_OBJECT_BYTES).",
+        &one(m.oversized_merges),
+    );
+    metric(
+        &mut out,
         "meridian_log_fsyncs_total",
         "counter",
         "fdatasync calls on the log.",

@@ -32,6 +32,15 @@
 //!   timestamps issued under a positive offset persist in the HLC, so the
 //!   node keeps winning last-writer-wins races until real time catches up
 //!   ([`clock`]).
+//! * Sets grown by merges past one write's limit (review C4; up to
+//!   `meridian_engine::MAX_MERGED_OBJECT_BYTES`, 64 MiB) are read at
+//!   quorum and `all` and repaired like any other object (their states
+//!   cross the mesh in several frames), but a read whose reply would not
+//!   fit one client frame (`translate::MAX_READ_REPLY_BYTES`, 19 MiB of
+//!   members) is answered `InvalidArgument` saying so; `Inspect` (RESP
+//!   `SCARD`, `SISMEMBER`, `SMISMEMBER`) still counts and checks its
+//!   members, and removes and `DEL` work at any size (a set's delete lists
+//!   no members).
 //! * Placement is residency: peer `ReadState`/`Repair` from a node that
 //!   does not replicate the key are refused and counted
 //!   (`meridian_peer_requests_refused_total`).
@@ -63,7 +72,8 @@
 //!   `tests/hostile.rs` measures it. Not counted: the engine pool's reads in
 //!   progress (at most one object and its answer per pool slot), and a
 //!   quorum read's joined state while it repairs (the object's size, per
-//!   request in flight).
+//!   request in flight): with merged sets up to 64 MiB, a quorum read holds
+//!   every answering replica's copy and their join, a few times that.
 //! * Handshakes: at most 256 in progress, QUIC Retry past 32, at most 256
 //!   tokenless connections apart from authenticated ones; failures are
 //!   logged 10 times a minute at most and counted.

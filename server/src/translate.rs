@@ -154,6 +154,34 @@ pub(crate) fn reply_value(value: Value) -> ReplyValue {
     }
 }
 
+/// Largest set a read's reply lists, in bytes (each member counted with
+/// 16 bytes of framing): the reply must fit one client frame
+/// ([`wire::MAX_FRAME_BYTES`]) with room for the envelope. A set merges
+/// can grow past one write's limit ([`meridian_engine::MAX_MERGED_OBJECT_BYTES`],
+/// review C4); reading one larger than this is refused with a clear error
+/// rather than a reply no client can take.
+pub const MAX_READ_REPLY_BYTES: usize = wire::MAX_FRAME_BYTES - (1 << 20);
+
+/// A read's reply: the value, or for a set over [`MAX_READ_REPLY_BYTES`]
+/// an `InvalidArgument` error that says so and what still works.
+pub(crate) fn read_reply_value(value: Value) -> Result<ReplyValue, WireError> {
+    if let Value::Set(members) = &value {
+        let bytes: usize = members.iter().map(|m| m.len() + 16).sum();
+        if bytes > MAX_READ_REPLY_BYTES {
+            return Err(WireError::InvalidArgument {
+                message: format!(
+                    "the set has {} members taking {bytes} bytes, over the \
+                     {MAX_READ_REPLY_BYTES}-byte limit of a read's reply; its size and \
+                     members can still be checked (inspect: SCARD, SISMEMBER), or members \
+                     removed",
+                    members.len()
+                ),
+            });
+        }
+    }
+    Ok(reply_value(value))
+}
+
 pub(crate) fn state_value(kind: Kind, state: Option<&ObjectState>) -> Value {
     match state {
         Some(s) => s.value(),

@@ -99,9 +99,17 @@ pub fn join_member(s: &DotSet, sc: &CausalContext, d: &DotSet, dc: &CausalContex
     DotSet::from_unsorted(out)
 }
 
-/// Storage cost estimate of one member entry, in bytes (for the object size limit).
+/// Overhead of one member entry beyond its bytes and dots, in bytes: the
+/// archived map slot (two relative vectors, 16 bytes), alignment padding
+/// of the member (up to 7) and B-tree node overhead. Measured at about
+/// 17.5 bytes for one dot (review C4: the old 8 undercounted, so a set
+/// under the limit could encode larger than the limit).
+const ENTRY_OVERHEAD_BYTES: usize = 24;
+
+/// Storage cost of one member entry, in bytes (for the object size
+/// limits): at least what it takes in an encoded set (tested).
 pub fn entry_cost(member: &[u8], dots: &DotSet) -> u64 {
-    (member.len() + 16 * dots.len() + 8) as u64
+    (member.len() + 16 * dots.len() + ENTRY_OVERHEAD_BYTES) as u64
 }
 
 /// An add-wins set, or a partial view of one (some members plus the whole
@@ -203,9 +211,21 @@ impl OrSet {
     }
 
     /// Removes every observed member; returns the delta. Needs the full set.
+    ///
+    /// The delta is the emptied state itself: no members and the whole
+    /// context, joined with [`Scope::Full`] (every member whose dots it has
+    /// seen loses them). Its size is the context's, not the members':
+    /// listing every member, as a remove does, made deleting a set larger
+    /// than one log entry impossible (review C4). A full state is a valid
+    /// delta, so this is exactly a remove of every observed member (and
+    /// what it says of dots removed earlier, every replica has or will get).
     pub fn delete(&mut self) -> SetDelta {
-        let all: Vec<Vec<u8>> = self.entries.keys().cloned().collect();
-        self.remove(&all)
+        self.entries.clear();
+        SetDelta {
+            entries: BTreeMap::new(),
+            context: self.context.clone(),
+            scope: Scope::Full,
+        }
     }
 
     /// Joins a delta (or a full state, see [`OrSet::to_delta`]); returns
@@ -324,6 +344,76 @@ mod tests {
         a.merge(&b.to_delta());
         assert_eq!(a.members().collect::<Vec<_>>(), vec![b"y".as_slice()]);
         assert_eq!(a, b);
+    }
+
+    /// The cost the size limits count is at least what members take
+    /// encoded (review C4), for small and large members and several dots.
+    #[test]
+    fn entry_cost_covers_the_encoded_size() {
+        for (members, len) in [
+            (2000, 8usize),
+            (1000, 9),
+            (1000, 15),
+            (500, 100),
+            (10, 70_000),
+        ] {
+            let mut s = OrSet::new();
+            let names: Vec<Vec<u8>> = (0..members)
+                .map(|i| {
+                    let mut m = format!("{i:08}").into_bytes();
+                    m.resize(len, b'x');
+                    m
+                })
+                .collect();
+            s.add(A, &names);
+            // A second dot on some members (a concurrent add elsewhere).
+            let mut other = OrSet::new();
+            let half: Vec<Vec<u8>> = names.iter().step_by(2).cloned().collect();
+            s.merge(&other.add(B, &half));
+            let encoded = crate::codec::encode(&s.to_delta()).len() as u64;
+            let context = 64 * (s.context().entries() as u64 + 1);
+            assert!(
+                encoded <= s.cost() + context + 256,
+                "{} members of {len} bytes: encoded {encoded}, cost {}",
+                s.len(),
+                s.cost()
+            );
+        }
+    }
+
+    /// A delete's delta lists no members, whatever the set's size, and has
+    /// the effect of removing every observed member: concurrent adds the
+    /// deleter had not seen survive, and a replica that had not seen some
+    /// removed adds never shows them.
+    #[test]
+    fn delete_is_a_context_only_delta_with_remove_semantics() {
+        let mut a = OrSet::new();
+        let names: Vec<Vec<u8>> = (0..1000).map(|i| format!("m{i}").into_bytes()).collect();
+        let add = a.add(A, &names);
+        let mut b = OrSet::new();
+        b.merge(&add);
+        let late = a.add(A, &[v("late")]);
+        let concurrent = b.add(B, &[v("concurrent")]);
+        let mut c = a.clone();
+        let del = c.delete();
+        assert!(del.entries.is_empty());
+        assert!(crate::codec::encode(&del).len() < 256, "context only");
+        // b never saw `late`; joining the delete then the late add must not
+        // resurrect it, and b's concurrent add survives.
+        b.merge(&del);
+        b.merge(&late);
+        assert_eq!(
+            b.members().collect::<Vec<_>>(),
+            vec![b"concurrent".as_slice()]
+        );
+        c.merge(&concurrent);
+        assert_eq!(b, c);
+        // Same as removing every member explicitly.
+        let mut d = a.clone();
+        let all: Vec<Vec<u8>> = d.members().map(<[u8]>::to_vec).collect();
+        d.remove(&all);
+        d.merge(&concurrent);
+        assert_eq!(d, c);
     }
 
     #[test]

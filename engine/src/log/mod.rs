@@ -56,10 +56,39 @@ use group::GroupCommit;
 /// Frame header: length and checksum.
 pub const FRAME_HEADER_BYTES: usize = 8;
 
-/// Largest payload of one log frame, in bytes: one whole object (16 MiB,
-/// a full-state join of the largest set) plus metadata. A length prefix
-/// above this is treated as damage, never allocated.
+/// Largest payload of one log frame, in bytes. A length prefix above this
+/// is treated as damage, never allocated. An entry larger than one frame
+/// (a full-state join or re-issue of a set past the per-write limit) is
+/// written as a multi-part entry (see [`PART_BYTES`]).
 pub const MAX_ENTRY_BYTES: usize = 24 << 20;
+
+/// Payload bytes of an entry carried by one part frame of a multi-part
+/// entry. Part frames are `[PART_TAG][index: u32 LE][count: u32 LE][chunk]`
+/// payloads; the chunks of an entry's `[format version][archive]`
+/// encoding, in order, contiguous in one segment and written by one
+/// append, replay as that entry at the first part's position once all are
+/// read (recovery never applies part of an entry).
+pub const PART_BYTES: usize = 8 << 20;
+
+/// Largest encoded entry, in bytes, whole or in parts: the largest set a
+/// merge may make ([`crate::MAX_MERGED_OBJECT_BYTES`], as its cost
+/// estimate counts members) plus room for its causal context, key and
+/// the record around it.
+pub const MAX_LOGGED_ENTRY_BYTES: usize = crate::object::MAX_MERGED_OBJECT_BYTES + (16 << 20);
+
+/// First payload byte of a part frame. Larger than any format version, so
+/// a build that predates multi-part entries stops with
+/// `UnsupportedFormat` instead of misreading one.
+const PART_TAG: u8 = 0xff;
+
+/// Part frame payload header: tag, index, count.
+const PART_HEADER_BYTES: usize = 9;
+
+/// Most parts of one entry.
+const MAX_PARTS: usize = MAX_LOGGED_ENTRY_BYTES.div_ceil(PART_BYTES);
+
+const _: () = assert!(PART_BYTES + PART_HEADER_BYTES <= MAX_ENTRY_BYTES);
+const _: () = assert!(crate::codec::FORMAT_VERSION < PART_TAG);
 
 /// Default segment size, in bytes. Truncation deletes whole segments, so
 /// this is the granularity of log space reclamation; 64 MiB keeps the file
@@ -68,8 +97,9 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
 
 /// How far past a damaged frame recovery looks for a valid one before
 /// deciding the damage is a torn tail, in bytes. A torn write damages at
-/// most the last write (one batch of frames); 32 MiB covers the largest.
-const TORN_TAIL_SCAN_BYTES: usize = 32 << 20;
+/// most the last write (one batch of frames, or the parts of one
+/// multi-part entry); this covers the largest.
+const TORN_TAIL_SCAN_BYTES: usize = MAX_LOGGED_ENTRY_BYTES + (MAX_PARTS + 1) * 64;
 
 /// One replicated delta: the unit of the log, of realtime push and of
 /// catch-up.
@@ -122,21 +152,125 @@ pub enum Entry {
     Vector(VersionVector),
 }
 
-/// Encodes one frame.
-pub(crate) fn frame(entry: &Entry) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
-    codec::encode_into(entry, &mut out);
-    let payload_len = out.len() - FRAME_HEADER_BYTES;
-    let crc = crc32fast::hash(&out[FRAME_HEADER_BYTES..]);
-    out[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
-    out
+/// Appends one frame holding `payload` to `out`.
+fn push_frame(out: &mut Vec<u8>, payload: &[&[u8]]) {
+    let len: usize = payload.iter().map(|p| p.len()).sum();
+    assert!(len <= MAX_ENTRY_BYTES, "a log frame over the frame cap");
+    let mut crc = crc32fast::Hasher::new();
+    for p in payload {
+        crc.update(p);
+    }
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    for p in payload {
+        out.extend_from_slice(p);
+    }
 }
 
-/// Parses the frame at the start of `buf`: `Ok(Some((entry, frame_len)))`,
+/// Encodes one entry: one frame, or the part frames of a multi-part entry
+/// if its encoding exceeds [`MAX_ENTRY_BYTES`]. An entry over
+/// [`MAX_LOGGED_ENTRY_BYTES`] is refused.
+pub(crate) fn frames(entry: &Entry) -> Result<Vec<u8>> {
+    let payload = codec::encode(entry);
+    if payload.len() > MAX_LOGGED_ENTRY_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "log entry of {} bytes exceeds the {MAX_LOGGED_ENTRY_BYTES}-byte limit",
+            payload.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(payload.len() + FRAME_HEADER_BYTES);
+    if payload.len() <= MAX_ENTRY_BYTES {
+        push_frame(&mut out, &[payload.as_slice()]);
+        return Ok(out);
+    }
+    let count = payload.len().div_ceil(PART_BYTES);
+    debug_assert!((2..=MAX_PARTS).contains(&count));
+    for (index, chunk) in payload.chunks(PART_BYTES).enumerate() {
+        let mut header = [0u8; PART_HEADER_BYTES];
+        header[0] = PART_TAG;
+        header[1..5].copy_from_slice(&(index as u32).to_le_bytes());
+        header[5..9].copy_from_slice(&(count as u32).to_le_bytes());
+        push_frame(&mut out, &[&header[..], chunk]);
+    }
+    Ok(out)
+}
+
+/// One frame's content.
+enum Frame {
+    Entry(Entry),
+    /// Part `index` of `count` of a multi-part entry.
+    Part {
+        index: u32,
+        count: u32,
+        chunk: Vec<u8>,
+    },
+}
+
+/// Reassembles a multi-part entry from its part frames, in order; bounded
+/// by [`MAX_LOGGED_ENTRY_BYTES`].
+#[derive(Default)]
+struct Assembly {
+    /// Position of the first part (the entry's position), while assembling.
+    start: Option<u64>,
+    count: u32,
+    next: u32,
+    buf: Vec<u8>,
+}
+
+impl Assembly {
+    fn in_progress(&self) -> bool {
+        self.start.is_some()
+    }
+
+    /// Takes the frame at `pos`; returns a complete entry and its position.
+    fn take(
+        &mut self,
+        pos: u64,
+        frame: Frame,
+    ) -> std::result::Result<Option<(u64, Entry)>, String> {
+        let (index, count, chunk) = match frame {
+            Frame::Entry(e) if !self.in_progress() => return Ok(Some((pos, e))),
+            Frame::Entry(_) => return Err("a multi-part entry is interrupted by an entry".into()),
+            Frame::Part {
+                index,
+                count,
+                chunk,
+            } => (index, count, chunk),
+        };
+        if index == 0 {
+            if self.in_progress() {
+                return Err("a multi-part entry is interrupted by another".into());
+            }
+            if count < 2 || count as usize > MAX_PARTS {
+                return Err(format!("a multi-part entry of {count} parts"));
+            }
+            *self = Assembly {
+                start: Some(pos),
+                count,
+                next: 0,
+                buf: Vec::new(),
+            };
+        } else if !self.in_progress() || index != self.next || count != self.count {
+            return Err(format!("part {index} of {count} out of order"));
+        }
+        if self.buf.len() + chunk.len() > MAX_LOGGED_ENTRY_BYTES {
+            return Err("a multi-part entry over the entry bound".into());
+        }
+        self.buf.extend_from_slice(&chunk);
+        self.next += 1;
+        if self.next < self.count {
+            return Ok(None);
+        }
+        let start = self.start.take().expect("in progress");
+        let buf = std::mem::take(&mut self.buf);
+        let entry: Entry = codec::decode(&buf).map_err(|e| format!("multi-part entry: {e:?}"))?;
+        Ok(Some((start, entry)))
+    }
+}
+
+/// Parses the frame at the start of `buf`: `Ok(Some((frame, frame_len)))`,
 /// `Ok(None)` if `buf` is too short to hold it, or the decode failure.
-fn parse_frame(buf: &[u8]) -> std::result::Result<Option<(Entry, usize)>, DecodeError> {
+fn parse_frame(buf: &[u8]) -> std::result::Result<Option<(Frame, usize)>, DecodeError> {
     if buf.len() < FRAME_HEADER_BYTES {
         return Ok(None);
     }
@@ -152,8 +286,24 @@ fn parse_frame(buf: &[u8]) -> std::result::Result<Option<(Entry, usize)>, Decode
     if crc32fast::hash(payload) != crc {
         return Err(DecodeError::Malformed("checksum mismatch".into()));
     }
+    if payload[0] == PART_TAG {
+        if payload.len() <= PART_HEADER_BYTES {
+            return Err(DecodeError::Malformed("empty part frame".into()));
+        }
+        let index = u32::from_le_bytes(payload[1..5].try_into().unwrap());
+        let count = u32::from_le_bytes(payload[5..9].try_into().unwrap());
+        let chunk = payload[PART_HEADER_BYTES..].to_vec();
+        return Ok(Some((
+            Frame::Part {
+                index,
+                count,
+                chunk,
+            },
+            FRAME_HEADER_BYTES + len,
+        )));
+    }
     let entry: Entry = codec::decode(payload)?;
-    Ok(Some((entry, FRAME_HEADER_BYTES + len)))
+    Ok(Some((Frame::Entry(entry), FRAME_HEADER_BYTES + len)))
 }
 
 /// What recovery and truncation need to know about one segment.
@@ -363,10 +513,18 @@ impl Log {
             // clean: a clean one synced everything before marking itself.
             let may_tear = last && !clean;
             let mut offset = 0usize;
+            let mut assembly = Assembly::default();
             while offset < bytes.len() {
                 match parse_frame(&bytes[offset..]) {
-                    Ok(Some((entry, len))) => {
-                        let pos = start + offset as u64;
+                    Ok(Some((frame, len))) => {
+                        let at = start + offset as u64;
+                        let taken = assembly.take(at, frame).map_err(|detail| {
+                            Error::corruption(&path, format!("at offset {offset}: {detail}"))
+                        })?;
+                        offset += len;
+                        let Some((pos, entry)) = taken else {
+                            continue;
+                        };
                         if let Entry::Delta(r) = &entry {
                             let g = group_of(&r.key);
                             seg.maxes
@@ -379,7 +537,6 @@ impl Log {
                         if pos >= replay_from {
                             replay(pos, entry)?;
                         }
-                        offset += len;
                     }
                     // A frame that claims to run past the end is torn only if
                     // nothing valid follows it: a damaged length field in
@@ -427,6 +584,25 @@ impl Log {
                         ));
                     }
                 }
+            }
+            // A multi-part entry is written by one append: one cut short
+            // at the end of the log is a torn write as a whole.
+            if let Some(first) = assembly.start {
+                if !may_tear {
+                    return Err(Error::corruption(
+                        &path,
+                        format!(
+                            "the segment ends inside the multi-part entry at {first}, in a \
+                             non-final segment or after a clean shutdown"
+                        ),
+                    ));
+                }
+                tracing::warn!(
+                    path = %path.display(), position = first,
+                    "log ends in an incomplete multi-part entry (torn write); truncating it"
+                );
+                offset = (first - start) as usize;
+                torn_at = Some(offset);
             }
             seg.end = start + offset as u64;
             segments.push(seg);
@@ -558,13 +734,7 @@ impl Log {
     /// handed to the OS (it survives a process crash) but is durable only
     /// once the group commit has synced past `end`.
     pub(crate) fn append(&self, entry: &Entry) -> Result<(u64, u64)> {
-        let bytes = frame(entry);
-        if bytes.len() - FRAME_HEADER_BYTES > MAX_ENTRY_BYTES {
-            return Err(Error::InvalidArgument(format!(
-                "log entry of {} bytes exceeds the {MAX_ENTRY_BYTES}-byte limit",
-                bytes.len()
-            )));
-        }
+        let bytes = frames(entry)?;
         self.group.check().map_err(Error::Poisoned)?;
         let mut w = self.writer.lock();
         if w.sealed {
@@ -658,9 +828,9 @@ impl Log {
         self.writer.lock().end
     }
 
-    /// Reads the entry at `pos`.
+    /// Reads the entry at `pos` (reassembling a multi-part entry).
     pub(crate) fn read_at(&self, pos: u64) -> Result<Entry> {
-        let (file, path, rel, seg_end) = {
+        let (file, path, seg_start, seg_end) = {
             let segs = self.segments.lock();
             let i = segs.partition_point(|s| s.start <= pos);
             if i == 0 {
@@ -669,34 +839,41 @@ impl Log {
                 )));
             }
             let s = &segs[i - 1];
-            (
-                s.file.clone(),
-                s.path.clone(),
-                pos - s.start,
-                s.end - s.start,
-            )
+            (s.file.clone(), s.path.clone(), s.start, s.end)
         };
-        let mut header = [0u8; FRAME_HEADER_BYTES];
-        file.read_exact_at(&mut header, rel)
+        let mut assembly = Assembly::default();
+        let mut at = pos;
+        loop {
+            let rel = at - seg_start;
+            let mut header = [0u8; FRAME_HEADER_BYTES];
+            file.read_exact_at(&mut header, rel)
+                .map_err(|e| Error::io(&path, e))?;
+            let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
+            if len > MAX_ENTRY_BYTES || at + (FRAME_HEADER_BYTES + len) as u64 > seg_end {
+                return Err(Error::corruption(
+                    &path,
+                    format!("bad frame length at {at}"),
+                ));
+            }
+            let mut buf = vec![0u8; FRAME_HEADER_BYTES + len];
+            buf[..FRAME_HEADER_BYTES].copy_from_slice(&header);
+            file.read_exact_at(
+                &mut buf[FRAME_HEADER_BYTES..],
+                rel + FRAME_HEADER_BYTES as u64,
+            )
             .map_err(|e| Error::io(&path, e))?;
-        let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as usize;
-        if len > MAX_ENTRY_BYTES || rel + (FRAME_HEADER_BYTES + len) as u64 > seg_end {
-            return Err(Error::corruption(
-                &path,
-                format!("bad frame length at {pos}"),
-            ));
-        }
-        let mut buf = vec![0u8; FRAME_HEADER_BYTES + len];
-        buf[..FRAME_HEADER_BYTES].copy_from_slice(&header);
-        file.read_exact_at(
-            &mut buf[FRAME_HEADER_BYTES..],
-            rel + FRAME_HEADER_BYTES as u64,
-        )
-        .map_err(|e| Error::io(&path, e))?;
-        match parse_frame(&buf) {
-            Ok(Some((entry, _))) => Ok(entry),
-            Ok(None) => Err(Error::corruption(&path, format!("short frame at {pos}"))),
-            Err(e) => Err(e.into_error("log entry", &path)),
+            let frame = match parse_frame(&buf) {
+                Ok(Some((frame, _))) => frame,
+                Ok(None) => return Err(Error::corruption(&path, format!("short frame at {at}"))),
+                Err(e) => return Err(e.into_error("log entry", &path)),
+            };
+            if let Some((_, entry)) = assembly
+                .take(pos, frame)
+                .map_err(|detail| Error::corruption(&path, format!("at {at}: {detail}")))?
+            {
+                return Ok(entry);
+            }
+            at += buf.len() as u64;
         }
     }
 
@@ -874,10 +1051,18 @@ pub(crate) fn estimate_bytes(r: &Record) -> usize {
         }
 }
 
-/// Whether any valid frame starts after the damaged one at `offset`.
+/// Whether any valid frame that starts an entry (a whole entry or a
+/// multi-part entry's first part) starts after the damaged one at
+/// `offset`. Later parts of a multi-part entry do not count: they belong
+/// to the write the damage tore.
 fn valid_frame_after(bytes: &[u8], offset: usize) -> bool {
     let limit = bytes.len().min(offset + TORN_TAIL_SCAN_BYTES);
-    (offset + 1..limit).any(|o| matches!(parse_frame(&bytes[o..]), Ok(Some(_))))
+    (offset + 1..limit).any(|o| {
+        matches!(
+            parse_frame(&bytes[o..]),
+            Ok(Some((Frame::Entry(_) | Frame::Part { index: 0, .. }, _)))
+        )
+    })
 }
 
 #[cfg(test)]
@@ -980,6 +1165,117 @@ mod tests {
         let (_, seen, torn) = open(dir.path(), DEFAULT_SEGMENT_BYTES);
         assert!(!torn);
         assert_eq!(seen, vec![record(1, 1), record(1, 3)]);
+    }
+
+    /// A register delta with a value of `bytes` bytes (a record of any size).
+    fn big_record(counter: u64, bytes: usize) -> Entry {
+        let reg = crate::crdt::Register::write(Hlc::default(), Some(vec![counter as u8; bytes]));
+        Entry::Delta(Record {
+            dot: Dot::new(StreamId(1), counter),
+            hlc: Hlc::default(),
+            key: ObjectKey::new(Kind::Register, format!("big{counter}")).unwrap(),
+            delta: Delta::Register(reg),
+        })
+    }
+
+    /// Review C4: an entry larger than one frame is written as parts,
+    /// replayed whole at its first part's position, read back whole for a
+    /// peer, and bounded by the logged-entry limit.
+    #[test]
+    fn entries_larger_than_a_frame_are_written_in_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _, _) = open(dir.path(), DEFAULT_SEGMENT_BYTES);
+        let big = big_record(2, MAX_ENTRY_BYTES + PART_BYTES + 5);
+        let entries = vec![record(1, 1), big.clone(), record(1, 3)];
+        let mut positions = Vec::new();
+        for e in &entries {
+            positions.push(log.append(e).unwrap());
+        }
+        let (start, end) = positions[1];
+        assert!(end - start > MAX_ENTRY_BYTES as u64);
+        assert_eq!(log.read_at(start).unwrap(), big);
+        // A part past the first is not an entry of its own.
+        let second = start + (FRAME_HEADER_BYTES + PART_HEADER_BYTES + PART_BYTES) as u64;
+        assert!(matches!(log.read_at(second), Err(Error::Corruption { .. })));
+        let since = log
+            .deltas_since(&CausalContext::new(), &|_| true, 10, usize::MAX)
+            .unwrap()
+            .unwrap();
+        assert_eq!(since.records.len(), 3);
+        assert_eq!(Entry::Delta(since.records[1].clone()), big);
+        // Over the bound: refused, nothing written.
+        let before = log.end();
+        let huge = big_record(4, MAX_LOGGED_ENTRY_BYTES);
+        assert!(matches!(log.append(&huge), Err(Error::InvalidArgument(_))));
+        assert_eq!(log.end(), before);
+        drop(log);
+        let mut seen_at = Vec::new();
+        let r = Log::open(
+            options(
+                crate::vfs::StdFs::shared(),
+                dir.path(),
+                DEFAULT_SEGMENT_BYTES,
+            ),
+            |pos, e| {
+                seen_at.push((pos, e));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(!r.truncated_tail);
+        let expected: Vec<(u64, Entry)> = positions.iter().map(|p| p.0).zip(entries).collect();
+        assert_eq!(seen_at, expected);
+    }
+
+    /// A multi-part entry cut short at the end of the log is a torn write
+    /// as a whole after an unclean shutdown (none of it replays, the log
+    /// ends before it), and corruption after a clean one.
+    #[test]
+    fn a_torn_multi_part_entry_is_cut_off_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _, _) = open(dir.path(), DEFAULT_SEGMENT_BYTES);
+        log.append(&record(1, 1)).unwrap();
+        let (start, end) = log.append(&big_record(2, MAX_ENTRY_BYTES + 1)).unwrap();
+        drop(log);
+        let path = segment_path(dir.path(), 0);
+        for cut in [
+            // Inside the first part; at the boundary after it; inside the last.
+            start + 100,
+            start + (FRAME_HEADER_BYTES + PART_HEADER_BYTES + PART_BYTES) as u64,
+            end - 10,
+        ] {
+            let copy = tempfile::tempdir().unwrap();
+            let copied = segment_path(copy.path(), 0);
+            std::fs::copy(&path, &copied).unwrap();
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&copied)
+                .unwrap();
+            f.set_len(cut).unwrap();
+            let mut clean = options(
+                crate::vfs::StdFs::shared(),
+                copy.path(),
+                DEFAULT_SEGMENT_BYTES,
+            );
+            clean.clean = true;
+            assert!(
+                matches!(open_opts(clean), Err(Error::Corruption { .. })),
+                "cut at {cut}"
+            );
+            let (log, seen, torn) = open(copy.path(), DEFAULT_SEGMENT_BYTES);
+            assert!(torn, "cut at {cut}");
+            assert_eq!(seen, vec![record(1, 1)], "cut at {cut}");
+            assert_eq!(log.end(), start, "cut at {cut}");
+        }
+        // Damage in the middle of the entry with its later parts intact is
+        // still the torn last write, not corruption.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[start as usize + 200] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let (log, seen, torn) = open(dir.path(), DEFAULT_SEGMENT_BYTES);
+        assert!(torn);
+        assert_eq!(seen, vec![record(1, 1)]);
+        assert_eq!(log.end(), start);
     }
 
     /// C3: the fdatasync that closes a segment fails. The syncer's next

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use quinn::{Connection, RecvStream, VarInt};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::queue::{LaneTx, Writers};
 use super::rpc::serve_rpc;
@@ -24,7 +24,7 @@ use super::{
     CLOSE_PROTOCOL, CLOSE_REPLACED, CLOSE_UNKNOWN, MeshState, PeerLink, STREAM_BULK,
     STREAM_CONTROL, mono_ms,
 };
-use crate::message::{PeerMessage, frame_len};
+use crate::message::{MAX_PEER_FRAME_BYTES, MAX_PEER_MESSAGE_BYTES, PeerMessage, frame_len};
 use crate::protocol::{Input, Lane};
 use crate::tls;
 
@@ -47,10 +47,21 @@ pub(super) enum FrameError {
     Invalid(String),
 }
 
-/// Reads one `[len: u32 LE][payload]` frame, its length checked by
-/// [`frame_len`] before anything is allocated; `Ok(None)` at a clean end
-/// of the stream.
-pub(super) async fn read_frame(recv: &mut RecvStream) -> Result<Option<Vec<u8>>, FrameError> {
+/// Bytes of peer messages being reassembled from several frames at once,
+/// node-wide (each reserves its whole length before reading past its
+/// first frame, so reassembly never deadlocks on the budget): two messages
+/// of the largest size.
+pub(super) const ASSEMBLY_BYTES: usize = 2 * MAX_PEER_MESSAGE_BYTES;
+
+/// Reads one message: one `[len: u32 LE][payload]` frame, or the frames of
+/// a message sent in several ([`crate::message::to_frames`]), every length
+/// checked by [`frame_len`] before anything is allocated and a long
+/// message's bytes reserved from `budget` (released when the returned
+/// message is dropped). `Ok(None)` at a clean end of the stream.
+pub(super) async fn read_frame(
+    recv: &mut RecvStream,
+    budget: &Arc<Semaphore>,
+) -> Result<Option<Message>, FrameError> {
     let mut prefix = [0u8; 4];
     match recv.read_exact(&mut prefix).await {
         Ok(()) => {}
@@ -60,12 +71,67 @@ pub(super) async fn read_frame(recv: &mut RecvStream) -> Result<Option<Vec<u8>>,
         }
         Err(e) => return Err(FrameError::Invalid(e.to_string())),
     }
-    let len = frame_len(prefix).map_err(FrameError::Invalid)?;
-    let mut payload = vec![0u8; len];
-    recv.read_exact(&mut payload)
+    let invalid = |e: String| FrameError::Invalid(e);
+    let (len, continued) = frame_len(prefix).map_err(invalid)?;
+    if !continued {
+        let mut payload = vec![0u8; len];
+        recv.read_exact(&mut payload)
+            .await
+            .map_err(|e| FrameError::Invalid(e.to_string()))?;
+        return Ok(Some(Message {
+            bytes: payload,
+            _reserved: None,
+        }));
+    }
+    let mut total = [0u8; 4];
+    recv.read_exact(&mut total)
         .await
         .map_err(|e| FrameError::Invalid(e.to_string()))?;
-    Ok(Some(payload))
+    let total = u32::from_le_bytes(total) as usize;
+    if total <= MAX_PEER_FRAME_BYTES || total > MAX_PEER_MESSAGE_BYTES || len - 4 > total {
+        return Err(invalid(format!(
+            "a message of {total} bytes in several frames"
+        )));
+    }
+    let reserved = budget
+        .clone()
+        .acquire_many_owned(total as u32)
+        .await
+        .map_err(|_| invalid("shutting down".into()))?;
+    let mut bytes = vec![0u8; total];
+    let mut filled = 0usize;
+    let (mut chunk, mut more) = (len - 4, true);
+    loop {
+        // Every frame but the last says more follow; the last ends the
+        // message exactly.
+        if filled + chunk > total || more != (filled + chunk < total) {
+            return Err(invalid(format!(
+                "frames that do not make up the message's {total} bytes"
+            )));
+        }
+        recv.read_exact(&mut bytes[filled..filled + chunk])
+            .await
+            .map_err(|e| FrameError::Invalid(e.to_string()))?;
+        filled += chunk;
+        if !more {
+            break;
+        }
+        let mut next = [0u8; 4];
+        recv.read_exact(&mut next)
+            .await
+            .map_err(|e| FrameError::Invalid(e.to_string()))?;
+        (chunk, more) = frame_len(next).map_err(invalid)?;
+    }
+    Ok(Some(Message {
+        bytes,
+        _reserved: Some(reserved),
+    }))
+}
+
+/// A message read by [`read_frame`], holding its reassembly reservation.
+pub(super) struct Message {
+    pub(super) bytes: Vec<u8>,
+    _reserved: Option<OwnedSemaphorePermit>,
 }
 
 pub(super) async fn accept_loop(shared: Arc<MeshState>) {
@@ -316,8 +382,8 @@ async fn read_messages(
         other => return Err(format!("unknown stream type {other}")),
     };
     loop {
-        let payload = match read_frame(&mut recv).await {
-            Ok(Some(p)) => p,
+        let payload = match read_frame(&mut recv, &shared.assembly).await {
+            Ok(Some(p)) => p.bytes,
             Ok(None) | Err(FrameError::Lost(_)) => return Ok(()),
             Err(FrameError::Invalid(e)) => return Err(e),
         };

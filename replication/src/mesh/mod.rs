@@ -199,6 +199,9 @@ struct MeshState {
     endpoint: Endpoint,
     client_config: quinn::ClientConfig,
     next_sync: AtomicU64,
+    /// Bytes of messages being reassembled from several frames
+    /// ([`connection::ASSEMBLY_BYTES`]).
+    assembly: Arc<tokio::sync::Semaphore>,
 }
 
 /// A node's connection to the rest of the cluster. Cheap to clone.
@@ -295,6 +298,7 @@ impl Mesh {
             endpoint,
             client_config,
             next_sync: AtomicU64::new(1),
+            assembly: Arc::new(tokio::sync::Semaphore::new(connection::ASSEMBLY_BYTES)),
         });
         driver::start(shared.clone(), replicator, input_rx);
         tokio::spawn(connection::accept_loop(shared.clone()));

@@ -1,9 +1,11 @@
 //! Peer RPC: request/response calls between nodes (quorum reads and writes,
 //! forwarded requests), one bidirectional QUIC stream per call.
 //!
-//! A call stream is `[STREAM_RPC][len][request]` one way and
-//! `[len][response]` the other, both frames at most [`MAX_RPC_BYTES`] and
-//! read by the mesh's one frame reader. Incoming calls are served by the
+//! A call stream is `[STREAM_RPC]` then the request one way and the
+//! response the other, each at most [`MAX_RPC_BYTES`] and framed like peer
+//! messages (one frame, or several for one larger than a frame: a quorum
+//! read or read repair of a set past one write's limit, review C4), read
+//! by the mesh's one frame reader. Incoming calls are served by the
 //! node's [`RpcHandler`]. Link conditioning applies per call: a cut link
 //! refuses calls both ways, and a delayed one delays the request and the
 //! response one hop each. Limits: no retries (the caller decides), and a
@@ -19,10 +21,10 @@ use super::conditioning::hop;
 use super::connection::read_frame;
 use super::{Mesh, MeshError, MeshState, PeerLink, STREAM_RPC, mono_ms};
 use crate::NodeName;
-use crate::message::MAX_PEER_FRAME_BYTES;
+use crate::message::{MAX_PEER_MESSAGE_BYTES, to_frames};
 
-/// RPC request and response size limit, in bytes.
-pub const MAX_RPC_BYTES: usize = MAX_PEER_FRAME_BYTES;
+/// RPC request and response size limit, in bytes (over all its frames).
+pub const MAX_RPC_BYTES: usize = MAX_PEER_MESSAGE_BYTES;
 
 /// Serves RPCs from peers: `request` bytes in, response bytes out.
 pub trait RpcHandler: Send + Sync + 'static {
@@ -33,14 +35,10 @@ pub trait RpcHandler: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
 }
 
-/// `[len][payload]`.
+/// `prefix` and the payload's frame(s).
 fn frame(payload: &[u8], prefix: &[u8]) -> Vec<u8> {
-    assert!(payload.len() <= MAX_RPC_BYTES, "rpc frame over the cap");
-    let mut frame = Vec::with_capacity(prefix.len() + 4 + payload.len());
-    frame.extend_from_slice(prefix);
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(payload);
-    frame
+    assert!(payload.len() <= MAX_RPC_BYTES, "rpc payload over the cap");
+    to_frames(payload, prefix)
 }
 
 impl Mesh {
@@ -85,11 +83,11 @@ impl Mesh {
                 .map_err(|e| rpc_err(e.to_string()))?;
             // Finish without waiting for acknowledgement (no `stopped()`).
             let _ = send.finish();
-            let payload = read_frame(&mut recv)
+            let payload = read_frame(&mut recv, &self.shared.assembly)
                 .await
                 .map_err(|e| rpc_err(e.to_string()))?
                 .ok_or_else(|| rpc_err("stream closed without a response".into()))?;
-            Ok(payload)
+            Ok(payload.bytes)
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
@@ -113,10 +111,11 @@ pub(super) async fn serve_rpc(
     if tag[0] != STREAM_RPC {
         return Err(format!("unknown stream type {}", tag[0]));
     }
-    let request = read_frame(&mut recv)
+    let request = read_frame(&mut recv, &shared.assembly)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or("rpc stream closed without a request")?;
+        .ok_or("rpc stream closed without a request")?
+        .bytes;
     if let Some(tap) = &shared.tap {
         tap(&link.name, &request);
     }

@@ -20,7 +20,9 @@ use tokio::sync::mpsc;
 use super::conditioning::LinkStage;
 use super::queue::Queued;
 use super::{MeshState, PeerLink, STREAM_BULK, STREAM_CONTROL};
-use crate::message::{MAX_PEER_FRAME_BYTES, PeerMessage, record_bytes};
+use crate::message::{
+    MAX_PEER_FRAME_BYTES, MAX_PEER_MESSAGE_BYTES, PeerMessage, record_bytes, to_frames,
+};
 use crate::protocol::Lane;
 
 /// Realtime deltas merged into one message, at most (estimated bytes of
@@ -61,14 +63,19 @@ pub(super) async fn write_loop(
             batch
         };
         for msg in batch {
-            let frame = msg.to_frame();
-            // The receiver refuses larger frames as garbage: never send one.
-            assert!(
-                frame.len() - 4 <= MAX_PEER_FRAME_BYTES,
-                "a {} frame of {} bytes exceeds the peer frame cap",
-                msg.name(),
-                frame.len() - 4
-            );
+            // One frame, or several for a message larger than a frame (a
+            // whole large object). One over the message cap could not be
+            // received: it is dropped and said (the peer pulls again).
+            let encoded = meridian_engine::codec::encode(&msg);
+            if encoded.len() > MAX_PEER_MESSAGE_BYTES {
+                tracing::error!(
+                    peer = %link.name, message = msg.name(), bytes = encoded.len(),
+                    "a peer message over the message cap; not sent"
+                );
+                continue;
+            }
+            let frame = to_frames(&encoded, &[]);
+            drop(encoded);
             if stream.write_all(&frame).await.is_err() {
                 return;
             }
@@ -163,7 +170,10 @@ mod tests {
         let out = coalesce(batch);
         assert_eq!(dots(&out), before);
         for msg in &out {
-            assert!(msg.to_frame().len() - 4 <= MAX_PEER_FRAME_BYTES);
+            let frame = msg.to_frame();
+            let (len, continued) =
+                crate::message::frame_len(frame[..4].try_into().unwrap()).unwrap();
+            assert!(!continued && len == frame.len() - 4);
         }
     }
 }
