@@ -98,6 +98,17 @@ pub struct Present {
     pub members_present: Vec<bool>,
 }
 
+impl From<meridian_engine::Inspection> for Present {
+    fn from(i: meridian_engine::Inspection) -> Present {
+        Present {
+            register: i.register,
+            counter: i.counter,
+            set_count: i.set_count,
+            members_present: i.members_present,
+        }
+    }
+}
+
 impl Present {
     pub fn has_string(&self) -> bool {
         self.register.is_some() || self.counter != 0
