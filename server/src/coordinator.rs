@@ -363,9 +363,11 @@ impl Coordinator {
             attempted: false,
             last_failed: false,
         };
+        // Combined with other connections' jobs: one hand-off to the pool
+        // for what arrives together (see `EnginePool::run_combined`).
         let (value, job) = self
             .pool
-            .compute(move || {
+            .run_combined(move || {
                 let value = work(&mut job);
                 (value, job)
             })
