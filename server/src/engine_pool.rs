@@ -360,7 +360,7 @@ mod tests {
             c.await.unwrap();
         }
         assert!(panicked.await.unwrap_err().is_panic());
-        let log = log.lock().unwrap();
+        let log = log.lock().unwrap().clone();
         assert_eq!(log.len(), 8 * 20);
         for caller in 0..8u32 {
             let mine: Vec<u32> = log
