@@ -448,6 +448,23 @@ fn pipelining_and_transactions(addr: SocketAddr, token: &str) -> Result<()> {
     Ok(())
 }
 
+/// One reply on one line: a bulk string after its header, an array's
+/// elements after its header.
+fn reply_line(r: &mut Raw) -> Result<String> {
+    let line = r.line()?;
+    if let Some(n) = line.strip_prefix('*') {
+        let mut out = line.clone();
+        for _ in 0..n.parse::<i64>()?.max(0) {
+            out = format!("{out} {}", reply_line(r)?);
+        }
+        return Ok(out);
+    }
+    if line.starts_with('$') && line != "$-1" {
+        return Ok(format!("{line} {}", r.line()?));
+    }
+    Ok(line)
+}
+
 /// Pipelined commands the node serves alone (user `local`) run as one
 /// engine job (server/src/resp/local.rs): every reply is what the same
 /// command answers one request at a time (user `quorum`, through the
@@ -479,6 +496,11 @@ fn batched_as_one_at_a_time(addr: SocketAddr, token: &str) -> Result<()> {
             "SET {p}s",
             "SISMEMBER {p}set c",
             "GET {p}s",
+            "MSET {p}m1 a {p}m2 b",
+            "MGET {p}m1 {p}none {p}set {p}c {p}m2",
+            "MSET {p}m1 x {p}set y",
+            "MSET {p}m1",
+            "GET {p}m1",
         ]
         .iter()
         .map(|c| c.replace("{p}", p))
@@ -498,10 +520,7 @@ fn batched_as_one_at_a_time(addr: SocketAddr, token: &str) -> Result<()> {
         r.send(batch.as_bytes())?;
         let mut got = Vec::new();
         for c in &commands {
-            let mut line = r.line()?;
-            if line.starts_with('$') && line != "$-1" {
-                line = format!("{line} {}", r.line()?);
-            }
+            let line = reply_line(&mut r)?;
             got.push(format!("{c} -> {line}").replace(prefix, "*"));
         }
         replies.push(got);
@@ -545,6 +564,11 @@ fn batched_as_one_at_a_time(addr: SocketAddr, token: &str) -> Result<()> {
         "-ERR wrong number of arguments for 'set' command",
         ":1",
         "$1 w",
+        "+OK",
+        "*5 $1 a $-1 $-1 $1 5 $1 b",
+        "-WRONGTYPE Operation against a key holding the wrong kind of value",
+        "-ERR wrong number of arguments for 'mset' command",
+        "$1 a",
     ];
     for (line, want) in replies[0].iter().zip(expected) {
         ensure!(

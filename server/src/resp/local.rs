@@ -3,8 +3,9 @@
 //! request (and one or two pool hops) per command.
 //!
 //! A command qualifies ([`candidate`]) when it is one of `GET`, `SET`,
-//! `INCRBY` (`INCR`, `DECR`, `DECRBY`) and `SADD`, at the connection's
-//! level, outside `MULTI`, on a key the node serves alone at that level
+//! `INCRBY` (`INCR`, `DECR`, `DECRBY`), `SADD`, `MGET` and `MSET`, at the
+//! connection's level, outside `MULTI`, on keys the node serves alone at
+//! that level
 //! ([`Coordinator::serves_locally`]: `local`, or a key with one replica).
 //! [`Coordinator::execute`] would read and write this node's engine alone
 //! for those too; here the type check (the `Inspect`) and the write run in
@@ -27,7 +28,7 @@ use meridian_client::wire::{Operation, ReplyValue};
 use super::RespServer;
 use super::command::Command;
 use super::connection::{FLUSH_BYTES, Session};
-use super::data::{Failed, Present, error_reply};
+use super::data::{Failed, Present, after_writes, error_reply};
 use super::frame::Reply;
 use super::{sets, strings};
 use crate::coordinator::LocalJob;
@@ -58,6 +59,8 @@ pub fn candidate(server: &RespServer, session: &Session, request: &[Bytes]) -> O
         b"incrby",
         b"decrby",
         b"sadd",
+        b"mget",
+        b"mset",
     ]
     .iter()
     .any(|n| name.eq_ignore_ascii_case(n))
@@ -65,17 +68,17 @@ pub fn candidate(server: &RespServer, session: &Session, request: &[Bytes]) -> O
         return None;
     }
     let command = Command::parse(request.to_vec()).ok()?;
-    let key = match &command {
+    let local = |key: &Bytes| server.coordinator.serves_locally(key, session.level);
+    let qualifies = match &command {
         Command::Get(key)
         | Command::Set { key, .. }
         | Command::IncrBy { key, .. }
-        | Command::SAdd { key, .. } => key,
-        _ => return None,
+        | Command::SAdd { key, .. } => local(key),
+        Command::MGet(keys) => keys.iter().all(local),
+        Command::MSet(pairs) => pairs.iter().all(|(key, _)| local(key)),
+        _ => false,
     };
-    server
-        .coordinator
-        .serves_locally(key, session.level)
-        .then_some(command)
+    qualifies.then_some(command)
 }
 
 /// Runs `commands` (each from [`candidate`]) in one engine job, in order,
@@ -143,6 +146,7 @@ pub async fn execute(
 fn reply_bytes(reply: &Reply) -> usize {
     match reply {
         Reply::Bulk(b) => b.len() + 16,
+        Reply::Array(items) => items.iter().map(reply_bytes).sum::<usize>() + 16,
         _ => 16,
     }
 }
@@ -212,6 +216,28 @@ fn run_one(job: &mut LocalJob, command: Command) -> Result<Reply, Failed> {
                 },
             )?;
             Ok(Reply::Integer(added as i64))
+        }
+        Command::MGet(keys) => {
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                out.push(strings::mget_one(&probe(job, &key, &[])?));
+            }
+            Ok(Reply::Array(out))
+        }
+        Command::MSet(pairs) => {
+            // Every key's type first (a wrong type changes nothing), then
+            // the writes in order: one job, one durability wait for all.
+            for (key, _) in &pairs {
+                strings::check_mset(&probe(job, key, &[])?)?;
+            }
+            for (done, (key, value)) in pairs.into_iter().enumerate() {
+                let op = Operation::RegisterPut {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                };
+                write(job, op).map_err(|Failed(e)| Failed(after_writes(done, e)))?;
+            }
+            Ok(Reply::ok())
         }
         other => Err(Failed(Reply::error(format!(
             "ERR internal error: {other:?} is not a batched command"

@@ -74,25 +74,33 @@ pub async fn set(
 pub async fn mget(d: &mut Data<'_>, keys: Vec<Bytes>) -> Result<Reply, Failed> {
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
-        let p = d.probe(&key).await?;
-        // Like Redis, MGET answers nil for a key of another type.
-        out.push(if p.has_set() {
-            Reply::Null
-        } else {
-            opt(p.string())
-        });
+        out.push(mget_one(&d.probe(&key).await?));
     }
     Ok(Reply::Array(out))
+}
+
+/// One key's `MGET` answer: like Redis, nil for a key of another type.
+pub(super) fn mget_one(p: &Present) -> Reply {
+    if p.has_set() {
+        Reply::Null
+    } else {
+        opt(p.string())
+    }
+}
+
+/// `MSET`'s type rule for one of its keys: a register or nothing.
+pub(super) fn check_mset(p: &Present) -> Result<(), Failed> {
+    if p.has_set() || p.counter != 0 {
+        return Err(WRONGTYPE.into());
+    }
+    Ok(())
 }
 
 /// `MSET`: every key's type is checked first (a wrong type changes
 /// nothing), then the keys are written one by one: not atomic.
 pub async fn mset(d: &mut Data<'_>, pairs: Vec<(Bytes, Bytes)>) -> Result<Reply, Failed> {
     for (key, _) in &pairs {
-        let p = d.probe(key).await?;
-        if p.has_set() || p.counter != 0 {
-            return Err(WRONGTYPE.into());
-        }
+        check_mset(&d.probe(key).await?)?;
     }
     for (key, value) in pairs {
         d.write(Operation::RegisterPut {
