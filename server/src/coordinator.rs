@@ -397,8 +397,8 @@ impl Coordinator {
             .placement
             .replicas(group)
             .into_iter()
-            .filter(|r| *r != self.node)
-            .map(str::to_string)
+            .filter(|r| **r != *self.node)
+            .map(NodeName::from)
             .collect();
         let durable = if self.local_copy_waits_for_disk(level) {
             // Log positions grow with appends: the last one covers the job.
