@@ -123,6 +123,7 @@ async fn redis_clients_get_crdt_semantics_and_levels() -> Result<()> {
         resp3(us, &token)?;
         strings_sets_keys(us, &token)?;
         pipelining_and_transactions(us, &token)?;
+        batched_as_one_at_a_time(us, &token)?;
         across_regions(us, eu, ap, &token)?;
         server_commands(us, &token)?;
         Ok(())
@@ -444,6 +445,138 @@ fn pipelining_and_transactions(addr: SocketAddr, token: &str) -> Result<()> {
     ensure!(r.call("EXEC")? == "-ERR EXEC without MULTI");
     ensure!(r.call("GET tx")? == "$1");
     ensure!(r.line()? == "6", "a discarded transaction changed nothing");
+    Ok(())
+}
+
+/// One reply on one line: a bulk string after its header, an array's
+/// elements after its header.
+fn reply_line(r: &mut Raw) -> Result<String> {
+    let line = r.line()?;
+    if let Some(n) = line.strip_prefix('*') {
+        let mut out = line.clone();
+        for _ in 0..n.parse::<i64>()?.max(0) {
+            out = format!("{out} {}", reply_line(r)?);
+        }
+        return Ok(out);
+    }
+    if line.starts_with('$') && line != "$-1" {
+        return Ok(format!("{line} {}", r.line()?));
+    }
+    Ok(line)
+}
+
+/// Pipelined commands the node serves alone (user `local`) run as one
+/// engine job (server/src/resp/local.rs): every reply is what the same
+/// command answers one request at a time (user `quorum`, through the
+/// coordinator), in order, type errors included; a write in the batch is
+/// replicated and counted by `WAIT`.
+fn batched_as_one_at_a_time(addr: SocketAddr, token: &str) -> Result<()> {
+    let script = |p: &str| -> Vec<String> {
+        [
+            "SET {p}s v",
+            "GET {p}s",
+            "INCR {p}s",
+            "SADD {p}s m",
+            "INCR {p}c",
+            "INCRBY {p}c 5",
+            "DECR {p}c",
+            "SET {p}c x",
+            "GET {p}c",
+            "SADD {p}set a b a",
+            "SADD {p}set a c",
+            "GET {p}set",
+            "INCR {p}set",
+            "SET {p}s w NX",
+            "SET {p}s w XX GET",
+            "SET {p}n w XX",
+            "GET {p}n",
+            "PING",
+            "GET {p}s",
+            "INCRBY {p}c 9223372036854775807",
+            "SET {p}s",
+            "SISMEMBER {p}set c",
+            "GET {p}s",
+            "MSET {p}m1 a {p}m2 b",
+            "MGET {p}m1 {p}none {p}set {p}c {p}m2",
+            "MSET {p}m1 x {p}set y",
+            "MSET {p}m1",
+            "GET {p}m1",
+        ]
+        .iter()
+        .map(|c| c.replace("{p}", p))
+        .collect()
+    };
+    let mut replies = Vec::new();
+    for (user, prefix) in [("local", "bl-"), ("quorum", "bq-")] {
+        let mut r = Raw::connect(addr)?;
+        ensure!(r.call(&format!("AUTH {user} {token}"))? == "+OK");
+        let commands = script(prefix);
+        // All in one write: the node finds them pipelined.
+        let mut batch = String::new();
+        for c in &commands {
+            batch.push_str(c);
+            batch.push_str("\r\n");
+        }
+        r.send(batch.as_bytes())?;
+        let mut got = Vec::new();
+        for c in &commands {
+            let line = reply_line(&mut r)?;
+            got.push(format!("{c} -> {line}").replace(prefix, "*"));
+        }
+        replies.push(got);
+        if user == "local" {
+            let n: i64 = {
+                let mut con = connect(addr, "local", token, false)?;
+                let () = q(&mut con, &["SET", "bl-wait", "v"])?;
+                q(&mut con, &["WAIT", "2", "5000"])?
+            };
+            ensure!(n == 2, "WAIT after a batched local write answered {n}");
+        }
+    }
+    ensure!(
+        replies[0] == replies[1],
+        "batched: {:#?}\none at a time: {:#?}",
+        replies[0],
+        replies[1]
+    );
+    // The answers themselves, not only their agreement.
+    let expected = [
+        "+OK",
+        "$1 v",
+        "-ERR value is not an integer or out of range",
+        "-WRONGTYPE Operation against a key holding the wrong kind of value",
+        ":1",
+        ":6",
+        ":5",
+        "-WRONGTYPE Operation against a key holding the wrong kind of value",
+        "$1 5",
+        ":2",
+        ":1",
+        "-WRONGTYPE Operation against a key holding the wrong kind of value",
+        "-WRONGTYPE Operation against a key holding the wrong kind of value",
+        "$-1",
+        "$1 v",
+        "$-1",
+        "$-1",
+        "+PONG",
+        "$1 w",
+        "-ERR increment or decrement would overflow",
+        "-ERR wrong number of arguments for 'set' command",
+        ":1",
+        "$1 w",
+        "+OK",
+        "*5 $1 a $-1 $-1 $1 5 $1 b",
+        "-WRONGTYPE Operation against a key holding the wrong kind of value",
+        "-ERR wrong number of arguments for 'mset' command",
+        "$1 a",
+    ];
+    for (line, want) in replies[0].iter().zip(expected) {
+        ensure!(
+            line.ends_with(&format!("-> {want}")),
+            "{line}, expected {want}"
+        );
+    }
+    ensure!(replies[0].len() == expected.len());
     Ok(())
 }
 

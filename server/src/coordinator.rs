@@ -77,6 +77,85 @@ impl WriteRecord {
 }
 
 use crate::clock::{MAX_DEBUG_CLOCK_OFFSET_MS, NodeClock};
+/// This node's engine, inside one [`Coordinator::run_local`] job (on an
+/// engine-pool thread): reads and writes of keys the node serves alone.
+pub struct LocalJob {
+    engine: Engine,
+    clock: NodeClock,
+    /// The writes made, in order: their object, delta and log position.
+    applied: Vec<(ObjectKey, meridian_engine::Record, u64)>,
+    /// Whether a write was asked for, and whether the last one asked for
+    /// failed (then `WAIT` has no write to ask about, as on `execute`).
+    attempted: bool,
+    last_failed: bool,
+}
+
+impl std::fmt::Debug for LocalJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalJob")
+            .field("writes", &self.applied.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalJob {
+    /// What `key` holds under each type (and whether its set holds each of
+    /// `members`): the local `Inspect`.
+    pub fn inspect(
+        &self,
+        key: &[u8],
+        members: &[Vec<u8>],
+    ) -> Result<meridian_engine::Inspection, WireError> {
+        // The size limits, as for a client's `Inspect` request.
+        wire::check(&Operation::Inspect {
+            key: key.to_vec(),
+            members: members.to_vec(),
+        })
+        .map_err(|e| invalid(e.to_string()))?;
+        self.engine.inspect(key, members).map_err(engine_error)
+    }
+
+    /// Applies a write, stamped with the node's clock now: what
+    /// [`Coordinator::execute`] does to this replica for it. The value
+    /// after it for counters and registers; `None` for sets (not read
+    /// back). Nothing is acknowledged yet: see [`Coordinator::run_local`].
+    pub fn write(&mut self, op: Operation) -> Result<Option<ReplyValue>, WireError> {
+        self.attempted = true;
+        self.last_failed = true;
+        wire::check(&op).map_err(|e| invalid(e.to_string()))?;
+        let key = match translate(&op)? {
+            Target::Object(key, Access::Write) => key,
+            _ => return Err(invalid("not an object write")),
+        };
+        let op = engine_op(op).expect("an object write has an engine operation");
+        let applied = self
+            .engine
+            .apply(&key, op, self.clock.now())
+            .map_err(engine_error)?;
+        self.applied.push((key, applied.record, applied.lsn));
+        self.last_failed = false;
+        Ok(applied.value.map(write_reply_value))
+    }
+
+    /// Writes made so far in this job.
+    pub fn writes(&self) -> usize {
+        self.applied.len()
+    }
+}
+
+/// What [`Coordinator::run_local`] did.
+#[derive(Debug)]
+pub struct LocalDone<T> {
+    /// What the job returned.
+    pub value: T,
+    /// Whether its writes are as durable as the level needs: when `Err`,
+    /// none of them may be acknowledged (they may still take effect).
+    pub durable: Result<(), WireError>,
+    /// `None` if it asked for no write; else its last write (`WAIT`),
+    /// `None` when the last write it asked for failed.
+    pub last_write: Option<Option<WriteRecord>>,
+}
+
 use crate::engine_pool::EnginePool;
 use crate::metrics::{Origin, RequestMetrics};
 use crate::rpc::{PeerRequest, PeerResponse};
@@ -235,6 +314,103 @@ impl Coordinator {
         self.mesh
             .wait_durable(write.dot, write.others.clone(), needed, timeout)
             .await
+    }
+
+    /// Whether a request for `key` at `level` is this node's alone to
+    /// serve: this node replicates the key, and the level counts one
+    /// replica (`local`, or any level but `leader` when the key has a
+    /// single replica). Such requests may run through
+    /// [`run_local`](Self::run_local), batched, instead of
+    /// [`execute`](Self::execute) one at a time: [`execute`] would also
+    /// read and write only this node's engine for them.
+    pub fn serves_locally(&self, key: &[u8], level: Consistency) -> bool {
+        if level == Consistency::Leader {
+            return false;
+        }
+        let group = self.placement.group_of(key);
+        if !self.placement.is_replica(&self.node, group) {
+            return false;
+        }
+        required_replicas(level, self.placement.replicas(group).len()) <= 1
+    }
+
+    /// Runs `work` in one engine-pool job against this node's engine: the
+    /// engine calls of several requests (a RESP connection's pipelined
+    /// commands), in order, for one hop to the pool instead of one per
+    /// call. Only for keys that [`serves_locally`](Self::serves_locally)
+    /// at `level`: `work` reads and writes this replica alone.
+    ///
+    /// What [`execute`](Self::execute) does after a local write is done
+    /// here for every write `work` made, in order: the delta is pushed to
+    /// the peers, and when the level's local copy must be on disk
+    /// ([`local_copy_waits_for_disk`](Self::local_copy_waits_for_disk):
+    /// `sync`, or `quorum`/`all` under `periodic`) the job's last log
+    /// position is waited for (one group-committed fsync covers them all),
+    /// its outcome in [`LocalDone::durable`]. A caller answers a write only
+    /// once that is `Ok`. `Err` if the node is shutting down and `work`
+    /// did not run.
+    pub async fn run_local<T, F>(
+        self: &Arc<Self>,
+        level: Consistency,
+        work: F,
+    ) -> Result<LocalDone<T>, WireError>
+    where
+        F: FnOnce(&mut LocalJob) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let mut job = LocalJob {
+            engine: self.engine.clone(),
+            clock: self.clock.clone(),
+            applied: Vec::new(),
+            attempted: false,
+            last_failed: false,
+        };
+        // Combined with other connections' jobs: one hand-off to the pool
+        // for what arrives together (see `EnginePool::run_combined`).
+        let (value, job) = self
+            .pool
+            .run_combined(move || {
+                let value = work(&mut job);
+                (value, job)
+            })
+            .await
+            .ok_or(WireError::Unavailable {
+                needed: 1,
+                reachable: 0,
+            })?;
+        let (attempted, last_failed) = (job.attempted, job.last_failed);
+        let mut last: Option<(ObjectKey, meridian_engine::Dot, u64)> = None;
+        for (key, record, lsn) in job.applied {
+            let dot = record.dot;
+            self.mesh.push(record);
+            last = Some((key, dot, lsn));
+        }
+        let Some((key, dot, lsn)) = last else {
+            return Ok(LocalDone {
+                value,
+                durable: Ok(()),
+                last_write: attempted.then_some(None),
+            });
+        };
+        let group = self.placement.group_of(key.key());
+        let others = self
+            .placement
+            .replicas(group)
+            .into_iter()
+            .filter(|r| **r != *self.node)
+            .map(NodeName::from)
+            .collect();
+        let durable = if self.local_copy_waits_for_disk(level) {
+            // Log positions grow with appends: the last one covers the job.
+            self.durable(lsn, self.default_timeout).await
+        } else {
+            Ok(())
+        };
+        Ok(LocalDone {
+            value,
+            durable,
+            last_write: Some((!last_failed).then_some(WriteRecord { dot, lsn, others })),
+        })
     }
 
     async fn execute_inner(self: &Arc<Self>, req: Request, forwarded: bool) -> Response {

@@ -2,7 +2,9 @@
 //!
 //! Reads are buffered; every complete request in the buffer is executed in
 //! order (pipelining), each awaited before the next, so a connection's
-//! commands take effect in its order and it reads its own writes. Replies
+//! commands take effect in its order and it reads its own writes. A run of
+//! pipelined commands the node serves alone is executed as one engine job
+//! ([`super::local`]), still in order. Replies
 //! are encoded in request order into one output buffer, written whenever it
 //! passes [`FLUSH_BYTES`] and when the buffered requests are done.
 //!
@@ -34,7 +36,7 @@ use tokio::sync::watch;
 use super::command::Command;
 use super::data::{Data, Failed};
 use super::frame::{self, Reply};
-use super::{RespServer, conn_cmds, keys, sets, strings};
+use super::{RespServer, conn_cmds, keys, local, sets, strings};
 use crate::budget::Account;
 use crate::coordinator::WriteRecord;
 
@@ -185,13 +187,20 @@ pub async fn serve<S>(
         return;
     }
     let mut stop = stop;
+    // A request taken off the input while gathering a batch that does not
+    // belong to it: the next to execute.
+    let mut held: Option<Result<Vec<Bytes>, frame::ProtocolError>> = None;
     loop {
         // Execute every complete request, in order.
         loop {
-            let request = match frame::next_request(&mut input) {
-                Ok(Some(r)) => r,
-                Ok(None) => break,
-                Err(e) => {
+            let next = match held.take() {
+                Some(r) => Some(r),
+                None => frame::next_request(&mut input).transpose(),
+            };
+            let request = match next {
+                Some(Ok(r)) => r,
+                None => break,
+                Some(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "RESP protocol error");
                     Reply::error(format!("ERR {e}")).encode(session.proto, &mut output);
                     let _ = flush(&mut wr, &mut output).await;
@@ -199,6 +208,59 @@ pub async fn serve<S>(
                 }
             };
             if request.is_empty() {
+                continue;
+            }
+            if let Some(first) = local::candidate(&server, &session, &request) {
+                // A run of pipelined commands the node serves alone: one
+                // engine job for all of them (see `local`).
+                let mut batch = vec![first];
+                while batch.len() < local::MAX_BATCH_COMMANDS && !*stop.borrow() {
+                    match frame::next_request(&mut input) {
+                        Ok(None) => break,
+                        Ok(Some(r)) if r.is_empty() => {}
+                        Ok(Some(r)) => match local::candidate(&server, &session, &r) {
+                            Some(c) => batch.push(c),
+                            None => {
+                                held = Some(Ok(r));
+                                break;
+                            }
+                        },
+                        Err(e) => {
+                            held = Some(Err(e));
+                            break;
+                        }
+                    }
+                }
+                while !batch.is_empty() {
+                    let n = batch.len() as u64;
+                    server.in_flight.fetch_add(n, Ordering::AcqRel);
+                    let (replies, rest) = local::execute(&server, &mut session, batch).await;
+                    server.in_flight.fetch_sub(n, Ordering::AcqRel);
+                    server
+                        .commands_total
+                        .fetch_add(replies.len() as u64, Ordering::Relaxed);
+                    batch = rest;
+                    for reply in replies {
+                        reply.encode(session.proto, &mut output);
+                    }
+                    if output.len() > MAX_OUTPUT_BUFFER_BYTES {
+                        tracing::warn!(%peer, bytes = output.len(), "RESP client disconnected: output buffer limit");
+                        return;
+                    }
+                    let bytes = input.capacity() + output.capacity();
+                    if account.set(bytes).is_err() {
+                        over_budget(&mut wr, &server, peer, bytes).await;
+                        return;
+                    }
+                    if *stop.borrow() {
+                        let _ = flush(&mut wr, &mut output).await;
+                        return;
+                    }
+                    if output.len() >= FLUSH_BYTES && flush(&mut wr, &mut output).await.is_err() {
+                        tracing::info!(%peer, "RESP client disconnected: not reading its replies");
+                        return;
+                    }
+                }
                 continue;
             }
             server.in_flight.fetch_add(1, Ordering::AcqRel);

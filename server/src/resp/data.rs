@@ -87,6 +87,20 @@ pub fn error_reply(e: &WireError, write: bool) -> Reply {
     })
 }
 
+/// The error of a command that failed after `writes_done` of its writes
+/// took effect: not a clean failure, so said with a prefix no client
+/// retries.
+pub fn after_writes(writes_done: usize, reply: Reply) -> Reply {
+    match &reply {
+        Reply::Error(text) if writes_done > 0 && !text.starts_with("INDETERMINATE") => {
+            Reply::Error(format!(
+                "INDETERMINATE {writes_done} earlier write(s) of this command took effect, then: {text}"
+            ))
+        }
+        _ => reply,
+    }
+}
+
 /// What a key holds (see the module docs for "present").
 #[derive(Clone, Debug, Default)]
 pub struct Present {
@@ -96,6 +110,17 @@ pub struct Present {
     pub set_count: u64,
     /// For each member the command asked about, whether the set holds it.
     pub members_present: Vec<bool>,
+}
+
+impl From<meridian_engine::Inspection> for Present {
+    fn from(i: meridian_engine::Inspection) -> Present {
+        Present {
+            register: i.register,
+            counter: i.counter,
+            set_count: i.set_count,
+            members_present: i.members_present,
+        }
+    }
 }
 
 impl Present {
@@ -181,21 +206,10 @@ impl Data<'_> {
                 }
                 Ok(reply.value)
             }
-            Response::Err(e) => {
-                let mut reply = error_reply(&e, write);
-                // A command whose earlier writes took effect did not fail
-                // cleanly: say so, with a prefix no client retries.
-                if self.writes_done > 0
-                    && let Reply::Error(text) = &reply
-                    && !text.starts_with("INDETERMINATE")
-                {
-                    reply = Reply::Error(format!(
-                        "INDETERMINATE {} earlier write(s) of this command took effect, then: {text}",
-                        self.writes_done
-                    ));
-                }
-                Err(Failed(reply))
-            }
+            Response::Err(e) => Err(Failed(after_writes(
+                self.writes_done,
+                error_reply(&e, write),
+            ))),
         }
     }
 

@@ -14,6 +14,8 @@
 //!   levels and metrics as the QUIC client protocol).
 //! * [`data`]: requests through the coordinator, the one-type-per-key
 //!   rule, and Meridian's errors as RESP errors.
+//! * [`local`]: pipelined commands the node serves alone, run in one
+//!   engine job per run of them instead of one coordinator request each.
 //! * [`connection`]: one client connection: buffered reads, pipelined
 //!   requests answered in order, `MULTI`/`EXEC`, output limits.
 //!
@@ -40,6 +42,7 @@ pub mod connection;
 pub mod data;
 pub mod frame;
 pub mod keys;
+pub mod local;
 pub mod parse;
 pub mod sets;
 pub mod strings;

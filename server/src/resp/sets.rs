@@ -10,7 +10,7 @@ use super::data::{Data, Failed};
 use super::frame::Reply;
 
 /// Distinct members of `members` not yet counted, in argument order.
-fn distinct(members: &[Bytes]) -> Vec<&Bytes> {
+pub(super) fn distinct(members: &[Bytes]) -> Vec<&Bytes> {
     let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
     members.iter().filter(|m| seen.insert(&m[..])).collect()
 }
