@@ -40,7 +40,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run a test against a fresh local cluster.
-    Test(TestArgs),
+    Test(Box<TestArgs>),
     /// Re-run the checkers on a stored history.
     Check(CheckArgs),
 }
@@ -127,7 +127,7 @@ pub struct TestArgs {
     #[arg(long)]
     pub retention_ms: Option<u64>,
     /// With `--nemesis outage`: how long a node stays cut off, in ms
-    /// (default: retention + the 10 s truncation round + 4 s).
+    /// (default: retention + two 10 s truncation rounds + 4 s).
     #[arg(long)]
     pub outage_ms: Option<u64>,
 }
@@ -646,7 +646,7 @@ fn run_test(
             "nemesis": run_cfg.families.iter().map(|f| f.name()).collect::<Vec<_>>(),
             "convergence": out.convergence, "warnings": warnings, "crashed": crashed,
             "retention-ms": p.retention.map(|r| r.as_millis() as u64),
-            "outage-ms": run_has_outage(&run_cfg).then(|| run_cfg.outage.as_millis() as u64),
+            "outage-ms": run_has_outage(&run_cfg).then_some(run_cfg.outage.as_millis() as u64),
             "large": run_cfg.workloads.contains(&WorkloadKind::Large).then(|| json!({
                 "value-bytes": run_cfg.large.value_bytes, "member-bytes": run_cfg.large.member_bytes,
                 "merge-bytes": run_cfg.large.merge_bytes})),
@@ -704,8 +704,33 @@ mod tests {
         let mut v = vec!["meridian-jepsen", "test", "--meridian", "/bin/sh"];
         v.extend_from_slice(extra);
         match Cli::try_parse_from(v).unwrap().cmd {
-            Cmd::Test(a) => a,
+            Cmd::Test(a) => *a,
             Cmd::Check(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn large_workload_and_outage_nemesis_arguments() {
+        let p = plan(&args(&["--workload", "large", "--nemesis", "outage,kill"])).unwrap();
+        assert_eq!(p.run.workloads, vec![WorkloadKind::Large]);
+        assert_eq!(p.retention, Some(crate::generator::DEFAULT_OUTAGE_RETENTION));
+        assert_eq!(p.run.outage, crate::generator::DEFAULT_OUTAGE);
+        let p = plan(&args(&["--nemesis", "outage", "--retention-ms", "5000"])).unwrap();
+        assert_eq!(p.run.outage, Duration::from_millis(5_000 + 24_000));
+        // `all` is what it was; retention is only written with the outage.
+        let p = plan(&args(&["--nemesis", "all"])).unwrap();
+        assert!(!p.run.families.contains(&Family::Outage) && p.retention.is_none());
+        assert!(!p.run.workloads.contains(&WorkloadKind::Large));
+        for bad_args in [
+            &["--nemesis", "outage,partition"][..],
+            &["--nemesis", "outage", "--retention-ms", "500"],
+            &["--nemesis", "outage", "--outage-ms", "1000"],
+            &["--nemesis", "kill", "--retention-ms", "2000"],
+            &["--workload", "large", "--large-value-bytes", "2000000"],
+            &["--workload", "large", "--client", "resp"],
+        ] {
+            let e = plan(&args(bad_args)).unwrap_err();
+            assert!(e.downcast_ref::<BadArgs>().is_some(), "{bad_args:?}: {e:#}");
         }
     }
 

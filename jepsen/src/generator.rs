@@ -174,22 +174,33 @@ pub struct ScheduleConfig {
 pub const DEFAULT_OUTAGE_RETENTION: Duration = Duration::from_secs(2);
 
 /// How often a node truncates its log (the replication protocol's
-/// `truncate_every_ms`, 10 s, which the node config does not expose). An
-/// outage must outlast the retention *plus* one truncation round, or the
-/// peers may not yet have dropped the log the cut-off node needs.
+/// `truncate_every_ms`, 10 s, which the node config does not expose).
+/// Truncation reclaims whole log segments below what every peer still
+/// counted has applied; a peer cut off for longer than the retention is no
+/// longer counted.
 pub const NODE_TRUNCATE_EVERY: Duration = Duration::from_secs(10);
 
-/// Slack on top of retention + one truncation round: the round's own
-/// work, and segments rolling over.
+/// Slack on top of the retention and the truncation rounds: the round's own
+/// work, and the cut-off node's last progress before the cut.
 pub const OUTAGE_SLACK: Duration = Duration::from_secs(4);
 
-/// Default outage length: [`DEFAULT_OUTAGE_RETENTION`] +
-/// [`NODE_TRUNCATE_EVERY`] + [`OUTAGE_SLACK`] = 16 s.
-pub const DEFAULT_OUTAGE: Duration = Duration::from_secs(16);
+/// Truncation rounds an outage spans after the retention ran out: with one,
+/// the log written between the retention running out and that round may be
+/// less than one segment at a low write rate (seen: `--rate 100` through
+/// the proxy backend, no full sync); two rounds span 10 s more of writes.
+pub const OUTAGE_TRUNCATION_ROUNDS: u32 = 2;
 
-/// The shortest outage that reaches a full sync with retention `r`.
+/// Default outage length: [`min_outage`] of [`DEFAULT_OUTAGE_RETENTION`]
+/// = 2 + 2 × 10 + 4 = 26 s.
+pub const DEFAULT_OUTAGE: Duration = Duration::from_secs(26);
+
+/// The default outage for retention `r`: `r` + [`OUTAGE_TRUNCATION_ROUNDS`]
+/// × [`NODE_TRUNCATE_EVERY`] + [`OUTAGE_SLACK`]. Whether a full sync was
+/// needed still depends on the writes made during it (at least a whole
+/// 64 KiB segment after the retention ran out); the run records it
+/// (`full-syncs-received`).
 pub fn min_outage(retention: Duration) -> Duration {
-    retention + NODE_TRUNCATE_EVERY + OUTAGE_SLACK
+    retention + NODE_TRUNCATE_EVERY * OUTAGE_TRUNCATION_ROUNDS + OUTAGE_SLACK
 }
 
 /// The outage family's schedule: a first gap of U[0, interval), then
