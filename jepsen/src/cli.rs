@@ -613,13 +613,17 @@ fn run_test(
         // Evidence that the outage edge was reached: full-state syncs each
         // node received (its metrics endpoint), before the nodes stop.
         let mut full_syncs = BTreeMap::new();
+        let mut node_metrics = BTreeMap::new();
         for (n, (_, c)) in &configs {
             if let Some(addr) = &c.metrics_listen {
-                let v = match crate::cluster::full_syncs_received(addr).await {
-                    Ok(k) => json!(k),
+                let v = match crate::cluster::scrape_metrics(addr).await {
+                    Ok(m) => {
+                        full_syncs.insert(n.clone(), json!(m.get(crate::cluster::RECORDED_METRICS[0])));
+                        json!(m)
+                    }
                     Err(e) => json!({"error": format!("{e:#}")}),
                 };
-                full_syncs.insert(n.clone(), v);
+                node_metrics.insert(n.clone(), v);
             }
         }
         let mut warnings = out.warnings.clone();
@@ -650,7 +654,7 @@ fn run_test(
             "large": run_cfg.workloads.contains(&WorkloadKind::Large).then(|| json!({
                 "value-bytes": run_cfg.large.value_bytes, "member-bytes": run_cfg.large.member_bytes,
                 "merge-bytes": run_cfg.large.merge_bytes})),
-            "full-syncs-received": full_syncs,
+            "full-syncs-received": full_syncs, "node-metrics": node_metrics,
         });
         std::fs::write(dir.join("test.json"), serde_json::to_string_pretty(&test_json)? + "\n")?;
         for w in warnings.iter().cloned().chain(report::write_run(dir, &out.history, &results, &p.name)?) {

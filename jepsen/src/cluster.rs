@@ -183,9 +183,21 @@ pub const METRICS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Most bytes of a metrics reply read.
 pub const MAX_METRICS_BYTES: u64 = 4 << 20;
 
-/// Full-state syncs a node received, over all peers
-/// (`meridian_peer_full_syncs_received_total` at its `metrics_listen`).
-pub async fn full_syncs_received(addr: &str) -> anyhow::Result<u64> {
+/// The node metrics a run records per node (`node-metrics` in
+/// `test.json`), each summed over its labels: whether the outage nemesis
+/// reached a full sync, and what to look at when replication stalls.
+pub const RECORDED_METRICS: [&str; 7] = [
+    "meridian_peer_full_syncs_received_total",
+    "meridian_peer_full_syncs_sent_total",
+    "meridian_deltas_deferred_total",
+    "meridian_state_merges_total",
+    "meridian_peer_realtime_dropped_total",
+    "meridian_peer_garbage_total",
+    "meridian_peer_requests_refused_total",
+];
+
+/// [`RECORDED_METRICS`] of a node, scraped from its `metrics_listen`.
+pub async fn scrape_metrics(addr: &str) -> anyhow::Result<BTreeMap<String, u64>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let scrape = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
@@ -198,10 +210,11 @@ pub async fn full_syncs_received(addr: &str) -> anyhow::Result<u64> {
     let body = tokio::time::timeout(METRICS_TIMEOUT, scrape)
         .await
         .with_context(|| format!("scraping {addr}: timed out"))??;
-    Ok(sum_metric(
-        &String::from_utf8_lossy(&body),
-        "meridian_peer_full_syncs_received_total",
-    ))
+    let text = String::from_utf8_lossy(&body);
+    Ok(RECORDED_METRICS
+        .iter()
+        .map(|m| (m.to_string(), sum_metric(&text, m)))
+        .collect())
 }
 
 /// The sum of every sample of `name` in a Prometheus text exposition.
