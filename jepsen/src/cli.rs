@@ -717,7 +717,10 @@ mod tests {
     fn large_workload_and_outage_nemesis_arguments() {
         let p = plan(&args(&["--workload", "large", "--nemesis", "outage,kill"])).unwrap();
         assert_eq!(p.run.workloads, vec![WorkloadKind::Large]);
-        assert_eq!(p.retention, Some(crate::generator::DEFAULT_OUTAGE_RETENTION));
+        assert_eq!(
+            p.retention,
+            Some(crate::generator::DEFAULT_OUTAGE_RETENTION)
+        );
         assert_eq!(p.run.outage, crate::generator::DEFAULT_OUTAGE);
         let p = plan(&args(&["--nemesis", "outage", "--retention-ms", "5000"])).unwrap();
         assert_eq!(p.run.outage, Duration::from_millis(5_000 + 24_000));
