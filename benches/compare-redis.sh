@@ -336,6 +336,13 @@ rb_run() {
     local -a auth=()
     shift 2
     local e0 e1 p0 p1 w0 w1 f0 f1
+    # SADD adds up to N members to one set (myset) per run. Each run starts
+    # from an empty set on both sides, so rounds do not pile it up past
+    # Meridian's per-object limit (16 MiB; Redis has none) and every run
+    # measures the same work.
+    if [[ " $* " == *" -t sadd "* ]]; then
+        if [ "$side" = meridian ]; then m_cli DEL myset >/dev/null; else "$REDIS_CLI" -p "$r_port" DEL myset >/dev/null; fi
+    fi
     if [ "$side" = meridian ]; then
         port="$m_port"
         auth=(--user local -a "$m_token")

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use meridian::raw::{Identity, RawConnection};
-use meridian::{ClusterDir, InProcessCluster, Obj, Spec, Val};
+use meridian::{InProcessCluster, Obj, Spec, TestClusterFiles, Val};
 use meridian_client::wire::{
     self, HelloReply, MAX_FRAME_BYTES, MAX_KEY_BYTES, MAX_OBJECT_BYTES, MAX_VALUE_BYTES, Operation,
     Request, Response, WireError,
@@ -314,7 +314,7 @@ async fn unauthenticated_clients_are_refused_and_the_node_keeps_serving() -> Res
     }
 
     // Certificates of another cluster's CA.
-    let other = ClusterDir::create(Spec::new(32))?;
+    let other = TestClusterFiles::create(Spec::new(32))?;
     let mut foreign = other.client_config()?;
     foreign.nodes = config.nodes.clone();
     let e = Client::connect(foreign.clone().pinned(US))

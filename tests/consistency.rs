@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Result;
 use meridian::inproc::{DETECT, test_protocol};
 use meridian::objects::set_of;
-use meridian::{ClusterDir, InProcessCluster, Obj, Spec, Val, eventually};
+use meridian::{InProcessCluster, Obj, Spec, TestClusterFiles, Val, eventually};
 use meridian_client::{Client, Consistency, Error};
 use meridian_replication::mesh::Link;
 
@@ -271,7 +271,7 @@ async fn all_is_unavailable_with_a_node_down_and_quorum_is_not() -> Result<()> {
 /// exactly the object read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reads_repair_a_stale_replica_before_returning() -> Result<()> {
-    let dir = ClusterDir::create(Spec::new(12))?;
+    let dir = TestClusterFiles::create(Spec::new(12))?;
     let cluster = InProcessCluster::start_with(dir, |name| {
         let mut p = test_protocol(name);
         if name == AP {

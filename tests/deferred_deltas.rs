@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use meridian::inproc::test_protocol;
 use meridian::metrics::scrape_parsed;
-use meridian::{CONVERGE, ClusterDir, InProcessCluster, Spec, eventually};
+use meridian::{CONVERGE, InProcessCluster, Spec, TestClusterFiles, eventually};
 use meridian_client::wire::NodeStatus;
 use meridian_client::{Client, Consistency};
 use meridian_server::config::DEFAULT_MAX_CLOCK_OFFSET_MS;
@@ -70,7 +70,7 @@ async fn local_count(client: &Client, key: &str) -> Result<i64> {
 /// wrong peer or are missing from the metrics or from `status`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deltas_from_a_clock_far_ahead_are_deferred_counted_and_applied_later() -> Result<()> {
-    let dir = ClusterDir::create(Spec::new(82))?;
+    let dir = TestClusterFiles::create(Spec::new(82))?;
     // Only us-east-1 accepts a debug clock offset, from its config file.
     dir.edit(US, |f| f.debug.allow_clock_offset = true)?;
     let mut cluster = InProcessCluster::new(dir, test_protocol);

@@ -7,7 +7,7 @@
 use anyhow::Result;
 use meridian::inproc::test_protocol;
 use meridian::objects::{converge_to, set_of};
-use meridian::{CONVERGE, ClusterDir, InProcessCluster, Obj, Spec, Val, eventually};
+use meridian::{CONVERGE, InProcessCluster, Obj, Spec, TestClusterFiles, Val, eventually};
 use meridian_client::Consistency;
 use meridian_server::config::DurabilityMode;
 
@@ -25,7 +25,7 @@ const AP: &str = "ap-south-1";
 /// so truncation really deletes deltas the returning node lacks.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn node_back_after_log_truncation_catches_up_by_full_sync() -> Result<()> {
-    let dir = ClusterDir::create(
+    let dir = TestClusterFiles::create(
         Spec::new(7)
             .durability(DurabilityMode::Periodic)
             .log_segment_bytes(SEGMENT_BYTES),

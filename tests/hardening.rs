@@ -189,7 +189,8 @@ async fn futures_join_all<F: std::future::Future>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_quorum_writes_count_only_durable_copies() -> Result<()> {
     use meridian_server::config::{DurabilityMode, MAX_PERIODIC_MS};
-    let dir = meridian::ClusterDir::create(single_node(62).durability(DurabilityMode::Periodic))?;
+    let dir =
+        meridian::TestClusterFiles::create(single_node(62).durability(DurabilityMode::Periodic))?;
     dir.edit(US, |f| f.storage.periodic_ms = MAX_PERIODIC_MS)?;
     // No checkpoint (which fsyncs the log) during the test.
     let cluster = InProcessCluster::start_with(dir, |node| {
@@ -289,7 +290,7 @@ async fn peer_state_reads_stay_within_the_keys_regions() -> Result<()> {
 async fn the_debug_clock_offset_is_switched_bounded_and_reset_by_a_restart() -> Result<()> {
     use meridian_client::Error;
     use meridian_server::clock::MAX_DEBUG_CLOCK_OFFSET_MS;
-    let dir = meridian::ClusterDir::create(single_node(66))?;
+    let dir = meridian::TestClusterFiles::create(single_node(66))?;
     let mut cluster = InProcessCluster::start_with(dir, meridian::inproc::test_protocol).await?;
     let offset = |cluster: &InProcessCluster| {
         let exposition = cluster.node(US).exposition();
@@ -343,7 +344,7 @@ async fn clients_without_the_token_cannot_lock_out_real_clients() -> Result<()> 
     use meridian_client::{Client, Error};
     const MAX_CONNECTIONS: u32 = 3;
     const TOKENLESS: usize = 8;
-    let dir = meridian::ClusterDir::create(single_node(64))?;
+    let dir = meridian::TestClusterFiles::create(single_node(64))?;
     dir.edit(US, |f| f.limits.max_client_connections = MAX_CONNECTIONS)?;
     let cluster = InProcessCluster::start_with(dir, meridian::inproc::test_protocol).await?;
     let config = cluster.dir.client_config()?.pinned(US);
@@ -463,7 +464,7 @@ async fn resp_buffers_count_against_the_node_budget() -> Result<()> {
     const CONNECTIONS: usize = 10;
     const MEMBERS: usize = 19;
     const MEMBER_BYTES: usize = 1 << 20;
-    let dir = meridian::ClusterDir::create(single_node(67))?;
+    let dir = meridian::TestClusterFiles::create(single_node(67))?;
     // The smallest budget the node accepts for 8 QUIC connections.
     dir.edit(US, |f| {
         f.limits.max_client_connections = 8;

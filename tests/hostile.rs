@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use meridian::raw::{Identity, RawConnection, client_config};
-use meridian::{CONVERGE, ClusterDir, InProcessCluster, Spec, eventually};
+use meridian::{CONVERGE, InProcessCluster, Spec, TestClusterFiles, eventually};
 use meridian_client::wire::{
     self, Consistency, MAX_FRAME_BYTES, Operation, Request, Response, WireError,
 };
@@ -315,7 +315,7 @@ async fn a_hostile_client_leaves_memory_bounded_and_others_served() -> Result<()
 
     // 2c. A flood of handshakes that never authenticate; every fourth with
     //     another cluster's certificate (refused in the handshake).
-    let foreign = ClusterDir::create(Spec::new(69))?;
+    let foreign = TestClusterFiles::create(Spec::new(69))?;
     let foreign_identity = Identity::of(&foreign.client_config()?);
     let mut sockets = Vec::new();
     for _ in 0..FLOOD_SOCKETS {

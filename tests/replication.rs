@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use meridian::objects::{agreed, client_of, converge_to, set_of};
-use meridian::{CONVERGE, ClusterDir, InProcessCluster, Obj, Spec, Val, eventually};
+use meridian::{CONVERGE, InProcessCluster, Obj, Spec, TestClusterFiles, Val, eventually};
 use meridian_client::{Client, Consistency, Error};
 
 const US: &str = "us-east-1";
@@ -609,14 +609,14 @@ async fn placement_pinned_keys_never_leave_their_region() -> Result<()> {
 async fn nodes_and_clients_of_another_ca_are_refused() -> Result<()> {
     // This cluster: us-east-1 and eu-west-1 run; ap-south-1 is missing.
     let mut cluster = InProcessCluster::new(
-        ClusterDir::create(Spec::new(5))?,
+        TestClusterFiles::create(Spec::new(5))?,
         meridian::inproc::test_protocol,
     );
     cluster.restart(US).await?;
     cluster.restart(EU).await?;
     cluster.wait_connected().await;
     // Another cluster, same names, other CA; its ap-south-1 dials ours.
-    let foreign_dir = ClusterDir::create(Spec::new(6))?;
+    let foreign_dir = TestClusterFiles::create(Spec::new(6))?;
     let ours = |name: &str| cluster.node(name).addresses.peer.to_string();
     let (our_us, our_eu) = (ours(US), ours(EU));
     foreign_dir.edit(AP, |f| {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, ensure};
 use meridian::inproc::test_protocol;
-use meridian::{ClusterDir, InProcessCluster, Spec};
+use meridian::{InProcessCluster, Spec, TestClusterFiles};
 use redis::Value;
 
 /// Bound on every socket wait in these tests.
@@ -523,7 +523,7 @@ const MAX_CONNECTIONS: usize = 4;
 /// Each limit refuses its abuse and the node keeps serving other clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn limits_cost_bounded_memory_and_other_clients_keep_being_served() -> Result<()> {
-    let dir = ClusterDir::create(Spec::new(41))?;
+    let dir = TestClusterFiles::create(Spec::new(41))?;
     let names = dir.names();
     dir.edit(&names[0], |f| {
         f.resp.max_connections = MAX_CONNECTIONS as u32

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use meridian::inproc::test_protocol;
-use meridian::{ClusterDir, InProcessCluster, Spec};
+use meridian::{InProcessCluster, Spec, TestClusterFiles};
 use rustls_pki_types::ServerName;
 
 /// Bound on every socket wait in this test.
@@ -27,7 +27,7 @@ fn tcp(addr: SocketAddr) -> Result<TcpStream> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_resp_port_serves_tls_with_the_node_certificate() -> Result<()> {
-    let dir = ClusterDir::create(Spec::new(43))?;
+    let dir = TestClusterFiles::create(Spec::new(43))?;
     let names = dir.names();
     dir.edit(&names[0], |f| f.resp.tls = true)?;
     let ca_pem = std::fs::read(dir.path().join("ca.pem"))?;

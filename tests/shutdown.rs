@@ -24,7 +24,7 @@ const PUSH_DELAY_MS: u64 = 1_000;
 async fn shutdown_answers_requests_in_flight_and_keeps_the_incarnation() -> Result<()> {
     let mut cluster = InProcessCluster::start(Spec::new(50)).await?;
     cluster.wait_connected().await;
-    let incarnation = cluster.node(US).engine().node_id();
+    let incarnation = cluster.node(US).engine().incarnation();
     let client = cluster.client(US).await?;
 
     // US's deltas reach the others a second late, so a quorum write from US
@@ -64,7 +64,7 @@ async fn shutdown_answers_requests_in_flight_and_keeps_the_incarnation() -> Resu
     // The final checkpoint: the restart is clean (same incarnation) and
     // holds the write.
     cluster.restart(US).await?;
-    assert_eq!(cluster.node(US).engine().node_id(), incarnation);
+    assert_eq!(cluster.node(US).engine().incarnation(), incarnation);
     cluster.wait_connected().await;
     let client = cluster.client(US).await?;
     let value = client

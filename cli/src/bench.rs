@@ -292,22 +292,22 @@ impl WorkloadArgs {
 }
 
 /// A target made ready: the backend, the in-process cluster if one was
-/// started (shut down by [`Prepared::close`]), and where to count fsyncs.
+/// started (shut down by [`ReadyTarget::close`]), and where to count fsyncs.
 #[derive(Debug)]
-pub(crate) struct Prepared {
+pub(crate) struct ReadyTarget {
     pub backend: Backend,
     pub cluster: Option<LocalCluster>,
     pub metrics: Option<SocketAddr>,
 }
 
-impl Prepared {
+impl ReadyTarget {
     /// Starts what `target` needs.
     pub async fn new(
         target: &Target,
         node: Option<&str>,
         metrics: Option<SocketAddr>,
         cluster: &ClusterArgs,
-    ) -> Result<Prepared> {
+    ) -> Result<ReadyTarget> {
         if let Some(m) = metrics {
             target::check_loopback(m.ip()).map_err(anyhow::Error::msg)?;
         }
@@ -327,7 +327,7 @@ impl Prepared {
             })
         };
         match target {
-            Target::Redis(addr) => Ok(Prepared {
+            Target::Redis(addr) => Ok(ReadyTarget {
                 backend: Backend::Redis(*addr),
                 cluster: None,
                 metrics: None,
@@ -335,7 +335,7 @@ impl Prepared {
             Target::Meridian(path) => {
                 let config = ClientConfig::load(path)?;
                 target::check_config_loopback(&config)?;
-                Ok(Prepared {
+                Ok(ReadyTarget {
                     backend: meridian(&config)?,
                     cluster: None,
                     metrics,
@@ -351,7 +351,7 @@ impl Prepared {
                         return Err(e);
                     }
                 };
-                Ok(Prepared {
+                Ok(ReadyTarget {
                     backend,
                     cluster: Some(started),
                     metrics,
@@ -457,7 +457,7 @@ async fn run_load(args: LoadArgs) -> Result<()> {
         bail!("--levels: name at least one level");
     }
     args.workload.keyspace()?;
-    let prepared = Prepared::new(
+    let prepared = ReadyTarget::new(
         &args.target,
         args.node.as_deref(),
         args.metrics,

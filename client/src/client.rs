@@ -1,7 +1,7 @@
 //! [`Client`]: the cloneable handle, its connection to the current node,
 //! failover, deadlines and the retry rules.
 //!
-//! Shape: every clone shares one [`Shared`], which holds the current
+//! Shape: every clone shares one [`ClientState`], which holds the current
 //! authenticated connection. A QUIC connection multiplexes streams, so
 //! concurrent requests simply open one stream each on it; the request path
 //! takes a short (never awaited-across) lock to clone the connection handle
@@ -43,10 +43,11 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
 /// one.
 #[derive(Clone)]
 pub struct Client {
-    shared: Arc<Shared>,
+    shared: Arc<ClientState>,
 }
 
-struct Shared {
+/// What every clone of a [`Client`] shares: its configuration and connection.
+struct ClientState {
     config: ClientConfig,
     /// Node indices in the order to try them (preferred first; only it when
     /// pinned).
@@ -97,7 +98,7 @@ impl Client {
     pub async fn connect(config: ClientConfig) -> Result<Client, Error> {
         let prepared = config.prepare()?;
         let client = Client {
-            shared: Arc::new(Shared {
+            shared: Arc::new(ClientState {
                 order: prepared.order,
                 quic: connection::quic_config(prepared.crypto),
                 default_timeout_ms: prepared.default_timeout_ms,
@@ -227,7 +228,7 @@ impl Client {
     }
 }
 
-impl Shared {
+impl ClientState {
     /// Runs one request to completion under its deadline, moving to other
     /// nodes as far as the retry rules allow:
     ///

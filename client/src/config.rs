@@ -260,14 +260,14 @@ impl ClientConfig {
     }
 
     /// Validates the configuration and derives what a client runs with.
-    pub(crate) fn prepare(&self) -> Result<Prepared, Error> {
+    pub(crate) fn prepare(&self) -> Result<DerivedConfig, Error> {
         let order = self.node_order()?;
         if self.token.is_empty() {
             return Err(Error::Config("field `token` is empty".into()));
         }
         let default_timeout_ms = check_timeout(self.default_timeout, "default_timeout")?;
         let crypto = tls::client_crypto(self)?;
-        Ok(Prepared {
+        Ok(DerivedConfig {
             order,
             default_timeout_ms,
             crypto,
@@ -323,7 +323,7 @@ impl ClientConfig {
 }
 
 /// A validated configuration's derived parts.
-pub(crate) struct Prepared {
+pub(crate) struct DerivedConfig {
     /// Indices into `nodes` in the order to try them.
     pub(crate) order: Vec<usize>,
     pub(crate) default_timeout_ms: u32,

@@ -36,13 +36,10 @@ pub const MAX_FRAME_BYTES: usize = 20 << 20;
 
 /// The request limits: the largest key, the largest set member or register
 /// value, the largest object (a whole set) in bytes, and the most members
-/// one set add or remove may name. They are the engine's own numbers (which
-/// say why each value), repeated here because the client does not depend on
-/// the engine; the node crate asserts at compile time that they agree.
-pub const MAX_KEY_BYTES: usize = 4 << 10;
-pub const MAX_VALUE_BYTES: usize = 1 << 20;
-pub const MAX_OBJECT_BYTES: usize = 16 << 20;
-pub const MAX_MEMBERS_PER_OP: usize = 10_000;
+/// one set add or remove may name. The engine enforces the same numbers:
+/// both take them from the dependency-free `meridian-limits` crate, which
+/// says why each value.
+pub use meridian_limits::{MAX_KEY_BYTES, MAX_MEMBERS_PER_OP, MAX_OBJECT_BYTES, MAX_VALUE_BYTES};
 
 /// The type of an object. `(kind, key)` is an object's identity: a counter
 /// and a set may share a key without conflict.

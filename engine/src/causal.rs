@@ -1,16 +1,25 @@
-//! Causality: node identities, dots, version vectors and causal contexts.
+//! Causality: replica identities, dots, version vectors and causal contexts.
 //!
-//! * A [`NodeId`] names one *incarnation* of a replica: it is drawn at random
-//!   when a data directory is created (and again after an unclean shutdown,
-//!   see the engine docs), so a wiped or rebuilt node can never reuse an old
-//!   identity's sequence numbers.
-//! * A [`Dot`] `(node, counter)` names one event: a log record (counter = the
-//!   origin's log sequence number) or, inside a set, one add (counter = the
-//!   origin's per-object event counter).
+//! * An [`Incarnation`] names one *incarnation* of a replica: it is drawn at
+//!   random when a data directory is created (and again after an unclean
+//!   shutdown, see the engine docs), so a wiped or rebuilt node can never
+//!   reuse an old identity's sequence numbers. Counters and clocks are keyed
+//!   by it.
+//! * A [`StreamId`] names one numbering of events: one of an incarnation's
+//!   log streams (one per placement group, see `stream_id`), or, inside a
+//!   set, an incarnation's own numbering of its adds
+//!   (`StreamId::from(incarnation)`, which is also its group-0 stream).
+//! * A [`Dot`] `(stream, counter)` names one event: a log record (counter =
+//!   the stream's log sequence number) or, inside a set, one add (counter =
+//!   the origin's per-object event counter).
 //! * A [`VersionVector`] summarises a downward-closed set of dots: for each
-//!   node, every counter `1..=vv[node]`.
+//!   stream, every counter `1..=vv[stream]`.
 //! * A [`CausalContext`] is a version vector plus a "cloud" of dots seen out
 //!   of order; it compacts into the vector as gaps fill.
+//!
+//! Both ids are 64-bit newtypes with the same archived layout as a bare
+//! `u64`, so data directories and frames are the same bytes as before the
+//! two were told apart.
 //!
 //! Nothing here reads a clock or does I/O.
 
@@ -33,22 +42,57 @@ use std::fmt;
     rkyv::Deserialize,
 )]
 #[rkyv(derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash))]
-pub struct NodeId(pub u64);
+pub struct Incarnation(pub u64);
 
-impl fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "n{:016x}", self.0)
+/// Identity of one numbering of events: the key of [`Dot`]s and
+/// [`VersionVector`]s. Never zero.
+#[derive(
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+#[rkyv(derive(Debug, PartialEq, Eq, PartialOrd, Ord, Hash))]
+pub struct StreamId(pub u64);
+
+/// An incarnation's own numbering: its group-0 log stream, and the id its
+/// adds to a set are numbered under.
+impl From<Incarnation> for StreamId {
+    fn from(incarnation: Incarnation) -> StreamId {
+        StreamId(incarnation.0)
     }
 }
 
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
+/// Both ids print as 16 hex digits (`Debug` with an `n` in front), as the
+/// one id type they were split from did: logs and traces read the same.
+macro_rules! hex_id_formats {
+    ($id:ty) => {
+        impl fmt::Debug for $id {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "n{:016x}", self.0)
+            }
+        }
+
+        impl fmt::Display for $id {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:016x}", self.0)
+            }
+        }
+    };
 }
 
-/// One event: the `counter`-th event of `node` in some numbering (log
-/// sequence numbers, or a set's per-object add counter). Counters start at 1.
+hex_id_formats!(Incarnation);
+hex_id_formats!(StreamId);
+
+/// One event: the `counter`-th event of `stream` (log sequence numbers, or
+/// a set's per-object add counter). Counters start at 1.
 #[derive(
     Clone,
     Copy,
@@ -64,13 +108,13 @@ impl fmt::Display for NodeId {
 )]
 #[rkyv(derive(Debug, PartialEq, Eq, PartialOrd, Ord))]
 pub struct Dot {
-    pub node: NodeId,
+    pub stream: StreamId,
     pub counter: u64,
 }
 
 impl Dot {
-    pub fn new(node: NodeId, counter: u64) -> Self {
-        Dot { node, counter }
+    pub fn new(stream: StreamId, counter: u64) -> Self {
+        Dot { stream, counter }
     }
 }
 
@@ -86,13 +130,13 @@ pub enum Causality {
     Concurrent,
 }
 
-/// For each node, the highest counter `c` such that every dot `(node, 1..=c)`
-/// is included. Absent nodes mean 0. Zero entries are never stored, so two
+/// For each stream, the highest counter `c` such that every dot `(stream, 1..=c)`
+/// is included. Absent streams mean 0. Zero entries are never stored, so two
 /// vectors describing the same set are equal as values.
 #[derive(
     Clone, Default, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
-pub struct VersionVector(BTreeMap<NodeId, u64>);
+pub struct VersionVector(BTreeMap<StreamId, u64>);
 
 impl fmt::Debug for VersionVector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -105,36 +149,36 @@ impl VersionVector {
         Self::default()
     }
 
-    /// The counter for `node` (0 when absent).
-    pub fn get(&self, node: NodeId) -> u64 {
-        self.0.get(&node).copied().unwrap_or(0)
+    /// The counter for `stream` (0 when absent).
+    pub fn get(&self, stream: StreamId) -> u64 {
+        self.0.get(&stream).copied().unwrap_or(0)
     }
 
-    /// Sets the counter for `node`; 0 removes the entry.
-    pub fn set(&mut self, node: NodeId, counter: u64) {
+    /// Sets the counter for `stream`; 0 removes the entry.
+    pub fn set(&mut self, stream: StreamId, counter: u64) {
         if counter == 0 {
-            self.0.remove(&node);
+            self.0.remove(&stream);
         } else {
-            self.0.insert(node, counter);
+            self.0.insert(stream, counter);
         }
     }
 
-    /// Raises `node`'s entry to `counter` if it is lower.
-    pub fn raise(&mut self, node: NodeId, counter: u64) {
-        if counter > self.get(node) {
-            self.0.insert(node, counter);
+    /// Raises `stream`'s entry to `counter` if it is lower.
+    pub fn raise(&mut self, stream: StreamId, counter: u64) {
+        if counter > self.get(stream) {
+            self.0.insert(stream, counter);
         }
     }
 
     /// Whether `dot` is included.
     pub fn contains(&self, dot: Dot) -> bool {
-        dot.counter != 0 && dot.counter <= self.get(dot.node)
+        dot.counter != 0 && dot.counter <= self.get(dot.stream)
     }
 
     /// Pointwise maximum.
     pub fn join(&mut self, other: &VersionVector) {
-        for (&node, &counter) in &other.0 {
-            self.raise(node, counter);
+        for (&stream, &counter) in &other.0 {
+            self.raise(stream, counter);
         }
     }
 
@@ -142,8 +186,8 @@ impl VersionVector {
     /// of a set of replicas is the meet of their vectors.
     pub fn meet(&self, other: &VersionVector) -> VersionVector {
         let mut out = VersionVector::new();
-        for (&node, &counter) in &self.0 {
-            out.set(node, counter.min(other.get(node)));
+        for (&stream, &counter) in &self.0 {
+            out.set(stream, counter.min(other.get(stream)));
         }
         out
     }
@@ -162,7 +206,7 @@ impl VersionVector {
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (StreamId, u64)> + '_ {
         self.0.iter().map(|(&n, &c)| (n, c))
     }
 
@@ -199,8 +243,8 @@ impl PartialOrd for VersionVector {
     }
 }
 
-impl FromIterator<(NodeId, u64)> for VersionVector {
-    fn from_iter<T: IntoIterator<Item = (NodeId, u64)>>(iter: T) -> Self {
+impl FromIterator<(StreamId, u64)> for VersionVector {
+    fn from_iter<T: IntoIterator<Item = (StreamId, u64)>>(iter: T) -> Self {
         let mut vv = VersionVector::new();
         for (n, c) in iter {
             vv.raise(n, c);
@@ -212,7 +256,7 @@ impl FromIterator<(NodeId, u64)> for VersionVector {
 /// A set of dots that need not be downward closed: a [`VersionVector`] for
 /// the contiguous prefix plus a cloud of dots above it. Inserting the missing
 /// dot of a gap compacts the cloud into the vector, so a context whose gaps
-/// have all filled costs one vector entry per node.
+/// have all filled costs one vector entry per stream.
 #[derive(
     Clone, Default, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
@@ -253,30 +297,30 @@ impl CausalContext {
         if dot.counter == 0 || self.contains(dot) {
             return false;
         }
-        if dot.counter == self.vv.get(dot.node) + 1 {
-            self.vv.set(dot.node, dot.counter);
-            self.compact_node(dot.node);
+        if dot.counter == self.vv.get(dot.stream) + 1 {
+            self.vv.set(dot.stream, dot.counter);
+            self.compact_stream(dot.stream);
         } else {
             self.cloud.insert(dot);
         }
         true
     }
 
-    /// Moves cloud dots of `node` that now extend the prefix into the vector.
-    fn compact_node(&mut self, node: NodeId) {
+    /// Moves cloud dots of `stream` that now extend the prefix into the vector.
+    fn compact_stream(&mut self, stream: StreamId) {
         loop {
-            let next = Dot::new(node, self.vv.get(node) + 1);
+            let next = Dot::new(stream, self.vv.get(stream) + 1);
             if self.cloud.remove(&next) {
-                self.vv.set(node, next.counter);
+                self.vv.set(stream, next.counter);
             } else {
                 break;
             }
         }
         // Dots at or below the prefix are redundant.
-        let prefix = self.vv.get(node);
+        let prefix = self.vv.get(stream);
         let stale: Vec<Dot> = self
             .cloud
-            .range(Dot::new(node, 0)..=Dot::new(node, prefix))
+            .range(Dot::new(stream, 0)..=Dot::new(stream, prefix))
             .copied()
             .collect();
         for d in stale {
@@ -287,39 +331,39 @@ impl CausalContext {
     /// Set union; returns whether `self` gained a dot. Cost is proportional
     /// to `other`'s size, not `self`'s.
     pub fn join(&mut self, other: &CausalContext) -> bool {
-        let mut touched: BTreeSet<NodeId> = BTreeSet::new();
-        for (node, counter) in other.vv.iter() {
-            if counter > self.vv.get(node) {
-                self.vv.set(node, counter);
-                touched.insert(node);
+        let mut touched: BTreeSet<StreamId> = BTreeSet::new();
+        for (stream, counter) in other.vv.iter() {
+            if counter > self.vv.get(stream) {
+                self.vv.set(stream, counter);
+                touched.insert(stream);
             }
         }
         for &dot in &other.cloud {
             if !self.vv.contains(dot) && self.cloud.insert(dot) {
-                touched.insert(dot.node);
+                touched.insert(dot.stream);
             }
         }
         let changed = !touched.is_empty();
-        for node in touched {
-            self.compact_node(node);
+        for stream in touched {
+            self.compact_stream(stream);
         }
         changed
     }
 
-    /// The highest counter of `node` present anywhere in the context.
-    pub fn max_counter(&self, node: NodeId) -> u64 {
+    /// The highest counter of `stream` present anywhere in the context.
+    pub fn max_counter(&self, stream: StreamId) -> u64 {
         let in_cloud = self
             .cloud
-            .range(Dot::new(node, 0)..=Dot::new(node, u64::MAX))
+            .range(Dot::new(stream, 0)..=Dot::new(stream, u64::MAX))
             .next_back()
             .map(|d| d.counter)
             .unwrap_or(0);
-        in_cloud.max(self.vv.get(node))
+        in_cloud.max(self.vv.get(stream))
     }
 
-    /// The next dot `node` should use for a new event in this context.
-    pub fn next_dot(&self, node: NodeId) -> Dot {
-        Dot::new(node, self.max_counter(node) + 1)
+    /// The next dot `stream` should use for a new event in this context.
+    pub fn next_dot(&self, stream: StreamId) -> Dot {
+        Dot::new(stream, self.max_counter(stream) + 1)
     }
 
     /// The contiguous prefix.
@@ -356,8 +400,23 @@ impl FromIterator<Dot> for CausalContext {
 mod tests {
     use super::*;
 
-    fn n(x: u64) -> NodeId {
-        NodeId(x)
+    fn n(x: u64) -> StreamId {
+        StreamId(x)
+    }
+
+    /// Data directories and frames written while both ids were one type
+    /// (a `u64` newtype) read the same: each archives as its `u64`.
+    #[test]
+    fn ids_archive_as_their_u64() {
+        use rkyv::rancor::Error;
+        let raw = rkyv::to_bytes::<Error>(&0x1234_5678_9abc_def0u64).unwrap();
+        let inc = rkyv::to_bytes::<Error>(&Incarnation(0x1234_5678_9abc_def0)).unwrap();
+        let stream = rkyv::to_bytes::<Error>(&StreamId(0x1234_5678_9abc_def0)).unwrap();
+        assert_eq!(&raw[..], &inc[..]);
+        assert_eq!(&raw[..], &stream[..]);
+        assert_eq!(format!("{:?}", StreamId(10)), "n000000000000000a");
+        assert_eq!(Incarnation(10).to_string(), "000000000000000a");
+        assert_eq!(StreamId::from(Incarnation(10)), StreamId(10));
     }
 
     #[test]

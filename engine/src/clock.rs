@@ -17,7 +17,7 @@ use std::cell::Cell;
 use std::num::NonZeroU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::causal::NodeId;
+use crate::causal::Incarnation;
 use crate::error::{Error, Result};
 
 /// Physical time as a 64-bit NTP timestamp (32.32 fixed-point seconds since
@@ -93,7 +93,7 @@ fn ntp_duration_ms(ntp_delta: u64) -> u64 {
 #[rkyv(derive(Debug, PartialEq, Eq, PartialOrd, Ord))]
 pub struct Hlc {
     pub time: u64,
-    pub node: NodeId,
+    pub node: Incarnation,
 }
 
 impl Hlc {
@@ -115,7 +115,7 @@ fn injected_clock() -> uhlc::NTP64 {
 /// A node's hybrid logical clock.
 pub struct Clock {
     hlc: uhlc::HLC,
-    node: NodeId,
+    node: Incarnation,
     max_offset: Duration,
 }
 
@@ -134,8 +134,8 @@ impl Clock {
     /// a runaway clock from pushing everyone's time forward.
     pub const DEFAULT_MAX_OFFSET: Duration = Duration::from_millis(500);
 
-    pub fn new(node: NodeId, max_offset: Duration) -> Clock {
-        let id = NonZeroU64::new(node.0).expect("node ids are never zero");
+    pub fn new(node: Incarnation, max_offset: Duration) -> Clock {
+        let id = NonZeroU64::new(node.0).expect("incarnations are never zero");
         let hlc = uhlc::HLCBuilder::new()
             .with_id(uhlc::ID::from(id))
             .with_clock(injected_clock)
@@ -148,7 +148,7 @@ impl Clock {
         }
     }
 
-    pub fn node(&self) -> NodeId {
+    pub fn incarnation(&self) -> Incarnation {
         self.node
     }
 
@@ -205,7 +205,7 @@ mod tests {
     fn receive_rule_never_goes_backwards() {
         // The counterexample that rules out the `hybrid-logical-clock` crate:
         // clock at (200, 5), message (150, 0), wall clock 180.
-        let clock = Clock::new(NodeId(1), Clock::DEFAULT_MAX_OFFSET);
+        let clock = Clock::new(Incarnation(1), Clock::DEFAULT_MAX_OFFSET);
         let mut last = Hlc::default();
         for _ in 0..6 {
             let t = clock.now(ms(200));
@@ -214,7 +214,7 @@ mod tests {
         }
         let remote = Hlc {
             time: ms(150).0,
-            node: NodeId(2),
+            node: Incarnation(2),
         };
         clock.observe(remote, ms(180)).unwrap();
         let after = clock.now(ms(180));
@@ -224,11 +224,11 @@ mod tests {
 
     #[test]
     fn far_future_timestamps_are_refused_and_leave_the_clock_alone() {
-        let clock = Clock::new(NodeId(1), Duration::from_millis(500));
+        let clock = Clock::new(Incarnation(1), Duration::from_millis(500));
         let before = clock.now(ms(1000));
         let remote = Hlc {
             time: ms(1000 + 2000).0,
-            node: NodeId(2),
+            node: Incarnation(2),
         };
         match clock.observe(remote, ms(1000)) {
             Err(Error::ClockAhead { ahead_ms, max_ms }) => {
@@ -250,10 +250,10 @@ mod tests {
 
     #[test]
     fn timestamps_within_the_offset_are_accepted() {
-        let clock = Clock::new(NodeId(1), Duration::from_millis(500));
+        let clock = Clock::new(Incarnation(1), Duration::from_millis(500));
         let remote = Hlc {
             time: ms(1400).0,
-            node: NodeId(2),
+            node: Incarnation(2),
         };
         clock.observe(remote, ms(1000)).unwrap();
         assert!(clock.now(ms(1000)) > remote);
@@ -278,7 +278,7 @@ mod tests {
         /// timestamp exceeds everything issued or accepted before it.
         #[test]
         fn monotonic_under_any_send_receive_sequence(steps in proptest::collection::vec(step(), 1..200)) {
-            let clock = Clock::new(NodeId(7), Duration::from_millis(500));
+            let clock = Clock::new(Incarnation(7), Duration::from_millis(500));
             let mut high = Hlc::default();
             for s in steps {
                 match s {
@@ -288,7 +288,7 @@ mod tests {
                         high = t;
                     }
                     Step::Observe { remote, wall } => {
-                        let r = Hlc { time: ms(remote).0, node: NodeId(9) };
+                        let r = Hlc { time: ms(remote).0, node: Incarnation(9) };
                         let result = clock.observe(r, ms(wall));
                         let accepted = result.is_ok();
                         // Exactly at the limit, sub-millisecond rounding decides.

@@ -102,11 +102,11 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::causal::{Dot, NodeId};
+    use crate::causal::{Dot, StreamId};
 
     #[test]
     fn round_trip_and_rejections() {
-        let dot = Dot::new(NodeId(3), 9);
+        let dot = Dot::new(StreamId(3), 9);
         let bytes = encode(&dot);
         assert_eq!(decode::<Dot>(&bytes).unwrap(), dot);
         let mut newer = bytes.clone();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::causal::{CausalContext, Dot, NodeId, VersionVector};
+use crate::causal::{CausalContext, Dot, Incarnation, StreamId, VersionVector};
 use crate::clock::{Clock, Hlc, PhysicalTime};
 use crate::codec;
 use crate::crdt::{Counter, Delta, ObjectState, Register, register};
@@ -203,7 +203,7 @@ const OBJECTS_DIR: &str = "objects";
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct IdentityFile {
-    incarnation: NodeId,
+    incarnation: Incarnation,
 }
 
 /// The clean-shutdown marker: written last by [`Engine::close`], after the
@@ -236,7 +236,7 @@ struct CheckpointFile {
     /// Per group, the deltas truncation deleted.
     truncated: BTreeMap<GroupId, VersionVector>,
     /// The group of every stream seen.
-    streams: BTreeMap<NodeId, GroupId>,
+    streams: BTreeMap<StreamId, GroupId>,
     /// A timestamp at least as late as every one the clock had issued or
     /// observed: restored on open so a restart never issues earlier ones.
     clock_high: Hlc,
@@ -252,7 +252,7 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("dir", &self.inner.dir)
-            .field("node", &self.inner.node)
+            .field("incarnation", &self.inner.incarnation)
             .finish()
     }
 }
@@ -261,17 +261,17 @@ struct Inner {
     dir: PathBuf,
     vfs: Arc<dyn Vfs>,
     config: EngineConfig,
-    node: NodeId,
+    incarnation: Incarnation,
     clock: Clock,
     log: Arc<Log>,
     store: Store,
     stripes: Box<[Mutex<()>]>,
     /// Next sequence number per own stream; held across appends so each
     /// stream's numbers are dense and in log order.
-    seqs: Mutex<HashMap<NodeId, u64>>,
+    seqs: Mutex<HashMap<StreamId, u64>>,
     applied: Mutex<CausalContext>,
     durable: Arc<Mutex<CausalContext>>,
-    streams: Mutex<BTreeMap<NodeId, GroupId>>,
+    streams: Mutex<BTreeMap<StreamId, GroupId>>,
     /// Start positions of entries appended but not yet in the object store
     /// and the applied dots. An entry joins it in the same critical section
     /// as its append and leaves it in the same one as its dots are
@@ -301,9 +301,9 @@ impl Drop for Inner {
 /// The stream id of `group` for an incarnation: the incarnation itself for
 /// group 0, a fixed mix of both otherwise. Deterministic, so peers can work
 /// out each other's streams.
-pub fn stream_id(incarnation: NodeId, group: GroupId) -> NodeId {
+pub fn stream_id(incarnation: Incarnation, group: GroupId) -> StreamId {
     if group.0 == 0 {
-        return incarnation;
+        return StreamId::from(incarnation);
     }
     // splitmix64 finaliser over the pair; never returns 0 in practice, and
     // 0 is mapped away to keep ids nonzero.
@@ -311,7 +311,7 @@ pub fn stream_id(incarnation: NodeId, group: GroupId) -> NodeId {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
-    NodeId(z.max(1))
+    StreamId(z.max(1))
 }
 
 /// The log's fsync as the group commit runs it (on the sync thread, or on
@@ -413,14 +413,14 @@ fn read_clean_marker(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Option<(u64, u6
     }
 }
 
-fn new_incarnation(source: Option<&IncarnationSource>) -> NodeId {
+fn new_incarnation(source: Option<&IncarnationSource>) -> Incarnation {
     loop {
         let id: u64 = match source {
             Some(draw) => draw(),
             None => rand::random(),
         };
         if id != 0 {
-            return NodeId(id);
+            return Incarnation(id);
         }
     }
 }
@@ -442,24 +442,24 @@ impl Engine {
         // Removed only once the log checked out: a failed open leaves it, so
         // damage found now is still judged as after a clean shutdown.
         let clean = read_clean_marker(&*vfs, &dir)?;
-        let (node, unclean) = match &identity {
+        let (incarnation, unclean) = match &identity {
             Some(id) if clean.is_some() => (id.incarnation, false),
             Some(old) => {
-                let node = new_incarnation(config.incarnations.as_ref());
+                let new = new_incarnation(config.incarnations.as_ref());
                 tracing::warn!(
-                    old = %old.incarnation, new = %node,
+                    old = %old.incarnation, %new,
                     "previous shutdown was not clean; starting a new incarnation"
                 );
-                (node, true)
+                (new, true)
             }
             None => (new_incarnation(config.incarnations.as_ref()), false),
         };
-        if identity.as_ref().map(|c| c.incarnation) != Some(node) {
+        if identity.as_ref().map(|c| c.incarnation) != Some(incarnation) {
             write_small_file(
                 &*vfs,
                 &dir,
                 IDENTITY_FILE,
-                &IdentityFile { incarnation: node },
+                &IdentityFile { incarnation },
                 None,
             )?;
         }
@@ -492,7 +492,7 @@ impl Engine {
                         }
                         merge_into_store(&store, &r.key, &r.delta, pos)?;
                         applied.insert(r.dot);
-                        streams.insert(r.dot.node, group_of(&r.key));
+                        streams.insert(r.dot.stream, group_of(&r.key));
                         clock_high = clock_high.max(r.hlc);
                     }
                     Entry::Merge { key, delta } => {
@@ -518,7 +518,7 @@ impl Engine {
         }
 
         let counters = Arc::new(Counters::default());
-        let clock = Clock::new(node, config.max_clock_offset);
+        let clock = Clock::new(incarnation, config.max_clock_offset);
         // Our own history is never "too far ahead": restore the clock past
         // everything it had issued or accepted before the restart.
         if clock_high.time > 0 {
@@ -528,7 +528,7 @@ impl Engine {
             dir: dir.clone(),
             vfs: vfs.clone(),
             clock,
-            node,
+            incarnation,
             log: log.clone(),
             store,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
@@ -637,13 +637,13 @@ impl Engine {
     }
 
     /// This incarnation's id (changes after an unclean shutdown).
-    pub fn node_id(&self) -> NodeId {
-        self.inner.node
+    pub fn incarnation(&self) -> Incarnation {
+        self.inner.incarnation
     }
 
     /// The stream this node numbers `group`'s deltas in.
-    pub fn stream(&self, group: GroupId) -> NodeId {
-        stream_id(self.inner.node, group)
+    pub fn stream(&self, group: GroupId) -> StreamId {
+        stream_id(self.inner.incarnation, group)
     }
 
     /// The placement group of `key`.
@@ -652,7 +652,7 @@ impl Engine {
     }
 
     /// The group of a stream this node has seen deltas of.
-    pub fn stream_group(&self, stream: NodeId) -> Option<GroupId> {
+    pub fn stream_group(&self, stream: StreamId) -> Option<GroupId> {
         self.inner.streams.lock().get(&stream).copied()
     }
 
@@ -699,7 +699,7 @@ impl Engine {
             Kind::Counter => {
                 let mut state = inner.store.read_counter(key)?.unwrap_or_default();
                 let delta = match op {
-                    Op::Incr(d) => state.incr(inner.node, d)?,
+                    Op::Incr(d) => state.incr(inner.incarnation, d)?,
                     Op::Delete => state.delete(),
                     _ => unreachable!("validated"),
                 };
@@ -747,7 +747,7 @@ impl Engine {
                     _ => unreachable!("validated"),
                 };
                 let delta = match &op {
-                    Op::Add(ms) => view.set.add(inner.node, ms),
+                    Op::Add(ms) => view.set.add(inner.incarnation, ms),
                     Op::Remove(ms) => view.set.remove(ms),
                     Op::Delete => view.set.delete(),
                     _ => unreachable!("validated"),
@@ -913,7 +913,7 @@ impl Engine {
         inner
             .streams
             .lock()
-            .insert(record.dot.node, self.group_of(&record.key));
+            .insert(record.dot.stream, self.group_of(&record.key));
         let changed = prepared.changed();
         self.finish_append(start, end, Some(Publish::Dot(record.dot)), |lsn| {
             prepared.write(&inner.store, &record.key, lsn)
@@ -964,7 +964,11 @@ impl Engine {
     /// After a full-state sync whose objects were joined with
     /// [`Engine::merge_state`]: records that everything in `vector` is now
     /// applied here. Returns the position it is durable at.
-    pub fn join_vector(&self, vector: &VersionVector, groups: &[(NodeId, GroupId)]) -> Result<u64> {
+    pub fn join_vector(
+        &self,
+        vector: &VersionVector,
+        groups: &[(StreamId, GroupId)],
+    ) -> Result<u64> {
         self.check_open()?;
         let inner = &self.inner;
         let (start, end) = self.append_entry(&Entry::Vector(vector.clone()))?;
@@ -1155,17 +1159,17 @@ impl Engine {
         &self,
         wants: &dyn Fn(GroupId) -> bool,
         f: impl FnMut(ObjectKey, ObjectState) -> Result<bool>,
-    ) -> Result<(VersionVector, Vec<(NodeId, GroupId)>)> {
+    ) -> Result<(VersionVector, Vec<(StreamId, GroupId)>)> {
         let applied = self.applied();
         let streams = self.inner.streams.lock().clone();
         let mut vector = VersionVector::new();
         let mut groups = Vec::new();
-        for (node, counter) in applied.vector().iter() {
-            if let Some(&g) = streams.get(&node)
+        for (stream, counter) in applied.vector().iter() {
+            if let Some(&g) = streams.get(&stream)
                 && wants(g)
             {
-                vector.set(node, counter);
-                groups.push((node, g));
+                vector.set(stream, counter);
+                groups.push((stream, g));
             }
         }
         let group_of = self.inner.config.group_of.clone();
@@ -1329,16 +1333,18 @@ impl Engine {
 }
 
 /// A merge computed against the current state, not yet written.
-enum Prepared {
+enum PendingMerge {
     Counter(Counter, bool),
     Register(Register, bool),
     Set(SetView, bool),
 }
 
-impl Prepared {
+impl PendingMerge {
     fn changed(&self) -> bool {
         match self {
-            Prepared::Counter(_, c) | Prepared::Register(_, c) | Prepared::Set(_, c) => *c,
+            PendingMerge::Counter(_, c)
+            | PendingMerge::Register(_, c)
+            | PendingMerge::Set(_, c) => *c,
         }
     }
 
@@ -1347,24 +1353,24 @@ impl Prepared {
             return Ok(());
         }
         match self {
-            Prepared::Counter(c, _) => store.write_counter(key, c, lsn),
-            Prepared::Register(r, _) => store.write_register(key, r, lsn),
-            Prepared::Set(v, _) => store.write_set(key, v, lsn),
+            PendingMerge::Counter(c, _) => store.write_counter(key, c, lsn),
+            PendingMerge::Register(r, _) => store.write_register(key, r, lsn),
+            PendingMerge::Set(v, _) => store.write_set(key, v, lsn),
         }
     }
 }
 
-fn prepare_merge(store: &Store, key: &ObjectKey, delta: &Delta) -> Result<Prepared> {
+fn prepare_merge(store: &Store, key: &ObjectKey, delta: &Delta) -> Result<PendingMerge> {
     Ok(match delta {
         Delta::Counter(d) => {
             let mut c = store.read_counter(key)?.unwrap_or_default();
             let changed = c.merge(d);
-            Prepared::Counter(c, changed)
+            PendingMerge::Counter(c, changed)
         }
         Delta::Register(d) => {
             let mut r = store.read_register(key)?;
             let changed = register::merge_into(&mut r, d);
-            Prepared::Register(r.expect("merged"), changed)
+            PendingMerge::Register(r.expect("merged"), changed)
         }
         Delta::Set(d) => {
             let mut view = match d.scope {
@@ -1375,7 +1381,7 @@ fn prepare_merge(store: &Store, key: &ObjectKey, delta: &Delta) -> Result<Prepar
                 crate::crdt::Scope::Full => store.load_set(key, None)?,
             };
             let changed = view.set.merge(d);
-            Prepared::Set(view, changed)
+            PendingMerge::Set(view, changed)
         }
     })
 }
@@ -1454,7 +1460,7 @@ mod tests {
             c
         };
         let e = Engine::open(config(), now()).unwrap();
-        assert_eq!(e.node_id(), NodeId(7));
+        assert_eq!(e.incarnation(), Incarnation(7));
         assert!(e.inner.syncer.lock().is_none(), "no sync thread");
         let k = ObjectKey::new(Kind::Counter, b"k".to_vec()).unwrap();
         let a = e.apply(&k, Op::Incr(1), now()).unwrap();
@@ -1474,7 +1480,11 @@ mod tests {
         drop(e);
         disk.power_cut(Keep::Synced);
         let e = Engine::open(config(), now()).unwrap();
-        assert_eq!(e.node_id(), NodeId(14), "unclean: the next seeded id");
+        assert_eq!(
+            e.incarnation(),
+            Incarnation(14),
+            "unclean: the next seeded id"
+        );
         assert!(!e.applied().contains(lost.record.dot));
         // wait_durable syncs on the caller's thread.
         let b = e.apply(&k, Op::Incr(100), now()).unwrap();
@@ -1498,13 +1508,13 @@ mod tests {
         assert!(e.poisoned().is_none());
         assert!(e.applied().contains(b.record.dot));
         // A clean close syncs inline and keeps the incarnation.
-        let id = e.node_id();
+        let id = e.incarnation();
         e.apply(&k, Op::Incr(1), now()).unwrap();
         e.close().unwrap();
         drop(e);
         disk.power_cut(Keep::Synced);
         let e = Engine::open(config(), now()).unwrap();
-        assert_eq!(e.node_id(), id);
+        assert_eq!(e.incarnation(), id);
         // sled kept the unsynced increments' effects (10, 1000): the
         // opens after the cuts re-issued them under new dots.
         assert_eq!(e.read(&k).unwrap(), Value::Counter(1112));
@@ -1534,11 +1544,11 @@ mod tests {
         e.close().unwrap();
         // What `apply` does after its checks, run after `close` returned.
         let mut state = e.inner.store.read_counter(&k).unwrap().unwrap_or_default();
-        let delta = state.incr(e.inner.node, 10).unwrap();
+        let delta = state.incr(e.inner.incarnation, 10).unwrap();
         let late = e.append_local(&k, e.inner.clock.now(now()), Delta::Counter(delta), |lsn| {
             e.inner.store.write_counter(&k, &state, lsn)
         });
-        let node = e.node_id();
+        let node = e.incarnation();
         drop(e);
         disk.power_cut(Keep::Synced);
         let e = Engine::open(config(), now()).unwrap();
@@ -1548,7 +1558,7 @@ mod tests {
                 // Not refused: then it must have survived, or its dot is
                 // free to be reused under the same incarnation.
                 assert!(
-                    e.node_id() != node || e.applied().contains(record.dot),
+                    e.incarnation() != node || e.applied().contains(record.dot),
                     "a write appended after close was lost under a kept incarnation \
                      ({:?}): its dot will be reused",
                     record.dot
@@ -1556,7 +1566,7 @@ mod tests {
             }
             Err(other) => panic!("expected Shutdown, got {other:?}"),
         }
-        assert_eq!(e.node_id(), node, "the close was clean");
+        assert_eq!(e.incarnation(), node, "the close was clean");
         let next = e.apply(&k, Op::Incr(100), now()).unwrap();
         assert_eq!(next.record.dot.counter, a.record.dot.counter + 1);
     }

@@ -6,8 +6,8 @@
 //!   physical time; remote timestamps more than `max_clock_offset` (default
 //!   500 ms) ahead are refused with [`Error::ClockAhead`] so the caller can
 //!   defer and retry.
-//! * **Causality** ([`causal`]): [`NodeId`], [`Dot`], [`VersionVector`]
-//!   (compare, join, meet, contains) and [`CausalContext`].
+//! * **Causality** ([`causal`]): [`Incarnation`], [`StreamId`], [`Dot`],
+//!   [`VersionVector`] (compare, join, meet, contains) and [`CausalContext`].
 //! * **CRDTs** ([`crdt`]) with delta mutators: a PN-counter with an
 //!   observed-reset delete, an add-wins observed-remove set without
 //!   tombstones, and an HLC last-writer-wins register with tombstone deletes.
@@ -59,7 +59,7 @@
 //!   directory that already exists keeps its own mode.
 //!
 //! # Identity and incarnations
-//! Each data directory has an incarnation id ([`Engine::node_id`]), drawn at
+//! Each data directory has an incarnation id ([`Engine::incarnation`]), drawn at
 //! random when the directory is created *and again after every unclean
 //! shutdown*. Deltas are numbered per incarnation and placement group (a
 //! *stream*), so a rebuilt or crashed node can never reuse sequence numbers
@@ -169,7 +169,7 @@ pub mod object;
 mod store;
 pub mod vfs;
 
-pub use causal::{CausalContext, Causality, Dot, NodeId, VersionVector};
+pub use causal::{CausalContext, Causality, Dot, Incarnation, StreamId, VersionVector};
 pub use clock::{Clock, Hlc, PhysicalTime};
 pub use crdt::{Delta, ObjectState};
 pub use engine::{

@@ -6,21 +6,10 @@ use std::fmt;
 use crate::clock::Hlc;
 use crate::error::{Error, Result};
 
-/// Largest key, in bytes. Keys are arbitrary byte strings; 4 KiB is far
-/// above any sensible key and bounds the per-object index overhead.
-pub const MAX_KEY_BYTES: usize = 4 << 10;
-
-/// Largest set member or register value, in bytes: bounds one delta, one
-/// log record and one replication message.
-pub const MAX_VALUE_BYTES: usize = 1 << 20;
-
-/// Largest object (all members of a set with their metadata), in bytes:
-/// bounds full-state transfers and quorum-read joins.
-pub const MAX_OBJECT_BYTES: usize = 16 << 20;
-
-/// Largest number of members one add or remove may name. Bounds the work
-/// one request does under its object lock.
-pub const MAX_MEMBERS_PER_OP: usize = 10_000;
+/// The size limits (see [`meridian_limits`], which says why each value):
+/// defined in that leaf crate because the client, which does not depend on
+/// the engine, checks requests against the same numbers.
+pub use meridian_limits::{MAX_KEY_BYTES, MAX_MEMBERS_PER_OP, MAX_OBJECT_BYTES, MAX_VALUE_BYTES};
 
 /// A placement group: the set of objects sharing one replica set (one
 /// placement rule). The engine numbers each group's deltas in a stream of

@@ -523,7 +523,7 @@ fn sync_tree(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::causal::NodeId;
+    use crate::causal::Incarnation;
 
     fn k(kind: Kind, s: &str) -> ObjectKey {
         ObjectKey::new(kind, s.as_bytes().to_vec()).unwrap()
@@ -535,7 +535,8 @@ mod tests {
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         let key = k(Kind::Set, "s");
         let mut view = store.load_set(&key, Some(&[b"a", b"b"])).unwrap();
-        view.set.add(NodeId(1), &[b"a".to_vec(), b"b".to_vec()]);
+        view.set
+            .add(Incarnation(1), &[b"a".to_vec(), b"b".to_vec()]);
         store.write_set(&key, &view, 10).unwrap();
         let mut view = store.load_set(&key, Some(&[b"a"])).unwrap();
         assert_eq!(view.header.count, 2);
@@ -557,12 +558,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         let mut c = Counter::new();
-        c.incr(NodeId(1), 3).unwrap();
+        c.incr(Incarnation(1), 3).unwrap();
         store.write_counter(&k(Kind::Counter, "x"), &c, 1).unwrap();
         for name in ["s", "s\u{1}", "sa"] {
             let key = k(Kind::Set, name);
             let mut view = store.load_set(&key, Some(&[b"m"])).unwrap();
-            view.set.add(NodeId(1), &[b"m".to_vec()]);
+            view.set.add(Incarnation(1), &[b"m".to_vec()]);
             store.write_set(&key, &view, 2).unwrap();
         }
         let mut seen = Vec::new();

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use meridian_engine::{Dot, Durability, Engine, EngineConfig, Error, NodeId, Op};
+use meridian_engine::{Dot, Durability, Engine, EngineConfig, Error, Op, StreamId};
 
 /// Environment variables that put this binary in child mode.
 const CHILD_DIR_ENV: &str = "MERIDIAN_CRASH_CHILD_DIR";
@@ -106,7 +106,7 @@ fn crash_child_process() {
     let deadline = Instant::now() + CHILD_MAX_RUNTIME;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "open {}", e.node_id().0).unwrap();
+        writeln!(out, "open {}", e.incarnation().0).unwrap();
         out.flush().unwrap();
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -133,7 +133,7 @@ fn crash_child_process() {
                     // One write per line, flushed: a line is either all there or not.
                     let line = format!(
                         "ack {t} {i} {} {}\n",
-                        a.record.dot.node.0, a.record.dot.counter
+                        a.record.dot.stream.0, a.record.dot.counter
                     );
                     let mut out = std::io::stdout().lock();
                     out.write_all(line.as_bytes()).unwrap();
@@ -228,12 +228,12 @@ fn crash_round(dir: &Path, round: u64) -> (Vec<usize>, Vec<Dot>) {
             .unwrap_or(words.len());
         match &words[from..] {
             ["open", _] => opened = true,
-            ["ack", t, i, node, counter] => {
+            ["ack", t, i, stream, counter] => {
                 let (t, i): (usize, usize) = (t.parse().unwrap(), i.parse().unwrap());
                 assert_eq!(i, acked[t], "thread {t} acknowledged out of order");
                 acked[t] = i + 1;
                 dots.push(Dot::new(
-                    NodeId(node.parse().unwrap()),
+                    StreamId(stream.parse().unwrap()),
                     counter.parse().unwrap(),
                 ));
                 acks_seen += 1;

@@ -45,7 +45,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use crdts::{CmRDT, CvRDT, Orswot, PNCounter};
-use meridian_engine::NodeId;
+use meridian_engine::Incarnation;
 use meridian_engine::crdt::{Counter, OrSet, SetDelta};
 use proptest::prelude::*;
 
@@ -182,7 +182,7 @@ fn run_counter(steps: &[Step<i64>], seed: u64) {
                 // A replica always knows all of its own operations on both sides.
                 let index = r.ours_prefix[*replica];
                 assert_eq!(index, r.theirs_prefix[*replica]);
-                let ours = r.ours.incr(NodeId(actor(*replica)), *amount).unwrap();
+                let ours = r.ours.incr(Incarnation(actor(*replica)), *amount).unwrap();
                 let theirs = if *amount >= 0 {
                     r.theirs.inc_many(actor(*replica), amount.unsigned_abs())
                 } else {
@@ -357,7 +357,7 @@ fn run_set(steps: &[Step<SetOp>], seed: u64) {
                     let (ours, theirs) = match op {
                         SetOp::Add(ms) => {
                             let members: Vec<Vec<u8>> = ms.iter().map(|&m| vec![m]).collect();
-                            let d = r.ours.add(NodeId(me), &members);
+                            let d = r.ours.add(Incarnation(me), &members);
                             let ctx = r.theirs.read_ctx().derive_add_ctx(me);
                             (d, r.theirs.add_all(ms.iter().copied(), ctx))
                         }

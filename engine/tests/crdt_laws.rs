@@ -30,7 +30,7 @@ use std::fmt::Debug;
 
 use meridian_engine::crdt::{Counter, OrSet, Register, Scope, register};
 use meridian_engine::{
-    CausalContext, Clock, Delta, Dot, Hlc, NodeId, ObjectState, PhysicalTime, Value,
+    CausalContext, Clock, Delta, Dot, Hlc, Incarnation, ObjectState, PhysicalTime, StreamId, Value,
 };
 use proptest::prelude::*;
 
@@ -73,8 +73,8 @@ trait Replica: Debug {
     fn check(&self);
 }
 
-fn node(index: usize) -> NodeId {
-    NodeId(index as u64 + 1)
+fn node(index: usize) -> Incarnation {
+    Incarnation(index as u64 + 1)
 }
 
 /// Joins `delta` into an optional state (absent = never touched).
@@ -534,7 +534,7 @@ impl Replica for SetReplica {
                     let dots: Vec<Dot> = delta.entries[&vec![m]].iter().collect();
                     assert_eq!(dots.len(), 1, "an add makes one dot");
                     let dot = dots[0];
-                    assert_eq!(dot.node, me);
+                    assert_eq!(dot.stream, StreamId::from(me));
                     assert!(
                         !self.model.adds.contains_key(&dot) && !self.model.observed.contains(&dot),
                         "add reused a dot"
@@ -919,8 +919,8 @@ proptest! {
 /// lists, but never members the sender never saw.
 #[test]
 fn full_state_deltas_cancel_only_what_the_sender_saw() {
-    let a = NodeId(1);
-    let b = NodeId(2);
+    let a = Incarnation(1);
+    let b = Incarnation(2);
     let mut x = OrSet::new();
     x.add(a, &[b"k".to_vec(), b"gone".to_vec()]);
     let mut y = x.clone();

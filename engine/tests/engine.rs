@@ -21,7 +21,7 @@ use meridian_engine::crdt::{Counter, OrSet};
 use meridian_engine::{
     CausalContext, Delta, Dot, Durability, Engine, Error, GroupId, Hlc, Kind, MAX_KEY_BYTES,
     MAX_MEMBERS_PER_OP, MAX_VALUE_BYTES, Merged, ObjectKey, ObjectState, Op, PhysicalTime, Record,
-    Value, VersionVector,
+    StreamId, Value, VersionVector,
 };
 
 fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -141,7 +141,7 @@ fn apply_and_read_each_type() {
     let a = apply(&e, &c, Op::Incr(5));
     assert_eq!(a.value, Some(Value::Counter(5)));
     assert_eq!(a.record.key, c);
-    assert_eq!(a.record.dot, Dot::new(e.node_id(), 1));
+    assert_eq!(a.record.dot, Dot::new(StreamId::from(e.incarnation()), 1));
     apply(&e, &c, Op::Incr(-7));
     assert_eq!(counter(&e, &c), -2);
     let a = apply(&e, &c, Op::Delete);
@@ -173,7 +173,10 @@ fn apply_and_read_each_type() {
         other => panic!("{other:?}"),
     }
     // Each write got the next dot of this node's stream.
-    assert_eq!(e.applied().vector().get(e.node_id()), 11);
+    assert_eq!(
+        e.applied().vector().get(StreamId::from(e.incarnation())),
+        11
+    );
     assert_eq!(e.metrics().writes, 11);
     // The full states agree with the reads.
     let Some(ObjectState::Set(st)) = e.state(&s).unwrap() else {
@@ -352,8 +355,8 @@ fn engines_converge_through_a_bridge_and_respect_placement() {
     let us = counter_key("us/visits");
     let tags = set_key("tags");
     let eu_rec = apply(&a, &eu, Op::Incr(7)).record;
-    assert_eq!(eu_rec.dot.node, a.stream(GroupId(1)));
-    assert_ne!(a.stream(GroupId(1)), a.node_id());
+    assert_eq!(eu_rec.dot.stream, a.stream(GroupId(1)));
+    assert_ne!(a.stream(GroupId(1)), StreamId::from(a.incarnation()));
     assert_eq!(a.group_of(&eu), GroupId(1));
     apply(&a, &us, Op::Incr(1));
     apply(&a, &tags, Op::Add(members(&["from-a"])));
@@ -442,7 +445,7 @@ fn truncation_forces_a_full_sync_that_brings_the_peer_level() {
         })
         .unwrap();
     assert_eq!(&vector, a.applied().vector());
-    assert!(groups.contains(&(a.node_id(), GroupId(0))));
+    assert!(groups.contains(&(StreamId::from(a.incarnation()), GroupId(0))));
     let lsn = b.join_vector(&vector, &groups).unwrap();
     b.wait_durable(lsn).unwrap();
     assert_eq!(snapshot(&b, &keys), snapshot(&a, &keys));
@@ -487,7 +490,7 @@ fn clean_close_keeps_the_incarnation_and_an_unclean_stop_changes_it() {
     let dir = tempfile::tempdir().unwrap();
     let k = counter_key("k");
     let e = open(dir.path());
-    let first = e.node_id();
+    let first = e.incarnation();
     apply(&e, &k, Op::Incr(1));
     e.close().unwrap();
     assert!(matches!(
@@ -497,26 +500,30 @@ fn clean_close_keeps_the_incarnation_and_an_unclean_stop_changes_it() {
     drop(e);
 
     let e = open(dir.path());
-    assert_eq!(e.node_id(), first, "a clean close keeps the incarnation");
+    assert_eq!(
+        e.incarnation(),
+        first,
+        "a clean close keeps the incarnation"
+    );
     let a = apply(&e, &k, Op::Incr(1));
     assert_eq!(
         a.record.dot,
-        Dot::new(first, 2),
+        Dot::new(first.into(), 2),
         "sequence numbers continue"
     );
     drop(e); // no close: unclean
 
     let e = open(dir.path());
-    let third = e.node_id();
+    let third = e.incarnation();
     assert_ne!(third, first, "an unclean stop starts a new incarnation");
     assert_eq!(counter(&e, &k), 2);
     let a = apply(&e, &k, Op::Incr(1));
-    assert_eq!(a.record.dot, Dot::new(third, 1));
-    assert!(e.applied().contains(Dot::new(first, 2)));
+    assert_eq!(a.record.dot, Dot::new(third.into(), 1));
+    assert!(e.applied().contains(Dot::new(first.into(), 2)));
     e.close().unwrap();
     drop(e);
     let e = open(dir.path());
-    assert_eq!(e.node_id(), third);
+    assert_eq!(e.incarnation(), third);
     assert_eq!(counter(&e, &k), 3);
 }
 
@@ -564,7 +571,7 @@ fn recovery_after_an_unclean_stop_preserves_everything() {
     assert_eq!(after, dots, "the log serves the same deltas");
     // Writes go on under the new incarnation.
     let a = apply(&e, &keys[0], Op::Incr(1));
-    assert_eq!(a.record.dot, Dot::new(e.node_id(), 1));
+    assert_eq!(a.record.dot, Dot::new(StreamId::from(e.incarnation()), 1));
 }
 
 /// Simulates a power failure that kept the object store's copy of some
@@ -591,7 +598,7 @@ fn effects_whose_log_records_were_lost_are_reissued() {
             .unwrap();
         e.apply(&r, Op::Put(b"lost-record".to_vec()), now())
             .unwrap();
-        (e.node_id(), e.log_end() - before)
+        (e.incarnation(), e.log_end() - before)
         // dropped without close or checkpoint
     };
     // The last three log records vanish (they were never synced).
@@ -605,7 +612,7 @@ fn effects_whose_log_records_were_lost_are_reissued() {
         .unwrap();
 
     let e = open_with(dir.path(), cfg);
-    assert_ne!(e.node_id(), old_node);
+    assert_ne!(e.incarnation(), old_node);
     assert!(
         !e.recovered_torn_tail(),
         "cut at a frame boundary: not torn"
@@ -619,11 +626,11 @@ fn effects_whose_log_records_were_lost_are_reissued() {
         .unwrap()
         .unwrap();
     let stream = e.stream(GroupId(0));
-    assert_eq!(stream, e.node_id());
+    assert_eq!(stream, StreamId::from(e.incarnation()));
     let reissued: BTreeMap<ObjectKey, &Record> = since
         .records
         .iter()
-        .filter(|r| r.dot.node == stream)
+        .filter(|r| r.dot.stream == stream)
         .map(|r| (r.key.clone(), r))
         .collect();
     assert_eq!(
@@ -769,9 +776,9 @@ fn operations_and_deltas_of_the_wrong_type_are_refused() {
     assert_eq!(counter(&e, &c), 1);
 
     let mut set_state = OrSet::new();
-    let delta = set_state.add(meridian_engine::NodeId(9), &members(&["x"]));
+    let delta = set_state.add(meridian_engine::Incarnation(9), &members(&["x"]));
     let bad = Record {
-        dot: Dot::new(meridian_engine::NodeId(9), 1),
+        dot: Dot::new(meridian_engine::StreamId(9), 1),
         hlc: Hlc::default(),
         key: c.clone(),
         delta: Delta::Set(delta),
@@ -805,12 +812,12 @@ fn a_second_open_of_the_same_directory_fails_cleanly() {
     // The first engine is unaffected.
     apply(&e, &k, Op::Incr(1));
     assert_eq!(counter(&e, &k), 2);
-    let node = e.node_id();
+    let node = e.incarnation();
     e.close().unwrap();
     drop(e);
     let e = open(dir.path());
     assert_eq!(
-        e.node_id(),
+        e.incarnation(),
         node,
         "the failed open did not disturb the clean close"
     );
@@ -956,9 +963,9 @@ fn versions_vectors_from_full_state_only_name_wanted_groups() {
         })
         .unwrap();
     assert_eq!(seen, vec![counter_key("us/x")]);
-    let expected: VersionVector = [(a.node_id(), 1)].into_iter().collect();
+    let expected: VersionVector = [(StreamId::from(a.incarnation()), 1)].into_iter().collect();
     assert_eq!(vector, expected);
-    assert_eq!(groups, vec![(a.node_id(), GroupId(0))]);
+    assert_eq!(groups, vec![(StreamId::from(a.incarnation()), GroupId(0))]);
     b.wait_durable(b.join_vector(&vector, &groups).unwrap())
         .unwrap();
     assert_eq!(counter(&b, &counter_key("us/x")), 3);

@@ -196,8 +196,8 @@ impl Pacer {
     }
 }
 
-/// Shared by the workers.
-struct Shared<D: Db> {
+/// What every worker shares: the database, the recorder, the workloads and the pacer.
+struct WorkerContext<D: Db> {
     db: Arc<D>,
     rec: Arc<Recorder>,
     workloads: Vec<Box<dyn Workload>>,
@@ -206,7 +206,7 @@ struct Shared<D: Db> {
     cfg: RunConfig,
 }
 
-async fn worker<D: Db>(s: Arc<Shared<D>>, thread: usize) {
+async fn worker<D: Db>(s: Arc<WorkerContext<D>>, thread: usize) {
     let n = s.cfg.nodes.len();
     let node = s.cfg.nodes[thread % n].clone();
     let mut process = thread as u64;
@@ -364,7 +364,7 @@ pub async fn run<D: Db>(
         ));
     }
 
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(WorkerContext {
         db: db.clone(),
         rec: rec.clone(),
         workloads: workload::build(&cfg.workloads, cfg.large),

@@ -104,10 +104,12 @@
 
 pub mod mesh;
 pub mod message;
+mod name;
 pub mod placement;
 pub mod protocol;
 pub mod tls;
 
+pub use name::NodeName;
 pub use placement::{MAX_PLACEMENT_RULES, NodeInfo, Placement, PlacementError, Rule};
 pub use protocol::{
     Input, Lane, Now, Output, PeerFlags, PeerReport, ProtocolConfig, PushTargets, Replicator, Waits,

@@ -8,9 +8,11 @@
 
 use meridian_engine::codec::{self, DecodeError};
 use meridian_engine::{
-    CausalContext, Delta, Dot, GroupId, MAX_KEY_BYTES, NodeId, ObjectKey, ObjectState, Record,
-    VersionVector,
+    CausalContext, Delta, Dot, GroupId, Incarnation, MAX_KEY_BYTES, ObjectKey, ObjectState, Record,
+    StreamId, VersionVector,
 };
+
+use crate::name::NodeName;
 
 /// Largest dot counter (and version-vector entry) a peer may send. No
 /// stream issues that many deltas (2^62 at a billion a second takes 146
@@ -22,14 +24,15 @@ pub const MAX_PEER_COUNTER: u64 = 1 << 62;
 /// and metadata. Senders batch far below this; a larger length prefix is
 /// treated as garbage.
 pub const MAX_PEER_FRAME_BYTES: usize = 24 << 20;
+const _: () = assert!(MAX_PEER_FRAME_BYTES > meridian_engine::MAX_OBJECT_BYTES + MAX_KEY_BYTES);
 
 /// First message on a link, each way.
 #[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Hello {
     /// The sender's node name (also proven by its certificate).
-    pub node: String,
+    pub node: NodeName,
     /// Its current incarnation.
-    pub incarnation: NodeId,
+    pub incarnation: Incarnation,
     /// Its [`crate::Placement::fingerprint`]: peers that disagree don't replicate.
     pub placement: u64,
     pub applied: CausalContext,
@@ -81,7 +84,7 @@ pub enum PeerMessage {
         sync: u64,
         batches: u32,
         vector: VersionVector,
-        streams: Vec<(NodeId, GroupId)>,
+        streams: Vec<(StreamId, GroupId)>,
     },
 }
 
@@ -133,7 +136,7 @@ impl PeerMessage {
                             r.key.kind()
                         ));
                     }
-                    if r.dot.counter == 0 || r.dot.node.0 == 0 {
+                    if r.dot.counter == 0 || r.dot.stream.0 == 0 {
                         return Err("zero dot".into());
                     }
                 }
@@ -291,9 +294,9 @@ mod tests {
     /// `+ 1` or sum over them downstream can overflow.
     #[test]
     fn counters_over_the_bound_are_garbage() {
-        use meridian_engine::{Dot, NodeId};
-        let node = NodeId(7);
-        let at = |c: u64| CausalContext::from_vector([(node, c)].into_iter().collect());
+        use meridian_engine::{Dot, StreamId};
+        let stream = StreamId(7);
+        let at = |c: u64| CausalContext::from_vector([(stream, c)].into_iter().collect());
         let want = |have| PeerMessage::Want { have }.to_frame();
         for (counter, ok) in [
             (MAX_PEER_COUNTER, true),
@@ -308,7 +311,7 @@ mod tests {
             );
         }
         let mut cloud = CausalContext::new();
-        cloud.insert(Dot::new(node, u64::MAX));
+        cloud.insert(Dot::new(stream, u64::MAX));
         let frame = want(cloud);
         assert!(PeerMessage::from_payload(&frame[4..]).is_err());
         let ack = PeerMessage::Ack(Ack {

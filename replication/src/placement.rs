@@ -19,10 +19,12 @@
 use meridian_engine::{GroupFn, GroupId, ObjectKey};
 use std::sync::Arc;
 
+use crate::name::NodeName;
+
 /// A node of the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeInfo {
-    pub name: String,
+    pub name: NodeName,
     pub region: String,
 }
 
@@ -207,7 +209,7 @@ mod tests {
         ]
         .iter()
         .map(|(n, r)| NodeInfo {
-            name: n.to_string(),
+            name: (*n).into(),
             region: r.to_string(),
         })
         .collect();

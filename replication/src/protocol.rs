@@ -50,11 +50,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use meridian_engine::{
-    CausalContext, Delta, Dot, Engine, Error as EngineError, GroupId, Merged, NodeId, ObjectKey,
-    ObjectState, PhysicalTime, Record, VersionVector, stream_id,
+    CausalContext, Delta, Dot, Engine, Error as EngineError, GroupId, Incarnation, Merged,
+    ObjectKey, ObjectState, PhysicalTime, Record, StreamId, VersionVector, stream_id,
 };
 
 use crate::message::{Ack, Hello, MAX_PEER_FRAME_BYTES, PeerMessage, state_bytes};
+use crate::name::NodeName;
 use crate::placement::Placement;
 
 /// Default [`ProtocolConfig::retention_ms`]: an hour.
@@ -82,7 +83,7 @@ const MAX_BACKOFF_SHIFT: u32 = 6;
 #[derive(Clone, Debug)]
 pub struct ProtocolConfig {
     /// This node's name.
-    pub node: String,
+    pub node: NodeName,
     /// How often to pull from each peer when idle, in ms. Bounds how long a
     /// delta that push missed takes to arrive (and to cross a bridge).
     pub anti_entropy_ms: u64,
@@ -113,7 +114,7 @@ pub struct ProtocolConfig {
 }
 
 impl ProtocolConfig {
-    pub fn new(node: impl Into<String>) -> ProtocolConfig {
+    pub fn new(node: impl Into<NodeName>) -> ProtocolConfig {
         ProtocolConfig {
             node: node.into(),
             anti_entropy_ms: 500,
@@ -153,13 +154,13 @@ pub enum Lane {
 pub enum Input {
     /// A link to `peer` is up (its certificate identified it).
     Connected {
-        peer: String,
+        peer: NodeName,
     },
     Disconnected {
-        peer: String,
+        peer: NodeName,
     },
     Message {
-        peer: String,
+        peer: NodeName,
         msg: PeerMessage,
     },
     /// The engine's durable position advanced: tell peers.
@@ -170,7 +171,7 @@ pub enum Input {
     Wait {
         token: u64,
         dot: Dot,
-        peers: Vec<String>,
+        peers: Vec<NodeName>,
         needed: usize,
         deadline_ms: u64,
     },
@@ -183,13 +184,16 @@ pub enum Input {
 #[derive(Debug, PartialEq)]
 pub enum Output {
     Send {
-        peer: String,
+        peer: NodeName,
         msg: PeerMessage,
         lane: Lane,
     },
     /// Stream a full-state sync of these groups to `peer` (see
     /// [`full_sync_messages`]).
-    StartFullSync { peer: String, groups: Vec<GroupId> },
+    StartFullSync {
+        peer: NodeName,
+        groups: Vec<GroupId>,
+    },
     /// Feed [`Input::Durable`] once the engine is durable at `lsn`.
     WatchDurable { lsn: u64 },
     /// Run [`Engine::truncate`] with these per-group stable vectors.
@@ -197,7 +201,7 @@ pub enum Output {
         stable: BTreeMap<GroupId, VersionVector>,
     },
     /// Close the link to `peer` (it misbehaved).
-    Disconnect { peer: String, reason: String },
+    Disconnect { peer: NodeName, reason: String },
     /// Progress of a [`Input::Wait`]: `acked` peers have the dot durably.
     WaitProgress {
         token: u64,
@@ -207,16 +211,16 @@ pub enum Output {
     /// Whether `peer` now takes realtime pushes (connected, hellos
     /// exchanged, same placement). Informational: the machine has already
     /// published the change in its [`PushTargets`] when this is emitted.
-    PeerReady { peer: String, ready: bool },
+    PeerReady { peer: NodeName, ready: bool },
 }
 
 /// A peer's state as reported by metrics and `meridian status`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerReport {
-    pub name: String,
+    pub name: NodeName,
     pub region: String,
     pub connected: bool,
-    pub incarnation: Option<NodeId>,
+    pub incarnation: Option<Incarnation>,
     /// Deltas this node has (of groups both replicate) that the peer hasn't acknowledged.
     pub lag_deltas: u64,
     /// How long the peer has been behind, in ms (0 when caught up).
@@ -263,14 +267,14 @@ pub struct PeerFlags {
 
 #[derive(Debug)]
 struct PeerFlag {
-    name: String,
+    name: NodeName,
     compatible: AtomicBool,
     usable: AtomicBool,
     eligible: AtomicBool,
 }
 
 impl PeerFlags {
-    fn new(peers: &BTreeMap<String, Peer>) -> PeerFlags {
+    fn new(peers: &BTreeMap<NodeName, Peer>) -> PeerFlags {
         PeerFlags {
             peers: peers
                 .keys()
@@ -335,14 +339,14 @@ pub struct PushTargets {
 
 #[derive(Debug)]
 struct PushPeer {
-    name: String,
+    name: NodeName,
     /// Groups both this node and the peer replicate.
     shared: Vec<GroupId>,
     ready: AtomicBool,
 }
 
 impl PushTargets {
-    fn new(placement: Arc<Placement>, peers: &BTreeMap<String, Peer>) -> PushTargets {
+    fn new(placement: Arc<Placement>, peers: &BTreeMap<NodeName, Peer>) -> PushTargets {
         PushTargets {
             placement,
             peers: peers
@@ -496,14 +500,14 @@ struct FullSyncRx {
 }
 
 struct Peer {
-    name: String,
+    name: NodeName,
     region: String,
     /// Groups both this node and the peer replicate.
     shared: Vec<GroupId>,
     connected: bool,
     hello_seen: bool,
     compatible: bool,
-    incarnation: Option<NodeId>,
+    incarnation: Option<Incarnation>,
     applied: CausalContext,
     durable: CausalContext,
     last_heard_ms: u64,
@@ -602,8 +606,8 @@ fn total(v: &VersionVector) -> u64 {
 
 struct Waiter {
     dot: Dot,
-    peers: Vec<String>,
-    acked: BTreeSet<String>,
+    peers: Vec<NodeName>,
+    acked: BTreeSet<NodeName>,
     needed: usize,
     deadline_ms: u64,
 }
@@ -616,8 +620,8 @@ pub struct Replicator {
     fingerprint: u64,
     my_groups: Vec<GroupId>,
     /// This incarnation's streams: peers never originate their dots.
-    my_streams: BTreeSet<NodeId>,
-    peers: BTreeMap<String, Peer>,
+    my_streams: BTreeSet<StreamId>,
+    peers: BTreeMap<NodeName, Peer>,
     flags: Arc<PeerFlags>,
     /// Dots deferred for clock skew, with the monotonic ms from which they
     /// may apply: pulls skip them until then (so a deferred batch is not
@@ -706,7 +710,7 @@ impl Replicator {
             .collect();
         let my_streams = my_groups
             .iter()
-            .map(|&g| stream_id(engine.node_id(), g))
+            .map(|&g| stream_id(engine.incarnation(), g))
             .collect();
         Replicator {
             push_targets: Arc::new(PushTargets::new(placement.clone(), &peers)),
@@ -863,7 +867,7 @@ impl Replicator {
             seen_yours,
             caught_up: self.caught_up(now),
             node: self.config.node.clone(),
-            incarnation: self.engine.node_id(),
+            incarnation: self.engine.incarnation(),
             placement: self.fingerprint,
             applied: self.engine.applied(),
             durable: self.engine.durable(),
@@ -882,7 +886,7 @@ impl Replicator {
 
     fn send(&mut self, peer: &str, msg: PeerMessage, lane: Lane) {
         self.out.push(Output::Send {
-            peer: peer.to_string(),
+            peer: peer.into(),
             msg,
             lane,
         });
@@ -891,7 +895,7 @@ impl Replicator {
     fn on_connected(&mut self, peer: &str, now: Now) {
         let Some(p) = self.peers.get_mut(peer) else {
             self.out.push(Output::Disconnect {
-                peer: peer.to_string(),
+                peer: peer.into(),
                 reason: "not a member of this cluster".into(),
             });
             return;
@@ -918,7 +922,7 @@ impl Replicator {
             p.reset_catch_up();
         }
         self.out.push(Output::Disconnect {
-            peer: peer.to_string(),
+            peer: peer.into(),
             reason,
         });
     }
@@ -1042,7 +1046,7 @@ impl Replicator {
                     return;
                 }
                 p.full_syncs_received += 1;
-                let ours: Vec<(NodeId, GroupId)> = streams
+                let ours: Vec<(StreamId, GroupId)> = streams
                     .into_iter()
                     .filter(|(_, g)| self.my_groups.contains(g))
                     .collect();
@@ -1152,9 +1156,10 @@ impl Replicator {
                 return None;
             }
             let forged = match origin {
-                Some(incarnation) => r.dot.node != stream_id(incarnation, group),
+                Some(incarnation) => r.dot.stream != stream_id(incarnation, group),
                 None => {
-                    self.my_streams.contains(&r.dot.node) && !self.engine.applied().contains(r.dot)
+                    self.my_streams.contains(&r.dot.stream)
+                        && !self.engine.applied().contains(r.dot)
                 }
             };
             if forged {
@@ -1307,7 +1312,7 @@ impl Replicator {
             p.full_syncs_sent += 1;
         }
         self.out.push(Output::StartFullSync {
-            peer: peer.to_string(),
+            peer: peer.into(),
             groups,
         });
     }
@@ -1377,7 +1382,7 @@ impl Replicator {
         shared: &[GroupId],
     ) -> bool {
         let sent: BTreeSet<Dot> = sent.iter().map(|r| r.dot).collect();
-        let in_shared = |stream: NodeId| {
+        let in_shared = |stream: StreamId| {
             self.engine
                 .stream_group(stream)
                 .is_some_and(|g| shared.contains(&g))
@@ -1399,11 +1404,11 @@ impl Replicator {
             }
         }
         mine.cloud()
-            .any(|dot| in_shared(dot.node) && !have.contains(dot) && !sent.contains(&dot))
+            .any(|dot| in_shared(dot.stream) && !have.contains(dot) && !sent.contains(&dot))
     }
 
     fn ack_all(&mut self, now: Now) {
-        let targets: Vec<String> = self
+        let targets: Vec<NodeName> = self
             .peers
             .values()
             .filter(|p| p.connected && p.hello_seen && p.compatible)
@@ -1431,7 +1436,7 @@ impl Replicator {
                 && !w.acked.contains(peer)
                 && p.durable.contains(w.dot)
             {
-                w.acked.insert(peer.to_string());
+                w.acked.insert(peer.into());
                 debug_assert!(w.acked.len() <= w.needed, "a done wait kept counting");
                 let done = w.acked.len() >= w.needed;
                 self.out.push(Output::WaitProgress {
@@ -1451,7 +1456,7 @@ impl Replicator {
 
     fn tick(&mut self, now: Now) {
         // A peer whose hello we haven't seen may not have seen ours either.
-        let silent: Vec<String> = self
+        let silent: Vec<NodeName> = self
             .peers
             .values()
             .filter(|p| {
@@ -1468,7 +1473,7 @@ impl Replicator {
             }
             self.send(&name, hello, Lane::Control);
         }
-        let live: Vec<String> = self
+        let live: Vec<NodeName> = self
             .peers
             .values()
             .filter(|p| p.connected && p.hello_seen && p.compatible)

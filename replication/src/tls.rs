@@ -32,6 +32,8 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+use crate::name::NodeName;
+
 /// ALPN protocol id of the peer protocol.
 pub const PEER_ALPN: &[u8] = b"meridian-peer/1";
 
@@ -291,7 +293,7 @@ pub fn peer_client_config(
 /// The node name of the other end of a peer connection, from its
 /// (already CA-verified) certificate. Refuses certificates whose subject CN
 /// is not `node:<name>`, such as the cluster's client certificate.
-pub fn peer_identity(conn: &quinn::Connection) -> Result<String, TlsError> {
+pub fn peer_identity(conn: &quinn::Connection) -> Result<NodeName, TlsError> {
     let identity = conn.peer_identity().ok_or(TlsError::NoPeerCertificate)?;
     let chain = identity
         .downcast::<Vec<CertificateDer<'static>>>()
@@ -301,10 +303,10 @@ pub fn peer_identity(conn: &quinn::Connection) -> Result<String, TlsError> {
 }
 
 /// The node name in a certificate whose subject CN is `node:<name>`.
-pub fn node_name_from_certificate(der: &CertificateDer<'_>) -> Result<String, TlsError> {
+pub fn node_name_from_certificate(der: &CertificateDer<'_>) -> Result<NodeName, TlsError> {
     let cn = subject_common_name(der)?;
     match cn.strip_prefix(NODE_CN_PREFIX) {
-        Some(name) if is_valid_server_name(name) => Ok(name.to_owned()),
+        Some(name) if is_valid_server_name(name) => Ok(name.into()),
         _ => Err(TlsError::NotANode { cn }),
     }
 }

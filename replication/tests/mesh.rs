@@ -77,7 +77,7 @@ async fn start_pair(links_a: BTreeMap<String, Link>) -> (TestNode, TestNode) {
             names
                 .iter()
                 .map(|(n, r)| NodeInfo {
-                    name: n.to_string(),
+                    name: (*n).into(),
                     region: r.to_string(),
                 })
                 .collect(),
@@ -95,11 +95,11 @@ async fn start_pair(links_a: BTreeMap<String, Link>) -> (TestNode, TestNode) {
         let (peer, peer_region) = names[1 - i];
         let mesh = Mesh::start(
             MeshConfig {
-                node: name.to_string(),
+                node: (*name).into(),
                 region: region.to_string(),
                 listen: format!("127.0.0.1:{}", ports[i]).parse().unwrap(),
                 peers: vec![PeerAddress {
-                    name: peer.to_string(),
+                    name: (*peer).into(),
                     region: peer_region.to_string(),
                     address: format!("127.0.0.1:{}", ports[1 - i]),
                 }],

@@ -24,7 +24,7 @@ use meridian_engine::{
 use meridian_replication::message::PeerMessage;
 use meridian_replication::protocol::{PushTargets, Waits, full_sync_messages};
 use meridian_replication::{
-    Input, Lane, NodeInfo, Now, Output, Placement, ProtocolConfig, Replicator, Rule,
+    Input, Lane, NodeInfo, NodeName, Now, Output, Placement, ProtocolConfig, Replicator, Rule,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -32,7 +32,7 @@ use rand_chacha::ChaCha8Rng;
 const BASE_UNIX_MS: u64 = 1_800_000_000_000;
 
 struct Node {
-    name: String,
+    name: NodeName,
     replicator: Replicator,
     /// The machine's published push decision (what `Mesh::push` reads).
     push_targets: Arc<PushTargets>,
@@ -52,7 +52,7 @@ struct Node {
 struct SimWait {
     node: usize,
     dot: Dot,
-    peers: Vec<String>,
+    peers: Vec<NodeName>,
     needed: usize,
     /// When the caller gives up (virtual ms).
     timeout_at: u64,
@@ -98,13 +98,13 @@ struct Sim {
     sent: BTreeMap<(usize, usize, &'static str), u64>,
 }
 
-fn names(n: usize) -> Vec<(String, String)> {
+fn names(n: usize) -> Vec<(NodeName, String)> {
     let regions = ["us-east", "eu-west", "ap-south"];
     (0..n)
         .map(|i| {
             let region = regions[i % regions.len()];
             (
-                format!("{region}-{}", i / regions.len() + 1),
+                NodeName::from(format!("{region}-{}", i / regions.len() + 1)),
                 region.to_string(),
             )
         })
@@ -279,7 +279,7 @@ impl Sim {
     }
 
     /// How many of `peers` have `dot` durably (their engines' own view).
-    fn durable_count(&self, dot: Dot, peers: &[String]) -> usize {
+    fn durable_count(&self, dot: Dot, peers: &[NodeName]) -> usize {
         peers
             .iter()
             .filter(|p| self.nodes[self.index(p)].engine.durable().contains(dot))
@@ -305,7 +305,7 @@ impl Sim {
         &mut self,
         i: usize,
         dot: Dot,
-        peers: Vec<String>,
+        peers: Vec<NodeName>,
         needed: usize,
         timeout_ms: u64,
     ) -> u64 {
@@ -1217,7 +1217,7 @@ fn forged_origins_are_refused_and_inner_timestamps_deferred() {
     // One of B's own dots it never issued, in a catch-up batch.
     let mut own = of_c.clone();
     own.dot = meridian_engine::Dot::new(
-        meridian_engine::stream_id(sim.nodes[b].engine.node_id(), GroupId(0)),
+        meridian_engine::stream_id(sim.nodes[b].engine.incarnation(), GroupId(0)),
         1_000,
     );
     sim.send(a, b, push(vec![own.clone()], true));

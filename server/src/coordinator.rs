@@ -48,8 +48,8 @@ use meridian_client::wire::{
     WireError,
 };
 use meridian_engine::{Durability, Engine, Kind, ObjectKey, ObjectState, Op};
-use meridian_replication::Placement;
 use meridian_replication::mesh::Mesh;
+use meridian_replication::{NodeName, Placement};
 use tokio::sync::oneshot;
 
 tokio::task_local! {
@@ -66,7 +66,7 @@ pub struct WriteRecord {
     dot: meridian_engine::Dot,
     /// Where the write ends in this node's log (local durability).
     lsn: u64,
-    others: Vec<String>,
+    others: Vec<NodeName>,
 }
 
 impl WriteRecord {
@@ -85,14 +85,16 @@ use crate::translate::{
     state_value, translate, write_reply_value,
 };
 
-// The client protocol's limits are the engine's: a request that passes
-// `wire::check` is never refused by the engine for its size.
-const _: () = {
-    assert!(wire::MAX_KEY_BYTES == meridian_engine::MAX_KEY_BYTES);
-    assert!(wire::MAX_VALUE_BYTES == meridian_engine::MAX_VALUE_BYTES);
-    assert!(wire::MAX_OBJECT_BYTES == meridian_engine::MAX_OBJECT_BYTES);
-    assert!(wire::MAX_MEMBERS_PER_OP == meridian_engine::MAX_MEMBERS_PER_OP);
-};
+// The client protocol's limits are the engine's own (both re-export
+// `meridian-limits`), so a request that passes `wire::check` is never
+// refused by the engine for its size. What the two crates must still agree
+// on is that a client frame can carry the largest request the engine takes:
+// a whole object's worth of members, a key, and a megabyte for framing and
+// per-member overhead.
+const _: () = assert!(
+    wire::MAX_FRAME_BYTES
+        >= meridian_engine::MAX_OBJECT_BYTES + meridian_engine::MAX_KEY_BYTES + (1 << 20)
+);
 
 /// How long a `leader` request waits for a replica that may lead (one
 /// catching up after a restart or a heal) before it fails `Unavailable`:
@@ -122,7 +124,7 @@ pub fn required_replicas(level: Consistency, n: usize) -> usize {
 
 /// Everything a request may need.
 pub struct Coordinator {
-    pub(crate) node: String,
+    pub(crate) node: NodeName,
     pub(crate) region: String,
     pub(crate) engine: Engine,
     pub(crate) mesh: Mesh,
@@ -265,15 +267,15 @@ impl Coordinator {
             Err(e) => return Response::Err(e),
         };
         let group = self.placement.group_of(key.key());
-        let replicas: Vec<String> = self
+        let replicas: Vec<NodeName> = self
             .placement
             .replicas(group)
             .into_iter()
-            .map(str::to_string)
+            .map(NodeName::from)
             .collect();
         let i_replicate = replicas.iter().any(|r| r == &self.node);
         let needed = required_replicas(level, replicas.len());
-        let live: Vec<String> = replicas
+        let live: Vec<NodeName> = replicas
             .iter()
             .filter(|r| self.mesh.is_live(r))
             .cloned()
@@ -293,7 +295,7 @@ impl Coordinator {
             // Placement: hand the request to the nearest usable replica (live,
             // same placement, not stalled); a `leader` request to the leader
             // (a forwarded request is not routed again).
-            let mut candidates: Vec<String> = live
+            let mut candidates: Vec<NodeName> = live
                 .iter()
                 .filter(|n| self.mesh.is_usable(n))
                 .cloned()
@@ -355,8 +357,8 @@ impl Coordinator {
         level: Consistency,
         key: ObjectKey,
         members: Vec<Vec<u8>>,
-        replicas: &[String],
-        live: &[String],
+        replicas: &[NodeName],
+        live: &[NodeName],
         needed: usize,
         timeout: Duration,
     ) -> Response {
@@ -428,12 +430,12 @@ impl Coordinator {
     /// up since it last (re)connected). When none may yet (a node catching
     /// up after a restart or a heal), waits for one, up to [`LEADER_WAIT`]
     /// or `timeout`.
-    async fn leader_of(&self, key: &ObjectKey, timeout: Duration) -> Option<String> {
+    async fn leader_of(&self, key: &ObjectKey, timeout: Duration) -> Option<NodeName> {
         let deadline = Instant::now() + timeout.min(LEADER_WAIT);
         let prefs = self.placement.preference_list(key.key());
         loop {
             if let Some(l) = prefs.iter().find(|n| self.mesh.is_caught_up(n)) {
-                return Some(l.to_string());
+                return Some(NodeName::from(*l));
             }
             if Instant::now() >= deadline {
                 return None;
@@ -565,7 +567,7 @@ impl Coordinator {
         level: Consistency,
         key: ObjectKey,
         op: Op,
-        replicas: &[String],
+        replicas: &[NodeName],
         needed: usize,
         timeout: Duration,
     ) -> Response {
@@ -575,7 +577,7 @@ impl Coordinator {
         };
         let dot = applied.record.dot;
         self.mesh.push(applied.record);
-        let others: Vec<String> = replicas
+        let others: Vec<NodeName> = replicas
             .iter()
             .filter(|r| **r != self.node)
             .cloned()
@@ -651,8 +653,8 @@ impl Coordinator {
         &self,
         level: Consistency,
         key: ObjectKey,
-        replicas: &[String],
-        live: &[String],
+        replicas: &[NodeName],
+        live: &[NodeName],
         needed: usize,
         timeout: Duration,
     ) -> Response {
@@ -669,7 +671,7 @@ impl Coordinator {
             Ok(s) => s,
             Err(e) => return Response::Err(engine_error(e)),
         };
-        let mut responses: Vec<(String, Option<ObjectState>)> = vec![(self.node.clone(), mine)];
+        let mut responses: Vec<(NodeName, Option<ObjectState>)> = vec![(self.node.clone(), mine)];
         let mut pending = tokio::task::JoinSet::new();
         let request = PeerRequest::ReadState(key.clone()).encode();
         for peer in live.iter().filter(|p| **p != self.node) {
@@ -733,7 +735,7 @@ impl Coordinator {
                 let Some(j) = joined else {
                     return Ok((value, None));
                 };
-                let behind: Vec<String> = responses
+                let behind: Vec<NodeName> = responses
                     .iter()
                     .filter(|(_, s)| s.as_ref() != Some(&j))
                     .map(|(n, _)| n.clone())
@@ -823,7 +825,7 @@ impl Coordinator {
 
     /// Serves a peer's RPC. Decoding, engine work and encoding run on the
     /// engine pool (a state may be megabytes).
-    pub async fn serve_peer(self: &Arc<Self>, peer: String, request: Vec<u8>) -> Vec<u8> {
+    pub async fn serve_peer(self: &Arc<Self>, peer: NodeName, request: Vec<u8>) -> Vec<u8> {
         let decoded = self
             .pool
             .compute(move || PeerRequest::decode(&request))
@@ -879,7 +881,7 @@ impl Coordinator {
             .reports()
             .into_iter()
             .map(|r| PeerStatus {
-                node: r.name,
+                node: r.name.into_string(),
                 region: r.region,
                 connected: r.connected,
                 lag_deltas: r.lag_deltas,
@@ -889,9 +891,9 @@ impl Coordinator {
             })
             .collect();
         NodeStatus {
-            node: self.node.clone(),
+            node: self.node.to_string(),
             region: self.region.clone(),
-            incarnation: self.engine.node_id().0,
+            incarnation: self.engine.incarnation().0,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             log_bytes: m.log_retained_bytes,
             deltas_originated: m.writes,

@@ -550,7 +550,7 @@ impl ClientListener {
         reply(
             &mut send,
             &wire::encode(&HelloReply::Ok {
-                node: self.coordinator.node.clone(),
+                node: self.coordinator.node.to_string(),
                 region: self.coordinator.region.clone(),
             }),
         )

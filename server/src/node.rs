@@ -19,8 +19,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use meridian_engine::Engine;
-use meridian_replication::ProtocolConfig;
 use meridian_replication::mesh::{Link, Mesh, MeshError, RpcHandler};
+use meridian_replication::{NodeName, ProtocolConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -108,7 +108,7 @@ pub struct NodeAddresses {
 
 /// A running node.
 pub struct Node {
-    pub name: String,
+    pub name: NodeName,
     pub region: String,
     pub addresses: NodeAddresses,
     pub data_dir: PathBuf,
@@ -141,7 +141,7 @@ struct Rpc(std::sync::Weak<Coordinator>);
 impl RpcHandler for Rpc {
     fn handle(
         &self,
-        peer: String,
+        peer: NodeName,
         request: Vec<u8>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send>> {
         let c = self.0.upgrade();
@@ -180,7 +180,7 @@ impl Node {
         };
         tracing::info!(
             node = %config.node,
-            incarnation = %engine.node_id(),
+            incarnation = %engine.incarnation(),
             data_dir = %config.data_dir.display(),
             "engine open"
         );

@@ -103,29 +103,29 @@ impl Spec {
     }
 }
 
-/// A cluster directory in a temporary directory: the launcher's
+/// A test's cluster files in a temporary directory: the launcher's
 /// [`ClusterFiles`] (every method of which it offers) with the test's
 /// [`Spec`]. Kept (and its path printed) when the test panics, or always
 /// with `MERIDIAN_TEST_KEEP=1`.
 #[derive(Debug)]
-pub struct ClusterDir {
+pub struct TestClusterFiles {
     files: ClusterFiles,
     pub spec: Spec,
 }
 
-impl ClusterDir {
+impl TestClusterFiles {
     /// Runs `meridian init` for `spec` and applies its edits to every node.
-    pub fn create(spec: Spec) -> Result<ClusterDir> {
+    pub fn create(spec: Spec) -> Result<TestClusterFiles> {
         let mut dir = Workdir::temporary(&format!("meridian-e2e-{}", spec.block))?;
         if std::env::var_os("MERIDIAN_TEST_KEEP").is_some() {
             eprintln!("keeping cluster directory {}", dir.keep().display());
         }
         let files = ClusterFiles::create(dir, &spec.launcher())?;
-        Ok(ClusterDir { files, spec })
+        Ok(TestClusterFiles { files, spec })
     }
 }
 
-impl Deref for ClusterDir {
+impl Deref for TestClusterFiles {
     type Target = ClusterFiles;
 
     fn deref(&self) -> &ClusterFiles {
@@ -133,7 +133,7 @@ impl Deref for ClusterDir {
     }
 }
 
-impl Drop for ClusterDir {
+impl Drop for TestClusterFiles {
     fn drop(&mut self) {
         if std::thread::panicking() && self.files.workdir().is_temporary() {
             let path = self.files.workdir_mut().keep();

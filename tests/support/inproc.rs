@@ -20,7 +20,7 @@ use meridian_replication::mesh::{FrameTap, Link};
 use meridian_server::node::{Node, ServeOptions};
 
 use crate::CONVERGE;
-use crate::cluster::{ClusterDir, Spec};
+use crate::cluster::{Spec, TestClusterFiles};
 
 /// Upper bound on the frame bytes one node's log keeps (a test that needs
 /// more is doing something else than the residency checks this is for).
@@ -121,12 +121,12 @@ pub fn test_protocol(node: &str) -> ProtocolConfig {
 }
 
 /// A cluster of in-process nodes: the launcher's [`NodeSet`] over a test's
-/// [`ClusterDir`], each node with a [`FrameLog`] tap.
+/// [`TestClusterFiles`], each node with a [`FrameLog`] tap.
 pub struct InProcessCluster {
     // Before `dir`: the nodes stop before the directory goes.
     nodes: NodeSet,
     frames: Vec<FrameLog>,
-    pub dir: ClusterDir,
+    pub dir: TestClusterFiles,
 }
 
 impl std::fmt::Debug for InProcessCluster {
@@ -142,12 +142,12 @@ impl InProcessCluster {
     /// Creates `spec`'s cluster and starts every node with
     /// [`test_protocol`] timers.
     pub async fn start(spec: Spec) -> Result<InProcessCluster> {
-        Self::start_with(ClusterDir::create(spec)?, test_protocol).await
+        Self::start_with(TestClusterFiles::create(spec)?, test_protocol).await
     }
 
     /// Starts every node of `dir`, each with `protocol(node)` timers.
     pub async fn start_with(
-        dir: ClusterDir,
+        dir: TestClusterFiles,
         protocol: impl Fn(&str) -> ProtocolConfig,
     ) -> Result<InProcessCluster> {
         let mut cluster = Self::new(dir, protocol);
@@ -157,7 +157,10 @@ impl InProcessCluster {
 
     /// Prepares `dir`'s nodes, each with `protocol(node)` timers, without
     /// starting any (start them with [`restart`](Self::restart)).
-    pub fn new(dir: ClusterDir, protocol: impl Fn(&str) -> ProtocolConfig) -> InProcessCluster {
+    pub fn new(
+        dir: TestClusterFiles,
+        protocol: impl Fn(&str) -> ProtocolConfig,
+    ) -> InProcessCluster {
         crate::init_logging();
         let names = dir.names();
         let frames: Vec<FrameLog> = names.iter().map(|_| FrameLog::default()).collect();

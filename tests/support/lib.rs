@@ -43,7 +43,7 @@ pub mod objects;
 pub mod process;
 pub mod raw;
 
-pub use cluster::{ClusterDir, Spec};
+pub use cluster::{Spec, TestClusterFiles};
 pub use inproc::InProcessCluster;
 pub use objects::{Obj, Val};
 pub use process::{NodeProcess, ProcessCluster};

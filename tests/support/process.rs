@@ -17,7 +17,7 @@ use meridian_client::Client;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::cluster::{ClusterDir, Spec};
+use crate::cluster::{Spec, TestClusterFiles};
 use crate::{CONVERGE, eventually};
 
 /// How long a node gets to exit after SIGTERM before it is SIGKILLed
@@ -116,7 +116,7 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     /// A handle for `name` of `dir`; not started.
-    pub fn new(dir: &ClusterDir, name: &str) -> NodeProcess {
+    pub fn new(dir: &TestClusterFiles, name: &str) -> NodeProcess {
         NodeProcess {
             name: name.to_owned(),
             config: dir.config_path(name),
@@ -208,13 +208,13 @@ impl Drop for NodeProcess {
 pub struct ProcessCluster {
     /// Declared first so the processes die before the directory goes.
     pub nodes: Vec<NodeProcess>,
-    pub dir: ClusterDir,
+    pub dir: TestClusterFiles,
 }
 
 impl ProcessCluster {
     /// Creates `spec`'s cluster directory; starts nothing.
     pub fn create(spec: Spec) -> Result<ProcessCluster> {
-        let dir = ClusterDir::create(spec)?;
+        let dir = TestClusterFiles::create(spec)?;
         let nodes = dir
             .names()
             .iter()

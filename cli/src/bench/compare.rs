@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::stats::{RunStats, Table, fmt_ms, fmt_rate, fmt_ratio, median, min_max, ratio};
 use super::target::{Target, Workload};
-use super::{ClusterArgs, MAX_ROUNDS, Prepared, WorkloadArgs, check_clients, parse_consistency};
+use super::{ClusterArgs, MAX_ROUNDS, ReadyTarget, WorkloadArgs, check_clients, parse_consistency};
 
 /// Arguments of `meridian bench compare`.
 #[derive(Debug, Args)]
@@ -256,8 +256,8 @@ pub async fn run(args: CompareArgs) -> Result<()> {
         bail!("--rounds must be between 1 and {MAX_ROUNDS}");
     }
     args.workload.keyspace()?;
-    let a = Prepared::new(&args.a, None, args.a_metrics, &args.cluster).await?;
-    let b = match Prepared::new(&args.b, None, args.b_metrics, &args.cluster).await {
+    let a = ReadyTarget::new(&args.a, None, args.a_metrics, &args.cluster).await?;
+    let b = match ReadyTarget::new(&args.b, None, args.b_metrics, &args.cluster).await {
         Ok(b) => b,
         Err(e) => {
             a.close().await;
@@ -276,7 +276,7 @@ pub async fn run(args: CompareArgs) -> Result<()> {
     Ok(())
 }
 
-async fn rounds(args: &CompareArgs, a: &Prepared, b: &Prepared) -> Result<Comparison> {
+async fn rounds(args: &CompareArgs, a: &ReadyTarget, b: &ReadyTarget) -> Result<Comparison> {
     let w = &args.workload;
     let mut points = Vec::new();
     for &clients in &args.clients {

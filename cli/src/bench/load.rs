@@ -88,7 +88,7 @@ struct WorkerResult {
 
 /// Counters the workers share (for the count bound and the progress bar).
 #[derive(Default)]
-struct Shared {
+struct OpCounts {
     /// Every operation finished, warm-up included.
     done: AtomicU64,
     /// Measured operations (successes and failures).
@@ -116,7 +116,7 @@ async fn worker(
     spec: Arc<LoadSpec>,
     warmup_end: Instant,
     end: Instant,
-    shared: Arc<Shared>,
+    shared: Arc<OpCounts>,
 ) -> WorkerResult {
     let mut rng = Rng::new(spec.seed.wrapping_add(index as u64));
     let value = vec![b'v'; spec.value_bytes];
@@ -242,7 +242,7 @@ pub async fn run(
         return Err(e);
     }
 
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(OpCounts::default());
     let begin = Instant::now();
     let warmup_end = begin + spec.warmup;
     let end = warmup_end + spec.duration;

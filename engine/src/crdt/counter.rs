@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::causal::NodeId;
+use crate::causal::Incarnation;
 use crate::error::{Error, Result};
 
 /// Running totals of one origin's increments and decrements.
@@ -50,7 +50,7 @@ impl Pn {
 
 /// Joins one origin's totals; all-zero totals are never stored, so equal
 /// meanings have equal representations.
-fn join_entry(map: &mut BTreeMap<NodeId, Pn>, node: NodeId, pn: Pn) -> bool {
+fn join_entry(map: &mut BTreeMap<Incarnation, Pn>, node: Incarnation, pn: Pn) -> bool {
     if pn == Pn::default() {
         return false;
     }
@@ -61,8 +61,8 @@ fn join_entry(map: &mut BTreeMap<NodeId, Pn>, node: NodeId, pn: Pn) -> bool {
     Clone, Default, PartialEq, Eq, Hash, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
 pub struct Counter {
-    entries: BTreeMap<NodeId, Pn>,
-    reset: BTreeMap<NodeId, Pn>,
+    entries: BTreeMap<Incarnation, Pn>,
+    reset: BTreeMap<Incarnation, Pn>,
 }
 
 impl Counter {
@@ -88,7 +88,7 @@ impl Counter {
     }
 
     /// Adds `delta` on behalf of `node`; returns the delta state.
-    pub fn incr(&mut self, node: NodeId, delta: i64) -> Result<Counter> {
+    pub fn incr(&mut self, node: Incarnation, delta: i64) -> Result<Counter> {
         let resulting = self.value_wide() + delta as i128;
         if resulting > i64::MAX as i128 || resulting < i64::MIN as i128 {
             return Err(Error::InvalidArgument(format!(
@@ -116,12 +116,12 @@ impl Counter {
 
     /// Per origin, the running totals of its increments and decrements
     /// (for checkers and simulations that model the counter).
-    pub fn entries(&self) -> &BTreeMap<NodeId, Pn> {
+    pub fn entries(&self) -> &BTreeMap<Incarnation, Pn> {
         &self.entries
     }
 
     /// Per origin, the totals some delete had observed (the reset floor).
-    pub fn floors(&self) -> &BTreeMap<NodeId, Pn> {
+    pub fn floors(&self) -> &BTreeMap<Incarnation, Pn> {
         &self.reset
     }
 
@@ -159,8 +159,8 @@ impl Counter {
 mod tests {
     use super::*;
 
-    const A: NodeId = NodeId(1);
-    const B: NodeId = NodeId(2);
+    const A: Incarnation = Incarnation(1);
+    const B: Incarnation = Incarnation(2);
 
     #[test]
     fn increments_and_decrements_sum() {

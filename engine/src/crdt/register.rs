@@ -46,12 +46,12 @@ pub fn merge_into(state: &mut Option<Register>, other: &Register) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::causal::NodeId;
+    use crate::causal::Incarnation;
 
     fn hlc(time: u64, node: u64) -> Hlc {
         Hlc {
             time,
-            node: NodeId(node),
+            node: Incarnation(node),
         }
     }
 

@@ -12,8 +12,9 @@
 //! cancels only the dots it observed, so an add concurrent with a remove
 //! (a dot the remover had not seen) survives: add wins.
 //!
-//! Dots here are per object: `(node, n)` is `node`'s n-th add to this set,
-//! so the context of a set touched by a few nodes stays a few entries.
+//! Dots here are per object: `(StreamId::from(incarnation), n)` is that
+//! incarnation's n-th add to this set, so the context of a set touched by a
+//! few nodes stays a few entries.
 //!
 //! Deltas: an operation's delta lists the members it touched (an add: the
 //! new dot, and in the context the member's previous dots; a remove: no dot,
@@ -25,7 +26,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::causal::{CausalContext, Dot, NodeId};
+use crate::causal::{CausalContext, Dot, Incarnation, StreamId};
 
 /// Dots of one member, sorted and without duplicates (normally one).
 #[derive(
@@ -156,8 +157,9 @@ impl OrSet {
         self.entries.is_empty()
     }
 
-    /// Adds `members` on behalf of `node`; returns the delta.
-    pub fn add(&mut self, node: NodeId, members: &[Vec<u8>]) -> SetDelta {
+    /// Adds `members` on behalf of `incarnation`; returns the delta.
+    pub fn add(&mut self, incarnation: Incarnation, members: &[Vec<u8>]) -> SetDelta {
+        let numbering = StreamId::from(incarnation);
         let mut delta = SetDelta {
             entries: BTreeMap::new(),
             context: CausalContext::new(),
@@ -167,7 +169,7 @@ impl OrSet {
             if delta.entries.contains_key(member) {
                 continue;
             }
-            let dot = self.context.next_dot(node);
+            let dot = self.context.next_dot(numbering);
             if let Some(old) = self.entries.get(member) {
                 for d in old.iter() {
                     delta.context.insert(d);
@@ -271,8 +273,8 @@ impl OrSet {
 mod tests {
     use super::*;
 
-    const A: NodeId = NodeId(1);
-    const B: NodeId = NodeId(2);
+    const A: Incarnation = Incarnation(1);
+    const B: Incarnation = Incarnation(2);
 
     fn v(s: &str) -> Vec<u8> {
         s.as_bytes().to_vec()

@@ -40,7 +40,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::causal::{CausalContext, Dot, NodeId, VersionVector};
+use crate::causal::{CausalContext, Dot, StreamId, VersionVector};
 use crate::clock::Hlc;
 use crate::codec::{self, DecodeError};
 use crate::crdt::Delta;
@@ -99,7 +99,7 @@ impl Record {
                 record.key.kind()
             )));
         }
-        if record.dot.counter == 0 || record.dot.node.0 == 0 {
+        if record.dot.counter == 0 || record.dot.stream.0 == 0 {
             return Err(DecodeError::Malformed("zero dot".into()));
         }
         Ok(record)
@@ -323,7 +323,7 @@ impl Log {
                             seg.maxes
                                 .entry(g)
                                 .or_default()
-                                .raise(r.dot.node, r.dot.counter);
+                                .raise(r.dot.stream, r.dot.counter);
                             seg.dots.push(r.dot);
                             index.entry(r.dot).or_insert((pos, g));
                         }
@@ -535,7 +535,7 @@ impl Log {
                 seg.maxes
                     .entry(g)
                     .or_default()
-                    .raise(r.dot.node, r.dot.counter);
+                    .raise(r.dot.stream, r.dot.counter);
                 seg.dots.push(r.dot);
                 self.index.lock().entry(r.dot).or_insert((start, g));
             }
@@ -652,7 +652,7 @@ impl Log {
         {
             let truncated = self.truncated.lock();
             for (&g, vv) in truncated.iter() {
-                if wants(g) && vv.iter().any(|(node, c)| have.vector().get(node) < c) {
+                if wants(g) && vv.iter().any(|(stream, c)| have.vector().get(stream) < c) {
                     return Ok(None);
                 }
             }
@@ -661,11 +661,11 @@ impl Log {
         let mut more = false;
         {
             let index = self.index.lock();
-            let mut cursor = Dot::new(NodeId(0), 0);
+            let mut cursor = Dot::new(StreamId(0), 0);
             while let Some((&first, _)) = index.range(cursor..).next() {
-                let node = first.node;
-                let from = Dot::new(node, have.vector().get(node) + 1);
-                let to = Dot::new(node, u64::MAX);
+                let stream = first.stream;
+                let from = Dot::new(stream, have.vector().get(stream) + 1);
+                let to = Dot::new(stream, u64::MAX);
                 for (&dot, &(pos, g)) in index.range(from..=to) {
                     if have.contains(dot) || !wants(g) {
                         continue;
@@ -676,10 +676,10 @@ impl Log {
                     }
                     positions.push(pos);
                 }
-                if more || node.0 == u64::MAX {
+                if more || stream.0 == u64::MAX {
                     break;
                 }
-                cursor = Dot::new(NodeId(node.0 + 1), 0);
+                cursor = Dot::new(StreamId(stream.0 + 1), 0);
             }
         }
         let mut records = Vec::new();
@@ -821,14 +821,15 @@ fn valid_frame_after(bytes: &[u8], offset: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::causal::Incarnation;
     use crate::crdt::Counter;
     use crate::object::Kind;
 
     fn record(node: u64, counter: u64) -> Entry {
         let mut c = Counter::new();
-        let delta = c.incr(NodeId(node), 1).unwrap();
+        let delta = c.incr(Incarnation(node), 1).unwrap();
         Entry::Delta(Record {
-            dot: Dot::new(NodeId(node), counter),
+            dot: Dot::new(StreamId(node), counter),
             hlc: Hlc::default(),
             key: ObjectKey::new(Kind::Counter, format!("k{counter}")).unwrap(),
             delta: Delta::Counter(delta),
@@ -876,7 +877,7 @@ mod tests {
         assert_eq!(seen, entries);
         let since = log
             .deltas_since(
-                &CausalContext::from_vector([(NodeId(1), 7)].into_iter().collect()),
+                &CausalContext::from_vector([(StreamId(1), 7)].into_iter().collect()),
                 &|_| true,
                 100,
                 usize::MAX,
@@ -975,13 +976,13 @@ mod tests {
             log.append(&record(1, i)).unwrap();
         }
         let end = log.end();
-        let stable: VersionVector = [(NodeId(1), 3)].into_iter().collect();
+        let stable: VersionVector = [(StreamId(1), 3)].into_iter().collect();
         let (count, truncated) = log.plan_truncation(end, &|_| stable.clone());
         assert!(count > 0);
         let reclaimed = log.drop_front(count, truncated).unwrap();
         assert!(reclaimed > 0);
         let t = log.truncated()[&GroupId(0)].clone();
-        assert!(t.get(NodeId(1)) >= 1 && t.get(NodeId(1)) <= 3);
+        assert!(t.get(StreamId(1)) >= 1 && t.get(StreamId(1)) <= 3);
         assert!(
             log.deltas_since(&CausalContext::new(), &|_| true, 100, usize::MAX)
                 .unwrap()

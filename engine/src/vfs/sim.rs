@@ -241,7 +241,8 @@ struct State {
     power_cuts: u64,
 }
 
-struct Shared {
+/// The one simulated disk every [`SimDisk`] handle points at.
+struct Disk {
     state: Mutex<State>,
     host_root: PathBuf,
 }
@@ -249,7 +250,7 @@ struct Shared {
 /// A simulated disk; see the module docs. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct SimDisk {
-    shared: Arc<Shared>,
+    shared: Arc<Disk>,
 }
 
 impl fmt::Debug for SimDisk {
@@ -411,7 +412,7 @@ impl SimDisk {
     /// directory, e.g. a temp dir), at the same relative paths.
     pub fn new(host_root: impl Into<PathBuf>) -> SimDisk {
         SimDisk {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Disk {
                 state: Mutex::new(State {
                     boot: 0,
                     next_inode: 1,
@@ -564,7 +565,7 @@ fn list_dir(st: &State, dir: &Path) -> Vec<String> {
 
 /// One boot's view of a [`SimDisk`].
 struct SimFs {
-    shared: Arc<Shared>,
+    shared: Arc<Disk>,
     boot: u64,
 }
 
@@ -577,7 +578,7 @@ impl fmt::Debug for SimFs {
 /// Runs `f` on the state if the machine is still up and no failpoint
 /// fires; panics (without the lock held) for a panic failpoint.
 fn with_state<T>(
-    shared: &Shared,
+    shared: &Disk,
     boot: u64,
     op: Option<(FailOp, &[&Path])>,
     f: impl FnOnce(&mut State) -> io::Result<T>,
@@ -749,7 +750,7 @@ impl Vfs for SimFs {
 }
 
 struct SimLock {
-    shared: Arc<Shared>,
+    shared: Arc<Disk>,
     boot: u64,
     path: PathBuf,
 }
@@ -765,7 +766,7 @@ impl Drop for SimLock {
 
 /// An open simulated file.
 struct SimFile {
-    shared: Arc<Shared>,
+    shared: Arc<Disk>,
     boot: u64,
     ino: u64,
     path: PathBuf,

@@ -21,8 +21,8 @@ use super::queue::{LaneTx, Writers};
 use super::rpc::serve_rpc;
 use super::writer::write_loop;
 use super::{
-    CLOSE_PROTOCOL, CLOSE_REPLACED, CLOSE_UNKNOWN, PeerLink, STREAM_BULK, STREAM_CONTROL, Shared,
-    mono_ms,
+    CLOSE_PROTOCOL, CLOSE_REPLACED, CLOSE_UNKNOWN, MeshState, PeerLink, STREAM_BULK,
+    STREAM_CONTROL, mono_ms,
 };
 use crate::message::{PeerMessage, frame_len};
 use crate::protocol::{Input, Lane};
@@ -68,7 +68,7 @@ pub(super) async fn read_frame(recv: &mut RecvStream) -> Result<Option<Vec<u8>>,
     Ok(Some(payload))
 }
 
-pub(super) async fn accept_loop(shared: Arc<Shared>) {
+pub(super) async fn accept_loop(shared: Arc<MeshState>) {
     let mut stop = shared.shutdown.subscribe();
     loop {
         let incoming = tokio::select! {
@@ -105,7 +105,7 @@ pub(super) async fn accept_loop(shared: Arc<Shared>) {
     }
 }
 
-pub(super) async fn dial_loop(shared: Arc<Shared>, link: Arc<PeerLink>) {
+pub(super) async fn dial_loop(shared: Arc<MeshState>, link: Arc<PeerLink>) {
     let mut stop = shared.shutdown.subscribe();
     let mut backoff = DIAL_BACKOFF_MIN;
     loop {
@@ -149,7 +149,7 @@ pub(super) async fn dial_loop(shared: Arc<Shared>, link: Arc<PeerLink>) {
     }
 }
 
-async fn dial(shared: &Shared, link: &PeerLink) -> Result<Connection, String> {
+async fn dial(shared: &MeshState, link: &PeerLink) -> Result<Connection, String> {
     let addr = tokio::net::lookup_host(&link.address)
         .await
         .map_err(|e| format!("resolving {}: {e}", link.address))?
@@ -172,7 +172,7 @@ async fn dial(shared: &Shared, link: &PeerLink) -> Result<Connection, String> {
 }
 
 /// Runs one connection until it closes.
-async fn run_link(shared: Arc<Shared>, link: Arc<PeerLink>, conn: Connection) {
+async fn run_link(shared: Arc<MeshState>, link: Arc<PeerLink>, conn: Connection) {
     let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
     let (control_tx, control_rx) = LaneTx::new();
     let (bulk_tx, bulk_rx) = LaneTx::new();
@@ -254,7 +254,7 @@ async fn run_link(shared: Arc<Shared>, link: Arc<PeerLink>, conn: Connection) {
 
 /// Accepts the peer's streams and feeds their messages to the protocol.
 /// Returns why the link ended.
-async fn read_loop(shared: Arc<Shared>, link: Arc<PeerLink>, conn: Connection) -> String {
+async fn read_loop(shared: Arc<MeshState>, link: Arc<PeerLink>, conn: Connection) -> String {
     let rpc_slots = Arc::new(tokio::sync::Semaphore::new(RPC_CONCURRENCY));
     let (fail_tx, mut fail_rx) = mpsc::channel::<String>(4);
     loop {
@@ -302,7 +302,7 @@ async fn read_loop(shared: Arc<Shared>, link: Arc<PeerLink>, conn: Connection) -
 /// Reads `[len][payload]`; `Ok(None)` at a clean end of stream.
 /// Reads one of the peer's message streams and feeds the protocol.
 async fn read_messages(
-    shared: &Shared,
+    shared: &MeshState,
     link: &PeerLink,
     mut recv: RecvStream,
 ) -> Result<(), String> {

@@ -22,7 +22,7 @@ use quinn::VarInt;
 use tokio::sync::mpsc;
 
 use super::queue::InputItem;
-use super::{CLOSE_PROTOCOL, Shared};
+use super::{CLOSE_PROTOCOL, MeshState};
 use crate::protocol::{Input, Output, Replicator, full_sync_messages};
 
 /// How often the protocol state machine ticks.
@@ -30,7 +30,7 @@ const TICK: Duration = Duration::from_millis(20);
 
 /// Starts the protocol thread and its ticker.
 pub(super) fn start(
-    shared: Arc<Shared>,
+    shared: Arc<MeshState>,
     replicator: Replicator,
     inputs: mpsc::Receiver<InputItem>,
 ) {
@@ -72,7 +72,7 @@ pub(super) fn start(
 }
 
 fn protocol_thread(
-    shared: Arc<Shared>,
+    shared: Arc<MeshState>,
     mut replicator: Replicator,
     mut inputs: mpsc::Receiver<InputItem>,
     runtime: tokio::runtime::Handle,
@@ -100,7 +100,7 @@ fn protocol_thread(
     tracing::debug!("replication thread stopped");
 }
 
-fn dispatch(shared: &Arc<Shared>, out: Output, runtime: &tokio::runtime::Handle) {
+fn dispatch(shared: &Arc<MeshState>, out: Output, runtime: &tokio::runtime::Handle) {
     match out {
         Output::Send { peer, msg, lane } => {
             let Some(link) = shared.peers.get(&peer) else {

@@ -55,6 +55,7 @@ pub use self::conditioning::Link;
 use self::conditioning::LinkConditions;
 use self::queue::{Inputs, Writers};
 pub use self::rpc::{MAX_RPC_BYTES, RpcHandler};
+use crate::name::NodeName;
 use crate::placement::Placement;
 use crate::protocol::{
     Input, Now, PeerFlags, PeerReport, ProtocolConfig, PushTargets, Replicator, Waits,
@@ -80,7 +81,7 @@ pub const LIVE_TIMEOUT: Duration = Duration::from_millis(1_500);
 /// One way to reach a peer.
 #[derive(Clone, Debug)]
 pub struct PeerAddress {
-    pub name: String,
+    pub name: NodeName,
     pub region: String,
     /// `host:port` of its peer listener.
     pub address: String,
@@ -89,7 +90,7 @@ pub struct PeerAddress {
 /// Everything the mesh needs.
 #[derive(Clone)]
 pub struct MeshConfig {
-    pub node: String,
+    pub node: NodeName,
     pub region: String,
     pub listen: SocketAddr,
     pub peers: Vec<PeerAddress>,
@@ -154,7 +155,7 @@ struct LinkCounters {
 }
 
 struct PeerLink {
-    name: String,
+    name: NodeName,
     region: String,
     address: String,
     /// Current connection and its generation.
@@ -168,11 +169,12 @@ struct PeerLink {
     full_sync_running: AtomicBool,
 }
 
-struct Shared {
-    node: String,
+/// The mesh as its tasks and the protocol thread share it.
+struct MeshState {
+    node: NodeName,
     engine: Engine,
     placement: Arc<Placement>,
-    peers: HashMap<String, Arc<PeerLink>>,
+    peers: HashMap<NodeName, Arc<PeerLink>>,
     /// The protocol thread's input queue (bounded so a flood of messages
     /// pushes back on the network, QUIC flow control, instead of growing
     /// memory).
@@ -202,7 +204,7 @@ struct Shared {
 /// A node's connection to the rest of the cluster. Cheap to clone.
 #[derive(Clone)]
 pub struct Mesh {
-    shared: Arc<Shared>,
+    shared: Arc<MeshState>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -217,7 +219,7 @@ fn mono_ms(started: Instant) -> u64 {
     started.elapsed().as_millis() as u64
 }
 
-impl Shared {
+impl MeshState {
     fn now(&self) -> Now {
         Now {
             mono_ms: mono_ms(self.started),
@@ -271,7 +273,7 @@ impl Mesh {
             config.placement.clone(),
             now,
         );
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(MeshState {
             node: config.node.clone(),
             engine,
             placement: config.placement.clone(),
@@ -396,7 +398,7 @@ impl Mesh {
     pub async fn wait_durable(
         &self,
         dot: Dot,
-        peers: Vec<String>,
+        peers: Vec<NodeName>,
         needed: usize,
         timeout: Duration,
     ) -> usize {
@@ -454,7 +456,7 @@ impl Mesh {
 
     /// Per-peer traffic counters: (peer, sent msgs, received msgs, sent
     /// bytes, received bytes, realtime dropped, garbage frames).
-    pub fn traffic(&self) -> Vec<(String, [u64; 6])> {
+    pub fn traffic(&self) -> Vec<(NodeName, [u64; 6])> {
         let mut out: Vec<_> = self
             .shared
             .peers

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use crate::NodeName;
 use crate::message::PeerMessage;
 use crate::protocol::{Input, Lane};
 
@@ -215,7 +216,7 @@ impl Inputs {
     /// frame), waiting for room in count and in that lane's byte budget.
     pub(super) async fn send_message(
         &self,
-        peer: String,
+        peer: NodeName,
         msg: PeerMessage,
         lane: Lane,
         bytes: usize,
@@ -248,7 +249,7 @@ impl Inputs {
 
 #[cfg(test)]
 mod tests {
-    use meridian_engine::{Kind, NodeId, ObjectKey, Record};
+    use meridian_engine::{Incarnation, Kind, ObjectKey, Record, StreamId};
 
     use super::*;
 
@@ -258,16 +259,16 @@ mod tests {
         let register = meridian_engine::crdt::register::Register::write(
             meridian_engine::Hlc {
                 time: 1,
-                node: NodeId(1),
+                node: Incarnation(1),
             },
             Some(vec![0u8; bytes]),
         );
         PeerMessage::Deltas {
             records: vec![Record {
-                dot: meridian_engine::Dot::new(NodeId(1), 1),
+                dot: meridian_engine::Dot::new(StreamId(1), 1),
                 hlc: meridian_engine::Hlc {
                     time: 1,
-                    node: NodeId(1),
+                    node: Incarnation(1),
                 },
                 key,
                 delta: meridian_engine::Delta::Register(register),

@@ -17,7 +17,8 @@ use quinn::{RecvStream, SendStream, VarInt};
 
 use super::conditioning::hop;
 use super::connection::read_frame;
-use super::{Mesh, MeshError, PeerLink, STREAM_RPC, Shared, mono_ms};
+use super::{Mesh, MeshError, MeshState, PeerLink, STREAM_RPC, mono_ms};
+use crate::NodeName;
 use crate::message::MAX_PEER_FRAME_BYTES;
 
 /// RPC request and response size limit, in bytes.
@@ -27,7 +28,7 @@ pub const MAX_RPC_BYTES: usize = MAX_PEER_FRAME_BYTES;
 pub trait RpcHandler: Send + Sync + 'static {
     fn handle(
         &self,
-        peer: String,
+        peer: NodeName,
         request: Vec<u8>,
     ) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
 }
@@ -100,7 +101,7 @@ impl Mesh {
 /// Serves one incoming call; `Err` is a protocol violation (the link is
 /// dropped).
 pub(super) async fn serve_rpc(
-    shared: &Shared,
+    shared: &MeshState,
     link: &PeerLink,
     mut send: SendStream,
     mut recv: RecvStream,

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::conditioning::LinkStage;
 use super::queue::Queued;
-use super::{PeerLink, STREAM_BULK, STREAM_CONTROL, Shared};
+use super::{MeshState, PeerLink, STREAM_BULK, STREAM_CONTROL};
 use crate::message::{MAX_PEER_FRAME_BYTES, PeerMessage, record_bytes};
 use crate::protocol::Lane;
 
@@ -33,7 +33,7 @@ const _: () = assert!(COALESCE_BYTES < MAX_PEER_FRAME_BYTES / 4);
 /// deltas merged; bulk: catch-up and full syncs) until the channel closes
 /// or a write fails.
 pub(super) async fn write_loop(
-    shared: Arc<Shared>,
+    shared: Arc<MeshState>,
     link: Arc<PeerLink>,
     conn: Connection,
     lane: Lane,

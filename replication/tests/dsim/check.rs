@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use meridian_engine::crdt::Pn;
 use meridian_engine::{
-    CausalContext, Delta, Dot, Kind, NodeId, ObjectKey, ObjectState, Op, RegisterValue, Value,
+    CausalContext, Delta, Dot, Incarnation, Kind, ObjectKey, ObjectState, Op, RegisterValue, Value,
 };
 
 use crate::history::OpRecord;
@@ -127,8 +127,8 @@ fn check_counter(
     let Value::Counter(got) = value else {
         return Err(Failure::new("counter", format!("{key:?} reads {value:?}")));
     };
-    let mut entries: BTreeMap<NodeId, Bounds> = BTreeMap::new();
-    let mut floors: BTreeMap<NodeId, Bounds> = BTreeMap::new();
+    let mut entries: BTreeMap<Incarnation, Bounds> = BTreeMap::new();
+    let mut floors: BTreeMap<Incarnation, Bounds> = BTreeMap::new();
     let mut indeterminate = 0;
     let mut deletes = 0;
     let mut plain_sum: i128 = 0;
@@ -164,7 +164,7 @@ fn check_counter(
             ("total", &entries, c.entries()),
             ("floor", &floors, c.floors()),
         ] {
-            let origins: BTreeSet<NodeId> = map.keys().chain(parts.keys()).copied().collect();
+            let origins: BTreeSet<Incarnation> = map.keys().chain(parts.keys()).copied().collect();
             for o in origins {
                 let b = map.get(&o).copied().unwrap_or_default();
                 let v = parts.get(&o).copied().unwrap_or_default();
@@ -397,7 +397,7 @@ mod tests {
     use super::*;
     use crate::history::{Level, Outcome};
     use meridian_engine::crdt::{Counter, OrSet, Register};
-    use meridian_engine::{Hlc, Kind};
+    use meridian_engine::{Hlc, Kind, StreamId};
 
     fn op(id: usize, key: &ObjectKey, op: Op, dot: Dot, delta: Delta, hlc: Hlc) -> OpRecord {
         OpRecord {
@@ -428,11 +428,16 @@ mod tests {
         }
     }
 
-    const A: NodeId = NodeId(1);
-    const B: NodeId = NodeId(2);
+    const A: Incarnation = Incarnation(1);
+    const B: Incarnation = Incarnation(2);
 
-    fn hlc(time: u64, node: NodeId) -> Hlc {
+    fn hlc(time: u64, node: Incarnation) -> Hlc {
         Hlc { time, node }
+    }
+
+    /// The `n`-th record of `node`'s group-0 stream.
+    fn dot(node: Incarnation, n: u64) -> Dot {
+        Dot::new(StreamId::from(node), n)
     }
 
     #[test]
@@ -444,7 +449,7 @@ mod tests {
             1,
             &k,
             Op::Incr(5),
-            Dot::new(A, 1),
+            dot(A, 1),
             Delta::Counter(d1),
             hlc(1, A),
         )];
@@ -455,12 +460,7 @@ mod tests {
             ObjectState::Counter(Counter::new()),
         );
         assert_eq!(check_all(&ops, &fin).unwrap_err().check, "acked-write-lost");
-        let fin = converged(
-            &[Dot::new(A, 1)],
-            &k,
-            Value::Counter(5),
-            ObjectState::Counter(c),
-        );
+        let fin = converged(&[dot(A, 1)], &k, Value::Counter(5), ObjectState::Counter(c));
         check_all(&ops, &fin).unwrap();
     }
 
@@ -476,7 +476,7 @@ mod tests {
                 1,
                 &k,
                 Op::Incr(5),
-                Dot::new(A, 1),
+                dot(A, 1),
                 Delta::Counter(d1.clone()),
                 hlc(1, A),
             ),
@@ -484,12 +484,12 @@ mod tests {
                 2,
                 &k,
                 Op::Incr(3),
-                Dot::new(B, 1),
+                dot(B, 1),
                 Delta::Counter(d2.clone()),
                 hlc(2, B),
             ),
         ];
-        let applied = [Dot::new(A, 1), Dot::new(B, 1)];
+        let applied = [dot(A, 1), dot(B, 1)];
         let mut good = a.clone();
         good.merge(&d2);
         check_all(
@@ -541,7 +541,7 @@ mod tests {
                 1,
                 &k,
                 Op::Add(vec![m.clone()]),
-                Dot::new(A, 1),
+                dot(A, 1),
                 Delta::Set(add0),
                 hlc(1, A),
             ),
@@ -549,7 +549,7 @@ mod tests {
                 2,
                 &k,
                 Op::Add(vec![m.clone()]),
-                Dot::new(A, 2),
+                dot(A, 2),
                 Delta::Set(add1.clone()),
                 hlc(2, A),
             ),
@@ -557,12 +557,12 @@ mod tests {
                 3,
                 &k,
                 Op::Remove(vec![m.clone()]),
-                Dot::new(B, 1),
+                dot(B, 1),
                 Delta::Set(rm.clone()),
                 hlc(3, B),
             ),
         ];
-        let applied = [Dot::new(A, 1), Dot::new(A, 2), Dot::new(B, 1)];
+        let applied = [dot(A, 1), dot(A, 2), dot(B, 1)];
         let mut good = a.clone();
         good.merge(&rm);
         assert!(good.contains(&m), "add wins");
@@ -592,7 +592,7 @@ mod tests {
             s
         };
         let ops2 = vec![ops[0].clone(), ops[2].clone()];
-        let applied2 = [Dot::new(A, 1), Dot::new(B, 1)];
+        let applied2 = [dot(A, 1), dot(B, 1)];
         let e = check_all(
             &ops2,
             &converged(
@@ -617,7 +617,7 @@ mod tests {
                 1,
                 &k,
                 Op::Put(b"a".to_vec()),
-                Dot::new(A, 1),
+                dot(A, 1),
                 Delta::Register(wa.clone()),
                 hlc(100, A),
             ),
@@ -625,12 +625,12 @@ mod tests {
                 2,
                 &k,
                 Op::Put(b"b".to_vec()),
-                Dot::new(B, 1),
+                dot(B, 1),
                 Delta::Register(wb.clone()),
                 hlc(100, B),
             ),
         ];
-        let applied = [Dot::new(A, 1), Dot::new(B, 1)];
+        let applied = [dot(A, 1), dot(B, 1)];
         let reg = |w: &Register| {
             Value::Register(Some(RegisterValue {
                 value: w.value.clone(),

@@ -12,12 +12,14 @@ use std::time::Duration;
 use meridian_engine::vfs::sim::EIO;
 use meridian_engine::vfs::{FailAction, FailOp, Failpoint, Keep, SimDisk};
 use meridian_engine::{
-    CausalContext, Durability, Engine, EngineConfig, Kind, NodeId, ObjectKey, Op, PhysicalTime,
-    Value,
+    CausalContext, Durability, Engine, EngineConfig, Incarnation, Kind, ObjectKey, Op,
+    PhysicalTime, Value,
 };
 use meridian_replication::message::PeerMessage;
 use meridian_replication::protocol::{PushTargets, Waits, full_sync_messages};
-use meridian_replication::{Input, NodeInfo, Now, Output, Placement, ProtocolConfig, Replicator};
+use meridian_replication::{
+    Input, NodeInfo, NodeName, Now, Output, Placement, ProtocolConfig, Replicator,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -215,7 +217,7 @@ struct Run {
 
 /// A machine: its disk outlives the process.
 struct Node {
-    name: String,
+    name: NodeName,
     disk: SimDisk,
     durability: Durability,
     skew_ms: i64,
@@ -236,7 +238,7 @@ struct Node {
     /// must find all of it.
     durable_at_crash: Option<CausalContext>,
     /// The incarnation before a clean shutdown (kept on reopen).
-    clean_incarnation: Option<NodeId>,
+    clean_incarnation: Option<Incarnation>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,7 +274,7 @@ pub struct Sim {
     max_delay_ms: u64,
     pub ops: Vec<OpRecord>,
     /// Quorum waits: token → (op, peers waited on).
-    waits: BTreeMap<u64, (usize, Vec<String>)>,
+    waits: BTreeMap<u64, (usize, Vec<NodeName>)>,
     next_token: u64,
     quiescing: bool,
     verbose: bool,
@@ -322,7 +324,7 @@ impl Sim {
         let regions = ["us-east", "eu-west", "ap-south"];
         let infos: Vec<NodeInfo> = (0..params.nodes)
             .map(|i| NodeInfo {
-                name: format!("n{i}"),
+                name: format!("n{i}").into(),
                 region: regions[i % regions.len()].to_string(),
             })
             .collect();
@@ -335,7 +337,7 @@ impl Sim {
             .iter()
             .enumerate()
             .map(|(i, info)| {
-                let host = tmp.path().join(&info.name);
+                let host = tmp.path().join(info.name.as_str());
                 Node {
                     name: info.name.clone(),
                     disk: SimDisk::new(host.join("disk")),
@@ -860,7 +862,7 @@ impl Sim {
             }
         }
         if let Some(old) = self.nodes[i].clean_incarnation.take()
-            && engine.node_id() != old
+            && engine.incarnation() != old
         {
             self.fail(
                 "recovery",
@@ -879,11 +881,11 @@ impl Sim {
         node.power_cuts_seen = node.disk.power_cuts();
         node.revert_sled = self.rng.random_bool(0.5);
         let boot = node.boot;
-        self.trace(&[0xb007, i as u64, engine.node_id().0]);
+        self.trace(&[0xb007, i as u64, engine.incarnation().0]);
         self.note(format!(
             "{} starts as {}",
             self.nodes[i].name,
-            engine.node_id()
+            engine.incarnation()
         ));
         self.nodes[i].run = Some(Run {
             push: replicator.push_targets(),
@@ -1008,7 +1010,7 @@ impl Sim {
         let Some(run) = self.nodes[i].run.as_ref() else {
             return;
         };
-        let id = run.engine.node_id();
+        let id = run.engine.incarnation();
         match run.engine.close() {
             Ok(()) => {
                 self.trace(&[0xc105, i as u64]);
@@ -1369,7 +1371,7 @@ impl Sim {
             remote_done: needed == 1,
             token: None,
         };
-        let others: Vec<String> = self
+        let others: Vec<NodeName> = self
             .nodes
             .iter()
             .enumerate()
@@ -1399,7 +1401,7 @@ impl Sim {
         self.trace(&[
             0x0b,
             id as u64,
-            dot.node.0,
+            dot.stream.0,
             dot.counter,
             applied.record.hlc.time,
         ]);

@@ -75,6 +75,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use meridian_replication::NodeName;
+
 mod address;
 mod build;
 mod file;
@@ -161,7 +163,7 @@ pub enum Durability {
 /// A peer of this node (validated `[[peers]]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerConfig {
-    pub name: String,
+    pub name: NodeName,
     pub region: String,
     /// Where to dial it; its certificate must be issued for `name`.
     pub address: HostPort,
@@ -171,7 +173,7 @@ pub struct PeerConfig {
 /// [`NodeConfig::all_nodes`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterNode {
-    pub name: String,
+    pub name: NodeName,
     pub region: String,
     /// The node's peer address (for this node itself: its `peer_listen` as
     /// written).
@@ -207,7 +209,7 @@ impl fmt::Debug for TlsMaterial {
 pub struct NodeConfig {
     /// The file it was loaded from.
     pub path: PathBuf,
-    pub node: String,
+    pub node: NodeName,
     pub region: String,
     /// Absolute, or relative to the working directory.
     pub data_dir: PathBuf,
@@ -379,7 +381,7 @@ impl NodeConfig {
                 ));
             }
             peers.push(PeerConfig {
-                name: peer.name.clone(),
+                name: NodeName::from(&peer.name),
                 region: peer.region.clone(),
                 address,
             });
@@ -469,7 +471,7 @@ impl NodeConfig {
 
         Ok(NodeConfig {
             path: path.to_owned(),
-            node: file.node,
+            node: NodeName::from(file.node),
             region: file.region,
             data_dir,
             peer_address,
