@@ -186,7 +186,7 @@ pub const MAX_METRICS_BYTES: u64 = 4 << 20;
 /// The node metrics a run records per node (`node-metrics` in
 /// `test.json`), each summed over its labels: whether the outage nemesis
 /// reached a full sync, and what to look at when replication stalls.
-pub const RECORDED_METRICS: [&str; 7] = [
+pub const RECORDED_METRICS: [&str; 12] = [
     "meridian_peer_full_syncs_received_total",
     "meridian_peer_full_syncs_sent_total",
     "meridian_deltas_deferred_total",
@@ -194,6 +194,11 @@ pub const RECORDED_METRICS: [&str; 7] = [
     "meridian_peer_realtime_dropped_total",
     "meridian_peer_garbage_total",
     "meridian_peer_requests_refused_total",
+    "meridian_peer_lag_deltas",
+    "meridian_peer_messages_sent_total",
+    "meridian_peer_messages_received_total",
+    "meridian_peer_bytes_sent_total",
+    "meridian_peer_bytes_received_total",
 ];
 
 /// [`RECORDED_METRICS`] of a node, scraped from its `metrics_listen`.
