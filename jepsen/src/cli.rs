@@ -40,18 +40,20 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run a test against a fresh local cluster.
-    Test(TestArgs),
+    Test(Box<TestArgs>),
     /// Re-run the checkers on a stored history.
     Check(CheckArgs),
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct TestArgs {
-    /// counter | set | register | all, or several joined by `+` (counter+set)
+    /// counter | set | register | large | all (= counter+set+register), or
+    /// several joined by `+` (counter+set)
     #[arg(long, default_value = "all")]
     pub workload: String,
-    /// none | partition | kill | pause | clock | all, or several joined by
-    /// `+` or `,` (partition,kill,pause)
+    /// none | partition | kill | pause | clock | outage | all (= the first
+    /// four), or several joined by `+` or `,` (partition,kill,pause);
+    /// `outage` cannot be combined with `partition`
     #[arg(long, default_value = "partition")]
     pub nemesis: String,
     /// 3 or 5
@@ -109,6 +111,25 @@ pub struct TestArgs {
     /// node's resp_listen; counter and set workloads only)
     #[arg(long, default_value = "native")]
     pub client: String,
+    /// Large workload: bytes of each register value (default: the
+    /// per-write limit, 1 MiB).
+    #[arg(long, default_value_t = crate::workload::large::DEFAULT_VALUE_BYTES)]
+    pub large_value_bytes: usize,
+    /// Large workload: bytes of each set member.
+    #[arg(long, default_value_t = crate::workload::large::DEFAULT_MEMBER_BYTES)]
+    pub large_member_bytes: usize,
+    /// Large workload: bytes the merge scenario adds over all nodes
+    /// together (default: the object limit + 1/8, 18 MiB).
+    #[arg(long, default_value_t = crate::workload::large::DEFAULT_MERGE_BYTES)]
+    pub large_merge_bytes: usize,
+    /// With `--nemesis outage`: the nodes' `[replication] retention_ms`
+    /// (default 2000; the node accepts 1000 and up).
+    #[arg(long)]
+    pub retention_ms: Option<u64>,
+    /// With `--nemesis outage`: how long a node stays cut off, in ms
+    /// (default: retention + two 10 s truncation rounds + 4 s).
+    #[arg(long)]
+    pub outage_ms: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -146,9 +167,10 @@ pub fn parse_workloads(s: &str) -> anyhow::Result<Vec<WorkloadKind>> {
             "counter" => vec![WorkloadKind::Counter],
             "set" => vec![WorkloadKind::Set],
             "register" => vec![WorkloadKind::Register],
+            "large" => vec![WorkloadKind::Large],
             o => {
                 return Err(bad(format!(
-                    "unknown workload {o:?} (counter|set|register|all, or several joined by +)"
+                    "unknown workload {o:?} (counter|set|register|large|all, or several joined by +)"
                 )));
             }
         };
@@ -177,10 +199,11 @@ pub fn parse_nemesis(s: &str) -> anyhow::Result<BTreeSet<Family>> {
         "kill" => [Family::Kill].into(),
         "pause" => [Family::Pause].into(),
         "clock" => [Family::Clock].into(),
+        "outage" => [Family::Outage].into(),
         "all" => Family::ALL.into_iter().collect(),
         o => {
             return Err(bad(format!(
-                "unknown nemesis {o:?} (none|partition|kill|pause|clock|all)"
+                "unknown nemesis {o:?} (none|partition|kill|pause|clock|outage|all)"
             )));
         }
     })
@@ -213,7 +236,22 @@ pub struct TestPlan {
     pub availability: Option<f64>,
     /// `--client`.
     pub client: ClientKind,
+    /// `[replication] retention_ms` written into every node config (runs
+    /// with the outage nemesis only).
+    pub retention: Option<Duration>,
 }
+
+fn run_has_outage(run: &RunConfig) -> bool {
+    run.families.contains(&Family::Outage)
+}
+
+/// Smallest log segment the node accepts (`[storage] log_segment_bytes`):
+/// with the outage nemesis the nodes use it, so that truncation (which
+/// reclaims whole segments) drops what a cut-off node needs within seconds.
+pub const OUTAGE_LOG_SEGMENT_BYTES: u64 = 64 << 10;
+/// The node's bounds of `[replication] retention_ms` (server/src/config).
+pub const MIN_RETENTION_MS: u64 = 1_000;
+pub const MAX_RETENTION_MS: u64 = 30 * 24 * 3_600_000;
 
 fn find_meridian(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
@@ -280,6 +318,44 @@ pub fn plan(a: &TestArgs) -> anyhow::Result<TestPlan> {
              timestamps, which the register checker needs): use --workload counter+set",
         ));
     }
+    if client == ClientKind::Resp && workloads.contains(&WorkloadKind::Large) {
+        return Err(bad(
+            "--client resp does not run the large workload (its registers need timestamps)",
+        ));
+    }
+    if families.contains(&Family::Outage) && families.contains(&Family::Partition) {
+        return Err(bad(
+            "--nemesis outage cannot be combined with partition: a partition's heal would \
+             end the outage early",
+        ));
+    }
+    let large = crate::workload::large::LargeConfig {
+        value_bytes: a.large_value_bytes,
+        member_bytes: a.large_member_bytes,
+        merge_bytes: a.large_merge_bytes,
+    };
+    large.validate().map_err(bad)?;
+    let retention = Duration::from_millis(
+        a.retention_ms
+            .unwrap_or(crate::generator::DEFAULT_OUTAGE_RETENTION.as_millis() as u64),
+    );
+    if !(MIN_RETENTION_MS..=MAX_RETENTION_MS).contains(&(retention.as_millis() as u64)) {
+        return Err(bad(format!(
+            "--retention-ms must be in [{MIN_RETENTION_MS}, {MAX_RETENTION_MS}] (the node's bounds)"
+        )));
+    }
+    let outage = a.outage_ms.map_or_else(
+        || crate::generator::min_outage(retention),
+        Duration::from_millis,
+    );
+    if outage <= retention {
+        return Err(bad(
+            "--outage-ms must be longer than the retention, or no full sync is needed",
+        ));
+    }
+    if (a.retention_ms.is_some() || a.outage_ms.is_some()) && !families.contains(&Family::Outage) {
+        return Err(bad("--retention-ms and --outage-ms need --nemesis outage"));
+    }
     let net: NetMode = a.net.parse().map_err(bad)?;
     let seed = a.seed.unwrap_or_else(|| {
         SystemTime::now()
@@ -304,6 +380,9 @@ pub fn plan(a: &TestArgs) -> anyhow::Result<TestPlan> {
     run.seed = seed;
     run.interval = Duration::from_secs(a.nemesis_interval.max(1));
     run.wipe_control = a.wipe_control;
+    run.large = large;
+    run.outage = outage;
+    let retention = run_has_outage(&run).then_some(retention);
     Ok(TestPlan {
         name: format!(
             "{}-{}{}{}",
@@ -323,6 +402,7 @@ pub fn plan(a: &TestArgs) -> anyhow::Result<TestPlan> {
         meridian: find_meridian(a.meridian.as_deref())?,
         availability: parse_availability(a.availability.as_deref())?,
         client,
+        retention,
     })
 }
 
@@ -488,6 +568,16 @@ fn run_test(
                 Arc::new(proxy)
             }
         };
+        if let Some(retention) = p.retention {
+            // The outage nemesis: a short retention and small log segments,
+            // so that a node cut off for seconds must come back by full sync.
+            for (path, _) in configs.values() {
+                let text = std::fs::read_to_string(path)?;
+                let text = crate::cluster::with_config_value(&text, "replication", "retention_ms", retention.as_millis() as i64)?;
+                let text = crate::cluster::with_config_value(&text, "storage", "log_segment_bytes", OUTAGE_LOG_SEGMENT_BYTES as i64)?;
+                std::fs::write(path, text)?;
+            }
+        }
         if p.client == ClientKind::Resp {
             // RESP commands carry no timeout: the nodes' own must end before the harness's.
             let t = crate::resp_db::node_request_timeout(run_cfg.op_timeout);
@@ -520,6 +610,30 @@ fn run_test(
         )
         .await?;
         db.close().await;
+        // Evidence that the outage edge was reached: full-state syncs each
+        // node received (its metrics endpoint), before the nodes stop.
+        let mut full_syncs = BTreeMap::new();
+        let mut node_metrics = BTreeMap::new();
+        for (n, (_, c)) in &configs {
+            if let Some(addr) = &c.metrics_listen {
+                let v = match crate::cluster::scrape_metrics(addr).await {
+                    Ok(m) => {
+                        full_syncs.insert(n.clone(), json!(m.get(crate::cluster::RECORDED_METRICS[0])));
+                        json!(m)
+                    }
+                    Err(e) => json!({"error": format!("{e:#}")}),
+                };
+                node_metrics.insert(n.clone(), v);
+            }
+        }
+        let mut warnings = out.warnings.clone();
+        if run_has_outage(&run_cfg) && !full_syncs.values().any(|v| v.as_u64().is_some_and(|k| k > 0)) {
+            warnings.push(
+                "the outage nemesis ran but no node received a full-state sync: the long-outage \
+                 edge was not reached (a longer --outage-ms, or more writes during it)"
+                    .to_string(),
+            );
+        }
         let crashed = cluster.crashed();
         cluster.stop_all();
         let mut ctx = CheckContext::new();
@@ -534,10 +648,16 @@ fn run_test(
             "concurrency": run_cfg.concurrency, "consistency": format!("{:?}", run_cfg.consistency),
             "client": p.client.as_str(),
             "nemesis": run_cfg.families.iter().map(|f| f.name()).collect::<Vec<_>>(),
-            "convergence": out.convergence, "warnings": out.warnings, "crashed": crashed,
+            "convergence": out.convergence, "warnings": warnings, "crashed": crashed,
+            "retention-ms": p.retention.map(|r| r.as_millis() as u64),
+            "outage-ms": run_has_outage(&run_cfg).then_some(run_cfg.outage.as_millis() as u64),
+            "large": run_cfg.workloads.contains(&WorkloadKind::Large).then(|| json!({
+                "value-bytes": run_cfg.large.value_bytes, "member-bytes": run_cfg.large.member_bytes,
+                "merge-bytes": run_cfg.large.merge_bytes})),
+            "full-syncs-received": full_syncs, "node-metrics": node_metrics,
         });
         std::fs::write(dir.join("test.json"), serde_json::to_string_pretty(&test_json)? + "\n")?;
-        for w in out.warnings.iter().cloned().chain(report::write_run(dir, &out.history, &results, &p.name)?) {
+        for w in warnings.iter().cloned().chain(report::write_run(dir, &out.history, &results, &p.name)?) {
             eprintln!("warning: {w}");
         }
         Ok(results)
@@ -588,8 +708,36 @@ mod tests {
         let mut v = vec!["meridian-jepsen", "test", "--meridian", "/bin/sh"];
         v.extend_from_slice(extra);
         match Cli::try_parse_from(v).unwrap().cmd {
-            Cmd::Test(a) => a,
+            Cmd::Test(a) => *a,
             Cmd::Check(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn large_workload_and_outage_nemesis_arguments() {
+        let p = plan(&args(&["--workload", "large", "--nemesis", "outage,kill"])).unwrap();
+        assert_eq!(p.run.workloads, vec![WorkloadKind::Large]);
+        assert_eq!(
+            p.retention,
+            Some(crate::generator::DEFAULT_OUTAGE_RETENTION)
+        );
+        assert_eq!(p.run.outage, crate::generator::DEFAULT_OUTAGE);
+        let p = plan(&args(&["--nemesis", "outage", "--retention-ms", "5000"])).unwrap();
+        assert_eq!(p.run.outage, Duration::from_millis(5_000 + 24_000));
+        // `all` is what it was; retention is only written with the outage.
+        let p = plan(&args(&["--nemesis", "all"])).unwrap();
+        assert!(!p.run.families.contains(&Family::Outage) && p.retention.is_none());
+        assert!(!p.run.workloads.contains(&WorkloadKind::Large));
+        for bad_args in [
+            &["--nemesis", "outage,partition"][..],
+            &["--nemesis", "outage", "--retention-ms", "500"],
+            &["--nemesis", "outage", "--outage-ms", "1000"],
+            &["--nemesis", "kill", "--retention-ms", "2000"],
+            &["--workload", "large", "--large-value-bytes", "2000000"],
+            &["--workload", "large", "--client", "resp"],
+        ] {
+            let e = plan(&args(bad_args)).unwrap_err();
+            assert!(e.downcast_ref::<BadArgs>().is_some(), "{bad_args:?}: {e:#}");
         }
     }
 

@@ -160,6 +160,80 @@ pub fn rewrite_peer_addresses(
     Ok(toml::to_string(&doc)?)
 }
 
+/// A node config (TOML) with `[table] key = value` set; everything else
+/// kept (the table is created if absent).
+pub fn with_config_value(
+    config: &str,
+    table: &str,
+    key: &str,
+    value: i64,
+) -> anyhow::Result<String> {
+    let mut doc: toml::Table = toml::from_str(config).context("parsing node config")?;
+    let t = doc
+        .entry(table)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .with_context(|| format!("[{table}] of the node config is not a table"))?;
+    t.insert(key.into(), toml::Value::Integer(value));
+    Ok(toml::to_string(&doc)?)
+}
+
+/// Longest a metrics scrape may take.
+pub const METRICS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// Most bytes of a metrics reply read.
+pub const MAX_METRICS_BYTES: u64 = 4 << 20;
+
+/// The node metrics a run records per node (`node-metrics` in
+/// `test.json`), each summed over its labels: whether the outage nemesis
+/// reached a full sync, and what to look at when replication stalls.
+pub const RECORDED_METRICS: [&str; 12] = [
+    "meridian_peer_full_syncs_received_total",
+    "meridian_peer_full_syncs_sent_total",
+    "meridian_deltas_deferred_total",
+    "meridian_state_merges_total",
+    "meridian_peer_realtime_dropped_total",
+    "meridian_peer_garbage_total",
+    "meridian_peer_requests_refused_total",
+    "meridian_peer_lag_deltas",
+    "meridian_peer_messages_sent_total",
+    "meridian_peer_messages_received_total",
+    "meridian_peer_bytes_sent_total",
+    "meridian_peer_bytes_received_total",
+];
+
+/// [`RECORDED_METRICS`] of a node, scraped from its `metrics_listen`.
+pub async fn scrape_metrics(addr: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let scrape = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut body = Vec::new();
+        s.take(MAX_METRICS_BYTES).read_to_end(&mut body).await?;
+        anyhow::Ok(body)
+    };
+    let body = tokio::time::timeout(METRICS_TIMEOUT, scrape)
+        .await
+        .with_context(|| format!("scraping {addr}: timed out"))??;
+    let text = String::from_utf8_lossy(&body);
+    Ok(RECORDED_METRICS
+        .iter()
+        .map(|m| (m.to_string(), sum_metric(&text, m)))
+        .collect())
+}
+
+/// The sum of every sample of `name` in a Prometheus text exposition.
+fn sum_metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
 struct NodeProc {
     cmd: NodeCommand,
     child: Option<Child>,
@@ -504,5 +578,20 @@ address = "127.0.1.3:7000"
         assert_eq!(parsed.peers[1].region, "r1");
         map.remove("n3");
         assert!(rewrite_peer_addresses(cfg, &map).is_err());
+    }
+
+    #[test]
+    fn config_values_and_metric_sums() {
+        let out =
+            with_config_value("node = \"n1\"\n", "replication", "retention_ms", 2000).unwrap();
+        let out = with_config_value(&out, "storage", "log_segment_bytes", 65536).unwrap();
+        let t: toml::Table = toml::from_str(&out).unwrap();
+        assert_eq!(t["replication"]["retention_ms"].as_integer(), Some(2000));
+        assert_eq!(t["storage"]["log_segment_bytes"].as_integer(), Some(65536));
+        assert_eq!(t["node"].as_str(), Some("n1"));
+        let m = "# HELP x\nmeridian_peer_full_syncs_received_total{peer=\"n2\"} 2\n\
+                 meridian_peer_full_syncs_received_total{peer=\"n3\"} 1\n\
+                 meridian_peer_full_syncs_received_totalx 7\n";
+        assert_eq!(sum_metric(m, "meridian_peer_full_syncs_received_total"), 3);
     }
 }

@@ -160,6 +160,13 @@ pub struct MemoryBugs {
     /// compares timestamps backwards); it is still acknowledged with its
     /// own, newer timestamp.
     pub lww_inversion: bool,
+    /// Damaged large values: every n-th read that returns a large-workload
+    /// payload returns it one byte short.
+    pub corrupt_every_nth_large_read: Option<u64>,
+    /// A store that bounds set replies without saying so: a set read
+    /// returns members (in order) only while their bytes total at most
+    /// this, and answers `Ok` as if that were the whole set.
+    pub cap_set_read_bytes: Option<usize>,
 }
 
 /// One copy of every key.
@@ -198,6 +205,7 @@ pub struct MemoryDb {
     register_writes: AtomicU64,
     writes: AtomicU64,
     reads: AtomicU64,
+    large_reads: AtomicU64,
 }
 
 impl MemoryDb {
@@ -292,6 +300,16 @@ fn node_number(node: &str) -> u64 {
         .unwrap_or(1)
 }
 
+impl MemoryDb {
+    /// [`MemoryBugs::corrupt_every_nth_large_read`] on one value read.
+    fn maybe_corrupt(&self, mut v: String) -> String {
+        if v.starts_with("#L:") && nth(&self.large_reads, self.bugs.corrupt_every_nth_large_read) {
+            v.pop();
+        }
+        v
+    }
+}
+
 fn nth(counter: &AtomicU64, n: Option<u64>) -> bool {
     let i = counter.fetch_add(1, Ordering::SeqCst) + 1;
     n.is_some_and(|n| n > 0 && i.is_multiple_of(n))
@@ -373,11 +391,19 @@ impl Db for MemoryDb {
     }
 
     async fn set_read(&self, node: &str, key: &str, _: Level, _: Duration) -> Outcome<Vec<String>> {
-        let v = self
+        let v: Vec<String> = self
             .read_view(node, |d| {
                 d.sets.get(key).map(|m| m.iter().cloned().collect())
             })
             .unwrap_or_default();
+        let mut v: Vec<String> = v.into_iter().map(|m| self.maybe_corrupt(m)).collect();
+        if let Some(cap) = self.bugs.cap_set_read_bytes {
+            let mut total = 0;
+            v.retain(|m| {
+                total += m.len();
+                total <= cap
+            });
+        }
         Outcome::Ok(v, Self::meta(node))
     }
 
@@ -431,7 +457,7 @@ impl Db for MemoryDb {
         let r = self.read_view(node, |d| d.registers.get(key).cloned());
         match r {
             Some((v, h, _)) => Outcome::Ok(
-                Some(v),
+                Some(self.maybe_corrupt(v)),
                 Meta {
                     node: Some(node.to_string()),
                     hlc: Some(h),

@@ -164,6 +164,71 @@ pub struct ScheduleConfig {
     /// node → region
     pub regions: BTreeMap<String, String>,
     pub seed: u64,
+    /// How long the outage family keeps its node cut off.
+    pub outage: Duration,
+}
+
+/// The retention (`[replication] retention_ms`) a run with the `outage`
+/// nemesis gives its nodes unless told otherwise: 2 s, near the node's
+/// smallest allowed (1 s), so an outage of seconds outlasts it.
+pub const DEFAULT_OUTAGE_RETENTION: Duration = Duration::from_secs(2);
+
+/// How often a node truncates its log (the replication protocol's
+/// `truncate_every_ms`, 10 s, which the node config does not expose).
+/// Truncation reclaims whole log segments below what every peer still
+/// counted has applied; a peer cut off for longer than the retention is no
+/// longer counted.
+pub const NODE_TRUNCATE_EVERY: Duration = Duration::from_secs(10);
+
+/// Slack on top of the retention and the truncation rounds: the round's own
+/// work, and the cut-off node's last progress before the cut.
+pub const OUTAGE_SLACK: Duration = Duration::from_secs(4);
+
+/// Truncation rounds an outage spans after the retention ran out: with one,
+/// the log written between the retention running out and that round may be
+/// less than one segment at a low write rate (seen: `--rate 100` through
+/// the proxy backend, no full sync); two rounds span 10 s more of writes.
+pub const OUTAGE_TRUNCATION_ROUNDS: u32 = 2;
+
+/// Default outage length: [`min_outage`] of [`DEFAULT_OUTAGE_RETENTION`]
+/// = 2 + 2 × 10 + 4 = 26 s.
+pub const DEFAULT_OUTAGE: Duration = Duration::from_secs(26);
+
+/// The default outage for retention `r`: `r` + [`OUTAGE_TRUNCATION_ROUNDS`]
+/// × [`NODE_TRUNCATE_EVERY`] + [`OUTAGE_SLACK`]. Whether a full sync was
+/// needed still depends on the writes made during it (at least a whole
+/// 64 KiB segment after the retention ran out); the run records it
+/// (`full-syncs-received`).
+pub fn min_outage(retention: Duration) -> Duration {
+    retention + NODE_TRUNCATE_EVERY * OUTAGE_TRUNCATION_ROUNDS + OUTAGE_SLACK
+}
+
+/// The outage family's schedule: a first gap of U[0, interval), then
+/// repeatedly: cut one random node off (spec `long-outage`), hold for
+/// `outage`, heal, gap of U[0, 2·interval). An outage still running
+/// at the time limit is ended by the final heal.
+fn outage_schedule(cfg: &ScheduleConfig, rng: &mut ChaCha8Rng, out: &mut Vec<Scheduled>) {
+    let interval_ns = cfg.interval.as_nanos().max(1) as u64;
+    let mut t = Duration::from_nanos(rng.random_range(0..interval_ns));
+    while t < cfg.time_limit {
+        let grudge = PartitionSpec::LongOutage.grudge(&cfg.nodes, &cfg.regions, rng);
+        out.push(Scheduled {
+            at: t,
+            op: NemesisOp::StartPartition {
+                spec: PartitionSpec::LongOutage,
+                grudge,
+            },
+        });
+        t += cfg.outage;
+        if t >= cfg.time_limit {
+            break;
+        }
+        out.push(Scheduled {
+            at: t,
+            op: NemesisOp::StopPartition,
+        });
+        t += Duration::from_nanos(rng.random_range(0..2 * interval_ns));
+    }
 }
 
 fn family_rng(seed: u64, f: Family) -> ChaCha8Rng {
@@ -173,6 +238,7 @@ fn family_rng(seed: u64, f: Family) -> ChaCha8Rng {
         Family::Kill => 0xbf58_476d_1ce4_e5b9,
         Family::Pause => 0x94d0_49bb_1331_11eb,
         Family::Clock => 0x2545_f491_4f6c_dd1d,
+        Family::Outage => 0xd6e8_feb8_6659_fd93,
     };
     ChaCha8Rng::seed_from_u64(seed ^ salt)
 }
@@ -226,6 +292,10 @@ pub fn schedule(cfg: &ScheduleConfig) -> Vec<Scheduled> {
     let multi_region = cfg.regions.values().collect::<BTreeSet<_>>().len() > 1;
     for &fam in &cfg.families {
         let mut rng = family_rng(cfg.seed, fam);
+        if fam == Family::Outage {
+            outage_schedule(cfg, &mut rng, &mut out);
+            continue;
+        }
         let mut t = Duration::ZERO;
         let mut started = false;
         let mut first = true;
@@ -249,6 +319,8 @@ pub fn schedule(cfg: &ScheduleConfig) -> Vec<Scheduled> {
                         NemesisOp::StartPartition { spec, grudge }
                     }
                 }
+                // Scheduled by outage_schedule (never reached).
+                Family::Outage => break,
                 Family::Kill | Family::Pause => {
                     if started {
                         if fam == Family::Kill {
@@ -324,6 +396,7 @@ mod tests {
                 .collect(),
             nodes,
             seed,
+            outage: DEFAULT_OUTAGE,
         }
     }
 
@@ -451,5 +524,27 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    #[test]
+    fn outages_outlast_retention_and_a_truncation_round_and_alternate_with_heals() {
+        assert_eq!(DEFAULT_OUTAGE, min_outage(DEFAULT_OUTAGE_RETENTION));
+        let s = schedule(&cfg(&[Family::Outage], 7));
+        assert!(s.len() >= 4, "several outages in 300 s: {}", s.len());
+        for (i, w) in s.iter().enumerate() {
+            match (&w.op, i % 2) {
+                (NemesisOp::StartPartition { spec, grudge }, 0) => {
+                    assert_eq!(*spec, PartitionSpec::LongOutage);
+                    // One node cut off from the four others, both ways.
+                    assert_eq!(grudge.directed_pairs().len(), 2 * 4);
+                    if let Some(next) = s.get(i + 1) {
+                        assert_eq!(next.at - w.at, DEFAULT_OUTAGE);
+                    }
+                }
+                (NemesisOp::StopPartition, 1) => {}
+                (op, _) => panic!("unexpected {op:?} at {i}"),
+            }
+        }
+        assert_eq!(s, schedule(&cfg(&[Family::Outage], 7)), "seeded");
     }
 }

@@ -153,6 +153,13 @@ pub enum PartitionSpec {
     Bridge,
     /// Every node of one random region isolated from the other regions.
     OneRegion,
+    /// The `outage` nemesis: one random node cut off (like `one`) for
+    /// longer than the nodes' log retention. Never drawn by the partition
+    /// family.
+    LongOutage,
+    /// Every node isolated from every other (the large workload's merge
+    /// scenario). Never drawn by the partition family.
+    Isolated,
 }
 
 impl PartitionSpec {
@@ -180,6 +187,8 @@ impl PartitionSpec {
             PartitionSpec::MajoritiesRing => "majorities-ring",
             PartitionSpec::Bridge => "bridge",
             PartitionSpec::OneRegion => "one-region",
+            PartitionSpec::LongOutage => "long-outage",
+            PartitionSpec::Isolated => "isolated",
         }
     }
 
@@ -191,9 +200,13 @@ impl PartitionSpec {
         rng: &mut impl Rng,
     ) -> Grudge {
         match self {
-            PartitionSpec::One => {
+            PartitionSpec::One | PartitionSpec::LongOutage => {
                 let (a, b) = split_one(nodes, rng);
                 complete_grudge(&[a, b])
+            }
+            PartitionSpec::Isolated => {
+                let alone: Vec<Vec<String>> = nodes.iter().map(|n| vec![n.clone()]).collect();
+                complete_grudge(&alone)
             }
             PartitionSpec::MinorityThird => {
                 let mut s = nodes.to_vec();

@@ -183,9 +183,18 @@ pub enum WorkloadKind {
     Counter,
     Set,
     Register,
+    /// Values near the per-write limit and sets grown past one write's
+    /// limit ([`crate::workload::large`]). Its ops are set and register ops
+    /// on keys `set-large-…` and `register-large-…`, so in a history they
+    /// belong to [`WorkloadKind::Set`] and [`WorkloadKind::Register`]
+    /// ([`WorkloadKind::of_key`] never returns `Large`) and the set and
+    /// register checkers judge them.
+    Large,
 }
 
 impl WorkloadKind {
+    /// What `--workload all` runs. [`WorkloadKind::Large`] is left out: its
+    /// ops move up to a MiB each and want a far lower `--rate`.
     pub const ALL: [WorkloadKind; 3] = [
         WorkloadKind::Counter,
         WorkloadKind::Set,
@@ -197,6 +206,7 @@ impl WorkloadKind {
             WorkloadKind::Counter => "counter",
             WorkloadKind::Set => "set",
             WorkloadKind::Register => "register",
+            WorkloadKind::Large => "large",
         }
     }
 

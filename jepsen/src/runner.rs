@@ -44,6 +44,7 @@ use crate::history::{
 };
 use crate::nemesis::{Nemesis, ProcessControl};
 use crate::net::NetFaults;
+use crate::workload::large::{LargeConfig, MERGE_KEY, MERGE_SCENARIO};
 use crate::workload::{self, Planned, Workload, execute, set::ADD_WINS_KEY};
 
 /// `--consistency`.
@@ -119,6 +120,13 @@ pub struct RunConfig {
     /// restart it empty and heal. Acknowledged writes are then really lost,
     /// and the checkers must say so.
     pub wipe_control: bool,
+    /// Sizes of the large workload and its merge scenario.
+    pub large: LargeConfig,
+    /// Run the large workload's scripted merge scenario (when the large
+    /// workload runs and the network is under control).
+    pub large_merge_scenario: bool,
+    /// How long the `outage` nemesis keeps its node cut off.
+    pub outage: Duration,
 }
 
 impl RunConfig {
@@ -143,6 +151,9 @@ impl RunConfig {
             convergence_limit: Duration::from_secs(60),
             add_wins_scenario: true,
             wipe_control: false,
+            large: LargeConfig::default(),
+            large_merge_scenario: true,
+            outage: generator::DEFAULT_OUTAGE,
         }
     }
 }
@@ -284,22 +295,29 @@ async fn probe<D: Db>(
     node: &str,
     timeout: Duration,
 ) -> Option<Value> {
+    let kind = match kind {
+        WorkloadKind::Large => WorkloadKind::of_key(key)?,
+        k => k,
+    };
+    let decode = crate::workload::large::decode;
     match kind {
         WorkloadKind::Counter => match db.counter_read(node, key, Level::Local, timeout).await {
             Outcome::Ok(v, _) => Some(json!(v)),
             _ => None,
         },
         WorkloadKind::Set => match db.set_read(node, key, Level::Local, timeout).await {
-            Outcome::Ok(mut v, _) => {
+            Outcome::Ok(v, _) => {
+                let mut v: Vec<String> = v.iter().map(|m| decode(m)).collect();
                 v.sort();
                 Some(json!(v))
             }
             _ => None,
         },
         WorkloadKind::Register => match db.register_read(node, key, Level::Local, timeout).await {
-            Outcome::Ok(v, m) => Some(json!({"v": v, "hlc": m.hlc})),
+            Outcome::Ok(v, m) => Some(json!({"v": v.map(|v| decode(&v)), "hlc": m.hlc})),
             _ => None,
         },
+        WorkloadKind::Large => None,
     }
 }
 
@@ -335,6 +353,7 @@ pub async fn run<D: Db>(
         nodes: cfg.nodes.clone(),
         regions: cfg.regions.clone(),
         seed: cfg.seed,
+        outage: cfg.outage,
     });
     let (runnable, skipped): (Vec<_>, Vec<_>) =
         sched.into_iter().partition(|s| nemesis.supports(&s.op));
@@ -348,7 +367,7 @@ pub async fn run<D: Db>(
     let shared = Arc::new(WorkerContext {
         db: db.clone(),
         rec: rec.clone(),
-        workloads: workload::build(&cfg.workloads),
+        workloads: workload::build(&cfg.workloads, cfg.large),
         pacer: AsyncMutex::new(Pacer {
             next: Duration::ZERO,
             rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed),
@@ -422,7 +441,11 @@ pub async fn run<D: Db>(
     let mut final_keys: Vec<(WorkloadKind, String)> = shared
         .workloads
         .iter()
-        .flat_map(|w| w.keys().into_iter().map(move |k| (w.kind(), k)))
+        .flat_map(|w| {
+            w.keys()
+                .into_iter()
+                .map(move |k| (WorkloadKind::of_key(&k).unwrap_or(w.kind()), k))
+        })
         .collect();
     let mut next_proc = (cfg.concurrency as u64) * 1_000_000;
     if !stopped && cfg.wipe_control && net.is_some() && procs.is_some() && cfg.nodes.len() >= 2 {
@@ -450,6 +473,19 @@ pub async fn run<D: Db>(
              two nodes, and add_wins_scenario): add-wins is not confirmed by this run"
                 .to_string(),
         );
+    }
+    if !stopped && cfg.workloads.contains(&WorkloadKind::Large) {
+        if cfg.large_merge_scenario && net.is_some() && cfg.nodes.len() >= 2 {
+            large_merge_scenario(&db, &rec, &mut nemesis, &cfg, next_proc).await;
+            next_proc += 1000 * cfg.nodes.len() as u64;
+            final_keys.push((WorkloadKind::Set, MERGE_KEY.to_string()));
+        } else {
+            warnings.push(
+                "the large workload's merge scenario did not run (it needs control of the \
+                 network and two nodes): no set grew past one write's limit by merges"
+                    .to_string(),
+            );
+        }
     }
     let heal_ns = rec.now_ns();
     let heal = Instant::now();
@@ -563,13 +599,18 @@ async fn wipe_scenario<D: Db>(
             WorkloadKind::Counter => "counter-wipe".to_string(),
             WorkloadKind::Set => WorkloadKind::Set.key(0),
             WorkloadKind::Register => "register-wipe".to_string(),
+            // The negative control of the other workloads is enough: the
+            // large workload is judged by the same checkers.
+            WorkloadKind::Large => continue,
         };
         for i in 0..WIPE_WRITES {
             let (f, value) = match kind {
                 // Distinct powers of two, like the workload's deltas.
                 WorkloadKind::Counter => (F::Add, json!(1i64 << i)),
                 WorkloadKind::Set => (F::Add, json!(format!("wipe-{i}"))),
-                WorkloadKind::Register => (F::Write, json!(format!("wipe-{i}-p{p}"))),
+                WorkloadKind::Register | WorkloadKind::Large => {
+                    (F::Write, json!(format!("wipe-{i}-p{p}")))
+                }
             };
             let planned = Planned {
                 workload: *kind,
@@ -599,6 +640,72 @@ async fn wipe_scenario<D: Db>(
     nemesis.run(&NemesisOp::Start).await;
     nemesis.run(&NemesisOp::StopPartition).await;
     keys
+}
+
+/// The large workload's merge scenario: isolate every node from every
+/// other, then on all nodes at once add
+/// [`LargeConfig::merge_adds_per_node`] members of
+/// [`LargeConfig::member_bytes`] to [`MERGE_KEY`] at `local` (each node's
+/// share is under the object limit, so each add is accepted), and heal.
+/// Together they pass [`meridian_client::wire::MAX_OBJECT_BYTES`]: a set no
+/// single write could make, which every node must now receive by merges.
+/// The ops carry `meta.scenario` = [`MERGE_SCENARIO`]. Processes
+/// `process + 1000·i` (node i), each retired on `info` like any process.
+async fn large_merge_scenario<D: Db>(
+    db: &Arc<D>,
+    rec: &Arc<Recorder>,
+    nemesis: &mut Nemesis<D>,
+    cfg: &RunConfig,
+    process: u64,
+) {
+    let alone: Vec<Vec<String>> = cfg.nodes.iter().map(|n| vec![n.clone()]).collect();
+    nemesis
+        .run(&NemesisOp::StartPartition {
+            spec: PartitionSpec::Isolated,
+            grudge: complete_grudge(&alone),
+        })
+        .await;
+    let adds = cfg.large.merge_adds_per_node(cfg.nodes.len());
+    let member_bytes = cfg.large.member_bytes;
+    let tasks: Vec<_> = cfg
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let (db, rec, node) = (db.clone(), rec.clone(), node.clone());
+            let timeout = cfg.op_timeout;
+            tokio::spawn(async move {
+                let mut p = process + 1000 * i as u64;
+                for j in 0..adds {
+                    let planned = Planned {
+                        workload: WorkloadKind::Set,
+                        f: F::Add,
+                        key: MERGE_KEY.to_string(),
+                        value: json!(format!("M{i}-{j}")),
+                        meta: Some(json!({"bytes": member_bytes, "scenario": MERGE_SCENARIO})),
+                    };
+                    let c = record_op(
+                        db.as_ref(),
+                        &rec,
+                        p,
+                        &node,
+                        Level::Local,
+                        &planned,
+                        false,
+                        timeout,
+                    )
+                    .await;
+                    if c.kind == OpType::Info {
+                        p += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    nemesis.run(&NemesisOp::StopPartition).await;
 }
 
 /// The scripted add-wins check: add e on A; wait until B has it; read it on
@@ -883,6 +990,77 @@ mod tests {
                 .is_empty(),
             "{:#}",
             j["register"]["linearizable"]
+        );
+    }
+
+    /// The large workload against [`MemoryDb`]: 64 KiB register values,
+    /// 1 MiB members, and the merge scenario (18 MiB over three nodes).
+    fn large_cfg(seed: u64) -> RunConfig {
+        let mut c = faulty_cfg(seed);
+        c.workloads = vec![WorkloadKind::Large];
+        c.rate = 40.0;
+        c.large = LargeConfig {
+            value_bytes: 64 << 10,
+            member_bytes: 1 << 20,
+            ..LargeConfig::default()
+        };
+        c
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn correct_store_is_valid_with_large_values_and_a_merge_past_the_object_limit() {
+        let (out, r) = faulty_run(MemoryBugs::default(), large_cfg(5)).await;
+        let j = r.to_json();
+        assert_eq!(r.valid, Validity::True, "{j:#}");
+        assert_eq!(
+            j["large"]["merge"]["past-object-limit"],
+            json!(true),
+            "{j:#}"
+        );
+        assert_eq!(j["large"]["merge"]["valid"], json!(true));
+        // The merge ran inside an `isolated` partition window.
+        assert!(
+            out.history
+                .nemesis_ops()
+                .any(|o| o.value == json!("isolated"))
+        );
+        // Large keys were judged by the set and register checkers too.
+        assert!(j["set"].is_object() && j["register"].is_object(), "{j:#}");
+    }
+
+    /// Mutant: every 3rd large value read comes back one byte short.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mutant_corrupt_large_values_is_invalid() {
+        let bugs = MemoryBugs {
+            corrupt_every_nth_large_read: Some(3),
+            ..MemoryBugs::default()
+        };
+        let (_, r) = faulty_run(bugs, large_cfg(6)).await;
+        flagged_by(&r, &["large", "set", "register"]);
+        assert!(
+            r.to_json()["large"]["corrupt-reads-count"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
+    }
+
+    /// Mutant: set replies silently cut at the object limit (what a store
+    /// that bounds replies without paging or counting would return): the
+    /// merged set's final reads miss acknowledged members.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mutant_silently_capped_big_set_reads_is_invalid() {
+        let bugs = MemoryBugs {
+            cap_set_read_bytes: Some(meridian_client::wire::MAX_OBJECT_BYTES),
+            ..MemoryBugs::default()
+        };
+        let (_, r) = faulty_run(bugs, large_cfg(7)).await;
+        flagged_by(&r, &["large", "set"]);
+        assert!(
+            !r.to_json()["large"]["merge"]["missing"]
+                .as_array()
+                .unwrap()
+                .is_empty()
         );
     }
 

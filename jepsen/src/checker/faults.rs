@@ -24,9 +24,16 @@ pub enum Family {
     Kill,
     Pause,
     Clock,
+    /// The long-outage nemesis (`--nemesis outage`): one node cut off for
+    /// longer than the nodes' log retention. Its ops are partitions
+    /// (spec `long-outage`), so in a history its windows are
+    /// [`Family::Partition`] windows.
+    Outage,
 }
 
 impl Family {
+    /// What `--nemesis all` runs ([`Family::Outage`] excluded: it replaces
+    /// the partition family's network faults).
     pub const ALL: [Family; 4] = [
         Family::Partition,
         Family::Kill,
@@ -40,13 +47,14 @@ impl Family {
             Family::Kill => "kill",
             Family::Pause => "pause",
             Family::Clock => "clock",
+            Family::Outage => "outage",
         }
     }
 
     /// Jepsen's `:perf` colour (combined.clj).
     pub fn color(self) -> (u8, u8, u8) {
         match self {
-            Family::Partition => (0xE9, 0xDC, 0xA0),
+            Family::Partition | Family::Outage => (0xE9, 0xDC, 0xA0),
             Family::Kill => (0xE9, 0xA4, 0xA0),
             Family::Pause => (0xA0, 0xB1, 0xE9),
             Family::Clock => (0xA0, 0xE9, 0xE3),

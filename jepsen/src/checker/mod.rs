@@ -12,6 +12,7 @@
 pub mod always;
 pub mod counter;
 pub mod faults;
+pub mod large;
 pub mod ranges;
 pub mod register;
 pub mod session;
@@ -290,9 +291,19 @@ pub fn compose(
     out
 }
 
-/// The workloads present in a history (by key prefix).
+/// The workloads present in a history (by key prefix): [`WorkloadKind::Large`]
+/// too when a key of the large workload is present (its ops also count as
+/// set and register ops).
 pub fn workloads_in(history: &History) -> BTreeSet<WorkloadKind> {
-    history.ops.iter().filter_map(|o| o.workload()).collect()
+    let mut w: BTreeSet<WorkloadKind> = history.ops.iter().filter_map(|o| o.workload()).collect();
+    if history
+        .ops
+        .iter()
+        .any(|o| o.key.as_deref().is_some_and(large::is_large_key))
+    {
+        w.insert(WorkloadKind::Large);
+    }
+    w
 }
 
 /// The standard checker set for the workloads present: the always-on
@@ -312,6 +323,9 @@ pub fn standard_checkers(workloads: &BTreeSet<WorkloadKind>) -> Vec<Box<dyn Chec
     }
     if workloads.contains(&WorkloadKind::Register) {
         v.push(Box::new(register::RegisterChecker));
+    }
+    if workloads.contains(&WorkloadKind::Large) {
+        v.push(Box::new(large::LargeChecker));
     }
     if !workloads.is_empty() {
         v.push(Box::new(session::SessionChecker));

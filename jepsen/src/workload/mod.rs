@@ -8,6 +8,7 @@
 //! observed value to exactly one write.
 
 pub mod counter;
+pub mod large;
 pub mod register;
 pub mod set;
 
@@ -102,6 +103,12 @@ pub async fn execute<D: Db>(
     timeout: Duration,
 ) -> Completion {
     let echo = p.value.clone();
+    // Large-workload values: the id recorded, the payload sent.
+    let sent = match (p.value.as_str(), large::bytes_of(p.meta.as_ref())) {
+        (Some(id), Some(bytes)) => large::payload(id, bytes),
+        (Some(v), None) => v.to_string(),
+        (None, _) => String::new(),
+    };
     let run = async {
         match (p.workload, p.f) {
             (WorkloadKind::Counter, F::Add) => {
@@ -129,34 +136,32 @@ pub async fn execute<D: Db>(
                 &Value::Null,
             ),
             (WorkloadKind::Set, F::Add) => complete(
-                db.set_add(node, &p.key, p.value.as_str().unwrap_or(""), level, timeout)
-                    .await,
+                db.set_add(node, &p.key, &sent, level, timeout).await,
                 |_| echo.clone(),
                 &echo,
             ),
             (WorkloadKind::Set, F::Remove) => complete(
-                db.set_remove(node, &p.key, p.value.as_str().unwrap_or(""), level, timeout)
-                    .await,
+                db.set_remove(node, &p.key, &sent, level, timeout).await,
                 |_| echo.clone(),
                 &echo,
             ),
             (WorkloadKind::Set, F::Read) => complete(
                 db.set_read(node, &p.key, level, timeout).await,
-                |mut v| {
+                |v| {
+                    let mut v: Vec<String> = v.iter().map(|m| large::decode(m)).collect();
                     v.sort();
                     json!(v)
                 },
                 &Value::Null,
             ),
             (WorkloadKind::Register, F::Write) => complete(
-                db.register_write(node, &p.key, p.value.as_str().unwrap_or(""), level, timeout)
-                    .await,
+                db.register_write(node, &p.key, &sent, level, timeout).await,
                 |_| echo.clone(),
                 &echo,
             ),
             (WorkloadKind::Register, F::Read) => complete(
                 db.register_read(node, &p.key, level, timeout).await,
-                |v| json!(v),
+                |v| json!(v.map(|v| large::decode(&v))),
                 &Value::Null,
             ),
             (w, f) => Completion {
@@ -182,8 +187,8 @@ pub async fn execute<D: Db>(
 /// harness gives up on it (as `info`): the client should time out first.
 pub const HARNESS_GRACE: Duration = Duration::from_secs(2);
 
-/// Builds the workloads for a run.
-pub fn build(kinds: &[WorkloadKind]) -> Vec<Box<dyn Workload>> {
+/// Builds the workloads for a run (`large` sizes the large workload).
+pub fn build(kinds: &[WorkloadKind], large: large::LargeConfig) -> Vec<Box<dyn Workload>> {
     kinds
         .iter()
         .map(|k| -> Box<dyn Workload> {
@@ -191,6 +196,7 @@ pub fn build(kinds: &[WorkloadKind]) -> Vec<Box<dyn Workload>> {
                 WorkloadKind::Counter => Box::new(counter::CounterWorkload::new()),
                 WorkloadKind::Set => Box::new(set::SetWorkload::new()),
                 WorkloadKind::Register => Box::new(register::RegisterWorkload::new()),
+                WorkloadKind::Large => Box::new(large::LargeWorkload::new(large)),
             }
         })
         .collect()
