@@ -8,10 +8,14 @@
 //! this for every type.
 
 pub mod counter;
+pub mod expiry;
+pub mod map;
 pub mod register;
 pub mod set;
 
 pub use counter::{Counter, Pn};
+pub use expiry::Expiry;
+pub use map::{MapDelta, MapLimitError, OrMap};
 pub use register::Register;
 pub use set::{DotSet, OrSet, Scope, SetDelta};
 
