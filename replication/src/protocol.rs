@@ -1216,8 +1216,9 @@ impl Replicator {
                     // deferred one and retry it later, so the deltas after
                     // it keep flowing (review C4).
                     batch.deferred += 1;
-                    if self.defer(r.dot, OVERSIZED_RETRY_MS, 0, now) {
+                    if let Some(newly) = self.defer(r.dot, OVERSIZED_RETRY_MS, 0, now) {
                         batch.skipped += 1;
+                        batch.newly_skipped += u64::from(newly);
                     }
                     tracing::debug!(peer, bytes, limit, dot = ?r.dot, "delta over the merged-object bound deferred");
                 }
