@@ -700,7 +700,11 @@ impl Coordinator {
     }
 
     /// Applies `op` to `key` on the engine pool, stamped with the node's
-    /// clock when it runs.
+    /// clock when it runs. Combined with the other callers' short engine
+    /// calls (`EnginePool::run_combined`): on a node pinned to one CPU a
+    /// thread hand-off per request cost more than the write itself (native
+    /// QUIC SET, 16 clients: 18.5-21.8k ops/s with a hand-off each, against
+    /// 41.5k before engine calls left the async workers).
     async fn apply(
         &self,
         key: &ObjectKey,
@@ -708,14 +712,18 @@ impl Coordinator {
     ) -> meridian_engine::Result<meridian_engine::Applied> {
         let (engine, clock, key) = (self.engine.clone(), self.clock.clone(), key.clone());
         self.pool
-            .run(move || engine.apply(&key, op, clock.now()))
+            .run_combined(move || engine.apply(&key, op, clock.now()))
             .await
+            .unwrap_or(Err(meridian_engine::Error::Shutdown))
     }
 
-    /// Reads `key`'s value on the engine pool.
+    /// Reads `key`'s value on the engine pool, combined like [`apply`](Self::apply).
     async fn read_value(&self, key: &ObjectKey) -> meridian_engine::Result<meridian_engine::Value> {
         let (engine, key) = (self.engine.clone(), key.clone());
-        self.pool.run(move || engine.read(&key)).await
+        self.pool
+            .run_combined(move || engine.read(&key))
+            .await
+            .unwrap_or(Err(meridian_engine::Error::Shutdown))
     }
 
     /// Reads `key`'s full state on the engine pool.
