@@ -30,51 +30,22 @@ use std::fmt::Debug;
 
 use meridian_engine::crdt::{Counter, OrSet, Register, Scope, register};
 use meridian_engine::{
-    CausalContext, Clock, Delta, Dot, Hlc, Incarnation, ObjectState, PhysicalTime, StreamId, Value,
+    Clock, Delta, Dot, Hlc, Incarnation, ObjectState, PhysicalTime, StreamId, Value,
 };
 use proptest::prelude::*;
 
 // ---------------------------------------------------------------------------
-// The generic history runner.
+// The generic history runner (common/history.rs), over engine object states.
 
-/// Number of replicas in a history.
-const REPLICAS: usize = 3;
+#[path = "common/history.rs"]
+mod history;
 
-#[derive(Clone, Debug)]
-enum Step<O> {
-    /// A replica performs a local operation.
-    Op { replica: usize, op: O },
-    /// A replica receives one delta of the pool (index modulo its size):
-    /// any delta, possibly its own, possibly again.
-    Deliver { replica: usize, pick: usize },
-    /// A replica receives a batch: a random selection, in random order,
-    /// with duplicates.
-    DeliverMany { replica: usize, picks: Vec<usize> },
-    /// `to` joins `from`'s full state used as a delta (`Scope::Full` for sets).
-    Sync { from: usize, to: usize },
-}
+use history::{History, REPLICAS, Replica, context_dots, finish, node, run, steps};
 
-/// One replica of one CRDT type, with its model.
-trait Replica: Debug {
-    type Op: Clone + Debug;
-    /// What a delta tells the model.
-    type Note: Clone + Debug;
-
-    fn new(index: usize) -> Self;
-    fn state(&self) -> &Option<ObjectState>;
-    /// Performs `op` at time `now_ms`; returns its delta (`None`: the
-    /// operation was a no-op the model says produces nothing).
-    fn apply(&mut self, op: &Self::Op, now_ms: u64) -> (Delta, Self::Note);
-    /// The replica's full state as a delta (`None`: it has no state yet).
-    fn full(&self) -> Option<(Delta, Self::Note)>;
-    /// Receives a delta at time `now_ms`.
-    fn receive(&mut self, delta: &Delta, note: &Self::Note, now_ms: u64);
-    /// Asserts that the implementation's state agrees with the model.
-    fn check(&self);
-}
-
-fn node(index: usize) -> Incarnation {
-    Incarnation(index as u64 + 1)
+/// The wall-clock milliseconds of history step `step`: several steps share
+/// a millisecond so the HLC's logical part is used.
+fn ms(step: u64) -> u64 {
+    (step / 3) * 5
 }
 
 /// Joins `delta` into an optional state (absent = never touched).
@@ -86,110 +57,6 @@ fn merge_opt(state: &mut Option<ObjectState>, delta: &Delta) -> bool {
             true
         }
     }
-}
-
-/// A deterministic shuffle (the seed comes from proptest).
-fn shuffle<T>(items: &mut [T], seed: u64) {
-    let mut x = seed | 1;
-    for i in (1..items.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        items.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-}
-
-struct History<R: Replica> {
-    replicas: Vec<R>,
-    /// Every delta made: `(delta, note)`.
-    pool: Vec<(Delta, R::Note)>,
-}
-
-/// Runs `steps`, checking the op/delta law and the model after every step.
-fn run<R: Replica>(steps: &[Step<R::Op>]) -> History<R> {
-    let mut replicas: Vec<R> = (0..REPLICAS).map(R::new).collect();
-    let mut pool: Vec<(Delta, R::Note)> = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        // Several steps share a millisecond so the HLC's logical part is used.
-        let now = (i as u64 / 3) * 5;
-        match step {
-            Step::Op { replica, op } => {
-                let r = &mut replicas[*replica];
-                let before = r.state().clone();
-                let (delta, note) = r.apply(op, now);
-                let after = r.state().clone();
-                // merge(S, delta(op)) == apply(op), on a copy of S.
-                let mut copy = before;
-                merge_opt(&mut copy, &delta);
-                assert_eq!(copy, after, "S ⊔ δ differs from op(S) for {op:?}");
-                // Joining it again changes nothing.
-                let mut again = after.clone();
-                assert!(
-                    !merge_opt(&mut again, &delta),
-                    "re-joining an op's delta reported a change"
-                );
-                assert_eq!(again, after, "re-joining an op's delta changed the state");
-                pool.push((delta, note));
-            }
-            Step::Deliver { replica, pick } => {
-                if !pool.is_empty() {
-                    let (d, n) = &pool[pick % pool.len()];
-                    replicas[*replica].receive(d, n, now);
-                }
-            }
-            Step::DeliverMany { replica, picks } => {
-                if !pool.is_empty() {
-                    for pick in picks {
-                        let (d, n) = &pool[pick % pool.len()];
-                        replicas[*replica].receive(d, n, now);
-                    }
-                }
-            }
-            Step::Sync { from, to } => {
-                if let Some((d, n)) = replicas[*from].full() {
-                    replicas[*to].receive(&d, &n, now);
-                }
-            }
-        }
-        for r in &replicas {
-            r.check();
-        }
-    }
-    History { replicas, pool }
-}
-
-/// Delivers every delta to every replica, each in its own shuffled order
-/// with duplicates, and asserts they converge.
-fn finish<R: Replica>(h: &mut History<R>, seed: u64) {
-    let now = 1_000_000;
-    for (i, r) in h.replicas.iter_mut().enumerate() {
-        let mut order: Vec<usize> = (0..h.pool.len()).chain(0..h.pool.len() / 2).collect();
-        shuffle(&mut order, seed.wrapping_add(i as u64 * 0x9e37_79b9));
-        for idx in order {
-            let (d, n) = &h.pool[idx];
-            r.receive(d, n, now);
-            r.check();
-        }
-    }
-    let first = h.replicas[0].state().clone();
-    for r in &h.replicas[1..] {
-        assert_eq!(r.state(), &first, "replicas diverged after full delivery");
-    }
-}
-
-fn steps<O: Clone + Debug + 'static>(
-    op: impl Strategy<Value = O> + 'static,
-    max_len: usize,
-) -> impl Strategy<Value = Vec<Step<O>>> {
-    let n = REPLICAS;
-    let step = prop_oneof![
-        5 => (0..n, op).prop_map(|(replica, op)| Step::Op { replica, op }),
-        3 => (0..n, any::<usize>()).prop_map(|(replica, pick)| Step::Deliver { replica, pick }),
-        1 => (0..n, proptest::collection::vec(any::<usize>(), 0..8))
-            .prop_map(|(replica, picks)| Step::DeliverMany { replica, picks }),
-        1 => (0..n, 0..n).prop_map(|(from, to)| Step::Sync { from, to }),
-    ];
-    proptest::collection::vec(step, 1..max_len)
 }
 
 /// Joins of full states: commutative, associative, idempotent.
@@ -261,7 +128,7 @@ fn assert_delta_laws(base: &Option<ObjectState>, deltas: &[Delta]) {
 }
 
 /// Applies the state and delta laws to what a history produced.
-fn assert_laws<R: Replica>(h: &History<R>) {
+fn assert_laws<R: Replica<State = Option<ObjectState>, Delta = Delta>>(h: &History<R>) {
     let states: Vec<Option<ObjectState>> = h
         .replicas
         .iter()
@@ -347,6 +214,12 @@ struct CounterReplica {
 }
 
 impl Replica for CounterReplica {
+    type State = Option<ObjectState>;
+    type Delta = Delta;
+
+    fn merge(state: &mut Option<ObjectState>, delta: &Delta) -> bool {
+        merge_opt(state, delta)
+    }
     type Op = CounterOp;
     type Note = CounterNote;
 
@@ -362,14 +235,14 @@ impl Replica for CounterReplica {
         &self.state
     }
 
-    fn apply(&mut self, op: &CounterOp, _now_ms: u64) -> (Delta, CounterNote) {
+    fn apply(&mut self, op: &CounterOp, _step: u64) -> Option<(Delta, CounterNote)> {
         let state = self
             .state
             .get_or_insert_with(|| ObjectState::Counter(Counter::new()));
         let ObjectState::Counter(c) = state else {
             unreachable!()
         };
-        match op {
+        Some(match op {
             CounterOp::Incr(d) => {
                 let delta = c.incr(node(self.index), *d).unwrap();
                 self.model.known[self.index].push(*d);
@@ -397,7 +270,7 @@ impl Replica for CounterReplica {
                     },
                 )
             }
-        }
+        })
     }
 
     fn full(&self) -> Option<(Delta, CounterNote)> {
@@ -408,7 +281,7 @@ impl Replica for CounterReplica {
         self.state.as_ref().map(|s| (s.to_delta(), note))
     }
 
-    fn receive(&mut self, delta: &Delta, note: &CounterNote, _now_ms: u64) {
+    fn receive(&mut self, delta: &Delta, note: &CounterNote, _step: u64) {
         merge_opt(&mut self.state, delta);
         self.model.join(&note.knowledge);
     }
@@ -487,15 +360,6 @@ fn members(ms: &[u8]) -> Vec<Vec<u8>> {
     ms.iter().map(|&m| vec![m]).collect()
 }
 
-/// Every dot a causal context holds.
-fn context_dots(cc: &CausalContext) -> BTreeSet<Dot> {
-    let mut out: BTreeSet<Dot> = cc.cloud().collect();
-    for (n, c) in cc.vector().iter() {
-        out.extend((1..=c).map(|k| Dot::new(n, k)));
-    }
-    out
-}
-
 impl SetReplica {
     fn set(&mut self) -> &mut OrSet {
         let state = self
@@ -509,6 +373,12 @@ impl SetReplica {
 }
 
 impl Replica for SetReplica {
+    type State = Option<ObjectState>;
+    type Delta = Delta;
+
+    fn merge(state: &mut Option<ObjectState>, delta: &Delta) -> bool {
+        merge_opt(state, delta)
+    }
     type Op = SetOp;
     type Note = SetKnowledge;
 
@@ -524,7 +394,7 @@ impl Replica for SetReplica {
         &self.state
     }
 
-    fn apply(&mut self, op: &SetOp, _now_ms: u64) -> (Delta, SetKnowledge) {
+    fn apply(&mut self, op: &SetOp, _step: u64) -> Option<(Delta, SetKnowledge)> {
         let me = node(self.index);
         let mut note = SetKnowledge::default();
         let delta = match op {
@@ -567,7 +437,7 @@ impl Replica for SetReplica {
             "operation deltas other than delete are listed"
         );
         self.model.join(&note);
-        (Delta::Set(delta), note)
+        Some((Delta::Set(delta), note))
     }
 
     fn full(&self) -> Option<(Delta, SetKnowledge)> {
@@ -579,7 +449,7 @@ impl Replica for SetReplica {
         Some((delta, self.model.clone()))
     }
 
-    fn receive(&mut self, delta: &Delta, note: &SetKnowledge, _now_ms: u64) {
+    fn receive(&mut self, delta: &Delta, note: &SetKnowledge, _step: u64) {
         merge_opt(&mut self.state, delta);
         self.model.join(note);
     }
@@ -655,6 +525,12 @@ fn wall(index: usize, now_ms: u64) -> PhysicalTime {
 }
 
 impl Replica for RegisterReplica {
+    type State = Option<ObjectState>;
+    type Delta = Delta;
+
+    fn merge(state: &mut Option<ObjectState>, delta: &Delta) -> bool {
+        merge_opt(state, delta)
+    }
     type Op = RegisterOp;
     type Note = (Hlc, Option<Vec<u8>>);
 
@@ -671,7 +547,8 @@ impl Replica for RegisterReplica {
         &self.state
     }
 
-    fn apply(&mut self, op: &RegisterOp, now_ms: u64) -> (Delta, Self::Note) {
+    fn apply(&mut self, op: &RegisterOp, step: u64) -> Option<(Delta, Self::Note)> {
+        let now_ms = ms(step);
         let hlc = self.clock.now(wall(self.index, now_ms));
         assert_eq!(hlc.node, node(self.index));
         let value = match op {
@@ -690,7 +567,7 @@ impl Replica for RegisterReplica {
         );
         self.state = reg.map(ObjectState::Register);
         self.model.insert(hlc, value.clone());
-        (Delta::Register(write), (hlc, value))
+        Some((Delta::Register(write), (hlc, value)))
     }
 
     fn full(&self) -> Option<(Delta, Self::Note)> {
@@ -699,7 +576,8 @@ impl Replica for RegisterReplica {
         Some((state.to_delta(), (hlc, v.clone())))
     }
 
-    fn receive(&mut self, delta: &Delta, note: &Self::Note, now_ms: u64) {
+    fn receive(&mut self, delta: &Delta, note: &Self::Note, step: u64) {
+        let now_ms = ms(step);
         let Delta::Register(r) = delta else {
             unreachable!()
         };
@@ -835,12 +713,12 @@ proptest! {
         // Bring everyone level, then make sure the member is present.
         finish(&mut h, 7);
         let adder = (remover + adder_offset) % REPLICAS;
-        let (d0, n0) = h.replicas[0].apply(&SetOp::Add(vec![member]), 0);
+        let (d0, n0) = h.replicas[0].apply(&SetOp::Add(vec![member]), 0).expect("a set operation always applies");
         for r in &mut h.replicas[1..] {
             r.receive(&d0, &n0, 0);
         }
-        let (rm, rm_note) = h.replicas[remover].apply(&SetOp::Remove(vec![member]), 0);
-        let (add, add_note) = h.replicas[adder].apply(&SetOp::Add(vec![member]), 0);
+        let (rm, rm_note) = h.replicas[remover].apply(&SetOp::Remove(vec![member]), 0).expect("a set operation always applies");
+        let (add, add_note) = h.replicas[adder].apply(&SetOp::Add(vec![member]), 0).expect("a set operation always applies");
         let Delta::Set(add_set) = &add else { unreachable!() };
         let new_dot = add_set.entries[&vec![member]].iter().next().unwrap();
         let (rm_r, add_r) = (remover, adder);
@@ -882,7 +760,7 @@ proptest! {
         // A delete is the emptied full state (it lists no members), not a
         // listed delta.
         prop_assume!(!matches!(op, SetOp::Delete));
-        let (delta, _) = h.replicas[origin].apply(&op, 0);
+        let (delta, _) = h.replicas[origin].apply(&op, 0).expect("a set operation always applies");
         let Delta::Set(delta) = delta else { unreachable!() };
         prop_assert_eq!(delta.scope, Scope::Listed);
         let listed: BTreeSet<Vec<u8>> = delta.members().map(<[u8]>::to_vec).collect();

@@ -29,10 +29,8 @@ use std::fmt::Debug;
 use crdts::{CmRDT, MVReg};
 use meridian_engine::crdt::Expiry;
 use meridian_engine::crdt::map::{Entries, Entry, MapDelta, OrMap, Scope, parse_int};
-use meridian_engine::{CausalContext, Dot, Hlc, Incarnation, PhysicalTime, StreamId};
+use meridian_engine::{Dot, Hlc, Incarnation, PhysicalTime, StreamId};
 use proptest::prelude::*;
-
-const REPLICAS: usize = 3;
 
 /// Fields are drawn from a small universe so histories collide.
 const FIELDS: u8 = 4;
@@ -40,149 +38,27 @@ const FIELDS: u8 = 4;
 /// Field values: integers and a non-integer, so `HINCRBY` sometimes fails.
 const VALUES: [&str; 4] = ["1", "7", "x", "-3"];
 
-fn node(index: usize) -> Incarnation {
-    Incarnation(index as u64 + 1)
-}
-
-fn shuffle<T>(items: &mut [T], seed: u64) {
-    let mut x = seed | 1;
-    for i in (1..items.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        items.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-}
-
-/// Every dot a causal context holds.
-fn context_dots(cc: &CausalContext) -> BTreeSet<Dot> {
-    let mut out: BTreeSet<Dot> = cc.cloud().collect();
-    for (n, c) in cc.vector().iter() {
-        out.extend((1..=c).map(|k| Dot::new(n, k)));
-    }
-    out
-}
-
 // ---------------------------------------------------------------------------
-// The generic history runner.
+// The generic history runner (common/history.rs).
 
-#[derive(Clone, Debug)]
-enum Step<O> {
-    Op { replica: usize, op: O },
-    Deliver { replica: usize, pick: usize },
-    DeliverMany { replica: usize, picks: Vec<usize> },
-    Sync { from: usize, to: usize },
-}
+#[path = "common/history.rs"]
+mod history;
 
-/// One replica of one CRDT, with its model.
-trait Replica: Clone + Debug {
-    type Op: Clone + Debug;
-    type State: Clone + Debug + PartialEq + Default;
-    type Delta: Clone + Debug;
-    type Note: Clone + Debug;
+use history::{History, REPLICAS, Replica, Step, context_dots, finish, node, run, shuffle, steps};
 
-    fn new(index: usize) -> Self;
-    fn state(&self) -> &Self::State;
-    /// Performs `op` at step `step`; `None` when the model says it fails.
-    fn apply(&mut self, op: &Self::Op, step: u64) -> Option<(Self::Delta, Self::Note)>;
-    fn receive(&mut self, delta: &Self::Delta, note: &Self::Note);
-    fn check(&self);
-    fn full(&self) -> (Self::Delta, Self::Note);
-    fn merge(state: &mut Self::State, delta: &Self::Delta) -> bool;
+/// Map and expiry replicas keep no clock: what they receive does not
+/// depend on the step it arrives at.
+const ANY_STEP: u64 = 0;
+
+/// A replica whose state is a lattice with a bottom, joinable as a delta:
+/// what the join laws below need.
+trait Lattice: Replica<State: Default> {
     fn as_delta(state: &Self::State) -> Self::Delta;
-}
-
-struct History<R: Replica> {
-    replicas: Vec<R>,
-    pool: Vec<(R::Delta, R::Note)>,
-}
-
-fn run<R: Replica>(steps: &[Step<R::Op>]) -> History<R> {
-    let mut replicas: Vec<R> = (0..REPLICAS).map(R::new).collect();
-    let mut pool: Vec<(R::Delta, R::Note)> = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        match step {
-            Step::Op { replica, op } => {
-                let r = &mut replicas[*replica];
-                let before = r.state().clone();
-                if let Some((delta, note)) = r.apply(op, i as u64) {
-                    let after = r.state().clone();
-                    let mut copy = before;
-                    R::merge(&mut copy, &delta);
-                    assert_eq!(copy, after, "S ⊔ δ differs from op(S) for {op:?}");
-                    let mut again = after.clone();
-                    assert!(
-                        !R::merge(&mut again, &delta),
-                        "re-joining reported a change"
-                    );
-                    assert_eq!(again, after);
-                    pool.push((delta, note));
-                } else {
-                    assert_eq!(r.state(), &before, "a failed operation changed the state");
-                }
-            }
-            Step::Deliver { replica, pick } => {
-                if !pool.is_empty() {
-                    let (d, n) = &pool[pick % pool.len()];
-                    replicas[*replica].receive(d, n);
-                }
-            }
-            Step::DeliverMany { replica, picks } => {
-                if !pool.is_empty() {
-                    for pick in picks {
-                        let (d, n) = &pool[pick % pool.len()];
-                        replicas[*replica].receive(d, n);
-                    }
-                }
-            }
-            Step::Sync { from, to } => {
-                let (d, n) = replicas[*from].full();
-                replicas[*to].receive(&d, &n);
-            }
-        }
-        for r in &replicas {
-            r.check();
-        }
-    }
-    History { replicas, pool }
-}
-
-/// Delivers every delta to every replica in its own shuffled order with
-/// duplicates; asserts convergence.
-fn finish<R: Replica>(h: &mut History<R>, seed: u64) {
-    for (i, r) in h.replicas.iter_mut().enumerate() {
-        let mut order: Vec<usize> = (0..h.pool.len()).chain(0..h.pool.len() / 2).collect();
-        shuffle(&mut order, seed.wrapping_add(i as u64 * 0x9e37_79b9));
-        for idx in order {
-            let (d, n) = &h.pool[idx];
-            r.receive(d, n);
-            r.check();
-        }
-    }
-    let first = h.replicas[0].state().clone();
-    for r in &h.replicas[1..] {
-        assert_eq!(r.state(), &first, "replicas diverged after full delivery");
-    }
-}
-
-fn steps<O: Clone + Debug + 'static>(
-    op: impl Strategy<Value = O> + 'static,
-    max_len: usize,
-) -> impl Strategy<Value = Vec<Step<O>>> {
-    let n = REPLICAS;
-    let step = prop_oneof![
-        5 => (0..n, op).prop_map(|(replica, op)| Step::Op { replica, op }),
-        3 => (0..n, any::<usize>()).prop_map(|(replica, pick)| Step::Deliver { replica, pick }),
-        1 => (0..n, proptest::collection::vec(any::<usize>(), 0..8))
-            .prop_map(|(replica, picks)| Step::DeliverMany { replica, picks }),
-        1 => (0..n, 0..n).prop_map(|(from, to)| Step::Sync { from, to }),
-    ];
-    proptest::collection::vec(step, 1..max_len)
 }
 
 /// Full-state joins: commutative, associative, idempotent; delta joins:
 /// any order, any grouping, twice.
-fn assert_laws<R: Replica>(h: &History<R>) {
+fn assert_laws<R: Lattice>(h: &History<R>) {
     let join = |a: &R::State, b: &R::State| {
         let mut out = a.clone();
         R::merge(&mut out, &R::as_delta(b));
@@ -451,7 +327,7 @@ impl Replica for MapReplica {
         Some((delta, note))
     }
 
-    fn receive(&mut self, delta: &MapDelta, note: &MapKnowledge) {
+    fn receive(&mut self, delta: &MapDelta, note: &MapKnowledge, _step: u64) {
         self.map.merge(delta);
         self.model.join(note);
     }
@@ -481,14 +357,16 @@ impl Replica for MapReplica {
         assert!(self.map.check_limits().is_ok());
     }
 
-    fn full(&self) -> (MapDelta, MapKnowledge) {
-        (self.map.to_delta(), self.model.clone())
+    fn full(&self) -> Option<(MapDelta, MapKnowledge)> {
+        Some((self.map.to_delta(), self.model.clone()))
     }
 
     fn merge(state: &mut OrMap, delta: &MapDelta) -> bool {
         state.merge(delta)
     }
+}
 
+impl Lattice for MapReplica {
     fn as_delta(state: &OrMap) -> MapDelta {
         state.to_delta()
     }
@@ -518,7 +396,7 @@ fn converged(steps: &[Step<MapOp>], seed: u64) -> History<MapReplica> {
 fn broadcast(h: &mut History<MapReplica>, from: usize, delta: &MapDelta, note: &MapKnowledge) {
     for (i, r) in h.replicas.iter_mut().enumerate() {
         if i != from {
-            r.receive(delta, note);
+            r.receive(delta, note, ANY_STEP);
         }
     }
 }
@@ -646,7 +524,7 @@ impl Replica for ExpiryReplica {
         Some((delta, note))
     }
 
-    fn receive(&mut self, delta: &Expiry, note: &ExpiryKnowledge) {
+    fn receive(&mut self, delta: &Expiry, note: &ExpiryKnowledge, _step: u64) {
         self.expiry.merge(delta);
         self.model.join(note);
     }
@@ -668,14 +546,16 @@ impl Replica for ExpiryReplica {
         assert_eq!(context_dots(self.expiry.context()), expected);
     }
 
-    fn full(&self) -> (Expiry, ExpiryKnowledge) {
-        (self.expiry.clone(), self.model.clone())
+    fn full(&self) -> Option<(Expiry, ExpiryKnowledge)> {
+        Some((self.expiry.clone(), self.model.clone()))
     }
 
     fn merge(state: &mut Expiry, delta: &Expiry) -> bool {
         state.merge(delta)
     }
+}
 
+impl Lattice for ExpiryReplica {
     fn as_delta(state: &Expiry) -> Expiry {
         state.clone()
     }
@@ -1003,12 +883,12 @@ proptest! {
         let (add, add_note) =
             h.replicas[adder].apply(&MapOp::Set(vec![(field, value)]), 1_002).unwrap();
         let new_dot = *add.fields[&vec![field]].keys().next().unwrap();
-        h.replicas[adder].receive(&rm, &rm_note);
-        h.replicas[remover].receive(&add, &add_note);
+        h.replicas[adder].receive(&rm, &rm_note, ANY_STEP);
+        h.replicas[remover].receive(&add, &add_note, ANY_STEP);
         for i in 0..REPLICAS {
             if i != remover && i != adder {
-                h.replicas[i].receive(&add, &add_note);
-                h.replicas[i].receive(&rm, &rm_note);
+                h.replicas[i].receive(&add, &add_note, ANY_STEP);
+                h.replicas[i].receive(&rm, &rm_note, ANY_STEP);
             }
         }
         let expected = VALUES[value as usize % VALUES.len()].as_bytes().to_vec();
