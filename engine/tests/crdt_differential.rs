@@ -42,50 +42,26 @@
 //!   adds when removing. Full-state joins carry the sender's knowledge on
 //!   each side.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use crdts::{CmRDT, CvRDT, Orswot, PNCounter};
 use meridian_engine::Incarnation;
 use meridian_engine::crdt::{Counter, OrSet, SetDelta};
 use proptest::prelude::*;
 
-const REPLICAS: usize = 3;
+#[path = "common/history.rs"]
+mod history;
+#[path = "common/mirror.rs"]
+mod mirror;
+
+use history::{REPLICAS, Step, shuffle, steps};
+use mirror::{Mirror, Ours, Run, run_mirrored};
+
+/// Steps per history.
+const STEPS: usize = 80;
 
 fn actor(index: usize) -> u64 {
     index as u64 + 1
-}
-
-/// A deterministic shuffle (the seed comes from proptest).
-fn shuffle<T>(items: &mut [T], seed: u64) {
-    let mut x = seed | 1;
-    for i in (1..items.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        items.swap(i, (x % (i as u64 + 1)) as usize);
-    }
-}
-
-#[derive(Clone, Debug)]
-enum Step<O> {
-    Op { replica: usize, op: O },
-    Deliver { replica: usize, pick: usize },
-    DeliverMany { replica: usize, picks: Vec<usize> },
-    Sync { from: usize, to: usize },
-}
-
-fn steps<O: Clone + std::fmt::Debug + 'static>(
-    op: impl Strategy<Value = O> + 'static,
-) -> impl Strategy<Value = Vec<Step<O>>> {
-    let n = REPLICAS;
-    let step = prop_oneof![
-        5 => (0..n, op).prop_map(|(replica, op)| Step::Op { replica, op }),
-        3 => (0..n, any::<usize>()).prop_map(|(replica, pick)| Step::Deliver { replica, pick }),
-        1 => (0..n, proptest::collection::vec(any::<usize>(), 0..8))
-            .prop_map(|(replica, picks)| Step::DeliverMany { replica, picks }),
-        1 => (0..n, 0..n).prop_map(|(from, to)| Step::Sync { from, to }),
-    ];
-    proptest::collection::vec(step, 1..80)
 }
 
 // ---------------------------------------------------------------------------
@@ -257,55 +233,17 @@ enum SetOp {
     Remove(Vec<u8>),
 }
 
-/// One operation, as both implementations made it.
-struct SetOpRecord {
-    ours: SetDelta,
-    theirs: crdts::orswot::Op<u8, u64>,
-    /// Operations applied at the origin when it was made (its causal past).
-    deps: BTreeSet<usize>,
-}
-
-#[derive(Clone, Debug)]
-struct SetReplica {
-    ours: OrSet,
-    theirs: Orswot<u8, u64>,
-    /// Operations joined into `ours`.
-    ours_known: BTreeSet<usize>,
-    /// Operations applied to `theirs`.
-    theirs_applied: BTreeSet<usize>,
-    /// Delivered to `theirs`, waiting for their causal past.
-    buffer: Vec<usize>,
-}
-
-impl SetReplica {
-    fn at_sync_point(&self) -> bool {
-        self.ours_known == self.theirs_applied
+impl Ours for OrSet {
+    type Delta = SetDelta;
+    fn join(&mut self, delta: &SetDelta) {
+        self.merge(delta);
     }
-
-    /// Applies every buffered `Orswot` op whose causal past is applied.
-    fn drain(&mut self, ops: &[SetOpRecord]) {
-        loop {
-            self.buffer.retain(|id| !self.theirs_applied.contains(id));
-            let ready = self
-                .buffer
-                .iter()
-                .position(|id| ops[*id].deps.is_subset(&self.theirs_applied));
-            let Some(i) = ready else { break };
-            let id = self.buffer.remove(i);
-            self.theirs.apply(ops[id].theirs.clone());
-            self.theirs_applied.insert(id);
-        }
-    }
-
-    fn deliver(&mut self, id: usize, ops: &[SetOpRecord]) {
-        self.ours.merge(&ops[id].ours);
-        self.ours_known.insert(id);
-        if !self.theirs_applied.contains(&id) {
-            self.buffer.push(id);
-        }
-        self.drain(ops);
+    fn full(&self) -> SetDelta {
+        self.to_delta()
     }
 }
+
+type SetReplica = Mirror<OrSet, Orswot<u8, u64>>;
 
 /// Compares values at every replica that is at a sync point; returns how
 /// many were compared.
@@ -335,84 +273,40 @@ fn compare_sets(replicas: &[SetReplica]) -> usize {
 }
 
 fn run_set(steps: &[Step<SetOp>], seed: u64) {
-    let mut replicas: Vec<SetReplica> = (0..REPLICAS)
-        .map(|_| SetReplica {
-            ours: OrSet::new(),
-            theirs: Orswot::new(),
-            ours_known: BTreeSet::new(),
-            theirs_applied: BTreeSet::new(),
-            buffer: Vec::new(),
-        })
-        .collect();
-    let mut ops: Vec<SetOpRecord> = Vec::new();
-    let mut compared = 0;
-    for step in steps {
-        match step {
-            Step::Op { replica, op } => {
-                let r = &mut replicas[*replica];
-                if r.at_sync_point() {
-                    let me = actor(*replica);
-                    let id = ops.len();
-                    let deps = r.ours_known.clone();
-                    let (ours, theirs) = match op {
-                        SetOp::Add(ms) => {
-                            let members: Vec<Vec<u8>> = ms.iter().map(|&m| vec![m]).collect();
-                            let d = r.ours.add(Incarnation(me), &members);
-                            let ctx = r.theirs.read_ctx().derive_add_ctx(me);
-                            (d, r.theirs.add_all(ms.iter().copied(), ctx))
-                        }
-                        SetOp::Remove(ms) => {
-                            let members: Vec<Vec<u8>> = ms.iter().map(|&m| vec![m]).collect();
-                            let d = r.ours.remove(&members);
-                            let ctx = r.theirs.read_ctx().derive_rm_ctx();
-                            (d, r.theirs.rm_all(ms.iter().copied(), ctx))
-                        }
-                    };
-                    r.theirs.apply(theirs.clone());
-                    r.ours_known.insert(id);
-                    r.theirs_applied.insert(id);
-                    ops.push(SetOpRecord { ours, theirs, deps });
-                }
-            }
-            Step::Deliver { replica, pick } => {
-                if !ops.is_empty() {
-                    replicas[*replica].deliver(pick % ops.len(), &ops);
-                }
-            }
-            Step::DeliverMany { replica, picks } => {
-                if !ops.is_empty() {
-                    for pick in picks {
-                        replicas[*replica].deliver(pick % ops.len(), &ops);
+    let replicas = run_mirrored(
+        Run {
+            new: &|| Mirror::new(OrSet::new(), Orswot::new()),
+            issue: &|r: &mut SetReplica, replica, _step, op: &SetOp| {
+                let me = actor(replica);
+                match op {
+                    SetOp::Add(ms) => {
+                        let members: Vec<Vec<u8>> = ms.iter().map(|&m| vec![m]).collect();
+                        let d = r.ours.add(Incarnation(me), &members);
+                        let ctx = r.theirs.read_ctx().derive_add_ctx(me);
+                        (d, r.theirs.add_all(ms.iter().copied(), ctx))
+                    }
+                    SetOp::Remove(ms) => {
+                        let members: Vec<Vec<u8>> = ms.iter().map(|&m| vec![m]).collect();
+                        let d = r.ours.remove(&members);
+                        let ctx = r.theirs.read_ctx().derive_rm_ctx();
+                        (d, r.theirs.rm_all(ms.iter().copied(), ctx))
                     }
                 }
-            }
-            Step::Sync { from, to } => {
-                let src = replicas[*from].clone();
-                let dst = &mut replicas[*to];
-                dst.ours.merge(&src.ours.to_delta());
+            },
+            sync: &|src, dst, ops| {
+                dst.ours.join(&src.ours.full());
                 dst.ours_known.extend(src.ours_known.iter().copied());
-                dst.theirs.merge(src.theirs);
+                dst.theirs.merge(src.theirs.clone());
                 dst.theirs_applied
                     .extend(src.theirs_applied.iter().copied());
-                dst.drain(&ops);
-            }
-        }
-        compared += compare_sets(&replicas);
-    }
-    for (i, r) in replicas.iter_mut().enumerate() {
-        let mut order: Vec<usize> = (0..ops.len()).chain(0..ops.len() / 2).collect();
-        shuffle(&mut order, seed ^ i as u64);
-        for id in order {
-            r.deliver(id, &ops);
-            compared += compare_sets(std::slice::from_ref(r));
-        }
-        assert!(r.buffer.is_empty(), "every op's causal past was delivered");
-        assert!(r.at_sync_point());
-    }
-    assert_eq!(compare_sets(&replicas), REPLICAS);
-    assert!(compared >= REPLICAS);
+                dst.drain(ops);
+            },
+            compare: &compare_sets,
+        },
+        steps,
+        seed,
+    );
     for r in &replicas {
-        assert_eq!(r.ours, replicas[0].ours, "our replicas diverged");
         assert_eq!(r.theirs.read().val, replicas[0].theirs.read().val);
     }
 }
@@ -430,14 +324,14 @@ proptest! {
 
     #[test]
     fn pn_counter_agrees_with_crdts(
-        steps in steps((1i64..=20).prop_flat_map(|k| prop_oneof![Just(k), Just(-k)])),
+        steps in steps((1i64..=20).prop_flat_map(|k| prop_oneof![Just(k), Just(-k)]), STEPS),
         seed in any::<u64>(),
     ) {
         run_counter(&steps, seed);
     }
 
     #[test]
-    fn or_set_agrees_with_crdts_orswot(steps in steps(set_op()), seed in any::<u64>()) {
+    fn or_set_agrees_with_crdts_orswot(steps in steps(set_op(), STEPS), seed in any::<u64>()) {
         run_set(&steps, seed);
     }
 }

@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
-use crdts::{CmRDT, MVReg};
+use crdts::MVReg;
 use meridian_engine::crdt::Expiry;
 use meridian_engine::crdt::map::{Entries, Entry, MapDelta, OrMap, Scope, parse_int};
 use meridian_engine::{Dot, Hlc, Incarnation, PhysicalTime, StreamId};
@@ -44,7 +44,12 @@ const VALUES: [&str; 4] = ["1", "7", "x", "-3"];
 #[path = "common/history.rs"]
 mod history;
 
-use history::{History, REPLICAS, Replica, Step, context_dots, finish, node, run, shuffle, steps};
+use history::{History, REPLICAS, Replica, Step, context_dots, finish, node, run, steps};
+
+#[path = "common/mirror.rs"]
+mod mirror;
+
+use mirror::{Mirror, Ours, Run, run_mirrored};
 
 /// Map and expiry replicas keep no clock: what they receive does not
 /// depend on the step it arrives at.
@@ -603,49 +608,17 @@ enum DiffOp {
 
 type TheirMap = crdts::Map<u8, MVReg<u8, u64>, u64>;
 
-struct DiffRecord {
-    ours: MapDelta,
-    theirs: crdts::map::Op<u8, MVReg<u8, u64>, u64>,
-    deps: BTreeSet<usize>,
-}
-
-#[derive(Clone, Debug)]
-struct DiffReplica {
-    ours: OrMap,
-    theirs: TheirMap,
-    ours_known: BTreeSet<usize>,
-    theirs_applied: BTreeSet<usize>,
-    buffer: Vec<usize>,
-}
-
-impl DiffReplica {
-    fn at_sync_point(&self) -> bool {
-        self.ours_known == self.theirs_applied
+impl Ours for OrMap {
+    type Delta = MapDelta;
+    fn join(&mut self, delta: &MapDelta) {
+        self.merge(delta);
     }
-
-    fn drain(&mut self, ops: &[DiffRecord]) {
-        loop {
-            self.buffer.retain(|id| !self.theirs_applied.contains(id));
-            let ready = self
-                .buffer
-                .iter()
-                .position(|id| ops[*id].deps.is_subset(&self.theirs_applied));
-            let Some(i) = ready else { break };
-            let id = self.buffer.remove(i);
-            self.theirs.apply(ops[id].theirs.clone());
-            self.theirs_applied.insert(id);
-        }
-    }
-
-    fn deliver(&mut self, id: usize, ops: &[DiffRecord]) {
-        self.ours.merge(&ops[id].ours);
-        self.ours_known.insert(id);
-        if !self.theirs_applied.contains(&id) {
-            self.buffer.push(id);
-        }
-        self.drain(ops);
+    fn full(&self) -> MapDelta {
+        self.to_delta()
     }
 }
+
+type DiffReplica = Mirror<OrMap, TheirMap>;
 
 fn compare_maps(replicas: &[DiffReplica]) -> usize {
     let mut compared = 0;
@@ -688,38 +661,22 @@ fn compare_maps(replicas: &[DiffReplica]) -> usize {
 }
 
 fn run_diff(steps: &[Step<DiffOp>], seed: u64) {
-    let mut replicas: Vec<DiffReplica> = (0..REPLICAS)
-        .map(|_| DiffReplica {
-            ours: OrMap::new(),
-            theirs: TheirMap::new(),
-            ours_known: BTreeSet::new(),
-            theirs_applied: BTreeSet::new(),
-            buffer: Vec::new(),
-        })
-        .collect();
-    let mut ops: Vec<DiffRecord> = Vec::new();
-    let mut compared = 0;
-    for (i, step) in steps.iter().enumerate() {
-        match step {
-            Step::Op { replica, op } => {
-                let r = &mut replicas[*replica];
-                if !r.at_sync_point() {
-                    continue;
-                }
-                let me = *replica as u64 + 1;
-                let id = ops.len();
-                let deps = r.ours_known.clone();
+    run_mirrored(
+        Run {
+            new: &|| Mirror::new(OrMap::new(), TheirMap::new()),
+            issue: &|r: &mut DiffReplica, replica, step, op: &DiffOp| {
+                let me = replica as u64 + 1;
                 let rm = |r: &DiffReplica, keys: BTreeSet<u8>| crdts::map::Op::Rm {
                     clock: r.theirs.read_ctx().derive_rm_ctx().clock,
                     keyset: keys,
                 };
-                let (ours, theirs) = match op {
+                match op {
                     DiffOp::Set(f, v) => {
                         let d = r
                             .ours
                             .set(
                                 Incarnation(me),
-                                hlc_at(i as u64, *replica),
+                                hlc_at(step, replica),
                                 &[(vec![*f], vec![*v])],
                             )
                             .unwrap();
@@ -734,55 +691,25 @@ fn run_diff(steps: &[Step<DiffOp>], seed: u64) {
                         let keys: BTreeSet<u8> = r.ours.keys().map(|k| k[0]).collect();
                         (r.ours.delete(), rm(r, keys))
                     }
-                };
-                r.theirs.apply(theirs.clone());
-                r.ours_known.insert(id);
-                r.theirs_applied.insert(id);
-                ops.push(DiffRecord { ours, theirs, deps });
-            }
-            Step::Deliver { replica, pick } => {
-                if !ops.is_empty() {
-                    replicas[*replica].deliver(pick % ops.len(), &ops);
                 }
-            }
-            Step::DeliverMany { replica, picks } => {
-                if !ops.is_empty() {
-                    for pick in picks {
-                        replicas[*replica].deliver(pick % ops.len(), &ops);
-                    }
-                }
-            }
-            Step::Sync { from, to } => {
-                let src = replicas[*from].clone();
-                let dst = &mut replicas[*to];
+            },
+            sync: &|src, dst, ops| {
                 // Ours joins the full state; `crdts` gets the sender's ops
                 // (causally closed), applied in causal order. (Its `CvRDT`
                 // merge of a `Map` of `MVReg`s is not used: its reset-remove
                 // can leave an `MVReg` holding a value whose clock a
                 // sibling's dominates — {2:1} beside {2:2} — which the
                 // register's own invariant calls obsolete.)
-                dst.ours.merge(&src.ours.to_delta());
+                dst.ours.join(&src.ours.full());
                 dst.ours_known.extend(src.ours_known.iter().copied());
                 dst.buffer.extend(src.theirs_applied.iter().copied());
-                dst.drain(&ops);
-            }
-        }
-        compared += compare_maps(&replicas);
-    }
-    for (i, r) in replicas.iter_mut().enumerate() {
-        let mut order: Vec<usize> = (0..ops.len()).chain(0..ops.len() / 2).collect();
-        shuffle(&mut order, seed ^ i as u64);
-        for id in order {
-            r.deliver(id, &ops);
-            compared += compare_maps(std::slice::from_ref(r));
-        }
-        assert!(r.buffer.is_empty() && r.at_sync_point());
-    }
-    assert_eq!(compare_maps(&replicas), REPLICAS);
-    assert!(compared >= REPLICAS);
-    for r in &replicas {
-        assert_eq!(r.ours, replicas[0].ours, "our replicas diverged");
-    }
+                dst.drain(ops);
+            },
+            compare: &compare_maps,
+        },
+        steps,
+        seed,
+    );
 }
 
 fn diff_op() -> impl Strategy<Value = DiffOp> {

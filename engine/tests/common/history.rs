@@ -8,6 +8,8 @@
 //! through `common/mod.rs`, so the engine tests that need no proptest
 //! history do not compile it.
 
+#![allow(dead_code)] // each test binary uses part of it
+
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 
