@@ -166,24 +166,7 @@ pub async fn serve<S>(
     // The node's byte budget (shared with the QUIC door) counts this
     // connection's buffers.
     let mut account = Account::new(server.budget.clone());
-    // Best effort: the error line is tiny, and a client that does not read
-    // it is not waited for.
-    async fn over_budget<W: AsyncWrite + Unpin>(
-        wr: &mut W,
-        server: &RespServer,
-        peer: SocketAddr,
-        bytes: usize,
-    ) {
-        server.over_budget.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(%peer, bytes, "RESP client disconnected: the node's client memory budget is exhausted");
-        let _ = tokio::time::timeout(
-            Duration::from_millis(100),
-            wr.write_all(b"-ERR the node's client memory budget is exhausted; retry later\r\n"),
-        )
-        .await;
-    }
-    if account.set(input.capacity() + output.capacity()).is_err() {
-        over_budget(&mut wr, &server, peer, input.capacity() + output.capacity()).await;
+    if !buffers_fit(&mut wr, &server, peer, &mut account, &input, &output).await {
         return;
     }
     let mut stop = stop;
@@ -243,13 +226,7 @@ pub async fn serve<S>(
                     for reply in replies {
                         reply.encode(session.proto, &mut output);
                     }
-                    if output.len() > MAX_OUTPUT_BUFFER_BYTES {
-                        tracing::warn!(%peer, bytes = output.len(), "RESP client disconnected: output buffer limit");
-                        return;
-                    }
-                    let bytes = input.capacity() + output.capacity();
-                    if account.set(bytes).is_err() {
-                        over_budget(&mut wr, &server, peer, bytes).await;
+                    if !buffers_fit(&mut wr, &server, peer, &mut account, &input, &output).await {
                         return;
                     }
                     if *stop.borrow() {
@@ -269,13 +246,7 @@ pub async fn serve<S>(
             server.in_flight.fetch_sub(1, Ordering::AcqRel);
             reply.encode(session.proto, &mut output);
             drop(reply);
-            if output.len() > MAX_OUTPUT_BUFFER_BYTES {
-                tracing::warn!(%peer, bytes = output.len(), "RESP client disconnected: output buffer limit");
-                return;
-            }
-            let bytes = input.capacity() + output.capacity();
-            if account.set(bytes).is_err() {
-                over_budget(&mut wr, &server, peer, bytes).await;
+            if !buffers_fit(&mut wr, &server, peer, &mut account, &input, &output).await {
                 return;
             }
             if after == After::Close || *stop.borrow() {
@@ -344,6 +315,48 @@ pub async fn serve<S>(
 
 /// Writes out `output`, failing if the peer makes no progress for
 /// [`WRITE_STALL_TIMEOUT`].
+/// Whether this connection's buffers are within their limits after replies
+/// were encoded: the output-buffer limit, and the node's byte budget (which
+/// counts both buffers). `false`: the connection must close (logged; over
+/// the budget the client is told).
+async fn buffers_fit<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    server: &RespServer,
+    peer: SocketAddr,
+    account: &mut Account,
+    input: &BytesMut,
+    output: &BytesMut,
+) -> bool {
+    if output.len() > MAX_OUTPUT_BUFFER_BYTES {
+        tracing::warn!(%peer, bytes = output.len(), "RESP client disconnected: output buffer limit");
+        return false;
+    }
+    let bytes = input.capacity() + output.capacity();
+    if account.set(bytes).is_ok() {
+        return true;
+    }
+    over_budget(wr, server, peer, bytes).await;
+    false
+}
+
+/// Tells the client the node's byte budget is exhausted before closing:
+/// best effort (the error line is tiny, and a client that does not read it
+/// is not waited for).
+async fn over_budget<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    server: &RespServer,
+    peer: SocketAddr,
+    bytes: usize,
+) {
+    server.over_budget.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(%peer, bytes, "RESP client disconnected: the node's client memory budget is exhausted");
+    let _ = tokio::time::timeout(
+        Duration::from_millis(100),
+        wr.write_all(b"-ERR the node's client memory budget is exhausted; retry later\r\n"),
+    )
+    .await;
+}
+
 async fn flush<W: AsyncWrite + Unpin>(wr: &mut W, output: &mut BytesMut) -> Result<(), ()> {
     while !output.is_empty() {
         match tokio::time::timeout(WRITE_STALL_TIMEOUT, wr.write_buf(output)).await {
