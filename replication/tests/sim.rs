@@ -537,6 +537,24 @@ impl Sim {
     }
 
     /// A random client operation on node `i`.
+    /// `steps` steps in which node 0 or 1 makes a client write with
+    /// probability 0.3 (op ids from 1), pausing 300 µs every 50 simulated
+    /// ms so the engines' real sync threads keep up.
+    fn write_from_first_two(&mut self, steps: usize) {
+        let mut op_id = 0;
+        for _ in 0..steps {
+            if self.rng.random_bool(0.3) {
+                op_id += 1;
+                let i = self.rng.random_range(0..2);
+                self.client_op(i, op_id);
+            }
+            self.step();
+            if self.now_ms.is_multiple_of(50) {
+                std::thread::sleep(std::time::Duration::from_micros(300));
+            }
+        }
+    }
+
     fn client_op(&mut self, i: usize, op_id: u64) {
         let pinned = self.rng.random_bool(0.2);
         let eu_node = self.nodes[i].name.starts_with("eu-west");
@@ -1106,18 +1124,7 @@ fn incompatible_peer_does_not_hold_back_truncation() {
     let odd = 2;
     sim.make_incompatible(odd);
     sim.connect_all();
-    let mut op_id = 0;
-    for _ in 0..2_000 {
-        if sim.rng.random_bool(0.3) {
-            op_id += 1;
-            let i = sim.rng.random_range(0..2);
-            sim.client_op(i, op_id);
-        }
-        sim.step();
-        if sim.now_ms.is_multiple_of(50) {
-            std::thread::sleep(std::time::Duration::from_micros(300));
-        }
-    }
+    sim.write_from_first_two(2_000);
     sim.run(1_000);
     for i in 0..2 {
         let report = sim.report_of(i, odd);
@@ -1152,18 +1159,7 @@ fn stuck_peer_is_reported_and_does_not_hold_back_truncation() {
     let stuck = 2;
     sim.nodes[stuck].broken = true;
     sim.nodes[stuck].engine.close().unwrap();
-    let mut op_id = 0;
-    for _ in 0..2_000 {
-        if sim.rng.random_bool(0.3) {
-            op_id += 1;
-            let i = sim.rng.random_range(0..2);
-            sim.client_op(i, op_id);
-        }
-        sim.step();
-        if sim.now_ms.is_multiple_of(50) {
-            std::thread::sleep(std::time::Duration::from_micros(300));
-        }
-    }
+    sim.write_from_first_two(2_000);
     sim.run(1_000);
     for i in 0..2 {
         let report = sim.report_of(i, stuck);
