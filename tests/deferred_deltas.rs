@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use meridian::inproc::test_protocol;
 use meridian::metrics::scrape_parsed;
-use meridian::{CONVERGE, InProcessCluster, Spec, TestClusterFiles, eventually};
+use meridian::{CONVERGE, InProcessCluster, Spec, TestClusterFiles, eventually, local_count};
 use meridian_client::wire::NodeStatus;
-use meridian_client::{Client, Consistency};
+use meridian_client::Consistency;
 use meridian_server::config::DEFAULT_MAX_CLOCK_OFFSET_MS;
 
 const US: &str = "us-east-1";
@@ -39,15 +39,6 @@ fn peer_status<'a>(
         .iter()
         .find(|p| p.node == peer)
         .with_context(|| format!("{} reports no peer {peer}: {:?}", status.node, status.peers))
-}
-
-async fn local_count(client: &Client, key: &str) -> Result<i64> {
-    Ok(client
-        .counter(key)
-        .read()
-        .consistency(Consistency::Local)
-        .await?
-        .value)
 }
 
 /// One node's clock is pushed `SKEW_MS` ahead (the debug clock offset,

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use meridian::metrics::scrape_parsed;
-use meridian::{CONVERGE, ProcessCluster, Spec, eventually};
-use meridian_client::{Client, Consistency, Error};
+use meridian::{CONVERGE, ProcessCluster, Spec, eventually, local_count};
+use meridian_client::{Consistency, Error};
 use nix::sys::ptrace;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -123,15 +123,6 @@ impl Drop for FrozenThread {
     fn drop(&mut self) {
         self.release();
     }
-}
-
-async fn local_count(client: &Client, key: &str) -> Result<i64> {
-    Ok(client
-        .counter(key)
-        .read()
-        .consistency(Consistency::Local)
-        .await?
-        .value)
 }
 
 async fn fsyncs(cluster: &ProcessCluster, node: &str) -> Result<f64> {

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 use meridian::metrics::scrape_parsed;
-use meridian::{CONVERGE, ProcessCluster, Spec, eventually};
-use meridian_client::{Client, Consistency, Error};
+use meridian::{CONVERGE, ProcessCluster, Spec, eventually, local_count};
+use meridian_client::{Consistency, Error};
 use meridian_server::config::PlacementRule;
 
 const US: &str = "us-east-1";
@@ -24,15 +24,6 @@ const AP: &str = "ap-south-1";
 /// How long the refusing nodes are watched for replication that must not
 /// happen: many anti-entropy rounds (a pull every 500 ms) and heartbeats.
 const WATCH: Duration = Duration::from_secs(4);
-
-async fn local_count(client: &Client, key: &str) -> Result<i64> {
-    Ok(client
-        .counter(key)
-        .read()
-        .consistency(Consistency::Local)
-        .await?
-        .value)
-}
 
 /// The lines of `log` that report, at ERROR level, refusing `peer`
 /// because of placement.

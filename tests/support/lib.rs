@@ -92,6 +92,16 @@ pub fn init_logging() {
     }
 }
 
+/// A counter's value as `client`'s node holds it (a `local` read).
+pub async fn local_count(client: &meridian_client::Client, key: &str) -> anyhow::Result<i64> {
+    Ok(client
+        .counter(key)
+        .read()
+        .consistency(meridian_client::Consistency::Local)
+        .await?
+        .value)
+}
+
 /// 32 random bytes: a pattern that occurs nowhere by accident, to look for
 /// in frames and files.
 pub fn marker() -> Vec<u8> {
