@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use meridian::inproc::test_protocol;
 use meridian::metrics::scrape_parsed;
 use meridian::{CONVERGE, InProcessCluster, Spec, TestClusterFiles, eventually, local_count};
-use meridian_client::wire::NodeStatus;
 use meridian_client::Consistency;
+use meridian_client::wire::NodeStatus;
 use meridian_server::config::DEFAULT_MAX_CLOCK_OFFSET_MS;
 
 const US: &str = "us-east-1";

@@ -72,15 +72,7 @@ async fn node_back_after_log_truncation_catches_up_by_full_sync() -> Result<()> 
         .delete()
         .consistency(quorum)
         .await?;
-    eventually("both peers truncate their logs", CONVERGE, || async {
-        for name in [US, EU] {
-            if cluster.node(name).engine().truncated().is_empty() {
-                return Err(format!("{name} has not truncated"));
-            }
-        }
-        Ok(())
-    })
-    .await;
+    cluster.wait_truncated(&[US, EU]).await;
 
     cluster.restart(AP).await?;
     cluster.wait_connected().await;

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use meridian::inproc::test_protocol;
-use meridian::{CONVERGE, InProcessCluster, Spec, TestClusterFiles, eventually};
+use meridian::{InProcessCluster, Spec, TestClusterFiles, eventually};
 use meridian_client::wire::{Operation, ReplyValue, Request};
 use meridian_client::{Consistency, Error};
 use meridian_engine::{Kind, ObjectKey};
@@ -239,15 +239,7 @@ async fn a_set_merged_past_one_write_reaches_a_wiped_node_by_full_sync() -> Resu
             .consistency(Consistency::Local)
             .await?;
     }
-    eventually("both peers truncate their logs", CONVERGE, || async {
-        for name in [US, EU] {
-            if cluster.node(name).engine().truncated().is_empty() {
-                return Err(format!("{name} has not truncated"));
-            }
-        }
-        Ok(())
-    })
-    .await;
+    cluster.wait_truncated(&[US, EU]).await;
 
     cluster.restart(AP).await?;
     wait_count(&cluster, &[AP], &key, 2 * PER_REGION).await;

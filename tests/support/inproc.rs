@@ -267,6 +267,20 @@ impl InProcessCluster {
         }
     }
 
+    /// Waits until each of `names` has truncated its log at least once;
+    /// panics after [`CONVERGE`].
+    pub async fn wait_truncated(&self, names: &[&str]) {
+        crate::eventually("the nodes truncate their logs", CONVERGE, || async {
+            for name in names {
+                if self.node(name).engine().truncated().is_empty() {
+                    return Err(format!("{name} has not truncated"));
+                }
+            }
+            Ok(())
+        })
+        .await;
+    }
+
     /// A client pinned to `name`.
     pub async fn client(&self, name: &str) -> Result<Client> {
         self.dir.client(name).await
