@@ -281,8 +281,9 @@ pub enum LimitError {
 
 /// The size rule both [`check`] and [`check_archived`] apply, on an
 /// operation's parts: the key's length, the members' lengths (set adds,
-/// removes and inspections) and a register value's length.
-fn check_parts(
+/// removes and inspections) and a register value's length. For callers
+/// that hold the parts without an [`Operation`] (no copy to build one).
+pub fn check_parts(
     key_len: usize,
     members: Option<(usize, impl Iterator<Item = usize>)>,
     value_len: Option<usize>,

@@ -106,11 +106,13 @@ impl LocalJob {
         key: &[u8],
         members: &[Vec<u8>],
     ) -> Result<meridian_engine::Inspection, WireError> {
-        // The size limits, as for a client's `Inspect` request.
-        wire::check(&Operation::Inspect {
-            key: key.to_vec(),
-            members: members.to_vec(),
-        })
+        // The size limits, as for a client's `Inspect` request (on the
+        // parts: no copy of the key and members to build one).
+        wire::check_parts(
+            key.len(),
+            Some((members.len(), members.iter().map(Vec::len))),
+            None,
+        )
         .map_err(|e| invalid(e.to_string()))?;
         self.engine.inspect(key, members).map_err(engine_error)
     }
