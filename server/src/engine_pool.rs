@@ -27,8 +27,9 @@
 //! in the pool's queue. Peer RPCs and RESP connections (which execute one
 //! command at a time) run without one.
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use meridian_engine::{Error as EngineError, Result as EngineResult};
 use tokio::sync::Semaphore;
@@ -63,72 +64,95 @@ pub const MAX_ENGINE_CALLS: usize = 64;
 pub struct EnginePool {
     permits: Arc<Semaphore>,
     size: usize,
-    combined: Arc<Combined>,
+    combined: Arc<CombinedRunner>,
 }
 
 /// A job of [`EnginePool::run_combined`]: runs the caller's work and sends
 /// the outcome back.
 type CombinedJob = Box<dyn FnOnce() + Send>;
 
-/// The jobs waiting for [`EnginePool::run_combined`]'s runner, and whether
-/// one is running (or about to).
+/// The queue of [`EnginePool::run_combined`]'s runner thread.
 #[derive(Default)]
 struct Combined {
-    state: std::sync::Mutex<CombinedState>,
+    state: Mutex<CombinedState>,
+    /// Signalled when a job arrives while the runner sleeps, or at close.
+    wake: Condvar,
 }
 
 #[derive(Default)]
 struct CombinedState {
-    jobs: std::collections::VecDeque<CombinedJob>,
-    running: bool,
+    jobs: VecDeque<CombinedJob>,
+    /// The runner is asleep on `wake` (a pusher must signal it).
+    asleep: bool,
+    /// The pool is gone: the runner runs what is queued and ends.
+    closed: bool,
 }
 
-impl std::fmt::Debug for Combined {
+/// The runner thread's handle, shared by the pool's clones: when the last
+/// clone drops it, the thread runs what is queued and ends.
+struct CombinedRunner {
+    queue: Arc<Combined>,
+}
+
+impl std::fmt::Debug for CombinedRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Combined").finish_non_exhaustive()
+        f.debug_struct("CombinedRunner").finish_non_exhaustive()
     }
 }
 
-impl Combined {
-    /// Runs queued jobs until there are none (then marks no runner).
-    fn drain(&self) {
-        loop {
-            let job = {
-                let mut state = self.state.lock().expect("combined queue lock");
-                match state.jobs.pop_front() {
-                    Some(job) => job,
-                    None => {
-                        state.running = false;
-                        return;
-                    }
-                }
-            };
-            job();
+impl CombinedRunner {
+    fn start() -> CombinedRunner {
+        let queue = Arc::new(Combined::default());
+        let runner = queue.clone();
+        std::thread::Builder::new()
+            .name("meridian-engine".into())
+            .spawn(move || runner.run())
+            .expect("spawning the engine runner thread");
+        CombinedRunner { queue }
+    }
+
+    /// Queues `job`, waking the runner if it sleeps.
+    fn push(&self, job: CombinedJob) {
+        let wake = {
+            let mut state = self.queue.state.lock().expect("combined queue lock");
+            state.jobs.push_back(job);
+            std::mem::replace(&mut state.asleep, false)
+        };
+        if wake {
+            self.queue.wake.notify_one();
         }
     }
 }
 
-/// Dropped without [`Abandon::disarm`] (the runner's task was cancelled,
-/// or the runtime shut down before the runner ran): no runner is left, so
-/// the queued jobs are dropped (their callers see a shutdown) and the next
-/// job starts a runner.
-struct Abandon(Option<Arc<Combined>>);
-
-impl Abandon {
-    fn disarm(mut self) {
-        self.0 = None;
+impl Drop for CombinedRunner {
+    fn drop(&mut self) {
+        self.queue.state.lock().expect("combined queue lock").closed = true;
+        self.queue.wake.notify_one();
     }
 }
 
-impl Drop for Abandon {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.take() {
-            let jobs = {
-                let mut state = c.state.lock().expect("combined queue lock");
-                state.running = false;
-                std::mem::take(&mut state.jobs)
+impl Combined {
+    /// The runner thread: takes everything queued, runs it in arrival
+    /// order, and sleeps when the queue is empty, until the pool is gone.
+    /// Jobs catch their own panics, so one bad job never stops the runner.
+    fn run(&self) {
+        loop {
+            let batch = {
+                let mut state = self.state.lock().expect("combined queue lock");
+                loop {
+                    if !state.jobs.is_empty() {
+                        break std::mem::take(&mut state.jobs);
+                    }
+                    if state.closed {
+                        return;
+                    }
+                    state.asleep = true;
+                    state = self.wake.wait(state).expect("combined queue lock");
+                }
             };
-            drop(jobs);
+            for job in batch {
+                job();
+            }
         }
     }
 }
@@ -147,7 +171,7 @@ impl EnginePool {
         EnginePool {
             permits: Arc::new(Semaphore::new(size)),
             size,
-            combined: Arc::default(),
+            combined: Arc::new(CombinedRunner::start()),
         }
     }
 
@@ -182,17 +206,21 @@ impl EnginePool {
             .unwrap_or(Err(EngineError::Shutdown))
     }
 
-    /// Runs `work` on the pool like [`compute`](Self::compute), combined
-    /// with the other callers' `run_combined` work: one runner (one pool
-    /// slot) runs the queued jobs one after another, in arrival order,
-    /// until none are left, so jobs that arrive while it runs cost no
-    /// thread hand-off of their own (the hand-off, a futex wake and a
-    /// context switch each way, costs more than a small engine call). For
-    /// short jobs only: each waits for the ones queued before it. The
-    /// queue holds at most one job per caller awaiting it (RESP
-    /// connections, bounded by `[resp] max_connections`). A panic in
-    /// `work` is resumed here; `None` if the runtime shut down before it
-    /// ran.
+    /// Runs `work` on the pool's runner thread, combined with the other
+    /// callers' `run_combined` work: one dedicated thread (outside the
+    /// [`size`](Self::size) slots) takes whatever is queued and runs it in
+    /// arrival order, and sleeps on a condition variable when the queue is
+    /// empty. Jobs that arrive while it runs cost no thread hand-off of
+    /// their own (a hand-off, a futex wake and a context switch each way,
+    /// costs more than a small engine call), and a job arriving at an idle
+    /// runner costs one wake, not a task spawn, a pool permit and a
+    /// blocking-pool hand-off (`benches/README.md`, "Before and after the
+    /// layout move"). For short jobs only: each waits for the ones queued
+    /// before it. The queue holds at most one job per caller awaiting it
+    /// (RESP connections, bounded by `[resp] max_connections`; native
+    /// requests, bounded by the client door's connections × requests in
+    /// flight). A panic in `work` is resumed here; `None` if the job was
+    /// dropped without running (the pool is gone).
     pub async fn run_combined<T, F>(&self, work: F) -> Option<T>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -203,21 +231,7 @@ impl EnginePool {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
             let _ = tx.send(outcome);
         });
-        let start = {
-            let mut state = self.combined.state.lock().expect("combined queue lock");
-            state.jobs.push_back(job);
-            !std::mem::replace(&mut state.running, true)
-        };
-        if start {
-            let pool = self.clone();
-            tokio::spawn(async move {
-                let abandon = Abandon(Some(pool.combined.clone()));
-                let combined = pool.combined.clone();
-                if pool.compute(move || combined.drain()).await.is_some() {
-                    abandon.disarm();
-                }
-            });
-        }
+        self.combined.push(job);
         match rx.await {
             Ok(Ok(value)) => Some(value),
             Ok(Err(panic)) => std::panic::resume_unwind(panic),
@@ -328,6 +342,22 @@ mod tests {
         }
     }
 
+    /// A combined job runs off the runtime's thread, like a pool call.
+    #[tokio::test(flavor = "current_thread")]
+    async fn combined_jobs_run_off_the_async_thread() {
+        let pool = EnginePool::new(2);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let signal = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            tx.send(()).unwrap();
+        });
+        let got = pool
+            .run_combined(move || rx.recv_timeout(Duration::from_secs(10)).is_ok())
+            .await;
+        assert_eq!(got, Some(true), "the job blocked the runtime's thread");
+        signal.await.unwrap();
+    }
+
     /// Combined jobs all run, each exactly once, in order per caller, off
     /// the async thread; a panicking job is resumed in its caller and does
     /// not stop the runner.
@@ -370,8 +400,7 @@ mod tests {
                 .collect();
             assert_eq!(mine, (0..20).collect::<Vec<_>>());
         }
-        // The runner is gone once the queue is empty, and a new job starts
-        // another.
+        // The runner sleeps once the queue is empty, and a new job wakes it.
         assert_eq!(pool.run_combined(|| 7).await, Some(7));
     }
 
