@@ -14,7 +14,11 @@
 //! members, over the log entry cap) and the full sync dropped the link
 //! (or tripped the writer's frame assertion) in a loop.
 //!
-//! Address blocks (`127.31.<block>.x`): 90, 91.
+//! Also (issue 13): large deltas written concurrently on every node — 1 MiB
+//! register values, 256 KiB set members, the `large` harness workload's
+//! sizes — reach every node, with no partition at all.
+//!
+//! Address blocks (`127.31.<block>.x`): 90, 91, 92.
 
 use std::time::Duration;
 
@@ -270,5 +274,118 @@ async fn a_set_merged_past_one_write_reaches_a_wiped_node_by_full_sync() -> Resu
     cluster.stop(AP).await?;
     cluster.restart(AP).await?;
     assert_eq!(stored_count(&cluster, AP, &key), 2 * PER_REGION);
+    cluster.shutdown().await
+}
+
+/// Rounds of writes per node in the concurrent test: each a 1 MiB register
+/// value and a 256 KiB set member (the `large` harness workload's sizes).
+const LARGE_ROUNDS: usize = 8;
+
+/// Registers the concurrent test's writes rotate over (each written by
+/// every node, so last-writer-wins decides between concurrent values).
+const LARGE_REGISTERS: usize = 3;
+
+/// A unique payload of `bytes` bytes naming its writer and round.
+fn payload(node: &str, round: usize, bytes: usize) -> Vec<u8> {
+    let mut v = format!("{node}-{round:03}-").into_bytes();
+    v.resize(bytes, b'0' + (round % 10) as u8);
+    v
+}
+
+/// Issue 13 (the `large` workload stalled with no fault at all): every
+/// node writes 1 MiB register values and adds 256 KiB set members at the
+/// same time, at `local`, so that realtime pushes and catch-up answers of
+/// large deltas cross each other on every link; afterwards every node
+/// holds every member and the same register values. On the old code the
+/// peers stopped advancing after a few such deltas and never converged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_values_written_on_every_node_reach_every_node() -> Result<()> {
+    use meridian::{Obj, Val};
+
+    let cluster = InProcessCluster::start(Spec::new(92)).await?;
+    cluster.wait_connected().await;
+    let names = cluster.names();
+    let value_bytes = meridian_engine::MAX_VALUE_BYTES;
+    let member_bytes = 256 << 10;
+    let mut writers = Vec::new();
+    for name in &names {
+        let client = cluster.client(name).await?;
+        let name = name.clone();
+        writers.push(tokio::spawn(async move {
+            for round in 0..LARGE_ROUNDS {
+                client
+                    .register(format!("reg-{}", round % LARGE_REGISTERS))
+                    .put(payload(&name, round, value_bytes))
+                    .consistency(Consistency::Local)
+                    .timeout(SLOW)
+                    .await?;
+                client
+                    .set("members")
+                    .add([payload(&name, round, member_bytes)])
+                    .consistency(Consistency::Local)
+                    .timeout(SLOW)
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for w in writers {
+        w.await??;
+    }
+    let set = Obj::set("members");
+    let registers: Vec<Obj> = (0..LARGE_REGISTERS)
+        .map(|k| Obj::register(format!("reg-{k}")))
+        .collect();
+    let mut members: Vec<Vec<u8>> = names
+        .iter()
+        .flat_map(|n| (0..LARGE_ROUNDS).map(move |r| payload(n, r, member_bytes)))
+        .collect();
+    members.sort();
+    let expected_set = Val::Set(members);
+    // Short descriptions for the failure message (values are megabytes).
+    let describe = |v: &Val| match v {
+        Val::Set(m) => format!("set of {} members", m.len()),
+        Val::Register(Some(r)) => String::from_utf8_lossy(&r[..r.len().min(12)]).into_owned(),
+        other => format!("{other:?}"),
+    };
+    eventually("every node holds every large write", SLOW, || async {
+        let first = cluster.node(&names[0]);
+        for name in &names {
+            let node = cluster.node(name);
+            let held = set.stored(node);
+            if held != expected_set {
+                return Err(format!(
+                    "{name} holds a {}; reports {:?}",
+                    describe(&held),
+                    node.mesh().reports()
+                ));
+            }
+            for reg in &registers {
+                let (mine, theirs) = (reg.stored(node), reg.stored(first));
+                if mine != theirs || mine == Val::Register(None) {
+                    return Err(format!(
+                        "{reg:?}: {name} holds {}, {} holds {}",
+                        describe(&mine),
+                        names[0],
+                        describe(&theirs)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    })
+    .await;
+    // Each register holds one of the values written to it, whole.
+    for (k, reg) in registers.iter().enumerate() {
+        let Val::Register(Some(value)) = reg.stored(cluster.node(&names[0])) else {
+            unreachable!("checked above");
+        };
+        let written = names.iter().any(|n| {
+            (0..LARGE_ROUNDS)
+                .filter(|r| r % LARGE_REGISTERS == k)
+                .any(|r| payload(n, r, value_bytes) == value)
+        });
+        assert!(written, "{reg:?} holds a value no one wrote");
+    }
     cluster.shutdown().await
 }

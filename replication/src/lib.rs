@@ -105,9 +105,11 @@
 //!   length reserved first from a node-wide budget of two such messages
 //!   (all or nothing, so readers never deadlock on it; a reader waiting for
 //!   it stops reading its stream and QUIC flow control holds the sender).
-//!   A pull answered with such a message is asked again only after
-//!   [`ProtocolConfig::want_timeout_ms`]: set it above the time one takes
-//!   to cross the link, or copies queue up. Peer RPCs (up to 512 per
+//!   A pull is asked again only after [`ProtocolConfig::want_timeout_ms`]
+//!   of silence on the peer's bulk stream ([`Input::Receiving`]), so an
+//!   answer that takes longer than that to cross a slow link is not asked
+//!   for again while it arrives (issue 13: copies used to queue up,
+//!   `tests/slow_link.rs`). Peer RPCs (up to 512 per
 //!   connection, each up to [`mesh::MAX_RPC_BYTES`]) are bounded by count
 //!   and that budget here (node-wide request budgets: review item S1).
 //! * Disk: the log is kept for every replica that makes progress, and for

@@ -92,7 +92,10 @@ pub struct ProtocolConfig {
     /// How often to pull from each peer when idle, in ms. Bounds how long a
     /// delta that push missed takes to arrive (and to cross a bridge).
     pub anti_entropy_ms: u64,
-    /// A pull unanswered this long is re-sent, in ms.
+    /// A pull unanswered this long is re-sent, in ms: this long after it
+    /// was sent, or after the last bytes arrived on the peer's bulk stream
+    /// ([`Input::Receiving`]), whichever is later. Silence, not the time an
+    /// answer takes to cross a slow link.
     pub want_timeout_ms: u64,
     /// An ack goes to each peer at least this often, in ms (it doubles as
     /// the heartbeat the failure detector listens for).
@@ -167,6 +170,17 @@ pub enum Input {
     Message {
         peer: NodeName,
         msg: PeerMessage,
+    },
+    /// Bytes of a message on `peer`'s bulk stream are arriving (sent by the
+    /// mesh while it reads one, at most every
+    /// [`crate::mesh::RECEIVING_NOTE_MS`] per stream). The bulk stream
+    /// carries catch-up answers and full syncs in the order the pulls asked
+    /// for them, so the answer to an outstanding pull is on its way behind
+    /// these bytes: the pull is not re-sent while they flow (on a slow link
+    /// a 1 MiB answer takes longer than [`ProtocolConfig::want_timeout_ms`],
+    /// and every re-sent pull queued one more copy of it; issue 13).
+    Receiving {
+        peer: NodeName,
     },
     /// The engine's durable position advanced: tell peers.
     Durable,
@@ -796,6 +810,16 @@ impl Replicator {
                 }
             }
             Input::Message { peer, msg } => self.on_message(&peer, msg, now),
+            Input::Receiving { peer } => {
+                if let Some(p) = self.peers.get_mut(&peer)
+                    && p.connected
+                    && p.want_sent_ms.is_some()
+                {
+                    // The pull's timeout counts from the last bytes of
+                    // its answer's stream, not from when it was sent.
+                    p.want_sent_ms = Some(now.mono_ms);
+                }
+            }
             Input::Durable => self.ack_all(now),
             Input::Tick => self.tick(now),
             Input::Wait {

@@ -11,7 +11,7 @@
 //! invalid frame is disconnected (and redials or is redialed).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use quinn::{Connection, RecvStream, VarInt};
@@ -21,8 +21,8 @@ use super::queue::{LaneTx, Writers};
 use super::rpc::serve_rpc;
 use super::writer::write_loop;
 use super::{
-    CLOSE_PROTOCOL, CLOSE_REPLACED, CLOSE_UNKNOWN, MeshState, PeerLink, STREAM_BULK,
-    STREAM_CONTROL, mono_ms,
+    CLOSE_PROTOCOL, CLOSE_REPLACED, CLOSE_UNKNOWN, MeshState, PeerLink, RECEIVING_NOTE_MS,
+    STREAM_BULK, STREAM_CONTROL, mono_ms,
 };
 use crate::message::{MAX_PEER_FRAME_BYTES, MAX_PEER_MESSAGE_BYTES, PeerMessage, frame_len};
 use crate::protocol::{Input, Lane};
@@ -58,9 +58,12 @@ pub(super) const ASSEMBLY_BYTES: usize = 2 * MAX_PEER_MESSAGE_BYTES;
 /// checked by [`frame_len`] before anything is allocated and a long
 /// message's bytes reserved from `budget` (released when the returned
 /// message is dropped). `Ok(None)` at a clean end of the stream.
+/// `progress` is called whenever bytes of the message arrive (a large
+/// message takes long to cross a slow link; see [`Input::Receiving`]).
 pub(super) async fn read_frame(
     recv: &mut RecvStream,
     budget: &Arc<Semaphore>,
+    progress: &(dyn Fn() + Sync),
 ) -> Result<Option<Message>, FrameError> {
     let mut prefix = [0u8; 4];
     match recv.read_exact(&mut prefix).await {
@@ -75,9 +78,7 @@ pub(super) async fn read_frame(
     let (len, continued) = frame_len(prefix).map_err(invalid)?;
     if !continued {
         let mut payload = vec![0u8; len];
-        recv.read_exact(&mut payload)
-            .await
-            .map_err(|e| FrameError::Invalid(e.to_string()))?;
+        read_watched(recv, &mut payload, progress).await?;
         return Ok(Some(Message {
             bytes: payload,
             _reserved: None,
@@ -109,9 +110,7 @@ pub(super) async fn read_frame(
                 "frames that do not make up the message's {total} bytes"
             )));
         }
-        recv.read_exact(&mut bytes[filled..filled + chunk])
-            .await
-            .map_err(|e| FrameError::Invalid(e.to_string()))?;
+        read_watched(recv, &mut bytes[filled..filled + chunk], progress).await?;
         filled += chunk;
         if !more {
             break;
@@ -126,6 +125,32 @@ pub(super) async fn read_frame(
         bytes,
         _reserved: Some(reserved),
     }))
+}
+
+/// Fills `buf` from `recv` (like `read_exact`), calling `progress` each
+/// time bytes arrive.
+async fn read_watched(
+    recv: &mut RecvStream,
+    buf: &mut [u8],
+    progress: &(dyn Fn() + Sync),
+) -> Result<(), FrameError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match recv.read(&mut buf[filled..]).await {
+            Ok(Some(n)) => {
+                filled += n;
+                progress();
+            }
+            Ok(None) => {
+                return Err(FrameError::Invalid(format!(
+                    "the stream ended {filled} bytes into a frame of {}",
+                    buf.len()
+                )));
+            }
+            Err(e) => return Err(FrameError::Invalid(e.to_string())),
+        }
+    }
+    Ok(())
 }
 
 /// A message read by [`read_frame`], holding its reassembly reservation.
@@ -381,8 +406,23 @@ async fn read_messages(
         STREAM_BULK => Lane::Bulk,
         other => return Err(format!("unknown stream type {other}")),
     };
+    // On the bulk stream, tell the protocol that an answer is arriving
+    // (at most every RECEIVING_NOTE_MS): the pull it answers must not be
+    // re-sent meanwhile, or a slow link carries copy after copy of it.
+    let noted = AtomicU64::new(0);
+    let note = || {
+        let now = mono_ms(shared.started);
+        if lane == Lane::Bulk
+            && now.saturating_sub(noted.load(Ordering::Relaxed)) >= RECEIVING_NOTE_MS
+        {
+            noted.store(now, Ordering::Relaxed);
+            let _ = shared.inputs.try_send(Input::Receiving {
+                peer: link.name.clone(),
+            });
+        }
+    };
     loop {
-        let payload = match read_frame(&mut recv, &shared.assembly).await {
+        let payload = match read_frame(&mut recv, &shared.assembly, &note).await {
             Ok(Some(p)) => p.bytes,
             Ok(None) | Err(FrameError::Lost(_)) => return Ok(()),
             Err(FrameError::Invalid(e)) => return Err(e),

@@ -78,6 +78,51 @@ const CLOSE_UNKNOWN: u32 = 4;
 /// missed in a row (plus scheduling slack) mark it suspect.
 pub const LIVE_TIMEOUT: Duration = Duration::from_millis(1_500);
 
+/// While a message is being read from a peer's bulk stream, the protocol
+/// hears that its bytes are arriving ([`Input::Receiving`]) at most this
+/// often, in ms: often enough that a pull's timeout (seconds) never runs
+/// out while its answer flows, rare enough to cost nothing (ten small
+/// inputs a second per stream, at most).
+pub const RECEIVING_NOTE_MS: u64 = 100;
+
+/// UDP receive (and send) buffer asked for on the peer socket, in bytes.
+/// The kernel's default (about 208 KiB on Linux) holds ~150 packets: a
+/// node that is not scheduled for a few milliseconds while a peer sends a
+/// large message (a WAN relay releasing a burst, a loaded host) overflows
+/// it, and every lost packet halves QUIC's congestion window. On a loaded
+/// 2-vCPU host the harness measured 10 % loss and ~130 KB/s per link with
+/// the default (issue 13). The kernel caps it at `net.core.rmem_max`
+/// (`wmem_max`); less is logged, not an error.
+pub const PEER_UDP_BUFFER_BYTES: usize = 4 << 20;
+
+/// The peer listener: a UDP socket with [`PEER_UDP_BUFFER_BYTES`] of
+/// buffers, under a QUIC endpoint.
+fn peer_endpoint(server: quinn::ServerConfig, listen: SocketAddr) -> std::io::Result<Endpoint> {
+    let socket = std::net::UdpSocket::bind(listen)?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    let sized = state
+        .set_recv_buffer_size((&socket).into(), PEER_UDP_BUFFER_BYTES)
+        .and_then(|()| state.set_send_buffer_size((&socket).into(), PEER_UDP_BUFFER_BYTES))
+        .and_then(|()| state.recv_buffer_size((&socket).into()));
+    match sized {
+        Ok(bytes) if bytes >= PEER_UDP_BUFFER_BYTES => {}
+        Ok(bytes) => tracing::info!(
+            bytes,
+            wanted = PEER_UDP_BUFFER_BYTES,
+            "peer UDP receive buffer capped by the kernel (net.core.rmem_max)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not size the peer UDP buffers"),
+    }
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for the peer endpoint"))?;
+    Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )
+}
+
 /// One way to reach a peer.
 #[derive(Clone, Debug)]
 pub struct PeerAddress {
@@ -238,11 +283,10 @@ impl Mesh {
         let server = tls::peer_server_config(&config.ca_pem, &config.cert_pem, &config.key_pem)?;
         let client_config =
             tls::peer_client_config(&config.ca_pem, &config.cert_pem, &config.key_pem)?;
-        let endpoint =
-            Endpoint::server(server, config.listen).map_err(|source| MeshError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let endpoint = peer_endpoint(server, config.listen).map_err(|source| MeshError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let (inputs, input_rx) = Inputs::new();
         let (shutdown, _) = watch::channel(false);
         let peers = config

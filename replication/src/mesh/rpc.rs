@@ -83,7 +83,7 @@ impl Mesh {
                 .map_err(|e| rpc_err(e.to_string()))?;
             // Finish without waiting for acknowledgement (no `stopped()`).
             let _ = send.finish();
-            let payload = read_frame(&mut recv, &self.shared.assembly)
+            let payload = read_frame(&mut recv, &self.shared.assembly, &|| {})
                 .await
                 .map_err(|e| rpc_err(e.to_string()))?
                 .ok_or_else(|| rpc_err("stream closed without a response".into()))?;
@@ -111,7 +111,7 @@ pub(super) async fn serve_rpc(
     if tag[0] != STREAM_RPC {
         return Err(format!("unknown stream type {}", tag[0]));
     }
-    let request = read_frame(&mut recv, &shared.assembly)
+    let request = read_frame(&mut recv, &shared.assembly, &|| {})
         .await
         .map_err(|e| e.to_string())?
         .ok_or("rpc stream closed without a request")?
