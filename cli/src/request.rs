@@ -279,7 +279,7 @@ pub fn run(args: CliArgs) -> ExitCode {
                     "ok": true,
                     "value": json_value(&reply.value),
                     "node": reply.node,
-                    "consistency": reply.consistency.as_str(),
+                    "consistency": reply.consistency.to_string(),
                 });
                 println!("{out}");
             } else {

@@ -192,7 +192,9 @@ impl LinearizableScope {
                     return false;
                 }
                 match k.levels.iter().next() {
-                    Some(Level::Quorum | Level::All) => !clock_faults,
+                    // Quorum, all and majority replicas-n keys: reads and
+                    // writes at the key's one level intersect.
+                    Some(l) if l.is_majority() => !clock_faults,
                     Some(Level::Leader) => {
                         k.servers.len() <= 1
                             && !windows.iter().any(|w| {
