@@ -224,7 +224,7 @@ fn error_wording(addr: SocketAddr, token: &str) -> Result<()> {
         ),
         (
             "MERIDIAN.AT eventual GET k",
-            "-ERR unknown consistency level 'eventual': expected local, leader, quorum, all or default",
+            "-ERR unknown consistency level 'eventual': expected local, leader, quorum, all, replicas-N or default",
         ),
     ];
     for (cmd, want) in cases {
