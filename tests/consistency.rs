@@ -375,13 +375,20 @@ async fn reads_repair_a_stale_replica_before_returning() -> Result<()> {
 
 /// Waits until every node in `watchers` sees `down` as not live.
 async fn wait_down(cluster: &InProcessCluster, watchers: &[&str], down: &str) {
-    eventually(&format!("{watchers:?} notice {down} is down"), DETECT, || async {
-        if watchers.iter().any(|w| cluster.node(w).mesh().is_live(down)) {
-            Err("still live".to_owned())
-        } else {
-            Ok(())
-        }
-    })
+    eventually(
+        &format!("{watchers:?} notice {down} is down"),
+        DETECT,
+        || async {
+            if watchers
+                .iter()
+                .any(|w| cluster.node(w).mesh().is_live(down))
+            {
+                Err("still live".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+    )
     .await;
 }
 
@@ -417,7 +424,11 @@ async fn replicas_n_waits_for_n_durable_copies_and_refuses_without_them() -> Res
     for obj in &objs {
         write_step(&us, obj, 1, two).await?;
         for node in [US, EU] {
-            assert_eq!(obj.stored(cluster.node(node)), after_steps(obj, 1), "{node} {obj:?}");
+            assert_eq!(
+                obj.stored(cluster.node(node)),
+                after_steps(obj, 1),
+                "{node} {obj:?}"
+            );
         }
     }
     // Durably: everything eu-west-1 applied is in its durable context.
@@ -438,14 +449,32 @@ async fn replicas_n_waits_for_n_durable_copies_and_refuses_without_them() -> Res
     for obj in &objs {
         let e = write_step(&us, obj, 2, two).await.unwrap_err();
         assert!(
-            matches!(e, Error::Unavailable { needed: 2, reachable: 1 }),
+            matches!(
+                e,
+                Error::Unavailable {
+                    needed: 2,
+                    reachable: 1
+                }
+            ),
             "{obj:?}: {e:?}"
         );
         assert!(e.is_definite());
         let e = obj.read(&us, two).await.unwrap_err();
-        assert!(matches!(e, Error::Unavailable { needed: 2, reachable: 1 }), "{obj:?}: {e:?}");
+        assert!(
+            matches!(
+                e,
+                Error::Unavailable {
+                    needed: 2,
+                    reachable: 1
+                }
+            ),
+            "{obj:?}: {e:?}"
+        );
         // replicas-1 needs this replica alone.
-        assert_eq!(obj.read(&us, Consistency::Replicas(1)).await?, after_steps(obj, 1));
+        assert_eq!(
+            obj.read(&us, Consistency::Replicas(1)).await?,
+            after_steps(obj, 1)
+        );
     }
 
     // Nothing changed anywhere: the replicas that were up hold step 1,
@@ -455,9 +484,17 @@ async fn replicas_n_waits_for_n_durable_copies_and_refuses_without_them() -> Res
     cluster.wait_connected().await;
     let ap = cluster.client(AP).await?;
     for obj in &objs {
-        assert_eq!(obj.read(&ap, Consistency::All).await?, after_steps(obj, 1), "{obj:?}");
+        assert_eq!(
+            obj.read(&ap, Consistency::All).await?,
+            after_steps(obj, 1),
+            "{obj:?}"
+        );
         for node in [US, EU, AP] {
-            assert_eq!(obj.stored(cluster.node(node)), after_steps(obj, 1), "{node} {obj:?}");
+            assert_eq!(
+                obj.stored(cluster.node(node)),
+                after_steps(obj, 1),
+                "{node} {obj:?}"
+            );
         }
     }
     cluster.shutdown().await
@@ -501,7 +538,10 @@ async fn replicas_reads_see_replicas_writes_when_the_counts_overlap() -> Result<
         assert_eq!(obj.stored(cluster.node(EU)), after_steps(obj, 1));
         assert_eq!(obj.stored(cluster.node(AP)), after_steps(obj, 0), "{obj:?}");
         // replicas-1 at the replica the write missed: its own stale state.
-        assert_eq!(obj.read(&ap, Consistency::Replicas(1)).await?, after_steps(obj, 0));
+        assert_eq!(
+            obj.read(&ap, Consistency::Replicas(1)).await?,
+            after_steps(obj, 0)
+        );
         // replicas-2 joins it with another replica's: the write is seen,
         // and written back to ap-south-1 before the answer.
         assert_eq!(obj.read(&ap, two).await?, after_steps(obj, 1), "{obj:?}");

@@ -793,7 +793,10 @@ async fn an_unmet_level_is_a_definite_noreplicas_error() -> Result<()> {
         let mut two = connect(addr, "replicas-2", &token, false)?;
         let e = q::<Value>(&mut two, &["SET", "unmet", "v"]).unwrap_err();
         ensure!(e.code() == Some("NOREPLICAS"), "{e}");
-        ensure!(e.detail().unwrap_or("").contains("needs 2, 1 reachable"), "{e}");
+        ensure!(
+            e.detail().unwrap_or("").contains("needs 2, 1 reachable"),
+            "{e}"
+        );
         let mut one = connect(addr, "replicas-1", &token, false)?;
         ensure!(q::<Option<String>>(&mut one, &["GET", "unmet"])?.is_none());
         let mut local = connect(addr, "local", &token, false)?;

@@ -149,7 +149,12 @@ async fn exit_codes_say_whether_a_failed_request_may_have_taken_effect() -> Resu
     // the reply names the level in its canonical form. replicas-3 with one
     // of three down: 2, definite.
     for level in ["replicas-2", "replicas(2)", "replicas:2"] {
-        let two = cli_at(&config, US, &["--consistency", level, "--json", "incr", "r"]).await?;
+        let two = cli_at(
+            &config,
+            US,
+            &["--consistency", level, "--json", "incr", "r"],
+        )
+        .await?;
         assert_eq!(two.code, 0, "{level}: {two:?}");
         assert_eq!(two.json()["consistency"], "replicas-2", "{two:?}");
     }

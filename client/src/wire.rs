@@ -190,7 +190,10 @@ impl Consistency {
             Consistency::Replicas(k) => {
                 let k = usize::from(k);
                 if k == 0 || k > n {
-                    return Err(ReplicaCountError { asked: k, replicas: n });
+                    return Err(ReplicaCountError {
+                        asked: k,
+                        replicas: n,
+                    });
                 }
                 k
             }
@@ -273,8 +276,7 @@ impl fmt::Display for Consistency {
 }
 
 /// The levels' names, for error messages.
-const EXPECTED_LEVELS: &str =
-    "expected local, leader, quorum, all or replicas-N (N from 1 to 251; also replicas(N), replicas:N)";
+const EXPECTED_LEVELS: &str = "expected local, leader, quorum, all or replicas-N (N from 1 to 251; also replicas(N), replicas:N)";
 
 impl std::str::FromStr for Consistency {
     type Err = String;
@@ -304,9 +306,7 @@ impl std::str::FromStr for Consistency {
         };
         match n {
             Some(n) if (1..=MAX_REPLICAS_LEVEL).contains(&n) => Ok(Consistency::Replicas(n)),
-            _ => Err(format!(
-                "bad replica count in {s:?}: {EXPECTED_LEVELS}"
-            )),
+            _ => Err(format!("bad replica count in {s:?}: {EXPECTED_LEVELS}")),
         }
     }
 }
@@ -928,7 +928,10 @@ mod tests {
         }
         assert_eq!(Consistency::Replicas(2).to_string(), "replicas-2");
         assert_eq!(Consistency::Quorum.to_string(), "quorum");
-        assert_eq!(format!("[{:>12}]", Consistency::Replicas(2)), "[  replicas-2]");
+        assert_eq!(
+            format!("[{:>12}]", Consistency::Replicas(2)),
+            "[  replicas-2]"
+        );
         for bad in [
             "replicas-0",
             "replicas-252",

@@ -936,6 +936,32 @@ mod tests {
     }
 
     #[test]
+    fn levels_are_strings_in_histories() {
+        for (level, text) in [
+            (Level::Quorum, "\"quorum\""),
+            (Level::Replicas { n: 2, of: 3 }, "\"replicas-2-of-3\""),
+        ] {
+            assert_eq!(serde_json::to_string(&level).unwrap(), text);
+            assert_eq!(serde_json::from_str::<Level>(text).unwrap(), level);
+        }
+        for bad in [
+            "\"replicas-2\"",
+            "\"replicas-4-of-3\"",
+            "\"replicas-0-of-3\"",
+            "\"eventual\"",
+        ] {
+            assert!(serde_json::from_str::<Level>(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Level::Replicas { n: 2, of: 3 }.consistency().to_string(),
+            "replicas-2"
+        );
+        assert!(Level::Replicas { n: 3, of: 5 }.is_majority());
+        assert!(!Level::Replicas { n: 2, of: 4 }.is_majority());
+        assert_eq!(Level::mixed(3).len(), 7);
+    }
+
+    #[test]
     fn history_rejects_out_of_order_indices() {
         let mut h = H::new();
         h.invoke(0, F::Read, "counter-0", Value::Null)

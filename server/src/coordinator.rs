@@ -14,6 +14,7 @@
 //! `replicas-k` ("wait for k replicas") needs 1 ≤ k ≤ N, else it is refused
 //! `InvalidArgument` ([`required_replicas`]); a `replicas-r` read sees a
 //! completed `replicas-w` write when r + w > N.
+//!
 //! "Durably": fsynced, under either durability mode, for every copy a
 //! `quorum`, `all` or `replicas-k` write counts and for read repair. Under `periodic`,
 //! `local` and `leader` writes are acknowledged once the log has them (the
@@ -206,9 +207,7 @@ fn no_leader() -> Response {
 /// acknowledged with fewer would break the promise silently (`all` is the
 /// level for "every replica, however many").
 pub fn required_replicas(level: Consistency, n: usize) -> Result<usize, WireError> {
-    level
-        .replicas_needed(n)
-        .map_err(|e| invalid(e.to_string()))
+    level.replicas_needed(n).map_err(|e| invalid(e.to_string()))
 }
 
 /// Everything a request may need.
@@ -354,7 +353,7 @@ impl Coordinator {
     /// here for every write `work` made, in order: the delta is pushed to
     /// the peers, and when the level's local copy must be on disk
     /// ([`local_copy_waits_for_disk`](Self::local_copy_waits_for_disk):
-    /// `sync`, or `quorum`/`all` under `periodic`) the job's last log
+    /// `sync`, or `quorum`/`all`/`replicas-k` under `periodic`) the job's last log
     /// position is waited for (one group-committed fsync covers them all),
     /// its outcome in [`LocalDone::durable`]. A caller answers a write only
     /// once that is `Ok`. `Err` if the node is shutting down and `work`

@@ -231,13 +231,11 @@ mod tests {
         }
         let mut out = String::new();
         m.render(&mut out);
-        let needle =
-            "meridian_requests_total{protocol=\"quic\",op=\"write\",level=\"replicas\",outcome=\"ok\"} 4";
+        let needle = "meridian_requests_total{protocol=\"quic\",op=\"write\",level=\"replicas\",outcome=\"ok\"} 4";
         assert!(out.lines().any(|l| l == needle), "{out}");
         assert!(!out.contains("replicas-"), "{out}");
         // Nothing was counted as another level.
-        let quorum =
-            "meridian_requests_total{protocol=\"quic\",op=\"write\",level=\"quorum\",outcome=\"ok\"} 0";
+        let quorum = "meridian_requests_total{protocol=\"quic\",op=\"write\",level=\"quorum\",outcome=\"ok\"} 0";
         assert!(out.lines().any(|l| l == quorum), "{out}");
     }
 }

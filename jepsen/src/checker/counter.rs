@@ -616,7 +616,12 @@ mod tests {
         assert!(must_observe(Local, Some("n1"), r(1), Some("n1")));
         assert!(!must_observe(r(1), Some("n1"), r(1), Some("n2")));
         // Mismatched cluster sizes promise nothing.
-        assert!(!must_observe(r(2), Some("n1"), Replicas { n: 2, of: 5 }, Some("n2")));
+        assert!(!must_observe(
+            r(2),
+            Some("n1"),
+            Replicas { n: 2, of: 5 },
+            Some("n2")
+        ));
         // replicas-3 of 5 is a majority: seen by quorum reads.
         let f = |n| Replicas { n, of: 5 };
         assert!(must_observe(f(3), Some("n1"), Quorum, Some("n2")));
