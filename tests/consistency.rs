@@ -2,7 +2,8 @@
 //! nodes, one per region, for every object type.
 //!
 //! Address blocks (`127.31.<block>.x`): 10 level promises, 11 a node down,
-//! 12 read repair. A partitioned node's `local`/`quorum` behaviour is in
+//! 12 read repair, 17 `replicas-N` writes with nodes down, 18 `replicas-N`
+//! reads and writes that overlap. A partitioned node's `local`/`quorum` behaviour is in
 //! `tests/replication.rs`; leader failover after SIGKILL in
 //! `tests/process.rs`.
 
@@ -367,6 +368,184 @@ async fn reads_repair_a_stale_replica_before_returning() -> Result<()> {
     // ap-south-1 serves them locally from now on.
     for (obj, value) in [&counter, &set, &register].into_iter().zip(&want) {
         assert_eq!(&obj.read(&ap, Consistency::Local).await?, value);
+    }
+    cluster.node(US).set_link("ap-south", Link::default());
+    cluster.shutdown().await
+}
+
+/// Waits until every node in `watchers` sees `down` as not live.
+async fn wait_down(cluster: &InProcessCluster, watchers: &[&str], down: &str) {
+    eventually(
+        &format!("{watchers:?} notice {down} is down"),
+        DETECT,
+        || async {
+            if watchers
+                .iter()
+                .any(|w| cluster.node(w).mesh().is_live(down))
+            {
+                Err("still live".to_owned())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+}
+
+/// `replicas-2` on three replicas with one down: the write is acknowledged
+/// only once two replicas hold it durably (with the link to the other live
+/// replica slowed, the write still finds it there, fsynced, the moment it
+/// returns). With two down it fails at once, `Unavailable` (definite), and
+/// nothing changes anywhere. A count above the key's replicas is
+/// `InvalidArgument`, never clamped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_n_waits_for_n_durable_copies_and_refuses_without_them() -> Result<()> {
+    let mut cluster = InProcessCluster::start(Spec::new(17)).await?;
+    cluster.wait_connected().await;
+    let objs = [
+        Obj::counter("n-counter"),
+        Obj::set("n-set"),
+        Obj::register("n-register"),
+    ];
+    let us = cluster.client(US).await?;
+    let two = Consistency::Replicas(2);
+
+    cluster.stop(AP).await?;
+    wait_down(&cluster, &[US, EU], AP).await;
+    // Deltas from us-east-1 reach eu-west-1 only after 300 ms: a write
+    // acknowledged before eu-west-1 has it would be caught below.
+    cluster.node(US).set_link(
+        "eu-west",
+        Link {
+            delay_ms: 300,
+            cut: false,
+        },
+    );
+    for obj in &objs {
+        write_step(&us, obj, 1, two).await?;
+        for node in [US, EU] {
+            assert_eq!(
+                obj.stored(cluster.node(node)),
+                after_steps(obj, 1),
+                "{node} {obj:?}"
+            );
+        }
+    }
+    // Durably: everything eu-west-1 applied is in its durable context.
+    let eu = cluster.node(EU).engine();
+    assert!(eu.durable().vector().dominates(eu.applied().vector()));
+    cluster.node(US).set_link("eu-west", Link::default());
+
+    // A count the key's three replicas cannot serve is refused, definitely.
+    // (replicas-0 the client refuses before sending; replicas-4 the node.)
+    for level in [Consistency::Replicas(4), Consistency::Replicas(0)] {
+        let e = write_step(&us, &objs[0], 9, level).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{level}: {e:?}");
+        assert!(e.is_definite());
+    }
+
+    cluster.stop(EU).await?;
+    wait_down(&cluster, &[US], EU).await;
+    for obj in &objs {
+        let e = write_step(&us, obj, 2, two).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Unavailable {
+                    needed: 2,
+                    reachable: 1
+                }
+            ),
+            "{obj:?}: {e:?}"
+        );
+        assert!(e.is_definite());
+        let e = obj.read(&us, two).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Unavailable {
+                    needed: 2,
+                    reachable: 1
+                }
+            ),
+            "{obj:?}: {e:?}"
+        );
+        // replicas-1 needs this replica alone.
+        assert_eq!(
+            obj.read(&us, Consistency::Replicas(1)).await?,
+            after_steps(obj, 1)
+        );
+    }
+
+    // Nothing changed anywhere: the replicas that were up hold step 1,
+    // and once all are back every replica agrees on step 1.
+    cluster.restart(EU).await?;
+    cluster.restart(AP).await?;
+    cluster.wait_connected().await;
+    let ap = cluster.client(AP).await?;
+    for obj in &objs {
+        assert_eq!(
+            obj.read(&ap, Consistency::All).await?,
+            after_steps(obj, 1),
+            "{obj:?}"
+        );
+        for node in [US, EU, AP] {
+            assert_eq!(
+                obj.stored(cluster.node(node)),
+                after_steps(obj, 1),
+                "{node} {obj:?}"
+            );
+        }
+    }
+    cluster.shutdown().await
+}
+
+/// A `replicas-2` read sees a `replicas-2` write made through another node
+/// on three replicas (2 + 2 > 3), even from the one replica the write
+/// missed, and repairs it; a `replicas-1` read there (1 + 2 = 3: no
+/// promise) does not. Same setup as the read-repair test: us-east-1 never
+/// sends to ap-south-1, which does not pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_reads_see_replicas_writes_when_the_counts_overlap() -> Result<()> {
+    let dir = TestClusterFiles::create(Spec::new(18))?;
+    let cluster = InProcessCluster::start_with(dir, |name| {
+        let mut p = test_protocol(name);
+        if name == AP {
+            p.anti_entropy_ms = 3_600_000;
+            p.want_timeout_ms = 3_600_000;
+        }
+        p
+    })
+    .await?;
+    cluster.wait_connected().await;
+    let us = cluster.client(US).await?;
+    let ap = cluster.client(AP).await?;
+    let two = Consistency::Replicas(2);
+    let objs = [
+        Obj::counter("o-counter"),
+        Obj::set("o-set"),
+        Obj::register("o-register"),
+    ];
+    cluster.node(US).set_link(
+        "ap-south",
+        Link {
+            delay_ms: 0,
+            cut: true,
+        },
+    );
+    for obj in &objs {
+        write_step(&us, obj, 1, two).await?;
+        assert_eq!(obj.stored(cluster.node(EU)), after_steps(obj, 1));
+        assert_eq!(obj.stored(cluster.node(AP)), after_steps(obj, 0), "{obj:?}");
+        // replicas-1 at the replica the write missed: its own stale state.
+        assert_eq!(
+            obj.read(&ap, Consistency::Replicas(1)).await?,
+            after_steps(obj, 0)
+        );
+        // replicas-2 joins it with another replica's: the write is seen,
+        // and written back to ap-south-1 before the answer.
+        assert_eq!(obj.read(&ap, two).await?, after_steps(obj, 1), "{obj:?}");
+        assert_eq!(obj.stored(cluster.node(AP)), after_steps(obj, 1), "{obj:?}");
     }
     cluster.node(US).set_link("ap-south", Link::default());
     cluster.shutdown().await

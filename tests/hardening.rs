@@ -182,10 +182,10 @@ async fn futures_join_all<F: std::future::Future>(
         .collect()
 }
 
-/// `periodic` durability (C7): a `quorum` write counts this node's own
-/// copy only once it is on disk (with a one-minute fsync interval, the ack
-/// comes after an fsync the write asked for), while a `local` write is
-/// acknowledged at once, its fsync left to the interval.
+/// `periodic` durability (C7): a `quorum` (or `replicas-N`) write counts
+/// this node's own copy only once it is on disk (with a one-minute fsync
+/// interval, the ack comes after an fsync the write asked for), while a
+/// `local` write is acknowledged at once, its fsync left to the interval.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_quorum_writes_count_only_durable_copies() -> Result<()> {
     use meridian_server::config::{DurabilityMode, MAX_PERIODIC_MS};
@@ -225,6 +225,24 @@ async fn periodic_quorum_writes_count_only_durable_copies() -> Result<()> {
     assert!(
         durable_covers_applied(&engine),
         "a quorum write was acknowledged before this node's copy was on disk"
+    );
+
+    // replicas-1 is `local` made durable: the same one replica, but its
+    // copy counts only once fsynced, as quorum's does.
+    client
+        .counter("periodic-local-2")
+        .incr(1)
+        .consistency(Consistency::Local)
+        .await?;
+    assert!(!durable_covers_applied(&engine));
+    client
+        .counter("periodic-replicas-1")
+        .incr(1)
+        .consistency(Consistency::Replicas(1))
+        .await?;
+    assert!(
+        durable_covers_applied(&engine),
+        "a replicas-1 write was acknowledged before this node's copy was on disk"
     );
     cluster.shutdown().await
 }

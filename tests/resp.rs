@@ -145,6 +145,8 @@ fn authentication(addr: SocketAddr, token: &str) -> Result<()> {
     ensure!(r.call("AUTH not-the-token")? == wrongpass);
     // A user name that is no level is refused, never downgraded.
     ensure!(r.call(&format!("AUTH fast {token}"))? == wrongpass);
+    ensure!(r.call(&format!("AUTH replicas-0 {token}"))? == wrongpass);
+    ensure!(r.call(&format!("AUTH replicas-999 {token}"))? == wrongpass);
     ensure!(r.call("PING")? == "-NOAUTH Authentication required.");
     ensure!(r.call(&format!("AUTH {token}"))? == "+OK");
     ensure!(r.call("PING")? == "+PONG");
@@ -222,7 +224,7 @@ fn error_wording(addr: SocketAddr, token: &str) -> Result<()> {
         ),
         (
             "MERIDIAN.AT eventual GET k",
-            "-ERR unknown consistency level 'eventual': expected local, leader, quorum, all or default",
+            "-ERR unknown consistency level 'eventual': expected local, leader, quorum, all, replicas-N or default",
         ),
     ];
     for (cmd, want) in cases {
@@ -242,6 +244,8 @@ fn levels(addr: SocketAddr, token: &str) -> Result<()> {
         ("leader", "leader"),
         ("quorum", "quorum"),
         ("all", "all"),
+        ("replicas-2", "replicas-2"),
+        ("replicas-3", "replicas-3"),
         ("default", "local"),
     ] {
         for resp3 in [false, true] {
@@ -282,6 +286,21 @@ fn levels(addr: SocketAddr, token: &str) -> Result<()> {
         both == [1, 2],
         "WAITAOF after an `all` write answered {both:?}"
     );
+    // A replicas-3 write is acknowledged once all three replicas hold it
+    // durably: WAIT (which counts the other replicas) has nothing left to
+    // wait for, and WAITAOF 1 2 agrees.
+    let mut three = connect(addr, "replicas-3", token, false)?;
+    let () = q(&mut three, &["SET", "wait-replicas", "v"])?;
+    let n: i64 = q(&mut three, &["WAIT", "2", "5000"])?;
+    ensure!(n == 2, "WAIT after a replicas-3 write answered {n}");
+    let both: Vec<i64> = q(&mut three, &["WAITAOF", "1", "2", "5000"])?;
+    ensure!(both == [1, 2], "WAITAOF after a replicas-3 write: {both:?}");
+    // More replicas than the key has: refused, nothing written.
+    let mut four = connect(addr, "replicas-4", token, false)?;
+    let err = q::<Value>(&mut four, &["SET", "wait-four", "v"]).unwrap_err();
+    ensure!(code(&err).contains("placement group has 3"), "{err}");
+    let absent: Option<String> = q(&mut three, &["GET", "wait-four"])?;
+    ensure!(absent.is_none(), "{absent:?}");
     let err = q::<Vec<i64>>(&mut fresh, &["WAITAOF", "2", "0", "0"]).unwrap_err();
     ensure!(code(&err).contains("numlocal"), "{err}");
     Ok(())
@@ -771,6 +790,15 @@ async fn an_unmet_level_is_a_definite_noreplicas_error() -> Result<()> {
         ensure!(e.detail().unwrap_or("").contains("nothing was done"), "{e}");
         let e = q::<Value>(&mut quorum, &["MERIDIAN.AT", "all", "GET", "unmet"]).unwrap_err();
         ensure!(e.code() == Some("NOREPLICAS"), "{e}");
+        let mut two = connect(addr, "replicas-2", &token, false)?;
+        let e = q::<Value>(&mut two, &["SET", "unmet", "v"]).unwrap_err();
+        ensure!(e.code() == Some("NOREPLICAS"), "{e}");
+        ensure!(
+            e.detail().unwrap_or("").contains("needs 2, 1 reachable"),
+            "{e}"
+        );
+        let mut one = connect(addr, "replicas-1", &token, false)?;
+        ensure!(q::<Option<String>>(&mut one, &["GET", "unmet"])?.is_none());
         let mut local = connect(addr, "local", &token, false)?;
         let () = q(&mut local, &["SET", "unmet", "v"])?;
         ensure!(q::<String>(&mut local, &["GET", "unmet"])? == "v");

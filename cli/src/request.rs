@@ -2,7 +2,7 @@
 //! partition harness and scripts rely on.
 //!
 //! ```text
-//! meridian cli [--config DIR/client.toml] [--node NAME|ADDR] [--consistency local|leader|quorum|all]
+//! meridian cli [--config DIR/client.toml] [--node NAME|ADDR] [--consistency local|leader|quorum|all|replicas-N]
 //!              [--timeout-ms N] [--json] COMMAND ...
 //!   incr KEY [DELTA]      counter add (DELTA may be negative; default 1)
 //!   count KEY             counter read
@@ -47,7 +47,8 @@ pub struct CliArgs {
     /// Talk to this node only (name from client.toml, or host:port).
     #[arg(long)]
     pub node: Option<String>,
-    /// Consistency level of the request.
+    /// Consistency level of the request: local, leader, quorum, all or
+    /// replicas-N (also replicas(N), replicas:N).
     #[arg(long, value_parser = parse_consistency)]
     pub consistency: Option<Consistency>,
     /// Request timeout in milliseconds.
@@ -279,7 +280,7 @@ pub fn run(args: CliArgs) -> ExitCode {
                     "ok": true,
                     "value": json_value(&reply.value),
                     "node": reply.node,
-                    "consistency": reply.consistency.as_str(),
+                    "consistency": reply.consistency.to_string(),
                 });
                 println!("{out}");
             } else {

@@ -145,6 +145,29 @@ async fn exit_codes_say_whether_a_failed_request_may_have_taken_effect() -> Resu
     assert_eq!(ok.json()["ok"], true, "{ok:?}");
     assert_eq!(ok.json()["value"], 1, "{ok:?}");
 
+    // replicas-N (any spelling the docs list) with N replicas up: 0, and
+    // the reply names the level in its canonical form. replicas-3 with one
+    // of three down: 2, definite.
+    for level in ["replicas-2", "replicas(2)", "replicas:2"] {
+        let two = cli_at(
+            &config,
+            US,
+            &["--consistency", level, "--json", "incr", "r"],
+        )
+        .await?;
+        assert_eq!(two.code, 0, "{level}: {two:?}");
+        assert_eq!(two.json()["consistency"], "replicas-2", "{two:?}");
+    }
+    let three = cli_at(
+        &config,
+        US,
+        &["--consistency", "replicas-3", "--json", "incr", "r"],
+    )
+    .await?;
+    assert_eq!(three.code, 2, "{three:?}");
+    assert_eq!(three.json()["error"], "unavailable", "{three:?}");
+    assert_eq!(local_count(&config, US, "r").await?, 3);
+
     // 2: `all` with a replica down is refused before anything happens.
     let all = cli_at(
         &config,
@@ -205,6 +228,8 @@ async fn exit_codes_say_whether_a_failed_request_may_have_taken_effect() -> Resu
     // 1: usage and local errors, before any request is sent.
     for args in [
         vec!["--consistency", "bogus", "incr", "k"],
+        vec!["--consistency", "replicas-0", "incr", "k"],
+        vec!["--consistency", "replicas(2", "incr", "k"],
         vec!["incr"],
         vec!["frobnicate", "k"],
         vec!["incr", "k", "not-a-number"],

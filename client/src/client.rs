@@ -173,6 +173,13 @@ impl Client {
             request.timeout_ms = self.shared.default_timeout_ms;
         }
         check_request(&request.op)?;
+        if !request.consistency.is_valid() {
+            return Err(Error::InvalidArgument(format!(
+                "{} is not a level: replicas-N takes N from 1 to {}",
+                request.consistency,
+                wire::MAX_REPLICAS_LEVEL
+            )));
+        }
         let frame = wire::encode(&request);
         if frame.len() - 4 > wire::MAX_FRAME_BYTES {
             return Err(Error::InvalidArgument(format!(

@@ -10,7 +10,7 @@
 //! ca = "ca.pem"                   # cluster CA certificate (PEM)
 //! cert = "client.pem"             # client certificate (PEM), signed by the CA
 //! key = "client.key"              # its private key (PEM)
-//! default_consistency = "local"   # optional
+//! default_consistency = "local"   # optional: local, leader, quorum, all, replicas-N
 //! default_timeout_ms = 5000       # optional
 //!
 //! [[nodes]]

@@ -53,9 +53,11 @@
 //! | `leader` | the object's leader has it durably | the leader's state | read-your-writes and monotonic reads for everyone routed to the same leader while it leads; a node leads only once caught up after a restart or heal; register writes ordered by one clock | one round trip to the leader, possibly in another region |
 //! | `quorum` | Q replicas have it durably | the join of Q replicas, written back to any that were behind | a quorum read sees every write whose quorum write completed before the read began | round trips to the Q-th nearest replica; unavailable without Q reachable replicas |
 //! | `all` | all N replicas have it durably | the join of all N | strongest | the slowest replica's latency; unavailable if any replica is down |
+//! | `replicas-k` ([`Consistency::Replicas`]) | k replicas (the contacted one included) have it durably | the join of k replicas, written back to any that were behind | a `replicas-r` read sees every `replicas-w` write completed before it when r + w > N ([`Consistency::intersects`]) | round trips to the (k−1)-th nearest other replica; unavailable without k reachable replicas; k = 0 or above N is `InvalidArgument` |
 //!
 //! "Durably" follows the node's `durability` setting. Under `sync` every
-//! copy counted is fsynced. Under `periodic`, `quorum` and `all` still count
+//! copy counted is fsynced. Under `periodic`, `quorum`, `all` and
+//! `replicas-k` still count
 //! only fsynced copies (the same promise as under `sync`), while `local` and
 //! `leader` writes are acknowledged once the serving node's log has them:
 //! a power failure of that node within `periodic_ms` may lose such a write

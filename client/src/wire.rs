@@ -94,21 +94,20 @@ impl std::str::FromStr for Kind {
 }
 
 /// Per-request consistency level (docs/architecture.md section 7).
-#[derive(
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Debug,
-    Default,
-    rkyv::Archive,
-    rkyv::Serialize,
-    rkyv::Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
+///
+/// Text form (CLI `--consistency`, `client.toml`, RESP AUTH user names,
+/// `Display`): `local`, `leader`, `quorum`, `all` and `replicas-N` for
+/// [`Replicas`](Consistency::Replicas). `replicas-N` is the canonical
+/// spelling because it needs no quoting anywhere it is typed: a shell
+/// (parentheses would), a `redis://user:pass@` URL (a colon would end the
+/// user name) or a Redis AUTH user. [`FromStr`](std::str::FromStr) also
+/// accepts `replicas(N)` and `replicas:N` (the notation of the design
+/// discussion); N is 1 to [`MAX_REPLICAS_LEVEL`], digits only.
+///
+/// Wire form: one byte (see the `rkyv::Archive` impl below), the same
+/// byte the four original levels always had, so frames of clients that
+/// predate `Replicas` decode unchanged.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub enum Consistency {
     /// The contacted replica alone: lowest latency, available while it is up.
     #[default]
@@ -119,37 +118,212 @@ pub enum Consistency {
     Quorum,
     /// Every replica of the object.
     All,
+    /// `n` of the object's replicas, the contacted one included ("wait for
+    /// N replicas", semi-synchronous): a write is acknowledged once `n`
+    /// replicas hold it durably (fsynced), a read joins `n` replicas'
+    /// states. `n` above the number of replicas of the key's placement
+    /// group is refused (`InvalidArgument`), as is `n = 0`.
+    Replicas(u8),
+}
+
+/// The largest `n` of `replicas-N`: what the one-byte wire form has room
+/// for after the four fixed levels and the invalid-count marker (tags 4 to
+/// 254 carry 1 to 251). A replica group is never that large; the
+/// coordinator refuses any `n` above the key's replica count anyway.
+pub const MAX_REPLICAS_LEVEL: u8 = 251;
+
+/// Wire tag of a `Replicas` count that is not 1 to [`MAX_REPLICAS_LEVEL`]
+/// (it decodes as `Replicas(0)`, which the node refuses as
+/// `InvalidArgument`): encoding never fails, so no value panics `encode`.
+const INVALID_REPLICAS_TAG: u8 = u8::MAX;
+
+/// Wire tag of `Replicas(1)`; `Replicas(n)` is `n - 1` above it.
+const FIRST_REPLICAS_TAG: u8 = 4;
+
+impl Consistency {
+    /// The one-byte wire form: 0 `local`, 1 `leader`, 2 `quorum`, 3 `all`
+    /// (the tags rkyv gave the fieldless enum before `Replicas` existed),
+    /// 4 to 254 `replicas-1` to `replicas-251`, 255 an invalid count.
+    pub fn wire_tag(self) -> u8 {
+        match self {
+            Consistency::Local => 0,
+            Consistency::Leader => 1,
+            Consistency::Quorum => 2,
+            Consistency::All => 3,
+            Consistency::Replicas(n @ 1..=MAX_REPLICAS_LEVEL) => FIRST_REPLICAS_TAG + (n - 1),
+            Consistency::Replicas(_) => INVALID_REPLICAS_TAG,
+        }
+    }
+
+    /// The level a wire byte names; every byte names one (255:
+    /// `Replicas(0)`, refused by the node).
+    pub fn from_wire_tag(tag: u8) -> Consistency {
+        match tag {
+            0 => Consistency::Local,
+            1 => Consistency::Leader,
+            2 => Consistency::Quorum,
+            3 => Consistency::All,
+            INVALID_REPLICAS_TAG => Consistency::Replicas(0),
+            t => Consistency::Replicas(t - FIRST_REPLICAS_TAG + 1),
+        }
+    }
+
+    /// Whether the level is one a node can serve at all: every level but
+    /// a `Replicas` count outside 1 to [`MAX_REPLICAS_LEVEL`]. (Whether
+    /// the key's placement group has that many replicas is the node's
+    /// check.)
+    pub fn is_valid(self) -> bool {
+        !matches!(self, Consistency::Replicas(n) if n == 0 || n > MAX_REPLICAS_LEVEL)
+    }
+
+    /// How many replicas a request at this level needs, of the `n`
+    /// replicas of the key's placement group (the contacted replica
+    /// included). The one place the arithmetic lives (STYLE §8).
+    /// `local`/`leader`: 1; `quorum`: ⌊n/2⌋ + 1; `all`: n; `replicas-k`:
+    /// k, refused when `k` is 0 or above `n` (no clamping: a caller who
+    /// asked for k durable copies must not get fewer silently).
+    pub fn replicas_needed(self, n: usize) -> Result<usize, ReplicaCountError> {
+        Ok(match self {
+            Consistency::Local | Consistency::Leader => 1.min(n),
+            Consistency::Quorum => n / 2 + 1,
+            Consistency::All => n,
+            Consistency::Replicas(k) => {
+                let k = usize::from(k);
+                if k == 0 || k > n {
+                    return Err(ReplicaCountError {
+                        asked: k,
+                        replicas: n,
+                    });
+                }
+                k
+            }
+        })
+    }
+
+    /// Whether every read at `read` is promised to see a write at `write`
+    /// that completed before the read began, by count alone: the read's
+    /// and the write's replicas, among `n`, must intersect
+    /// (`needed(read) + needed(write) > n`). True for `quorum`/`quorum`,
+    /// anything with `all`, and `replicas-r`/`replicas-w` with `r + w > n`.
+    /// A level invalid for `n` promises nothing.
+    pub fn intersects(write: Consistency, read: Consistency, n: usize) -> bool {
+        match (write.replicas_needed(n), read.replicas_needed(n)) {
+            (Ok(w), Ok(r)) => n > 0 && w + r > n,
+            _ => false,
+        }
+    }
+}
+
+/// A `replicas-k` level the key's placement group cannot serve: `k` is 0
+/// or above its replica count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "replicas-{asked} asks for {asked} replicas but the key's placement group has {replicas} \
+     (replicas-N takes N from 1 to the group's replica count)"
+)]
+pub struct ReplicaCountError {
+    pub asked: usize,
+    pub replicas: usize,
+}
+
+// The one-byte archive (see `Consistency::wire_tag`). A derived archive of
+// an enum with a data-carrying variant is two bytes, which would have moved
+// every later field of `Request` and `Reply`: old clients' frames would no
+// longer decode.
+impl rkyv::Archive for Consistency {
+    type Archived = u8;
+    type Resolver = ();
+
+    fn resolve(&self, _: Self::Resolver, out: rkyv::Place<Self::Archived>) {
+        out.write(self.wire_tag());
+    }
+}
+
+impl<S: rkyv::rancor::Fallible + ?Sized> rkyv::Serialize<S> for Consistency {
+    fn serialize(&self, _: &mut S) -> Result<Self::Resolver, S::Error> {
+        Ok(())
+    }
+}
+
+impl<D: rkyv::rancor::Fallible + ?Sized> rkyv::Deserialize<Consistency, D> for u8 {
+    fn deserialize(&self, _: &mut D) -> Result<Consistency, D::Error> {
+        Ok(Consistency::from_wire_tag(*self))
+    }
 }
 
 impl Consistency {
-    pub fn as_str(self) -> &'static str {
+    /// The level's family, for labels that must stay few (metrics): every
+    /// `replicas-N` is `replicas`.
+    pub fn family(self) -> &'static str {
         match self {
             Consistency::Local => "local",
             Consistency::Leader => "leader",
             Consistency::Quorum => "quorum",
             Consistency::All => "all",
+            Consistency::Replicas(_) => "replicas",
         }
     }
 }
 
 impl fmt::Display for Consistency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`: widths and alignment apply (`{:>9}` in tables).
+        match self {
+            Consistency::Replicas(n) => f.pad(&format!("replicas-{n}")),
+            other => f.pad(other.family()),
+        }
     }
 }
+
+/// The levels' names, for error messages.
+const EXPECTED_LEVELS: &str = "expected local, leader, quorum, all or replicas-N (N from 1 to 251; also replicas(N), replicas:N)";
 
 impl std::str::FromStr for Consistency {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "local" => Ok(Consistency::Local),
-            "leader" => Ok(Consistency::Leader),
-            "quorum" => Ok(Consistency::Quorum),
-            "all" => Ok(Consistency::All),
-            other => Err(format!(
-                "unknown consistency {other:?}: expected local, leader, quorum or all"
-            )),
+            "local" => return Ok(Consistency::Local),
+            "leader" => return Ok(Consistency::Leader),
+            "quorum" => return Ok(Consistency::Quorum),
+            "all" => return Ok(Consistency::All),
+            _ => {}
         }
+        let count = s
+            .strip_prefix("replicas-")
+            .or_else(|| s.strip_prefix("replicas:"))
+            .or_else(|| {
+                s.strip_prefix("replicas(")
+                    .and_then(|rest| rest.strip_suffix(')'))
+            });
+        let Some(count) = count else {
+            return Err(format!("unknown consistency {s:?}: {EXPECTED_LEVELS}"));
+        };
+        // Digits only (`u8::from_str` would also take a sign).
+        let n = if !count.is_empty() && count.bytes().all(|b| b.is_ascii_digit()) {
+            count.parse::<u8>().ok()
+        } else {
+            None
+        };
+        match n {
+            Some(n) if (1..=MAX_REPLICAS_LEVEL).contains(&n) => Ok(Consistency::Replicas(n)),
+            _ => Err(format!("bad replica count in {s:?}: {EXPECTED_LEVELS}")),
+        }
+    }
+}
+
+// The text form in configuration files and JSON (`client.toml`'s
+// `default_consistency`, the harness's histories): the same strings as
+// `Display`/`FromStr`, so `replicas-2` is a plain string there too.
+impl serde::Serialize for Consistency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Consistency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -660,6 +834,197 @@ mod tests {
             frame_len(prefix, MAX_FRAME_BYTES),
             Err(DecodeError::TooLarge { .. })
         ));
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Frames encoded before `Replicas` existed (captured from that
+    /// build): they still decode to the same request and reply, and encode
+    /// to the same bytes. The old layout had a one-byte `Consistency`; a
+    /// derived two-byte one would have shifted `timeout_ms` and `value`.
+    #[test]
+    fn frames_from_before_replicas_levels_decode_unchanged() {
+        let req = Request {
+            op: Operation::CounterIncr {
+                key: b"k".to_vec(),
+                delta: 5,
+            },
+            consistency: Consistency::All,
+            timeout_ms: 250,
+        };
+        let old_req = "170000006b00feffffff01000000050000000000000003fa000000";
+        assert_eq!(hex(&encode(&req)), old_req);
+        let rep = Response::Ok(Reply {
+            node: "n1".into(),
+            consistency: Consistency::Quorum,
+            value: ReplyValue::Counter { value: 7 },
+        });
+        let old_rep = "4b000000006e31ffffffffffff020007000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000";
+        assert_eq!(hex(&encode(&rep)), old_rep);
+        let bytes = |h: &str| -> Vec<u8> {
+            (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        assert_eq!(decode::<Request>(&bytes(old_req)[4..]).unwrap(), req);
+        assert_eq!(decode::<Response>(&bytes(old_rep)[4..]).unwrap(), rep);
+    }
+
+    #[test]
+    fn every_level_round_trips_on_the_wire() {
+        let mut levels = vec![
+            Consistency::Local,
+            Consistency::Leader,
+            Consistency::Quorum,
+            Consistency::All,
+        ];
+        levels.extend((1..=MAX_REPLICAS_LEVEL).map(Consistency::Replicas));
+        for level in levels {
+            let req = Request {
+                op: Operation::Status,
+                consistency: level,
+                timeout_ms: 9,
+            };
+            let back: Request = decode(&encode(&req)[4..]).unwrap();
+            assert_eq!(back, req, "{level}");
+        }
+        // Every byte names a level: no wire tag is a decoding error, and
+        // the tags of the four original levels never moved.
+        for tag in 0..=u8::MAX {
+            assert_eq!(Consistency::from_wire_tag(tag).wire_tag(), tag);
+        }
+        assert_eq!(Consistency::All.wire_tag(), 3);
+        assert_eq!(Consistency::Replicas(1).wire_tag(), 4);
+        // A count that cannot be served encodes (no panic) as a level the
+        // node refuses.
+        for bad in [0, MAX_REPLICAS_LEVEL + 1, u8::MAX] {
+            let req = Request {
+                op: Operation::Status,
+                consistency: Consistency::Replicas(bad),
+                timeout_ms: 0,
+            };
+            let back: Request = decode(&encode(&req)[4..]).unwrap();
+            assert_eq!(back.consistency, Consistency::Replicas(0));
+            assert!(!back.consistency.is_valid());
+        }
+    }
+
+    #[test]
+    fn levels_parse_and_print() {
+        for (text, level) in [
+            ("local", Consistency::Local),
+            ("leader", Consistency::Leader),
+            ("quorum", Consistency::Quorum),
+            ("all", Consistency::All),
+            ("replicas-2", Consistency::Replicas(2)),
+            ("replicas(2)", Consistency::Replicas(2)),
+            ("replicas:3", Consistency::Replicas(3)),
+            ("replicas-251", Consistency::Replicas(251)),
+        ] {
+            assert_eq!(text.parse::<Consistency>(), Ok(level), "{text}");
+        }
+        assert_eq!(Consistency::Replicas(2).to_string(), "replicas-2");
+        assert_eq!(Consistency::Quorum.to_string(), "quorum");
+        assert_eq!(
+            format!("[{:>12}]", Consistency::Replicas(2)),
+            "[  replicas-2]"
+        );
+        for bad in [
+            "replicas-0",
+            "replicas-252",
+            "replicas-",
+            "replicas-+2",
+            "replicas--2",
+            "replicas(2",
+            "replicas2",
+            "replicas-2x",
+            "Quorum",
+            "",
+        ] {
+            let e = bad.parse::<Consistency>().unwrap_err();
+            assert!(e.contains("replicas-N"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn levels_are_strings_in_config_files() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct File {
+            default_consistency: Consistency,
+        }
+        let file = File {
+            default_consistency: Consistency::Replicas(3),
+        };
+        assert_eq!(
+            toml::to_string(&file).unwrap().trim(),
+            "default_consistency = \"replicas-3\""
+        );
+        let parse = |text: &str| toml::from_str::<File>(text).map(|f| f.default_consistency);
+        assert_eq!(
+            parse("default_consistency = \"replicas(3)\""),
+            Ok(Consistency::Replicas(3))
+        );
+        assert_eq!(
+            parse("default_consistency = \"quorum\""),
+            Ok(Consistency::Quorum)
+        );
+        assert!(parse("default_consistency = \"replicas-0\"").is_err());
+    }
+
+    #[test]
+    fn replica_arithmetic() {
+        use Consistency::*;
+        let needed = |l: Consistency, n| l.replicas_needed(n).unwrap();
+        assert_eq!(needed(Quorum, 1), 1);
+        assert_eq!(needed(Quorum, 2), 2);
+        assert_eq!(needed(Quorum, 3), 2);
+        assert_eq!(needed(Quorum, 4), 3);
+        assert_eq!(needed(Quorum, 5), 3);
+        assert_eq!(needed(All, 5), 5);
+        assert_eq!(needed(Local, 5), 1);
+        assert_eq!(needed(Leader, 3), 1);
+        assert_eq!(needed(Local, 0), 0);
+        assert_eq!(needed(Replicas(1), 3), 1);
+        assert_eq!(needed(Replicas(2), 3), 2);
+        assert_eq!(needed(Replicas(3), 3), 3);
+        assert_eq!(
+            Replicas(4).replicas_needed(3),
+            Err(ReplicaCountError {
+                asked: 4,
+                replicas: 3
+            })
+        );
+        assert!(Replicas(0).replicas_needed(3).is_err());
+        assert!(Replicas(1).replicas_needed(0).is_err());
+        for n in 1..=9usize {
+            // Any two quorums of the same replica set intersect.
+            assert!(Consistency::intersects(Quorum, Quorum, n), "n={n}");
+            assert!(Consistency::intersects(Local, All, n), "n={n}");
+            assert!(Consistency::intersects(All, Local, n), "n={n}");
+            // replicas-r reads see replicas-w writes exactly when r + w > n.
+            for w in 1..=n as u8 {
+                for r in 1..=n as u8 {
+                    assert_eq!(
+                        Consistency::intersects(Replicas(w), Replicas(r), n),
+                        usize::from(r + w) > n,
+                        "n={n} w={w} r={r}"
+                    );
+                }
+            }
+            // replicas-n is all; replicas-Q is quorum.
+            let q = needed(Quorum, n) as u8;
+            assert_eq!(needed(Replicas(n as u8), n), needed(All, n));
+            assert!(Consistency::intersects(Replicas(q), Quorum, n));
+            // An impossible count promises nothing.
+            assert!(!Consistency::intersects(Replicas(n as u8 + 1), All, n));
+        }
+        assert!(!Consistency::intersects(Local, Local, 3));
+        assert!(!Consistency::intersects(Quorum, Local, 3));
+        assert!(!Consistency::intersects(Replicas(1), Replicas(2), 3));
+        assert!(Consistency::intersects(Replicas(2), Replicas(2), 3));
     }
 
     #[test]

@@ -73,7 +73,8 @@ pub struct TestArgs {
     /// Logical client processes.
     #[arg(long, default_value_t = 10)]
     pub concurrency: usize,
-    /// local | leader | quorum | mixed
+    /// local | leader | quorum | replicas-N | mixed (each op draws one of
+    /// local, leader, quorum, all and replicas-1 … replicas-<nodes>)
     #[arg(long, default_value = "mixed")]
     pub consistency: String,
     /// RNG seed (default: from the clock; always printed and stored).

@@ -48,12 +48,7 @@ pub struct ClientDb {
 }
 
 fn consistency(l: Level) -> Consistency {
-    match l {
-        Level::Local => Consistency::Local,
-        Level::Leader => Consistency::Leader,
-        Level::Quorum => Consistency::Quorum,
-        Level::All => Consistency::All,
-    }
+    l.consistency()
 }
 
 fn error_text(e: &Error) -> String {

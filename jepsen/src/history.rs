@@ -138,24 +138,101 @@ impl F {
 }
 
 /// A request's consistency level (docs/architecture.md §7).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+///
+/// `Replicas { n, of }` is the level `replicas-n` requested of a cluster
+/// whose keys have `of` replicas (the harness places no keys: every key is
+/// on every node). Carrying `of` keeps a stored history checkable on its
+/// own: whether a `replicas-r` read must see a `replicas-w` write
+/// (`r + w > of`) needs it. Written `replicas-2-of-3` in histories.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Level {
     Local,
     Leader,
     Quorum,
     All,
+    Replicas { n: u8, of: u8 },
 }
 
 impl Level {
     pub const ALL_LEVELS: [Level; 4] = [Level::Local, Level::Leader, Level::Quorum, Level::All];
 
-    pub fn as_str(self) -> &'static str {
+    /// The levels `--consistency mixed` draws from on a cluster of `nodes`:
+    /// the four fixed ones and `replicas-1` to `replicas-<nodes>`.
+    pub fn mixed(nodes: usize) -> Vec<Level> {
+        let of = u8::try_from(nodes).unwrap_or(u8::MAX);
+        let mut levels = Level::ALL_LEVELS.to_vec();
+        levels.extend((1..=of).map(|n| Level::Replicas { n, of }));
+        levels
+    }
+
+    /// The client's level for this one (what goes on the wire).
+    pub fn consistency(self) -> meridian_client::Consistency {
+        use meridian_client::Consistency;
         match self {
-            Level::Local => "local",
-            Level::Leader => "leader",
-            Level::Quorum => "quorum",
-            Level::All => "all",
+            Level::Local => Consistency::Local,
+            Level::Leader => Consistency::Leader,
+            Level::Quorum => Consistency::Quorum,
+            Level::All => Consistency::All,
+            Level::Replicas { n, .. } => Consistency::Replicas(n),
+        }
+    }
+
+    /// The replica count the history says keys had, if this level says.
+    fn replica_count(self) -> Option<usize> {
+        match self {
+            Level::Replicas { of, .. } => Some(usize::from(of)),
+            _ => None,
+        }
+    }
+
+    /// Whether a read at `read` must see a write at `write` that completed
+    /// before it began because their replicas intersect
+    /// ([`meridian_client::Consistency::intersects`]: `all` with
+    /// anything, `quorum` with `quorum`, `replicas-r`/`replicas-w` with
+    /// r + w > N). N is known only from a `replicas` level; without one
+    /// the answer is the one true for every N (quorum/quorum, all). Two
+    /// `replicas` levels naming different N promise nothing.
+    pub fn intersects(write: Level, read: Level) -> bool {
+        let n = match (write.replica_count(), read.replica_count()) {
+            (Some(a), Some(b)) if a != b => return false,
+            (Some(n), _) | (_, Some(n)) => n,
+            (None, None) => {
+                return matches!(
+                    (write, read),
+                    (Level::All, _) | (_, Level::All) | (Level::Quorum, Level::Quorum)
+                );
+            }
+        };
+        meridian_client::Consistency::intersects(write.consistency(), read.consistency(), n)
+    }
+
+    /// Whether every two ops at levels like this one intersect: `quorum`,
+    /// `all`, and `replicas-n` of N with 2n > N (then n ≥ ⌊N/2⌋ + 1, so it
+    /// also intersects `quorum` and `all`). What makes a key eligible for
+    /// the linearizability check and an op part of the strong set check.
+    pub fn is_majority(self) -> bool {
+        match self {
+            Level::Quorum | Level::All => true,
+            Level::Replicas { n, of } => 2 * usize::from(n) > usize::from(of),
+            Level::Local | Level::Leader => false,
+        }
+    }
+
+    /// Whether the level reads and writes the contacted replica alone
+    /// (`local`, and `replicas-1`, which only also waits for its fsync).
+    pub fn is_single_replica(self) -> bool {
+        matches!(self, Level::Local | Level::Replicas { n: 1, .. })
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Level::Local => f.pad("local"),
+            Level::Leader => f.pad("leader"),
+            Level::Quorum => f.pad("quorum"),
+            Level::All => f.pad("all"),
+            Level::Replicas { n, of } => f.pad(&format!("replicas-{n}-of-{of}")),
         }
     }
 }
@@ -168,8 +245,33 @@ impl std::str::FromStr for Level {
             "leader" => Ok(Level::Leader),
             "quorum" => Ok(Level::Quorum),
             "all" => Ok(Level::All),
-            other => Err(format!("unknown consistency level {other:?}")),
+            other => {
+                let parsed = other
+                    .strip_prefix("replicas-")
+                    .and_then(|rest| rest.split_once("-of-"))
+                    .and_then(|(n, of)| Some((n.parse::<u8>().ok()?, of.parse::<u8>().ok()?)));
+                match parsed {
+                    Some((n, of)) if n >= 1 && n <= of => Ok(Level::Replicas { n, of }),
+                    _ => Err(format!(
+                        "unknown consistency level {other:?} (local, leader, quorum, all, replicas-N-of-M)"
+                    )),
+                }
+            }
         }
+    }
+}
+
+impl Serialize for Level {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Level {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -831,6 +933,32 @@ mod tests {
         assert_eq!(done.consistency, Some(Level::Quorum));
         assert_eq!(next_process(2, 10), 12);
         assert_eq!(r.snapshot().ops.len(), 2);
+    }
+
+    #[test]
+    fn levels_are_strings_in_histories() {
+        for (level, text) in [
+            (Level::Quorum, "\"quorum\""),
+            (Level::Replicas { n: 2, of: 3 }, "\"replicas-2-of-3\""),
+        ] {
+            assert_eq!(serde_json::to_string(&level).unwrap(), text);
+            assert_eq!(serde_json::from_str::<Level>(text).unwrap(), level);
+        }
+        for bad in [
+            "\"replicas-2\"",
+            "\"replicas-4-of-3\"",
+            "\"replicas-0-of-3\"",
+            "\"eventual\"",
+        ] {
+            assert!(serde_json::from_str::<Level>(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Level::Replicas { n: 2, of: 3 }.consistency().to_string(),
+            "replicas-2"
+        );
+        assert!(Level::Replicas { n: 3, of: 5 }.is_majority());
+        assert!(!Level::Replicas { n: 2, of: 4 }.is_majority());
+        assert_eq!(Level::mixed(3).len(), 7);
     }
 
     #[test]

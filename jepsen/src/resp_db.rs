@@ -302,7 +302,7 @@ pub fn served_by(node: &str, level: Level) -> Meta {
     Meta {
         node: Some(match level {
             Level::Leader => UNKNOWN_NODE.to_string(),
-            Level::Local | Level::Quorum | Level::All => node.to_string(),
+            Level::Local | Level::Quorum | Level::All | Level::Replicas { .. } => node.to_string(),
         }),
         hlc: None,
     }
@@ -502,14 +502,15 @@ impl RespDb {
         c.stream
             .write_all(&encode(&[
                 b"AUTH",
-                level.as_str().as_bytes(),
+                // The user name is the level's text form: `replicas-2`.
+                level.consistency().to_string().as_bytes(),
                 self.token.as_bytes(),
             ]))
             .await
             .map_err(|e| format!("sending AUTH to {node}: {e}"))?;
         match c.reply().await {
             Ok(Reply::Simple(s)) if s == "OK" => Ok(c),
-            Ok(Reply::Error(e)) => Err(format!("AUTH {} on {node}: {e}", level.as_str())),
+            Ok(Reply::Error(e)) => Err(format!("AUTH {} on {node}: {e}", level.consistency())),
             Ok(other) => Err(format!("AUTH on {node}: unexpected reply {other:?}")),
             Err(e) => Err(format!("AUTH on {node}: {e}")),
         }

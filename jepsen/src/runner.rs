@@ -6,8 +6,9 @@
 //!   Ops are paced globally at `rate` ops/s with Jepsen's `stagger`: uniform
 //!   gaps in [0, 2/rate) between successive ops of the whole run, for
 //!   `time_limit`. Each op picks a workload uniformly, and a level
-//!   (`--consistency`, or uniformly among all four for `mixed`, except that
-//!   a register key keeps one level, see [`register_key_level`]). A process
+//!   (`--consistency`, or for `mixed` uniformly among local, leader,
+//!   quorum, all and replicas-N, N uniform in 1 to the node count, except
+//!   that a register key keeps one level, see [`register_key_level`]). A process
 //!   whose op ends `info` continues as `process + concurrency`.
 //! * **Nemesis**: the seeded [`generator::schedule`], ops the run has no
 //!   control for skipped (and reported).
@@ -51,7 +52,12 @@ use crate::workload::{self, Planned, Workload, execute, set::ADD_WINS_KEY};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConsistencyChoice {
     Fixed(Level),
-    /// Every op draws one of local, leader, quorum, all.
+    /// `replicas-N` at every op (N of the cluster's node count, known when
+    /// the run starts).
+    Replicas(u8),
+    /// Every op draws one of local, leader, quorum, all and replicas-N
+    /// (uniformly among the five; for `replicas`, N uniformly in 1 to the
+    /// node count).
     Mixed,
 }
 
@@ -61,36 +67,63 @@ impl std::str::FromStr for ConsistencyChoice {
         match s {
             "mixed" => Ok(ConsistencyChoice::Mixed),
             "local" | "leader" | "quorum" => Ok(ConsistencyChoice::Fixed(s.parse()?)),
-            o => Err(format!(
-                "unknown consistency {o:?} (local|leader|quorum|mixed)"
-            )),
+            o => match o.parse::<meridian_client::Consistency>() {
+                Ok(meridian_client::Consistency::Replicas(n)) => Ok(ConsistencyChoice::Replicas(n)),
+                _ => Err(format!(
+                    "unknown consistency {o:?} (local|leader|quorum|replicas-N|mixed)"
+                )),
+            },
         }
     }
 }
 
 impl ConsistencyChoice {
-    fn pick(self, rng: &mut impl Rng) -> Level {
+    /// The level of one op on a cluster of `nodes`.
+    fn pick(self, rng: &mut impl Rng, nodes: usize) -> Level {
+        let of = u8::try_from(nodes).unwrap_or(u8::MAX);
         match self {
             ConsistencyChoice::Fixed(l) => l,
+            ConsistencyChoice::Replicas(n) => Level::Replicas { n, of },
             ConsistencyChoice::Mixed => {
-                Level::ALL_LEVELS[rng.random_range(0..Level::ALL_LEVELS.len())]
+                let family = rng.random_range(0..=Level::ALL_LEVELS.len());
+                match Level::ALL_LEVELS.get(family) {
+                    Some(l) => *l,
+                    None => Level::Replicas {
+                        n: rng.random_range(1..=of.max(1)),
+                        of,
+                    },
+                }
             }
         }
     }
 }
 
 /// With `--consistency mixed`, each register key keeps one level for all
-/// its ops (key n uses level n mod 4), as Jepsen's independent register
-/// tests run each key at one setting: that way quorum/`all` keys (when no
-/// clock fault ran) and leader keys (when no fault could cause a failover)
-/// stay eligible for the linearizability check, which a key mixing levels
-/// never is.
-pub fn register_key_level(key: &str) -> Level {
-    let n = key
+/// its ops, as Jepsen's independent register tests run each key at one
+/// setting: that way quorum/`all`/majority `replicas-n` keys (when no clock
+/// fault ran) and leader keys (when no fault could cause a failover) stay
+/// eligible for the linearizability check, which a key mixing levels never
+/// is. Key k's level is the (k mod 5)th of local, leader, quorum, all,
+/// replicas-n; for replicas, n goes round 1 to `nodes` with every fifth
+/// key, starting at the majority ⌊nodes/2⌋ + 1 (so the first long-lived
+/// replicas key is linearizability-eligible).
+pub fn register_key_level(key: &str, nodes: usize) -> Level {
+    let k = key
         .rsplit_once('-')
         .and_then(|(_, n)| n.parse::<usize>().ok())
         .unwrap_or(0);
-    Level::ALL_LEVELS[n % Level::ALL_LEVELS.len()]
+    let families = Level::ALL_LEVELS.len() + 1;
+    match Level::ALL_LEVELS.get(k % families) {
+        Some(l) => *l,
+        None => {
+            let of = nodes.clamp(1, usize::from(u8::MAX));
+            let n = (k / families + of / 2) % of + 1;
+            Level::Replicas {
+                n: n as u8,
+                of: of as u8,
+            }
+        }
+    }
 }
 
 /// Everything that shapes a run.
@@ -228,11 +261,11 @@ async fn worker<D: Db>(s: Arc<WorkerContext<D>>, thread: usize) {
         let w = &s.workloads[rng.random_range(0..s.workloads.len())];
         let planned = w.plan(process, &node, &mut rng);
         // Always drawn, so the RNG stream does not depend on the workload.
-        let drawn = s.cfg.consistency.pick(&mut rng);
+        let drawn = s.cfg.consistency.pick(&mut rng, n);
         let level = if s.cfg.consistency == ConsistencyChoice::Mixed
             && planned.workload == WorkloadKind::Register
         {
-            register_key_level(&planned.key)
+            register_key_level(&planned.key, n)
         } else {
             drawn
         };
@@ -1209,9 +1242,26 @@ mod tests {
         assert!(t >= Duration::from_secs(5), "re-based: {t:?}");
         assert!(p.next(Duration::from_secs(10)).is_none());
         assert!("mixed".parse::<ConsistencyChoice>().is_ok());
-        assert_eq!(register_key_level("register-0"), Level::Local);
-        assert_eq!(register_key_level("register-6"), Level::Quorum);
-        assert_eq!(register_key_level("register-wipe"), Level::Local);
+        assert_eq!(register_key_level("register-0", 3), Level::Local);
+        assert_eq!(register_key_level("register-7", 3), Level::Quorum);
+        let replicas = |k: usize, nodes| register_key_level(&format!("register-{k}"), nodes);
+        assert_eq!(replicas(4, 3), Level::Replicas { n: 2, of: 3 });
+        assert_eq!(replicas(9, 3), Level::Replicas { n: 3, of: 3 });
+        assert_eq!(replicas(14, 3), Level::Replicas { n: 1, of: 3 });
+        assert_eq!(replicas(19, 3), Level::Replicas { n: 2, of: 3 });
+        assert_eq!(replicas(4, 5), Level::Replicas { n: 3, of: 5 });
+        assert_eq!(register_key_level("register-wipe", 3), Level::Local);
+        assert_eq!(
+            "replicas-2".parse::<ConsistencyChoice>(),
+            Ok(ConsistencyChoice::Replicas(2))
+        );
+        assert!("replicas-0".parse::<ConsistencyChoice>().is_err());
+        // Mixed draws every level, replicas-1 to replicas-N included.
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let drawn: std::collections::BTreeSet<Level> = (0..2000)
+            .map(|_| ConsistencyChoice::Mixed.pick(&mut rng, 3))
+            .collect();
+        assert_eq!(drawn, Level::mixed(3).into_iter().collect());
         assert!("all".parse::<ConsistencyChoice>().is_err());
     }
 }

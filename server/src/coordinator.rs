@@ -9,9 +9,14 @@
 //! | leader | the leader has it durably          | the leader's state |
 //! | quorum | Q replicas have it durably         | the join of Q replicas, written back to those behind first |
 //! | all    | all N replicas have it durably     | the join of all N |
+//! | replicas-k | k replicas (this one included) have it durably | the join of k replicas, written back to those behind first |
+//!
+//! `replicas-k` ("wait for k replicas") needs 1 ≤ k ≤ N, else it is refused
+//! `InvalidArgument` ([`required_replicas`]); a `replicas-r` read sees a
+//! completed `replicas-w` write when r + w > N.
 //!
 //! "Durably": fsynced, under either durability mode, for every copy a
-//! `quorum` or `all` write counts and for read repair. Under `periodic`,
+//! `quorum`, `all` or `replicas-k` write counts and for read repair. Under `periodic`,
 //! `local` and `leader` writes are acknowledged once the log has them (the
 //! fsync follows within `periodic_ms`); see
 //! `Coordinator::local_copy_waits_for_disk`.
@@ -193,14 +198,16 @@ fn no_leader() -> Response {
     })
 }
 
-/// How many replicas a request at `level` needs, of `n`. The one place
-/// quorum arithmetic lives.
-pub fn required_replicas(level: Consistency, n: usize) -> usize {
-    match level {
-        Consistency::Local | Consistency::Leader => 1.min(n),
-        Consistency::Quorum => n / 2 + 1,
-        Consistency::All => n,
-    }
+/// How many replicas a request at `level` needs, of the `n` replicas of
+/// the key's placement group: [`Consistency::replicas_needed`], the one
+/// place the arithmetic lives (shared with the client and the harness's
+/// checkers). A `replicas-k` the group cannot serve (`k` = 0 or above `n`)
+/// is `InvalidArgument`: definite, nothing done. Refused rather than
+/// clamped to `n`: the caller asked for `k` durable copies, and a write
+/// acknowledged with fewer would break the promise silently (`all` is the
+/// level for "every replica, however many").
+pub fn required_replicas(level: Consistency, n: usize) -> Result<usize, WireError> {
+    level.replicas_needed(n).map_err(|e| invalid(e.to_string()))
 }
 
 /// Everything a request may need.
@@ -333,7 +340,7 @@ impl Coordinator {
         if !self.placement.is_replica(&self.node, group) {
             return false;
         }
-        required_replicas(level, self.placement.replicas(group).len()) <= 1
+        required_replicas(level, self.placement.replicas(group).len()).is_ok_and(|n| n <= 1)
     }
 
     /// Runs `work` in one engine-pool job against this node's engine: the
@@ -346,7 +353,7 @@ impl Coordinator {
     /// here for every write `work` made, in order: the delta is pushed to
     /// the peers, and when the level's local copy must be on disk
     /// ([`local_copy_waits_for_disk`](Self::local_copy_waits_for_disk):
-    /// `sync`, or `quorum`/`all` under `periodic`) the job's last log
+    /// `sync`, or `quorum`/`all`/`replicas-k` under `periodic`) the job's last log
     /// position is waited for (one group-committed fsync covers them all),
     /// its outcome in [`LocalDone::durable`]. A caller answers a write only
     /// once that is `Ok`. `Err` if the node is shutting down and `work`
@@ -452,7 +459,10 @@ impl Coordinator {
             .map(NodeName::from)
             .collect();
         let i_replicate = replicas.iter().any(|r| r == &self.node);
-        let needed = required_replicas(level, replicas.len());
+        let needed = match required_replicas(level, replicas.len()) {
+            Ok(n) => n,
+            Err(e) => return Response::Err(e),
+        };
         let live: Vec<NodeName> = replicas
             .iter()
             .filter(|r| self.mesh.is_live(r))
@@ -670,17 +680,22 @@ impl Coordinator {
     /// Whether this node's own copy of a write at `level` may count
     /// towards the write's acknowledgements only once it is durable.
     ///
-    /// `sync`: always. `periodic`: for `quorum` and `all`, which promise
-    /// that the write survives the loss of a minority (or of all but one)
-    /// of its replicas, so every copy they count must be on disk; peers
-    /// already acknowledge only what they fsynced. `local` and `leader`
+    /// `sync`: always. `periodic`: for `quorum`, `all` and `replicas-n`,
+    /// which promise that the write survives the loss of a minority (or of
+    /// all but one, or of all but n - 1) of its replicas, so every copy
+    /// they count must be on disk; peers already acknowledge only what
+    /// they fsynced. (So `replicas-1` is `local` made durable: acknowledged
+    /// once this replica fsynced it.) `local` and `leader`
     /// acknowledge once the log has the write, the fsync following within
     /// `periodic_ms` (waiting would ask for an fsync per write and make
     /// `periodic` cost what `sync` does).
     fn local_copy_waits_for_disk(&self, level: Consistency) -> bool {
         match self.engine.durability() {
             Durability::Sync => true,
-            Durability::Periodic(_) => matches!(level, Consistency::Quorum | Consistency::All),
+            Durability::Periodic(_) => matches!(
+                level,
+                Consistency::Quorum | Consistency::All | Consistency::Replicas(_)
+            ),
         }
     }
 
@@ -1108,21 +1123,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quorum_arithmetic() {
+    fn required_replicas_refuses_counts_the_group_cannot_serve() {
         use Consistency::*;
-        assert_eq!(required_replicas(Quorum, 1), 1);
-        assert_eq!(required_replicas(Quorum, 2), 2);
-        assert_eq!(required_replicas(Quorum, 3), 2);
-        assert_eq!(required_replicas(Quorum, 4), 3);
-        assert_eq!(required_replicas(Quorum, 5), 3);
-        assert_eq!(required_replicas(All, 5), 5);
-        assert_eq!(required_replicas(Local, 5), 1);
-        assert_eq!(required_replicas(Leader, 3), 1);
-        assert_eq!(required_replicas(Local, 0), 0);
-        // Any two quorums of the same replica set intersect.
-        for n in 1..=9 {
-            let q = required_replicas(Quorum, n);
-            assert!(2 * q > n, "n={n}");
+        assert_eq!(required_replicas(Quorum, 3), Ok(2));
+        assert_eq!(required_replicas(All, 5), Ok(5));
+        assert_eq!(required_replicas(Local, 5), Ok(1));
+        assert_eq!(required_replicas(Replicas(1), 3), Ok(1));
+        assert_eq!(required_replicas(Replicas(3), 3), Ok(3));
+        for bad in [Replicas(4), Replicas(0)] {
+            let e = required_replicas(bad, 3).unwrap_err();
+            assert!(e.is_definite());
+            assert!(
+                matches!(&e, WireError::InvalidArgument { message } if message.contains("has 3")),
+                "{e}"
+            );
         }
     }
 }

@@ -17,12 +17,11 @@ const BUCKETS_US: [u64; 16] = [
     1_000_000, 2_500_000, 5_000_000, 10_000_000,
 ];
 
-const LEVELS: [Consistency; 4] = [
-    Consistency::Local,
-    Consistency::Leader,
-    Consistency::Quorum,
-    Consistency::All,
-];
+/// The `level` label's values: [`Consistency::family`]. Every
+/// `replicas-N` is one `replicas` series, so the label's values stay five
+/// whatever counts clients ask for (N is up to 251: one series per N would
+/// multiply the exposition by as many).
+const LEVELS: [&str; 5] = ["local", "leader", "quorum", "all", "replicas"];
 
 #[derive(Default)]
 struct Series {
@@ -68,7 +67,7 @@ impl Origin {
 /// Request counters by (origin, read|write, level).
 #[derive(Default)]
 pub struct RequestMetrics {
-    series: [[[Series; 4]; 2]; Origin::ALL.len()],
+    series: [[[Series; LEVELS.len()]; 2]; Origin::ALL.len()],
 }
 
 impl std::fmt::Debug for RequestMetrics {
@@ -78,7 +77,10 @@ impl std::fmt::Debug for RequestMetrics {
 }
 
 fn level_index(level: Consistency) -> usize {
-    LEVELS.iter().position(|l| *l == level).unwrap_or(0)
+    LEVELS
+        .iter()
+        .position(|l| *l == level.family())
+        .unwrap_or(0)
 }
 
 impl RequestMetrics {
@@ -112,8 +114,8 @@ impl RequestMetrics {
         for origin in Origin::ALL {
             let protocol = origin.as_str();
             for (w, op) in ["read", "write"].iter().enumerate() {
-                for level in LEVELS {
-                    let s = &self.series[origin.index()][w][level_index(level)];
+                for (l, level) in LEVELS.iter().enumerate() {
+                    let s = &self.series[origin.index()][w][l];
                     for (outcome, v) in [("ok", &s.ok), ("error", &s.errors)] {
                         let _ = writeln!(
                             out,
@@ -129,8 +131,8 @@ impl RequestMetrics {
         for origin in Origin::ALL {
             let protocol = origin.as_str();
             for (w, op) in ["read", "write"].iter().enumerate() {
-                for level in LEVELS {
-                    let s = &self.series[origin.index()][w][level_index(level)];
+                for (l, level) in LEVELS.iter().enumerate() {
+                    let s = &self.series[origin.index()][w][l];
                     let mut cumulative = 0;
                     for (i, bound) in BUCKETS_US.iter().enumerate() {
                         cumulative += s.buckets[i].load(Ordering::Relaxed);
@@ -213,5 +215,27 @@ mod tests {
         assert_eq!(line(&format!("{hist},le=\"0.00025\"}}")), "0");
         assert_eq!(line(&format!("{hist},le=\"0.0005\"}}")), "1");
         assert_eq!(line(&format!("{hist},le=\"0.005\"}}")), "2");
+    }
+
+    #[test]
+    fn every_replicas_count_is_one_series() {
+        let m = RequestMetrics::default();
+        for n in [1, 2, 3, 200] {
+            m.record(
+                Origin::Quic,
+                true,
+                Consistency::Replicas(n),
+                true,
+                Duration::from_micros(50),
+            );
+        }
+        let mut out = String::new();
+        m.render(&mut out);
+        let needle = "meridian_requests_total{protocol=\"quic\",op=\"write\",level=\"replicas\",outcome=\"ok\"} 4";
+        assert!(out.lines().any(|l| l == needle), "{out}");
+        assert!(!out.contains("replicas-"), "{out}");
+        // Nothing was counted as another level.
+        let quorum = "meridian_requests_total{protocol=\"quic\",op=\"write\",level=\"quorum\",outcome=\"ok\"} 0";
+        assert!(out.lines().any(|l| l == quorum), "{out}");
     }
 }

@@ -31,7 +31,6 @@ use super::stats::{Latency, RunStats, Table, fmt_ms, fmt_ratio, fmt_signed_ms, m
 use super::target::{Backend, KeySpace, Workload};
 use super::{ClusterArgs, DEFAULT_MAX_OPS, MAX_CLIENTS, MAX_ROUNDS, parse_duration};
 use crate::cluster::LocalCluster;
-use meridian_server::coordinator::required_replicas;
 
 /// The demo's topology: its regions (in node order) and its one-way
 /// delays between them, in milliseconds (0 within a region).
@@ -56,7 +55,11 @@ pub fn floor_ms(region: &str, level: Consistency) -> u64 {
         .map(|r| 2 * demo_delay_ms(region, r))
         .collect();
     rtts.sort_unstable();
-    let remote = required_replicas(level, REGIONS.len()).saturating_sub(1);
+    // A level the regions cannot serve (`replicas-4` of 3) has no floor:
+    // it is refused before any round trip.
+    let remote = level
+        .replicas_needed(REGIONS.len())
+        .map_or(0, |n| n.saturating_sub(1));
     if remote == 0 { 0 } else { rtts[remote - 1] }
 }
 

@@ -50,28 +50,32 @@ use crate::history::{Call, F, History, Level, WorkloadKind};
 /// observe a write acknowledged at `write_level` by `write_node` that
 /// completed before the read began (docs/architecture.md §7):
 ///
-/// * `all` writes are durable on every replica: every later read sees them.
-/// * `quorum` writes: seen by `quorum` and `all` reads (quorum intersection).
-/// * an `all` read joins every replica, so it sees any acknowledged write.
-/// * `local`/`leader` writes are durable on the node that acknowledged them:
-///   a `local` or `leader` read served by that same node returns its state,
-///   which includes them (read-your-writes for a process pinned to a node;
-///   the leader's state for leader reads).
-/// * nothing else is promised (a `local` read elsewhere may lag arbitrarily).
+/// * the read's and the write's replicas must intersect
+///   ([`Level::intersects`]): `all` writes are durable on every replica and
+///   `all` reads join every replica, so either sees the other; `quorum`
+///   writes are seen by `quorum` reads (quorum intersection); a
+///   `replicas-w` write by a `replicas-r` read when r + w > N (and by a
+///   `quorum` read when ⌊N/2⌋ + 1 + w > N).
+/// * `local`/`leader`/`replicas-1` writes are durable on the node that
+///   acknowledged them: a `local`, `leader` or `replicas-1` read served by
+///   that same node returns its state, which includes them
+///   (read-your-writes for a process pinned to a node; the leader's state
+///   for leader reads).
+/// * nothing else is promised (a `local` read elsewhere may lag
+///   arbitrarily; a `replicas-1` read after a `replicas-2` write of three
+///   replicas may ask the one replica the write missed).
 pub fn must_observe(
     write_level: Level,
     write_node: Option<&str>,
     read_level: Level,
     read_node: Option<&str>,
 ) -> bool {
-    match (write_level, read_level) {
-        (Level::All, _) | (_, Level::All) => true,
-        (Level::Quorum, Level::Quorum) => true,
-        (Level::Local | Level::Leader, Level::Local | Level::Leader) => {
-            write_node.is_some() && write_node == read_node
-        }
-        _ => false,
-    }
+    let one_node = |l: Level| l == Level::Leader || l.is_single_replica();
+    Level::intersects(write_level, read_level)
+        || (one_node(write_level)
+            && one_node(read_level)
+            && write_node.is_some()
+            && write_node == read_node)
 }
 
 /// The counter checker (see the module docs).
@@ -597,6 +601,32 @@ mod tests {
         assert!(!must_observe(Leader, Some("n2"), Leader, Some("n3")));
         assert!(!must_observe(Local, None, Local, None));
         assert!(!must_observe(Leader, Some("n1"), Quorum, Some("n1")));
+        // replicas-N of 3: seen when the counts overlap, not otherwise.
+        let r = |n| Replicas { n, of: 3 };
+        assert!(must_observe(r(2), Some("n1"), r(2), Some("n2")));
+        assert!(!must_observe(r(2), Some("n1"), r(1), Some("n2")));
+        assert!(must_observe(r(3), Some("n1"), Local, Some("n2")));
+        assert!(must_observe(Local, Some("n1"), r(3), Some("n2")));
+        assert!(must_observe(r(2), Some("n1"), Quorum, Some("n3")));
+        assert!(must_observe(Quorum, Some("n1"), r(2), Some("n3")));
+        assert!(!must_observe(Quorum, Some("n1"), r(1), Some("n3")));
+        assert!(must_observe(r(1), Some("n1"), All, Some("n3")));
+        // replicas-1 is a single replica: read-your-writes on one node only.
+        assert!(must_observe(r(1), Some("n1"), Local, Some("n1")));
+        assert!(must_observe(Local, Some("n1"), r(1), Some("n1")));
+        assert!(!must_observe(r(1), Some("n1"), r(1), Some("n2")));
+        // Mismatched cluster sizes promise nothing.
+        assert!(!must_observe(
+            r(2),
+            Some("n1"),
+            Replicas { n: 2, of: 5 },
+            Some("n2")
+        ));
+        // replicas-3 of 5 is a majority: seen by quorum reads.
+        let f = |n| Replicas { n, of: 5 };
+        assert!(must_observe(f(3), Some("n1"), Quorum, Some("n2")));
+        assert!(!must_observe(f(2), Some("n1"), Quorum, Some("n2")));
+        assert!(must_observe(f(2), Some("n1"), f(4), Some("n2")));
     }
 
     /// A history with `ok` adds (the first one lost by the store), `info`

@@ -192,7 +192,9 @@ impl LinearizableScope {
                     return false;
                 }
                 match k.levels.iter().next() {
-                    Some(Level::Quorum | Level::All) => !clock_faults,
+                    // Quorum, all and majority replicas-n keys: reads and
+                    // writes at the key's one level intersect.
+                    Some(l) if l.is_majority() => !clock_faults,
                     Some(Level::Leader) => {
                         k.servers.len() <= 1
                             && !windows.iter().any(|w| {
@@ -447,6 +449,13 @@ mod tests {
             h.nemesis(family, json!("x")).nemesis(family, json!({}));
             key_ops(&mut h, "register-long-1", Level::Leader, "n1");
             key_ops(&mut h, "register-long-2", Level::Quorum, "n1");
+            key_ops(
+                &mut h,
+                "register-long-4",
+                Level::Replicas { n: 2, of: 3 },
+                "n1",
+            );
+            key_ops(&mut h, "register-9", Level::Replicas { n: 1, of: 3 }, "n1");
             key_ops(&mut h, "register-5", Level::Leader, "n1");
             key_ops(&mut h, "register-5", Level::Leader, "n2"); // failover seen
             key_ops(&mut h, "register-6", Level::Quorum, "n1");
@@ -476,6 +485,13 @@ mod tests {
         );
         assert!(part.contains("register-6"));
         assert!(!part.contains("register-7"), "an op without a level");
+        // replicas-2 of 3 is a majority, like quorum; replicas-1 of 3 is not.
+        assert!(part.contains("register-long-4"), "{part:?}");
+        assert!(!clock.contains("register-long-4"));
+        assert!(
+            !part.contains("register-9"),
+            "replicas-1 of 3 is not linearizable"
+        );
         let kill = run(F::Kill, F::Start);
         assert!(!kill.contains("register-long-1"));
         assert!(kill.contains("register-long-2"));

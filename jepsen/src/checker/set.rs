@@ -110,8 +110,10 @@ fn member_of(op: &Op) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow::anyhow!("set op {} has a non-string member", op.index))
 }
 
+/// `quorum`, `all` and majority `replicas-n` ops: any two of them
+/// intersect ([`Level::is_majority`]).
 fn is_strong(l: Option<Level>) -> bool {
-    matches!(l, Some(Level::Quorum | Level::All))
+    l.is_some_and(Level::is_majority)
 }
 
 /// A point in the history: (index, time ns).

@@ -11,9 +11,10 @@
 //!   [`LONG_OPS_PER_KEY`] ops. At the default rate such a key lives tens of
 //!   seconds (`--workload all`: about a minute), through partitions, kills,
 //!   pauses and clock faults — which is where linearizability can break.
-//!   Slot i always holds a key numbered ≡ i (mod 4), so under
+//!   Slot i always holds a key numbered ≡ i (mod 5), so under
 //!   `--consistency mixed` ([`crate::runner::register_key_level`]) there is
-//!   always one long-lived key at each level.
+//!   always one long-lived key at each of local, leader, quorum, all and
+//!   replicas-n (n going round the counts, a majority first).
 //!
 //! Written values are `v<n>-p<process>`, unique across all keys.
 
@@ -29,8 +30,9 @@ use crate::history::{F, WorkloadKind};
 /// Ops per rotating register key (Jepsen's per-key limit).
 pub const OPS_PER_KEY: u64 = 20;
 
-/// Long-lived keys in use at once: one per consistency level.
-pub const LONG_KEYS: u64 = 4;
+/// Long-lived keys in use at once: one per level family (local, leader,
+/// quorum, all, replicas-n).
+pub const LONG_KEYS: u64 = 5;
 
 /// One register op in this many goes to a long-lived key: enough ops to
 /// see faults in every long key's history, few enough per second that a
@@ -167,9 +169,10 @@ mod tests {
         assert!(long.values().all(|c| **c <= LONG_OPS_PER_KEY as usize));
         // The first generation has one key per level, and keys are retired.
         let levels: BTreeSet<_> = (0..LONG_KEYS)
-            .map(|i| register_key_level(&long_key(i)))
+            .map(|i| register_key_level(&long_key(i), 3))
             .collect();
-        assert_eq!(levels.len(), 4);
+        assert_eq!(levels.len(), LONG_KEYS as usize);
+        assert!(levels.contains(&crate::history::Level::Replicas { n: 2, of: 3 }));
         assert!(long.len() > LONG_KEYS as usize, "long keys rotate too");
         for k in long.keys() {
             let n: u64 = k.rsplit_once('-').unwrap().1.parse().unwrap();

@@ -135,15 +135,16 @@ pub enum LevelName {
 }
 
 impl LevelName {
+    /// `default`, or a level's text form (`local`, `leader`, `quorum`,
+    /// `all`, `replicas-N` and its aliases `replicas(N)`/`replicas:N`),
+    /// any case. `replicas-N` is the spelling to use: it is a legal user
+    /// name everywhere (`redis-cli --user`, a `redis://user:pass@` URL).
     pub fn parse(name: &[u8]) -> Option<LevelName> {
-        match name.to_ascii_lowercase().as_slice() {
-            b"default" => Some(LevelName::Default),
-            b"local" => Some(LevelName::Level(Consistency::Local)),
-            b"leader" => Some(LevelName::Level(Consistency::Leader)),
-            b"quorum" => Some(LevelName::Level(Consistency::Quorum)),
-            b"all" => Some(LevelName::Level(Consistency::All)),
-            _ => None,
+        let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
+        if name == "default" {
+            return Some(LevelName::Default);
         }
+        name.parse().ok().map(LevelName::Level)
     }
 
     pub fn resolve(self, default: Consistency) -> Consistency {
@@ -366,7 +367,7 @@ impl Command {
                 let level = a.bytes()?;
                 let level = LevelName::parse(&level).ok_or_else(|| {
                     format!(
-                        "ERR unknown consistency level '{}': expected local, leader, quorum, all or default",
+                        "ERR unknown consistency level '{}': expected local, leader, quorum, all, replicas-N or default",
                         String::from_utf8_lossy(&level)
                     )
                 })?;
@@ -671,8 +672,35 @@ mod tests {
                 inner: Box::new(Command::Get("k".into()))
             }
         );
+        assert_eq!(
+            Command::parse(req(&["MERIDIAN.AT", "replicas-2", "GET", "k"])).unwrap(),
+            Command::At {
+                level: LevelName::Level(Consistency::Replicas(2)),
+                inner: Box::new(Command::Get("k".into()))
+            }
+        );
         assert!(Command::parse(req(&["meridian.at", "fast", "GET", "k"])).is_err());
+        assert!(Command::parse(req(&["meridian.at", "replicas-0", "GET", "k"])).is_err());
         assert!(Command::parse(req(&["meridian.at", "all", "PING"])).is_err());
         assert!(Command::parse(req(&["meridian.at", "all"])).is_err());
+    }
+
+    #[test]
+    fn level_names_are_the_levels_text_forms() {
+        use Consistency::*;
+        for (name, level) in [
+            ("default", LevelName::Default),
+            ("quorum", LevelName::Level(Quorum)),
+            ("QUORUM", LevelName::Level(Quorum)),
+            ("replicas-2", LevelName::Level(Replicas(2))),
+            ("Replicas-3", LevelName::Level(Replicas(3))),
+            ("replicas(2)", LevelName::Level(Replicas(2))),
+        ] {
+            assert_eq!(LevelName::parse(name.as_bytes()), Some(level), "{name}");
+        }
+        for bad in ["replicas-0", "replicas-300", "replicas", "fast", "\u{ff}"] {
+            assert_eq!(LevelName::parse(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(LevelName::parse(b"\xff"), None);
     }
 }

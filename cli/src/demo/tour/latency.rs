@@ -65,7 +65,7 @@ impl Tour<'_> {
             say!("  {what}, milliseconds, p50 / p99 of {samples} requests:");
             let mut head = format!("  {:<9}", "from");
             for level in LEVELS {
-                head.push_str(&format!(" {:>17}", level.as_str()));
+                head.push_str(&format!(" {level:>17}"));
             }
             say!("{head}");
             for (r, region) in REGIONS.iter().enumerate() {
