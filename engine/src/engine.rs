@@ -57,6 +57,13 @@ pub struct SetPage {
     pub next: Option<Vec<u8>>,
 }
 
+/// The position of `object` in scan order ([`Engine::scan`]): a scan from
+/// it lists `object` first if present, then what follows it. For a scan
+/// that starts somewhere chosen (Redis `RANDOMKEY`).
+pub fn scan_position(object: &ObjectKey) -> Vec<u8> {
+    crate::store::prefix(object)
+}
+
 /// When a write counts as durable.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Durability {

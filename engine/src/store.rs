@@ -83,7 +83,7 @@ pub(crate) struct Store {
     path: PathBuf,
 }
 
-fn prefix(key: &ObjectKey) -> Vec<u8> {
+pub(crate) fn prefix(key: &ObjectKey) -> Vec<u8> {
     let k = key.key();
     let mut p = Vec::with_capacity(5 + k.len() + 1);
     p.push(key.kind().tag());
