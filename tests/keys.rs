@@ -290,12 +290,46 @@ async fn scan_keys_dbsize_randomkey_exists_and_sscan() -> Result<()> {
         }
         ensure!(calls >= 7, "{calls} calls");
         ensure!(got == members, "{got:?}");
+        // Members present for the whole iteration are listed once each,
+        // while others are added (before and after the cursor) and removed.
+        let mut cursor = 0u64;
+        let mut during = Vec::new();
+        let mut step = 0;
+        loop {
+            let (next, page) = page(&mut con, &["SSCAN", "big", &cursor.to_string(), "COUNT", "3"])?;
+            during.extend(page);
+            let _: i64 = writer.sadd("big", vec![format!("a{step}"), format!("z{step}")])?;
+            let _: i64 = writer.srem("big", format!("m{:02}", 24 - step))?;
+            step += 1;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let kept: Vec<&String> = members.iter().filter(|m| during.contains(m)).collect();
+        ensure!(during.iter().collect::<BTreeSet<_>>().len() == during.len(), "{during:?}");
+        for (i, m) in members.iter().enumerate() {
+            // m{24-k} was removed after page k: the first members stayed.
+            if i < 25 - step {
+                ensure!(kept.contains(&m), "{m} present throughout, not listed");
+            }
+        }
         let (next, odd) = page(&mut con, &["SSCAN", "big", "0", "COUNT", "100", "MATCH", "m?1"])?;
-        ensure!(next == 0 && odd == ["m01", "m11", "m21"], "{odd:?}");
+        let now: Vec<String> = {
+            let mut all: Vec<String> = con.smembers("big")?;
+            all.sort();
+            all
+        };
+        let expected: Vec<&String> = now
+            .iter()
+            .filter(|m| m.len() == 3 && m.starts_with('m') && m.ends_with('1'))
+            .collect();
+        ensure!(next == 0 && odd.iter().collect::<Vec<_>>() == expected, "{odd:?}");
+        ensure!(odd.contains(&"m01".to_owned()));
         let via_iter: Vec<String> = con
             .sscan::<_, String>("big")?
             .collect::<redis::RedisResult<_>>()?;
-        ensure!(via_iter == members);
+        ensure!(via_iter == now, "{via_iter:?}");
         let e = page(&mut con, &["SSCAN", "c:1", "0"]).unwrap_err();
         ensure!(text(&e).starts_with("WRONGTYPE"), "{}", text(&e));
         let (next, none) = page(&mut con, &["SSCAN", "nothing", "0"])?;
@@ -377,5 +411,23 @@ async fn native_pages_of_keys_and_set_members() -> Result<()> {
     ));
     let empty = us.set("none").page(None, 10).await?;
     ensure!(empty.value.members.is_empty() && empty.value.next.is_none());
+
+    // A key that concurrent writes gave two types (the native client does
+    // not apply the RESP type rule) is listed once per type, and DBSIZE
+    // counts both.
+    us.counter("dual").incr(1).await?;
+    us.set("dual").add(["m"]).await?;
+    let dual = us.scan("dual", None, 100).await?.value;
+    let kinds: Vec<Kind> = dual.keys.iter().map(|k| k.kind).collect();
+    ensure!(kinds == [Kind::Counter, Kind::Set], "{dual:?}");
+    let before = us.scan("", None, 1000).await?.value.keys.len();
+    let addr = cluster.node(US).addresses.resp.context("resp_listen")?;
+    let token = cluster.dir.client_config()?.token.clone();
+    let size = tokio::task::spawn_blocking(move || -> Result<i64> {
+        let mut con = connect(addr, &token)?;
+        Ok(redis::cmd("DBSIZE").query(&mut con)?)
+    })
+    .await??;
+    ensure!(size as usize == before, "DBSIZE {size}, {before} objects listed");
     cluster.shutdown().await
 }
