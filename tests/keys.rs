@@ -257,6 +257,7 @@ async fn scan_keys_dbsize_randomkey_exists_and_sscan() -> Result<()> {
         let everything: Vec<String> = con.keys("*")?;
         ensure!(everything.iter().cloned().collect::<BTreeSet<_>>() == present);
         ensure!(everything.len() == present.len());
+        ensure!(everything.windows(2).all(|w| w[0] < w[1]), "KEYS is in byte order");
         let size: i64 = redis::cmd("DBSIZE").query(&mut con)?;
         ensure!(size as usize == present.len(), "DBSIZE {size}, {} keys", present.len());
         // RANDOMKEY answers a present key.
