@@ -158,7 +158,11 @@ async fn scan_keys_dbsize_randomkey_exists_and_sscan() -> Result<()> {
     let everything = us.scan("", None, 1000).await?.value;
     ensure!(everything.cursor.is_none(), "1000 visits cover this store");
     ensure!(everything.keys.iter().all(|k| !k.key.starts_with(b"eu/")));
-    ensure!(everything.keys.len() == 4 * PER_KIND, "{:?}", everything.keys);
+    ensure!(
+        everything.keys.len() == 4 * PER_KIND,
+        "{:?}",
+        everything.keys
+    );
     // Counts out of range are refused before anything is sent.
     let long_prefix = vec![b'p'; meridian_client::wire::MAX_KEY_BYTES + 1];
     ensure!(matches!(
@@ -209,7 +213,12 @@ async fn scan_keys_dbsize_randomkey_exists_and_sscan() -> Result<()> {
             ensure!(!seen_set.contains(absent), "{absent} listed");
         }
         // Each key once (no key here holds two types).
-        ensure!(seen.len() == seen_set.len(), "{} for {}", seen.len(), seen_set.len());
+        ensure!(
+            seen.len() == seen_set.len(),
+            "{} for {}",
+            seen.len(),
+            seen_set.len()
+        );
         // Delete what remains of doomed: the store is now exactly known.
         for d in &doomed {
             let _: i64 = writer.del(d)?;
@@ -248,7 +257,10 @@ async fn scan_keys_dbsize_randomkey_exists_and_sscan() -> Result<()> {
         let e = page(&mut writer, &["SCAN", &c.to_string()]).unwrap_err();
         ensure!(text(&e).contains("invalid cursor"), "{}", text(&e));
         page(&mut con, &["SCAN", &c.to_string()])?;
-        ensure!(page(&mut con, &["SCAN", &c.to_string()]).is_err(), "a cursor is used once");
+        ensure!(
+            page(&mut con, &["SCAN", &c.to_string()]).is_err(),
+            "a cursor is used once"
+        );
         ensure!(page(&mut con, &["SCAN", "0", "COUNT", "0"]).is_err());
 
         // KEYS: each key once, sorted by bytes; DBSIZE counts them.
@@ -257,9 +269,16 @@ async fn scan_keys_dbsize_randomkey_exists_and_sscan() -> Result<()> {
         let everything: Vec<String> = con.keys("*")?;
         ensure!(everything.iter().cloned().collect::<BTreeSet<_>>() == present);
         ensure!(everything.len() == present.len());
-        ensure!(everything.windows(2).all(|w| w[0] < w[1]), "KEYS is in byte order");
+        ensure!(
+            everything.windows(2).all(|w| w[0] < w[1]),
+            "KEYS is in byte order"
+        );
         let size: i64 = redis::cmd("DBSIZE").query(&mut con)?;
-        ensure!(size as usize == present.len(), "DBSIZE {size}, {} keys", present.len());
+        ensure!(
+            size as usize == present.len(),
+            "DBSIZE {size}, {} keys",
+            present.len()
+        );
         // RANDOMKEY answers a present key.
         for _ in 0..20 {
             let k: Option<String> = redis::cmd("RANDOMKEY").query(&mut con)?;
@@ -280,7 +299,10 @@ async fn scan_keys_dbsize_randomkey_exists_and_sscan() -> Result<()> {
         let mut got = Vec::new();
         let mut calls = 0;
         loop {
-            let (next, page) = page(&mut con, &["SSCAN", "big", &cursor.to_string(), "COUNT", "4"])?;
+            let (next, page) = page(
+                &mut con,
+                &["SSCAN", "big", &cursor.to_string(), "COUNT", "4"],
+            )?;
             ensure!(page.len() <= 4);
             got.extend(page);
             calls += 1;
@@ -297,7 +319,10 @@ async fn scan_keys_dbsize_randomkey_exists_and_sscan() -> Result<()> {
         let mut during = Vec::new();
         let mut step = 0;
         loop {
-            let (next, page) = page(&mut con, &["SSCAN", "big", &cursor.to_string(), "COUNT", "3"])?;
+            let (next, page) = page(
+                &mut con,
+                &["SSCAN", "big", &cursor.to_string(), "COUNT", "3"],
+            )?;
             during.extend(page);
             let _: i64 = writer.sadd("big", vec![format!("a{step}"), format!("z{step}")])?;
             let _: i64 = writer.srem("big", format!("m{:02}", 24 - step))?;
@@ -308,14 +333,20 @@ async fn scan_keys_dbsize_randomkey_exists_and_sscan() -> Result<()> {
             cursor = next;
         }
         let kept: Vec<&String> = members.iter().filter(|m| during.contains(m)).collect();
-        ensure!(during.iter().collect::<BTreeSet<_>>().len() == during.len(), "{during:?}");
+        ensure!(
+            during.iter().collect::<BTreeSet<_>>().len() == during.len(),
+            "{during:?}"
+        );
         for (i, m) in members.iter().enumerate() {
             // m{24-k} was removed after page k: the first members stayed.
             if i < 25 - step {
                 ensure!(kept.contains(&m), "{m} present throughout, not listed");
             }
         }
-        let (next, odd) = page(&mut con, &["SSCAN", "big", "0", "COUNT", "100", "MATCH", "m?1"])?;
+        let (next, odd) = page(
+            &mut con,
+            &["SSCAN", "big", "0", "COUNT", "100", "MATCH", "m?1"],
+        )?;
         let now: Vec<String> = {
             let mut all: Vec<String> = con.smembers("big")?;
             all.sort();
@@ -325,7 +356,10 @@ async fn scan_keys_dbsize_randomkey_exists_and_sscan() -> Result<()> {
             .iter()
             .filter(|m| m.len() == 3 && m.starts_with('m') && m.ends_with('1'))
             .collect();
-        ensure!(next == 0 && odd.iter().collect::<Vec<_>>() == expected, "{odd:?}");
+        ensure!(
+            next == 0 && odd.iter().collect::<Vec<_>>() == expected,
+            "{odd:?}"
+        );
         ensure!(odd.contains(&"m01".to_owned()));
         let via_iter: Vec<String> = con
             .sscan::<_, String>("big")?
@@ -407,7 +441,10 @@ async fn native_pages_of_keys_and_set_members() -> Result<()> {
         ensure!(got == members, "{level}");
     }
     ensure!(matches!(
-        us.set("members").page(None, 10).consistency(Consistency::Quorum).await,
+        us.set("members")
+            .page(None, 10)
+            .consistency(Consistency::Quorum)
+            .await,
         Err(Error::InvalidArgument(_))
     ));
     let empty = us.set("none").page(None, 10).await?;
@@ -429,6 +466,9 @@ async fn native_pages_of_keys_and_set_members() -> Result<()> {
         Ok(redis::cmd("DBSIZE").query(&mut con)?)
     })
     .await??;
-    ensure!(size as usize == before, "DBSIZE {size}, {before} objects listed");
+    ensure!(
+        size as usize == before,
+        "DBSIZE {size}, {before} objects listed"
+    );
     cluster.shutdown().await
 }

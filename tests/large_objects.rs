@@ -171,7 +171,10 @@ async fn a_set_merged_past_one_write_is_read_at_quorum_and_deleted() -> Result<(
         Err(Error::InvalidArgument(message)) => {
             assert!(message.contains("limit of a read's reply"), "{message}");
             // The error names what lists it.
-            assert!(message.contains("SSCAN") && message.contains("Set::page"), "{message}");
+            assert!(
+                message.contains("SSCAN") && message.contains("Set::page"),
+                "{message}"
+            );
         }
         other => panic!("a 30 MiB set read was not refused clearly: {other:?}"),
     }
@@ -195,7 +198,10 @@ async fn a_set_merged_past_one_write_is_read_at_quorum_and_deleted() -> Result<(
             None => break,
         }
     }
-    assert!(paged == expected, "the pages list every member once, in order");
+    assert!(
+        paged == expected,
+        "the pages list every member once, in order"
+    );
     let resp = cluster.node(EU).addresses.resp.expect("resp_listen");
     let token = cluster.dir.client_config()?.token.clone();
     let scanned = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>> {
@@ -223,7 +229,10 @@ async fn a_set_merged_past_one_write_is_read_at_quorum_and_deleted() -> Result<(
         }
     })
     .await??;
-    assert!(scanned == expected, "SSCAN lists every member once, in order");
+    assert!(
+        scanned == expected,
+        "SSCAN lists every member once, in order"
+    );
 
     // Read repair through a peer RPC in several frames: a replica's state
     // read back whole.

@@ -221,7 +221,13 @@ async fn walk(client: &Client, mut request: Request) -> Result<Reply, Error> {
                 keys.extend(page);
                 cursor.map(|c| *next = c)
             }
-            (ReplyValue::SetPage { members: page, next }, Operation::SetPage { after, .. }) => {
+            (
+                ReplyValue::SetPage {
+                    members: page,
+                    next,
+                },
+                Operation::SetPage { after, .. },
+            ) => {
                 members.extend(page);
                 next.map(|n| *after = Some(n))
             }

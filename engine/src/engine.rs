@@ -1185,7 +1185,12 @@ impl Engine {
         let mut objects = Vec::new();
         for _ in 0..steps.max(1) {
             match store.scan_step(&position, prefix)? {
-                ScanStep::End => return Ok(KeyPage { objects, next: None }),
+                ScanStep::End => {
+                    return Ok(KeyPage {
+                        objects,
+                        next: None,
+                    });
+                }
                 ScanStep::Seek(to) => position = to,
                 ScanStep::Object {
                     object,
@@ -1222,7 +1227,10 @@ impl Engine {
         max_bytes: usize,
     ) -> Result<SetPage> {
         if key.kind() != Kind::Set {
-            return Err(Error::WrongType(format!("a page of members of a {}", key.kind())));
+            return Err(Error::WrongType(format!(
+                "a page of members of a {}",
+                key.kind()
+            )));
         }
         let (members, more) =
             self.inner

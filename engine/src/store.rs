@@ -749,7 +749,16 @@ mod tests {
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         let mut c = Counter::new();
         c.incr(Incarnation(1), 3).unwrap();
-        for name in ["a", "ab", "abc", "b", "user:1", "user:22", "usex", "\u{ff}\u{ff}"] {
+        for name in [
+            "a",
+            "ab",
+            "abc",
+            "b",
+            "user:1",
+            "user:22",
+            "usex",
+            "\u{ff}\u{ff}",
+        ] {
             store.write_counter(&k(Kind::Counter, name), &c, 1).unwrap();
         }
         // A counter back at 0 and a set whose members were all removed:
@@ -757,10 +766,13 @@ mod tests {
         let mut zero = Counter::new();
         zero.incr(Incarnation(1), 1).unwrap();
         zero.incr(Incarnation(1), -1).unwrap();
-        store.write_counter(&k(Kind::Counter, "zero"), &zero, 1).unwrap();
+        store
+            .write_counter(&k(Kind::Counter, "zero"), &zero, 1)
+            .unwrap();
         let set = k(Kind::Set, "user:set");
         let mut view = store.load_set(&set, Some(&[b"m", b"n"])).unwrap();
-        view.set.add(Incarnation(1), &[b"m".to_vec(), b"n".to_vec()]);
+        view.set
+            .add(Incarnation(1), &[b"m".to_vec(), b"n".to_vec()]);
         store.write_set(&set, &view, 2).unwrap();
         let gone = k(Kind::Set, "gone");
         let mut view = store.load_set(&gone, Some(&[b"m"])).unwrap();
@@ -773,10 +785,7 @@ mod tests {
         assert!(!store.present(&k(Kind::Counter, "zero")).unwrap());
 
         let (all, _) = scan_all(&store, b"");
-        let names: Vec<String> = all
-            .iter()
-            .map(|o| format!("{o:?}"))
-            .collect();
+        let names: Vec<String> = all.iter().map(|o| format!("{o:?}")).collect();
         assert_eq!(all.len(), 9, "{names:?}");
         // A set's members are skipped in one step, not visited.
         assert!(names.contains(&"set:user:set".to_owned()));
@@ -794,7 +803,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         let key = k(Kind::Set, "s");
-        let members: Vec<Vec<u8>> = (0..50u32).map(|i| format!("m{i:03}").into_bytes()).collect();
+        let members: Vec<Vec<u8>> = (0..50u32)
+            .map(|i| format!("m{i:03}").into_bytes())
+            .collect();
         let asked: Vec<&[u8]> = members.iter().map(Vec::as_slice).collect();
         let mut view = store.load_set(&key, Some(&asked)).unwrap();
         view.set.add(Incarnation(1), &members);

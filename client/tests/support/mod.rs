@@ -456,7 +456,13 @@ impl State {
                         .collect(),
                     _ => Vec::new(),
                 };
-                return self.reply(request, ReplyValue::SetPage { members, next: None });
+                return self.reply(
+                    request,
+                    ReplyValue::SetPage {
+                        members,
+                        next: None,
+                    },
+                );
             }
         };
         let value = match value {

@@ -517,7 +517,11 @@ impl Command {
                 }
             }
             "scan" | "sscan" => {
-                let key = if name == "sscan" { Some(a.key()?) } else { None };
+                let key = if name == "sscan" {
+                    Some(a.key()?)
+                } else {
+                    None
+                };
                 let cursor = super::cursors::parse(&a.bytes()?)?;
                 let (mut pattern, mut count, mut type_name) = (None, None, None);
                 while a.remaining() > 0 {
@@ -746,8 +750,10 @@ mod tests {
     #[test]
     fn scans_parse_with_their_options() {
         assert_eq!(
-            Command::parse(req(&["SCAN", "0", "match", "u:*", "COUNT", "50", "type", "SET"]))
-                .unwrap(),
+            Command::parse(req(&[
+                "SCAN", "0", "match", "u:*", "COUNT", "50", "type", "SET"
+            ]))
+            .unwrap(),
             Command::Scan {
                 cursor: 0,
                 pattern: Some("u:*".into()),

@@ -141,7 +141,10 @@ mod tests {
         // A set's cursor is not the keyspace's, nor another set's.
         assert_eq!(c.take(&Scope::Keys, s), Err(INVALID_CURSOR));
         assert_eq!(c.take(&Scope::Set("j".into()), s), Err(INVALID_CURSOR));
-        assert_eq!(c.take(&Scope::Set("k".into()), s), Ok(Some(b"member".to_vec())));
+        assert_eq!(
+            c.take(&Scope::Set("k".into()), s),
+            Ok(Some(b"member".to_vec()))
+        );
         assert_eq!(c.take(&Scope::Keys, a), Ok(Some(b"pos-a".to_vec())));
         // Used once.
         assert_eq!(c.take(&Scope::Keys, a), Err(INVALID_CURSOR));
@@ -179,7 +182,14 @@ mod tests {
     fn cursor_arguments_parse_like_redis() {
         assert_eq!(parse(b"0"), Ok(0));
         assert_eq!(parse(b"18446744073709551615"), Ok(u64::MAX));
-        for bad in [&b""[..], b"-1", b"+1", b"1.0", b"abc", b"18446744073709551616"] {
+        for bad in [
+            &b""[..],
+            b"-1",
+            b"+1",
+            b"1.0",
+            b"abc",
+            b"18446744073709551616",
+        ] {
             assert_eq!(parse(bad), Err(INVALID_CURSOR), "{bad:?}");
         }
     }

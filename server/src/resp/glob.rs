@@ -17,7 +17,10 @@ enum Token {
     Star,
     Any,
     Byte(u8),
-    Class { negated: bool, ranges: Vec<(u8, u8)> },
+    Class {
+        negated: bool,
+        ranges: Vec<(u8, u8)>,
+    },
 }
 
 impl Token {

@@ -176,7 +176,10 @@ pub async fn sscan(
     let scope = Scope::Set(key.clone());
     let after = d.cursors.take(&scope, cursor)?;
     d.probe(&key).await?.want_set()?;
-    let glob = pattern.as_deref().map(Glob::new).filter(|g| !g.matches_all());
+    let glob = pattern
+        .as_deref()
+        .map(Glob::new)
+        .filter(|g| !g.matches_all());
     let count = count
         .unwrap_or(10)
         .min(meridian_client::wire::MAX_SET_PAGE_MEMBERS);
