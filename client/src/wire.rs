@@ -793,6 +793,35 @@ mod tests {
     }
 
     #[test]
+    fn paged_reads_bound_their_cursors_and_prefixes() {
+        let scan = |cursor: usize, prefix: usize| Operation::Scan {
+            cursor: vec![1; cursor],
+            prefix: vec![b'p'; prefix],
+            count: 0,
+        };
+        assert!(check(&scan(MAX_SCAN_CURSOR_BYTES, MAX_KEY_BYTES)).is_ok());
+        assert!(matches!(
+            check(&scan(MAX_SCAN_CURSOR_BYTES + 1, 0)),
+            Err(LimitError::Cursor { .. })
+        ));
+        assert!(check(&scan(0, MAX_KEY_BYTES + 1)).is_err());
+        let page = |after: usize| Operation::SetPage {
+            key: b"k".to_vec(),
+            after: Some(vec![0; after]),
+            count: 0,
+        };
+        assert!(check(&page(MAX_VALUE_BYTES)).is_ok());
+        assert!(check(&page(MAX_VALUE_BYTES + 1)).is_err());
+        // The archived check agrees (what a node runs before decoding).
+        for op in [scan(MAX_SCAN_CURSOR_BYTES + 1, 0), page(MAX_VALUE_BYTES + 1), scan(1, 1)] {
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&op).unwrap();
+            let archived =
+                rkyv::access::<ArchivedOperation, rkyv::rancor::Error>(&bytes).unwrap();
+            assert_eq!(check_archived(archived), check(&op));
+        }
+    }
+
+    #[test]
     fn definite_errors_are_classified() {
         assert!(
             WireError::Unavailable {

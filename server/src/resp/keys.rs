@@ -135,11 +135,44 @@ pub async fn scan(
     ]))
 }
 
+/// The keys `KEYS` gathers: each once, within its bounds.
+struct Gathered {
+    keys: BTreeSet<Vec<u8>>,
+    bytes: usize,
+    max_keys: usize,
+    max_bytes: usize,
+}
+
+impl Gathered {
+    fn new(max_keys: usize, max_bytes: usize) -> Gathered {
+        Gathered {
+            keys: BTreeSet::new(),
+            bytes: 0,
+            max_keys,
+            max_bytes,
+        }
+    }
+
+    /// Adds a key (a repeat changes nothing); the error past the bounds.
+    fn add(&mut self, key: Vec<u8>) -> Result<(), String> {
+        let len = key.len();
+        if self.keys.insert(key) {
+            self.bytes += len;
+        }
+        if self.keys.len() > self.max_keys || self.bytes > self.max_bytes {
+            return Err(format!(
+                "ERR KEYS would answer more than {} keys or {} bytes: use SCAN",
+                self.max_keys, self.max_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `KEYS pattern` (see the module docs).
 pub async fn keys(d: &mut Data<'_>, pattern: Bytes) -> Result<Reply, Failed> {
     let (glob, prefix) = pattern_of(Some(&pattern));
-    let mut found = BTreeSet::new();
-    let mut bytes = 0usize;
+    let mut found = Gathered::new(MAX_KEYS_REPLY_KEYS, MAX_KEYS_REPLY_BYTES);
     let mut position = Vec::new();
     loop {
         let (keys, next) = d
@@ -147,17 +180,8 @@ pub async fn keys(d: &mut Data<'_>, pattern: Bytes) -> Result<Reply, Failed> {
             .await?;
         for k in keys {
             if glob.as_ref().is_none_or(|g| g.matches(&k.key)) {
-                let len = k.key.len();
-                if found.insert(k.key) {
-                    bytes += len;
-                }
+                found.add(k.key)?;
             }
-        }
-        if found.len() > MAX_KEYS_REPLY_KEYS || bytes > MAX_KEYS_REPLY_BYTES {
-            return Err(Failed::from(format!(
-                "ERR KEYS would answer more than {MAX_KEYS_REPLY_KEYS} keys or \
-                 {MAX_KEYS_REPLY_BYTES} bytes: use SCAN"
-            )));
         }
         match next {
             Some(p) => position = p,
@@ -165,7 +189,7 @@ pub async fn keys(d: &mut Data<'_>, pattern: Bytes) -> Result<Reply, Failed> {
         }
     }
     Ok(Reply::Array(
-        found.into_iter().map(|k| Reply::Bulk(k.into())).collect(),
+        found.keys.into_iter().map(|k| Reply::Bulk(k.into())).collect(),
     ))
 }
 
@@ -224,4 +248,31 @@ pub async fn randomkey(d: &mut Data<'_>) -> Result<Reply, Failed> {
         };
     }
     Ok(Reply::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_gathers_each_key_once_within_its_bounds() {
+        let mut g = Gathered::new(3, 100);
+        for k in ["b", "a", "b", "c", "a"] {
+            g.add(k.as_bytes().to_vec()).unwrap();
+        }
+        assert_eq!(g.keys.len(), 3);
+        assert_eq!(g.bytes, 3);
+        let e = g.add(b"d".to_vec()).unwrap_err();
+        assert!(e.starts_with("ERR KEYS would answer more than 3 keys") && e.contains("SCAN"));
+        let mut g = Gathered::new(10, 8);
+        g.add(vec![1; 8]).unwrap();
+        assert!(g.add(vec![2]).is_err(), "bytes are bounded too");
+    }
+
+    #[test]
+    fn every_type_has_a_redis_name() {
+        assert_eq!(redis_type(Kind::Counter), "string");
+        assert_eq!(redis_type(Kind::Register), "string");
+        assert_eq!(redis_type(Kind::Set), "set");
+    }
 }
