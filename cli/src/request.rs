@@ -124,12 +124,21 @@ pub enum CliCommand {
         #[arg(long, default_value_t = 0)]
         count: u32,
         /// The previous page's cursor (hex).
-        #[arg(long, value_parser = parse_hex)]
-        cursor: Option<Vec<u8>>,
+        #[arg(long, value_parser = parse_cursor)]
+        cursor: Option<HexCursor>,
         /// Every page, to the end of the scan.
         #[arg(long)]
         all: bool,
     },
+}
+
+/// A scan cursor given in hex (a newtype: clap reads a `Vec` as many
+/// values).
+#[derive(Clone, Debug)]
+pub struct HexCursor(Vec<u8>);
+
+fn parse_cursor(s: &str) -> Result<HexCursor, String> {
+    parse_hex(s).map(HexCursor)
 }
 
 /// Hex to bytes (a scan cursor).
@@ -192,7 +201,7 @@ impl CliCommand {
                 cursor,
                 ..
             } => Operation::Scan {
-                cursor: cursor.clone().unwrap_or_default(),
+                cursor: cursor.clone().map(|c| c.0).unwrap_or_default(),
                 prefix: prefix.as_ref().map(bytes).unwrap_or_default(),
                 count: *count,
             },

@@ -813,10 +813,13 @@ mod tests {
         assert!(check(&page(MAX_VALUE_BYTES)).is_ok());
         assert!(check(&page(MAX_VALUE_BYTES + 1)).is_err());
         // The archived check agrees (what a node runs before decoding).
-        for op in [scan(MAX_SCAN_CURSOR_BYTES + 1, 0), page(MAX_VALUE_BYTES + 1), scan(1, 1)] {
+        for op in [
+            scan(MAX_SCAN_CURSOR_BYTES + 1, 0),
+            page(MAX_VALUE_BYTES + 1),
+            scan(1, 1),
+        ] {
             let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&op).unwrap();
-            let archived =
-                rkyv::access::<ArchivedOperation, rkyv::rancor::Error>(&bytes).unwrap();
+            let archived = rkyv::access::<ArchivedOperation, rkyv::rancor::Error>(&bytes).unwrap();
             assert_eq!(check_archived(archived), check(&op));
         }
     }

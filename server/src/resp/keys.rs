@@ -189,7 +189,11 @@ pub async fn keys(d: &mut Data<'_>, pattern: Bytes) -> Result<Reply, Failed> {
         }
     }
     Ok(Reply::Array(
-        found.keys.into_iter().map(|k| Reply::Bulk(k.into())).collect(),
+        found
+            .keys
+            .into_iter()
+            .map(|k| Reply::Bulk(k.into()))
+            .collect(),
     ))
 }
 
