@@ -1210,11 +1210,6 @@ impl Engine {
         })
     }
 
-    /// Whether an object is present on this replica (see [`Engine::scan`]).
-    pub fn present(&self, key: &ObjectKey) -> Result<bool> {
-        self.inner.store.present(key)
-    }
-
     /// A page of a set's members on this replica, in ascending byte order,
     /// after `after` (from the first with `None`): at most `max_members`,
     /// and no more than `max_bytes` of members unless the first alone is

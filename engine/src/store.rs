@@ -190,7 +190,9 @@ fn successor(p: &[u8]) -> Vec<u8> {
             return out;
         }
     }
-    // All 0xFF (not a store position): past everything of its length.
+    // All 0xFF: no such string exists, and none is asked for (every store
+    // position starts with a kind tag below 0xFF); `p ++ [0]` at least
+    // moves forward.
     let mut out = p.to_vec();
     out.push(0);
     out

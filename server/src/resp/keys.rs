@@ -32,7 +32,7 @@
 use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use meridian_client::wire::{Kind, MAX_SCAN_COUNT};
+use meridian_client::wire::{DEFAULT_SCAN_COUNT, Kind, MAX_SCAN_COUNT};
 
 use super::cursors::Scope;
 use super::data::{Data, Failed};
@@ -115,7 +115,7 @@ pub async fn scan(
 ) -> Result<Reply, Failed> {
     let position = d.cursors.take(&Scope::Keys, cursor)?;
     let (glob, prefix) = pattern_of(pattern.as_deref());
-    let count = count.unwrap_or(10).min(MAX_SCAN_COUNT);
+    let count = count.unwrap_or(DEFAULT_SCAN_COUNT).min(MAX_SCAN_COUNT);
     let (keys, next) = d
         .scan_page(position.unwrap_or_default(), prefix, count)
         .await?;

@@ -180,8 +180,9 @@ pub async fn sscan(
         .as_deref()
         .map(Glob::new)
         .filter(|g| !g.matches_all());
+    // Redis's default COUNT, as for SCAN.
     let count = count
-        .unwrap_or(10)
+        .unwrap_or(meridian_client::wire::DEFAULT_SCAN_COUNT)
         .min(meridian_client::wire::MAX_SET_PAGE_MEMBERS);
     let (members, next) = d.set_page(&key, after, count).await?;
     let listed = members
