@@ -3,7 +3,8 @@
 //! one log frame (24 MiB) converges once healed, and then every path
 //! carries it: quorum reads and their read repair (peer RPCs in several
 //! frames), a clear error where a reply cannot list it, delete (a delta
-//! that lists no members), and a full-state sync to a wiped node (a
+//! that lists no members), paged reads (`Set::page`, RESP `SSCAN`) that
+//! list it whole where a single read cannot, and a full-state sync to a wiped node (a
 //! multi-frame message, a multi-part log entry), which survives a
 //! restart. Re-issuing such a set after a power cut is tested at the
 //! engine (`engine/tests/large_objects.rs`): in-process nodes cannot lose
@@ -172,10 +173,70 @@ async fn a_set_merged_past_one_write_is_read_at_quorum_and_deleted() -> Result<(
         .await
     {
         Err(Error::InvalidArgument(message)) => {
-            assert!(message.contains("limit of a read's reply"), "{message}")
+            assert!(message.contains("limit of a read's reply"), "{message}");
+            // The error names what lists it.
+            assert!(
+                message.contains("SSCAN") && message.contains("Set::page"),
+                "{message}"
+            );
         }
         other => panic!("a 30 MiB set read was not refused clearly: {other:?}"),
     }
+    // What does list it: pages, natively and over RESP (issue 13).
+    let expected: Vec<Vec<u8>> = {
+        let mut all: Vec<Vec<u8>> = (0..PER_REGION)
+            .flat_map(|i| [member("us", i), member("eu", i)])
+            .collect();
+        all.sort();
+        all
+    };
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = eu.set("big").page(after, 0).timeout(SLOW).await?;
+        // About 1 MiB per page: one of these members.
+        assert_eq!(page.value.members.len(), 1);
+        paged.extend(page.value.members);
+        match page.value.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert!(
+        paged == expected,
+        "the pages list every member once, in order"
+    );
+    let resp = cluster.node(EU).addresses.resp.expect("resp_listen");
+    let token = cluster.dir.client_config()?.token.clone();
+    let scanned = tokio::task::spawn_blocking(move || -> Result<Vec<Vec<u8>>> {
+        let client = redis::Client::open(format!("redis://default:{token}@{resp}/"))?;
+        let mut con = client.get_connection_with_timeout(SLOW)?;
+        let e = redis::cmd("SMEMBERS")
+            .arg("big")
+            .query::<Vec<Vec<u8>>>(&mut con)
+            .unwrap_err();
+        assert!(format!("{e}").contains("SSCAN"), "{e}");
+        let mut cursor = 0u64;
+        let mut all = Vec::new();
+        loop {
+            let (next, page): (u64, Vec<Vec<u8>>) = redis::cmd("SSCAN")
+                .arg("big")
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut con)?;
+            all.extend(page);
+            if next == 0 {
+                return Ok(all);
+            }
+            cursor = next;
+        }
+    })
+    .await??;
+    assert!(
+        scanned == expected,
+        "SSCAN lists every member once, in order"
+    );
 
     // Read repair through a peer RPC in several frames: a replica's state
     // read back whole.

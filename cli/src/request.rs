@@ -8,11 +8,21 @@
 //!   count KEY             counter read
 //!   sadd KEY MEMBER...    set add
 //!   srem KEY MEMBER...    set remove
-//!   smembers KEY          set read
+//!   smembers KEY [--paged] set read (--paged: page by page, for sets of any size)
 //!   put KEY VALUE         register write
 //!   get KEY               register read
 //!   del counter|set|register KEY
+//!   scan [PREFIX] [--count N] [--cursor HEX] [--all]
+//!                         one page of the keys the node stores (--all: every page)
 //! ```
+//!
+//! `scan` lists what the serving node stores (placement: keys pinned to
+//! other regions are listed only by their replicas), at every level. Its
+//! JSON `value` is `{"keys":[{"type":"counter|set|register","key":"…"}],
+//! "cursor":"HEX"|null}`; pass `cursor` back as `--cursor` for the next
+//! page (null: done). Text output is one `TYPE KEY` line per key, then
+//! `(next page: --cursor HEX)` while more follow. `smembers --paged` prints
+//! what `smembers` prints, read page by page ([`Operation::SetPage`]).
 //!
 //! With `--json`, exactly one JSON object is printed on stdout:
 //! `{"ok":true,"value":…,"node":"…","consistency":"…"}` or
@@ -33,7 +43,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use meridian_client::wire::{Operation, ReplyValue, Request};
+use meridian_client::wire::{Operation, Reply, ReplyValue, Request};
 use meridian_client::{Client, ClientConfig, Consistency, Error, Kind};
 
 /// Default client config path when `--config` is not given.
@@ -92,7 +102,12 @@ pub enum CliCommand {
         members: Vec<OsString>,
     },
     /// Read a set's members.
-    Smembers { key: OsString },
+    Smembers {
+        key: OsString,
+        /// Read page by page (any size of set; one replica: local or leader).
+        #[arg(long)]
+        paged: bool,
+    },
     /// Write a register.
     Put { key: OsString, value: OsString },
     /// Read a register.
@@ -103,6 +118,47 @@ pub enum CliCommand {
         kind: Kind,
         key: OsString,
     },
+    /// List one page of the keys the node stores (with PREFIX: only those).
+    Scan {
+        prefix: Option<OsString>,
+        /// Most objects the node visits for the page (default 10, at most 1000).
+        #[arg(long, default_value_t = 0)]
+        count: u32,
+        /// The previous page's cursor (hex).
+        #[arg(long, value_parser = parse_cursor)]
+        cursor: Option<HexCursor>,
+        /// Every page, to the end of the scan.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// A scan cursor given in hex (a newtype: clap reads a `Vec` as many
+/// values).
+#[derive(Clone, Debug)]
+pub struct HexCursor(Vec<u8>);
+
+fn parse_cursor(s: &str) -> Result<HexCursor, String> {
+    parse_hex(s).map(HexCursor)
+}
+
+/// Hex to bytes (a scan cursor).
+fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
+    if !s.len().is_multiple_of(2) {
+        return Err("a cursor is an even number of hex digits".into());
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            s.get(i..i + 2)
+                .and_then(|d| u8::from_str_radix(d, 16).ok())
+                .ok_or_else(|| format!("{s:?} is not a hex cursor"))
+        })
+        .collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|c| format!("{c:02x}")).collect()
 }
 
 fn bytes(s: &OsString) -> Vec<u8> {
@@ -125,7 +181,12 @@ impl CliCommand {
                 key: bytes(key),
                 members: members.iter().map(bytes).collect(),
             },
-            CliCommand::Smembers { key } => Operation::SetRead { key: bytes(key) },
+            CliCommand::Smembers { key, paged: false } => Operation::SetRead { key: bytes(key) },
+            CliCommand::Smembers { key, paged: true } => Operation::SetPage {
+                key: bytes(key),
+                after: None,
+                count: 0,
+            },
             CliCommand::Put { key, value } => Operation::RegisterPut {
                 key: bytes(key),
                 value: bytes(value),
@@ -135,6 +196,62 @@ impl CliCommand {
                 kind: *kind,
                 key: bytes(key),
             },
+            CliCommand::Scan {
+                prefix,
+                count,
+                cursor,
+                ..
+            } => Operation::Scan {
+                cursor: cursor.clone().map(|c| c.0).unwrap_or_default(),
+                prefix: prefix.as_ref().map(bytes).unwrap_or_default(),
+                count: *count,
+            },
+        }
+    }
+
+    /// Whether the command reads every page of a paged read.
+    fn walks(&self) -> bool {
+        matches!(
+            self,
+            CliCommand::Smembers { paged: true, .. } | CliCommand::Scan { all: true, .. }
+        )
+    }
+}
+
+/// Sends `request`, then (a paged read) each next page, to the end: the
+/// pages joined into one reply (a set's as a set read's, so `smembers
+/// --paged` prints what `smembers` does).
+async fn walk(client: &Client, mut request: Request) -> Result<Reply, Error> {
+    let mut keys = Vec::new();
+    let mut members = Vec::new();
+    loop {
+        let reply = client.execute(request.clone()).await?;
+        let more = match (reply.value.clone(), &mut request.op) {
+            (ReplyValue::Keys { keys: page, cursor }, Operation::Scan { cursor: next, .. }) => {
+                keys.extend(page);
+                cursor.map(|c| *next = c)
+            }
+            (
+                ReplyValue::SetPage {
+                    members: page,
+                    next,
+                },
+                Operation::SetPage { after, .. },
+            ) => {
+                members.extend(page);
+                next.map(|n| *after = Some(n))
+            }
+            _ => return Ok(reply),
+        };
+        if more.is_none() {
+            let value = match request.op {
+                Operation::Scan { .. } => ReplyValue::Keys { keys, cursor: None },
+                _ => ReplyValue::Set {
+                    count: members.len() as u64,
+                    members,
+                },
+            };
+            return Ok(Reply { value, ..reply });
         }
     }
 }
@@ -174,6 +291,17 @@ pub fn json_value(v: &ReplyValue) -> serde_json::Value {
         ReplyValue::Done => J::Null,
         // Not an operation this command sends (the RESP door's type check).
         ReplyValue::Inspect { .. } => J::from(format!("{v:?}")),
+        ReplyValue::Keys { keys, cursor } => serde_json::json!({
+            "keys": keys
+                .iter()
+                .map(|k| serde_json::json!({"type": k.kind.as_str(), "key": show_bytes(&k.key)}))
+                .collect::<Vec<_>>(),
+            "cursor": cursor.as_deref().map(hex),
+        }),
+        ReplyValue::SetPage { members, next } => serde_json::json!({
+            "members": members.iter().map(|m| show_bytes(m)).collect::<Vec<_>>(),
+            "next": next.as_deref().map(show_bytes),
+        }),
     }
 }
 
@@ -200,6 +328,25 @@ fn human_value(v: &ReplyValue) -> String {
         ReplyValue::Status(s) => format!("{s:?}"),
         ReplyValue::Done => "OK".to_string(),
         ReplyValue::Inspect { .. } => format!("{v:?}"),
+        ReplyValue::Keys { keys, cursor } => {
+            let mut lines: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{} {}", k.kind, show_bytes(&k.key)))
+                .collect();
+            if let Some(c) = cursor {
+                lines.push(format!("(next page: --cursor {})", hex(c)));
+            } else if lines.is_empty() {
+                lines.push("(no keys)".into());
+            }
+            lines.join("\n")
+        }
+        ReplyValue::SetPage { members, next } => {
+            let mut lines: Vec<String> = members.iter().map(|m| show_bytes(m)).collect();
+            if next.is_some() {
+                lines.push("(more members follow)".into());
+            }
+            lines.join("\n")
+        }
     }
 }
 
@@ -252,6 +399,7 @@ pub fn run(args: CliArgs) -> ExitCode {
         .timeout_ms
         .map(|ms| Duration::from_millis(ms as u64))
         .unwrap_or(config.default_timeout);
+    let walks = args.command.walks();
     let request = Request {
         op: args.command.operation(),
         consistency: level,
@@ -269,7 +417,11 @@ pub fn run(args: CliArgs) -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let client = Client::connect(config).await?;
-        let reply = client.execute(request).await;
+        let reply = if walks {
+            walk(&client, request).await
+        } else {
+            client.execute(request).await
+        };
         client.close().await;
         reply
     });
@@ -304,6 +456,24 @@ mod tests {
         assert_eq!(show_bytes(b"plain"), "plain");
         assert_eq!(show_bytes("héllo".as_bytes()), "héllo");
         assert_eq!(show_bytes(&[0x61, 0xff, 0x5c, 0x00]), "a\\xff\\\\\\x00");
+    }
+
+    #[test]
+    fn cursors_print_and_parse_as_hex() {
+        let c = vec![0x01, 0x00, 0xff, 0x7a];
+        assert_eq!(parse_hex(&hex(&c)), Ok(c));
+        assert!(parse_hex("abc").is_err() && parse_hex("zz").is_err());
+        let v = json_value(&ReplyValue::Keys {
+            keys: vec![meridian_client::ScanKey {
+                kind: Kind::Set,
+                key: b"k".to_vec(),
+            }],
+            cursor: Some(vec![2, 0]),
+        });
+        assert_eq!(
+            v,
+            serde_json::json!({"keys": [{"type": "set", "key": "k"}], "cursor": "0200"})
+        );
     }
 
     #[test]

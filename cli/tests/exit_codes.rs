@@ -4,7 +4,10 @@
 //! (it may have taken effect), 1 usage or local errors"; docs/architecture.md
 //! section 7 "Errors are honest").
 //!
-//! Address block (`127.31.<block>.x`): 84.
+//! Also `scan` and `smembers --paged` through the binary (their output
+//! shapes, cursors, and a malformed cursor as a usage error).
+//!
+//! Address blocks (`127.31.<block>.x`): 84, 85.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -249,5 +252,85 @@ async fn exit_codes_say_whether_a_failed_request_may_have_taken_effect() -> Resu
     // Nothing above changed the counter.
     assert_eq!(local_count(&config, US, "k").await?, 2);
 
+    nodes.shutdown().await
+}
+
+/// `meridian cli scan` pages with `--cursor` until the cursor is null and
+/// lists every key once with its type; `--all` walks the pages itself;
+/// `smembers --paged` prints what `smembers` prints; a malformed cursor is
+/// a usage error (1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scan_and_paged_smembers_through_the_binary() -> Result<()> {
+    let spec = Spec::new(["us-east"]).ports(Ports::Hosts {
+        hosts: vec!["127.31.85.1".into()],
+        base_port: 17_100,
+    });
+    let files = ClusterFiles::create(Workdir::temporary("meridian-cli-scan")?, &spec)?;
+    let config = files.client_config_path();
+    let mut nodes = NodeSet::new(&files, |_| ServeOptions::default());
+    nodes.start(US).await?;
+    for i in 0..5 {
+        let key = format!("k{i}");
+        let run = cli_at(&config, US, &["put", &key, "v"]).await?;
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    let run = cli_at(&config, US, &["sadd", "s", "c", "a", "b"]).await?;
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let mut listed = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut args = vec!["--json", "scan", "--count", "2"];
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c.as_str()]);
+        }
+        let run = cli_at(&config, US, &args).await?;
+        assert_eq!(run.code, 0, "{run:?}");
+        let value = &run.json()["value"];
+        let keys = value["keys"].as_array().context("keys")?;
+        assert!(keys.len() <= 2, "{run:?}");
+        for k in keys {
+            listed.push(format!(
+                "{} {}",
+                k["type"].as_str().unwrap(),
+                k["key"].as_str().unwrap()
+            ));
+        }
+        pages += 1;
+        match value["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert!(pages >= 3, "{pages} pages");
+    listed.sort();
+    let mut expected: Vec<String> = (0..5).map(|i| format!("register k{i}")).collect();
+    expected.push("set s".into());
+    assert_eq!(listed, expected);
+
+    let all = cli_at(
+        &config,
+        US,
+        &["--json", "scan", "--all", "--count", "1", "k"],
+    )
+    .await?;
+    assert_eq!(all.code, 0, "{all:?}");
+    assert_eq!(all.json()["value"]["cursor"], Value::Null, "{all:?}");
+    assert_eq!(
+        all.json()["value"]["keys"].as_array().map(Vec::len),
+        Some(5)
+    );
+    let text = cli_at(&config, US, &["scan", "--all", "s"]).await?;
+    assert_eq!(text.stdout.trim(), "set s", "{text:?}");
+
+    let whole = cli_at(&config, US, &["--json", "smembers", "s"]).await?;
+    let paged = cli_at(&config, US, &["--json", "smembers", "--paged", "s"]).await?;
+    assert_eq!(paged.code, 0, "{paged:?}");
+    assert_eq!(paged.json()["value"], whole.json()["value"]);
+    assert_eq!(paged.json()["value"], serde_json::json!(["a", "b", "c"]));
+
+    let bad = cli_at(&config, US, &["scan", "--cursor", "xyz"]).await?;
+    assert_eq!(bad.code, 1, "{bad:?}");
     nodes.shutdown().await
 }

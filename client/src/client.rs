@@ -17,7 +17,7 @@ use tracing::Instrument;
 use crate::Error;
 use crate::config::ClientConfig;
 use crate::connection::{self, CONNECT_TIMEOUT, ConnectFailure, Endpoints, ExchangeError};
-use crate::object::{Counter, Register, Set};
+use crate::object::{Counter, KeyPage, Register, RequestBuilder, Set};
 use crate::wire::{
     self, Consistency, Kind, NodeStatus, Operation, Reply, ReplyValue, Request, Response, WireError,
 };
@@ -127,6 +127,37 @@ impl Client {
     /// A handle on the last-writer-wins register at `key`.
     pub fn register(&self, key: impl Into<Vec<u8>>) -> Register {
         Register::new(self.clone(), key.into())
+    }
+
+    /// One page of the keys the serving node stores whose key starts with
+    /// `prefix` (empty: every key): start with `cursor` `None`, then pass
+    /// each page's [`KeyPage::cursor`] until it is `None`. `count` bounds
+    /// the objects the node visits for the page (0: 10; at most
+    /// [`wire::MAX_SCAN_COUNT`]): a page may list fewer keys, even none,
+    /// before the scan is complete.
+    ///
+    /// Every key present on the serving node from the first page to the
+    /// last is listed at least once (keys added or removed meanwhile may or
+    /// may not be). A node stores only the keys its placement gives it:
+    /// keys pinned to other regions are listed only by their replicas. The
+    /// consistency level does not change what is listed (one node's store,
+    /// at every level). A cursor is a position in an order every node
+    /// shares (type, then key length, then key bytes), so a scan that
+    /// fails over continues on the next node in the same order.
+    pub fn scan(
+        &self,
+        prefix: impl Into<Vec<u8>>,
+        cursor: Option<Vec<u8>>,
+        count: u32,
+    ) -> RequestBuilder<KeyPage> {
+        RequestBuilder::new(
+            self,
+            Operation::Scan {
+                cursor: cursor.unwrap_or_default(),
+                prefix: prefix.into(),
+                count,
+            },
+        )
     }
 
     /// The serving node's view of the cluster (as `meridian status` shows
@@ -456,6 +487,8 @@ fn check_reply(op: &Operation, reply: &Reply) -> Result<(), Error> {
         Operation::Status => "status",
         Operation::DebugClockOffset { .. } => "empty",
         Operation::Inspect { .. } => "inspection",
+        Operation::Scan { .. } => "keys",
+        Operation::SetPage { .. } => "set page",
     };
     let got = match &reply.value {
         ReplyValue::Counter { .. } => "counter",
@@ -464,6 +497,8 @@ fn check_reply(op: &Operation, reply: &Reply) -> Result<(), Error> {
         ReplyValue::Status(_) => "status",
         ReplyValue::Done => "empty",
         ReplyValue::Inspect { .. } => "inspection",
+        ReplyValue::Keys { .. } => "keys",
+        ReplyValue::SetPage { .. } => "set page",
     };
     if got == expected {
         Ok(())
@@ -501,6 +536,8 @@ fn op_name(op: &Operation) -> &'static str {
         Operation::Status => "status",
         Operation::DebugClockOffset { .. } => "debug_clock_offset",
         Operation::Inspect { .. } => "inspect",
+        Operation::Scan { .. } => "scan",
+        Operation::SetPage { .. } => "set.page",
     }
 }
 

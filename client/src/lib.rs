@@ -99,6 +99,19 @@
 //! per call. Server answers (`Unavailable`, `Timeout`, ...) are never
 //! retried: they are returned as they are.
 //!
+//! # Listing keys and large sets
+//!
+//! [`Client::scan`] lists, page by page, the keys the serving node stores
+//! (optionally only those with a prefix). A node stores only what its
+//! placement gives it, so keys pinned to other regions are listed only by
+//! their replicas; the level does not change what is listed. Every key
+//! present for the whole scan is listed at least once. [`Set::page`] lists
+//! a set's members page by page, for sets of any size ([`Set::members`]
+//! refuses a set whose reply would pass about 19 MiB and names it). Each
+//! page's cost on the node is bounded ([`wire::MAX_SCAN_COUNT`] objects
+//! visited; [`wire::MAX_SET_PAGE_MEMBERS`] members and about
+//! [`wire::MAX_SET_PAGE_BYTES`]).
+//!
 //! # Failover and deadlines
 //!
 //! The client talks to the preferred node ([`ClientConfig::prefer`], else the
@@ -148,6 +161,7 @@ pub use config::{ClientConfig, ClientFile, NodeEntry};
 pub use connection::{CONNECT_TIMEOUT, IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL};
 pub use error::Error;
 pub use object::{
-    Counter, FromReply, Read, Register, RegisterValue, RequestBuilder, Set, SetValue,
+    Counter, FromReply, KeyPage, Read, Register, RegisterValue, RequestBuilder, Set, SetPage,
+    SetValue,
 };
-pub use wire::{Consistency, Kind, NodeStatus, PeerStatus, WireHlc};
+pub use wire::{Consistency, Kind, NodeStatus, PeerStatus, ScanKey, WireHlc};

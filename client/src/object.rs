@@ -32,7 +32,7 @@ use std::time::Duration;
 use crate::Error;
 use crate::client::Client;
 use crate::config::{MAX_TIMEOUT, check_timeout};
-use crate::wire::{Consistency, Kind, Operation, ReplyValue, Request, WireHlc};
+use crate::wire::{Consistency, Kind, Operation, ReplyValue, Request, ScanKey, WireHlc};
 
 /// The result of a request: the value, which node served it and at which
 /// consistency level. (Writes return the object's new value too.)
@@ -78,6 +78,26 @@ impl SetValue {
     }
 }
 
+/// One page of a key scan ([`Client::scan`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyPage {
+    /// The keys listed, each with its type (a key holding two types, after
+    /// concurrent writes of both, is listed once per type).
+    pub keys: Vec<ScanKey>,
+    /// Pass it to the next [`Client::scan`]; `None`: the scan is complete.
+    pub cursor: Option<Vec<u8>>,
+}
+
+/// One page of a set's members ([`Set::page`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetPage {
+    /// Members in ascending byte order.
+    pub members: Vec<Vec<u8>>,
+    /// The last member listed while more follow: pass it as the next
+    /// page's `after`. `None`: this page ends the set.
+    pub next: Option<Vec<u8>>,
+}
+
 /// A last-writer-wins register's state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RegisterValue {
@@ -100,6 +120,8 @@ mod sealed {
     impl Sealed for i64 {}
     impl Sealed for super::SetValue {}
     impl Sealed for super::RegisterValue {}
+    impl Sealed for super::KeyPage {}
+    impl Sealed for super::SetPage {}
 }
 
 impl FromReply for i64 {
@@ -129,6 +151,24 @@ impl FromReply for RegisterValue {
     }
 }
 
+impl FromReply for KeyPage {
+    fn from_reply(value: ReplyValue) -> Option<Self> {
+        match value {
+            ReplyValue::Keys { keys, cursor } => Some(KeyPage { keys, cursor }),
+            _ => None,
+        }
+    }
+}
+
+impl FromReply for SetPage {
+    fn from_reply(value: ReplyValue) -> Option<Self> {
+        match value {
+            ReplyValue::SetPage { members, next } => Some(SetPage { members, next }),
+            _ => None,
+        }
+    }
+}
+
 /// One request, not sent yet. Await it to send it (it implements
 /// [`IntoFuture`]); adjust it first with [`consistency`](Self::consistency)
 /// and [`timeout`](Self::timeout). Dropping it sends nothing.
@@ -152,7 +192,7 @@ impl<T> fmt::Debug for RequestBuilder<T> {
 }
 
 impl<T> RequestBuilder<T> {
-    fn new(client: &Client, op: Operation) -> Self {
+    pub(crate) fn new(client: &Client, op: Operation) -> Self {
         RequestBuilder {
             client: client.clone(),
             op,
@@ -326,6 +366,27 @@ impl Set {
             &self.client,
             Operation::SetRead {
                 key: self.key.clone(),
+            },
+        )
+    }
+
+    /// One page of the members, in ascending byte order, after `after`
+    /// (`None`: from the first): at most `count` members (0 or more than
+    /// [`MAX_SET_PAGE_MEMBERS`](crate::wire::MAX_SET_PAGE_MEMBERS): that
+    /// many) and about [`MAX_SET_PAGE_BYTES`](crate::wire::MAX_SET_PAGE_BYTES)
+    /// of them. Pass [`SetPage::next`] as the next `after` until it is
+    /// `None` to list a set of any size, which [`members`](Self::members)
+    /// cannot past one reply (about 19 MiB). A member present from the
+    /// first page to the last is listed exactly once (pages follow byte
+    /// order). Served by one replica: `local` or `leader` (a `quorum` or
+    /// `all` page is refused, [`Error::InvalidArgument`]).
+    pub fn page(&self, after: Option<Vec<u8>>, count: u32) -> RequestBuilder<SetPage> {
+        RequestBuilder::new(
+            &self.client,
+            Operation::SetPage {
+                key: self.key.clone(),
+                after,
+                count,
             },
         )
     }

@@ -41,6 +41,32 @@ pub const MAX_FRAME_BYTES: usize = 20 << 20;
 /// says why each value.
 pub use meridian_limits::{MAX_KEY_BYTES, MAX_MEMBERS_PER_OP, MAX_OBJECT_BYTES, MAX_VALUE_BYTES};
 
+/// The `count` of a [`Operation::Scan`] that gives none (0), as Redis's
+/// `SCAN` default.
+pub const DEFAULT_SCAN_COUNT: u32 = 10;
+
+/// Most objects one [`Operation::Scan`] visits (a larger `count` is capped
+/// to it): bounds one page's work on the node (a point read or a seek per
+/// object) and its reply (at most this many keys of [`MAX_KEY_BYTES`],
+/// 4 MiB, within one frame).
+pub const MAX_SCAN_COUNT: u32 = 1_000;
+
+/// Largest scan cursor, in bytes: a cursor is a position in the node's
+/// store, one key with its kind and length (5 bytes) and one more; 16
+/// bytes of slack. A longer one cannot come from a node and is refused.
+pub const MAX_SCAN_CURSOR_BYTES: usize = MAX_KEY_BYTES + 16;
+
+/// Most members one [`Operation::SetPage`] lists (a larger `count` is
+/// capped to it): the per-operation member limit, so a page is no larger
+/// in count than one write may be.
+pub const MAX_SET_PAGE_MEMBERS: u32 = MAX_MEMBERS_PER_OP as u32;
+
+/// Most member bytes one [`Operation::SetPage`] lists, unless its first
+/// member alone is larger (a member is at most [`MAX_VALUE_BYTES`]): a
+/// page's reply stays near 1 MiB (at most 2 MiB), far inside one frame,
+/// whatever the set's size.
+pub const MAX_SET_PAGE_BYTES: usize = 1 << 20;
+
 /// The type of an object. `(kind, key)` is an object's identity: a counter
 /// and a set may share a key without conflict.
 #[derive(
@@ -403,6 +429,31 @@ pub enum Operation {
         key: Vec<u8>,
         members: Vec<Vec<u8>>,
     },
+    /// A page of the keys the serving node stores, in its store order, at
+    /// every level (a node stores only the keys placement gives it: keys
+    /// pinned to other regions are listed only where they are stored).
+    /// `cursor`: empty to start, else the previous page's; `prefix`: only
+    /// keys starting with it; `count`: most objects visited (0:
+    /// [`DEFAULT_SCAN_COUNT`], capped at [`MAX_SCAN_COUNT`]). Answered
+    /// with [`ReplyValue::Keys`]. Every key present from the first page to
+    /// the last is listed at least once.
+    Scan {
+        cursor: Vec<u8>,
+        prefix: Vec<u8>,
+        count: u32,
+    },
+    /// A page of a set's members in ascending byte order, after `after`
+    /// (`None`: from the first), served by one replica (`local` or
+    /// `leader`). `count`: most members (0 or more than
+    /// [`MAX_SET_PAGE_MEMBERS`]: that many), and at most
+    /// [`MAX_SET_PAGE_BYTES`] of them. Answered with
+    /// [`ReplyValue::SetPage`]: lists sets of any size, which a
+    /// [`Operation::SetRead`] cannot past one reply.
+    SetPage {
+        key: Vec<u8>,
+        after: Option<Vec<u8>>,
+        count: u32,
+    },
 }
 
 impl Operation {
@@ -431,8 +482,9 @@ impl Operation {
             | Operation::RegisterPut { key, .. }
             | Operation::RegisterGet { key }
             | Operation::Delete { key, .. }
-            | Operation::Inspect { key, .. } => Some(key),
-            Operation::Status | Operation::DebugClockOffset { .. } => None,
+            | Operation::Inspect { key, .. }
+            | Operation::SetPage { key, .. } => Some(key),
+            Operation::Status | Operation::DebugClockOffset { .. } | Operation::Scan { .. } => None,
         }
     }
 }
@@ -451,6 +503,39 @@ pub enum LimitError {
     MembersBytes { total: usize },
     #[error("register value is {len} bytes, over the {MAX_VALUE_BYTES}-byte limit")]
     Value { len: usize },
+    #[error("{what} of {len} bytes exceeds its {max}-byte limit")]
+    Cursor {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
+}
+
+/// The cursor and prefix limits of the paged reads ([`Operation::Scan`],
+/// [`Operation::SetPage`]), on their lengths.
+fn check_paging(op: PagingParts) -> Result<(), LimitError> {
+    let over = |what, len, max| {
+        if len > max {
+            Err(LimitError::Cursor { what, len, max })
+        } else {
+            Ok(())
+        }
+    };
+    match op {
+        PagingParts::Scan { cursor, prefix } => {
+            over("scan cursor", cursor, MAX_SCAN_CURSOR_BYTES)?;
+            over("scan prefix", prefix, MAX_KEY_BYTES)
+        }
+        PagingParts::SetPage { after } => over("set page cursor", after, MAX_VALUE_BYTES),
+        PagingParts::None => Ok(()),
+    }
+}
+
+/// The lengths [`check_paging`] checks.
+enum PagingParts {
+    Scan { cursor: usize, prefix: usize },
+    SetPage { after: usize },
+    None,
 }
 
 /// The size rule both [`check`] and [`check_archived`] apply, on an
@@ -499,6 +584,16 @@ pub fn check(op: &Operation) -> Result<(), LimitError> {
         Operation::RegisterPut { value, .. } => Some(value.len()),
         _ => None,
     };
+    check_paging(match op {
+        Operation::Scan { cursor, prefix, .. } => PagingParts::Scan {
+            cursor: cursor.len(),
+            prefix: prefix.len(),
+        },
+        Operation::SetPage { after, .. } => PagingParts::SetPage {
+            after: after.as_ref().map_or(0, Vec::len),
+        },
+        _ => PagingParts::None,
+    })?;
     check_parts(op.key().map_or(0, <[u8]>::len), members, value)
 }
 
@@ -516,8 +611,11 @@ pub fn check_archived(op: &ArchivedOperation) -> Result<(), LimitError> {
         | ArchivedOperation::RegisterPut { key, .. }
         | ArchivedOperation::RegisterGet { key }
         | ArchivedOperation::Delete { key, .. }
-        | ArchivedOperation::Inspect { key, .. } => key.len(),
-        ArchivedOperation::Status | ArchivedOperation::DebugClockOffset { .. } => 0,
+        | ArchivedOperation::Inspect { key, .. }
+        | ArchivedOperation::SetPage { key, .. } => key.len(),
+        ArchivedOperation::Status
+        | ArchivedOperation::DebugClockOffset { .. }
+        | ArchivedOperation::Scan { .. } => 0,
     };
     let members = match op {
         ArchivedOperation::SetAdd { members, .. }
@@ -531,6 +629,16 @@ pub fn check_archived(op: &ArchivedOperation) -> Result<(), LimitError> {
         ArchivedOperation::RegisterPut { value, .. } => Some(value.len()),
         _ => None,
     };
+    check_paging(match op {
+        ArchivedOperation::Scan { cursor, prefix, .. } => PagingParts::Scan {
+            cursor: cursor.len(),
+            prefix: prefix.len(),
+        },
+        ArchivedOperation::SetPage { after, .. } => PagingParts::SetPage {
+            after: after.as_ref().map_or(0, |a| a.len()),
+        },
+        _ => PagingParts::None,
+    })?;
     check_parts(key_len, members, value)
 }
 
@@ -608,6 +716,28 @@ pub enum ReplyValue {
         /// For each member asked about, whether the set holds it.
         members_present: Vec<bool>,
     },
+    /// A page of a key scan ([`Operation::Scan`]): the keys listed, and
+    /// the cursor of the next page (`None`: the scan is complete). A page
+    /// may be empty while the scan is not complete.
+    Keys {
+        keys: Vec<ScanKey>,
+        cursor: Option<Vec<u8>>,
+    },
+    /// A page of a set's members ([`Operation::SetPage`]), ascending, and
+    /// the `after` of the next page (the last member listed) while more
+    /// follow.
+    SetPage {
+        members: Vec<Vec<u8>>,
+        next: Option<Vec<u8>>,
+    },
+}
+
+/// One key a scan lists: the object `(kind, key)`. A key holding two
+/// kinds (concurrent writes of two types) is listed once per kind.
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ScanKey {
+    pub kind: Kind,
+    pub key: Vec<u8>,
 }
 
 /// A node's view of the cluster, for `meridian status`.
@@ -1025,6 +1155,38 @@ mod tests {
         assert!(!Consistency::intersects(Quorum, Local, 3));
         assert!(!Consistency::intersects(Replicas(1), Replicas(2), 3));
         assert!(Consistency::intersects(Replicas(2), Replicas(2), 3));
+    }
+
+    #[test]
+    fn paged_reads_bound_their_cursors_and_prefixes() {
+        let scan = |cursor: usize, prefix: usize| Operation::Scan {
+            cursor: vec![1; cursor],
+            prefix: vec![b'p'; prefix],
+            count: 0,
+        };
+        assert!(check(&scan(MAX_SCAN_CURSOR_BYTES, MAX_KEY_BYTES)).is_ok());
+        assert!(matches!(
+            check(&scan(MAX_SCAN_CURSOR_BYTES + 1, 0)),
+            Err(LimitError::Cursor { .. })
+        ));
+        assert!(check(&scan(0, MAX_KEY_BYTES + 1)).is_err());
+        let page = |after: usize| Operation::SetPage {
+            key: b"k".to_vec(),
+            after: Some(vec![0; after]),
+            count: 0,
+        };
+        assert!(check(&page(MAX_VALUE_BYTES)).is_ok());
+        assert!(check(&page(MAX_VALUE_BYTES + 1)).is_err());
+        // The archived check agrees (what a node runs before decoding).
+        for op in [
+            scan(MAX_SCAN_CURSOR_BYTES + 1, 0),
+            page(MAX_VALUE_BYTES + 1),
+            scan(1, 1),
+        ] {
+            let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&op).unwrap();
+            let archived = rkyv::access::<ArchivedOperation, rkyv::rancor::Error>(&bytes).unwrap();
+            assert_eq!(check_archived(archived), check(&op));
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::object::{
     GroupFn, GroupId, Kind, MAX_MERGED_OBJECT_BYTES, MAX_OBJECT_BYTES, ObjectKey, Op,
     RegisterValue, Value,
 };
-use crate::store::{SetView, Store};
+use crate::store::{ScanStep, SetView, Store};
 use crate::vfs::{StdFs, Vfs, VfsLock};
 
 /// What one key holds under each type ([`Engine::inspect`]).
@@ -35,6 +35,33 @@ pub struct Inspection {
     pub set_count: u64,
     /// For each member asked about, whether the set holds it.
     pub members_present: Vec<bool>,
+}
+
+/// One page of [`Engine::scan`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyPage {
+    /// The present objects visited, in store order.
+    pub objects: Vec<ObjectKey>,
+    /// The opaque position the next page starts from; `None`: the scan
+    /// is complete.
+    pub next: Option<Vec<u8>>,
+}
+
+/// One page of [`Engine::set_page`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetPage {
+    /// Members in ascending byte order.
+    pub members: Vec<Vec<u8>>,
+    /// The last member listed when more follow (the next page starts
+    /// after it); `None`: this page ends the set.
+    pub next: Option<Vec<u8>>,
+}
+
+/// The position of `object` in scan order ([`Engine::scan`]): a scan from
+/// it lists `object` first if present, then what follows it. For a scan
+/// that starts somewhere chosen (Redis `RANDOMKEY`).
+pub fn scan_position(object: &ObjectKey) -> Vec<u8> {
+    crate::store::prefix(object)
 }
 
 /// When a write counts as durable.
@@ -1137,6 +1164,75 @@ impl Engine {
             set_count,
             members_present,
         })
+    }
+
+    /// One page of a scan of the objects this replica stores, in store
+    /// order (by kind, then key length, then key bytes), from the opaque
+    /// position `from` (empty: the start): the present objects whose key
+    /// starts with `prefix` among at most `steps` visited (objects or seeks
+    /// over keys without the prefix; at least one), and where the next page
+    /// starts (`None`: the scan is complete).
+    ///
+    /// Positions are places in that fixed order, not offsets: an object
+    /// present from the first page to the last is in exactly one page,
+    /// whatever is added or removed meanwhile (the Redis `SCAN` guarantee).
+    /// Absent objects (deleted: their context alone, a counter at 0) are
+    /// not listed. One user key present under two kinds is listed once per
+    /// kind. A page's cost is bounded by `steps` point reads and seeks.
+    pub fn scan(&self, from: &[u8], prefix: &[u8], steps: usize) -> Result<KeyPage> {
+        let store = &self.inner.store;
+        let mut position = from.to_vec();
+        let mut objects = Vec::new();
+        for _ in 0..steps.max(1) {
+            match store.scan_step(&position, prefix)? {
+                ScanStep::End => {
+                    return Ok(KeyPage {
+                        objects,
+                        next: None,
+                    });
+                }
+                ScanStep::Seek(to) => position = to,
+                ScanStep::Object {
+                    object,
+                    present,
+                    next,
+                } => {
+                    if present {
+                        objects.push(object);
+                    }
+                    position = next;
+                }
+            }
+        }
+        Ok(KeyPage {
+            objects,
+            next: Some(position),
+        })
+    }
+
+    /// A page of a set's members on this replica, in ascending byte order,
+    /// after `after` (from the first with `None`): at most `max_members`,
+    /// and no more than `max_bytes` of members unless the first alone is
+    /// larger. A page costs what it lists, whatever the set's size.
+    pub fn set_page(
+        &self,
+        key: &ObjectKey,
+        after: Option<&[u8]>,
+        max_members: usize,
+        max_bytes: usize,
+    ) -> Result<SetPage> {
+        if key.kind() != Kind::Set {
+            return Err(Error::WrongType(format!(
+                "a page of members of a {}",
+                key.kind()
+            )));
+        }
+        let (members, more) =
+            self.inner
+                .store
+                .set_members_after(key, after, max_members, max_bytes)?;
+        let next = if more { members.last().cloned() } else { None };
+        Ok(SetPage { members, next })
     }
 
     /// An object's full CRDT state (for joins across replicas), consistent

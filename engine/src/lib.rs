@@ -224,7 +224,7 @@ pub use clock::{Clock, Hlc, PhysicalTime};
 pub use crdt::{Delta, ObjectState};
 pub use engine::{
     Applied, DEFAULT_CACHE_BYTES, Durability, Engine, EngineConfig, IncarnationSource, Inspection,
-    Merged, Metrics, stream_id,
+    KeyPage, Merged, Metrics, SetPage, scan_position, stream_id,
 };
 pub use error::{Error, Result};
 pub use log::{Record, Since};

@@ -83,7 +83,7 @@ pub(crate) struct Store {
     path: PathBuf,
 }
 
-fn prefix(key: &ObjectKey) -> Vec<u8> {
+pub(crate) fn prefix(key: &ObjectKey) -> Vec<u8> {
     let k = key.key();
     let mut p = Vec::with_capacity(5 + k.len() + 1);
     p.push(key.kind().tag());
@@ -160,6 +160,42 @@ fn parse_key(raw: &[u8]) -> Option<ParsedKey<'_>> {
         return Some((object, None));
     }
     Some((object, Some((rest[0], &rest[1..]))))
+}
+
+/// What one step of a key scan found ([`Store::scan_step`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ScanStep {
+    /// Nothing at or after the position.
+    End,
+    /// No key with the prefix until this position.
+    Seek(Vec<u8>),
+    /// An object with the prefix, whether it is present, and the position
+    /// after its last entry.
+    Object {
+        object: ObjectKey,
+        present: bool,
+        next: Vec<u8>,
+    },
+}
+
+/// The smallest byte string greater than every string starting with `p`
+/// (`p` with its trailing 0xFF bytes dropped and its last byte
+/// incremented). Every store position starts with a kind tag below 0xFF,
+/// so one exists for every prefix the store makes.
+fn successor(p: &[u8]) -> Vec<u8> {
+    let mut out = p.to_vec();
+    while let Some(last) = out.pop() {
+        if last < u8::MAX {
+            out.push(last + 1);
+            return out;
+        }
+    }
+    // All 0xFF: no such string exists, and none is asked for (every store
+    // position starts with a kind tag below 0xFF); `p ++ [0]` at least
+    // moves forward.
+    let mut out = p.to_vec();
+    out.push(0);
+    out
 }
 
 /// How long opening the object store waits for sled's own file lock, in
@@ -458,6 +494,105 @@ impl Store {
         Ok(out)
     }
 
+    /// One step of a key scan ([`crate::Engine::scan`]): the first object
+    /// at or after the store position `from` whose key starts with
+    /// `prefix`, seeking over keys that cannot (keys sort by kind, then
+    /// length, then bytes, so each length's keys with the prefix are one
+    /// range). `None` at the end of the store.
+    pub(crate) fn scan_step(&self, from: &[u8], prefix_bytes: &[u8]) -> Result<ScanStep> {
+        let Some(item) = self.objects.range(from..).next() else {
+            return Ok(ScanStep::End);
+        };
+        let (raw, _) = item?;
+        let Some((object, _)) = parse_key(&raw) else {
+            return Err(Error::corruption(&self.path, "unparseable object key"));
+        };
+        let key = object.key();
+        let n = prefix_bytes.len();
+        let seek_length = |len: usize| {
+            if len > crate::object::MAX_KEY_BYTES {
+                // No longer key of this kind can exist: the next kind.
+                return successor(&[object.kind().tag()]);
+            }
+            let mut to = vec![object.kind().tag()];
+            to.extend_from_slice(&(len as u32).to_be_bytes());
+            to.extend_from_slice(prefix_bytes);
+            to
+        };
+        if key.len() < n {
+            return Ok(ScanStep::Seek(seek_length(n)));
+        }
+        match key[..n].cmp(prefix_bytes) {
+            std::cmp::Ordering::Less => Ok(ScanStep::Seek(seek_length(key.len()))),
+            std::cmp::Ordering::Greater => Ok(ScanStep::Seek(seek_length(key.len() + 1))),
+            std::cmp::Ordering::Equal => {
+                let present = self.present(&object)?;
+                let next = successor(&prefix(&object));
+                Ok(ScanStep::Object {
+                    object,
+                    present,
+                    next,
+                })
+            }
+        }
+    }
+
+    /// Whether an object is present as the RESP door's type rule sees it
+    /// (`server/src/resp/data.rs`): a register with a value, a counter not
+    /// at 0, a set with a member. A deleted object (its context alone)
+    /// is not.
+    pub(crate) fn present(&self, object: &ObjectKey) -> Result<bool> {
+        Ok(match object.kind() {
+            Kind::Counter => self.read_counter(object)?.is_some_and(|c| c.value() != 0),
+            Kind::Register => self
+                .read_register(object)?
+                .is_some_and(|r| r.value.is_some()),
+            Kind::Set => self
+                .read_header(&prefix(object))?
+                .is_some_and(|h| h.count > 0),
+        })
+    }
+
+    /// Up to `max_members` members of a set in ascending order, after
+    /// `after` (from the first with `None`), stopping before the member that
+    /// would take the page past `max_bytes` (a page holds at least one
+    /// member). Also whether more members follow.
+    pub(crate) fn set_members_after(
+        &self,
+        key: &ObjectKey,
+        after: Option<&[u8]>,
+        max_members: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Vec<u8>>, bool)> {
+        use std::ops::Bound;
+        let mut start = prefix(key);
+        start.push(MEMBER_SUFFIX);
+        let skip = start.len();
+        let lower = match after {
+            Some(m) => {
+                let mut k = start.clone();
+                k.extend_from_slice(m);
+                Bound::Excluded(k)
+            }
+            None => Bound::Included(start.clone()),
+        };
+        let upper = Bound::Excluded(successor(&start));
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for item in self.objects.range::<Vec<u8>, _>((lower, upper)) {
+            let (k, _) = item?;
+            let member = &k[skip..];
+            if out.len() >= max_members.max(1)
+                || (!out.is_empty() && bytes + member.len() > max_bytes)
+            {
+                return Ok((out, true));
+            }
+            bytes += member.len();
+            out.push(member.to_vec());
+        }
+        Ok((out, false))
+    }
+
     /// Makes everything written so far durable: sled's flush, then an
     /// fsync of every file sled uses (its flush alone is not one). Files
     /// sled created since are made owner-only on the way.
@@ -579,6 +714,143 @@ mod tests {
                 ObjectState::Set(s) => assert_eq!(s.len(), 1, "{key:?}"),
                 other => panic!("{other:?}"),
             }
+        }
+    }
+
+    /// Every present object of the store by repeated steps from the start.
+    fn scan_all(store: &Store, prefix_bytes: &[u8]) -> (Vec<ObjectKey>, usize) {
+        let mut position = Vec::new();
+        let mut found = Vec::new();
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            match store.scan_step(&position, prefix_bytes).unwrap() {
+                ScanStep::End => return (found, steps),
+                ScanStep::Seek(to) => {
+                    assert!(to > position, "a seek moves forward");
+                    position = to;
+                }
+                ScanStep::Object {
+                    object,
+                    present,
+                    next,
+                } => {
+                    assert!(next > position, "a step moves forward");
+                    if present {
+                        found.push(object);
+                    }
+                    position = next;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scan_steps_list_present_objects_once_and_seek_by_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut c = Counter::new();
+        c.incr(Incarnation(1), 3).unwrap();
+        for name in [
+            "a",
+            "ab",
+            "abc",
+            "b",
+            "user:1",
+            "user:22",
+            "usex",
+            "\u{ff}\u{ff}",
+        ] {
+            store.write_counter(&k(Kind::Counter, name), &c, 1).unwrap();
+        }
+        // A counter back at 0 and a set whose members were all removed:
+        // stored, not present.
+        let mut zero = Counter::new();
+        zero.incr(Incarnation(1), 1).unwrap();
+        zero.incr(Incarnation(1), -1).unwrap();
+        store
+            .write_counter(&k(Kind::Counter, "zero"), &zero, 1)
+            .unwrap();
+        let set = k(Kind::Set, "user:set");
+        let mut view = store.load_set(&set, Some(&[b"m", b"n"])).unwrap();
+        view.set
+            .add(Incarnation(1), &[b"m".to_vec(), b"n".to_vec()]);
+        store.write_set(&set, &view, 2).unwrap();
+        let gone = k(Kind::Set, "gone");
+        let mut view = store.load_set(&gone, Some(&[b"m"])).unwrap();
+        view.set.add(Incarnation(1), &[b"m".to_vec()]);
+        store.write_set(&gone, &view, 3).unwrap();
+        let mut view = store.load_set(&gone, Some(&[b"m"])).unwrap();
+        view.set.remove(&[b"m".to_vec()]);
+        store.write_set(&gone, &view, 4).unwrap();
+        assert!(!store.present(&gone).unwrap());
+        assert!(!store.present(&k(Kind::Counter, "zero")).unwrap());
+
+        let (all, _) = scan_all(&store, b"");
+        let names: Vec<String> = all.iter().map(|o| format!("{o:?}")).collect();
+        assert_eq!(all.len(), 9, "{names:?}");
+        // A set's members are skipped in one step, not visited.
+        assert!(names.contains(&"set:user:set".to_owned()));
+
+        let (users, steps) = scan_all(&store, b"user:");
+        let users: Vec<&[u8]> = users.iter().map(ObjectKey::key).collect();
+        assert_eq!(users, [&b"user:1"[..], b"user:22", b"user:set"]);
+        // Seeks jump over whole lengths: far fewer steps than objects
+        // would be visited one by one as the store grows.
+        assert!(steps <= 16, "{steps} steps");
+    }
+
+    #[test]
+    fn set_pages_cover_every_member_within_their_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let key = k(Kind::Set, "s");
+        let members: Vec<Vec<u8>> = (0..50u32)
+            .map(|i| format!("m{i:03}").into_bytes())
+            .collect();
+        let asked: Vec<&[u8]> = members.iter().map(Vec::as_slice).collect();
+        let mut view = store.load_set(&key, Some(&asked)).unwrap();
+        view.set.add(Incarnation(1), &members);
+        store.write_set(&key, &view, 1).unwrap();
+        // A neighbouring set's members never leak into the page.
+        let other = k(Kind::Set, "t");
+        let mut view = store.load_set(&other, Some(&[b"zz"])).unwrap();
+        view.set.add(Incarnation(1), &[b"zz".to_vec()]);
+        store.write_set(&other, &view, 1).unwrap();
+
+        let mut seen = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (page, more) = store
+                .set_members_after(&key, after.as_deref(), 7, 20)
+                .unwrap();
+            assert!(!page.is_empty() && page.len() <= 7);
+            // 20 bytes: five 4-byte members (and never a sixth).
+            assert!(page.iter().map(Vec::len).sum::<usize>() <= 20);
+            seen.extend(page.iter().cloned());
+            if !more {
+                break;
+            }
+            after = page.last().cloned();
+        }
+        assert_eq!(seen, members);
+        // A member larger than the byte bound still makes a page of one.
+        let (page, more) = store.set_members_after(&key, None, 10, 1).unwrap();
+        assert_eq!((page.len(), more), (1, true));
+        let (page, more) = store
+            .set_members_after(&k(Kind::Set, "none"), None, 10, 10)
+            .unwrap();
+        assert!(page.is_empty() && !more);
+    }
+
+    #[test]
+    fn successor_is_past_every_extension() {
+        assert_eq!(successor(&[1, 2, 3]), vec![1, 2, 4]);
+        assert_eq!(successor(&[1, 0xff, 0xff]), vec![2]);
+        for ext in [&[][..], &[0][..], &[0xff, 0xff, 0xff][..]] {
+            let mut extended = vec![1, 0xff];
+            extended.extend_from_slice(ext);
+            assert!(successor(&[1, 0xff]) > extended);
         }
     }
 

@@ -168,7 +168,7 @@ use crate::metrics::{Origin, RequestMetrics};
 use crate::rpc::{PeerRequest, PeerResponse};
 use crate::translate::{
     Access, MAX_WRITE_REPLY_MEMBERS, Target, engine_error, engine_op, invalid, read_reply_value,
-    state_value, translate, write_reply_value,
+    scan_steps, set_page_members, state_value, translate, wire_kind, write_reply_value,
 };
 
 // The client protocol's limits are the engine's own (both re-export
@@ -448,6 +448,17 @@ impl Coordinator {
                 tracing::warn!(offset_ms, "debug clock offset set");
                 return self.ok(&self.node, level, ReplyValue::Done);
             }
+            Ok(Target::Scan) => {
+                let Operation::Scan {
+                    cursor,
+                    prefix,
+                    count,
+                } = req.op
+                else {
+                    unreachable!("only Scan is translated to Target::Scan")
+                };
+                return self.scan(cursor, prefix, count).await;
+            }
             Ok(Target::Object(key, access)) => (key, access),
             Err(e) => return Response::Err(e),
         };
@@ -533,6 +544,71 @@ impl Coordinator {
                 self.inspect(level, key, members, &replicas, &live, needed, timeout)
                     .await
             }
+            Access::SetPage => {
+                let Operation::SetPage { after, count, .. } = req.op else {
+                    unreachable!("only SetPage is translated to Access::SetPage")
+                };
+                if needed > 1 && replicas.len() > 1 {
+                    return Response::Err(invalid(format!(
+                        "a page of a set is read from one replica: use local or leader, not \
+                         {level} (a page joined across replicas would need every replica's \
+                         members around it)"
+                    )));
+                }
+                let engine = self.engine.clone();
+                let paged = self
+                    .pool
+                    .run(move || {
+                        engine.set_page(
+                            &key,
+                            after.as_deref(),
+                            set_page_members(count),
+                            wire::MAX_SET_PAGE_BYTES,
+                        )
+                    })
+                    .await;
+                match paged {
+                    Ok(page) => self.ok(
+                        &self.node,
+                        level,
+                        ReplyValue::SetPage {
+                            members: page.members,
+                            next: page.next,
+                        },
+                    ),
+                    Err(e) => Response::Err(engine_error(e)),
+                }
+            }
+        }
+    }
+
+    /// `Scan`: a page of the keys this node stores, whatever the level
+    /// (answered as `local`): placement decides what a node stores, and
+    /// the scan lists exactly that.
+    async fn scan(&self, cursor: Vec<u8>, prefix: Vec<u8>, count: u32) -> Response {
+        let engine = self.engine.clone();
+        let steps = scan_steps(count);
+        let scanned = self
+            .pool
+            .run(move || engine.scan(&cursor, &prefix, steps))
+            .await;
+        match scanned {
+            Ok(page) => self.ok(
+                &self.node,
+                Consistency::Local,
+                ReplyValue::Keys {
+                    keys: page
+                        .objects
+                        .iter()
+                        .map(|o| wire::ScanKey {
+                            kind: wire_kind(o.kind()),
+                            key: o.key().to_vec(),
+                        })
+                        .collect(),
+                    cursor: page.next,
+                },
+            ),
+            Err(e) => Response::Err(engine_error(e)),
         }
     }
 

@@ -14,6 +14,8 @@ pub(crate) enum Target {
     DebugClockOffset(i64),
     /// One object, read or written.
     Object(ObjectKey, Access),
+    /// A page of the keys this node stores (`Operation::Scan`).
+    Scan,
 }
 
 /// Whether a request reads or writes its object. The write's engine
@@ -27,6 +29,8 @@ pub(crate) enum Access {
     /// What the key holds under every type, and which of the request's
     /// members its set holds (`Operation::Inspect`).
     Inspect,
+    /// A page of a set's members (`Operation::SetPage`).
+    SetPage,
 }
 
 /// The operation's object and whether it reads or writes it.
@@ -36,6 +40,8 @@ pub(crate) fn translate(op: &Operation) -> Result<Target, WireError> {
         Operation::DebugClockOffset { offset_ms } => {
             return Ok(Target::DebugClockOffset(*offset_ms));
         }
+        Operation::Scan { .. } => return Ok(Target::Scan),
+        Operation::SetPage { key, .. } => (Kind::Set, key, Access::SetPage),
         Operation::CounterIncr { key, .. } => (Kind::Counter, key, Access::Write),
         Operation::CounterRead { key } => (Kind::Counter, key, Access::Read),
         Operation::SetAdd { key, .. } | Operation::SetRemove { key, .. } => {
@@ -65,7 +71,9 @@ pub(crate) fn engine_op(op: Operation) -> Option<Op> {
         | Operation::RegisterGet { .. }
         | Operation::Status
         | Operation::DebugClockOffset { .. }
-        | Operation::Inspect { .. } => return None,
+        | Operation::Inspect { .. }
+        | Operation::Scan { .. }
+        | Operation::SetPage { .. } => return None,
     })
 }
 
@@ -75,6 +83,34 @@ pub(crate) fn engine_kind(kind: wire::Kind) -> Kind {
         wire::Kind::Counter => Kind::Counter,
         wire::Kind::Set => Kind::Set,
         wire::Kind::Register => Kind::Register,
+    }
+}
+
+/// The wire's type for an engine type.
+pub(crate) fn wire_kind(kind: Kind) -> wire::Kind {
+    match kind {
+        Kind::Counter => wire::Kind::Counter,
+        Kind::Set => wire::Kind::Set,
+        Kind::Register => wire::Kind::Register,
+    }
+}
+
+/// The objects a scan page visits for a request's `count`: 0 is
+/// [`wire::DEFAULT_SCAN_COUNT`], more than [`wire::MAX_SCAN_COUNT`] is
+/// capped to it.
+pub(crate) fn scan_steps(count: u32) -> usize {
+    match count {
+        0 => wire::DEFAULT_SCAN_COUNT as usize,
+        n => n.min(wire::MAX_SCAN_COUNT) as usize,
+    }
+}
+
+/// The members a set page lists for a request's `count`: 0 or more than
+/// [`wire::MAX_SET_PAGE_MEMBERS`] is that maximum.
+pub(crate) fn set_page_members(count: u32) -> usize {
+    match count {
+        0 => wire::MAX_SET_PAGE_MEMBERS as usize,
+        n => n.min(wire::MAX_SET_PAGE_MEMBERS) as usize,
     }
 }
 
@@ -171,9 +207,10 @@ pub(crate) fn read_reply_value(value: Value) -> Result<ReplyValue, WireError> {
             return Err(WireError::InvalidArgument {
                 message: format!(
                     "the set has {} members taking {bytes} bytes, over the \
-                     {MAX_READ_REPLY_BYTES}-byte limit of a read's reply; its size and \
-                     members can still be checked (inspect: SCARD, SISMEMBER), or members \
-                     removed",
+                     {MAX_READ_REPLY_BYTES}-byte limit of a read's reply; list it page by \
+                     page instead (SSCAN over RESP, Set::page / Operation::SetPage in the \
+                     client, `meridian cli smembers --paged`); its size and members can \
+                     still be checked (SCARD, SISMEMBER), or members removed",
                     members.len()
                 ),
             });

@@ -14,6 +14,9 @@ access token as the password. It checks:
     one key) converge on every node within a bounded wait;
   * `quorum` reads through one node see every completed `quorum` write
     made through another, at once, with no retry;
+  * SCAN/SSCAN through redis-py's own iterators (`scan_iter`,
+    `sscan_iter`, which parse the cursor as an integer) and `redis-cli
+    --scan` list every key and member once; KEYS, DBSIZE, RANDOMKEY;
   * with two of the three nodes killed, a `quorum` write is a definite
     failure with the NOREPLICAS prefix, and it did not take effect: after
     the two nodes are restarted with the same configs, the values read at
@@ -295,7 +298,38 @@ def test_quorum_write_two_down(c):
     )
 
 
-TESTS = [test_handshake, test_convergence, test_quorum_reads, test_quorum_write_two_down]
+def test_scan(c):
+    """Listing keys and a set's members with redis-py's iterators and
+    redis-cli's --scan (both take the cursor as an integer)."""
+    node = c.nodes[0]
+    r = c.client(node, "local")
+    names = {key(f"scan:{i}") for i in range(30)}
+    for n in names:
+        r.set(n, "v")
+    members = {f"m{i}" for i in range(50)}
+    r.sadd(key("scan-set"), *members)
+    got = list(r.scan_iter(match=key("scan:*"), count=7))
+    assert set(got) == names and len(got) == len(names), got
+    assert {k for k in r.scan_iter(match=key("scan-*"), _type="set")} == {key("scan-set")}
+    got = list(r.sscan_iter(key("scan-set"), count=5))
+    assert set(got) == members and len(got) == len(members), got
+    assert sorted(r.keys(key("scan:*"))) == sorted(names)
+    assert r.dbsize() >= len(names) + 1
+    assert r.randomkey() is not None
+    cli = "redis-cli"
+    checked = "redis-py"
+    if subprocess.run(["which", cli], capture_output=True).returncode == 0:
+        out = subprocess.run(
+            [cli, "-p", str(c.port[node]), "--user", "local", "--pass", c.token,
+             "--no-auth-warning", "--scan", "--pattern", key("scan:*")],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.split()
+        assert set(out) == names and len(out) == len(names), out
+        checked += " and redis-cli --scan"
+    return f"{checked}: 30 keys and 50 members listed once each through integer cursors"
+
+
+TESTS = [test_handshake, test_convergence, test_quorum_reads, test_scan, test_quorum_write_two_down]
 
 
 def main():

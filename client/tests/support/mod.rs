@@ -434,6 +434,36 @@ impl State {
                     },
                 );
             }
+            // One page holding every key with the prefix.
+            Operation::Scan { prefix, .. } => {
+                let keys = data
+                    .keys()
+                    .filter(|(_, k)| k.starts_with(prefix))
+                    .map(|(kind, key)| wire::ScanKey {
+                        kind: *kind,
+                        key: key.clone(),
+                    })
+                    .collect();
+                return self.reply(request, ReplyValue::Keys { keys, cursor: None });
+            }
+            // One page holding every member after `after`.
+            Operation::SetPage { key, after, .. } => {
+                let members = match data.get(&(Kind::Set, key.clone())) {
+                    Some(Value::Set(set)) => set
+                        .iter()
+                        .filter(|m| after.as_ref().is_none_or(|a| *m > a))
+                        .cloned()
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                return self.reply(
+                    request,
+                    ReplyValue::SetPage {
+                        members,
+                        next: None,
+                    },
+                );
+            }
         };
         let value = match value {
             Value::Counter(value) => ReplyValue::Counter { value },

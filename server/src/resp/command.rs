@@ -109,10 +109,27 @@ pub enum Command {
         key: Bytes,
         count: Option<i64>,
     },
+    /// `SSCAN key cursor [MATCH pattern] [COUNT count]`.
+    SScan {
+        key: Bytes,
+        cursor: u64,
+        pattern: Option<Bytes>,
+        count: Option<u32>,
+    },
     // Keys.
     Del(Vec<Bytes>),
     Exists(Vec<Bytes>),
     Type(Bytes),
+    /// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`.
+    Scan {
+        cursor: u64,
+        pattern: Option<Bytes>,
+        count: Option<u32>,
+        type_name: Option<String>,
+    },
+    Keys(Bytes),
+    DbSize,
+    RandomKey,
 }
 
 /// `COMMAND` and its subcommands.
@@ -500,6 +517,64 @@ impl Command {
                     Command::SRandMember { key, count }
                 }
             }
+            "scan" | "sscan" => {
+                let key = if name == "sscan" {
+                    Some(a.key()?)
+                } else {
+                    None
+                };
+                let cursor = super::cursors::parse(&a.bytes()?)?;
+                let (mut pattern, mut count, mut type_name) = (None, None, None);
+                while a.remaining() > 0 {
+                    let opt = a.text()?.to_ascii_lowercase();
+                    if a.remaining() == 0 {
+                        return Err(SYNTAX.into());
+                    }
+                    match opt.as_str() {
+                        "match" => pattern = Some(a.bytes()?),
+                        "count" => {
+                            let n = a.int()?;
+                            if n < 1 {
+                                return Err(SYNTAX.into());
+                            }
+                            // Larger counts are capped where they are used
+                            // (`wire::MAX_SCAN_COUNT`, `MAX_SET_PAGE_MEMBERS`).
+                            count = Some(u32::try_from(n).unwrap_or(u32::MAX));
+                        }
+                        "type" if key.is_none() => {
+                            type_name = Some(a.text()?.to_ascii_lowercase());
+                        }
+                        _ => return Err(SYNTAX.into()),
+                    }
+                }
+                match key {
+                    Some(key) => Command::SScan {
+                        key,
+                        cursor,
+                        pattern,
+                        count,
+                    },
+                    None => Command::Scan {
+                        cursor,
+                        pattern,
+                        count,
+                        type_name,
+                    },
+                }
+            }
+            "keys" => {
+                let pattern = a.bytes()?;
+                a.finish()?;
+                Command::Keys(pattern)
+            }
+            "dbsize" | "randomkey" => {
+                a.finish()?;
+                if name == "dbsize" {
+                    Command::DbSize
+                } else {
+                    Command::RandomKey
+                }
+            }
             "del" | "unlink" => Command::Del(a.keys()?),
             "exists" => Command::Exists(a.keys()?),
             "type" => {
@@ -535,9 +610,14 @@ impl Command {
                 | Command::SCard(_)
                 | Command::SRandMember { .. }
                 | Command::SPop { .. }
+                | Command::SScan { .. }
                 | Command::Del(_)
                 | Command::Exists(_)
                 | Command::Type(_)
+                | Command::Scan { .. }
+                | Command::Keys(_)
+                | Command::DbSize
+                | Command::RandomKey
         )
     }
 }
@@ -602,6 +682,11 @@ pub const TABLE: &[CommandInfo] = &[
     ("unlink", -2, &["write", "fast"], 1, -1, 1),
     ("exists", -2, &["readonly", "fast"], 1, -1, 1),
     ("type", 2, &["readonly", "fast"], 1, 1, 1),
+    ("sscan", -3, &["readonly"], 1, 1, 1),
+    ("scan", -2, &["readonly"], 0, 0, 0),
+    ("keys", 2, &["readonly"], 0, 0, 0),
+    ("dbsize", 1, &["readonly", "fast"], 0, 0, 0),
+    ("randomkey", 1, &["readonly"], 0, 0, 0),
 ];
 
 #[cfg(test)]
@@ -661,6 +746,47 @@ mod tests {
         );
         assert!(Command::parse(req(&["mset", "a", "1", "b"])).is_err());
         assert!(Command::parse(req(&["spop", "k", "-1"])).is_err());
+    }
+
+    #[test]
+    fn scans_parse_with_their_options() {
+        assert_eq!(
+            Command::parse(req(&[
+                "SCAN", "0", "match", "u:*", "COUNT", "50", "type", "SET"
+            ]))
+            .unwrap(),
+            Command::Scan {
+                cursor: 0,
+                pattern: Some("u:*".into()),
+                count: Some(50),
+                type_name: Some("set".into()),
+            }
+        );
+        assert_eq!(
+            Command::parse(req(&["sscan", "k", "17"])).unwrap(),
+            Command::SScan {
+                key: "k".into(),
+                cursor: 17,
+                pattern: None,
+                count: None,
+            }
+        );
+        for bad in [
+            &["scan", "x"][..],
+            &["scan", "-1"],
+            &["scan", "0", "count", "0"],
+            &["scan", "0", "count"],
+            &["scan", "0", "bogus", "1"],
+            &["sscan", "k", "0", "type", "set"],
+            &["keys"],
+            &["dbsize", "x"],
+        ] {
+            assert!(Command::parse(req(bad)).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            Command::parse(req(&["scan", "x"])).unwrap_err(),
+            "ERR invalid cursor"
+        );
     }
 
     #[test]

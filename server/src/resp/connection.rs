@@ -109,6 +109,8 @@ pub struct Session {
     pub multi_failed: bool,
     /// The last write this connection made through this node (`WAIT`).
     pub last_write: Option<WriteRecord>,
+    /// Open `SCAN`/`SSCAN` cursors.
+    pub cursors: super::cursors::Cursors,
 }
 
 /// What to do after a reply.
@@ -160,6 +162,7 @@ pub async fn serve<S>(
         multi: None,
         multi_failed: false,
         last_write: None,
+        cursors: super::cursors::Cursors::new(),
     };
     let mut input = BytesMut::with_capacity(INITIAL_BUFFER_BYTES);
     let mut output = BytesMut::with_capacity(INITIAL_BUFFER_BYTES);
@@ -616,6 +619,7 @@ async fn data(
         server,
         level,
         last_write: &mut session.last_write,
+        cursors: &mut session.cursors,
         writes_done: 0,
     };
     let result: Result<Reply, Failed> = match command {
@@ -643,6 +647,21 @@ async fn data(
         Command::Del(keys) => keys::del(&mut d, keys).await,
         Command::Exists(keys) => keys::exists(&mut d, keys).await,
         Command::Type(k) => keys::type_of(&mut d, k).await,
+        Command::SScan {
+            key,
+            cursor,
+            pattern,
+            count,
+        } => sets::sscan(&mut d, key, cursor, pattern, count).await,
+        Command::Scan {
+            cursor,
+            pattern,
+            count,
+            type_name,
+        } => keys::scan(&mut d, cursor, pattern, count, type_name).await,
+        Command::Keys(pattern) => keys::keys(&mut d, pattern).await,
+        Command::DbSize => keys::dbsize(&mut d).await,
+        Command::RandomKey => keys::randomkey(&mut d).await,
         other => Err(Failed(Reply::error(format!(
             "ERR internal error: {other:?} is not a data command"
         )))),

@@ -42,6 +42,8 @@ pub struct Data<'a> {
     pub server: &'a RespServer,
     pub level: Consistency,
     pub last_write: &'a mut Option<WriteRecord>,
+    /// The connection's open `SCAN`/`SSCAN` cursors.
+    pub cursors: &'a mut super::cursors::Cursors,
     /// Writes this command completed (a later failure is then partial).
     pub writes_done: usize,
 }
@@ -272,6 +274,47 @@ impl Data<'_> {
             .await?
         {
             ReplyValue::Set { members, .. } => Ok(members),
+            other => Err(Failed(Reply::Error(format!(
+                "ERR internal error: unexpected reply {other:?}"
+            )))),
+        }
+    }
+
+    /// One page of the keys this node stores ([`Operation::Scan`]): the
+    /// keys with their kinds, and the next page's position (`None`: done).
+    pub async fn scan_page(
+        &mut self,
+        position: Vec<u8>,
+        prefix: Vec<u8>,
+        count: u32,
+    ) -> Result<(Vec<meridian_client::wire::ScanKey>, Option<Vec<u8>>), Failed> {
+        let op = Operation::Scan {
+            cursor: position,
+            prefix,
+            count,
+        };
+        match self.request(op).await? {
+            ReplyValue::Keys { keys, cursor } => Ok((keys, cursor)),
+            other => Err(Failed(Reply::Error(format!(
+                "ERR internal error: unexpected reply {other:?}"
+            )))),
+        }
+    }
+
+    /// One page of the set's members after `after` ([`Operation::SetPage`]).
+    pub async fn set_page(
+        &mut self,
+        key: &Bytes,
+        after: Option<Vec<u8>>,
+        count: u32,
+    ) -> Result<(Vec<Vec<u8>>, Option<Vec<u8>>), Failed> {
+        let op = Operation::SetPage {
+            key: key.to_vec(),
+            after,
+            count,
+        };
+        match self.request(op).await? {
+            ReplyValue::SetPage { members, next } => Ok((members, next)),
             other => Err(Failed(Reply::Error(format!(
                 "ERR internal error: unexpected reply {other:?}"
             )))),

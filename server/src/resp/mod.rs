@@ -12,6 +12,8 @@
 //!   does, by family. Every data command goes through
 //!   [`Coordinator::execute`] (same placement forwarding, consistency
 //!   levels and metrics as the QUIC client protocol).
+//! * [`cursors`]: the integer `SCAN`/`SSCAN` cursors and the positions
+//!   each connection keeps for them; [`glob`]: Redis's `MATCH` patterns.
 //! * [`data`]: requests through the coordinator, the one-type-per-key
 //!   rule, and Meridian's errors as RESP errors.
 //! * [`local`]: pipelined commands the node serves alone, run in one
@@ -39,8 +41,10 @@ use crate::tasks::TaskTracker;
 pub mod command;
 pub mod conn_cmds;
 pub mod connection;
+pub mod cursors;
 pub mod data;
 pub mod frame;
+pub mod glob;
 pub mod keys;
 pub mod local;
 pub mod parse;

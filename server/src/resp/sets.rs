@@ -1,13 +1,24 @@
 //! Set commands over Meridian's observed-remove set: `SADD`, `SREM`,
-//! `SMEMBERS`, `SISMEMBER`, `SMISMEMBER`, `SCARD`, `SRANDMEMBER`, `SPOP`.
-//! A concurrent add wins over a remove that did not observe it.
+//! `SMEMBERS`, `SISMEMBER`, `SMISMEMBER`, `SCARD`, `SRANDMEMBER`, `SPOP`,
+//! `SSCAN`. A concurrent add wins over a remove that did not observe it.
+//!
+//! `SSCAN` lists a set of any size page by page (`SMEMBERS` refuses a set
+//! whose reply would pass about 19 MiB and says to use `SSCAN`): members in
+//! ascending byte order after the last one listed, `COUNT` per page
+//! (default 10, at most `wire::MAX_SET_PAGE_MEMBERS`) and about
+//! `wire::MAX_SET_PAGE_BYTES` at most, so every call's cost is bounded.
+//! Every member present from the first call to the last is returned
+//! exactly once. A page is read from one replica: at `quorum` and `all`
+//! `SSCAN` is refused (use `MERIDIAN.AT local|leader SSCAN ...`).
 
 use bytes::Bytes;
 use meridian_client::wire::Operation;
 use rand::seq::{IndexedRandom, SliceRandom};
 
+use super::cursors::Scope;
 use super::data::{Data, Failed};
 use super::frame::Reply;
+use super::glob::Glob;
 
 /// Distinct members of `members` not yet counted, in argument order.
 pub(super) fn distinct(members: &[Bytes]) -> Vec<&Bytes> {
@@ -152,4 +163,39 @@ pub async fn spop(d: &mut Data<'_>, key: Bytes, count: Option<i64>) -> Result<Re
         None => picked.into_iter().next().map_or(Reply::Null, bulk),
         Some(_) => Reply::Set(picked.into_iter().map(bulk).collect()),
     })
+}
+
+/// `SSCAN key cursor [MATCH pattern] [COUNT count]` (see the module docs).
+pub async fn sscan(
+    d: &mut Data<'_>,
+    key: Bytes,
+    cursor: u64,
+    pattern: Option<Bytes>,
+    count: Option<u32>,
+) -> Result<Reply, Failed> {
+    let scope = Scope::Set(key.clone());
+    let after = d.cursors.take(&scope, cursor)?;
+    d.probe(&key).await?.want_set()?;
+    let glob = pattern
+        .as_deref()
+        .map(Glob::new)
+        .filter(|g| !g.matches_all());
+    // Redis's default COUNT, as for SCAN.
+    let count = count
+        .unwrap_or(meridian_client::wire::DEFAULT_SCAN_COUNT)
+        .min(meridian_client::wire::MAX_SET_PAGE_MEMBERS);
+    let (members, next) = d.set_page(&key, after, count).await?;
+    let listed = members
+        .into_iter()
+        .filter(|m| glob.as_ref().is_none_or(|g| g.matches(m)))
+        .map(|m| Reply::Bulk(m.into()))
+        .collect();
+    let cursor = match next {
+        Some(last) => d.cursors.issue(scope, last),
+        None => 0,
+    };
+    Ok(Reply::Array(vec![
+        Reply::Bulk(cursor.to_string().into()),
+        Reply::Array(listed),
+    ]))
 }
