@@ -1210,8 +1210,15 @@ impl Replicator {
                     }
                     tracing::debug!(peer, ahead_ms, dot = ?r.dot, "delta from the future deferred");
                 }
-                Err(EngineError::ObjectTooLarge { bytes, limit }) => {
-                    // The set would pass the merged-object bound here
+                Err(
+                    EngineError::ObjectTooLarge { bytes, limit }
+                    | EngineError::TooManyFields {
+                        fields: bytes,
+                        limit,
+                    },
+                ) => {
+                    // The set or map would pass the merged-object bound
+                    // (or a map its field limit) here
                     // (counted by the engine): skip this delta like a
                     // deferred one and retry it later, so the deltas after
                     // it keep flowing (review C4).

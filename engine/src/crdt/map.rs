@@ -531,7 +531,10 @@ fn check_field(field: &[u8]) -> Result<(), MapLimitError> {
     Ok(())
 }
 
-fn check_totals(fields: usize, bytes: u64) -> Result<(), MapLimitError> {
+/// Checks a map's totals against [`MAX_FIELDS_PER_MAP`] and
+/// [`MAX_MAP_BYTES`] (the engine checks a decomposed map's header totals
+/// with it after a local operation).
+pub fn check_totals(fields: usize, bytes: u64) -> Result<(), MapLimitError> {
     if fields > MAX_FIELDS_PER_MAP {
         return Err(MapLimitError::TooManyFields { fields });
     }
