@@ -17,7 +17,7 @@ use tracing::Instrument;
 use crate::Error;
 use crate::config::ClientConfig;
 use crate::connection::{self, CONNECT_TIMEOUT, ConnectFailure, Endpoints, ExchangeError};
-use crate::object::{Counter, Register, Set};
+use crate::object::{Counter, Map, Register, Set};
 use crate::wire::{
     self, Consistency, Kind, NodeStatus, Operation, Reply, ReplyValue, Request, Response, WireError,
 };
@@ -127,6 +127,11 @@ impl Client {
     /// A handle on the last-writer-wins register at `key`.
     pub fn register(&self, key: impl Into<Vec<u8>>) -> Register {
         Register::new(self.clone(), key.into())
+    }
+
+    /// A handle on the map (Redis hash) at `key`.
+    pub fn map(&self, key: impl Into<Vec<u8>>) -> Map {
+        Map::new(self.clone(), key.into())
     }
 
     /// The serving node's view of the cluster (as `meridian status` shows
@@ -449,6 +454,11 @@ fn check_reply(op: &Operation, reply: &Reply) -> Result<(), Error> {
         Operation::Status => "status",
         Operation::DebugClockOffset { .. } => "empty",
         Operation::Inspect { .. } => "inspection",
+        Operation::MapSet { .. }
+        | Operation::MapIncr { .. }
+        | Operation::MapRemove { .. }
+        | Operation::MapRead { .. } => "map",
+        Operation::Probe { .. } => "probe",
     };
     let got = match &reply.value {
         ReplyValue::Counter { .. } => "counter",
@@ -457,6 +467,8 @@ fn check_reply(op: &Operation, reply: &Reply) -> Result<(), Error> {
         ReplyValue::Status(_) => "status",
         ReplyValue::Done => "empty",
         ReplyValue::Inspect { .. } => "inspection",
+        ReplyValue::Map { .. } => "map",
+        ReplyValue::Probe { .. } => "probe",
     };
     if got == expected {
         Ok(())
@@ -491,9 +503,17 @@ fn op_name(op: &Operation) -> &'static str {
             kind: Kind::Register,
             ..
         } => "register.delete",
+        Operation::Delete {
+            kind: Kind::Map, ..
+        } => "map.delete",
         Operation::Status => "status",
         Operation::DebugClockOffset { .. } => "debug_clock_offset",
         Operation::Inspect { .. } => "inspect",
+        Operation::MapSet { .. } => "map.set",
+        Operation::MapIncr { .. } => "map.incr",
+        Operation::MapRemove { .. } => "map.remove",
+        Operation::MapRead { .. } => "map.read",
+        Operation::Probe { .. } => "probe",
     }
 }
 

@@ -146,6 +146,6 @@ pub use config::{ClientConfig, ClientFile, NodeEntry};
 pub use connection::{CONNECT_TIMEOUT, IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL};
 pub use error::Error;
 pub use object::{
-    Counter, FromReply, Read, Register, RegisterValue, RequestBuilder, Set, SetValue,
+    Counter, FromReply, Map, MapValue, Read, Register, RegisterValue, RequestBuilder, Set, SetValue,
 };
 pub use wire::{Consistency, Kind, NodeStatus, PeerStatus, WireHlc};

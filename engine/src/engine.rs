@@ -993,6 +993,11 @@ impl Engine {
         let inner = &self.inner;
         let _g = self.stripe(key);
         let delta = state.to_delta();
+        if let Delta::Map(m) = &delta
+            && let Some(hlc) = m.max_hlc()
+        {
+            inner.clock.observe(hlc, now)?;
+        }
         let prepared = prepare_merge(&inner.store, key, &delta)?;
         if !prepared.changed() {
             return Ok(None);

@@ -1190,6 +1190,10 @@ impl Replicator {
             // (a register's own HLC is what decides last-writer-wins).
             let inner = match &r.delta {
                 Delta::Register(reg) => self.engine.clock().observe(reg.hlc, now.physical),
+                // A map's `HSET` entries carry the HLCs its reads order by.
+                Delta::Map(m) => m
+                    .max_hlc()
+                    .map_or(Ok(()), |hlc| self.engine.clock().observe(hlc, now.physical)),
                 Delta::Counter(_) | Delta::Set(_) => Ok(()),
             };
             let merged = inner.and_then(|()| self.engine.merge(r, now.physical));

@@ -128,6 +128,19 @@ impl MapDelta {
         }
     }
 
+    /// The largest HLC of the delta's `Set` entries: receivers hold it to
+    /// the same clock guard as a register's timestamp (reads order by it).
+    pub fn max_hlc(&self) -> Option<Hlc> {
+        self.fields
+            .values()
+            .flat_map(|entries| entries.values())
+            .filter_map(|e| match e {
+                Entry::Set { hlc, .. } => Some(*hlc),
+                Entry::Incr { .. } => None,
+            })
+            .max()
+    }
+
     /// Fields the delta names (the only ones a `Listed` delta can affect).
     pub fn field_names(&self) -> impl Iterator<Item = &[u8]> + '_ {
         self.fields.keys().map(Vec::as_slice)
