@@ -31,12 +31,14 @@ pub async fn exists(d: &mut Data<'_>, keys: Vec<Bytes>) -> Result<Reply, Failed>
     Ok(Reply::Integer(n))
 }
 
-/// `TYPE`: `string` (a register or a counter) before `set` when
-/// concurrent writes created both.
+/// `TYPE`: `string` (a register or a counter) before `hash` before `set`
+/// when concurrent writes created several.
 pub async fn type_of(d: &mut Data<'_>, key: Bytes) -> Result<Reply, Failed> {
     let p = d.probe(&key).await?;
     let t = if p.has_string() {
         "string"
+    } else if p.has_map() {
+        "hash"
     } else if p.has_set() {
         "set"
     } else {
