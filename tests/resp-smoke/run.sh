@@ -5,9 +5,9 @@
 #   bash tests/resp-smoke/run.sh target/debug/meridian
 #
 #   1. session.sh         redis-cli sessions compared with transcripts
-#   2. bench.sh           redis-benchmark -t ping,set,get,incr,sadd,spop,mset
+#   2. bench.sh           redis-benchmark -t ping,set,get,incr,sadd,spop,mset,hset
 #                         -n 2000 -c 10, every reply a success
-#   3. test_redis_py.py   redis-py (RESP3): convergence, quorum reads, a
+#   3. test_redis_py.py   redis-py (RESP3): convergence, hashes, quorum reads, a
 #                         quorum write with two nodes down
 #
 # A step whose tool is missing (redis-cli/redis-benchmark: Debian
