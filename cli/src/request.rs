@@ -413,5 +413,22 @@ mod tests {
             }),
             serde_json::Value::Null
         );
+        let map = ReplyValue::Map {
+            fields: vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), vec![0xff])],
+            count: 2,
+        };
+        assert_eq!(
+            json_value(&map),
+            serde_json::json!({"a": "1", "b": "\\xff"})
+        );
+        // `hget`: the field's value, or null.
+        assert_eq!(
+            json_value(&picked_field(map.clone(), b"a")),
+            serde_json::json!("1")
+        );
+        assert_eq!(
+            json_value(&picked_field(map, b"zz")),
+            serde_json::Value::Null
+        );
     }
 }
