@@ -120,6 +120,12 @@ fn readme_commands_work_as_written() {
     assert_eq!(output_of("count likes").trim(), "5");
     assert!(output_of("sadd cart").contains(r#""value":["apple","pear"]"#));
     assert!(output_of("smembers cart").contains("apple"));
+    // `all` joins every replica: the increment made on another node adds
+    // to the set value whether or not that node had seen it (an increment
+    // concurrent with a set applies on top of it).
+    let hgetall = output_of("hgetall user:1");
+    assert!(hgetall.contains(r#""name":"ada""#), "{hgetall}");
+    assert!(hgetall.contains(r#""visits":"3""#), "{hgetall}");
     // The second `init` lays a cluster across machines: configs only.
     let across = std::fs::read_to_string(dir.path().join("cluster2/eu-west-1.toml")).unwrap();
     assert!(across.contains("10.0.2.5"), "{across}");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use meridian::inproc::{DETECT, test_protocol};
-use meridian::objects::set_of;
+use meridian::objects::{map_of, set_of};
 use meridian::{InProcessCluster, Obj, Spec, TestClusterFiles, Val, eventually};
 use meridian_client::{Client, Consistency, Error};
 use meridian_replication::mesh::Link;
@@ -25,7 +25,7 @@ const KEYS_PER_TYPE: usize = 4;
 const WRITES_PER_KEY: usize = 6;
 
 /// One write to `obj`, step `i` (1-based): counters get +1, sets get
-/// member `i`, registers get value `i`.
+/// member `i`, registers get value `i`, maps get field `i` set to `i`.
 async fn write_step(client: &Client, obj: &Obj, i: usize, level: Consistency) -> Result<(), Error> {
     let member = format!("m{i}");
     match obj {
@@ -47,6 +47,12 @@ async fn write_step(client: &Client, obj: &Obj, i: usize, level: Consistency) ->
             .consistency(level)
             .await
             .map(drop),
+        Obj::Map(k) => client
+            .map(k.clone())
+            .set([(member.clone(), member)])
+            .consistency(level)
+            .await
+            .map(drop),
     }
 }
 
@@ -56,6 +62,7 @@ fn after_steps(obj: &Obj, i: usize) -> Val {
         Obj::Counter(_) => Val::Counter(i as i64),
         Obj::Set(_) => set_of((1..=i).map(|j| format!("m{j}"))),
         Obj::Register(_) => Val::Register((i > 0).then(|| format!("m{i}").into_bytes())),
+        Obj::Map(_) => map_of((1..=i).map(|j| (format!("m{j}"), format!("m{j}")))),
     }
 }
 
@@ -65,6 +72,7 @@ fn objects(prefix: &str) -> Vec<Obj> {
         out.push(Obj::counter(format!("{prefix}-counter-{k}")));
         out.push(Obj::set(format!("{prefix}-set-{k}")));
         out.push(Obj::register(format!("{prefix}-register-{k}")));
+        out.push(Obj::map(format!("{prefix}-map-{k}")));
     }
     out
 }

@@ -567,6 +567,7 @@ async fn placement_pinned_keys_never_leave_their_region() -> Result<()> {
                 Obj::Counter(_) => Val::Counter(0),
                 Obj::Set(_) => set_of(Vec::<Vec<u8>>::new()),
                 Obj::Register(_) => Val::Register(None),
+                Obj::Map(_) => Val::Map(Vec::new()),
             };
             assert_eq!(obj.stored(node), empty, "{name} stores {obj:?}");
         }

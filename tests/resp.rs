@@ -173,8 +173,8 @@ fn error_wording(addr: SocketAddr, token: &str) -> Result<()> {
     let mut r = Raw::authed(addr, token)?;
     let cases = [
         (
-            "HSET h f v",
-            "-ERR unknown command 'HSET', with args beginning with: 'h' 'f' 'v' ",
+            "HSCAN h 0 v",
+            "-ERR unknown command 'HSCAN', with args beginning with: 'h' '0' 'v' ",
         ),
         (
             "FLUSHALL",

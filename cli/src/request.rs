@@ -11,7 +11,12 @@
 //!   smembers KEY [--paged] set read (--paged: page by page, for sets of any size)
 //!   put KEY VALUE         register write
 //!   get KEY               register read
-//!   del counter|set|register KEY
+//!   hset KEY FIELD VALUE [FIELD VALUE ...]   map: set fields
+//!   hincrby KEY FIELD DELTA                  map: add to a field's integer
+//!   hdel KEY FIELD...                        map: remove fields
+//!   hgetall KEY                              map read
+//!   hget KEY FIELD                           map read, one field
+//!   del counter|set|register|map KEY
 //!   scan [PREFIX] [--count N] [--cursor HEX] [--all]
 //!                         one page of the keys the node stores (--all: every page)
 //! ```
@@ -28,7 +33,9 @@
 //! `{"ok":true,"value":…,"node":"…","consistency":"…"}` or
 //! `{"ok":false,"error":"unavailable|timeout|…","definite":true|false,"message":"…"}`.
 //! `value` is an integer for counters, a sorted array of strings for sets,
-//! a string or null for registers; writes show the new state. Bytes that
+//! a string or null for registers, an object `{field: value}` for maps
+//! (`hget`: the field's value or null); writes show the new state (a map
+//! write: the fields it touched). Bytes that
 //! are not UTF-8 are shown escaped (`\xNN`, with `\` itself as `\\`),
 //! never dropped.
 //!
@@ -112,6 +119,29 @@ pub enum CliCommand {
     Put { key: OsString, value: OsString },
     /// Read a register.
     Get { key: OsString },
+    /// Set map fields: FIELD VALUE pairs.
+    Hset {
+        key: OsString,
+        #[arg(required = true, num_args = 2.., value_names = ["FIELD", "VALUE"])]
+        pairs: Vec<OsString>,
+    },
+    /// Add DELTA (may be negative) to a map field's integer value.
+    Hincrby {
+        key: OsString,
+        field: OsString,
+        #[arg(allow_negative_numbers = true)]
+        delta: i64,
+    },
+    /// Remove map fields.
+    Hdel {
+        key: OsString,
+        #[arg(required = true)]
+        fields: Vec<OsString>,
+    },
+    /// Read a map's fields and values.
+    Hgetall { key: OsString },
+    /// Read one map field (the map is read whole, then the field picked).
+    Hget { key: OsString, field: OsString },
     /// Delete an object.
     Del {
         #[arg(value_parser = parse_kind)]
@@ -192,6 +222,25 @@ impl CliCommand {
                 value: bytes(value),
             },
             CliCommand::Get { key } => Operation::RegisterGet { key: bytes(key) },
+            CliCommand::Hset { key, pairs } => Operation::MapSet {
+                key: bytes(key),
+                pairs: pairs
+                    .chunks(2)
+                    .map(|p| (bytes(&p[0]), p.get(1).map(bytes).unwrap_or_default()))
+                    .collect(),
+            },
+            CliCommand::Hincrby { key, field, delta } => Operation::MapIncr {
+                key: bytes(key),
+                field: bytes(field),
+                delta: *delta,
+            },
+            CliCommand::Hdel { key, fields } => Operation::MapRemove {
+                key: bytes(key),
+                fields: fields.iter().map(bytes).collect(),
+            },
+            CliCommand::Hgetall { key } | CliCommand::Hget { key, .. } => {
+                Operation::MapRead { key: bytes(key) }
+            }
             CliCommand::Del { kind, key } => Operation::Delete {
                 kind: *kind,
                 key: bytes(key),
@@ -289,8 +338,6 @@ pub fn json_value(v: &ReplyValue) -> serde_json::Value {
         },
         ReplyValue::Status(s) => J::from(format!("{s:?}")),
         ReplyValue::Done => J::Null,
-        // Not an operation this command sends (the RESP door's type check).
-        ReplyValue::Inspect { .. } => J::from(format!("{v:?}")),
         ReplyValue::Keys { keys, cursor } => serde_json::json!({
             "keys": keys
                 .iter()
@@ -302,6 +349,14 @@ pub fn json_value(v: &ReplyValue) -> serde_json::Value {
             "members": members.iter().map(|m| show_bytes(m)).collect::<Vec<_>>(),
             "next": next.as_deref().map(show_bytes),
         }),
+        ReplyValue::Map { fields, .. } => J::Object(
+            fields
+                .iter()
+                .map(|(f, v)| (show_bytes(f), J::from(show_bytes(v))))
+                .collect(),
+        ),
+        // Not operations this command sends (the RESP door's type check).
+        ReplyValue::Inspect { .. } | ReplyValue::Probe { .. } => J::from(format!("{v:?}")),
     }
 }
 
@@ -327,7 +382,6 @@ fn human_value(v: &ReplyValue) -> String {
         },
         ReplyValue::Status(s) => format!("{s:?}"),
         ReplyValue::Done => "OK".to_string(),
-        ReplyValue::Inspect { .. } => format!("{v:?}"),
         ReplyValue::Keys { keys, cursor } => {
             let mut lines: Vec<String> = keys
                 .iter()
@@ -347,6 +401,18 @@ fn human_value(v: &ReplyValue) -> String {
             }
             lines.join("\n")
         }
+        ReplyValue::Map { fields, count } => {
+            let shown: Vec<String> = fields
+                .iter()
+                .map(|(f, v)| format!("{} = {}", show_bytes(f), show_bytes(v)))
+                .collect();
+            if shown.is_empty() && *count == 0 {
+                "(empty map)".to_string()
+            } else {
+                format!("{}\n({count} fields)", shown.join("\n"))
+            }
+        }
+        ReplyValue::Inspect { .. } | ReplyValue::Probe { .. } => format!("{v:?}"),
     }
 }
 
@@ -399,6 +465,13 @@ pub fn run(args: CliArgs) -> ExitCode {
         .timeout_ms
         .map(|ms| Duration::from_millis(ms as u64))
         .unwrap_or(config.default_timeout);
+    if let CliCommand::Hset { pairs, .. } = &args.command
+        && pairs.len() % 2 != 0
+    {
+        let e = Error::InvalidArgument("hset takes FIELD VALUE pairs".into());
+        print_error(args.json, &e);
+        return ExitCode::from(1);
+    }
     let walks = args.command.walks();
     let request = Request {
         op: args.command.operation(),
@@ -426,7 +499,10 @@ pub fn run(args: CliArgs) -> ExitCode {
         reply
     });
     match result {
-        Ok(reply) => {
+        Ok(mut reply) => {
+            if let CliCommand::Hget { field, .. } = &args.command {
+                reply.value = picked_field(reply.value, &bytes(field));
+            }
             if args.json {
                 let out = serde_json::json!({
                     "ok": true,
@@ -445,6 +521,18 @@ pub fn run(args: CliArgs) -> ExitCode {
             ExitCode::from(exit_for(&e))
         }
     }
+}
+
+/// `hget`: the one field of a map read, shown as a register's value (the
+/// value, or nil when absent).
+fn picked_field(value: ReplyValue, field: &[u8]) -> ReplyValue {
+    let value = match value {
+        ReplyValue::Map { fields, .. } => {
+            fields.into_iter().find(|(f, _)| f == field).map(|(_, v)| v)
+        }
+        _ => None,
+    };
+    ReplyValue::Register { value, hlc: None }
 }
 
 #[cfg(test)]
@@ -494,6 +582,23 @@ mod tests {
                 value: None,
                 hlc: None
             }),
+            serde_json::Value::Null
+        );
+        let map = ReplyValue::Map {
+            fields: vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), vec![0xff])],
+            count: 2,
+        };
+        assert_eq!(
+            json_value(&map),
+            serde_json::json!({"a": "1", "b": "\\xff"})
+        );
+        // `hget`: the field's value, or null.
+        assert_eq!(
+            json_value(&picked_field(map.clone(), b"a")),
+            serde_json::json!("1")
+        );
+        assert_eq!(
+            json_value(&picked_field(map, b"zz")),
             serde_json::Value::Null
         );
     }

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use crate::Error;
 use crate::config::ClientConfig;
 use crate::connection::{self, CONNECT_TIMEOUT, ConnectFailure, Endpoints, ExchangeError};
-use crate::object::{Counter, KeyPage, Register, RequestBuilder, Set};
+use crate::object::{Counter, KeyPage, Map, Register, RequestBuilder, Set};
 use crate::wire::{
     self, Consistency, Kind, NodeStatus, Operation, Reply, ReplyValue, Request, Response, WireError,
 };
@@ -158,6 +158,11 @@ impl Client {
                 count,
             },
         )
+    }
+
+    /// A handle on the map (Redis hash) at `key`.
+    pub fn map(&self, key: impl Into<Vec<u8>>) -> Map {
+        Map::new(self.clone(), key.into())
     }
 
     /// The serving node's view of the cluster (as `meridian status` shows
@@ -489,6 +494,11 @@ fn check_reply(op: &Operation, reply: &Reply) -> Result<(), Error> {
         Operation::Inspect { .. } => "inspection",
         Operation::Scan { .. } => "keys",
         Operation::SetPage { .. } => "set page",
+        Operation::MapSet { .. }
+        | Operation::MapIncr { .. }
+        | Operation::MapRemove { .. }
+        | Operation::MapRead { .. } => "map",
+        Operation::Probe { .. } => "probe",
     };
     let got = match &reply.value {
         ReplyValue::Counter { .. } => "counter",
@@ -499,6 +509,8 @@ fn check_reply(op: &Operation, reply: &Reply) -> Result<(), Error> {
         ReplyValue::Inspect { .. } => "inspection",
         ReplyValue::Keys { .. } => "keys",
         ReplyValue::SetPage { .. } => "set page",
+        ReplyValue::Map { .. } => "map",
+        ReplyValue::Probe { .. } => "probe",
     };
     if got == expected {
         Ok(())
@@ -533,11 +545,19 @@ fn op_name(op: &Operation) -> &'static str {
             kind: Kind::Register,
             ..
         } => "register.delete",
+        Operation::Delete {
+            kind: Kind::Map, ..
+        } => "map.delete",
         Operation::Status => "status",
         Operation::DebugClockOffset { .. } => "debug_clock_offset",
         Operation::Inspect { .. } => "inspect",
         Operation::Scan { .. } => "scan",
         Operation::SetPage { .. } => "set.page",
+        Operation::MapSet { .. } => "map.set",
+        Operation::MapIncr { .. } => "map.incr",
+        Operation::MapRemove { .. } => "map.remove",
+        Operation::MapRead { .. } => "map.read",
+        Operation::Probe { .. } => "probe",
     }
 }
 

@@ -161,7 +161,7 @@ pub use config::{ClientConfig, ClientFile, NodeEntry};
 pub use connection::{CONNECT_TIMEOUT, IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL};
 pub use error::Error;
 pub use object::{
-    Counter, FromReply, KeyPage, Read, Register, RegisterValue, RequestBuilder, Set, SetPage,
-    SetValue,
+    Counter, FromReply, KeyPage, Map, MapValue, Read, Register, RegisterValue, RequestBuilder, Set,
+    SetPage, SetValue,
 };
 pub use wire::{Consistency, Kind, NodeStatus, PeerStatus, ScanKey, WireHlc};

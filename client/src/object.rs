@@ -1,4 +1,4 @@
-//! Typed handles on objects ([`Counter`], [`Set`], [`Register`]) and the
+//! Typed handles on objects ([`Counter`], [`Set`], [`Register`], [`Map`]) and the
 //! per-request builder they return ([`RequestBuilder`]).
 //!
 //! A handle is a client clone plus a key: cheap, `Send`, and free to keep
@@ -108,6 +108,35 @@ pub struct RegisterValue {
     pub hlc: Option<WireHlc>,
 }
 
+/// A map's state (a Redis hash).
+///
+/// A read ([`Map::all`]) lists every field. A write answers with the
+/// fields it touched that are present after it (after [`Map::incr`], the
+/// field's new value) and the map's field count;
+/// [`is_complete`](Self::is_complete) tells a complete listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MapValue {
+    /// Fields and values, in ascending byte order of the field.
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+    /// How many fields the map holds.
+    pub count: u64,
+}
+
+impl MapValue {
+    /// Whether [`fields`](Self::fields) lists every field (always for reads).
+    pub fn is_complete(&self) -> bool {
+        self.fields.len() as u64 == self.count
+    }
+
+    /// The value of `field`, if listed (binary search: fields are sorted).
+    pub fn get(&self, field: &[u8]) -> Option<&[u8]> {
+        self.fields
+            .binary_search_by(|(f, _)| f.as_slice().cmp(field))
+            .ok()
+            .map(|i| self.fields[i].1.as_slice())
+    }
+}
+
 /// A value type a reply can be turned into. Sealed: implemented for the
 /// value types of this crate only.
 pub trait FromReply: Sized + sealed::Sealed {
@@ -122,6 +151,16 @@ mod sealed {
     impl Sealed for super::RegisterValue {}
     impl Sealed for super::KeyPage {}
     impl Sealed for super::SetPage {}
+    impl Sealed for super::MapValue {}
+}
+
+impl FromReply for MapValue {
+    fn from_reply(value: ReplyValue) -> Option<Self> {
+        match value {
+            ReplyValue::Map { fields, count } => Some(MapValue { fields, count }),
+            _ => None,
+        }
+    }
 }
 
 impl FromReply for i64 {
@@ -439,6 +478,92 @@ impl Register {
     /// Writes a timestamped tombstone; returns the state after it.
     pub fn delete(&self) -> RequestBuilder<RegisterValue> {
         RequestBuilder::new(&self.client, delete(Kind::Register, &self.key))
+    }
+}
+
+/// A map of fields to byte-string values (a Redis hash). Concurrent writes
+/// of one field: the larger hybrid-logical-clock timestamp wins, as for a
+/// register; concurrent increments add up; a remove cancels only the
+/// writes it has seen, so a concurrent write wins.
+#[derive(Clone, Debug)]
+pub struct Map {
+    client: Client,
+    key: Vec<u8>,
+}
+
+impl Map {
+    pub(crate) fn new(client: Client, key: Vec<u8>) -> Self {
+        Map { client, key }
+    }
+
+    /// The key.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// Sets fields (a field named twice takes its last value); answers
+    /// with them and the map's field count.
+    pub fn set<I, F, V>(&self, pairs: I) -> RequestBuilder<MapValue>
+    where
+        I: IntoIterator<Item = (F, V)>,
+        F: Into<Vec<u8>>,
+        V: Into<Vec<u8>>,
+    {
+        RequestBuilder::new(
+            &self.client,
+            Operation::MapSet {
+                key: self.key.clone(),
+                pairs: pairs
+                    .into_iter()
+                    .map(|(f, v)| (f.into(), v.into()))
+                    .collect(),
+            },
+        )
+    }
+
+    /// Adds `delta` to a field's integer value (an absent field counts as
+    /// 0); answers with the field's new value. Refused (definite) if the
+    /// field holds something other than an integer or the result overflows.
+    /// Not idempotent: after an indeterminate error, re-read.
+    pub fn incr(&self, field: impl Into<Vec<u8>>, delta: i64) -> RequestBuilder<MapValue> {
+        RequestBuilder::new(
+            &self.client,
+            Operation::MapIncr {
+                key: self.key.clone(),
+                field: field.into(),
+                delta,
+            },
+        )
+    }
+
+    /// Removes fields (the writes of them the serving node has seen).
+    pub fn remove<I>(&self, fields: I) -> RequestBuilder<MapValue>
+    where
+        I: IntoIterator,
+        I::Item: Into<Vec<u8>>,
+    {
+        RequestBuilder::new(
+            &self.client,
+            Operation::MapRemove {
+                key: self.key.clone(),
+                fields: fields.into_iter().map(Into::into).collect(),
+            },
+        )
+    }
+
+    /// Every field and value.
+    pub fn all(&self) -> RequestBuilder<MapValue> {
+        RequestBuilder::new(
+            &self.client,
+            Operation::MapRead {
+                key: self.key.clone(),
+            },
+        )
+    }
+
+    /// Removes every field the serving node has seen.
+    pub fn delete(&self) -> RequestBuilder<MapValue> {
+        RequestBuilder::new(&self.client, delete(Kind::Map, &self.key))
     }
 }
 

@@ -87,6 +87,8 @@ pub enum Kind {
     Counter,
     Set,
     Register,
+    /// A Redis hash: fields with values (appended: old frames keep their tags).
+    Map,
 }
 
 impl Kind {
@@ -95,6 +97,7 @@ impl Kind {
             Kind::Counter => "counter",
             Kind::Set => "set",
             Kind::Register => "register",
+            Kind::Map => "map",
         }
     }
 }
@@ -112,8 +115,9 @@ impl std::str::FromStr for Kind {
             "counter" => Ok(Kind::Counter),
             "set" => Ok(Kind::Set),
             "register" => Ok(Kind::Register),
+            "map" => Ok(Kind::Map),
             other => Err(format!(
-                "unknown type {other:?}: expected counter, set or register"
+                "unknown type {other:?}: expected counter, set, register or map"
             )),
         }
     }
@@ -454,6 +458,35 @@ pub enum Operation {
         after: Option<Vec<u8>>,
         count: u32,
     },
+    /// Map: set fields (`HSET`); a field named twice takes its last value.
+    MapSet {
+        key: Vec<u8>,
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// Map: add `delta` to a field's integer value (`HINCRBY`); answers
+    /// the new value. A field holding a non-integer is refused.
+    MapIncr {
+        key: Vec<u8>,
+        field: Vec<u8>,
+        delta: i64,
+    },
+    /// Map: remove fields (only the writes the replica has observed).
+    MapRemove {
+        key: Vec<u8>,
+        fields: Vec<Vec<u8>>,
+    },
+    /// Map: every field and value.
+    MapRead {
+        key: Vec<u8>,
+    },
+    /// [`Operation::Inspect`] that also reports the map: its field count
+    /// and the values of `fields` (the RESP door's type check and point
+    /// reads, `HGET`, `HEXISTS`, ...).
+    Probe {
+        key: Vec<u8>,
+        members: Vec<Vec<u8>>,
+        fields: Vec<Vec<u8>>,
+    },
 }
 
 impl Operation {
@@ -468,6 +501,9 @@ impl Operation {
                 | Operation::RegisterPut { .. }
                 | Operation::Delete { .. }
                 | Operation::DebugClockOffset { .. }
+                | Operation::MapSet { .. }
+                | Operation::MapIncr { .. }
+                | Operation::MapRemove { .. }
         )
     }
 
@@ -483,7 +519,12 @@ impl Operation {
             | Operation::RegisterGet { key }
             | Operation::Delete { key, .. }
             | Operation::Inspect { key, .. }
-            | Operation::SetPage { key, .. } => Some(key),
+            | Operation::SetPage { key, .. }
+            | Operation::MapSet { key, .. }
+            | Operation::MapIncr { key, .. }
+            | Operation::MapRemove { key, .. }
+            | Operation::MapRead { key }
+            | Operation::Probe { key, .. } => Some(key),
             Operation::Status | Operation::DebugClockOffset { .. } | Operation::Scan { .. } => None,
         }
     }
@@ -509,6 +550,24 @@ pub enum LimitError {
         len: usize,
         max: usize,
     },
+    #[error("field #{number} is {len} bytes, over the {MAX_FIELD_BYTES}-byte limit")]
+    Field { number: usize, len: usize },
+}
+
+/// Largest map field name, in bytes: a field is never larger than a key
+/// (the engine's `MAX_FIELD_BYTES`, the same number). Field values are
+/// held to [`MAX_VALUE_BYTES`] like set members.
+pub const MAX_FIELD_BYTES: usize = MAX_KEY_BYTES;
+
+/// The field-name rule of map requests: each name within
+/// [`MAX_FIELD_BYTES`] (counts and value sizes go through [`check_parts`]).
+pub fn check_fields(names: impl Iterator<Item = usize>) -> Result<(), LimitError> {
+    for (i, len) in names.enumerate() {
+        if len > MAX_FIELD_BYTES {
+            return Err(LimitError::Field { number: i + 1, len });
+        }
+    }
+    Ok(())
 }
 
 /// The cursor and prefix limits of the paged reads ([`Operation::Scan`],
@@ -594,6 +653,30 @@ pub fn check(op: &Operation) -> Result<(), LimitError> {
         },
         _ => PagingParts::None,
     })?;
+    match op {
+        // Values as members (count, sizes, total), names as fields.
+        Operation::MapSet { pairs, .. } => {
+            check_fields(pairs.iter().map(|(f, _)| f.len()))?;
+            let lens = pairs.iter().map(|(f, v)| f.len() + v.len());
+            check_parts(
+                op.key().map_or(0, <[u8]>::len),
+                Some((pairs.len(), lens)),
+                None,
+            )?;
+            let values = pairs.iter().map(|(_, v)| v.len());
+            return check_parts(0, Some((pairs.len(), values)), None);
+        }
+        Operation::MapIncr { field, .. } => check_fields(std::iter::once(field.len()))?,
+        Operation::MapRemove { fields, .. } | Operation::Probe { fields, .. } => {
+            check_fields(fields.iter().map(Vec::len))?;
+            check_parts(0, Some((fields.len(), fields.iter().map(Vec::len))), None)?;
+        }
+        _ => {}
+    }
+    let members = match op {
+        Operation::Probe { members, .. } => Some((members.len(), members.iter().map(Vec::len))),
+        _ => members,
+    };
     check_parts(op.key().map_or(0, <[u8]>::len), members, value)
 }
 
@@ -612,7 +695,12 @@ pub fn check_archived(op: &ArchivedOperation) -> Result<(), LimitError> {
         | ArchivedOperation::RegisterGet { key }
         | ArchivedOperation::Delete { key, .. }
         | ArchivedOperation::Inspect { key, .. }
-        | ArchivedOperation::SetPage { key, .. } => key.len(),
+        | ArchivedOperation::SetPage { key, .. }
+        | ArchivedOperation::MapSet { key, .. }
+        | ArchivedOperation::MapIncr { key, .. }
+        | ArchivedOperation::MapRemove { key, .. }
+        | ArchivedOperation::MapRead { key }
+        | ArchivedOperation::Probe { key, .. } => key.len(),
         ArchivedOperation::Status
         | ArchivedOperation::DebugClockOffset { .. }
         | ArchivedOperation::Scan { .. } => 0,
@@ -639,6 +727,40 @@ pub fn check_archived(op: &ArchivedOperation) -> Result<(), LimitError> {
         },
         _ => PagingParts::None,
     })?;
+    match op {
+        ArchivedOperation::MapSet { pairs, .. } => {
+            check_fields(pairs.iter().map(|p| p.0.len()))?;
+            let lens = pairs.iter().map(|p| p.0.len() + p.1.len());
+            check_parts(key_len, Some((pairs.len(), lens)), None)?;
+            let values = pairs.iter().map(|p| p.1.len());
+            return check_parts(0, Some((pairs.len(), values)), None);
+        }
+        ArchivedOperation::MapIncr { field, .. } => check_fields(std::iter::once(field.len()))?,
+        ArchivedOperation::MapRemove { fields, .. } => {
+            check_fields(fields.iter().map(|f| f.len()))?;
+            check_parts(
+                0,
+                Some((fields.len(), fields.iter().map(|f| f.len()))),
+                None,
+            )?;
+        }
+        ArchivedOperation::Probe {
+            members, fields, ..
+        } => {
+            check_fields(fields.iter().map(|f| f.len()))?;
+            check_parts(
+                0,
+                Some((fields.len(), fields.iter().map(|f| f.len()))),
+                None,
+            )?;
+            return check_parts(
+                key_len,
+                Some((members.len(), members.iter().map(|m| m.len()))),
+                None,
+            );
+        }
+        _ => {}
+    }
     check_parts(key_len, members, value)
 }
 
@@ -729,6 +851,27 @@ pub enum ReplyValue {
     SetPage {
         members: Vec<Vec<u8>>,
         next: Option<Vec<u8>>,
+    },
+    /// A map's fields with their values, ascending by field, and how many
+    /// fields it holds. A read lists every field; a write's answer lists
+    /// the fields it touched that are present after it (`fields.len() ==
+    /// count` tells a complete listing). After `MapIncr`, the field's new
+    /// value is listed.
+    Map {
+        fields: Vec<(Vec<u8>, Vec<u8>)>,
+        count: u64,
+    },
+    /// What a key holds under each type (`Probe`): [`ReplyValue::Inspect`]
+    /// and the map.
+    Probe {
+        register: Option<Vec<u8>>,
+        counter: i64,
+        set_count: u64,
+        members_present: Vec<bool>,
+        /// How many fields the map holds.
+        map_count: u64,
+        /// For each field asked about, its value (`None`: absent).
+        map_values: Vec<Option<Vec<u8>>>,
     },
 }
 

@@ -13,7 +13,7 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::causal::{CausalContext, Dot, Incarnation, StreamId, VersionVector};
 use crate::clock::{Clock, Hlc, PhysicalTime};
 use crate::codec;
-use crate::crdt::{Counter, Delta, ObjectState, Register, register};
+use crate::crdt::{Counter, Delta, ObjectState, Register, map, register};
 use crate::error::{Error, Result};
 use crate::log::group::GroupCommit;
 use crate::log::{self, Entry, Log, LogOptions, Record, Since};
@@ -21,7 +21,7 @@ use crate::object::{
     GroupFn, GroupId, Kind, MAX_MERGED_OBJECT_BYTES, MAX_OBJECT_BYTES, ObjectKey, Op,
     RegisterValue, Value,
 };
-use crate::store::{ScanStep, SetView, Store};
+use crate::store::{MapView, ScanStep, SetView, Store};
 use crate::vfs::{StdFs, Vfs, VfsLock};
 
 /// What one key holds under each type ([`Engine::inspect`]).
@@ -35,6 +35,10 @@ pub struct Inspection {
     pub set_count: u64,
     /// For each member asked about, whether the set holds it.
     pub members_present: Vec<bool>,
+    /// How many fields the map holds.
+    pub map_count: u64,
+    /// For each field asked about, its value in the map (`None`: absent).
+    pub map_values: Vec<Option<Vec<u8>>>,
 }
 
 /// One page of [`Engine::scan`].
@@ -795,6 +799,43 @@ impl Engine {
                 })?;
                 (record, lsn, None)
             }
+            Kind::Map => {
+                let mut view = match &op {
+                    Op::HSet(pairs) => {
+                        let list: Vec<&[u8]> = pairs.iter().map(|(f, _)| f.as_slice()).collect();
+                        inner.store.load_map(key, Some(&list))?
+                    }
+                    Op::HIncr(f, _) => inner.store.load_map(key, Some(&[f.as_slice()]))?,
+                    Op::HDel(fs) => {
+                        let list: Vec<&[u8]> = fs.iter().map(Vec::as_slice).collect();
+                        inner.store.load_map(key, Some(&list))?
+                    }
+                    Op::Delete => inner.store.load_map(key, None)?,
+                    _ => unreachable!("validated"),
+                };
+                // The CRDT checks the limits against the fields it was
+                // given (a lower bound); the header's totals decide below.
+                let grows = matches!(op, Op::HSet(_) | Op::HIncr(..));
+                let delta = match op {
+                    Op::HSet(pairs) => view.map.set(inner.incarnation, hlc, &pairs)?,
+                    Op::HIncr(f, by) => view.map.incr(inner.incarnation, &f, by)?.0,
+                    Op::HDel(fs) => view.map.remove(&fs),
+                    Op::Delete => view.map.delete(),
+                    _ => unreachable!("validated"),
+                };
+                let (count, bytes) = (view.count_after(), view.bytes_after());
+                if grows {
+                    map::check_totals(count as usize, bytes)?;
+                }
+                let value = Value::Map {
+                    fields: view.loaded_values(),
+                    count,
+                };
+                let (record, lsn) = self.append_local(key, hlc, Delta::Map(delta), |lsn| {
+                    inner.store.write_map(key, &view, lsn)
+                })?;
+                (record, lsn, Some(value))
+            }
         };
         inner.counters.writes.fetch_add(1, Ordering::Relaxed);
         Ok(Applied { record, lsn, value })
@@ -979,6 +1020,11 @@ impl Engine {
         let inner = &self.inner;
         let _g = self.stripe(key);
         let delta = state.to_delta();
+        if let Delta::Map(m) = &delta
+            && let Some(hlc) = m.max_hlc()
+        {
+            inner.clock.observe(hlc, now)?;
+        }
         let prepared = prepare_merge(&inner.store, key, &delta)?;
         if !prepared.changed() {
             return Ok(None);
@@ -999,9 +1045,31 @@ impl Engine {
     /// [`MAX_MERGED_OBJECT_BYTES`] (counted). A merge that leaves a set
     /// no larger than it was is always taken.
     fn check_merged_size(&self, prepared: &PendingMerge) -> Result<()> {
-        if let PendingMerge::Set(view, true) = prepared {
-            let after = view.bytes_after();
-            if after > MAX_MERGED_OBJECT_BYTES as u64 && after > view.header.bytes {
+        let (after, before) = match prepared {
+            PendingMerge::Set(view, true) => (view.bytes_after(), view.header.bytes),
+            PendingMerge::Map(view, true) => {
+                let count = view.count_after();
+                if count > map::MAX_FIELDS_PER_MAP as u64 && count > view.header.count {
+                    self.inner
+                        .counters
+                        .oversized_merges
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        fields = count,
+                        limit = map::MAX_FIELDS_PER_MAP,
+                        "merge refused: the map would pass its field limit"
+                    );
+                    return Err(Error::TooManyFields {
+                        fields: count,
+                        limit: map::MAX_FIELDS_PER_MAP as u64,
+                    });
+                }
+                (view.bytes_after(), view.header.bytes)
+            }
+            _ => return Ok(()),
+        };
+        {
+            if after > MAX_MERGED_OBJECT_BYTES as u64 && after > before {
                 self.inner
                     .counters
                     .oversized_merges
@@ -1130,6 +1198,14 @@ impl Engine {
                 hlc: r.hlc,
             })),
             Kind::Set => Value::Set(store.read_set_members(key)?),
+            Kind::Map => {
+                let _g = self.stripe(key);
+                let map = store.load_map(key, None)?.map;
+                Value::Map {
+                    count: map.len() as u64,
+                    fields: map.get_all(),
+                }
+            }
         })
     }
 
@@ -1139,6 +1215,18 @@ impl Engine {
     /// per member asked about, whatever the set's size (a set read would
     /// load every member).
     pub fn inspect(&self, key: &[u8], members: &[Vec<u8>]) -> Result<Inspection> {
+        self.inspect_fields(key, members, &[])
+    }
+
+    /// [`Engine::inspect`], and also the map's field count and the values
+    /// of `fields` in it: one header read plus one read per field asked
+    /// about, whatever the map's size.
+    pub fn inspect_fields(
+        &self,
+        key: &[u8],
+        members: &[Vec<u8>],
+        fields: &[Vec<u8>],
+    ) -> Result<Inspection> {
         let store = &self.inner.store;
         let register_key = ObjectKey::new(Kind::Register, key.to_vec())?;
         let counter_key = ObjectKey::new(Kind::Counter, key.to_vec())?;
@@ -1158,11 +1246,21 @@ impl Engine {
             let present = members.iter().map(|m| view.set.contains(m)).collect();
             (view.header.count, present)
         };
+        let map_key = ObjectKey::new(Kind::Map, key.to_vec())?;
+        let (map_count, map_values) = {
+            let _g = self.stripe(&map_key);
+            let asked: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+            let view = store.load_map(&map_key, Some(&asked))?;
+            let values = fields.iter().map(|f| view.map.get(f)).collect();
+            (view.header.count, values)
+        };
         Ok(Inspection {
             register,
             counter,
             set_count,
             members_present,
+            map_count,
+            map_values,
         })
     }
 
@@ -1466,6 +1564,7 @@ enum PendingMerge {
     Counter(Counter, bool),
     Register(Register, bool),
     Set(SetView, bool),
+    Map(MapView, bool),
 }
 
 impl PendingMerge {
@@ -1473,7 +1572,8 @@ impl PendingMerge {
         match self {
             PendingMerge::Counter(_, c)
             | PendingMerge::Register(_, c)
-            | PendingMerge::Set(_, c) => *c,
+            | PendingMerge::Set(_, c)
+            | PendingMerge::Map(_, c) => *c,
         }
     }
 
@@ -1485,6 +1585,7 @@ impl PendingMerge {
             PendingMerge::Counter(c, _) => store.write_counter(key, c, lsn),
             PendingMerge::Register(r, _) => store.write_register(key, r, lsn),
             PendingMerge::Set(v, _) => store.write_set(key, v, lsn),
+            PendingMerge::Map(v, _) => store.write_map(key, v, lsn),
         }
     }
 }
@@ -1511,6 +1612,17 @@ fn prepare_merge(store: &Store, key: &ObjectKey, delta: &Delta) -> Result<Pendin
             };
             let changed = view.set.merge(d);
             PendingMerge::Set(view, changed)
+        }
+        Delta::Map(d) => {
+            let mut view = match d.scope {
+                crate::crdt::Scope::Listed => {
+                    let list: Vec<&[u8]> = d.field_names().collect();
+                    store.load_map(key, Some(&list))?
+                }
+                crate::crdt::Scope::Full => store.load_map(key, None)?,
+            };
+            let changed = view.map.merge(d);
+            PendingMerge::Map(view, changed)
         }
     })
 }
@@ -1554,6 +1666,10 @@ fn write_state(store: &Store, key: &ObjectKey, state: &ObjectState, lsn: u64) ->
             let view = store.load_set(key, None)?;
             store.write_set(key, &view, lsn)
         }
+        ObjectState::Map(_) => {
+            let view = store.load_map(key, None)?;
+            store.write_map(key, &view, lsn)
+        }
     }
 }
 
@@ -1564,6 +1680,50 @@ mod tests {
 
     fn now() -> PhysicalTime {
         PhysicalTime::system(0)
+    }
+
+    /// A peer's delta that would take a map past `MAX_FIELDS_PER_MAP` is
+    /// refused (counted, nothing stored); one that does not add a field is
+    /// taken. The count is faked in the header: a million real fields
+    /// would make the test slow, and the check reads only the header.
+    #[test]
+    fn merges_hold_maps_to_the_field_limit() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = Engine::open(EngineConfig::new(da.path()), now()).unwrap();
+        let b = Engine::open(EngineConfig::new(db.path()), now()).unwrap();
+        let k = ObjectKey::new(Kind::Map, b"h".to_vec()).unwrap();
+        let first = a
+            .apply(&k, Op::HSet(vec![(b"f".to_vec(), b"1".to_vec())]), now())
+            .unwrap();
+        b.merge(&first.record, now()).unwrap();
+        {
+            let store = &b.inner.store;
+            let mut view = store.load_map(&k, Some(&[])).unwrap();
+            view.header.count = map::MAX_FIELDS_PER_MAP as u64;
+            store.write_map(&k, &view, 0).unwrap();
+        }
+        let grow = a
+            .apply(&k, Op::HSet(vec![(b"g".to_vec(), b"2".to_vec())]), now())
+            .unwrap();
+        assert!(matches!(
+            b.merge(&grow.record, now()),
+            Err(Error::TooManyFields { .. })
+        ));
+        assert_eq!(b.metrics().oversized_merges, 1);
+        assert_eq!(
+            b.inspect_fields(b"h", &[], &[b"g".to_vec()])
+                .unwrap()
+                .map_values,
+            vec![None]
+        );
+        // Same field count after it: taken.
+        let overwrite = a
+            .apply(&k, Op::HSet(vec![(b"f".to_vec(), b"3".to_vec())]), now())
+            .unwrap();
+        assert!(matches!(
+            b.merge(&overwrite.record, now()),
+            Ok(Merged::Applied { .. })
+        ));
     }
 
     /// Without a sync thread the owner decides when the log is fsynced: a

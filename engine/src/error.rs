@@ -67,6 +67,13 @@ pub enum Error {
     )]
     ObjectTooLarge { bytes: u64, limit: u64 },
 
+    /// A merge would make a map hold more than
+    /// [`crate::crdt::map::MAX_FIELDS_PER_MAP`] fields. Handled like
+    /// [`Error::ObjectTooLarge`]: nothing was applied (counted in
+    /// `Metrics::oversized_merges`), the delta is retried later.
+    #[error("the merge would give the map {fields} fields, over the {limit}-field limit")]
+    TooManyFields { fields: u64, limit: u64 },
+
     /// The engine is closing.
     #[error("engine is shut down")]
     Shutdown,

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use crate::clock::Hlc;
+use crate::crdt::map::{MAX_FIELD_BYTES, MAX_FIELD_VALUE_BYTES, MapLimitError};
 use crate::error::{Error, Result};
 
 /// The size limits (see [`meridian_limits`], which says why each value):
@@ -57,6 +58,9 @@ pub enum Kind {
     Counter = 1,
     Set = 2,
     Register = 3,
+    /// A Redis hash ([`crate::crdt::OrMap`]). Tag 4 was appended: data
+    /// written before maps existed never holds it, so it reads unchanged.
+    Map = 4,
 }
 
 impl Kind {
@@ -69,6 +73,7 @@ impl Kind {
             1 => Some(Kind::Counter),
             2 => Some(Kind::Set),
             3 => Some(Kind::Register),
+            4 => Some(Kind::Map),
             _ => None,
         }
     }
@@ -78,6 +83,7 @@ impl Kind {
             Kind::Counter => "counter",
             Kind::Set => "set",
             Kind::Register => "register",
+            Kind::Map => "map",
         }
     }
 }
@@ -145,8 +151,15 @@ pub enum Op {
     Remove(Vec<Vec<u8>>),
     /// Register: write a value.
     Put(Vec<u8>),
-    /// Any type: counter forgets what this replica observed; set removes
-    /// every observed member; register writes a timestamped tombstone.
+    /// Map: set fields (`HSET`; a repeated field takes its last value).
+    HSet(Vec<(Vec<u8>, Vec<u8>)>),
+    /// Map: add to a field's integer value (`HINCRBY`).
+    HIncr(Vec<u8>, i64),
+    /// Map: remove fields (only the writes this replica has observed).
+    HDel(Vec<Vec<u8>>),
+    /// Any type: counter forgets what this replica observed; set and map
+    /// remove every observed member or field; register writes a
+    /// timestamped tombstone.
     Delete,
 }
 
@@ -158,6 +171,7 @@ impl Op {
             (Op::Incr(_), Kind::Counter)
                 | (Op::Add(_) | Op::Remove(_), Kind::Set)
                 | (Op::Put(_), Kind::Register)
+                | (Op::HSet(_) | Op::HIncr(..) | Op::HDel(_), Kind::Map)
                 | (Op::Delete, _)
         );
         if !fits {
@@ -181,6 +195,32 @@ impl Op {
                     )));
                 }
             }
+            Op::HSet(pairs) => {
+                if pairs.len() > MAX_MEMBERS_PER_OP {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} fields in one operation exceeds the limit of {MAX_MEMBERS_PER_OP}",
+                        pairs.len()
+                    )));
+                }
+                for (f, v) in pairs {
+                    check_field(f)?;
+                    if v.len() > MAX_FIELD_VALUE_BYTES {
+                        return Err(MapLimitError::ValueTooLarge { bytes: v.len() }.into());
+                    }
+                }
+            }
+            Op::HIncr(f, _) => check_field(f)?,
+            Op::HDel(fields) => {
+                if fields.len() > MAX_MEMBERS_PER_OP {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} fields in one operation exceeds the limit of {MAX_MEMBERS_PER_OP}",
+                        fields.len()
+                    )));
+                }
+                for f in fields {
+                    check_field(f)?;
+                }
+            }
             Op::Put(v) if v.len() > MAX_VALUE_BYTES => {
                 return Err(Error::InvalidArgument(format!(
                     "value of {} bytes exceeds the {MAX_VALUE_BYTES}-byte limit",
@@ -198,6 +238,9 @@ impl Op {
             Op::Add(_) => "add",
             Op::Remove(_) => "remove",
             Op::Put(_) => "put",
+            Op::HSet(_) => "hset",
+            Op::HIncr(..) => "hincrby",
+            Op::HDel(_) => "hdel",
             Op::Delete => "delete",
         }
     }
@@ -220,4 +263,20 @@ pub enum Value {
     Set(Vec<Vec<u8>>),
     /// `None`: never written.
     Register(Option<RegisterValue>),
+    /// A map's fields with their values, ascending by field, and how many
+    /// fields the map holds. A read lists every field (`fields.len() ==
+    /// count`); a write's value lists only the fields it touched that are
+    /// present after it, so a write to a large map costs what it touches.
+    Map {
+        fields: Vec<(Vec<u8>, Vec<u8>)>,
+        count: u64,
+    },
+}
+
+/// Refuses a field name over [`MAX_FIELD_BYTES`].
+fn check_field(field: &[u8]) -> Result<()> {
+    if field.len() > MAX_FIELD_BYTES {
+        return Err(MapLimitError::FieldTooLarge { bytes: field.len() }.into());
+    }
+    Ok(())
 }

@@ -7,6 +7,11 @@
 //!   and one entry per present member at `prefix ++ [1] ++ member` holding
 //!   its dots. A one-member operation reads and writes two small entries,
 //!   whatever the set's size; removed members have no entry at all.
+//! * map: the same shape as a set: a header at `prefix ++ [0]` (causal
+//!   context, field count, size) and one entry per present field at
+//!   `prefix ++ [1] ++ field` holding its entries (`dot → write`). An
+//!   `HSET` of one field reads and writes two small entries, whatever the
+//!   map's size.
 //!
 //! Every value is `[format version][log position: u64 LE][rkyv archive]`.
 //! The log position is that of the last log entry applied to the object;
@@ -23,7 +28,8 @@ use std::path::{Path, PathBuf};
 
 use crate::causal::CausalContext;
 use crate::codec::{self, DecodeError};
-use crate::crdt::{Counter, DotSet, ObjectState, OrSet, Register, set::entry_cost};
+use crate::crdt::map::{self, Entries};
+use crate::crdt::{Counter, DotSet, ObjectState, OrMap, OrSet, Register, set::entry_cost};
 use crate::error::{Error, Result};
 use crate::object::{Kind, ObjectKey};
 
@@ -74,6 +80,64 @@ impl SetView {
             }
         }
         bytes.max(0) as u64
+    }
+}
+
+/// Fields of a map loaded for one operation, with what they were: the
+/// map's counterpart of [`SetView`] (its header has the same shape).
+pub(crate) struct MapView {
+    pub(crate) map: OrMap,
+    pub(crate) header: SetHeader,
+    /// The loaded fields' entries before the operation (`None`: absent).
+    loaded: BTreeMap<Vec<u8>, Option<Entries>>,
+    /// Whether every field was loaded.
+    full: bool,
+}
+
+impl MapView {
+    /// Size after the operation, in bytes ([`map::entry_cost`]).
+    pub(crate) fn bytes_after(&self) -> u64 {
+        let mut bytes = self.header.bytes as i128;
+        for (f, before) in &self.loaded {
+            if let Some(e) = before {
+                bytes -= map::entry_cost(f, e) as i128;
+            }
+            if let Some(e) = self.map.entries(f) {
+                bytes += map::entry_cost(f, e) as i128;
+            }
+        }
+        for (f, e) in self.unloaded() {
+            bytes += map::entry_cost(f, e) as i128;
+        }
+        bytes.max(0) as u64
+    }
+
+    /// Fields present now that were not loaded: only a full view (a
+    /// full-state join) can gain them.
+    fn unloaded(&self) -> impl Iterator<Item = (&Vec<u8>, &Entries)> + '_ {
+        self.map
+            .fields()
+            .iter()
+            .filter(|(f, _)| self.full && !self.loaded.contains_key(*f))
+    }
+
+    /// Fields present after the operation.
+    pub(crate) fn count_after(&self) -> u64 {
+        let mut count = self.header.count as i128;
+        for (f, before) in &self.loaded {
+            count -= i128::from(before.is_some());
+            count += i128::from(self.map.exists(f));
+        }
+        count += self.unloaded().count() as i128;
+        count.max(0) as u64
+    }
+
+    /// The present fields among those loaded, with their values.
+    pub(crate) fn loaded_values(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.loaded
+            .keys()
+            .filter_map(|f| self.map.get(f).map(|v| (f.clone(), v)))
+            .collect()
     }
 }
 
@@ -145,8 +209,14 @@ fn stored_lsn(bytes: &[u8]) -> Option<u64> {
 /// kind and member.
 type ParsedKey<'a> = (ObjectKey, Option<(u8, &'a [u8])>);
 
-/// A set being assembled from its header and member entries.
-type PartialSet = Option<(ObjectKey, BTreeMap<Vec<u8>, DotSet>, CausalContext)>;
+/// The entries of a decomposed object read so far.
+enum Parts {
+    Set(BTreeMap<Vec<u8>, DotSet>),
+    Map(BTreeMap<Vec<u8>, Entries>),
+}
+
+/// A set or map being assembled from its header and member entries.
+type Partial = Option<(ObjectKey, Parts, CausalContext)>;
 
 /// Parses an object-store key into the object it belongs to and, for set
 /// entries, the suffix kind and member.
@@ -388,6 +458,90 @@ impl Store {
         Ok(())
     }
 
+    /// Loads the header and the given fields (or, with `fields = None`,
+    /// every field) of a map.
+    pub(crate) fn load_map(&self, key: &ObjectKey, fields: Option<&[&[u8]]>) -> Result<MapView> {
+        let p = prefix(key);
+        let header = self.read_header(&p)?.unwrap_or_default();
+        let mut loaded = BTreeMap::new();
+        let mut present = BTreeMap::new();
+        match fields {
+            Some(list) => {
+                for &f in list {
+                    if loaded.contains_key(f) {
+                        continue;
+                    }
+                    let entries = match self.objects.get(member_key(&p, f))? {
+                        None => None,
+                        Some(v) => Some(
+                            decode_value::<Entries>(&v)
+                                .map_err(|e| self.corrupt("map field", e))?
+                                .1,
+                        ),
+                    };
+                    if let Some(e) = &entries {
+                        present.insert(f.to_vec(), e.clone());
+                    }
+                    loaded.insert(f.to_vec(), entries);
+                }
+            }
+            None => {
+                let mut start = p.clone();
+                start.push(MEMBER_SUFFIX);
+                let skip = start.len();
+                for item in self.objects.scan_prefix(&start) {
+                    let (k, v) = item?;
+                    let (_, entries) =
+                        decode_value::<Entries>(&v).map_err(|e| self.corrupt("map field", e))?;
+                    let f = k[skip..].to_vec();
+                    present.insert(f.clone(), entries.clone());
+                    loaded.insert(f, Some(entries));
+                }
+            }
+        }
+        Ok(MapView {
+            map: OrMap::from_parts(present, header.context.clone()),
+            header,
+            loaded,
+            full: fields.is_none(),
+        })
+    }
+
+    /// Writes back what an operation changed in a loaded map, atomically.
+    /// Fields the operation did not load are never touched.
+    pub(crate) fn write_map(&self, key: &ObjectKey, view: &MapView, lsn: u64) -> Result<()> {
+        let p = prefix(key);
+        let mut batch = sled::Batch::default();
+        for (f, before) in &view.loaded {
+            match (before, view.map.entries(f)) {
+                (Some(b), Some(a)) if b == a => {}
+                (_, Some(a)) => batch.insert(member_key(&p, f), encode_value(lsn, a)),
+                (Some(_), None) => batch.remove(member_key(&p, f)),
+                (None, None) => {}
+            }
+        }
+        for (f, e) in view.unloaded() {
+            batch.insert(member_key(&p, f), encode_value(lsn, e));
+        }
+        debug_assert!(
+            view.full
+                || view
+                    .map
+                    .fields()
+                    .keys()
+                    .all(|f| view.loaded.contains_key(f)),
+            "a map operation or merge added a field it had not loaded"
+        );
+        let header = SetHeader {
+            context: view.map.context().clone(),
+            count: view.count_after(),
+            bytes: view.bytes_after(),
+        };
+        batch.insert(header_key(&p), encode_value(lsn, &header));
+        self.objects.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// The full state of an object, if it exists.
     pub(crate) fn read_state(&self, key: &ObjectKey) -> Result<Option<ObjectState>> {
         Ok(match key.kind() {
@@ -401,6 +555,13 @@ impl Store {
                     Some(ObjectState::Set(self.load_set(key, None)?.set))
                 }
             }
+            Kind::Map => {
+                if self.read_header(&prefix(key))?.is_none() {
+                    None
+                } else {
+                    Some(ObjectState::Map(self.load_map(key, None)?.map))
+                }
+            }
         })
     }
 
@@ -411,14 +572,20 @@ impl Store {
         accept: &dyn Fn(&ObjectKey) -> bool,
         mut f: impl FnMut(ObjectKey, ObjectState) -> Result<bool>,
     ) -> Result<()> {
-        let mut current_set: PartialSet = None;
-        let flush_set = |cur: &mut PartialSet,
-                         f: &mut dyn FnMut(ObjectKey, ObjectState) -> Result<bool>|
+        // The decomposed object (set or map) being assembled, if any.
+        let mut current: Partial = None;
+        let flush = |cur: &mut Partial,
+                     f: &mut dyn FnMut(ObjectKey, ObjectState) -> Result<bool>|
          -> Result<bool> {
-            if let Some((k, entries, ctx)) = cur.take() {
-                return f(k, ObjectState::Set(OrSet::from_parts(entries, ctx)));
+            match cur.take() {
+                Some((k, Parts::Set(entries), ctx)) => {
+                    f(k, ObjectState::Set(OrSet::from_parts(entries, ctx)))
+                }
+                Some((k, Parts::Map(fields), ctx)) => {
+                    f(k, ObjectState::Map(OrMap::from_parts(fields, ctx)))
+                }
+                None => Ok(true),
             }
-            Ok(true)
         };
         for item in self.objects.iter() {
             let (raw, v) = item?;
@@ -430,7 +597,7 @@ impl Store {
             }
             match (object.kind(), suffix) {
                 (Kind::Counter, None) => {
-                    if !flush_set(&mut current_set, &mut f)? {
+                    if !flush(&mut current, &mut f)? {
                         return Ok(());
                     }
                     let (_, c) =
@@ -440,7 +607,7 @@ impl Store {
                     }
                 }
                 (Kind::Register, None) => {
-                    if !flush_set(&mut current_set, &mut f)? {
+                    if !flush(&mut current, &mut f)? {
                         return Ok(());
                     }
                     let (_, r) =
@@ -449,33 +616,41 @@ impl Store {
                         return Ok(());
                     }
                 }
-                (Kind::Set, Some((HEADER_SUFFIX, []))) => {
-                    if !flush_set(&mut current_set, &mut f)? {
+                (kind @ (Kind::Set | Kind::Map), Some((HEADER_SUFFIX, []))) => {
+                    if !flush(&mut current, &mut f)? {
                         return Ok(());
                     }
                     let (_, h) =
-                        decode_value::<SetHeader>(&v).map_err(|e| self.corrupt("set header", e))?;
-                    current_set = Some((object, BTreeMap::new(), h.context));
+                        decode_value::<SetHeader>(&v).map_err(|e| self.corrupt("header", e))?;
+                    let parts = if kind == Kind::Set {
+                        Parts::Set(BTreeMap::new())
+                    } else {
+                        Parts::Map(BTreeMap::new())
+                    };
+                    current = Some((object, parts, h.context));
                 }
-                (Kind::Set, Some((MEMBER_SUFFIX, member))) => {
-                    let (_, dots) =
-                        decode_value::<DotSet>(&v).map_err(|e| self.corrupt("set member", e))?;
-                    match &mut current_set {
-                        Some((k, entries, _)) if *k == object => {
-                            entries.insert(member.to_vec(), dots);
-                        }
-                        _ => {
-                            return Err(Error::corruption(
-                                &self.path,
-                                format!("set member without a header in {object:?}"),
-                            ));
-                        }
+                (Kind::Set | Kind::Map, Some((MEMBER_SUFFIX, name))) => match &mut current {
+                    Some((k, Parts::Set(entries), _)) if *k == object => {
+                        let (_, dots) = decode_value::<DotSet>(&v)
+                            .map_err(|e| self.corrupt("set member", e))?;
+                        entries.insert(name.to_vec(), dots);
                     }
-                }
+                    Some((k, Parts::Map(fields), _)) if *k == object => {
+                        let (_, entries) = decode_value::<Entries>(&v)
+                            .map_err(|e| self.corrupt("map field", e))?;
+                        fields.insert(name.to_vec(), entries);
+                    }
+                    _ => {
+                        return Err(Error::corruption(
+                            &self.path,
+                            format!("member or field without a header in {object:?}"),
+                        ));
+                    }
+                },
                 _ => return Err(Error::corruption(&self.path, "unexpected object entry")),
             }
         }
-        flush_set(&mut current_set, &mut f)?;
+        flush(&mut current, &mut f)?;
         Ok(())
     }
 
@@ -539,7 +714,7 @@ impl Store {
 
     /// Whether an object is present as the RESP door's type rule sees it
     /// (`server/src/resp/data.rs`): a register with a value, a counter not
-    /// at 0, a set with a member. A deleted object (its context alone)
+    /// at 0, a set with a member, a map with a field. A deleted object (its context alone)
     /// is not.
     pub(crate) fn present(&self, object: &ObjectKey) -> Result<bool> {
         Ok(match object.kind() {
@@ -547,7 +722,7 @@ impl Store {
             Kind::Register => self
                 .read_register(object)?
                 .is_some_and(|r| r.value.is_some()),
-            Kind::Set => self
+            Kind::Set | Kind::Map => self
                 .read_header(&prefix(object))?
                 .is_some_and(|h| h.count > 0),
         })

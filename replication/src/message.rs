@@ -209,6 +209,10 @@ impl PeerMessage {
                             dots.iter().try_for_each(check_dot)?;
                         }
                     }
+                    if let ObjectState::Map(map) = s {
+                        check_context(map.context())?;
+                        check_map_fields(map.fields())?;
+                    }
                 }
             }
             PeerMessage::Hello(h) if h.incarnation.0 == 0 => {
@@ -278,11 +282,35 @@ fn check_context(context: &CausalContext) -> Result<(), String> {
 }
 
 fn check_delta(delta: &Delta) -> Result<(), String> {
-    if let Delta::Set(s) = delta {
-        check_context(&s.context)?;
-        for dots in s.entries.values() {
-            dots.iter().try_for_each(check_dot)?;
+    match delta {
+        Delta::Set(s) => {
+            check_context(&s.context)?;
+            for dots in s.entries.values() {
+                dots.iter().try_for_each(check_dot)?;
+            }
         }
+        Delta::Map(m) => {
+            check_context(&m.context)?;
+            check_map_fields(&m.fields)?;
+        }
+        Delta::Counter(_) | Delta::Register(_) => {}
+    }
+    Ok(())
+}
+
+/// A map's field names and the dots of their entries.
+fn check_map_fields(
+    fields: &std::collections::BTreeMap<Vec<u8>, meridian_engine::crdt::map::Entries>,
+) -> Result<(), String> {
+    for (field, entries) in fields {
+        if field.len() > meridian_engine::crdt::map::MAX_FIELD_BYTES {
+            return Err(format!(
+                "map field of {} bytes over the {}-byte limit",
+                field.len(),
+                meridian_engine::crdt::map::MAX_FIELD_BYTES
+            ));
+        }
+        entries.keys().copied().try_for_each(check_dot)?;
     }
     Ok(())
 }
@@ -300,6 +328,13 @@ pub fn record_bytes(r: &Record) -> usize {
                     + 16 * s.context.entries()
             }
             Delta::Register(r) => r.value.as_ref().map_or(0, Vec::len),
+            Delta::Map(m) => {
+                m.fields
+                    .iter()
+                    .map(|(f, e)| meridian_engine::crdt::map::entry_cost(f, e) as usize)
+                    .sum::<usize>()
+                    + 16 * m.context.entries()
+            }
         }
 }
 
@@ -310,6 +345,7 @@ pub fn state_bytes(key: &ObjectKey, state: &ObjectState) -> usize {
             ObjectState::Counter(c) => 48 * c.origins(),
             ObjectState::Set(s) => s.cost() as usize + 16 * s.context().entries(),
             ObjectState::Register(r) => r.value.as_ref().map_or(0, Vec::len),
+            ObjectState::Map(m) => m.cost() as usize + 16 * m.context().entries(),
         }
 }
 

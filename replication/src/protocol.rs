@@ -1214,6 +1214,10 @@ impl Replicator {
             // (a register's own HLC is what decides last-writer-wins).
             let inner = match &r.delta {
                 Delta::Register(reg) => self.engine.clock().observe(reg.hlc, now.physical),
+                // A map's `HSET` entries carry the HLCs its reads order by.
+                Delta::Map(m) => m
+                    .max_hlc()
+                    .map_or(Ok(()), |hlc| self.engine.clock().observe(hlc, now.physical)),
                 Delta::Counter(_) | Delta::Set(_) => Ok(()),
             };
             let merged = inner.and_then(|()| self.engine.merge(r, now.physical));
@@ -1234,8 +1238,15 @@ impl Replicator {
                     }
                     tracing::debug!(peer, ahead_ms, dot = ?r.dot, "delta from the future deferred");
                 }
-                Err(EngineError::ObjectTooLarge { bytes, limit }) => {
-                    // The set would pass the merged-object bound here
+                Err(
+                    EngineError::ObjectTooLarge { bytes, limit }
+                    | EngineError::TooManyFields {
+                        fields: bytes,
+                        limit,
+                    },
+                ) => {
+                    // The set or map would pass the merged-object bound
+                    // (or a map its field limit) here
                     // (counted by the engine): skip this delta like a
                     // deferred one and retry it later, so the deltas after
                     // it keep flowing (review C4).

@@ -103,6 +103,14 @@ impl std::fmt::Debug for LocalJob {
     }
 }
 
+/// What an `Inspect` or `Probe` asks about, and which of the two it is.
+struct Asked {
+    members: Vec<Vec<u8>>,
+    fields: Vec<Vec<u8>>,
+    /// `Probe`: answer with the map too.
+    probe: bool,
+}
+
 impl LocalJob {
     /// What `key` holds under each type (and whether its set holds each of
     /// `members`): the local `Inspect`.
@@ -538,10 +546,19 @@ impl Coordinator {
                     .await
             }
             Access::Inspect => {
-                let Operation::Inspect { members, .. } = req.op else {
-                    unreachable!("only Inspect is translated to Access::Inspect")
+                let (members, fields, probe) = match req.op {
+                    Operation::Inspect { members, .. } => (members, Vec::new(), false),
+                    Operation::Probe {
+                        members, fields, ..
+                    } => (members, fields, true),
+                    _ => unreachable!("only Inspect and Probe are translated to Access::Inspect"),
                 };
-                self.inspect(level, key, members, &replicas, &live, needed, timeout)
+                let asked = Asked {
+                    members,
+                    fields,
+                    probe,
+                };
+                self.inspect(level, key, asked, &replicas, &live, needed, timeout)
                     .await
             }
             Access::SetPage => {
@@ -612,80 +629,110 @@ impl Coordinator {
         }
     }
 
-    /// `Inspect`: at one replica, a cheap read of this node's engine;
-    /// above that, the level's reads of the three objects (joined and
-    /// written back like any read), summarized.
+    /// `Inspect` and `Probe`: at one replica, a cheap read of this node's
+    /// engine; above that, the level's reads of the four objects (joined
+    /// and written back like any read), summarized.
     #[allow(clippy::too_many_arguments)]
     async fn inspect(
         &self,
         level: Consistency,
         key: ObjectKey,
-        members: Vec<Vec<u8>>,
+        asked: Asked,
         replicas: &[NodeName],
         live: &[NodeName],
         needed: usize,
         timeout: Duration,
     ) -> Response {
+        let Asked {
+            members,
+            fields,
+            probe,
+        } = asked;
+        let answer = |i: meridian_engine::Inspection| {
+            if probe {
+                ReplyValue::Probe {
+                    register: i.register,
+                    counter: i.counter,
+                    set_count: i.set_count,
+                    members_present: i.members_present,
+                    map_count: i.map_count,
+                    map_values: i.map_values,
+                }
+            } else {
+                ReplyValue::Inspect {
+                    register: i.register,
+                    counter: i.counter,
+                    set_count: i.set_count,
+                    members_present: i.members_present,
+                }
+            }
+        };
         if needed <= 1 || replicas.len() <= 1 {
             let engine = self.engine.clone();
             let inspected = self
                 .pool
-                .run(move || engine.inspect(key.key(), &members))
+                .run(move || engine.inspect_fields(key.key(), &members, &fields))
                 .await;
             return match inspected {
-                Ok(i) => self.ok(
-                    &self.node,
-                    level,
-                    ReplyValue::Inspect {
-                        register: i.register,
-                        counter: i.counter,
-                        set_count: i.set_count,
-                        members_present: i.members_present,
-                    },
-                ),
+                Ok(i) => self.ok(&self.node, level, answer(i)),
                 Err(e) => Response::Err(engine_error(e)),
             };
         }
         let object = |kind| ObjectKey::new(kind, key.key().to_vec()).map_err(engine_error);
-        let (register, counter, set) = match (
+        let (register, counter, set, map) = match (
             object(Kind::Register),
             object(Kind::Counter),
             object(Kind::Set),
+            object(Kind::Map),
         ) {
-            (Ok(r), Ok(c), Ok(s)) => (r, c, s),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Response::Err(e),
+            (Ok(r), Ok(c), Ok(s), Ok(m)) => (r, c, s, m),
+            (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
+                return Response::Err(e);
+            }
         };
         // The joined values, not replies: a set too large to list in a
-        // reply is still counted and checked here.
-        let (r, c, s) = tokio::join!(
+        // reply is still counted and checked here. The map is read only
+        // when the request can report it.
+        let map_read = async {
+            if probe {
+                Some(self.read_joined(map, replicas, live, needed, timeout).await)
+            } else {
+                None
+            }
+        };
+        let (r, c, s, m) = tokio::join!(
             self.read_joined(register, replicas, live, needed, timeout),
             self.read_joined(counter, replicas, live, needed, timeout),
             self.read_joined(set, replicas, live, needed, timeout),
+            map_read,
         );
-        let mut summary = (None, 0, Vec::new());
-        for value in [r, c, s] {
+        let mut summary = meridian_engine::Inspection::default();
+        let mut set = Vec::new();
+        let mut map = Vec::new();
+        for value in [r, c, s].into_iter().chain(m) {
             match value {
-                Ok(Value::Register(value)) => summary.0 = value.and_then(|r| r.value),
-                Ok(Value::Counter(value)) => summary.1 = value,
-                Ok(Value::Set(members)) => summary.2 = members,
+                Ok(Value::Register(value)) => summary.register = value.and_then(|r| r.value),
+                Ok(Value::Counter(value)) => summary.counter = value,
+                Ok(Value::Set(members)) => set = members,
+                Ok(Value::Map { fields, .. }) => map = fields,
                 Err(e) => return Response::Err(e),
             }
         }
-        let (register, counter, set) = summary;
-        let members_present = members
+        summary.set_count = set.len() as u64;
+        summary.members_present = members
             .iter()
             .map(|m| set.binary_search(m).is_ok())
             .collect();
-        self.ok(
-            &self.node,
-            level,
-            ReplyValue::Inspect {
-                register,
-                counter,
-                set_count: set.len() as u64,
-                members_present,
-            },
-        )
+        summary.map_count = map.len() as u64;
+        summary.map_values = fields
+            .iter()
+            .map(|f| {
+                map.binary_search_by(|(name, _)| name.as_slice().cmp(f))
+                    .ok()
+                    .map(|i| map[i].1.clone())
+            })
+            .collect();
+        self.ok(&self.node, level, answer(summary))
     }
 
     /// The leader of `key`: the first node of its preference list that may

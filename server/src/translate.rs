@@ -52,7 +52,13 @@ pub(crate) fn translate(op: &Operation) -> Result<Target, WireError> {
         Operation::RegisterGet { key } => (Kind::Register, key, Access::Read),
         Operation::Delete { kind, key } => (engine_kind(*kind), key, Access::Write),
         // The key's every type: the register's identity only routes it.
-        Operation::Inspect { key, .. } => (Kind::Register, key, Access::Inspect),
+        Operation::Inspect { key, .. } | Operation::Probe { key, .. } => {
+            (Kind::Register, key, Access::Inspect)
+        }
+        Operation::MapSet { key, .. }
+        | Operation::MapIncr { key, .. }
+        | Operation::MapRemove { key, .. } => (Kind::Map, key, Access::Write),
+        Operation::MapRead { key } => (Kind::Map, key, Access::Read),
     };
     Ok(Target::Object(object(kind, key)?, access))
 }
@@ -66,6 +72,10 @@ pub(crate) fn engine_op(op: Operation) -> Option<Op> {
         Operation::SetRemove { members, .. } => Op::Remove(members),
         Operation::RegisterPut { value, .. } => Op::Put(value),
         Operation::Delete { .. } => Op::Delete,
+        Operation::MapSet { pairs, .. } => Op::HSet(pairs),
+        Operation::MapIncr { field, delta, .. } => Op::HIncr(field, delta),
+        Operation::MapRemove { fields, .. } => Op::HDel(fields),
+        Operation::MapRead { .. } | Operation::Probe { .. } => return None,
         Operation::CounterRead { .. }
         | Operation::SetRead { .. }
         | Operation::RegisterGet { .. }
@@ -83,6 +93,7 @@ pub(crate) fn engine_kind(kind: wire::Kind) -> Kind {
         wire::Kind::Counter => Kind::Counter,
         wire::Kind::Set => Kind::Set,
         wire::Kind::Register => Kind::Register,
+        wire::Kind::Map => Kind::Map,
     }
 }
 
@@ -92,6 +103,7 @@ pub(crate) fn wire_kind(kind: Kind) -> wire::Kind {
         Kind::Counter => wire::Kind::Counter,
         Kind::Set => wire::Kind::Set,
         Kind::Register => wire::Kind::Register,
+        Kind::Map => wire::Kind::Map,
     }
 }
 
@@ -187,6 +199,7 @@ pub(crate) fn reply_value(value: Value) -> ReplyValue {
             }),
             value: r.and_then(|r| r.value),
         },
+        Value::Map { fields, count } => ReplyValue::Map { fields, count },
     }
 }
 
@@ -216,17 +229,26 @@ pub(crate) fn read_reply_value(value: Value) -> Result<ReplyValue, WireError> {
             });
         }
     }
+    if let Value::Map { fields, .. } = &value {
+        let bytes: usize = fields.iter().map(|(f, v)| f.len() + v.len() + 32).sum();
+        if bytes > MAX_READ_REPLY_BYTES {
+            return Err(WireError::InvalidArgument {
+                message: format!(
+                    "the map has {} fields taking {bytes} bytes, over the \
+                     {MAX_READ_REPLY_BYTES}-byte limit of a read's reply; its fields can \
+                     still be read one by one (HGET, HMGET, HLEN) or removed",
+                    fields.len()
+                ),
+            });
+        }
+    }
     Ok(reply_value(value))
 }
 
 pub(crate) fn state_value(kind: Kind, state: Option<&ObjectState>) -> Value {
     match state {
         Some(s) => s.value(),
-        None => match kind {
-            Kind::Counter => Value::Counter(0),
-            Kind::Set => Value::Set(Vec::new()),
-            Kind::Register => Value::Register(None),
-        },
+        None => meridian_engine::crdt::empty_value(kind),
     }
 }
 

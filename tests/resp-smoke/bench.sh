@@ -4,7 +4,7 @@
 #
 #   bench.sh DIR [NODE]     DIR: a cluster started by cluster.sh up
 #                           NODE: default us-east-1
-#   BENCH_TESTS             default ping,set,get,incr,sadd,spop,mset
+#   BENCH_TESTS             default ping,set,get,incr,sadd,spop,mset,hset
 #   BENCH_REQUESTS          default 2000 (per test); BENCH_CLIENTS default 10
 #
 # redis-benchmark counts an error reply as a completed request, so its
@@ -19,13 +19,15 @@
 #   4. the data: without -r every request hits the same key, so the INCR
 #      test leaves counter:__rand_int__ at exactly BENCH_REQUESTS (a failed
 #      INCR would be missing), SET/MSET leave key:__rand_int__ holding a
-#      value of -d 3 bytes, and SPOP after SADD leaves myset empty.
+#      value of -d 3 bytes, SPOP after SADD leaves myset empty, and HSET
+#      leaves myhash with its one field (element:__rand_int__) holding a
+#      value of 3 bytes.
 # Needs redis-benchmark and redis-cli (Debian redis-tools).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 dir="$1"
 node="${2:-us-east-1}"
-tests="${BENCH_TESTS:-ping,set,get,incr,sadd,spop,mset}"
+tests="${BENCH_TESTS:-ping,set,get,incr,sadd,spop,mset,hset}"
 requests="${BENCH_REQUESTS:-2000}"
 clients="${BENCH_CLIENTS:-10}"
 cluster() { bash "$here/cluster.sh" "$@"; }
@@ -37,7 +39,7 @@ errors() { cluster metrics "$dir" "$node" | awk '/^meridian_requests_total\{.*ou
 processed() { cli INFO stats | tr -d '\r' | sed -n 's/^total_commands_processed://p'; }
 
 # The keys redis-benchmark uses without -r; start from none of them.
-cli DEL key:__rand_int__ counter:__rand_int__ myset >/dev/null
+cli DEL key:__rand_int__ counter:__rand_int__ myset myhash >/dev/null
 errors_before="$(errors)"
 processed_before="$(processed)"
 
@@ -73,10 +75,15 @@ if [[ ",$tests," == *,set,* || ",$tests," == *,mset,* ]]; then
   [ "$got" = 3 ] || fail "after SET/MSET of 3-byte values, STRLEN key:__rand_int__ is '$got'"
   checks=$((checks + 1))
 fi
+if [[ ",$tests," == *,hset,* ]]; then
+  got="$(cli HLEN myhash) $(cli HSTRLEN myhash element:__rand_int__)"
+  [ "$got" = "1 3" ] || fail "after $requests HSETs of one field, HLEN and HSTRLEN of myhash are '$got'"
+  checks=$((checks + 1))
+fi
 if [[ ",$tests," == *,spop,* ]]; then
   got="$(cli SCARD myset)"
   [ "$got" = 0 ] || fail "after SADD then $requests SPOPs, myset has $got members"
   checks=$((checks + 1))
 fi
-cli DEL key:__rand_int__ counter:__rand_int__ myset >/dev/null
+cli DEL key:__rand_int__ counter:__rand_int__ myset myhash >/dev/null
 echo "redis-benchmark: ok: $tests × $requests requests, $clients clients, ${took}s; $grew commands processed, no error reply, $checks checks"

@@ -5,11 +5,11 @@
 #   bash tests/resp-smoke/run.sh target/debug/meridian
 #
 #   1. session.sh         redis-cli sessions compared with transcripts
-#   2. bench.sh           redis-benchmark -t ping,set,get,incr,sadd,spop,mset
+#   2. bench.sh           redis-benchmark -t ping,set,get,incr,sadd,spop,mset,hset
 #                         -n 2000 -c 10, every reply a success
-#   3. test_redis_py.py   redis-py (RESP3): convergence, quorum reads, SCAN/
-#                         SSCAN iterators (and redis-cli --scan), a quorum
-#                         write with two nodes down
+#   3. test_redis_py.py   redis-py (RESP3): convergence, hashes, quorum reads,
+#                         SCAN/SSCAN iterators (and redis-cli --scan), a
+#                         quorum write with two nodes down
 #
 # A step whose tool is missing (redis-cli/redis-benchmark: Debian
 # redis-tools; redis-py 5 or newer for RESP3) prints "SKIP: <reason>" on

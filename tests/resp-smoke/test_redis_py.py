@@ -329,7 +329,51 @@ def test_scan(c):
     return f"{checked}: 30 keys and 50 members listed once each through integer cursors"
 
 
-TESTS = [test_handshake, test_convergence, test_quorum_reads, test_scan, test_quorum_write_two_down]
+
+def test_hashes(c):
+    """Hashes: HSET/HINCRBY/HDEL in every region converge on every node
+    (concurrent increments add up, one value per field everywhere), and a
+    quorum HGET through one node sees a quorum HSET through another."""
+    h = key("hash")
+    for i, node in enumerate(c.nodes):
+        r = c.client(node, "local")
+        region = c.region[node]
+        assert r.hset(h, mapping={region: f"from {region}", "shared": region, "gone": "x"}) >= 1
+        assert r.hincrby(h, "hits", i + 1) >= i + 1
+    want_hits = sum(range(1, len(c.nodes) + 1))
+    first = c.client(c.nodes[0], "local")
+    assert first.type(h) == "hash"
+    readers = {n: c.client(n, "local") for n in c.nodes}
+
+    def probe():
+        seen = {node: r.hgetall(h) for node, r in readers.items()}
+        views = list(seen.values())
+        ok = all(v == views[0] for v in views) and all(
+            v.get(c.region[n]) == f"from {c.region[n]}" for v in views for n in c.nodes
+        )
+        ok = ok and views[0].get("hits") == str(want_hits)
+        ok = ok and views[0].get("shared") in {c.region[n] for n in c.nodes}
+        return ok, seen
+
+    took = eventually("HSET/HINCRBY in each region converge on every node", probe)
+    # Once converged, an HDEL anywhere removes the field everywhere.
+    assert first.hdel(h, "gone") == 1
+    eventually(
+        "HDEL reaches every node",
+        lambda: ((seen := [r.hexists(h, "gone") for r in readers.values()]) == [False] * len(readers), seen),
+    )
+    writer, reader = c.client(c.nodes[0], "quorum"), c.client(c.nodes[-1], "quorum")
+    for i in range(3):
+        assert writer.hset(h, "q", f"v{i}") in (0, 1)
+        got = reader.hget(h, "q")
+        assert got == f"v{i}", f"quorum HSET q=v{i} through {c.nodes[0]}; quorum HGET through {c.nodes[-1]}: {got!r}"
+    assert reader.hlen(h) == len(c.nodes) + 3  # regions, shared, hits, q
+    c.close_clients()
+    return f"HSET/HINCRBY in {len(c.nodes)} regions converged in {took:.2f} s (hits={want_hits}); HDEL and quorum HGET seen everywhere"
+
+
+
+TESTS = [test_handshake, test_convergence, test_hashes, test_quorum_reads, test_scan, test_quorum_write_two_down]
 
 
 def main():

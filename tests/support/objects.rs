@@ -1,4 +1,4 @@
-//! The three object types as plain test values: what an object is
+//! The object types as plain test values: what an object is
 //! ([`Obj`]), what a read of it returns ([`Val`]), read through a client at
 //! any level or straight from a node's engine.
 
@@ -12,6 +12,7 @@ pub enum Obj {
     Counter(Vec<u8>),
     Set(Vec<u8>),
     Register(Vec<u8>),
+    Map(Vec<u8>),
 }
 
 /// An object's value as a read returns it. Sets are sorted; a register
@@ -21,6 +22,8 @@ pub enum Val {
     Counter(i64),
     Set(Vec<Vec<u8>>),
     Register(Option<Vec<u8>>),
+    /// Fields and values, sorted by field.
+    Map(Vec<(Vec<u8>, Vec<u8>)>),
 }
 
 impl Obj {
@@ -36,9 +39,13 @@ impl Obj {
         Obj::Register(key.into())
     }
 
+    pub fn map(key: impl Into<Vec<u8>>) -> Obj {
+        Obj::Map(key.into())
+    }
+
     pub fn key(&self) -> &[u8] {
         match self {
-            Obj::Counter(k) | Obj::Set(k) | Obj::Register(k) => k,
+            Obj::Counter(k) | Obj::Set(k) | Obj::Register(k) | Obj::Map(k) => k,
         }
     }
 
@@ -48,6 +55,7 @@ impl Obj {
             Obj::Counter(_) => Kind::Counter,
             Obj::Set(_) => Kind::Set,
             Obj::Register(_) => Kind::Register,
+            Obj::Map(_) => Kind::Map,
         };
         ObjectKey::new(kind, self.key().to_vec()).expect("test keys are within the limit")
     }
@@ -81,6 +89,15 @@ impl Obj {
                     .value
                     .value,
             ),
+            Obj::Map(k) => Val::Map(
+                client
+                    .map(k.clone())
+                    .all()
+                    .consistency(level)
+                    .await?
+                    .value
+                    .fields,
+            ),
         })
     }
 
@@ -105,6 +122,12 @@ impl Obj {
                 .consistency(level)
                 .await
                 .map(drop),
+            Obj::Map(k) => client
+                .map(k.clone())
+                .delete()
+                .consistency(level)
+                .await
+                .map(drop),
         }
     }
 
@@ -121,6 +144,7 @@ impl Obj {
                 Val::Set(members)
             }
             Value::Register(r) => Val::Register(r.and_then(|r| r.value)),
+            Value::Map { fields, .. } => Val::Map(fields),
         }
     }
 }
@@ -189,6 +213,21 @@ pub fn client_of<'a>(clients: &'a [(String, Client)], name: &str) -> &'a Client 
         .find(|(n, _)| n == name)
         .unwrap_or_else(|| panic!("no client for {name}"))
         .1
+}
+
+/// The fields and values as a map value (sorted by field).
+pub fn map_of<I, F, V>(pairs: I) -> Val
+where
+    I: IntoIterator<Item = (F, V)>,
+    F: Into<Vec<u8>>,
+    V: Into<Vec<u8>>,
+{
+    let mut fields: Vec<(Vec<u8>, Vec<u8>)> = pairs
+        .into_iter()
+        .map(|(f, v)| (f.into(), v.into()))
+        .collect();
+    fields.sort();
+    Val::Map(fields)
 }
 
 /// The members as a sorted set value.

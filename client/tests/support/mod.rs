@@ -130,6 +130,7 @@ enum Value {
     Counter(i64),
     Set(BTreeSet<Vec<u8>>),
     Register(Option<Vec<u8>>, Option<WireHlc>),
+    Map(std::collections::BTreeMap<Vec<u8>, Vec<u8>>),
 }
 
 /// A fake node listening on 127.0.0.1.
@@ -402,9 +403,54 @@ impl State {
                     Kind::Counter => Value::Counter(0),
                     Kind::Set => Value::Set(BTreeSet::new()),
                     Kind::Register => Value::Register(None, Some(self.tick())),
+                    Kind::Map => Value::Map(Default::default()),
                 };
                 data.insert((*kind, key.clone()), v.clone());
                 v
+            }
+            Operation::MapSet { key, .. }
+            | Operation::MapIncr { key, .. }
+            | Operation::MapRemove { key, .. } => {
+                let v = data
+                    .entry((Kind::Map, key.clone()))
+                    .or_insert(Value::Map(Default::default()));
+                if let Value::Map(map) = v {
+                    match &request.op {
+                        Operation::MapSet { pairs, .. } => map.extend(pairs.iter().cloned()),
+                        Operation::MapIncr { field, delta, .. } => {
+                            let old: i64 = map
+                                .get(field)
+                                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                                .unwrap_or(0);
+                            map.insert(field.clone(), (old + delta).to_string().into_bytes());
+                        }
+                        Operation::MapRemove { fields, .. } => {
+                            for f in fields {
+                                map.remove(f);
+                            }
+                        }
+                        _ => unreachable!(),
+                    }
+                }
+                v.clone()
+            }
+            Operation::MapRead { key } => data
+                .get(&(Kind::Map, key.clone()))
+                .cloned()
+                .unwrap_or(Value::Map(Default::default())),
+            // The RESP door's type check; the client API never sends it.
+            Operation::Probe { .. } => {
+                return self.reply(
+                    request,
+                    ReplyValue::Probe {
+                        register: None,
+                        counter: 0,
+                        set_count: 0,
+                        members_present: Vec::new(),
+                        map_count: 0,
+                        map_values: Vec::new(),
+                    },
+                );
             }
             Operation::Status => {
                 return self.reply(
@@ -472,6 +518,10 @@ impl State {
                 members: set.into_iter().collect(),
             },
             Value::Register(value, hlc) => ReplyValue::Register { value, hlc },
+            Value::Map(map) => ReplyValue::Map {
+                count: map.len() as u64,
+                fields: map.into_iter().collect(),
+            },
         };
         self.reply(request, value)
     }

@@ -128,6 +128,19 @@ impl MapDelta {
         }
     }
 
+    /// The largest HLC of the delta's `Set` entries: receivers hold it to
+    /// the same clock guard as a register's timestamp (reads order by it).
+    pub fn max_hlc(&self) -> Option<Hlc> {
+        self.fields
+            .values()
+            .flat_map(|entries| entries.values())
+            .filter_map(|e| match e {
+                Entry::Set { hlc, .. } => Some(*hlc),
+                Entry::Incr { .. } => None,
+            })
+            .max()
+    }
+
     /// Fields the delta names (the only ones a `Listed` delta can affect).
     pub fn field_names(&self) -> impl Iterator<Item = &[u8]> + '_ {
         self.fields.keys().map(Vec::as_slice)
@@ -531,7 +544,10 @@ fn check_field(field: &[u8]) -> Result<(), MapLimitError> {
     Ok(())
 }
 
-fn check_totals(fields: usize, bytes: u64) -> Result<(), MapLimitError> {
+/// Checks a map's totals against [`MAX_FIELDS_PER_MAP`] and
+/// [`MAX_MAP_BYTES`] (the engine checks a decomposed map's header totals
+/// with it after a local operation).
+pub fn check_totals(fields: usize, bytes: u64) -> Result<(), MapLimitError> {
     if fields > MAX_FIELDS_PER_MAP {
         return Err(MapLimitError::TooManyFields { fields });
     }

@@ -28,6 +28,7 @@ pub enum Delta {
     Counter(Counter),
     Set(SetDelta),
     Register(Register),
+    Map(MapDelta),
 }
 
 impl Delta {
@@ -36,6 +37,7 @@ impl Delta {
             Delta::Counter(_) => Kind::Counter,
             Delta::Set(_) => Kind::Set,
             Delta::Register(_) => Kind::Register,
+            Delta::Map(_) => Kind::Map,
         }
     }
 }
@@ -46,6 +48,7 @@ pub enum ObjectState {
     Counter(Counter),
     Set(OrSet),
     Register(Register),
+    Map(OrMap),
 }
 
 impl ObjectState {
@@ -54,6 +57,7 @@ impl ObjectState {
             ObjectState::Counter(_) => Kind::Counter,
             ObjectState::Set(_) => Kind::Set,
             ObjectState::Register(_) => Kind::Register,
+            ObjectState::Map(_) => Kind::Map,
         }
     }
 
@@ -64,6 +68,7 @@ impl ObjectState {
             ObjectState::Counter(c) => c == &Counter::new(),
             ObjectState::Set(s) => s.is_empty() && s.context().is_empty(),
             ObjectState::Register(_) => false,
+            ObjectState::Map(m) => m.is_empty() && m.context().is_empty(),
         }
     }
 
@@ -73,6 +78,7 @@ impl ObjectState {
             ObjectState::Counter(c) => Delta::Counter(c.clone()),
             ObjectState::Set(s) => Delta::Set(s.to_delta()),
             ObjectState::Register(r) => Delta::Register(r.clone()),
+            ObjectState::Map(m) => Delta::Map(m.to_delta()),
         }
     }
 
@@ -86,6 +92,7 @@ impl ObjectState {
                 ObjectState::Set(s)
             }
             Delta::Register(r) => ObjectState::Register(r.clone()),
+            Delta::Map(d) => ObjectState::Map(OrMap::from_delta(d)),
         }
     }
 
@@ -95,6 +102,7 @@ impl ObjectState {
             (ObjectState::Counter(c), Delta::Counter(d)) => Ok(c.merge(d)),
             (ObjectState::Set(s), Delta::Set(d)) => Ok(s.merge(d)),
             (ObjectState::Register(r), Delta::Register(d)) => Ok(r.merge(d)),
+            (ObjectState::Map(m), Delta::Map(d)) => Ok(m.merge(d)),
             (state, delta) => Err(Error::WrongType(format!(
                 "cannot join a {} delta into a {}",
                 delta.kind(),
@@ -117,6 +125,10 @@ impl ObjectState {
                 value: r.value.clone(),
                 hlc: r.hlc,
             })),
+            ObjectState::Map(m) => Value::Map {
+                fields: m.get_all(),
+                count: m.len() as u64,
+            },
         }
     }
 }
@@ -127,5 +139,9 @@ pub fn empty_value(kind: Kind) -> Value {
         Kind::Counter => Value::Counter(0),
         Kind::Set => Value::Set(Vec::new()),
         Kind::Register => Value::Register(None),
+        Kind::Map => Value::Map {
+            fields: Vec::new(),
+            count: 0,
+        },
     }
 }

@@ -1048,6 +1048,13 @@ pub(crate) fn estimate_bytes(r: &Record) -> usize {
                     + 16 * s.context.entries()
             }
             Delta::Register(r) => r.value.as_ref().map_or(0, Vec::len),
+            Delta::Map(m) => {
+                m.fields
+                    .iter()
+                    .map(|(f, e)| crate::crdt::map::entry_cost(f, e) as usize)
+                    .sum::<usize>()
+                    + 16 * m.context.entries()
+            }
         }
 }
 

@@ -313,6 +313,7 @@ fn keys() -> Vec<ObjectKey> {
                 Kind::Counter => format!("c{i}"),
                 Kind::Set => format!("s{i}"),
                 Kind::Register => format!("r{i}"),
+                Kind::Map => format!("m{i}"),
             };
             out.push(ObjectKey::new(kind, name).unwrap());
         }
@@ -1783,6 +1784,7 @@ impl Sim {
                 Value::Counter(c) => *c as u64,
                 Value::Set(m) => m.len() as u64,
                 Value::Register(r) => r.as_ref().map_or(0, |r| r.hlc.time),
+                Value::Map { count, .. } => *count,
             };
             self.hash = fnv(self.hash, x);
         }

@@ -116,6 +116,47 @@ pub enum Command {
         pattern: Option<Bytes>,
         count: Option<u32>,
     },
+    // Hashes.
+    /// `HSET` (answers the number of new fields) and `HMSET` (`+OK`).
+    HSet {
+        key: Bytes,
+        pairs: Vec<(Bytes, Bytes)>,
+        hmset: bool,
+    },
+    HSetNx {
+        key: Bytes,
+        field: Bytes,
+        value: Bytes,
+    },
+    HGet {
+        key: Bytes,
+        field: Bytes,
+    },
+    HMGet {
+        key: Bytes,
+        fields: Vec<Bytes>,
+    },
+    HGetAll(Bytes),
+    HDel {
+        key: Bytes,
+        fields: Vec<Bytes>,
+    },
+    HIncrBy {
+        key: Bytes,
+        field: Bytes,
+        delta: i64,
+    },
+    HExists {
+        key: Bytes,
+        field: Bytes,
+    },
+    HLen(Bytes),
+    HKeys(Bytes),
+    HVals(Bytes),
+    HStrLen {
+        key: Bytes,
+        field: Bytes,
+    },
     // Keys.
     Del(Vec<Bytes>),
     Exists(Vec<Bytes>),
@@ -575,6 +616,65 @@ impl Command {
                     Command::RandomKey
                 }
             }
+            "hset" | "hmset" => {
+                let key = a.key()?;
+                if a.remaining() == 0 || !a.remaining().is_multiple_of(2) {
+                    return Err(a.arity());
+                }
+                let mut pairs = Vec::with_capacity(a.remaining() / 2);
+                while a.remaining() > 0 {
+                    let field = a.bytes()?;
+                    pairs.push((field, a.bytes()?));
+                }
+                Command::HSet {
+                    key,
+                    pairs,
+                    hmset: name == "hmset",
+                }
+            }
+            "hsetnx" => {
+                let key = a.key()?;
+                let field = a.bytes()?;
+                let value = a.bytes()?;
+                a.finish()?;
+                Command::HSetNx { key, field, value }
+            }
+            "hget" | "hexists" | "hstrlen" => {
+                let key = a.key()?;
+                let field = a.bytes()?;
+                a.finish()?;
+                match name.as_str() {
+                    "hget" => Command::HGet { key, field },
+                    "hexists" => Command::HExists { key, field },
+                    _ => Command::HStrLen { key, field },
+                }
+            }
+            "hmget" | "hdel" => {
+                let key = a.key()?;
+                let fields = a.rest()?;
+                if name == "hmget" {
+                    Command::HMGet { key, fields }
+                } else {
+                    Command::HDel { key, fields }
+                }
+            }
+            "hgetall" | "hlen" | "hkeys" | "hvals" => {
+                let k = a.key()?;
+                a.finish()?;
+                match name.as_str() {
+                    "hgetall" => Command::HGetAll(k),
+                    "hlen" => Command::HLen(k),
+                    "hkeys" => Command::HKeys(k),
+                    _ => Command::HVals(k),
+                }
+            }
+            "hincrby" => {
+                let key = a.key()?;
+                let field = a.bytes()?;
+                let delta = a.int()?;
+                a.finish()?;
+                Command::HIncrBy { key, field, delta }
+            }
             "del" | "unlink" => Command::Del(a.keys()?),
             "exists" => Command::Exists(a.keys()?),
             "type" => {
@@ -611,6 +711,18 @@ impl Command {
                 | Command::SRandMember { .. }
                 | Command::SPop { .. }
                 | Command::SScan { .. }
+                | Command::HSet { .. }
+                | Command::HSetNx { .. }
+                | Command::HGet { .. }
+                | Command::HMGet { .. }
+                | Command::HGetAll(_)
+                | Command::HDel { .. }
+                | Command::HIncrBy { .. }
+                | Command::HExists { .. }
+                | Command::HLen(_)
+                | Command::HKeys(_)
+                | Command::HVals(_)
+                | Command::HStrLen { .. }
                 | Command::Del(_)
                 | Command::Exists(_)
                 | Command::Type(_)
@@ -678,6 +790,19 @@ pub const TABLE: &[CommandInfo] = &[
     ("scard", 2, &["readonly", "fast"], 1, 1, 1),
     ("srandmember", -2, &["readonly"], 1, 1, 1),
     ("spop", -2, &["write", "fast"], 1, 1, 1),
+    ("hset", -4, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("hmset", -4, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("hsetnx", 4, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("hget", 3, &["readonly", "fast"], 1, 1, 1),
+    ("hmget", -3, &["readonly", "fast"], 1, 1, 1),
+    ("hgetall", 2, &["readonly"], 1, 1, 1),
+    ("hdel", -3, &["write", "fast"], 1, 1, 1),
+    ("hincrby", 4, &["write", "denyoom", "fast"], 1, 1, 1),
+    ("hexists", 3, &["readonly", "fast"], 1, 1, 1),
+    ("hlen", 2, &["readonly", "fast"], 1, 1, 1),
+    ("hkeys", 2, &["readonly"], 1, 1, 1),
+    ("hvals", 2, &["readonly"], 1, 1, 1),
+    ("hstrlen", 3, &["readonly", "fast"], 1, 1, 1),
     ("del", -2, &["write"], 1, -1, 1),
     ("unlink", -2, &["write", "fast"], 1, -1, 1),
     ("exists", -2, &["readonly", "fast"], 1, -1, 1),
@@ -704,8 +829,8 @@ mod tests {
     #[test]
     fn unknown_commands_use_redis_wording() {
         assert_eq!(
-            Command::parse(req(&["HSET", "h", "f", "v"])).unwrap_err(),
-            "ERR unknown command 'HSET', with args beginning with: 'h' 'f' 'v' "
+            Command::parse(req(&["HSCAN", "h", "0", "v"])).unwrap_err(),
+            "ERR unknown command 'HSCAN', with args beginning with: 'h' '0' 'v' "
         );
         assert_eq!(
             Command::parse(req(&["flushall"])).unwrap_err(),

@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use super::command::Command;
 use super::data::{Data, Failed};
 use super::frame::{self, Reply};
-use super::{RespServer, conn_cmds, keys, local, sets, strings};
+use super::{RespServer, conn_cmds, hashes, keys, local, sets, strings};
 use crate::budget::Account;
 use crate::coordinator::WriteRecord;
 
@@ -644,6 +644,18 @@ async fn data(
         Command::SCard(k) => sets::scard(&mut d, k).await,
         Command::SRandMember { key, count } => sets::srandmember(&mut d, key, count).await,
         Command::SPop { key, count } => sets::spop(&mut d, key, count).await,
+        Command::HSet { key, pairs, hmset } => hashes::hset(&mut d, key, pairs, hmset).await,
+        Command::HSetNx { key, field, value } => hashes::hsetnx(&mut d, key, field, value).await,
+        Command::HGet { key, field } => hashes::hget(&mut d, key, field).await,
+        Command::HMGet { key, fields } => hashes::hmget(&mut d, key, fields).await,
+        Command::HGetAll(k) => hashes::hgetall(&mut d, k).await,
+        Command::HDel { key, fields } => hashes::hdel(&mut d, key, fields).await,
+        Command::HIncrBy { key, field, delta } => hashes::hincrby(&mut d, key, field, delta).await,
+        Command::HExists { key, field } => hashes::hexists(&mut d, key, field).await,
+        Command::HLen(k) => hashes::hlen(&mut d, k).await,
+        Command::HKeys(k) => hashes::hkeys(&mut d, k).await,
+        Command::HVals(k) => hashes::hvals(&mut d, k).await,
+        Command::HStrLen { key, field } => hashes::hstrlen(&mut d, key, field).await,
         Command::Del(keys) => keys::del(&mut d, keys).await,
         Command::Exists(keys) => keys::exists(&mut d, keys).await,
         Command::Type(k) => keys::type_of(&mut d, k).await,

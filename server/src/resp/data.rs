@@ -3,14 +3,16 @@
 //! as RESP errors.
 //!
 //! # One Redis type per key over `(kind, key)` objects
-//! A Redis key is the three Meridian objects `(register, key)`,
-//! `(counter, key)` and `(set, key)`. An object is *present* when a read
-//! shows it: a register with a value, a counter whose value is not 0, a set
-//! with a member (Meridian keeps no separate "exists" bit: a counter at 0
-//! and a deleted one read the same). Type-checked commands read all three
-//! (concurrently, at the command's level) and then:
-//! * string commands (`GET`, `SET`, ... ) on a key with a set, and set
-//!   commands on a key with a register or counter: `-WRONGTYPE`;
+//! A Redis key is the four Meridian objects `(register, key)`,
+//! `(counter, key)`, `(set, key)` and `(map, key)`. An object is *present*
+//! when a read shows it: a register with a value, a counter whose value is
+//! not 0, a set with a member, a map with a field (Meridian keeps no
+//! separate "exists" bit: a counter at 0 and a deleted one read the same).
+//! Type-checked commands read all four (one `Probe`, at the command's
+//! level) and then:
+//! * string commands (`GET`, `SET`, ... ) on a key with a set or map, set
+//!   commands on a key with a string or map, and hash commands on a key
+//!   with a string or set: `-WRONGTYPE`;
 //! * `SET` on a key holding a counter: `-WRONGTYPE` (the command that
 //!   created the key fixed its type, as in Redis Active-Active; `DEL` it
 //!   first); `INCR` on a key holding a register: `-ERR value is not an
@@ -18,9 +20,9 @@
 //! * `GET` of a counter: its decimal value.
 //!
 //! The check is not a lock: two regions can concurrently create two types
-//! under one key. Then `TYPE` says `string` (strings before sets), both
-//! families' commands answer `-WRONGTYPE` where a set and a string
-//! coexist, `GET` prefers the register to the counter, and `DEL` deletes
+//! under one key. Then `TYPE` says `string` before `hash` before `set`,
+//! every family's commands answer `-WRONGTYPE` where another family's
+//! object coexists, `GET` prefers the register to the counter, and `DEL` deletes
 //! every object present.
 
 use bytes::Bytes;
@@ -112,6 +114,10 @@ pub struct Present {
     pub set_count: u64,
     /// For each member the command asked about, whether the set holds it.
     pub members_present: Vec<bool>,
+    /// How many fields the map holds.
+    pub map_count: u64,
+    /// For each field the command asked about, its value in the map.
+    pub map_values: Vec<Option<Vec<u8>>>,
 }
 
 impl From<meridian_engine::Inspection> for Present {
@@ -121,6 +127,8 @@ impl From<meridian_engine::Inspection> for Present {
             counter: i.counter,
             set_count: i.set_count,
             members_present: i.members_present,
+            map_count: i.map_count,
+            map_values: i.map_values,
         }
     }
 }
@@ -134,8 +142,17 @@ impl Present {
         self.set_count > 0
     }
 
+    pub fn has_map(&self) -> bool {
+        self.map_count > 0
+    }
+
+    /// A set or a map: what string commands refuse.
+    pub fn has_collection(&self) -> bool {
+        self.has_set() || self.has_map()
+    }
+
     pub fn any(&self) -> bool {
-        self.has_string() || self.has_set()
+        self.has_string() || self.has_collection()
     }
 
     /// The string value `GET` answers: the register's, else the counter's
@@ -157,6 +174,9 @@ impl Present {
         if self.counter != 0 {
             out.push(Kind::Counter);
         }
+        if self.has_map() {
+            out.push(Kind::Map);
+        }
         if self.has_set() {
             out.push(Kind::Set);
         }
@@ -165,7 +185,7 @@ impl Present {
 
     /// `-WRONGTYPE` unless the key may be used as a string.
     pub fn want_string(&self) -> Result<(), Failed> {
-        if self.has_set() {
+        if self.has_collection() {
             Err(WRONGTYPE.into())
         } else {
             Ok(())
@@ -174,7 +194,16 @@ impl Present {
 
     /// `-WRONGTYPE` unless the key may be used as a set.
     pub fn want_set(&self) -> Result<(), Failed> {
-        if self.has_string() {
+        if self.has_string() || self.has_map() {
+            Err(WRONGTYPE.into())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `-WRONGTYPE` unless the key may be used as a hash.
+    pub fn want_map(&self) -> Result<(), Failed> {
+        if self.has_string() || self.has_set() {
             Err(WRONGTYPE.into())
         } else {
             Ok(())
@@ -228,10 +257,27 @@ impl Data<'_> {
         key: &Bytes,
         members: &[Bytes],
     ) -> Result<Present, Failed> {
+        self.probe_with(key, members, &[]).await
+    }
+
+    /// What `key` holds under each type and the values of `fields` in its
+    /// map: one `Probe` request (at `local`, point reads whatever the
+    /// map's size).
+    pub async fn probe_fields(&mut self, key: &Bytes, fields: &[Bytes]) -> Result<Present, Failed> {
+        self.probe_with(key, &[], fields).await
+    }
+
+    async fn probe_with(
+        &mut self,
+        key: &Bytes,
+        members: &[Bytes],
+        fields: &[Bytes],
+    ) -> Result<Present, Failed> {
         let req = Request {
-            op: Operation::Inspect {
+            op: Operation::Probe {
                 key: key.to_vec(),
                 members: members.iter().map(|m| m.to_vec()).collect(),
+                fields: fields.iter().map(|f| f.to_vec()).collect(),
             },
             consistency: self.level,
             timeout_ms: 0,
@@ -243,16 +289,20 @@ impl Data<'_> {
             .await;
         match response {
             Response::Ok(reply) => match reply.value {
-                ReplyValue::Inspect {
+                ReplyValue::Probe {
                     register,
                     counter,
                     set_count,
                     members_present,
+                    map_count,
+                    map_values,
                 } => Ok(Present {
                     register,
                     counter,
                     set_count,
                     members_present,
+                    map_count,
+                    map_values,
                 }),
                 other => Err(Failed(Reply::Error(format!(
                     "ERR internal error: unexpected reply {other:?}"
@@ -315,6 +365,19 @@ impl Data<'_> {
         };
         match self.request(op).await? {
             ReplyValue::SetPage { members, next } => Ok((members, next)),
+            other => Err(Failed(Reply::Error(format!(
+                "ERR internal error: unexpected reply {other:?}"
+            )))),
+        }
+    }
+
+    /// The map's fields and values, at the command's level.
+    pub async fn map_fields(&mut self, key: &Bytes) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Failed> {
+        match self
+            .request(Operation::MapRead { key: key.to_vec() })
+            .await?
+        {
+            ReplyValue::Map { fields, .. } => Ok(fields),
             other => Err(Failed(Reply::Error(format!(
                 "ERR internal error: unexpected reply {other:?}"
             )))),
@@ -423,5 +486,13 @@ mod tests {
         };
         assert!(string_and_set.want_string().is_err() && string_and_set.want_set().is_err());
         assert_eq!(string_and_set.kinds().len(), 3);
+        let map = Present {
+            map_count: 2,
+            ..Present::default()
+        };
+        assert!(map.want_map().is_ok() && map.want_string().is_err() && map.want_set().is_err());
+        assert!(map.any() && map.kinds() == [Kind::Map]);
+        assert!(set.want_map().is_err() && register.want_map().is_err());
+        assert!(counter.want_map().is_err() && none.want_map().is_ok());
     }
 }

@@ -58,6 +58,7 @@ pub fn redis_type(kind: Kind) -> &'static str {
     match kind {
         Kind::Counter | Kind::Register => "string",
         Kind::Set => "set",
+        Kind::Map => "hash",
     }
 }
 
@@ -88,8 +89,8 @@ pub async fn exists(d: &mut Data<'_>, keys: Vec<Bytes>) -> Result<Reply, Failed>
     Ok(Reply::Integer(n))
 }
 
-/// `TYPE`: `string` (a register or a counter) before `set` when
-/// concurrent writes created both.
+/// `TYPE`: `string` (a register or a counter) before `hash` before `set`
+/// when concurrent writes created several.
 pub async fn type_of(d: &mut Data<'_>, key: Bytes) -> Result<Reply, Failed> {
     let p = d.probe(&key).await?;
     let t = p.kinds().first().map_or("none", |k| redis_type(*k));

@@ -8,7 +8,7 @@
 //! * [`parse`]: a cursor over one request's arguments.
 //! * [`command`]: the command table: request arguments to a typed
 //!   [`command::Command`] (arity, options, limits), or Redis's error.
-//! * [`conn_cmds`], [`strings`], [`sets`], [`keys`]: what each command
+//! * [`conn_cmds`], [`strings`], [`sets`], [`hashes`], [`keys`]: what each command
 //!   does, by family. Every data command goes through
 //!   [`Coordinator::execute`] (same placement forwarding, consistency
 //!   levels and metrics as the QUIC client protocol).
@@ -45,6 +45,7 @@ pub mod cursors;
 pub mod data;
 pub mod frame;
 pub mod glob;
+pub mod hashes;
 pub mod keys;
 pub mod local;
 pub mod parse;

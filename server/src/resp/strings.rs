@@ -36,7 +36,7 @@ pub(super) enum SetPlan {
 
 /// `SET`'s type rule and `NX`/`XX`/`GET` options on what the key holds.
 pub(super) fn plan_set(p: Present, nx: bool, xx: bool, get: bool) -> Result<SetPlan, Failed> {
-    if p.has_set() || p.counter != 0 {
+    if p.has_collection() || p.counter != 0 {
         return Err(WRONGTYPE.into());
     }
     let exists = p.register.is_some();
@@ -81,7 +81,7 @@ pub async fn mget(d: &mut Data<'_>, keys: Vec<Bytes>) -> Result<Reply, Failed> {
 
 /// One key's `MGET` answer: like Redis, nil for a key of another type.
 pub(super) fn mget_one(p: &Present) -> Reply {
-    if p.has_set() {
+    if p.has_collection() {
         Reply::Null
     } else {
         opt(p.string())
@@ -90,7 +90,7 @@ pub(super) fn mget_one(p: &Present) -> Reply {
 
 /// `MSET`'s type rule for one of its keys: a register or nothing.
 pub(super) fn check_mset(p: &Present) -> Result<(), Failed> {
-    if p.has_set() || p.counter != 0 {
+    if p.has_collection() || p.counter != 0 {
         return Err(WRONGTYPE.into());
     }
     Ok(())

@@ -6,7 +6,9 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use meridian_client::wire::ReplyValue;
-use meridian_client::{Client, Consistency, Error as ClientError, Kind, RegisterValue, SetValue};
+use meridian_client::{
+    Client, Consistency, Error as ClientError, Kind, MapValue, RegisterValue, SetValue,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::task::JoinHandle;
@@ -48,6 +50,10 @@ async fn read(
             let RegisterValue { value, hlc } =
                 client.register(key).get().consistency(level).await?.value;
             ReplyValue::Register { value, hlc }
+        }
+        Kind::Map => {
+            let MapValue { fields, count } = client.map(key).all().consistency(level).await?.value;
+            ReplyValue::Map { fields, count }
         }
     })
 }
