@@ -23,8 +23,15 @@
 
 use std::fmt;
 
-/// ALPN protocol id of the client protocol.
-pub const ALPN: &[u8] = b"meridian/1";
+/// ALPN protocol id of the client protocol. The number is the frame
+/// layout's version: requests and replies are archived with a fixed
+/// layout (an enum takes its largest variant's size), so a new operation
+/// larger than the others changes every frame, and client and node must
+/// agree. `meridian/2`: the map, scan and set-page operations (24-byte
+/// operations where `meridian/1` had 16). A client of the other version
+/// fails the QUIC handshake (no common application protocol) instead of
+/// sending frames the node would misread.
+pub const ALPN: &[u8] = b"meridian/2";
 
 /// Version carried in [`Hello`]; a server refuses versions it doesn't speak.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -1113,12 +1120,14 @@ mod tests {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// Frames encoded before `Replicas` existed (captured from that
-    /// build): they still decode to the same request and reply, and encode
-    /// to the same bytes. The old layout had a one-byte `Consistency`; a
-    /// derived two-byte one would have shifted `timeout_ms` and `value`.
+    /// The `meridian/2` frame layout, pinned: a change to it must bump
+    /// [`ALPN`] (see there). The `Replicas` level kept `Consistency` one
+    /// byte (a derived two-byte one would have shifted `timeout_ms` and
+    /// `value`); the map, scan and set-page operations made the operation
+    /// 24 bytes (`meridian/1`: the same request was
+    /// `170000006b00feffffff01000000050000000000000003fa000000`).
     #[test]
-    fn frames_from_before_replicas_levels_decode_unchanged() {
+    fn frames_keep_the_meridian_2_layout() {
         let req = Request {
             op: Operation::CounterIncr {
                 key: b"k".to_vec(),
@@ -1127,23 +1136,23 @@ mod tests {
             consistency: Consistency::All,
             timeout_ms: 250,
         };
-        let old_req = "170000006b00feffffff01000000050000000000000003fa000000";
-        assert_eq!(hex(&encode(&req)), old_req);
+        let req_hex = "1f0000006b00feffffff010000000500000000000000000000000000000003fa000000";
+        assert_eq!(hex(&encode(&req)), req_hex);
         let rep = Response::Ok(Reply {
             node: "n1".into(),
             consistency: Consistency::Quorum,
             value: ReplyValue::Counter { value: 7 },
         });
-        let old_rep = "4b000000006e31ffffffffffff020007000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000";
-        assert_eq!(hex(&encode(&rep)), old_rep);
+        let rep_hex = "4b000000006e31ffffffffffff020007000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000";
+        assert_eq!(hex(&encode(&rep)), rep_hex);
         let bytes = |h: &str| -> Vec<u8> {
             (0..h.len())
                 .step_by(2)
                 .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
                 .collect()
         };
-        assert_eq!(decode::<Request>(&bytes(old_req)[4..]).unwrap(), req);
-        assert_eq!(decode::<Response>(&bytes(old_rep)[4..]).unwrap(), rep);
+        assert_eq!(decode::<Request>(&bytes(req_hex)[4..]).unwrap(), req);
+        assert_eq!(decode::<Response>(&bytes(rep_hex)[4..]).unwrap(), rep);
     }
 
     #[test]

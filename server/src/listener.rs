@@ -1,4 +1,4 @@
-//! The client listener: QUIC (ALPN `meridian/1`), the cluster's client
+//! The client listener: QUIC (ALPN `meridian/2`), the cluster's client
 //! certificate required, then the access token before anything else.
 //!
 //! # Admission, in three stages, each with its own cap

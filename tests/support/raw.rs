@@ -1,5 +1,5 @@
 //! A client-protocol connection made with quinn directly: the same TLS as
-//! the real client (cluster CA, client certificate, ALPN `meridian/1`) but
+//! the real client (cluster CA, client certificate, ALPN `meridian/2`) but
 //! no validation of what is sent, so a test can send what the client never
 //! would: oversized keys and values, frames over the limit, garbage, a
 //! `Hello` without a token.
