@@ -20,8 +20,8 @@
 //! 1. concurrent counter increments in all regions converge everywhere;
 //!    convergence time of single writes next to the injected delay;
 //! 2. latency per consistency level from each region (p50, p99);
-//! 3. an add-wins set and a last-writer-wins register under concurrent
-//!    writes;
+//! 3. an add-wins set, a last-writer-wins register and a hash (a
+//!    register field and a counter field) under concurrent writes;
 //! 4. a partition isolating ap-south: local writes there keep working,
 //!    quorum writes fail with `Unavailable`; after healing everything
 //!    converges and no acknowledged write is lost;

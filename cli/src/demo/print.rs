@@ -112,7 +112,8 @@ pub(super) fn header(title: &str) {
 }
 
 /// A value as the tour prints it: a counter's number, a set's members in
-/// braces, a register's value quoted (or `(empty)`).
+/// braces, a register's value quoted (or `(empty)`), a map's fields in
+/// braces.
 pub(super) fn show(value: &ReplyValue) -> String {
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     match value {
@@ -123,6 +124,13 @@ pub(super) fn show(value: &ReplyValue) -> String {
         }
         ReplyValue::Register { value: None, .. } => "(empty)".to_owned(),
         ReplyValue::Register { value: Some(v), .. } => format!("{:?}", text(v)),
+        ReplyValue::Map { fields, .. } => {
+            let fields: Vec<String> = fields
+                .iter()
+                .map(|(f, v)| format!("{}: {:?}", text(f), text(v)))
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        }
         other => format!("{other:?}"),
     }
 }

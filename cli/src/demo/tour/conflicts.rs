@@ -1,5 +1,6 @@
 //! Step 3: concurrent conflicting writes: an add-wins set, a
-//! last-writer-wins register.
+//! last-writer-wins register, a hash (map) with a register field and a
+//! counter field.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -19,7 +20,9 @@ use crate::demo::{CONCURRENT_ATTEMPTS, REGIONS, one_way_ms};
 impl Tour<'_> {
     /// Step 3: add-wins set, last-writer-wins register.
     pub(super) async fn conflicts(&mut self) -> Result<()> {
-        header("3. Concurrent conflicting writes: an add-wins set and a last-writer-wins register");
+        header(
+            "3. Concurrent conflicting writes: an add-wins set, a last-writer-wins register, a hash",
+        );
         let (us, ap) = (0, 2);
         let all: Vec<usize> = (0..REGIONS.len()).collect();
 
@@ -211,6 +214,97 @@ impl Tour<'_> {
             format!(
                 "last writer wins: every region reads {:?}, the write with the larger HLC timestamp (LWW winner: {})",
                 colors[winner], REGIONS[winner]
+            ),
+        );
+
+        self.hash().await
+    }
+
+    /// A hash (map): at the same moment every region sets the field
+    /// `owner` to its own name and adds to the counter field `visits`.
+    async fn hash(&mut self) -> Result<()> {
+        say!();
+        say!(
+            "A hash (Redis HSET/HINCRBY): at the same moment each region sets the field \"owner\" \
+             of the map \"page\" to its own name and adds 1, 2 or 3 to the field \"visits\":"
+        );
+        let barrier = Arc::new(Barrier::new(REGIONS.len()));
+        let handles: Vec<JoinHandle<Result<(), ClientError>>> = (0..REGIONS.len())
+            .map(|r| {
+                let page = self.client(r).map("page");
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    page.set([("owner", REGIONS[r])])
+                        .consistency(Consistency::Local)
+                        .await?;
+                    page.incr("visits", r as i64 + 1)
+                        .consistency(Consistency::Local)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .collect();
+        for (r, h) in handles.into_iter().enumerate() {
+            h.await
+                .context("hash task")?
+                .with_context(|| format!("writing the hash in {}", REGIONS[r]))?;
+        }
+        let want_visits: i64 = (1..=REGIONS.len() as i64).sum();
+        let field = |v: &ReplyValue, name: &str| match v {
+            ReplyValue::Map { fields, .. } => fields
+                .iter()
+                .find(|(f, _)| f == name.as_bytes())
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned()),
+            _ => None,
+        };
+        // Every region reads the same map, with every increment in it.
+        let since = Instant::now();
+        let mut last: Vec<String>;
+        let agreed = loop {
+            let mut reads = Vec::with_capacity(REGIONS.len());
+            for r in 0..REGIONS.len() {
+                reads.push(
+                    super::read(self.client(r), Kind::Map, "page", Consistency::Local)
+                        .await
+                        .map_err(|e| format!("error: {e}")),
+                );
+            }
+            last = reads
+                .iter()
+                .map(|v| match v {
+                    Ok(v) => crate::demo::print::show(v),
+                    Err(e) => e.clone(),
+                })
+                .collect();
+            if let Ok(first) = &reads[0]
+                && reads.iter().all(|v| v.as_ref() == Ok(first))
+                && field(first, "visits") == Some(want_visits.to_string())
+            {
+                break Some(first.clone());
+            }
+            if since.elapsed() > crate::demo::CONVERGE_TIMEOUT {
+                break None;
+            }
+            tokio::time::sleep(crate::demo::POLL_INTERVAL).await;
+        };
+        for (r, l) in last.iter().enumerate() {
+            say!("  {:<9} reads {l}", REGIONS[r]);
+        }
+        let owner = agreed.as_ref().and_then(|v| field(v, "owner"));
+        self.expect(
+            owner.as_deref().is_some_and(|o| REGIONS.contains(&o)),
+            format!(
+                "hash fields converge: every region reads the same \"owner\" ({}), one of the \
+                 three values written (the register rule: largest HLC wins)",
+                owner.as_deref().unwrap_or("no agreement")
+            ),
+        );
+        self.expect(
+            agreed.is_some(),
+            format!(
+                "hash counters add up: \"visits\" is {want_visits} in every region (1 + 2 + 3, \
+                 increments made concurrently in three regions)"
             ),
         );
         Ok(())
