@@ -520,6 +520,16 @@ fn batched_as_one_at_a_time(addr: SocketAddr, token: &str) -> Result<()> {
             "MSET {p}m1 x {p}set y",
             "MSET {p}m1",
             "GET {p}m1",
+            "HSET {p}h f v g w f x",
+            "HSET {p}h f y h z",
+            "HMSET {p}h i j",
+            "HSET {p}s f v",
+            "HSET {p}set f v",
+            "GET {p}h",
+            "SADD {p}h m",
+            "HSET {p}h",
+            "HGET {p}h f",
+            "HLEN {p}h",
         ]
         .iter()
         .map(|c| c.replace("{p}", p))
@@ -588,6 +598,16 @@ fn batched_as_one_at_a_time(addr: SocketAddr, token: &str) -> Result<()> {
         "-WRONGTYPE Operation against a key holding the wrong kind of value",
         "-ERR wrong number of arguments for 'mset' command",
         "$1 a",
+        ":2",
+        ":1",
+        "+OK",
+        "-WRONGTYPE Operation against a key holding the wrong kind of value",
+        "-WRONGTYPE Operation against a key holding the wrong kind of value",
+        "-WRONGTYPE Operation against a key holding the wrong kind of value",
+        "-WRONGTYPE Operation against a key holding the wrong kind of value",
+        "-ERR wrong number of arguments for 'hset' command",
+        "$1 y",
+        ":4",
     ];
     for (line, want) in replies[0].iter().zip(expected) {
         ensure!(

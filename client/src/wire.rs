@@ -1342,6 +1342,61 @@ mod tests {
     }
 
     #[test]
+    fn map_requests_are_held_to_the_limits_before_and_after_decoding() {
+        let over = |op: Operation| {
+            let archived = encode(&Request {
+                op: op.clone(),
+                consistency: Consistency::Local,
+                timeout_ms: 0,
+            });
+            let archived =
+                rkyv::access::<ArchivedRequest, rkyv::rancor::Error>(&archived[4..]).unwrap();
+            (check(&op), check_archived(&archived.op))
+        };
+        let big_field = vec![b'f'; MAX_FIELD_BYTES + 1];
+        let big_value = vec![b'v'; MAX_VALUE_BYTES + 1];
+        let key = b"h".to_vec();
+        for op in [
+            Operation::MapSet {
+                key: key.clone(),
+                pairs: vec![(big_field.clone(), b"v".to_vec())],
+            },
+            Operation::MapIncr {
+                key: key.clone(),
+                field: big_field.clone(),
+                delta: 1,
+            },
+            Operation::MapRemove {
+                key: key.clone(),
+                fields: vec![big_field.clone()],
+            },
+            Operation::Probe {
+                key: key.clone(),
+                members: Vec::new(),
+                fields: vec![big_field.clone()],
+            },
+        ] {
+            let (plain, archived) = over(op.clone());
+            assert!(
+                matches!(plain, Err(LimitError::Field { number: 1, .. })),
+                "{op:?}"
+            );
+            assert_eq!(plain, archived, "{op:?}");
+        }
+        let (plain, archived) = over(Operation::MapSet {
+            key: key.clone(),
+            pairs: vec![(b"f".to_vec(), big_value)],
+        });
+        assert!(matches!(plain, Err(LimitError::Member { number: 1, .. })));
+        assert_eq!(plain, archived);
+        let (plain, archived) = over(Operation::MapSet {
+            key,
+            pairs: vec![(b"f".to_vec(), b"v".to_vec())],
+        });
+        assert_eq!((plain, archived), (Ok(()), Ok(())));
+    }
+
+    #[test]
     fn definite_errors_are_classified() {
         assert!(
             WireError::Unavailable {

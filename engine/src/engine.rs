@@ -205,8 +205,10 @@ pub struct Metrics {
     pub log_retained_deltas: u64,
     /// Checkpoints taken.
     pub checkpoints: u64,
-    /// Merges refused because the set would pass
-    /// [`crate::MAX_MERGED_OBJECT_BYTES`] ([`Error::ObjectTooLarge`]).
+    /// Merges refused because the set or map would pass
+    /// [`crate::MAX_MERGED_OBJECT_BYTES`] ([`Error::ObjectTooLarge`]), or
+    /// the map [`crate::crdt::map::MAX_FIELDS_PER_MAP`]
+    /// ([`Error::TooManyFields`]).
     pub oversized_merges: u64,
 }
 
@@ -1041,9 +1043,10 @@ impl Engine {
         Ok(Some(end))
     }
 
-    /// Refuses a merge that would grow a set past
-    /// [`MAX_MERGED_OBJECT_BYTES`] (counted). A merge that leaves a set
-    /// no larger than it was is always taken.
+    /// Refuses a merge that would grow a set or map past
+    /// [`MAX_MERGED_OBJECT_BYTES`], or a map past
+    /// [`map::MAX_FIELDS_PER_MAP`] fields (counted). A merge that leaves
+    /// the object no larger than it was is always taken.
     fn check_merged_size(&self, prepared: &PendingMerge) -> Result<()> {
         let (after, before) = match prepared {
             PendingMerge::Set(view, true) => (view.bytes_after(), view.header.bytes),

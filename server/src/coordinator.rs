@@ -130,6 +130,25 @@ impl LocalJob {
         self.engine.inspect(key, members).map_err(engine_error)
     }
 
+    /// [`LocalJob::inspect`] that also reports the map and the values of
+    /// `fields` in it: the local `Probe`.
+    pub fn inspect_fields(
+        &self,
+        key: &[u8],
+        fields: &[Vec<u8>],
+    ) -> Result<meridian_engine::Inspection, WireError> {
+        wire::check_fields(fields.iter().map(Vec::len)).map_err(|e| invalid(e.to_string()))?;
+        wire::check_parts(
+            key.len(),
+            Some((fields.len(), fields.iter().map(Vec::len))),
+            None,
+        )
+        .map_err(|e| invalid(e.to_string()))?;
+        self.engine
+            .inspect_fields(key, &[], fields)
+            .map_err(engine_error)
+    }
+
     /// Applies a write, stamped with the node's clock now: what
     /// [`Coordinator::execute`] does to this replica for it. The value
     /// after it for counters and registers; `None` for sets (not read

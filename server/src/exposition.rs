@@ -93,7 +93,7 @@ pub fn render(exposed: &Exposed) -> String {
         &mut out,
         "meridian_oversized_merges_total",
         "counter",
-        "Merges refused because the set would pass the merged-object bound (MAX_MERGED_OBJECT_BYTES).",
+        "Merges refused because the set or map would pass the merged-object bound (MAX_MERGED_OBJECT_BYTES) or a map its field limit (MAX_FIELDS_PER_MAP).",
         &one(m.oversized_merges),
     );
     metric(

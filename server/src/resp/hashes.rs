@@ -29,6 +29,36 @@ fn bulk(v: Option<Vec<u8>>) -> Reply {
     v.map_or(Reply::Null, |v| Reply::Bulk(v.into()))
 }
 
+/// The distinct field names of an `HSET`, in argument order (what its
+/// type check asks about).
+pub(super) fn hset_fields(pairs: &[(Bytes, Bytes)]) -> Vec<Bytes> {
+    let names: Vec<Bytes> = pairs.iter().map(|(f, _)| f.clone()).collect();
+    distinct(&names).into_iter().cloned().collect()
+}
+
+/// `HSET`'s type rule and answer, given what the probe of
+/// [`hset_fields`] found: the number of new fields, or `+OK` for `HMSET`.
+pub(super) fn hset_reply(p: &Present, hmset: bool) -> Result<Reply, Failed> {
+    p.want_map()?;
+    let new = p.map_values.iter().filter(|v| v.is_none()).count();
+    Ok(if hmset {
+        Reply::ok()
+    } else {
+        Reply::Integer(new as i64)
+    })
+}
+
+/// The write of an `HSET`.
+pub(super) fn hset_op(key: &Bytes, pairs: Vec<(Bytes, Bytes)>) -> Operation {
+    Operation::MapSet {
+        key: key.to_vec(),
+        pairs: pairs
+            .into_iter()
+            .map(|(f, v)| (f.to_vec(), v.to_vec()))
+            .collect(),
+    }
+}
+
 /// `HSET` (the number of fields that were new) and `HMSET` (`+OK`).
 pub async fn hset(
     d: &mut Data<'_>,
@@ -36,23 +66,10 @@ pub async fn hset(
     pairs: Vec<(Bytes, Bytes)>,
     hmset: bool,
 ) -> Result<Reply, Failed> {
-    let names: Vec<Bytes> = pairs.iter().map(|(f, _)| f.clone()).collect();
-    let asked: Vec<Bytes> = distinct(&names).into_iter().cloned().collect();
-    let p = probe(d, &key, &asked).await?;
-    let new = p.map_values.iter().filter(|v| v.is_none()).count();
-    d.write(Operation::MapSet {
-        key: key.to_vec(),
-        pairs: pairs
-            .into_iter()
-            .map(|(f, v)| (f.to_vec(), v.to_vec()))
-            .collect(),
-    })
-    .await?;
-    Ok(if hmset {
-        Reply::ok()
-    } else {
-        Reply::Integer(new as i64)
-    })
+    let p = d.probe_fields(&key, &hset_fields(&pairs)).await?;
+    let reply = hset_reply(&p, hmset)?;
+    d.write(hset_op(&key, pairs)).await?;
+    Ok(reply)
 }
 
 pub async fn hsetnx(

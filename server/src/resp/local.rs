@@ -3,7 +3,8 @@
 //! request (and one or two pool hops) per command.
 //!
 //! A command qualifies ([`candidate`]) when it is one of `GET`, `SET`,
-//! `INCRBY` (`INCR`, `DECR`, `DECRBY`), `SADD`, `MGET` and `MSET`, at the
+//! `INCRBY` (`INCR`, `DECR`, `DECRBY`), `SADD`, `MGET`, `MSET` and `HSET`
+//! (`HMSET`), at the
 //! connection's level, outside `MULTI`, on keys the node serves alone at
 //! that level
 //! ([`Coordinator::serves_locally`]: `local`, or a key with one replica).
@@ -12,7 +13,8 @@
 //! the same job, and the job runs the commands of the run in order.
 //!
 //! What each command answers is what the one-at-a-time path answers (the
-//! type rule and options are [`super::strings`]'s and [`super::sets`]'s own
+//! type rule and options are [`super::strings`]'s, [`super::sets`]'s and
+//! [`super::hashes`]'s own
 //! functions): a command sees the effect of the commands before it, and
 //! replies stay in request order. Writes are acknowledged only once the
 //! job's last log position is as durable as the level needs (one
@@ -30,7 +32,7 @@ use super::command::Command;
 use super::connection::{FLUSH_BYTES, Session};
 use super::data::{Failed, Present, after_writes, error_reply};
 use super::frame::Reply;
-use super::{sets, strings};
+use super::{hashes, sets, strings};
 use crate::coordinator::LocalJob;
 use crate::metrics::Origin;
 
@@ -61,6 +63,8 @@ pub fn candidate(server: &RespServer, session: &Session, request: &[Bytes]) -> O
         b"sadd",
         b"mget",
         b"mset",
+        b"hset",
+        b"hmset",
     ]
     .iter()
     .any(|n| name.eq_ignore_ascii_case(n))
@@ -73,7 +77,8 @@ pub fn candidate(server: &RespServer, session: &Session, request: &[Bytes]) -> O
         Command::Get(key)
         | Command::Set { key, .. }
         | Command::IncrBy { key, .. }
-        | Command::SAdd { key, .. } => local(key),
+        | Command::SAdd { key, .. }
+        | Command::HSet { key, .. } => local(key),
         Command::MGet(keys) => keys.iter().all(local),
         Command::MSet(pairs) => pairs.iter().all(|(key, _)| local(key)),
         _ => false,
@@ -238,6 +243,19 @@ fn run_one(job: &mut LocalJob, command: Command) -> Result<Reply, Failed> {
                 write(job, op).map_err(|Failed(e)| Failed(after_writes(done, e)))?;
             }
             Ok(Reply::ok())
+        }
+        Command::HSet { key, pairs, hmset } => {
+            let asked: Vec<Vec<u8>> = hashes::hset_fields(&pairs)
+                .iter()
+                .map(|f| f.to_vec())
+                .collect();
+            let p = job
+                .inspect_fields(&key, &asked)
+                .map(Present::from)
+                .map_err(|e| Failed(error_reply(&e, false)))?;
+            let reply = hashes::hset_reply(&p, hmset)?;
+            write(job, hashes::hset_op(&key, pairs))?;
+            Ok(reply)
         }
         other => Err(Failed(Reply::error(format!(
             "ERR internal error: {other:?} is not a batched command"
