@@ -137,30 +137,19 @@ impl Combined {
     /// Jobs catch their own panics, so one bad job never stops the runner.
     fn run(&self) {
         loop {
-            let mut slept = false;
-            let mut state = self.state.lock().expect("combined queue lock");
-            while state.jobs.is_empty() {
-                if state.closed {
-                    return;
+            let batch = {
+                let mut state = self.state.lock().expect("combined queue lock");
+                loop {
+                    if !state.jobs.is_empty() {
+                        break std::mem::take(&mut state.jobs);
+                    }
+                    if state.closed {
+                        return;
+                    }
+                    state.asleep = true;
+                    state = self.wake.wait(state).expect("combined queue lock");
                 }
-                state.asleep = true;
-                state = self.wake.wait(state).expect("combined queue lock");
-                slept = true;
-            }
-            if slept {
-                // Woken by the first job of a burst: let the thread that
-                // queued it (a tokio worker, maybe on this CPU) finish
-                // queueing the rest before taking the batch. Where the
-                // runner has a CPU of its own this returns at once; on a
-                // shared CPU it turns a burst into one batch instead of a
-                // switch per job (native SET, 64 clients, node on one
-                // CPU: +7% in the 2026-12-02 runs, benches/README.md).
-                drop(state);
-                std::thread::yield_now();
-                state = self.state.lock().expect("combined queue lock");
-            }
-            let batch = std::mem::take(&mut state.jobs);
-            drop(state);
+            };
             for job in batch {
                 job();
             }
