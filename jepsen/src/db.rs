@@ -126,8 +126,9 @@ pub trait Db: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Outcome<Option<String>>> + Send;
 
-    /// Map `HSET key field value`. The default (a store without maps, e.g.
-    /// RESP, which `--workload map` refuses up front) fails definitely.
+    /// Map `HSET key field value`. A store without maps (the RESP door's
+    /// [`crate::resp_db::RespDb`], which `--workload map` refuses up front)
+    /// fails definitely with [`NO_MAPS`].
     fn map_set(
         &self,
         node: &str,
@@ -136,13 +137,10 @@ pub trait Db: Send + Sync + 'static {
         value: &str,
         level: Level,
         timeout: Duration,
-    ) -> impl Future<Output = Outcome<()>> + Send {
-        let _ = (node, key, field, value, level, timeout);
-        std::future::ready(Outcome::Fail(NO_MAPS.into()))
-    }
+    ) -> impl Future<Output = Outcome<()>> + Send;
 
     /// Map `HINCRBY key field delta`; Ok carries the field's new value the
-    /// serving node reported (informational). Default: see [`Db::map_set`].
+    /// serving node reported (informational).
     fn map_incr(
         &self,
         node: &str,
@@ -151,12 +149,9 @@ pub trait Db: Send + Sync + 'static {
         delta: i64,
         level: Level,
         timeout: Duration,
-    ) -> impl Future<Output = Outcome<i64>> + Send {
-        let _ = (node, key, field, delta, level, timeout);
-        std::future::ready(Outcome::Fail(NO_MAPS.into()))
-    }
+    ) -> impl Future<Output = Outcome<i64>> + Send;
 
-    /// Map `HDEL key field`. Default: see [`Db::map_set`].
+    /// Map `HDEL key field`.
     fn map_remove(
         &self,
         node: &str,
@@ -164,23 +159,17 @@ pub trait Db: Send + Sync + 'static {
         field: &str,
         level: Level,
         timeout: Duration,
-    ) -> impl Future<Output = Outcome<()>> + Send {
-        let _ = (node, key, field, level, timeout);
-        std::future::ready(Outcome::Fail(NO_MAPS.into()))
-    }
+    ) -> impl Future<Output = Outcome<()>> + Send;
 
     /// Map `HGETALL key`: every field and its value (fields and values that
-    /// are not UTF-8 lossily converted). Default: see [`Db::map_set`].
+    /// are not UTF-8 lossily converted).
     fn map_read(
         &self,
         node: &str,
         key: &str,
         level: Level,
         timeout: Duration,
-    ) -> impl Future<Output = Outcome<BTreeMap<String, String>>> + Send {
-        let _ = (node, key, level, timeout);
-        std::future::ready(Outcome::Fail(NO_MAPS.into()))
-    }
+    ) -> impl Future<Output = Outcome<BTreeMap<String, String>>> + Send;
 
     /// Sets the node's debug clock offset (the clock nemesis). Needs
     /// `meridian serve --allow-debug-clock`.
@@ -353,8 +342,10 @@ impl MemoryDb {
                     b.registers.remove(key);
                 }
             }
-            b.maps
-                .insert(key.to_string(), d.maps.get(key).cloned().unwrap_or_default());
+            b.maps.insert(
+                key.to_string(),
+                d.maps.get(key).cloned().unwrap_or_default(),
+            );
             f(&mut s.data)
         })
     }

@@ -1200,8 +1200,12 @@ mod tests {
     }
 
     /// Lost field writes (every 5th `HSET`/`HINCRBY` acknowledged, not
-    /// applied, among `info` noise): the counter fields and the register
-    /// fields both catch it.
+    /// applied, among `info` noise): the counter fields catch it in every
+    /// run (a lost power-of-two increment changes a bit no `info` one
+    /// owns). A lost `HSET` is visible only when it was a field's last
+    /// write (`lww-inversions`) or its only one (`lost-writes`), which
+    /// depends on timing, so it is not asserted here: the unit tests in
+    /// `checker::map` and the LWW-inversion mutant below pin those rules.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn mutant_lost_map_field_writes_is_invalid() {
         let bugs = MemoryBugs {
@@ -1213,11 +1217,6 @@ mod tests {
         flagged_by(&r, &["map"]);
         let j = &r.to_json()["map"];
         assert_eq!(j["counter-fields"]["valid"], json!(false), "{j:#}");
-        assert!(
-            j["lost-writes-count"].as_u64().unwrap() > 0
-                || !j["lww-inversions"].as_array().unwrap().is_empty(),
-            "{j:#}"
-        );
     }
 
     /// `HDEL` acknowledged but not applied: removed fields come back.

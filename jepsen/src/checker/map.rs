@@ -80,7 +80,11 @@ fn field_of(v: &Value) -> anyhow::Result<&str> {
 pub fn counter_field_history(history: &History) -> anyhow::Result<History> {
     // Counter fields per key, in order of first increment.
     let mut fields: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for op in history.ops.iter().filter(|o| o.is_invoke() && is_map_key(o)) {
+    for op in history
+        .ops
+        .iter()
+        .filter(|o| o.is_invoke() && is_map_key(o))
+    {
         if op.f == F::Add {
             let key = op.key.as_deref().unwrap_or_default();
             let f = field_of(&op.value)?;
@@ -244,7 +248,11 @@ impl Checker for MapChecker {
             for r in key_reads {
                 let res = r.result();
                 let Some(m) = res.value.as_object() else {
-                    anyhow::bail!("map read {} returned {} (not an object)", res.index, res.value);
+                    anyhow::bail!(
+                        "map read {} returned {} (not an object)",
+                        res.index,
+                        res.value
+                    );
                 };
                 for (f, v) in m {
                     match FieldKind::of(f) {
@@ -256,12 +264,8 @@ impl Checker for MapChecker {
                         Some(FieldKind::Register) if kf.contains_key(f.as_str()) => {
                             let v = v.as_str().unwrap_or_default();
                             match write_of.get(&(f.as_str(), v)) {
-                                None => {
-                                    if garbage.len() < MAX_LISTED {
-                                        garbage.push(json!({"key": key, "field": f,
-                                            "index": res.index, "value": v}));
-                                    }
-                                }
+                                None => garbage.push(json!({"key": key, "field": f,
+                                    "index": res.index, "value": v})),
                                 Some(w) if w.is_fail() => {
                                     fail_visible.insert(format!("{key}/{f}/{v}"));
                                 }
@@ -295,12 +299,14 @@ impl Checker for MapChecker {
                 // Could `h` have observed (and so cancelled) `w`? Only if it
                 // was not over before `w` began.
                 let may_cancel = |h: &Call<'_>, w: &Call<'_>| {
-                    !h.is_fail() && !(h.is_ok() && h.cmp_index() < w.inv.index)
+                    !(h.is_fail() || h.is_ok() && h.cmp_index() < w.inv.index)
                 };
                 for w in ops.writes.iter().filter(|w| w.is_ok()) {
                     if now.is_none() && !ops.removes.iter().any(|h| may_cancel(h, w)) {
-                        lost.push(json!({"key": key, "field": f, "value": w.inv.value["value"],
-                            "index": w.inv.index}));
+                        lost.push(
+                            json!({"key": key, "field": f, "value": w.inv.value["value"],
+                            "index": w.inv.index}),
+                        );
                     }
                 }
                 for h in ops.removes.iter().filter(|h| h.is_ok()) {
@@ -363,24 +369,23 @@ impl Checker for MapChecker {
             v.truncate(MAX_LISTED);
             v
         };
-        Ok(
-            CheckResult::new(Validity::merge([own, counter.valid]))
-                .with("garbage-reads", garbage)
-                .with("fail-visible", fail_visible)
-                .with("unexpected-fields", unexpected)
-                .with("counter-not-integer", not_integer)
-                .with("divergent", cap(divergent))
-                .with("no-final-read", no_final)
-                .with("lost-writes-count", lost.len())
-                .with("lost-writes", cap(lost))
-                .with("removes-judged", removes_judged)
-                .with("resurrected-count", resurrected.len())
-                .with("resurrected", cap(resurrected))
-                .with("lww-order-checked", !clock_faults)
-                .with("lww-fields-judged", lww_judged)
-                .with("lww-inversions", cap(inversions))
-                .with("counter-fields", counter.to_json()),
-        )
+        Ok(CheckResult::new(Validity::merge([own, counter.valid]))
+            .with("garbage-reads-count", garbage.len())
+            .with("garbage-reads", cap(garbage))
+            .with("fail-visible", fail_visible)
+            .with("unexpected-fields", unexpected)
+            .with("counter-not-integer", not_integer)
+            .with("divergent", cap(divergent))
+            .with("no-final-read", no_final)
+            .with("lost-writes-count", lost.len())
+            .with("lost-writes", cap(lost))
+            .with("removes-judged", removes_judged)
+            .with("resurrected-count", resurrected.len())
+            .with("resurrected", cap(resurrected))
+            .with("lww-order-checked", !clock_faults)
+            .with("lww-fields-judged", lww_judged)
+            .with("lww-inversions", cap(inversions))
+            .with("counter-fields", counter.to_json()))
     }
 }
 
@@ -410,7 +415,11 @@ mod tests {
     /// checks.
     fn check(h: &mut H, state: Value, last: Option<Value>) -> Value {
         for (i, node) in ["n1", "n2", "n3"].into_iter().enumerate() {
-            let v = if i == 2 { last.clone().unwrap_or(state.clone()) } else { state.clone() };
+            let v = if i == 2 {
+                last.clone().unwrap_or(state.clone())
+            } else {
+                state.clone()
+            };
             h.invoke(900 + i as u64, F::Read, K, Value::Null)
                 .at(Level::Local, node)
                 .with(|o| o.is_final = true)
@@ -428,7 +437,15 @@ mod tests {
     fn a_write_acknowledged_before_another_was_invoked_never_wins_over_it() {
         let build = || {
             let mut h = H::new();
-            call(&mut h, 0, F::Write, set("s0", "a"), OpType::Ok, Level::Local, "n1");
+            call(
+                &mut h,
+                0,
+                F::Write,
+                set("s0", "a"),
+                OpType::Ok,
+                Level::Local,
+                "n1",
+            );
             // Invoked 200 ms after "a" was acknowledged.
             h.invoke(1, F::Write, K, set("s0", "b"))
                 .at(Level::Local, "n2")
@@ -446,8 +463,24 @@ mod tests {
         assert_eq!(j["lww-inversions"][0]["later-write"], json!("b"));
         // Within the margin: either may win.
         let mut h = H::new();
-        call(&mut h, 0, F::Write, set("s0", "a"), OpType::Ok, Level::Local, "n1");
-        call(&mut h, 1, F::Write, set("s0", "b"), OpType::Ok, Level::Local, "n2");
+        call(
+            &mut h,
+            0,
+            F::Write,
+            set("s0", "a"),
+            OpType::Ok,
+            Level::Local,
+            "n1",
+        );
+        call(
+            &mut h,
+            1,
+            F::Write,
+            set("s0", "b"),
+            OpType::Ok,
+            Level::Local,
+            "n2",
+        );
         let j = check(&mut h, json!({"s0": "a"}), None);
         assert_eq!(j["valid"], json!(true), "{j:#}");
         // Divergence, a value never written, a failed write seen.
@@ -457,7 +490,15 @@ mod tests {
         let j = check(&mut build(), json!({"s0": "zz"}), None);
         assert_eq!(j["garbage-reads"][0]["value"], json!("zz"), "{j:#}");
         let mut h = build();
-        call(&mut h, 2, F::Write, set("s1", "c"), OpType::Fail, Level::Local, "n1");
+        call(
+            &mut h,
+            2,
+            F::Write,
+            set("s1", "c"),
+            OpType::Fail,
+            Level::Local,
+            "n1",
+        );
         let j = check(&mut h, json!({"s0": "b", "s1": "c"}), None);
         assert_eq!(j["fail-visible"], json!(["map-0/s1/c"]), "{j:#}");
     }
@@ -466,8 +507,24 @@ mod tests {
     fn acknowledged_field_writes_stay_unless_a_remove_could_have_seen_them() {
         // A remove that completed before the write began: the write stays.
         let mut h = H::new();
-        call(&mut h, 0, F::Remove, json!({"field": "d1"}), OpType::Ok, Level::Local, "n1");
-        call(&mut h, 1, F::Write, set("d1", "x"), OpType::Ok, Level::Local, "n2");
+        call(
+            &mut h,
+            0,
+            F::Remove,
+            json!({"field": "d1"}),
+            OpType::Ok,
+            Level::Local,
+            "n1",
+        );
+        call(
+            &mut h,
+            1,
+            F::Write,
+            set("d1", "x"),
+            OpType::Ok,
+            Level::Local,
+            "n2",
+        );
         let j = check(&mut h, json!({}), None);
         assert_eq!(j["valid"], json!(false), "{j:#}");
         assert_eq!(j["lost-writes"][0]["value"], json!("x"));
@@ -476,7 +533,15 @@ mod tests {
             let mut h = H::new();
             h.invoke(0, F::Remove, K, json!({"field": "d1"}))
                 .at(Level::Local, "n1");
-            call(&mut h, 1, F::Write, set("d1", "x"), OpType::Ok, Level::Local, "n2");
+            call(
+                &mut h,
+                1,
+                F::Write,
+                set("d1", "x"),
+                OpType::Ok,
+                Level::Local,
+                "n2",
+            );
             match done {
                 OpType::Ok => h.ok(0, F::Remove, K, json!({"field": "d1"})),
                 _ => h.info(0, F::Remove, K, json!({"field": "d1"})),
@@ -491,20 +556,50 @@ mod tests {
     fn a_remove_that_saw_every_write_of_a_field_keeps_it_removed() {
         let build = |write_node: &str| {
             let mut h = H::new();
-            call(&mut h, 0, F::Write, set("d1", "x"), OpType::Ok, Level::Local, "n1");
-            call(&mut h, 1, F::Write, set("d1", "y"), OpType::Ok, Level::Leader, write_node);
-            call(&mut h, 2, F::Remove, json!({"field": "d1"}), OpType::Ok, Level::Local, "n1");
+            call(
+                &mut h,
+                0,
+                F::Write,
+                set("d1", "x"),
+                OpType::Ok,
+                Level::Local,
+                "n1",
+            );
+            call(
+                &mut h,
+                1,
+                F::Write,
+                set("d1", "y"),
+                OpType::Ok,
+                Level::Leader,
+                write_node,
+            );
+            call(
+                &mut h,
+                2,
+                F::Remove,
+                json!({"field": "d1"}),
+                OpType::Ok,
+                Level::Local,
+                "n1",
+            );
             h
         };
         let j = check(&mut build("n1"), json!({}), None);
-        assert_eq!((j["valid"].clone(), j["removes-judged"].clone()), (json!(true), json!(1)));
+        assert_eq!(
+            (j["valid"].clone(), j["removes-judged"].clone()),
+            (json!(true), json!(1))
+        );
         let j = check(&mut build("n1"), json!({"d1": "y"}), None);
         assert_eq!(j["valid"], json!(false), "{j:#}");
         assert_eq!(j["resurrected"][0]["final"], json!("y"));
         // The remove's node may not have seen a write served elsewhere:
         // not judged, either outcome allowed.
         let j = check(&mut build("n2"), json!({"d1": "y"}), None);
-        assert_eq!((j["valid"].clone(), j["removes-judged"].clone()), (json!(true), json!(0)));
+        assert_eq!(
+            (j["valid"].clone(), j["removes-judged"].clone()),
+            (json!(true), json!(0))
+        );
     }
 
     #[test]
@@ -513,10 +608,26 @@ mod tests {
             let mut h = H::new();
             let incr = |d: i64| json!({"field": "c0", "delta": d});
             call(&mut h, 0, F::Add, incr(1), OpType::Ok, Level::Local, "n1");
-            call(&mut h, 1, F::Add, incr(-2), OpType::Info, Level::Local, "n2");
+            call(
+                &mut h,
+                1,
+                F::Add,
+                incr(-2),
+                OpType::Info,
+                Level::Local,
+                "n2",
+            );
             call(&mut h, 2, F::Add, incr(4), OpType::Fail, Level::Local, "n2");
             // An `all` read after the acknowledged +1 must see it.
-            call(&mut h, 3, F::Read, Value::Null, OpType::Ok, Level::All, "n3");
+            call(
+                &mut h,
+                3,
+                F::Read,
+                Value::Null,
+                OpType::Ok,
+                Level::All,
+                "n3",
+            );
             h
         };
         let with_read = |v: Value| {
@@ -534,7 +645,11 @@ mod tests {
         let j = check(&mut with_read(json!({})), json!({"c0": "1"}), None);
         assert_eq!(j["valid"], json!(false), "{j:#}");
         // Not an integer.
-        let j = check(&mut with_read(json!({"c0": "one"})), json!({"c0": "1"}), None);
+        let j = check(
+            &mut with_read(json!({"c0": "one"})),
+            json!({"c0": "1"}),
+            None,
+        );
         assert_eq!(j["counter-not-integer"], json!(["map-0/c0"]), "{j:#}");
     }
 }

@@ -236,7 +236,10 @@ mod tests {
                 }
             }
         }
-        assert!(deltas.len() > KEYS as usize * COUNTER_SLOTS, "counter fields rotate");
+        assert!(
+            deltas.len() > KEYS as usize * COUNTER_SLOTS,
+            "counter fields rotate"
+        );
         for (k, ds) in &deltas {
             let exps: Vec<u32> = ds
                 .iter()

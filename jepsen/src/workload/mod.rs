@@ -177,7 +177,8 @@ pub async fn execute<D: Db>(
                 let field = map_str(&p.value, "field");
                 let delta = p.value["delta"].as_i64().unwrap_or(0);
                 complete(
-                    db.map_incr(node, &p.key, field, delta, level, timeout).await,
+                    db.map_incr(node, &p.key, field, delta, level, timeout)
+                        .await,
                     |_| echo.clone(),
                     &echo,
                 )
