@@ -47,8 +47,8 @@ pub enum Cmd {
 
 #[derive(Args, Debug, Clone)]
 pub struct TestArgs {
-    /// counter | set | register | large | all (= counter+set+register), or
-    /// several joined by `+` (counter+set)
+    /// counter | set | register | large | map | all (= counter+set+register),
+    /// or several joined by `+` (counter+set)
     #[arg(long, default_value = "all")]
     pub workload: String,
     /// none | partition | kill | pause | clock | outage | all (= the first
@@ -158,7 +158,7 @@ fn bad(msg: impl Into<String>) -> anyhow::Error {
     BadArgs(msg.into()).into()
 }
 
-/// `counter | set | register | all`, or several joined by `+` or `,`
+/// `counter | set | register | large | map | all`, or several joined by `+` or `,`
 /// (`counter+set`).
 pub fn parse_workloads(s: &str) -> anyhow::Result<Vec<WorkloadKind>> {
     let mut out: Vec<WorkloadKind> = Vec::new();
@@ -169,9 +169,10 @@ pub fn parse_workloads(s: &str) -> anyhow::Result<Vec<WorkloadKind>> {
             "set" => vec![WorkloadKind::Set],
             "register" => vec![WorkloadKind::Register],
             "large" => vec![WorkloadKind::Large],
+            "map" => vec![WorkloadKind::Map],
             o => {
                 return Err(bad(format!(
-                    "unknown workload {o:?} (counter|set|register|large|all, or several joined by +)"
+                    "unknown workload {o:?} (counter|set|register|large|map|all, or several joined by +)"
                 )));
             }
         };
@@ -317,6 +318,12 @@ pub fn plan(a: &TestArgs) -> anyhow::Result<TestPlan> {
         return Err(bad(
             "--client resp runs the counter and set workloads only (RESP's SET/GET return no \
              timestamps, which the register checker needs): use --workload counter+set",
+        ));
+    }
+    if client == ClientKind::Resp && workloads.contains(&WorkloadKind::Map) {
+        return Err(bad(
+            "--client resp does not run the map workload (the RESP door's database \
+             interface has no map operations yet): use --client native",
         ));
     }
     if client == ClientKind::Resp && workloads.contains(&WorkloadKind::Large) {

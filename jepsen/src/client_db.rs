@@ -312,6 +312,113 @@ impl Db for ClientDb {
         })
     }
 
+    async fn map_set(
+        &self,
+        node: &str,
+        key: &str,
+        field: &str,
+        value: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> Outcome<()> {
+        let c = match self.client(node) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Fail(e),
+        };
+        let r = c
+            .map(key)
+            .set([(field, value)])
+            .consistency(consistency(level))
+            .timeout(timeout)
+            .await;
+        write_outcome(r, |r| ((), served_by(r.node)))
+    }
+
+    async fn map_incr(
+        &self,
+        node: &str,
+        key: &str,
+        field: &str,
+        delta: i64,
+        level: Level,
+        timeout: Duration,
+    ) -> Outcome<i64> {
+        let c = match self.client(node) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Fail(e),
+        };
+        let r = c
+            .map(key)
+            .incr(field, delta)
+            .consistency(consistency(level))
+            .timeout(timeout)
+            .await;
+        write_outcome(r, |r| {
+            // The field's new value, as the serving node reported it
+            // (informational: the checker never relies on it).
+            let v = r
+                .value
+                .get(field.as_bytes())
+                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                .unwrap_or(0);
+            (v, served_by(r.node))
+        })
+    }
+
+    async fn map_remove(
+        &self,
+        node: &str,
+        key: &str,
+        field: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> Outcome<()> {
+        let c = match self.client(node) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Fail(e),
+        };
+        let r = c
+            .map(key)
+            .remove([field])
+            .consistency(consistency(level))
+            .timeout(timeout)
+            .await;
+        write_outcome(r, |r| ((), served_by(r.node)))
+    }
+
+    async fn map_read(
+        &self,
+        node: &str,
+        key: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> Outcome<BTreeMap<String, String>> {
+        let c = match self.client(node) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Fail(e),
+        };
+        let r = c
+            .map(key)
+            .all()
+            .consistency(consistency(level))
+            .timeout(timeout)
+            .await;
+        read_outcome(r, |r| {
+            let fields = r
+                .value
+                .fields
+                .into_iter()
+                .map(|(f, v)| {
+                    (
+                        String::from_utf8_lossy(&f).into_owned(),
+                        String::from_utf8_lossy(&v).into_owned(),
+                    )
+                })
+                .collect();
+            (fields, served_by(r.node))
+        })
+    }
+
     async fn set_clock_offset(&self, node: &str, offset_ms: i64) -> Result<(), String> {
         let c = self.client(node)?;
         c.debug_clock_offset(offset_ms)

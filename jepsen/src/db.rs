@@ -55,6 +55,9 @@ impl<T> Outcome<T> {
     }
 }
 
+/// The error of a [`Db`] that has no maps.
+pub const NO_MAPS: &str = "this database interface has no map operations";
+
 /// The operations the workloads need.
 pub trait Db: Send + Sync + 'static {
     /// Adds `delta` (may be negative) to a PN-counter; Ok carries the new
@@ -123,6 +126,51 @@ pub trait Db: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Outcome<Option<String>>> + Send;
 
+    /// Map `HSET key field value`. A store without maps (the RESP door's
+    /// [`crate::resp_db::RespDb`], which `--workload map` refuses up front)
+    /// fails definitely with [`NO_MAPS`].
+    fn map_set(
+        &self,
+        node: &str,
+        key: &str,
+        field: &str,
+        value: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> impl Future<Output = Outcome<()>> + Send;
+
+    /// Map `HINCRBY key field delta`; Ok carries the field's new value the
+    /// serving node reported (informational).
+    fn map_incr(
+        &self,
+        node: &str,
+        key: &str,
+        field: &str,
+        delta: i64,
+        level: Level,
+        timeout: Duration,
+    ) -> impl Future<Output = Outcome<i64>> + Send;
+
+    /// Map `HDEL key field`.
+    fn map_remove(
+        &self,
+        node: &str,
+        key: &str,
+        field: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> impl Future<Output = Outcome<()>> + Send;
+
+    /// Map `HGETALL key`: every field and its value (fields and values that
+    /// are not UTF-8 lossily converted).
+    fn map_read(
+        &self,
+        node: &str,
+        key: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> impl Future<Output = Outcome<BTreeMap<String, String>>> + Send;
+
     /// Sets the node's debug clock offset (the clock nemesis). Needs
     /// `meridian serve --allow-debug-clock`.
     fn set_clock_offset(
@@ -167,6 +215,11 @@ pub struct MemoryBugs {
     /// returns members (in order) only while their bytes total at most
     /// this, and answers `Ok` as if that were the whole set.
     pub cap_set_read_bytes: Option<usize>,
+    /// Lost field writes: acknowledge every n-th map `HSET` or `HINCRBY`
+    /// without applying it.
+    pub drop_every_nth_map_write: Option<u64>,
+    /// `HDEL` acknowledged but not applied: a removed field stays.
+    pub ignore_map_removes: bool,
 }
 
 /// One copy of every key.
@@ -176,6 +229,8 @@ struct Data {
     sets: BTreeMap<String, BTreeSet<String>>,
     /// value, its timestamp, the node that wrote it.
     registers: BTreeMap<String, (String, Hlc, String)>,
+    /// key → field → (value, the node that wrote it).
+    maps: BTreeMap<String, BTreeMap<String, (String, String)>>,
 }
 
 #[derive(Debug, Default)]
@@ -206,6 +261,7 @@ pub struct MemoryDb {
     writes: AtomicU64,
     reads: AtomicU64,
     large_reads: AtomicU64,
+    map_writes: AtomicU64,
 }
 
 impl MemoryDb {
@@ -286,6 +342,10 @@ impl MemoryDb {
                     b.registers.remove(key);
                 }
             }
+            b.maps.insert(
+                key.to_string(),
+                d.maps.get(key).cloned().unwrap_or_default(),
+            );
             f(&mut s.data)
         })
     }
@@ -465,6 +525,85 @@ impl Db for MemoryDb {
             ),
             None => Outcome::Ok(None, Self::meta(node)),
         }
+    }
+
+    async fn map_set(
+        &self,
+        node: &str,
+        key: &str,
+        field: &str,
+        value: &str,
+        _: Level,
+        _: Duration,
+    ) -> Outcome<()> {
+        let drop = nth(&self.map_writes, self.bugs.drop_every_nth_map_write);
+        let invert = self.bugs.lww_inversion;
+        self.write(node, key, |d| {
+            let m = d.maps.entry(key.to_string()).or_default();
+            let older_wins = invert && m.get(field).is_some_and(|(_, writer)| writer != node);
+            if !drop && !older_wins {
+                m.insert(field.to_string(), (value.to_string(), node.to_string()));
+            }
+        });
+        tokio::task::yield_now().await;
+        self.answer((), Self::meta(node))
+    }
+
+    async fn map_incr(
+        &self,
+        node: &str,
+        key: &str,
+        field: &str,
+        delta: i64,
+        _: Level,
+        _: Duration,
+    ) -> Outcome<i64> {
+        let drop = nth(&self.map_writes, self.bugs.drop_every_nth_map_write);
+        let v = self.write(node, key, |d| {
+            let m = d.maps.entry(key.to_string()).or_default();
+            let old: i64 = m.get(field).and_then(|(v, _)| v.parse().ok()).unwrap_or(0);
+            let new = if drop { old } else { old + delta };
+            m.insert(field.to_string(), (new.to_string(), node.to_string()));
+            new
+        });
+        tokio::task::yield_now().await;
+        self.answer(v, Self::meta(node))
+    }
+
+    async fn map_remove(
+        &self,
+        node: &str,
+        key: &str,
+        field: &str,
+        _: Level,
+        _: Duration,
+    ) -> Outcome<()> {
+        let ignore = self.bugs.ignore_map_removes;
+        self.write(node, key, |d| {
+            if !ignore {
+                d.maps.entry(key.to_string()).or_default().remove(field);
+            }
+        });
+        self.answer((), Self::meta(node))
+    }
+
+    async fn map_read(
+        &self,
+        node: &str,
+        key: &str,
+        _: Level,
+        _: Duration,
+    ) -> Outcome<BTreeMap<String, String>> {
+        let v = self
+            .read_view(node, |d| {
+                d.maps.get(key).map(|m| {
+                    m.iter()
+                        .map(|(f, (v, _))| (f.clone(), v.clone()))
+                        .collect::<BTreeMap<_, _>>()
+                })
+            })
+            .unwrap_or_default();
+        Outcome::Ok(v, Self::meta(node))
     }
 
     async fn set_clock_offset(&self, node: &str, offset_ms: i64) -> Result<(), String> {

@@ -63,7 +63,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::client_db::{CONNECT_WAIT, ClientDb};
-use crate::db::{Db, Meta, Outcome};
+use crate::db::{Db, Meta, NO_MAPS, Outcome};
 use crate::history::{Level, UNKNOWN_NODE};
 
 /// `--client`: how the harness talks to the nodes.
@@ -687,6 +687,46 @@ impl Db for RespDb {
         Outcome::Fail(REGISTER_UNSUPPORTED.into())
     }
 
+    // The map workload runs over the native client only (the CLI refuses
+    // `--client resp --workload map`): no HSET/HINCRBY/HDEL/HGETALL here yet.
+    async fn map_set(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Level,
+        _: Duration,
+    ) -> Outcome<()> {
+        Outcome::Fail(NO_MAPS.into())
+    }
+
+    async fn map_incr(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: i64,
+        _: Level,
+        _: Duration,
+    ) -> Outcome<i64> {
+        Outcome::Fail(NO_MAPS.into())
+    }
+
+    async fn map_remove(&self, _: &str, _: &str, _: &str, _: Level, _: Duration) -> Outcome<()> {
+        Outcome::Fail(NO_MAPS.into())
+    }
+
+    async fn map_read(
+        &self,
+        _: &str,
+        _: &str,
+        _: Level,
+        _: Duration,
+    ) -> Outcome<BTreeMap<String, String>> {
+        Outcome::Fail(NO_MAPS.into())
+    }
+
     async fn set_clock_offset(&self, node: &str, offset_ms: i64) -> Result<(), String> {
         match &self.control {
             Some(c) => c.set_clock_offset(node, offset_ms).await,
@@ -864,6 +904,63 @@ impl Db for AnyDb {
         match self {
             AnyDb::Native(d) => d.register_read(node, key, level, timeout).await,
             AnyDb::Resp(d) => d.register_read(node, key, level, timeout).await,
+        }
+    }
+
+    async fn map_set(
+        &self,
+        node: &str,
+        key: &str,
+        field: &str,
+        value: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> Outcome<()> {
+        match self {
+            AnyDb::Native(d) => d.map_set(node, key, field, value, level, timeout).await,
+            AnyDb::Resp(d) => d.map_set(node, key, field, value, level, timeout).await,
+        }
+    }
+
+    async fn map_incr(
+        &self,
+        node: &str,
+        key: &str,
+        field: &str,
+        delta: i64,
+        level: Level,
+        timeout: Duration,
+    ) -> Outcome<i64> {
+        match self {
+            AnyDb::Native(d) => d.map_incr(node, key, field, delta, level, timeout).await,
+            AnyDb::Resp(d) => d.map_incr(node, key, field, delta, level, timeout).await,
+        }
+    }
+
+    async fn map_remove(
+        &self,
+        node: &str,
+        key: &str,
+        field: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> Outcome<()> {
+        match self {
+            AnyDb::Native(d) => d.map_remove(node, key, field, level, timeout).await,
+            AnyDb::Resp(d) => d.map_remove(node, key, field, level, timeout).await,
+        }
+    }
+
+    async fn map_read(
+        &self,
+        node: &str,
+        key: &str,
+        level: Level,
+        timeout: Duration,
+    ) -> Outcome<BTreeMap<String, String>> {
+        match self {
+            AnyDb::Native(d) => d.map_read(node, key, level, timeout).await,
+            AnyDb::Resp(d) => d.map_read(node, key, level, timeout).await,
         }
     }
 

@@ -13,6 +13,7 @@ pub mod always;
 pub mod counter;
 pub mod faults;
 pub mod large;
+pub mod map;
 pub mod ranges;
 pub mod register;
 pub mod session;
@@ -328,6 +329,9 @@ pub fn standard_checkers(workloads: &BTreeSet<WorkloadKind>) -> Vec<Box<dyn Chec
     }
     if workloads.contains(&WorkloadKind::Large) {
         v.push(Box::new(large::LargeChecker));
+    }
+    if workloads.contains(&WorkloadKind::Map) {
+        v.push(Box::new(map::MapChecker));
     }
     if !workloads.is_empty() {
         v.push(Box::new(session::SessionChecker));

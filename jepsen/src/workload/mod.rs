@@ -9,6 +9,7 @@
 
 pub mod counter;
 pub mod large;
+pub mod map;
 pub mod register;
 pub mod set;
 
@@ -164,6 +165,35 @@ pub async fn execute<D: Db>(
                 |v| json!(v.map(|v| large::decode(&v))),
                 &Value::Null,
             ),
+            (WorkloadKind::Map, F::Write) => {
+                let (field, value) = (map_str(&p.value, "field"), map_str(&p.value, "value"));
+                complete(
+                    db.map_set(node, &p.key, field, value, level, timeout).await,
+                    |_| echo.clone(),
+                    &echo,
+                )
+            }
+            (WorkloadKind::Map, F::Add) => {
+                let field = map_str(&p.value, "field");
+                let delta = p.value["delta"].as_i64().unwrap_or(0);
+                complete(
+                    db.map_incr(node, &p.key, field, delta, level, timeout)
+                        .await,
+                    |_| echo.clone(),
+                    &echo,
+                )
+            }
+            (WorkloadKind::Map, F::Remove) => complete(
+                db.map_remove(node, &p.key, map_str(&p.value, "field"), level, timeout)
+                    .await,
+                |_| echo.clone(),
+                &echo,
+            ),
+            (WorkloadKind::Map, F::Read) => complete(
+                db.map_read(node, &p.key, level, timeout).await,
+                |v| json!(v),
+                &Value::Null,
+            ),
             (w, f) => Completion {
                 kind: OpType::Fail,
                 value: echo.clone(),
@@ -183,6 +213,12 @@ pub async fn execute<D: Db>(
     }
 }
 
+/// A string member of a map op's invocation value (`""` if absent: the
+/// workload always sets it).
+fn map_str<'a>(v: &'a Value, name: &str) -> &'a str {
+    v.get(name).and_then(Value::as_str).unwrap_or("")
+}
+
 /// How long past its own timeout a database call may run before the
 /// harness gives up on it (as `info`): the client should time out first.
 pub const HARNESS_GRACE: Duration = Duration::from_secs(2);
@@ -197,6 +233,7 @@ pub fn build(kinds: &[WorkloadKind], large: large::LargeConfig) -> Vec<Box<dyn W
                 WorkloadKind::Set => Box::new(set::SetWorkload::new()),
                 WorkloadKind::Register => Box::new(register::RegisterWorkload::new()),
                 WorkloadKind::Large => Box::new(large::LargeWorkload::new(large)),
+                WorkloadKind::Map => Box::new(map::MapWorkload::new()),
             }
         })
         .collect()
