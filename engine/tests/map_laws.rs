@@ -11,7 +11,8 @@
 //!   syncs) agree with an independent model at every step and converge
 //!   once everything is delivered:
 //!   - map: a field's entries are exactly the writes known here that no
-//!     known `HSET`/`HINCRBY`/`HDEL`/delete observed; the causal context is
+//!     known `HSET`/`HINCRBY`/`HDEL`/delete observed (an `HINCRBY` observed
+//!     every earlier increment of its field by its writer); the causal context is
 //!     exactly the dots seen; a read is `max(hlc, dot)` of the `HSET`s plus
 //!     the sum of the `HINCRBY` contributions;
 //!   - expiry: the deadlines are the settings no known setting, `PERSIST`

@@ -5,7 +5,9 @@
 //! removed), as in [`OrSet`](super::OrSet). A field is present iff it has
 //! an entry. Removing a field drops its entries; the removed dots live on
 //! only inside the context, which compacts to one version-vector entry per
-//! writer, so a removed field costs zero bytes.
+//! writer (plus one per writer and field it incremented, see
+//! [`increment_stream`]), so a removed field costs zero bytes (a removed
+//! counter field: one vector entry per writer that incremented it).
 //!
 //! An entry is one of:
 //! * [`Entry::Set`] — an `HSET`: the value and its HLC. An `HSET` cancels
@@ -710,5 +712,45 @@ mod tests {
         m.remove(&all);
         assert!(m.is_empty());
         assert_eq!(m.context().entries(), 1, "context compacted to one entry");
+    }
+
+    /// The cost of exact increments under any delivery order: one context
+    /// entry per (writer, field incremented), however many increments.
+    #[test]
+    fn increments_cost_one_context_entry_per_writer_and_field() {
+        let mut m = OrMap::new();
+        let all: Vec<Vec<u8>> = (0..10).map(|i| format!("c{i}").into_bytes()).collect();
+        for _ in 0..5 {
+            for f in &all {
+                m.incr(A, f, 1).unwrap();
+                m.incr(B, f, 2).unwrap();
+            }
+        }
+        assert_eq!(m.get(b"c3"), Some(v("15")));
+        m.remove(&all);
+        assert!(m.is_empty());
+        assert_eq!(m.context().entries(), 2 * all.len());
+    }
+
+    /// A writer's increment delivered before its earlier ones cancels them
+    /// all: they never count again, in a delta join or a full-state join.
+    #[test]
+    fn an_increment_cancels_its_writers_earlier_increments_of_the_field() {
+        let mut a = OrMap::new();
+        let (d1, _) = a.incr(A, b"f", 1).unwrap();
+        let (dg, _) = a.incr(A, b"g", 10).unwrap();
+        a.incr(A, b"f", 2).unwrap();
+        let (d3, _) = a.incr(A, b"f", 4).unwrap();
+        let mut late = OrMap::from_delta(&d3);
+        late.merge(&d1);
+        assert_eq!(late.get(b"f"), Some(v("7")));
+        let old = OrMap::from_delta(&d1);
+        let mut joined = old.clone();
+        joined.merge(&OrMap::from_delta(&d3).to_delta());
+        assert_eq!(joined.get(b"f"), Some(v("7")));
+        // The chain covers only `f`: `g`'s increment, delivered after it,
+        // still counts.
+        late.merge(&dg);
+        assert_eq!(late.get(b"g"), Some(v("10")));
     }
 }
