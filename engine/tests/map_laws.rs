@@ -11,7 +11,8 @@
 //!   syncs) agree with an independent model at every step and converge
 //!   once everything is delivered:
 //!   - map: a field's entries are exactly the writes known here that no
-//!     known `HSET`/`HINCRBY`/`HDEL`/delete observed; the causal context is
+//!     known `HSET`/`HINCRBY`/`HDEL`/delete observed (an `HINCRBY` observed
+//!     every earlier increment of its field by its writer); the causal context is
 //!     exactly the dots seen; a read is `max(hlc, dot)` of the `HSET`s plus
 //!     the sum of the `HINCRBY` contributions;
 //!   - expiry: the deadlines are the settings no known setting, `PERSIST`
@@ -28,7 +29,9 @@ use std::fmt::Debug;
 
 use crdts::MVReg;
 use meridian_engine::crdt::Expiry;
-use meridian_engine::crdt::map::{Entries, Entry, MapDelta, OrMap, Scope, parse_int};
+use meridian_engine::crdt::map::{
+    Entries, Entry, MapDelta, OrMap, Scope, increment_stream, parse_int,
+};
 use meridian_engine::{Dot, Hlc, Incarnation, PhysicalTime, StreamId};
 use proptest::prelude::*;
 
@@ -294,7 +297,7 @@ impl Replica for MapReplica {
                 let mine: Vec<(Dot, i64)> = live
                     .iter()
                     .filter_map(|(d, e)| match e {
-                        Entry::Incr { total } if d.stream == StreamId::from(me) => {
+                        Entry::Incr { total } if d.stream == increment_stream(me, &[*f]) => {
                             Some((*d, *total))
                         }
                         _ => None,
@@ -303,7 +306,13 @@ impl Replica for MapReplica {
                 let total = mine.iter().map(|(_, t)| t).sum::<i64>() + by;
                 let (&dot, entry) = delta.fields[&vec![*f]].iter().next().unwrap();
                 assert_eq!(entry, &Entry::Incr { total });
+                assert_eq!(dot.stream, increment_stream(me, &[*f]));
+                // An increment observed every earlier increment of the field
+                // by its writer (those it holds are in `mine`; the others
+                // it saw cancelled), all of them earlier dots of its stream.
                 note.observed.extend(mine.iter().map(|(d, _)| *d));
+                note.observed
+                    .extend((1..dot.counter).map(|c| Dot::new(dot.stream, c)));
                 note.writes.insert(dot, (*f, entry.clone()));
                 delta
             }

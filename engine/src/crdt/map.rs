@@ -5,7 +5,9 @@
 //! removed), as in [`OrSet`](super::OrSet). A field is present iff it has
 //! an entry. Removing a field drops its entries; the removed dots live on
 //! only inside the context, which compacts to one version-vector entry per
-//! writer, so a removed field costs zero bytes.
+//! writer (plus one per writer and field it incremented, see
+//! [`increment_stream`]), so a removed field costs zero bytes (a removed
+//! counter field: one vector entry per writer that incremented it).
 //!
 //! An entry is one of:
 //! * [`Entry::Set`] — an `HSET`: the value and its HLC. An `HSET` cancels
@@ -51,13 +53,17 @@
 //! [`Scope::Listed`] and joining it visits only those fields.
 //!
 //! Dots are per object, numbered like the set's
-//! (`StreamId::from(incarnation)`, this map's n-th write by that writer).
+//! (`StreamId::from(incarnation)`, this map's n-th write by that writer),
+//! except increments: a writer's increments of one field have a stream of
+//! their own ([`increment_stream`]), so an increment's delta cancels all
+//! the writer's earlier increments of the field, whatever order deltas
+//! arrive in.
 //!
 //! Nothing here does I/O or reads a clock: HLCs are passed in.
 
 use std::collections::BTreeMap;
 
-use crate::causal::{CausalContext, Dot, Incarnation, StreamId};
+use crate::causal::{CausalContext, Dot, Incarnation, StreamId, VersionVector};
 use crate::clock::Hlc;
 use crate::error::Error;
 
@@ -163,6 +169,27 @@ pub fn join_entries(s: &Entries, sc: &CausalContext, d: &Entries, dc: &CausalCon
         }
     }
     out
+}
+
+/// The dot stream of `incarnation`'s increments of `field`: a stream of its
+/// own, so that an increment's delta can cancel every earlier increment of
+/// the field by the same writer with one version-vector entry (see
+/// [`OrMap::incr`]), without touching the writer's dots of other fields.
+/// Cost: the map's context keeps one vector entry per (writer, counter
+/// field) ever incremented, removed fields included. The id is a fixed
+/// hash (dots are stored and replicated): FNV-1a of the field mixed with
+/// the incarnation by the SplitMix64 finalizer; 64 bits make a collision
+/// with another writer's stream negligible, as for group streams.
+pub fn increment_stream(incarnation: Incarnation, field: &[u8]) -> StreamId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in field {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut z = incarnation.0 ^ h.rotate_left(29) ^ 0x6869_6e63_7262_7900;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    StreamId(z ^ (z >> 31))
 }
 
 /// Storage cost estimate of one field, in bytes (for [`MAX_MAP_BYTES`]):
@@ -375,7 +402,7 @@ impl OrMap {
         let value = current.checked_add(by).ok_or_else(|| {
             Error::InvalidArgument("increment or decrement would overflow".into())
         })?;
-        let stream = StreamId::from(incarnation);
+        let stream = increment_stream(incarnation, field);
         let entries = self.fields.get(field);
         let mine: i128 = entries
             .into_iter()
@@ -401,7 +428,20 @@ impl OrMap {
         self.cancel_into(field, &mut delta.context, |(d, e)| {
             d.stream == stream && matches!(e, Entry::Incr { .. })
         });
-        delta.context.insert(dot);
+        // The delta cancels the writer's whole chain of increments of this
+        // field, not only the entry it held: every dot of `stream` up to
+        // this one is an increment of this field by this writer, which this
+        // one replaces (held: its total is included; not held: already
+        // cancelled). Cancelling only the held entry (the previous
+        // increment) let a replica that got this delta before an older one
+        // (deltas arrive in any order: a coordinator's push, a pull from
+        // another peer, a deferred delta), or a quorum read joining a state
+        // holding only the older entry with one holding only this one, keep
+        // both and count the writer's contribution twice (the jepsen map
+        // workload, seed 304, pause run).
+        let mut chain = VersionVector::new();
+        chain.set(stream, dot.counter);
+        delta.context.join(&CausalContext::from_vector(chain));
         self.context.insert(dot);
         self.fields
             .entry(field.to_vec())
@@ -672,5 +712,45 @@ mod tests {
         m.remove(&all);
         assert!(m.is_empty());
         assert_eq!(m.context().entries(), 1, "context compacted to one entry");
+    }
+
+    /// The cost of exact increments under any delivery order: one context
+    /// entry per (writer, field incremented), however many increments.
+    #[test]
+    fn increments_cost_one_context_entry_per_writer_and_field() {
+        let mut m = OrMap::new();
+        let all: Vec<Vec<u8>> = (0..10).map(|i| format!("c{i}").into_bytes()).collect();
+        for _ in 0..5 {
+            for f in &all {
+                m.incr(A, f, 1).unwrap();
+                m.incr(B, f, 2).unwrap();
+            }
+        }
+        assert_eq!(m.get(b"c3"), Some(v("15")));
+        m.remove(&all);
+        assert!(m.is_empty());
+        assert_eq!(m.context().entries(), 2 * all.len());
+    }
+
+    /// A writer's increment delivered before its earlier ones cancels them
+    /// all: they never count again, in a delta join or a full-state join.
+    #[test]
+    fn an_increment_cancels_its_writers_earlier_increments_of_the_field() {
+        let mut a = OrMap::new();
+        let (d1, _) = a.incr(A, b"f", 1).unwrap();
+        let (dg, _) = a.incr(A, b"g", 10).unwrap();
+        a.incr(A, b"f", 2).unwrap();
+        let (d3, _) = a.incr(A, b"f", 4).unwrap();
+        let mut late = OrMap::from_delta(&d3);
+        late.merge(&d1);
+        assert_eq!(late.get(b"f"), Some(v("7")));
+        let old = OrMap::from_delta(&d1);
+        let mut joined = old.clone();
+        joined.merge(&OrMap::from_delta(&d3).to_delta());
+        assert_eq!(joined.get(b"f"), Some(v("7")));
+        // The chain covers only `f`: `g`'s increment, delivered after it,
+        // still counts.
+        late.merge(&dg);
+        assert_eq!(late.get(b"g"), Some(v("10")));
     }
 }
