@@ -48,6 +48,15 @@ pub(crate) struct SetHeader {
     pub(crate) bytes: u64,
 }
 
+/// What [`Store::load_parts`] loads of an object stored decomposed: its
+/// header, what each asked-for name held (`None`: absent) and the present
+/// parts by name.
+type LoadedParts<T> = (
+    SetHeader,
+    BTreeMap<Vec<u8>, Option<T>>,
+    BTreeMap<Vec<u8>, T>,
+);
+
 /// Members of a set loaded for one operation, with what they were.
 pub(crate) struct SetView {
     pub(crate) set: OrSet,
@@ -371,28 +380,50 @@ impl Store {
     /// Loads the header and the given members (or, with `members = None`,
     /// every member) of a set.
     pub(crate) fn load_set(&self, key: &ObjectKey, members: Option<&[&[u8]]>) -> Result<SetView> {
+        let (header, loaded, entries) = self.load_parts::<DotSet>(key, members, "set member")?;
+        Ok(SetView {
+            set: OrSet::from_parts(entries, header.context.clone()),
+            header,
+            loaded,
+            full: members.is_none(),
+        })
+    }
+
+    /// The header and the given parts (members of a set, fields of a map;
+    /// with `names = None`, every part) of an object stored decomposed:
+    /// what each name held before (`None`: absent), and the present parts.
+    fn load_parts<T>(
+        &self,
+        key: &ObjectKey,
+        names: Option<&[&[u8]]>,
+        what: &'static str,
+    ) -> Result<LoadedParts<T>>
+    where
+        T: rkyv::Archive + Clone,
+        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+                rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
+            > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    {
         let p = prefix(key);
         let header = self.read_header(&p)?.unwrap_or_default();
         let mut loaded = BTreeMap::new();
-        let mut entries = BTreeMap::new();
-        match members {
+        let mut present = BTreeMap::new();
+        match names {
             Some(list) => {
-                for &m in list {
-                    if loaded.contains_key(m) {
+                for &name in list {
+                    if loaded.contains_key(name) {
                         continue;
                     }
-                    let dots = match self.objects.get(member_key(&p, m))? {
+                    let part = match self.objects.get(member_key(&p, name))? {
                         None => None,
-                        Some(v) => Some(
-                            decode_value::<DotSet>(&v)
-                                .map_err(|e| self.corrupt("set member", e))?
-                                .1,
-                        ),
+                        Some(v) => {
+                            Some(decode_value::<T>(&v).map_err(|e| self.corrupt(what, e))?.1)
+                        }
                     };
-                    if let Some(d) = &dots {
-                        entries.insert(m.to_vec(), d.clone());
+                    if let Some(part) = &part {
+                        present.insert(name.to_vec(), part.clone());
                     }
-                    loaded.insert(m.to_vec(), dots);
+                    loaded.insert(name.to_vec(), part);
                 }
             }
             None => {
@@ -401,20 +432,14 @@ impl Store {
                 let skip = start.len();
                 for item in self.objects.scan_prefix(&start) {
                     let (k, v) = item?;
-                    let (_, dots) =
-                        decode_value::<DotSet>(&v).map_err(|e| self.corrupt("set member", e))?;
-                    let m = k[skip..].to_vec();
-                    entries.insert(m.clone(), dots.clone());
-                    loaded.insert(m, Some(dots));
+                    let (_, part) = decode_value::<T>(&v).map_err(|e| self.corrupt(what, e))?;
+                    let name = k[skip..].to_vec();
+                    present.insert(name.clone(), part.clone());
+                    loaded.insert(name, Some(part));
                 }
             }
         }
-        Ok(SetView {
-            set: OrSet::from_parts(entries, header.context.clone()),
-            header,
-            loaded,
-            full: members.is_none(),
-        })
+        Ok((header, loaded, present))
     }
 
     /// Writes back what an operation changed in a loaded set, atomically.
@@ -461,44 +486,7 @@ impl Store {
     /// Loads the header and the given fields (or, with `fields = None`,
     /// every field) of a map.
     pub(crate) fn load_map(&self, key: &ObjectKey, fields: Option<&[&[u8]]>) -> Result<MapView> {
-        let p = prefix(key);
-        let header = self.read_header(&p)?.unwrap_or_default();
-        let mut loaded = BTreeMap::new();
-        let mut present = BTreeMap::new();
-        match fields {
-            Some(list) => {
-                for &f in list {
-                    if loaded.contains_key(f) {
-                        continue;
-                    }
-                    let entries = match self.objects.get(member_key(&p, f))? {
-                        None => None,
-                        Some(v) => Some(
-                            decode_value::<Entries>(&v)
-                                .map_err(|e| self.corrupt("map field", e))?
-                                .1,
-                        ),
-                    };
-                    if let Some(e) = &entries {
-                        present.insert(f.to_vec(), e.clone());
-                    }
-                    loaded.insert(f.to_vec(), entries);
-                }
-            }
-            None => {
-                let mut start = p.clone();
-                start.push(MEMBER_SUFFIX);
-                let skip = start.len();
-                for item in self.objects.scan_prefix(&start) {
-                    let (k, v) = item?;
-                    let (_, entries) =
-                        decode_value::<Entries>(&v).map_err(|e| self.corrupt("map field", e))?;
-                    let f = k[skip..].to_vec();
-                    present.insert(f.clone(), entries.clone());
-                    loaded.insert(f, Some(entries));
-                }
-            }
-        }
+        let (header, loaded, present) = self.load_parts::<Entries>(key, fields, "map field")?;
         Ok(MapView {
             map: OrMap::from_parts(present, header.context.clone()),
             header,
