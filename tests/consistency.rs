@@ -466,29 +466,21 @@ async fn replicas_n_waits_for_n_durable_copies_and_refuses_without_them() -> Res
     cluster.stop(EU).await?;
     wait_down(&cluster, &[US], EU).await;
     for obj in &objs {
-        let e = write_step(&us, obj, 2, two).await.unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::Unavailable {
-                    needed: 2,
-                    reachable: 1
-                }
-            ),
-            "{obj:?}: {e:?}"
-        );
-        assert!(e.is_definite());
-        let e = obj.read(&us, two).await.unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::Unavailable {
-                    needed: 2,
-                    reachable: 1
-                }
-            ),
-            "{obj:?}: {e:?}"
-        );
+        let write = write_step(&us, obj, 2, two).await.unwrap_err();
+        let read = obj.read(&us, two).await.unwrap_err();
+        for e in [write, read] {
+            assert!(
+                matches!(
+                    e,
+                    Error::Unavailable {
+                        needed: 2,
+                        reachable: 1
+                    }
+                ),
+                "{obj:?}: {e:?}"
+            );
+            assert!(e.is_definite());
+        }
         // replicas-1 needs this replica alone.
         assert_eq!(
             obj.read(&us, Consistency::Replicas(1)).await?,
