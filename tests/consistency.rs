@@ -24,6 +24,9 @@ const AP: &str = "ap-south-1";
 const KEYS_PER_TYPE: usize = 4;
 const WRITES_PER_KEY: usize = 6;
 
+/// An anti-entropy / want interval no test outlives: the node never pulls.
+const NEVER_MS: u64 = 3_600_000;
+
 /// One write to `obj`, step `i` (1-based): counters get +1, sets get
 /// member `i`, registers get value `i`, maps get field `i` set to `i`.
 async fn write_step(client: &Client, obj: &Obj, i: usize, level: Consistency) -> Result<(), Error> {
@@ -75,6 +78,15 @@ fn objects(prefix: &str) -> Vec<Obj> {
         out.push(Obj::map(format!("{prefix}-map-{k}")));
     }
     out
+}
+
+/// One counter, one set and one register, named `{prefix}-{type}`.
+fn counter_set_register(prefix: &str) -> [Obj; 3] {
+    [
+        Obj::counter(format!("{prefix}-counter")),
+        Obj::set(format!("{prefix}-set")),
+        Obj::register(format!("{prefix}-register")),
+    ]
 }
 
 /// For every type, on many keys, with writes on one node and reads on
@@ -179,11 +191,7 @@ async fn every_level_keeps_its_promise_for_every_type() -> Result<()> {
 async fn all_is_unavailable_with_a_node_down_and_quorum_is_not() -> Result<()> {
     let mut cluster = InProcessCluster::start(Spec::new(11)).await?;
     cluster.wait_connected().await;
-    let objs = [
-        Obj::counter("d-counter"),
-        Obj::set("d-set"),
-        Obj::register("d-register"),
-    ];
+    let objs = counter_set_register("d");
     let us = cluster.client(US).await?;
     let eu = cluster.client(EU).await?;
     for (i, obj) in objs.iter().enumerate() {
@@ -268,6 +276,34 @@ async fn all_is_unavailable_with_a_node_down_and_quorum_is_not() -> Result<()> {
     cluster.shutdown().await
 }
 
+/// Starts block `block`'s three nodes with ap-south-1 never pulling (an
+/// hour between its anti-entropy rounds and wants) and with us-east-1
+/// dropping everything it would send to ap-south-1 (a one-sided cut:
+/// ap-south-1 and eu-west-1 still talk). Writes originated on us-east-1
+/// then reach eu-west-1 only, and ap-south-1 stays stale until a read
+/// repairs it. Undo the cut with `set_link("ap-south", Link::default())`.
+async fn start_with_stale_ap(block: u8) -> Result<InProcessCluster> {
+    let dir = TestClusterFiles::create(Spec::new(block))?;
+    let cluster = InProcessCluster::start_with(dir, |name| {
+        let mut p = test_protocol(name);
+        if name == AP {
+            p.anti_entropy_ms = NEVER_MS;
+            p.want_timeout_ms = NEVER_MS;
+        }
+        p
+    })
+    .await?;
+    cluster.wait_connected().await;
+    cluster.node(US).set_link(
+        "ap-south",
+        Link {
+            delay_ms: 0,
+            cut: true,
+        },
+    );
+    Ok(cluster)
+}
+
 /// Read repair: a replica that missed writes holds the joined state as soon
 /// as a quorum or `all` read that included it returns, long before
 /// anti-entropy would have brought it.
@@ -280,33 +316,12 @@ async fn all_is_unavailable_with_a_node_down_and_quorum_is_not() -> Result<()> {
 /// exactly the object read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reads_repair_a_stale_replica_before_returning() -> Result<()> {
-    let dir = TestClusterFiles::create(Spec::new(12))?;
-    let cluster = InProcessCluster::start_with(dir, |name| {
-        let mut p = test_protocol(name);
-        if name == AP {
-            p.anti_entropy_ms = 3_600_000;
-            p.want_timeout_ms = 3_600_000;
-        }
-        p
-    })
-    .await?;
-    cluster.wait_connected().await;
+    let cluster = start_with_stale_ap(12).await?;
     let us = cluster.client(US).await?;
     let eu = cluster.client(EU).await?;
     let ap = cluster.client(AP).await?;
-    let (counter, set, register) = (
-        Obj::counter("r-counter"),
-        Obj::set("r-set"),
-        Obj::register("r-register"),
-    );
+    let [counter, set, register] = counter_set_register("r");
 
-    cluster.node(US).set_link(
-        "ap-south",
-        Link {
-            delay_ms: 0,
-            cut: true,
-        },
-    );
     us.counter("r-counter")
         .incr(5)
         .consistency(Consistency::Quorum)
@@ -410,11 +425,7 @@ async fn wait_down(cluster: &InProcessCluster, watchers: &[&str], down: &str) {
 async fn replicas_n_waits_for_n_durable_copies_and_refuses_without_them() -> Result<()> {
     let mut cluster = InProcessCluster::start(Spec::new(17)).await?;
     cluster.wait_connected().await;
-    let objs = [
-        Obj::counter("n-counter"),
-        Obj::set("n-set"),
-        Obj::register("n-register"),
-    ];
+    let objs = counter_set_register("n");
     let us = cluster.client(US).await?;
     let two = Consistency::Replicas(2);
 
@@ -455,29 +466,21 @@ async fn replicas_n_waits_for_n_durable_copies_and_refuses_without_them() -> Res
     cluster.stop(EU).await?;
     wait_down(&cluster, &[US], EU).await;
     for obj in &objs {
-        let e = write_step(&us, obj, 2, two).await.unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::Unavailable {
-                    needed: 2,
-                    reachable: 1
-                }
-            ),
-            "{obj:?}: {e:?}"
-        );
-        assert!(e.is_definite());
-        let e = obj.read(&us, two).await.unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::Unavailable {
-                    needed: 2,
-                    reachable: 1
-                }
-            ),
-            "{obj:?}: {e:?}"
-        );
+        let write = write_step(&us, obj, 2, two).await.unwrap_err();
+        let read = obj.read(&us, two).await.unwrap_err();
+        for e in [write, read] {
+            assert!(
+                matches!(
+                    e,
+                    Error::Unavailable {
+                        needed: 2,
+                        reachable: 1
+                    }
+                ),
+                "{obj:?}: {e:?}"
+            );
+            assert!(e.is_definite());
+        }
         // replicas-1 needs this replica alone.
         assert_eq!(
             obj.read(&us, Consistency::Replicas(1)).await?,
@@ -515,32 +518,11 @@ async fn replicas_n_waits_for_n_durable_copies_and_refuses_without_them() -> Res
 /// sends to ap-south-1, which does not pull.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_reads_see_replicas_writes_when_the_counts_overlap() -> Result<()> {
-    let dir = TestClusterFiles::create(Spec::new(18))?;
-    let cluster = InProcessCluster::start_with(dir, |name| {
-        let mut p = test_protocol(name);
-        if name == AP {
-            p.anti_entropy_ms = 3_600_000;
-            p.want_timeout_ms = 3_600_000;
-        }
-        p
-    })
-    .await?;
-    cluster.wait_connected().await;
+    let cluster = start_with_stale_ap(18).await?;
     let us = cluster.client(US).await?;
     let ap = cluster.client(AP).await?;
     let two = Consistency::Replicas(2);
-    let objs = [
-        Obj::counter("o-counter"),
-        Obj::set("o-set"),
-        Obj::register("o-register"),
-    ];
-    cluster.node(US).set_link(
-        "ap-south",
-        Link {
-            delay_ms: 0,
-            cut: true,
-        },
-    );
+    let objs = counter_set_register("o");
     for obj in &objs {
         write_step(&us, obj, 1, two).await?;
         assert_eq!(obj.stored(cluster.node(EU)), after_steps(obj, 1));

@@ -10,10 +10,10 @@
 //! Address block (`127.31.<block>.x`): 100.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use meridian::objects::{converge_to, map_of};
+use meridian::resp::{code, connect, q};
 use meridian::{InProcessCluster, Obj, Spec};
 use meridian_engine::crdt::ObjectState;
 use meridian_engine::crdt::map::Entry;
@@ -24,30 +24,6 @@ const US: &str = "us-east-1";
 const EU: &str = "eu-west-1";
 const AP: &str = "ap-south-1";
 
-/// Bound on every socket wait in these tests.
-const IO_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn connect(addr: SocketAddr, token: &str) -> Result<redis::Connection> {
-    let client = redis::Client::open(format!("redis://local:{token}@{addr}/"))?;
-    Ok(client.get_connection_with_timeout(IO_TIMEOUT)?)
-}
-
-/// Runs one command given as words.
-fn q<T: redis::FromRedisValue>(
-    con: &mut redis::Connection,
-    words: &[&str],
-) -> redis::RedisResult<T> {
-    let mut c = redis::cmd(words[0]);
-    for w in &words[1..] {
-        c.arg(*w);
-    }
-    c.query(con)
-}
-
-fn code(e: &redis::RedisError) -> String {
-    format!("{} {}", e.code().unwrap_or("?"), e.detail().unwrap_or(""))
-}
-
 /// Runs `f` with a RESP connection to `addr`, off the async workers.
 async fn with_resp<T: Send + 'static>(
     addr: SocketAddr,
@@ -55,7 +31,7 @@ async fn with_resp<T: Send + 'static>(
     f: impl FnOnce(&mut redis::Connection) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let token = token.to_owned();
-    tokio::task::spawn_blocking(move || f(&mut connect(addr, &token)?)).await?
+    tokio::task::spawn_blocking(move || f(&mut connect(addr, "local", &token, false)?)).await?
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -11,11 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, ensure};
 use meridian::inproc::test_protocol;
+use meridian::resp::{IO_TIMEOUT, code, connect, q};
 use meridian::{InProcessCluster, Spec, TestClusterFiles};
 use redis::Value;
-
-/// Bound on every socket wait in these tests.
-const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A raw RESP connection: send bytes, read single-line replies.
 struct Raw {
@@ -62,28 +60,6 @@ impl Raw {
         let mut buf = [0u8; 64];
         matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
     }
-}
-
-fn connect(addr: SocketAddr, user: &str, token: &str, resp3: bool) -> Result<redis::Connection> {
-    let proto = if resp3 { "?protocol=resp3" } else { "" };
-    let client = redis::Client::open(format!("redis://{user}:{token}@{addr}/{proto}"))?;
-    Ok(client.get_connection_with_timeout(IO_TIMEOUT)?)
-}
-
-/// Runs one command given as words.
-fn q<T: redis::FromRedisValue>(
-    con: &mut redis::Connection,
-    words: &[&str],
-) -> redis::RedisResult<T> {
-    let mut c = redis::cmd(words[0]);
-    for w in &words[1..] {
-        c.arg(*w);
-    }
-    c.query(con)
-}
-
-fn code(e: &redis::RedisError) -> String {
-    format!("{} {}", e.code().unwrap_or("?"), e.detail().unwrap_or(""))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -28,7 +28,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use meridian_client::{Client, ClientConfig, Consistency, Error, Read};
+use meridian_client::{
+    Client, ClientConfig, Consistency, Error, FromReply, Read, RequestBuilder, WireHlc,
+};
 
 use crate::db::{Db, Meta, Outcome};
 use crate::history::{Hlc, Level};
@@ -55,8 +57,20 @@ fn error_text(e: &Error) -> String {
     format!("{}: {e}", e.code())
 }
 
-/// A write's outcome: definite errors fail, the rest are indeterminate.
-fn write_outcome<T, U>(
+/// Whether an operation can change state: that decides what its error means.
+#[derive(Clone, Copy, Debug)]
+enum Effect {
+    /// Definite errors fail; the rest are indeterminate (the write may
+    /// still take effect).
+    Write,
+    /// A read has no effect, so every error is a `Fail`.
+    Read,
+}
+
+/// An operation's outcome: `f` turns the answer into the value and meta;
+/// an error fails or is indeterminate as `effect` says.
+fn outcome<T, U>(
+    effect: Effect,
     r: Result<Read<T>, Error>,
     f: impl FnOnce(Read<T>) -> (U, Meta),
 ) -> Outcome<U> {
@@ -65,20 +79,8 @@ fn write_outcome<T, U>(
             let (v, m) = f(read);
             Outcome::Ok(v, m)
         }
-        Err(e) if e.is_definite() => Outcome::Fail(error_text(&e)),
-        Err(e) => Outcome::Info(error_text(&e)),
-    }
-}
-
-/// A read's outcome: a read has no effect, so every error is a `Fail`.
-fn read_outcome<T, U>(
-    r: Result<Read<T>, Error>,
-    f: impl FnOnce(Read<T>) -> (U, Meta),
-) -> Outcome<U> {
-    match r {
-        Ok(read) => {
-            let (v, m) = f(read);
-            Outcome::Ok(v, m)
+        Err(e) if matches!(effect, Effect::Write) && !e.is_definite() => {
+            Outcome::Info(error_text(&e))
         }
         Err(e) => Outcome::Fail(error_text(&e)),
     }
@@ -88,6 +90,17 @@ fn served_by(node: String) -> Meta {
     Meta {
         node: Some(node),
         hlc: None,
+    }
+}
+
+/// Meta for a register answer: the serving node and the value's timestamp.
+fn stamped(node: String, hlc: Option<WireHlc>) -> Meta {
+    Meta {
+        node: Some(node),
+        hlc: hlc.map(|h| Hlc {
+            time: h.time,
+            node: h.node,
+        }),
     }
 }
 
@@ -130,6 +143,29 @@ impl ClientDb {
             .ok_or_else(|| format!("no client for node {node}"))
     }
 
+    /// Sends the request `build` makes on `node`'s client at `level` within
+    /// `timeout` and maps the answer with `f` (see [`outcome`]). A node
+    /// without a client fails before anything is sent.
+    async fn op<T: FromReply + Send + 'static, U>(
+        &self,
+        node: &str,
+        effect: Effect,
+        level: Level,
+        timeout: Duration,
+        build: impl FnOnce(&Client) -> RequestBuilder<T>,
+        f: impl FnOnce(Read<T>) -> (U, Meta),
+    ) -> Outcome<U> {
+        let c = match self.client(node) {
+            Ok(c) => c,
+            Err(e) => return Outcome::Fail(e),
+        };
+        let r = build(c)
+            .consistency(consistency(level))
+            .timeout(timeout)
+            .await;
+        outcome(effect, r, f)
+    }
+
     /// Closes every connection (teardown).
     pub async fn close(&self) {
         for c in self.clients.values() {
@@ -147,17 +183,15 @@ impl Db for ClientDb {
         level: Level,
         timeout: Duration,
     ) -> Outcome<i64> {
-        let c = match self.client(node) {
-            Ok(c) => c,
-            Err(e) => return Outcome::Fail(e),
-        };
-        let r = c
-            .counter(key)
-            .incr(delta)
-            .consistency(consistency(level))
-            .timeout(timeout)
-            .await;
-        write_outcome(r, |r| (r.value, served_by(r.node)))
+        self.op(
+            node,
+            Effect::Write,
+            level,
+            timeout,
+            |c| c.counter(key).incr(delta),
+            |r| (r.value, served_by(r.node)),
+        )
+        .await
     }
 
     async fn counter_read(
@@ -167,17 +201,15 @@ impl Db for ClientDb {
         level: Level,
         timeout: Duration,
     ) -> Outcome<i64> {
-        let c = match self.client(node) {
-            Ok(c) => c,
-            Err(e) => return Outcome::Fail(e),
-        };
-        let r = c
-            .counter(key)
-            .read()
-            .consistency(consistency(level))
-            .timeout(timeout)
-            .await;
-        read_outcome(r, |r| (r.value, served_by(r.node)))
+        self.op(
+            node,
+            Effect::Read,
+            level,
+            timeout,
+            |c| c.counter(key).read(),
+            |r| (r.value, served_by(r.node)),
+        )
+        .await
     }
 
     async fn set_add(
@@ -188,17 +220,15 @@ impl Db for ClientDb {
         level: Level,
         timeout: Duration,
     ) -> Outcome<()> {
-        let c = match self.client(node) {
-            Ok(c) => c,
-            Err(e) => return Outcome::Fail(e),
-        };
-        let r = c
-            .set(key)
-            .add([member])
-            .consistency(consistency(level))
-            .timeout(timeout)
-            .await;
-        write_outcome(r, |r| ((), served_by(r.node)))
+        self.op(
+            node,
+            Effect::Write,
+            level,
+            timeout,
+            |c| c.set(key).add([member]),
+            |r| ((), served_by(r.node)),
+        )
+        .await
     }
 
     async fn set_remove(
@@ -209,17 +239,15 @@ impl Db for ClientDb {
         level: Level,
         timeout: Duration,
     ) -> Outcome<()> {
-        let c = match self.client(node) {
-            Ok(c) => c,
-            Err(e) => return Outcome::Fail(e),
-        };
-        let r = c
-            .set(key)
-            .remove([member])
-            .consistency(consistency(level))
-            .timeout(timeout)
-            .await;
-        write_outcome(r, |r| ((), served_by(r.node)))
+        self.op(
+            node,
+            Effect::Write,
+            level,
+            timeout,
+            |c| c.set(key).remove([member]),
+            |r| ((), served_by(r.node)),
+        )
+        .await
     }
 
     async fn set_read(
@@ -229,17 +257,15 @@ impl Db for ClientDb {
         level: Level,
         timeout: Duration,
     ) -> Outcome<Vec<String>> {
-        let c = match self.client(node) {
-            Ok(c) => c,
-            Err(e) => return Outcome::Fail(e),
-        };
-        let r = c
-            .set(key)
-            .members()
-            .consistency(consistency(level))
-            .timeout(timeout)
-            .await;
-        read_outcome(r, |r| (members(r.value.members), served_by(r.node)))
+        self.op(
+            node,
+            Effect::Read,
+            level,
+            timeout,
+            |c| c.set(key).members(),
+            |r| (members(r.value.members), served_by(r.node)),
+        )
+        .await
     }
 
     async fn register_write(
@@ -250,30 +276,18 @@ impl Db for ClientDb {
         level: Level,
         timeout: Duration,
     ) -> Outcome<()> {
-        let c = match self.client(node) {
-            Ok(c) => c,
-            Err(e) => return Outcome::Fail(e),
-        };
-        let r = c
-            .register(key)
-            .put(value)
-            .consistency(consistency(level))
-            .timeout(timeout)
-            .await;
-        write_outcome(r, |r| {
-            let mine = r.value.value.as_deref() == Some(value.as_bytes());
-            let hlc = r.value.hlc.filter(|_| mine).map(|h| Hlc {
-                time: h.time,
-                node: h.node,
-            });
-            (
-                (),
-                Meta {
-                    node: Some(r.node),
-                    hlc,
-                },
-            )
-        })
+        self.op(
+            node,
+            Effect::Write,
+            level,
+            timeout,
+            |c| c.register(key).put(value),
+            |r| {
+                let mine = r.value.value.as_deref() == Some(value.as_bytes());
+                ((), stamped(r.node, r.value.hlc.filter(|_| mine)))
+            },
+        )
+        .await
     }
 
     async fn register_read(
@@ -283,33 +297,21 @@ impl Db for ClientDb {
         level: Level,
         timeout: Duration,
     ) -> Outcome<Option<String>> {
-        let c = match self.client(node) {
-            Ok(c) => c,
-            Err(e) => return Outcome::Fail(e),
-        };
-        let r = c
-            .register(key)
-            .get()
-            .consistency(consistency(level))
-            .timeout(timeout)
-            .await;
-        read_outcome(r, |r| {
-            let v = r
-                .value
-                .value
-                .map(|v| String::from_utf8_lossy(&v).into_owned());
-            let hlc = r.value.hlc.map(|h| Hlc {
-                time: h.time,
-                node: h.node,
-            });
-            (
-                v,
-                Meta {
-                    node: Some(r.node),
-                    hlc,
-                },
-            )
-        })
+        self.op(
+            node,
+            Effect::Read,
+            level,
+            timeout,
+            |c| c.register(key).get(),
+            |r| {
+                let v = r
+                    .value
+                    .value
+                    .map(|v| String::from_utf8_lossy(&v).into_owned());
+                (v, stamped(r.node, r.value.hlc))
+            },
+        )
+        .await
     }
 
     async fn map_set(
@@ -321,17 +323,15 @@ impl Db for ClientDb {
         level: Level,
         timeout: Duration,
     ) -> Outcome<()> {
-        let c = match self.client(node) {
-            Ok(c) => c,
-            Err(e) => return Outcome::Fail(e),
-        };
-        let r = c
-            .map(key)
-            .set([(field, value)])
-            .consistency(consistency(level))
-            .timeout(timeout)
-            .await;
-        write_outcome(r, |r| ((), served_by(r.node)))
+        self.op(
+            node,
+            Effect::Write,
+            level,
+            timeout,
+            |c| c.map(key).set([(field, value)]),
+            |r| ((), served_by(r.node)),
+        )
+        .await
     }
 
     async fn map_incr(
@@ -343,26 +343,24 @@ impl Db for ClientDb {
         level: Level,
         timeout: Duration,
     ) -> Outcome<i64> {
-        let c = match self.client(node) {
-            Ok(c) => c,
-            Err(e) => return Outcome::Fail(e),
-        };
-        let r = c
-            .map(key)
-            .incr(field, delta)
-            .consistency(consistency(level))
-            .timeout(timeout)
-            .await;
-        write_outcome(r, |r| {
-            // The field's new value, as the serving node reported it
-            // (informational: the checker never relies on it).
-            let v = r
-                .value
-                .get(field.as_bytes())
-                .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
-                .unwrap_or(0);
-            (v, served_by(r.node))
-        })
+        self.op(
+            node,
+            Effect::Write,
+            level,
+            timeout,
+            |c| c.map(key).incr(field, delta),
+            |r| {
+                // The field's new value, as the serving node reported it
+                // (informational: the checker never relies on it).
+                let v = r
+                    .value
+                    .get(field.as_bytes())
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                    .unwrap_or(0);
+                (v, served_by(r.node))
+            },
+        )
+        .await
     }
 
     async fn map_remove(
@@ -373,17 +371,15 @@ impl Db for ClientDb {
         level: Level,
         timeout: Duration,
     ) -> Outcome<()> {
-        let c = match self.client(node) {
-            Ok(c) => c,
-            Err(e) => return Outcome::Fail(e),
-        };
-        let r = c
-            .map(key)
-            .remove([field])
-            .consistency(consistency(level))
-            .timeout(timeout)
-            .await;
-        write_outcome(r, |r| ((), served_by(r.node)))
+        self.op(
+            node,
+            Effect::Write,
+            level,
+            timeout,
+            |c| c.map(key).remove([field]),
+            |r| ((), served_by(r.node)),
+        )
+        .await
     }
 
     async fn map_read(
@@ -393,30 +389,28 @@ impl Db for ClientDb {
         level: Level,
         timeout: Duration,
     ) -> Outcome<BTreeMap<String, String>> {
-        let c = match self.client(node) {
-            Ok(c) => c,
-            Err(e) => return Outcome::Fail(e),
-        };
-        let r = c
-            .map(key)
-            .all()
-            .consistency(consistency(level))
-            .timeout(timeout)
-            .await;
-        read_outcome(r, |r| {
-            let fields = r
-                .value
-                .fields
-                .into_iter()
-                .map(|(f, v)| {
-                    (
-                        String::from_utf8_lossy(&f).into_owned(),
-                        String::from_utf8_lossy(&v).into_owned(),
-                    )
-                })
-                .collect();
-            (fields, served_by(r.node))
-        })
+        self.op(
+            node,
+            Effect::Read,
+            level,
+            timeout,
+            |c| c.map(key).all(),
+            |r| {
+                let fields = r
+                    .value
+                    .fields
+                    .into_iter()
+                    .map(|(f, v)| {
+                        (
+                            String::from_utf8_lossy(&f).into_owned(),
+                            String::from_utf8_lossy(&v).into_owned(),
+                        )
+                    })
+                    .collect();
+                (fields, served_by(r.node))
+            },
+        )
+        .await
     }
 
     async fn set_clock_offset(&self, node: &str, offset_ms: i64) -> Result<(), String> {

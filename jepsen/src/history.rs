@@ -339,6 +339,11 @@ impl WorkloadKind {
     pub fn key(self, n: u64) -> String {
         format!("{}-{n}", self.as_str())
     }
+
+    /// The names of this workload's first `n` keys.
+    pub fn keys(self, n: u64) -> Vec<String> {
+        (0..n).map(|k| self.key(k)).collect()
+    }
 }
 
 /// A hybrid logical clock timestamp as the server reports it: LWW registers

@@ -284,17 +284,29 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn calls_run_off_the_async_thread() {
         let pool = EnginePool::new(2);
+        let got = with_async_signal(|signalled| {
+            pool.run(move || Ok(signalled.recv_timeout(Duration::from_secs(10)).is_ok()))
+        })
+        .await
+        .unwrap();
+        assert!(got, "the call blocked the runtime's thread");
+    }
+
+    /// Awaits `call`, handing it a receiver that a task on this runtime
+    /// signals once it gets to run: a call that waits for the signal sees
+    /// it only if it does not hold the runtime's thread.
+    async fn with_async_signal<F: std::future::Future>(
+        call: impl FnOnce(std::sync::mpsc::Receiver<()>) -> F,
+    ) -> F::Output {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let signal = tokio::spawn(async move {
             tokio::task::yield_now().await;
-            tx.send(()).unwrap();
+            // Gone only if the call gave up waiting: the caller's assert says so.
+            let _ = tx.send(());
         });
-        let got = pool
-            .run(move || Ok(rx.recv_timeout(Duration::from_secs(10)).is_ok()))
-            .await
-            .unwrap();
-        assert!(got, "the call blocked the runtime's thread");
+        let got = call(rx).await;
         signal.await.unwrap();
+        got
     }
 
     /// One connection's calls use at most its share of the pool: another
@@ -346,16 +358,11 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn combined_jobs_run_off_the_async_thread() {
         let pool = EnginePool::new(2);
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let signal = tokio::spawn(async move {
-            tokio::task::yield_now().await;
-            tx.send(()).unwrap();
-        });
-        let got = pool
-            .run_combined(move || rx.recv_timeout(Duration::from_secs(10)).is_ok())
-            .await;
+        let got = with_async_signal(|signalled| {
+            pool.run_combined(move || signalled.recv_timeout(Duration::from_secs(10)).is_ok())
+        })
+        .await;
         assert_eq!(got, Some(true), "the job blocked the runtime's thread");
-        signal.await.unwrap();
     }
 
     /// Combined jobs all run, each exactly once, in order per caller, off

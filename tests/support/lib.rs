@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod objects;
 pub mod process;
 pub mod raw;
+pub mod resp;
 
 pub use cluster::{Spec, TestClusterFiles};
 pub use inproc::InProcessCluster;

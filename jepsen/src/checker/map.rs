@@ -396,8 +396,14 @@ mod tests {
 
     const K: &str = "map-0";
 
-    /// Pushes a whole call (invocation then completion) of process `p`.
-    fn call(h: &mut H, p: u64, f: F, v: Value, done: OpType, level: Level, node: &str) {
+    /// Pushes a whole call (invocation then completion) of process `p` at
+    /// `Level::Local`.
+    fn call(h: &mut H, p: u64, f: F, v: Value, done: OpType, node: &str) {
+        call_at(h, p, f, v, done, Level::Local, node);
+    }
+
+    /// [`call`] at `level`.
+    fn call_at(h: &mut H, p: u64, f: F, v: Value, done: OpType, level: Level, node: &str) {
         h.invoke(p, f, K, v.clone()).at(level, node);
         match done {
             OpType::Ok => h.ok(p, f, K, v),
@@ -409,6 +415,10 @@ mod tests {
 
     fn set(field: &str, value: &str) -> Value {
         json!({"field": field, "value": value})
+    }
+
+    fn del(field: &str) -> Value {
+        json!({"field": field})
     }
 
     /// Appends final reads of `state` on n1..n3 (the last one `last`) and
@@ -437,15 +447,7 @@ mod tests {
     fn a_write_acknowledged_before_another_was_invoked_never_wins_over_it() {
         let build = || {
             let mut h = H::new();
-            call(
-                &mut h,
-                0,
-                F::Write,
-                set("s0", "a"),
-                OpType::Ok,
-                Level::Local,
-                "n1",
-            );
+            call(&mut h, 0, F::Write, set("s0", "a"), OpType::Ok, "n1");
             // Invoked 200 ms after "a" was acknowledged.
             h.invoke(1, F::Write, K, set("s0", "b"))
                 .at(Level::Local, "n2")
@@ -463,24 +465,8 @@ mod tests {
         assert_eq!(j["lww-inversions"][0]["later-write"], json!("b"));
         // Within the margin: either may win.
         let mut h = H::new();
-        call(
-            &mut h,
-            0,
-            F::Write,
-            set("s0", "a"),
-            OpType::Ok,
-            Level::Local,
-            "n1",
-        );
-        call(
-            &mut h,
-            1,
-            F::Write,
-            set("s0", "b"),
-            OpType::Ok,
-            Level::Local,
-            "n2",
-        );
+        call(&mut h, 0, F::Write, set("s0", "a"), OpType::Ok, "n1");
+        call(&mut h, 1, F::Write, set("s0", "b"), OpType::Ok, "n2");
         let j = check(&mut h, json!({"s0": "a"}), None);
         assert_eq!(j["valid"], json!(true), "{j:#}");
         // Divergence, a value never written, a failed write seen.
@@ -490,15 +476,7 @@ mod tests {
         let j = check(&mut build(), json!({"s0": "zz"}), None);
         assert_eq!(j["garbage-reads"][0]["value"], json!("zz"), "{j:#}");
         let mut h = build();
-        call(
-            &mut h,
-            2,
-            F::Write,
-            set("s1", "c"),
-            OpType::Fail,
-            Level::Local,
-            "n1",
-        );
+        call(&mut h, 2, F::Write, set("s1", "c"), OpType::Fail, "n1");
         let j = check(&mut h, json!({"s0": "b", "s1": "c"}), None);
         assert_eq!(j["fail-visible"], json!(["map-0/s1/c"]), "{j:#}");
     }
@@ -507,44 +485,19 @@ mod tests {
     fn acknowledged_field_writes_stay_unless_a_remove_could_have_seen_them() {
         // A remove that completed before the write began: the write stays.
         let mut h = H::new();
-        call(
-            &mut h,
-            0,
-            F::Remove,
-            json!({"field": "d1"}),
-            OpType::Ok,
-            Level::Local,
-            "n1",
-        );
-        call(
-            &mut h,
-            1,
-            F::Write,
-            set("d1", "x"),
-            OpType::Ok,
-            Level::Local,
-            "n2",
-        );
+        call(&mut h, 0, F::Remove, del("d1"), OpType::Ok, "n1");
+        call(&mut h, 1, F::Write, set("d1", "x"), OpType::Ok, "n2");
         let j = check(&mut h, json!({}), None);
         assert_eq!(j["valid"], json!(false), "{j:#}");
         assert_eq!(j["lost-writes"][0]["value"], json!("x"));
         // A concurrent remove (or an indeterminate one) may have won.
         for done in [OpType::Ok, OpType::Info] {
             let mut h = H::new();
-            h.invoke(0, F::Remove, K, json!({"field": "d1"}))
-                .at(Level::Local, "n1");
-            call(
-                &mut h,
-                1,
-                F::Write,
-                set("d1", "x"),
-                OpType::Ok,
-                Level::Local,
-                "n2",
-            );
+            h.invoke(0, F::Remove, K, del("d1")).at(Level::Local, "n1");
+            call(&mut h, 1, F::Write, set("d1", "x"), OpType::Ok, "n2");
             match done {
-                OpType::Ok => h.ok(0, F::Remove, K, json!({"field": "d1"})),
-                _ => h.info(0, F::Remove, K, json!({"field": "d1"})),
+                OpType::Ok => h.ok(0, F::Remove, K, del("d1")),
+                _ => h.info(0, F::Remove, K, del("d1")),
             }
             .at(Level::Local, "n1");
             let j = check(&mut h, json!({}), None);
@@ -556,16 +509,8 @@ mod tests {
     fn a_remove_that_saw_every_write_of_a_field_keeps_it_removed() {
         let build = |write_node: &str| {
             let mut h = H::new();
-            call(
-                &mut h,
-                0,
-                F::Write,
-                set("d1", "x"),
-                OpType::Ok,
-                Level::Local,
-                "n1",
-            );
-            call(
+            call(&mut h, 0, F::Write, set("d1", "x"), OpType::Ok, "n1");
+            call_at(
                 &mut h,
                 1,
                 F::Write,
@@ -574,15 +519,7 @@ mod tests {
                 Level::Leader,
                 write_node,
             );
-            call(
-                &mut h,
-                2,
-                F::Remove,
-                json!({"field": "d1"}),
-                OpType::Ok,
-                Level::Local,
-                "n1",
-            );
+            call(&mut h, 2, F::Remove, del("d1"), OpType::Ok, "n1");
             h
         };
         let j = check(&mut build("n1"), json!({}), None);
@@ -607,19 +544,11 @@ mod tests {
         let build = || {
             let mut h = H::new();
             let incr = |d: i64| json!({"field": "c0", "delta": d});
-            call(&mut h, 0, F::Add, incr(1), OpType::Ok, Level::Local, "n1");
-            call(
-                &mut h,
-                1,
-                F::Add,
-                incr(-2),
-                OpType::Info,
-                Level::Local,
-                "n2",
-            );
-            call(&mut h, 2, F::Add, incr(4), OpType::Fail, Level::Local, "n2");
+            call(&mut h, 0, F::Add, incr(1), OpType::Ok, "n1");
+            call(&mut h, 1, F::Add, incr(-2), OpType::Info, "n2");
+            call(&mut h, 2, F::Add, incr(4), OpType::Fail, "n2");
             // An `all` read after the acknowledged +1 must see it.
-            call(
+            call_at(
                 &mut h,
                 3,
                 F::Read,

@@ -166,12 +166,8 @@ impl Workload for MapWorkload {
     }
 
     fn keys(&self) -> Vec<String> {
-        let n = self
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .used_keys;
-        (0..n).map(|k| WorkloadKind::Map.key(k)).collect()
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        WorkloadKind::Map.keys(s.used_keys)
     }
 }
 

@@ -117,12 +117,8 @@ impl Workload for SetWorkload {
     }
 
     fn keys(&self) -> Vec<String> {
-        let n = self
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .used_keys;
-        (0..n).map(|k| WorkloadKind::Set.key(k)).collect()
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        WorkloadKind::Set.keys(s.used_keys)
     }
 }
 
