@@ -136,21 +136,22 @@ impl Combined {
     /// order, and sleeps when the queue is empty, until the pool is gone.
     /// Jobs catch their own panics, so one bad job never stops the runner.
     fn run(&self) {
+        // The batch being run; swapped with the queue so that neither
+        // side allocates a new buffer per batch.
+        let mut batch = VecDeque::new();
         loop {
-            let batch = {
+            {
                 let mut state = self.state.lock().expect("combined queue lock");
-                loop {
-                    if !state.jobs.is_empty() {
-                        break std::mem::take(&mut state.jobs);
-                    }
+                while state.jobs.is_empty() {
                     if state.closed {
                         return;
                     }
                     state.asleep = true;
                     state = self.wake.wait(state).expect("combined queue lock");
                 }
-            };
-            for job in batch {
+                std::mem::swap(&mut batch, &mut state.jobs);
+            }
+            for job in batch.drain(..) {
                 job();
             }
         }
