@@ -278,14 +278,14 @@ async fn peer_state_reads_stay_within_the_keys_regions() -> Result<()> {
     };
     // A replica asking a replica: served.
     match call(AP, EU, PeerRequest::ReadState(key.clone())).await? {
-        PeerResponse::State(Some(_)) => {}
+        PeerResponse::State(Some(_), _) => {}
         other => panic!("a replica's state read was not served: {other:?}"),
     }
     // us-east does not replicate eu/: refused, the state never leaves.
     let state = cluster.node(EU).engine().state(&key)?.expect("written");
     for request in [
         PeerRequest::ReadState(key.clone()),
-        PeerRequest::Repair(key.clone(), state),
+        PeerRequest::Repair(key.clone(), Some(state), None),
     ] {
         match call(US, EU, request).await? {
             PeerResponse::Failed(message) => {

@@ -248,7 +248,7 @@ async fn a_set_merged_past_one_write_is_read_at_quorum_and_deleted() -> Result<(
             .call(US, &PeerRequest::ReadState(key.clone()).encode(), SLOW)
             .await?;
         match PeerResponse::decode(&bytes).map_err(anyhow::Error::msg)? {
-            PeerResponse::State(Some(s)) => s,
+            PeerResponse::State(Some(s), _) => s,
             other => panic!("{other:?}"),
         }
     };

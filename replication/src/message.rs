@@ -12,8 +12,8 @@
 
 use meridian_engine::codec::{self, DecodeError};
 use meridian_engine::{
-    CausalContext, Delta, Dot, GroupId, Incarnation, MAX_KEY_BYTES, ObjectKey, ObjectState, Record,
-    StreamId, VersionVector,
+    CausalContext, Delta, Dot, Expiry, GroupId, Incarnation, MAX_KEY_BYTES, ObjectKey, ObjectState,
+    Record, StreamId, VersionVector,
 };
 
 use crate::name::NodeName;
@@ -128,11 +128,18 @@ pub enum PeerMessage {
     Want {
         have: CausalContext,
     },
-    /// Batch `seq` (from 0) of full-state sync `sync`: whole objects.
+    /// Batch `seq` (from 0) of full-state sync `sync`: whole objects, and
+    /// whole expiry states (TTL settings and the floors of expiries that
+    /// happened, which outlive the content they removed), joined on the
+    /// receiver with [`meridian_engine::Engine::merge_expiry`]. A key may
+    /// have an expiry and no object (its content was reclaimed): that
+    /// expiry is what keeps a receiver holding old content from serving
+    /// it again (issue 15).
     FullSync {
         sync: u64,
         seq: u32,
         objects: Vec<(ObjectKey, ObjectState)>,
+        expiries: Vec<(ObjectKey, Expiry)>,
     },
     /// End of full-state sync `sync`, which had `batches` batches: once the
     /// receiver has applied all of them it may count `vector` as applied.
@@ -185,10 +192,10 @@ impl PeerMessage {
                     check_key(&r.key)?;
                     check_dot(r.dot)?;
                     check_delta(&r.delta)?;
-                    if r.key.kind() != r.delta.kind() {
+                    if !r.delta.fits(r.key.kind()) {
                         return Err(format!(
                             "{} delta for a {} key",
-                            r.delta.kind(),
+                            r.delta.what(),
                             r.key.kind()
                         ));
                     }
@@ -197,7 +204,13 @@ impl PeerMessage {
                     }
                 }
             }
-            PeerMessage::FullSync { objects, .. } => {
+            PeerMessage::FullSync {
+                objects, expiries, ..
+            } => {
+                for (k, e) in expiries {
+                    check_key(k)?;
+                    check_expiry(e)?;
+                }
                 for (k, s) in objects {
                     check_key(k)?;
                     if k.kind() != s.kind() {
@@ -234,8 +247,17 @@ impl PeerMessage {
             PeerMessage::Deltas { records, .. } => records.iter().map(record_bytes).sum(),
             PeerMessage::Ack(a) => 16 + context(&a.applied) + context(&a.durable),
             PeerMessage::Want { have } => context(have),
-            PeerMessage::FullSync { objects, .. } => {
-                objects.iter().map(|(k, s)| state_bytes(k, s)).sum()
+            PeerMessage::FullSync {
+                objects, expiries, ..
+            } => {
+                objects
+                    .iter()
+                    .map(|(k, s)| state_bytes(k, s))
+                    .sum::<usize>()
+                    + expiries
+                        .iter()
+                        .map(|(k, e)| 64 + k.key().len() + expiry_bytes(e))
+                        .sum::<usize>()
             }
             PeerMessage::FullSyncDone {
                 vector, streams, ..
@@ -281,6 +303,14 @@ fn check_context(context: &CausalContext) -> Result<(), String> {
     context.cloud().try_for_each(check_dot)
 }
 
+/// An expiry state or delta: its own bounds, and its dots (deadlines' and
+/// context's).
+fn check_expiry(expiry: &Expiry) -> Result<(), String> {
+    check_context(expiry.context())?;
+    expiry.check().map_err(|e| e.to_string())?;
+    expiry.deadlines().keys().copied().try_for_each(check_dot)
+}
+
 fn check_delta(delta: &Delta) -> Result<(), String> {
     match delta {
         Delta::Set(s) => {
@@ -293,6 +323,7 @@ fn check_delta(delta: &Delta) -> Result<(), String> {
             check_context(&m.context)?;
             check_map_fields(&m.fields)?;
         }
+        Delta::Expiry(e) => check_expiry(e)?,
         Delta::Counter(_) | Delta::Register(_) => {}
     }
     Ok(())
@@ -328,6 +359,7 @@ pub fn record_bytes(r: &Record) -> usize {
                     + 16 * s.context.entries()
             }
             Delta::Register(r) => r.value.as_ref().map_or(0, Vec::len),
+            Delta::Expiry(e) => expiry_bytes(e),
             Delta::Map(m) => {
                 m.fields
                     .iter()
@@ -336,6 +368,12 @@ pub fn record_bytes(r: &Record) -> usize {
                     + 16 * m.context.entries()
             }
         }
+}
+
+/// About how many bytes an expiry state (or delta) encodes to: a dot and
+/// a deadline per setting, a context, a floor.
+pub fn expiry_bytes(expiry: &Expiry) -> usize {
+    8 + 24 * expiry.deadlines().len() + 16 * expiry.context().entries()
 }
 
 /// About how many bytes one object's full state encodes to.

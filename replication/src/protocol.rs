@@ -50,11 +50,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use meridian_engine::{
-    CausalContext, Delta, Dot, Engine, Error as EngineError, GroupId, Incarnation, Merged,
+    CausalContext, Delta, Dot, Engine, Error as EngineError, Expiry, GroupId, Incarnation, Merged,
     ObjectKey, ObjectState, PhysicalTime, Record, StreamId, VersionVector, stream_id,
 };
 
-use crate::message::{Ack, Hello, MAX_PEER_FRAME_BYTES, PeerMessage, state_bytes};
+use crate::message::{Ack, Hello, MAX_PEER_FRAME_BYTES, PeerMessage, expiry_bytes, state_bytes};
 use crate::name::NodeName;
 use crate::placement::Placement;
 
@@ -1046,9 +1046,12 @@ impl Replicator {
                     self.after_catch_up_batch(peer, batch, more, now);
                 }
             }
-            PeerMessage::FullSync { sync, seq, objects } => {
-                self.apply_full_sync(peer, sync, seq, objects, now)
-            }
+            PeerMessage::FullSync {
+                sync,
+                seq,
+                objects,
+                expiries,
+            } => self.apply_full_sync(peer, sync, seq, objects, expiries, now),
             PeerMessage::FullSyncDone {
                 sync,
                 batches,
@@ -1218,6 +1221,16 @@ impl Replicator {
                 Delta::Map(m) => m
                     .max_hlc()
                     .map_or(Ok(()), |hlc| self.engine.clock().observe(hlc, now.physical)),
+                // An expiry's floor is a cutoff that happened on its
+                // sender's clock: one from the future would hide writes
+                // not yet made.
+                Delta::Expiry(e) => self.engine.clock().observe(
+                    meridian_engine::Hlc {
+                        time: meridian_engine::PhysicalTime::from_unix_ms(e.floor_ms()).0,
+                        node: r.hlc.node,
+                    },
+                    now.physical,
+                ),
                 Delta::Counter(_) | Delta::Set(_) => Ok(()),
             };
             let merged = inner.and_then(|()| self.engine.merge(r, now.physical));
@@ -1306,12 +1319,14 @@ impl Replicator {
         sync: u64,
         seq: u32,
         objects: Vec<(ObjectKey, ObjectState)>,
+        expiries: Vec<(ObjectKey, Expiry)>,
         now: Now,
     ) {
         if self.peers.get(peer).is_some_and(|p| sync <= p.last_sync) {
             return; // a batch of a sync that already ended
         }
-        for (key, _) in &objects {
+        let keys = objects.iter().map(|(k, _)| k);
+        for key in keys.chain(expiries.iter().map(|(k, _)| k)) {
             if !self.my_groups.contains(&self.engine.group_of(key)) {
                 self.disconnect(
                     peer,
@@ -1328,6 +1343,24 @@ impl Replicator {
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(peer, error = %e, ?key, "full-sync object not applied");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        // Expiries after the objects of the batch (either order converges:
+        // the engine fires a floor raised past what it fired, whenever the
+        // content arrives).
+        let sender = self.peers.get(peer).and_then(|p| p.incarnation);
+        let sender = sender.unwrap_or_else(|| self.engine.incarnation());
+        for (key, expiry) in expiries.iter().take_while(|_| !failed) {
+            let merged = observe_floor(&self.engine, expiry, sender, now.physical)
+                .and_then(|()| self.engine.merge_expiry(key, expiry, now.physical));
+            match merged {
+                Ok(Some(lsn)) => last_lsn = Some(lsn),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(peer, error = %e, ?key, "full-sync expiry not applied");
                     failed = true;
                     break;
                 }
@@ -1706,53 +1739,115 @@ impl Replicator {
     }
 }
 
+/// Folds `expiry`'s floor (from `sender`) into this node's clock, refusing
+/// one more than the accepted offset ahead ([`EngineError::ClockAhead`]):
+/// a floor is a cutoff that happened on its sender's clock, and one from
+/// the future would hide writes not yet made. For joins of whole expiry
+/// states (full sync, read repair); a delta's floor gets the same check
+/// with its record.
+pub fn observe_floor(
+    engine: &Engine,
+    expiry: &Expiry,
+    sender: Incarnation,
+    now: PhysicalTime,
+) -> Result<(), EngineError> {
+    let floor = meridian_engine::Hlc {
+        time: PhysicalTime::from_unix_ms(expiry.floor_ms()).0,
+        node: sender,
+    };
+    engine.clock().observe(floor, now)
+}
+
 /// The messages of a full-state sync of `groups`, in batches of about
 /// `batch_bytes`, handed to `emit` one by one (stop early by returning
-/// false). The last one is the [`PeerMessage::FullSyncDone`].
+/// false): every object, then every expiry state (issue 15: a key whose
+/// content expired and was reclaimed keeps only its expiry, and that floor
+/// is what stops a receiver holding the old content from serving it). The
+/// last message is the [`PeerMessage::FullSyncDone`]. Both are read after
+/// the vector it carries, so they cover at least what it claims.
 pub fn full_sync_messages(
     engine: &Engine,
     groups: &[GroupId],
     sync: u64,
     batch_bytes: usize,
-    mut emit: impl FnMut(PeerMessage) -> bool,
+    emit: impl FnMut(PeerMessage) -> bool,
 ) -> Result<(), EngineError> {
-    let mut batch: Vec<(ObjectKey, ObjectState)> = Vec::new();
-    let mut size = 0usize;
-    let mut seq = 0u32;
-    let mut stopped = false;
+    let mut batches = SyncBatches {
+        sync,
+        seq: 0,
+        batch_bytes,
+        objects: Vec::new(),
+        expiries: Vec::new(),
+        size: 0,
+        emit,
+        stopped: false,
+    };
     let wants = |g: GroupId| groups.contains(&g);
     let (vector, streams) = engine.full_state(&wants, |key, state| {
-        size += state_bytes(&key, &state);
-        batch.push((key, state));
-        if size >= batch_bytes {
-            size = 0;
-            let objects = std::mem::take(&mut batch);
-            if !emit(PeerMessage::FullSync { sync, seq, objects }) {
-                stopped = true;
-                return Ok(false);
-            }
-            seq += 1;
-        }
-        Ok(true)
+        batches.size += state_bytes(&key, &state);
+        batches.objects.push((key, state));
+        Ok(batches.flush_if_full())
     })?;
-    if stopped {
+    if batches.stopped {
         return Ok(());
     }
-    if !batch.is_empty() {
-        if !emit(PeerMessage::FullSync {
-            sync,
-            seq,
-            objects: batch,
-        }) {
-            return Ok(());
+    engine.for_each_expiry(&wants, |key, expiry| {
+        if expiry.is_empty() {
+            return Ok(true);
         }
-        seq += 1;
+        batches.size += 64 + key.key().len() + expiry_bytes(&expiry);
+        batches.expiries.push((key, expiry));
+        Ok(batches.flush_if_full())
+    })?;
+    if batches.stopped || !batches.flush() {
+        return Ok(());
     }
-    emit(PeerMessage::FullSyncDone {
+    (batches.emit)(PeerMessage::FullSyncDone {
         sync,
-        batches: seq,
+        batches: batches.seq,
         vector,
         streams,
     });
     Ok(())
+}
+
+/// The batches of one full-state sync being cut.
+struct SyncBatches<F> {
+    sync: u64,
+    seq: u32,
+    batch_bytes: usize,
+    objects: Vec<(ObjectKey, ObjectState)>,
+    expiries: Vec<(ObjectKey, Expiry)>,
+    /// Estimated bytes of what is batched.
+    size: usize,
+    emit: F,
+    stopped: bool,
+}
+
+impl<F: FnMut(PeerMessage) -> bool> SyncBatches<F> {
+    /// Emits the batch once it holds `batch_bytes`; false once the
+    /// receiver of the messages said stop.
+    fn flush_if_full(&mut self) -> bool {
+        self.size < self.batch_bytes || self.flush()
+    }
+
+    /// Emits what is batched, if anything; false once told to stop.
+    fn flush(&mut self) -> bool {
+        if self.objects.is_empty() && self.expiries.is_empty() {
+            return true;
+        }
+        self.size = 0;
+        let msg = PeerMessage::FullSync {
+            sync: self.sync,
+            seq: self.seq,
+            objects: std::mem::take(&mut self.objects),
+            expiries: std::mem::take(&mut self.expiries),
+        };
+        if !(self.emit)(msg) {
+            self.stopped = true;
+            return false;
+        }
+        self.seq += 1;
+        true
+    }
 }

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use meridian_engine::{
-    Dot, Durability, Engine, EngineConfig, GroupId, Kind, ObjectKey, Op, PhysicalTime, Record,
-    Value,
+    Deadline, Dot, Durability, Engine, EngineConfig, Expiry, GroupId, Kind, ObjectKey, Op,
+    PhysicalTime, Record, Value,
 };
 use meridian_replication::message::PeerMessage;
 use meridian_replication::protocol::{PushTargets, Waits, full_sync_messages};
@@ -1247,4 +1247,191 @@ fn forged_origins_are_refused_and_inner_timestamps_deferred() {
         "inner timestamp not checked"
     );
     assert!(sim.report_of(b, a).deferred_deltas > 0);
+}
+
+/// Applies `op` to `key` on node `i` at its clock and pushes what the
+/// engine logged for it (the records it appended ahead of the op's own,
+/// such as a fire, first), as the coordinator's write path does.
+fn apply_and_push(sim: &mut Sim, i: usize, key: &ObjectKey, op: Op) {
+    let now = sim.physical(sim.nodes[i].skew_ms);
+    let applied = sim.nodes[i].engine.apply(key, op, now).unwrap();
+    for record in applied.before.iter().chain([&applied.record]) {
+        sim.push(i, record);
+    }
+}
+
+/// What the server's reclamation worker does on node `i`: fires the keys
+/// whose deadline passed and pushes the records.
+fn reclaim(sim: &mut Sim, i: usize) {
+    let now = sim.physical(sim.nodes[i].skew_ms);
+    let pass = sim.nodes[i].engine.expire_due(now, 1_000).unwrap();
+    for record in &pass.records {
+        sim.push(i, record);
+    }
+}
+
+/// Issue 15: a full-state sync carries every object's expiry state, so a
+/// node whose peers truncated the expiry records it missed still learns
+/// them. C is cut off past the retention; meanwhile A sets a deadline an
+/// hour ahead on one register, and a set and a register expire (their
+/// deadlines pass and the reclamation pass fires them: content deleted,
+/// floor raised); then only a full sync can tell C. After the heal C
+/// serves neither expired object and holds their floors (the tombstone
+/// that hides any copy stamped before them arriving later), and it reports
+/// the pending deadline and hides that register at a time past it while
+/// still serving it before.
+///
+/// What would make this fail: full syncs without expiries (C has no
+/// floors and no deadline: `ttl` is `None` and the register shows past
+/// the deadline), or a receiver that does not join them.
+#[test]
+fn full_sync_carries_expiry_state() {
+    let mut sim = Sim::new(61, 3, 2048, 500);
+    sim.connect_all();
+    for _ in 0..100 {
+        sim.step();
+    }
+    let (a, b, c) = (0, 1, 2);
+    let later = ObjectKey::new(Kind::Register, "x-later").unwrap();
+    let gone_set = ObjectKey::new(Kind::Set, "x-gone-set").unwrap();
+    let gone_register = ObjectKey::new(Kind::Register, "x-gone-register").unwrap();
+    apply_and_push(&mut sim, a, &later, Op::Put(b"kept".to_vec()));
+    apply_and_push(&mut sim, a, &gone_set, Op::Add(vec![b"old".to_vec()]));
+    apply_and_push(&mut sim, b, &gone_register, Op::Put(b"old".to_vec()));
+    sim.converge_as_is(5_000, "the objects before the partition");
+    for key in [&later, &gone_set, &gone_register] {
+        assert!(sim.nodes[c].engine.state(key).unwrap().is_some(), "{key:?}");
+    }
+
+    sim.partition(&[c]);
+    let hour_ms = 3_600_000;
+    let deadline = BASE_UNIX_MS + sim.now_ms + hour_ms;
+    apply_and_push(&mut sim, a, &later, Op::Expire(Deadline::At(deadline)));
+    apply_and_push(&mut sim, a, &gone_set, Op::Expire(Deadline::In(50)));
+    apply_and_push(&mut sim, b, &gone_register, Op::Expire(Deadline::In(50)));
+    for _ in 0..100 {
+        sim.step();
+    }
+    reclaim(&mut sim, a);
+    reclaim(&mut sim, b);
+    // Enough writes on A and B that their logs truncate what C lacks.
+    let mut op_id = 0;
+    for _ in 0..3_000 {
+        if sim.rng.random_bool(0.2) {
+            op_id += 1;
+            let i = sim.rng.random_range(a..=b);
+            sim.client_op(i, op_id);
+        }
+        sim.step();
+        if sim.now_ms.is_multiple_of(100) {
+            std::thread::sleep(std::time::Duration::from_micros(300));
+        }
+    }
+    for i in [a, b] {
+        assert!(
+            !sim.nodes[i].engine.truncated().is_empty(),
+            "{} never truncated its log: the scenario needs it",
+            sim.nodes[i].name
+        );
+        let now = sim.physical(0);
+        assert_eq!(
+            sim.nodes[i].engine.read_at(&gone_set, now).unwrap(),
+            Value::Set(Vec::new())
+        );
+    }
+    // C still holds what it had.
+    assert_eq!(
+        sim.nodes[c]
+            .engine
+            .read_at(&gone_set, sim.physical(0))
+            .unwrap(),
+        Value::Set(vec![b"old".to_vec()])
+    );
+
+    sim.settle(30_000);
+    // The states agree; the sync that brought them counts once a sync
+    // arrives whole (batches reorder with the `Done` under the simulated
+    // delays, and an incomplete one is retried).
+    let synced = |sim: &Sim| -> u64 {
+        sim.nodes[c]
+            .replicator
+            .report(sim.now_for(c))
+            .iter()
+            .map(|r| r.full_syncs_received)
+            .sum()
+    };
+    let start = sim.now_ms;
+    while synced(&sim) == 0 {
+        assert!(
+            sim.now_ms - start < 30_000,
+            "C never completed a full-state sync"
+        );
+        sim.step();
+        if sim.now_ms.is_multiple_of(50) {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+    sim.check_invariants();
+    let engine = sim.nodes[c].engine.clone();
+    let now = sim.physical(0);
+    let register = |v: Value| match v {
+        Value::Register(r) => r.and_then(|r| r.value),
+        other => panic!("not a register: {other:?}"),
+    };
+    // What expired while C was away stays gone there.
+    assert_eq!(
+        engine.read_at(&gone_set, now).unwrap(),
+        Value::Set(Vec::new())
+    );
+    assert_eq!(register(engine.read_at(&gone_register, now).unwrap()), None);
+    for key in [&gone_set, &gone_register] {
+        let floor = engine.expiry(key).unwrap().map(|e| e.floor_ms());
+        assert!(floor.is_some_and(|f| f > 0), "{key:?}: C's floor {floor:?}");
+    }
+    // The pending deadline reached C, and applies there.
+    assert_eq!(engine.ttl(&later, now).unwrap(), Some(deadline));
+    assert_eq!(
+        register(engine.read_at(&later, now).unwrap()),
+        Some(b"kept".to_vec())
+    );
+    let past = PhysicalTime::from_unix_ms(deadline + 1);
+    assert_eq!(register(engine.read_at(&later, past).unwrap()), None);
+}
+
+/// A full sync's expiry whose floor is further ahead of the receiver's
+/// clock than the accepted offset is refused (it would hide writes not
+/// yet made there), as a delta's would be, and accepted once the clock
+/// has caught up.
+#[test]
+fn full_sync_refuses_an_expiry_floor_from_the_future() {
+    let mut sim = Sim::new(71, 2, 1 << 20, 60_000);
+    sim.connect_all();
+    for _ in 0..100 {
+        sim.step();
+    }
+    let key = ObjectKey::new(Kind::Register, "x-future").unwrap();
+    let ahead_ms = 10_000;
+    let now_ms = BASE_UNIX_MS + sim.now_ms;
+    let mut expiry = Expiry::new();
+    expiry.expire_at(sim.nodes[0].engine.incarnation(), now_ms, now_ms + ahead_ms);
+    expiry.fire(now_ms + ahead_ms).unwrap();
+    assert_eq!(expiry.floor_ms(), now_ms + ahead_ms);
+    let sync = |seq| PeerMessage::FullSync {
+        sync: 1,
+        seq,
+        objects: Vec::new(),
+        expiries: vec![(key.clone(), expiry.clone())],
+    };
+    let peer = sim.nodes[0].name.clone();
+    sim.input(
+        1,
+        Input::Message {
+            peer: peer.clone(),
+            msg: sync(0),
+        },
+    );
+    assert_eq!(sim.nodes[1].engine.expiry(&key).unwrap(), None);
+    sim.run(ahead_ms);
+    sim.input(1, Input::Message { peer, msg: sync(1) });
+    assert_eq!(sim.nodes[1].engine.expiry(&key).unwrap(), Some(expiry));
 }

@@ -52,8 +52,9 @@ use meridian_client::wire::{
     self, Consistency, NodeStatus, Operation, PeerStatus, Reply, ReplyValue, Request, Response,
     WireError,
 };
-use meridian_engine::{Durability, Engine, Kind, ObjectKey, ObjectState, Op, Value};
+use meridian_engine::{Durability, Engine, Expiry, Kind, ObjectKey, ObjectState, Op, Value};
 use meridian_replication::mesh::Mesh;
+use meridian_replication::protocol::observe_floor;
 use meridian_replication::{NodeName, Placement};
 use tokio::sync::oneshot;
 
@@ -195,7 +196,7 @@ use crate::metrics::{Origin, RequestMetrics};
 use crate::rpc::{PeerRequest, PeerResponse};
 use crate::translate::{
     Access, MAX_WRITE_REPLY_MEMBERS, Target, engine_error, engine_op, invalid, read_reply_value,
-    scan_steps, set_page_members, state_value, translate, wire_kind, write_reply_value,
+    scan_steps, set_page_members, translate, wire_kind, write_reply_value,
 };
 
 // The client protocol's limits are the engine's own (both re-export
@@ -876,31 +877,46 @@ impl Coordinator {
             .unwrap_or(Err(meridian_engine::Error::Shutdown))
     }
 
-    /// Reads `key`'s value on the engine pool, combined like [`apply`](Self::apply).
+    /// Reads `key`'s value on the engine pool as of the node's clock (what
+    /// its expiry leaves visible), combined like [`apply`](Self::apply).
     async fn read_value(&self, key: &ObjectKey) -> meridian_engine::Result<meridian_engine::Value> {
-        let (engine, key) = (self.engine.clone(), key.clone());
+        let (engine, clock, key) = (self.engine.clone(), self.clock.clone(), key.clone());
         self.pool
-            .run_combined(move || engine.read(&key))
+            .run_combined(move || engine.read_at(&key, clock.now()))
             .await
             .unwrap_or(Err(meridian_engine::Error::Shutdown))
     }
 
-    /// Reads `key`'s full state on the engine pool.
-    async fn read_state(&self, key: &ObjectKey) -> meridian_engine::Result<Option<ObjectState>> {
+    /// Reads `key`'s full state and expiry state on the engine pool.
+    async fn read_copy(&self, key: &ObjectKey) -> meridian_engine::Result<ObjectCopy> {
         let (engine, key) = (self.engine.clone(), key.clone());
-        self.pool.run(move || engine.state(&key)).await
+        self.pool
+            .run(move || Ok((engine.state(&key)?, engine.expiry(&key)?)))
+            .await
     }
 
-    /// Joins `state` into `key` on the engine pool; the log position to
-    /// wait for when it changed anything.
-    async fn merge_state(
+    /// Joins `state` and `expiry` into `key` on the engine pool (read
+    /// repair); the log position to wait for when it changed anything.
+    async fn merge_copy(
         &self,
         key: &ObjectKey,
-        state: Arc<ObjectState>,
+        state: Option<ObjectState>,
+        expiry: Option<Expiry>,
     ) -> meridian_engine::Result<Option<u64>> {
         let (engine, clock, key) = (self.engine.clone(), self.clock.clone(), key.clone());
         self.pool
-            .run(move || engine.merge_state(&key, &state, clock.now()))
+            .run(move || {
+                let now = clock.now();
+                let mut lsn = None;
+                if let Some(state) = &state {
+                    lsn = engine.merge_state(&key, state, now)?;
+                }
+                if let Some(expiry) = &expiry {
+                    observe_floor(&engine, expiry, engine.incarnation(), now)?;
+                    lsn = lsn.max(engine.merge_expiry(&key, expiry, now)?);
+                }
+                Ok(lsn)
+            })
             .await
     }
 
@@ -1028,10 +1044,11 @@ impl Coordinator {
             return self.read_value(&key).await.map_err(engine_error);
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        // Gather states: ours and every other live replica's; the first
-        // `needed` (ours included) decide.
-        let mine = self.read_state(&key).await.map_err(engine_error)?;
-        let mut responses: Vec<(NodeName, Option<ObjectState>)> = vec![(self.node.clone(), mine)];
+        // Gather copies (state and expiry): ours and every other live
+        // replica's; the first `needed` (ours included) decide.
+        let mine = self.read_copy(&key).await.map_err(engine_error)?;
+        let mut responses: Vec<(NodeName, Option<ObjectState>, Option<Expiry>)> =
+            vec![(self.node.clone(), mine.0, mine.1)];
         let mut pending = tokio::task::JoinSet::new();
         let request = PeerRequest::ReadState(key.clone()).encode();
         for peer in live.iter().filter(|p| **p != self.node) {
@@ -1054,7 +1071,7 @@ impl Coordinator {
                         .compute(move || PeerResponse::decode(&bytes))
                         .await;
                     match decoded {
-                        Some(Ok(PeerResponse::State(s))) => responses.push((peer, s)),
+                        Some(Ok(PeerResponse::State(s, e))) => responses.push((peer, s, e)),
                         Some(Ok(other)) => tracing::debug!(%peer, ?other, "unexpected read answer"),
                         Some(Err(e)) => tracing::debug!(%peer, error = %e, "malformed read answer"),
                         None => {}
@@ -1072,94 +1089,83 @@ impl Coordinator {
                 needed: needed as u32,
             });
         }
-        // Join what the quorum holds, find the replicas behind it and
-        // encode the repair for them: CPU work proportional to the object's
-        // size, on the pool.
-        let kind = key.kind();
-        let repair_key = key.clone();
+        // Join what the quorum holds, find the replicas behind it, encode
+        // the repair for them and filter the joined state by the joined
+        // expiry (issue 15: a value one replica of the read set has
+        // expired is not shown, whatever the others hold): CPU work
+        // proportional to the object's size, on the pool.
+        let (engine, clock, me) = (self.engine.clone(), self.clock.clone(), self.node.clone());
+        let joined_key = key.clone();
         let joined = self
             .pool
             .run(move || {
-                let mut joined: Option<ObjectState> = None;
-                for (_, s) in &responses {
-                    if let Some(s) = s {
-                        match &mut joined {
-                            None => joined = Some(s.clone()),
-                            Some(j) => {
-                                j.join(s)?;
-                            }
-                        }
-                    }
-                }
-                let value = state_value(kind, joined.as_ref());
-                let Some(j) = joined else {
-                    return Ok((value, None));
-                };
-                let behind: Vec<NodeName> = responses
-                    .iter()
-                    .filter(|(_, s)| s.as_ref() != Some(&j))
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                let repair = if behind.is_empty() {
-                    Vec::new()
+                let key = joined_key;
+                let answered = responses.len();
+                let JoinedCopies {
+                    state,
+                    expiry,
+                    behind,
+                } = join_copies(&responses)?;
+                drop(responses);
+                let value = engine.visible(&key, state.as_ref(), expiry.as_ref(), clock.now())?;
+                let local = behind
+                    .contains(&me)
+                    .then(|| (state.clone(), expiry.clone()));
+                let repair = if behind.iter().any(|n| *n != me) {
+                    PeerRequest::Repair(key, state, expiry).encode()
                 } else {
-                    PeerRequest::Repair(repair_key, j.clone()).encode()
+                    Vec::new()
                 };
-                Ok((value, Some((Arc::new(j), behind, repair, responses.len()))))
+                Ok((value, behind, repair, local, answered))
             })
             .await;
-        let (value, joined) = joined.map_err(engine_error)?;
+        let (value, behind, repair, local, answered) = joined.map_err(engine_error)?;
         // Write the join back to the replicas that were behind, before
         // answering, so a later quorum read can't see less. Every copy
         // counted is durable (read repair waits for the fsync under either
         // durability mode).
-        if let Some((j, behind, repair, answered)) = &joined {
-            let mut repairs = tokio::task::JoinSet::new();
-            let mut failed = 0usize;
-            for node in behind {
-                if *node == self.node {
-                    match self.merge_state(&key, j.clone()).await {
-                        Ok(Some(lsn)) => {
-                            if self.durable(lsn, timeout).await.is_err() {
-                                failed += 1;
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::debug!(error = %e, "local read repair failed");
-                            failed += 1;
-                        }
+        let mut repairs = tokio::task::JoinSet::new();
+        let mut failed = 0usize;
+        let repair = Arc::new(repair);
+        for node in behind.into_iter().filter(|n| *n != self.node) {
+            let mesh = self.mesh.clone();
+            let repair = repair.clone();
+            repairs.spawn(async move {
+                matches!(
+                    mesh.call(&node, &repair, timeout)
+                        .await
+                        .map(|b| PeerResponse::decode(&b)),
+                    Ok(Ok(PeerResponse::Repaired))
+                )
+            });
+        }
+        if let Some((state, expiry)) = local {
+            match self.merge_copy(&key, state, expiry).await {
+                Ok(Some(lsn)) => {
+                    if self.durable(lsn, timeout).await.is_err() {
+                        failed += 1;
                     }
-                    continue;
                 }
-                let mesh = self.mesh.clone();
-                let repair = repair.clone();
-                let node = node.clone();
-                repairs.spawn(async move {
-                    let ok = matches!(
-                        mesh.call(&node, &repair, timeout)
-                            .await
-                            .map(|b| PeerResponse::decode(&b)),
-                        Ok(Ok(PeerResponse::Repaired))
-                    );
-                    ok
-                });
-            }
-            while let Ok(Some(r)) = tokio::time::timeout_at(deadline, repairs.join_next()).await {
-                if !matches!(r, Ok(true)) {
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "local read repair failed");
                     failed += 1;
                 }
             }
-            failed += repairs.len();
-            repairs.abort_all();
-            if failed > 0 {
-                return Err(WireError::Timeout {
-                    acked: (answered - failed.min(*answered)) as u32,
-                    needed: needed as u32,
-                });
+        }
+        while let Ok(Some(r)) = tokio::time::timeout_at(deadline, repairs.join_next()).await {
+            if !matches!(r, Ok(true)) {
+                failed += 1;
             }
         }
-        drop(joined);
+        failed += repairs.len();
+        repairs.abort_all();
+        if failed > 0 {
+            return Err(WireError::Timeout {
+                acked: (answered - failed.min(answered)) as u32,
+                needed: needed as u32,
+            });
+        }
         Ok(value)
     }
 
@@ -1205,8 +1211,11 @@ impl Coordinator {
                     return self
                         .pool
                         .run(move || {
-                            Ok(match engine.state(&key) {
-                                Ok(s) => PeerResponse::State(s),
+                            let copy = engine
+                                .state(&key)
+                                .and_then(|s| Ok((s, engine.expiry(&key)?)));
+                            Ok(match copy {
+                                Ok((state, expiry)) => PeerResponse::State(state, expiry),
                                 Err(e) => PeerResponse::Failed(e.to_string()),
                             }
                             .encode())
@@ -1215,17 +1224,19 @@ impl Coordinator {
                         .unwrap_or_else(|e| PeerResponse::Failed(e.to_string()).encode());
                 }
             },
-            Some(Ok(PeerRequest::Repair(key, state))) => match self.peer_may_share(&peer, &key) {
-                Err(e) => PeerResponse::Failed(e),
-                Ok(()) => match self.merge_state(&key, Arc::new(state)).await {
-                    Ok(Some(lsn)) => match self.durable(lsn, self.default_timeout).await {
-                        Ok(()) => PeerResponse::Repaired,
+            Some(Ok(PeerRequest::Repair(key, state, expiry))) => {
+                match self.peer_may_share(&peer, &key) {
+                    Err(e) => PeerResponse::Failed(e),
+                    Ok(()) => match self.merge_copy(&key, state, expiry).await {
+                        Ok(Some(lsn)) => match self.durable(lsn, self.default_timeout).await {
+                            Ok(()) => PeerResponse::Repaired,
+                            Err(e) => PeerResponse::Failed(e.to_string()),
+                        },
+                        Ok(None) => PeerResponse::Repaired,
                         Err(e) => PeerResponse::Failed(e.to_string()),
                     },
-                    Ok(None) => PeerResponse::Repaired,
-                    Err(e) => PeerResponse::Failed(e.to_string()),
-                },
-            },
+                }
+            }
         };
         response.encode()
     }
@@ -1260,6 +1271,57 @@ impl Coordinator {
     }
 }
 
+/// One replica's copy of an object: its state and its expiry state.
+type ObjectCopy = (Option<ObjectState>, Option<Expiry>);
+
+/// The join of several replicas' copies of one object.
+#[derive(Debug)]
+pub(crate) struct JoinedCopies {
+    pub state: Option<ObjectState>,
+    /// The joined expiry; `None` when no replica has a non-empty one.
+    pub expiry: Option<Expiry>,
+    /// The replicas whose copy lacks part of the join (read repair
+    /// targets), in the order given.
+    pub behind: Vec<NodeName>,
+}
+
+/// Joins replicas' copies (quorum and `all` reads): the states and, apart,
+/// the expiries (issue 15), and finds the replicas behind either join. A
+/// replica with no expiry is behind a non-empty joined one.
+pub(crate) fn join_copies(
+    copies: &[(NodeName, Option<ObjectState>, Option<Expiry>)],
+) -> meridian_engine::Result<JoinedCopies> {
+    let mut state: Option<ObjectState> = None;
+    let mut expiry: Option<Expiry> = None;
+    for (_, s, e) in copies {
+        if let Some(s) = s {
+            match &mut state {
+                None => state = Some(s.clone()),
+                Some(j) => {
+                    j.join(s)?;
+                }
+            }
+        }
+        if let Some(e) = e.as_ref().filter(|e| !e.is_empty()) {
+            expiry.get_or_insert_with(Expiry::new).merge(e);
+        }
+    }
+    let behind = copies
+        .iter()
+        .filter(|(_, s, e)| {
+            let state_behind = state.is_some() && s.as_ref() != state.as_ref();
+            let expiry_behind = expiry.as_ref().is_some_and(|j| e.as_ref() != Some(j));
+            state_behind || expiry_behind
+        })
+        .map(|(n, _, _)| n.clone())
+        .collect();
+    Ok(JoinedCopies {
+        state,
+        expiry,
+        behind,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1280,5 +1342,69 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    /// Issue 15: a quorum join takes the expiries along with the states,
+    /// and a replica is behind (gets repaired) when it lacks either part.
+    #[test]
+    fn copies_join_states_and_expiries_and_find_who_lacks_either() {
+        use meridian_engine::Incarnation;
+        use meridian_engine::crdt::Counter;
+        let (a, b) = (Incarnation(1), Incarnation(2));
+        let counter = |incrs: &[(Incarnation, i64)]| {
+            let mut c = Counter::new();
+            for &(node, n) in incrs {
+                c.incr(node, n).unwrap();
+            }
+            ObjectState::Counter(c)
+        };
+        let mut expiry = Expiry::new();
+        expiry.expire_at(a, 1_000, 5_000);
+        let node = |n: &str| NodeName::from(n);
+        let copies = vec![
+            (node("x"), Some(counter(&[(a, 2)])), Some(expiry.clone())),
+            (node("y"), Some(counter(&[(a, 2), (b, 3)])), None),
+            (
+                node("z"),
+                Some(counter(&[(a, 2), (b, 3)])),
+                Some(Expiry::new()),
+            ),
+            (
+                node("w"),
+                Some(counter(&[(a, 2), (b, 3)])),
+                Some(expiry.clone()),
+            ),
+        ];
+        let joined = join_copies(&copies).unwrap();
+        assert_eq!(joined.state, Some(counter(&[(a, 2), (b, 3)])));
+        assert_eq!(joined.expiry.as_ref(), Some(&expiry));
+        // x lacks b's increment; y and z lack the deadline; w has all.
+        assert_eq!(joined.behind, vec![node("x"), node("y"), node("z")]);
+
+        // An expiry without content (the content was reclaimed): only
+        // the expiry is joined and repaired.
+        let mut fired = expiry.clone();
+        fired.fire(6_000).unwrap();
+        let copies = vec![
+            (node("x"), None, Some(fired.clone())),
+            (node("y"), None, Some(expiry.clone())),
+            (node("z"), None, None),
+        ];
+        let joined = join_copies(&copies).unwrap();
+        assert_eq!(joined.state, None);
+        let mut want = expiry.clone();
+        want.merge(&fired);
+        assert_eq!(joined.expiry.as_ref(), Some(&want));
+        assert_eq!(joined.expiry.as_ref().map(Expiry::floor_ms), Some(5_000));
+        assert_eq!(joined.behind, vec![node("y"), node("z")]);
+
+        // Nothing to expire: empty expiries count as none, nobody behind.
+        let copies = vec![
+            (node("x"), Some(counter(&[(a, 1)])), Some(Expiry::new())),
+            (node("y"), Some(counter(&[(a, 1)])), None),
+        ];
+        let joined = join_copies(&copies).unwrap();
+        assert_eq!(joined.expiry, None);
+        assert!(joined.behind.is_empty());
     }
 }

@@ -4,7 +4,7 @@
 //! which level a request runs; this module only says *what* it is.
 
 use meridian_client::wire::{self, Operation, ReplyValue, WireError};
-use meridian_engine::{Error as EngineError, Kind, ObjectKey, ObjectState, Op, Value};
+use meridian_engine::{Error as EngineError, Kind, ObjectKey, Op, Value};
 
 /// What a request addresses.
 pub(crate) enum Target {
@@ -243,13 +243,6 @@ pub(crate) fn read_reply_value(value: Value) -> Result<ReplyValue, WireError> {
         }
     }
     Ok(reply_value(value))
-}
-
-pub(crate) fn state_value(kind: Kind, state: Option<&ObjectState>) -> Value {
-    match state {
-        Some(s) => s.value(),
-        None => meridian_engine::crdt::empty_value(kind),
-    }
 }
 
 #[cfg(test)]

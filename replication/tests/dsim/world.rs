@@ -1821,9 +1821,12 @@ fn msg_tag(m: &PeerMessage) -> u64 {
         PeerMessage::Deltas { records, .. } => 2 + 16 * records.len() as u64,
         PeerMessage::Ack(_) => 3,
         PeerMessage::Want { .. } => 4,
-        PeerMessage::FullSync { objects, seq, .. } => {
-            5 + 16 * objects.len() as u64 + 1024 * *seq as u64
-        }
+        PeerMessage::FullSync {
+            objects,
+            expiries,
+            seq,
+            ..
+        } => 5 + 16 * (objects.len() + expiries.len()) as u64 + 1024 * *seq as u64,
         PeerMessage::FullSyncDone { batches, .. } => 6 + 16 * *batches as u64,
     }
 }
