@@ -815,9 +815,20 @@ impl Engine {
             Op::Put(v) => self.put_with_ttl(key, v, Ttl::Persist, &mut x, now, &mut out)?,
             Op::PutTtl(v, ttl) => self.put_with_ttl(key, v, ttl, &mut x, now, &mut out)?,
             op => {
+                let deletes = op == Op::Delete;
                 let hlc = inner.clock.now(now);
                 let (record, lsn, value) = self.apply_content(key, op, hlc)?;
                 out.push((record, lsn));
+                // `DEL` removes the TTL too (Redis): a later write to the
+                // key starts without one. Logged after the delete, so a
+                // crash between them leaves a shorter life, not a longer.
+                if deletes
+                    && let Some(stored) = &mut x
+                    && !stored.expiry.deadlines().is_empty()
+                {
+                    let delta = stored.expiry.persist(now_ms);
+                    out.push(self.append_expiry(key, stored, delta, &[], now)?);
+                }
                 value
             }
         };

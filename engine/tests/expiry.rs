@@ -290,3 +290,18 @@ fn expiry_survives_a_reopen_and_the_worker_finds_due_keys_after_it() {
     // The index entry is gone: a second pass visits nothing.
     assert_eq!(e.expire_due(t.at(5_000), 256).unwrap().visited, 0);
 }
+
+#[test]
+fn del_removes_the_ttl_so_a_new_object_starts_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open(dir.path());
+    let t = Time::start();
+    let k = set_key("s");
+    e.apply(&k, Op::Add(members(&["a"])), t.at(0)).unwrap();
+    e.apply(&k, Op::Expire(Deadline::In(1_000)), t.at(10))
+        .unwrap();
+    e.apply(&k, Op::Delete, t.at(20)).unwrap();
+    assert_eq!(e.ttl(&k, t.at(30)).unwrap(), None);
+    e.apply(&k, Op::Add(members(&["b"])), t.at(40)).unwrap();
+    assert_eq!(members_at(&e, &k, t.at(60_000)), members(&["b"]));
+}
