@@ -1108,15 +1108,24 @@ impl Coordinator {
                 } = join_copies(&responses)?;
                 drop(responses);
                 let value = engine.visible(&key, state.as_ref(), expiry.as_ref(), clock.now())?;
-                let local = behind
-                    .contains(&me)
-                    .then(|| (state.clone(), expiry.clone()));
-                let repair = if behind.iter().any(|n| *n != me) {
-                    PeerRequest::Repair(key, state, expiry).encode()
-                } else {
+                // Each replica gets the parts some replica lacks (one
+                // encoding for all): a replica lacking only the expiry is
+                // not sent a large state no replica lacks.
+                let local = behind.iter().find(|b| b.node == me).map(|b| {
+                    let s = if b.state { state.clone() } else { None };
+                    let e = if b.expiry { expiry.clone() } else { None };
+                    (s, e)
+                });
+                let others: Vec<Behind> = behind.into_iter().filter(|b| b.node != me).collect();
+                let repair = if others.is_empty() {
                     Vec::new()
+                } else {
+                    let s = state.filter(|_| others.iter().any(|b| b.state));
+                    let e = expiry.filter(|_| others.iter().any(|b| b.expiry));
+                    PeerRequest::Repair(key, s, e).encode()
                 };
-                Ok((value, behind, repair, local, answered))
+                let others: Vec<NodeName> = others.into_iter().map(|b| b.node).collect();
+                Ok((value, others, repair, local, answered))
             })
             .await;
         let (value, behind, repair, local, answered) = joined.map_err(engine_error)?;
@@ -1127,7 +1136,7 @@ impl Coordinator {
         let mut repairs = tokio::task::JoinSet::new();
         let mut failed = 0usize;
         let repair = Arc::new(repair);
-        for node in behind.into_iter().filter(|n| *n != self.node) {
+        for node in behind {
             let mesh = self.mesh.clone();
             let repair = repair.clone();
             repairs.spawn(async move {
@@ -1282,7 +1291,15 @@ pub(crate) struct JoinedCopies {
     pub expiry: Option<Expiry>,
     /// The replicas whose copy lacks part of the join (read repair
     /// targets), in the order given.
-    pub behind: Vec<NodeName>,
+    pub behind: Vec<Behind>,
+}
+
+/// A replica whose copy lacks part of a join, and which part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Behind {
+    pub node: NodeName,
+    pub state: bool,
+    pub expiry: bool,
 }
 
 /// Joins replicas' copies (quorum and `all` reads): the states and, apart,
@@ -1308,12 +1325,12 @@ pub(crate) fn join_copies(
     }
     let behind = copies
         .iter()
-        .filter(|(_, s, e)| {
-            let state_behind = state.is_some() && s.as_ref() != state.as_ref();
-            let expiry_behind = expiry.as_ref().is_some_and(|j| e.as_ref() != Some(j));
-            state_behind || expiry_behind
+        .map(|(node, s, e)| Behind {
+            node: node.clone(),
+            state: state.is_some() && s.as_ref() != state.as_ref(),
+            expiry: expiry.as_ref().is_some_and(|j| e.as_ref() != Some(j)),
         })
-        .map(|(n, _, _)| n.clone())
+        .filter(|b| b.state || b.expiry)
         .collect();
     Ok(JoinedCopies {
         state,
@@ -1379,7 +1396,19 @@ mod tests {
         assert_eq!(joined.state, Some(counter(&[(a, 2), (b, 3)])));
         assert_eq!(joined.expiry.as_ref(), Some(&expiry));
         // x lacks b's increment; y and z lack the deadline; w has all.
-        assert_eq!(joined.behind, vec![node("x"), node("y"), node("z")]);
+        let behind = |n: &str, state, expiry| Behind {
+            node: node(n),
+            state,
+            expiry,
+        };
+        assert_eq!(
+            joined.behind,
+            vec![
+                behind("x", true, false),
+                behind("y", false, true),
+                behind("z", false, true)
+            ]
+        );
 
         // An expiry without content (the content was reclaimed): only
         // the expiry is joined and repaired.
@@ -1396,7 +1425,10 @@ mod tests {
         want.merge(&fired);
         assert_eq!(joined.expiry.as_ref(), Some(&want));
         assert_eq!(joined.expiry.as_ref().map(Expiry::floor_ms), Some(5_000));
-        assert_eq!(joined.behind, vec![node("y"), node("z")]);
+        assert_eq!(
+            joined.behind,
+            vec![behind("y", false, true), behind("z", false, true)]
+        );
 
         // Nothing to expire: empty expiries count as none, nobody behind.
         let copies = vec![
