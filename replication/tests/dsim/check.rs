@@ -28,12 +28,19 @@
 //! * **register** (LWW): the final value is one of the writes (effective
 //!   or indeterminate) with the same timestamp and value, and no effective
 //!   write has a greater `(hlc time, hlc node)`.
+//! * **ttl** (TTL runs: `EXPIRE` to a far deadline, `PERSIST`): the
+//!   content checks above ignore them; the converged expiry of a key has
+//!   no floor (no deadline passed, so nothing fired) and every deadline it
+//!   keeps was set by an `EXPIRE` of that key that the engine applied (a
+//!   deadline names its op). That the replicas' expiries agree is part of
+//!   convergence.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use meridian_engine::crdt::Pn;
 use meridian_engine::{
-    CausalContext, Delta, Dot, Incarnation, Kind, ObjectKey, ObjectState, Op, RegisterValue, Value,
+    CausalContext, Deadline, Delta, Dot, Expiry, Incarnation, Kind, ObjectKey, ObjectState, Op,
+    RegisterValue, Value,
 };
 
 use crate::history::OpRecord;
@@ -65,6 +72,8 @@ impl std::fmt::Display for Failure {
 pub struct Converged {
     pub applied: CausalContext,
     pub objects: BTreeMap<ObjectKey, (Value, Option<ObjectState>)>,
+    /// The objects that have an expiry state, and it.
+    pub expiries: BTreeMap<ObjectKey, Expiry>,
 }
 
 fn effective(op: &OpRecord, applied: &CausalContext) -> Option<bool> {
@@ -75,10 +84,11 @@ fn effective(op: &OpRecord, applied: &CausalContext) -> Option<bool> {
 pub fn check_all(ops: &[OpRecord], fin: &Converged) -> Result<(), Failure> {
     check_acked(ops, &fin.applied)?;
     for (key, (value, state)) in &fin.objects {
-        let key_ops: Vec<&OpRecord> = ops
+        let (ttl_ops, key_ops): (Vec<&OpRecord>, Vec<&OpRecord>) = ops
             .iter()
             .filter(|o| &o.key == key && o.dot.is_some())
-            .collect();
+            .partition(|o| matches!(o.op, Op::Expire(_) | Op::Persist));
+        check_ttl(key, &ttl_ops, fin.expiries.get(key))?;
         match key.kind() {
             Kind::Counter => check_counter(key, &key_ops, &fin.applied, value, state.as_ref())?,
             Kind::Set => check_set(key, &key_ops, &fin.applied, value)?,
@@ -87,6 +97,35 @@ pub fn check_all(ops: &[OpRecord], fin: &Converged) -> Result<(), Failure> {
             // convergence is checked by engine/tests/map_laws.rs and
             // tests/maps.rs.
             Kind::Map => {}
+        }
+    }
+    Ok(())
+}
+
+/// The converged expiry of `key` holds only deadlines its applied
+/// `EXPIRE`s set, and no floor.
+fn check_ttl(key: &ObjectKey, ops: &[&OpRecord], expiry: Option<&Expiry>) -> Result<(), Failure> {
+    let Some(expiry) = expiry else {
+        return Ok(());
+    };
+    if expiry.floor_ms() != 0 {
+        return Err(Failure::new(
+            "ttl",
+            format!(
+                "{key:?} has an expiry floor {} though no deadline passed",
+                expiry.floor_ms()
+            ),
+        ));
+    }
+    for &deadline in expiry.deadlines().values() {
+        if !ops
+            .iter()
+            .any(|o| o.op == Op::Expire(Deadline::At(deadline)))
+        {
+            return Err(Failure::new(
+                "ttl",
+                format!("{key:?} keeps deadline {deadline}, which no applied EXPIRE of it set"),
+            ));
         }
     }
     Ok(())
@@ -429,6 +468,7 @@ mod tests {
         Converged {
             applied: applied.iter().copied().collect(),
             objects: [(key.clone(), (value, Some(state)))].into_iter().collect(),
+            expiries: BTreeMap::new(),
         }
     }
 
@@ -665,5 +705,55 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.check, "register");
+    }
+
+    #[test]
+    fn checkers_reject_a_deadline_no_expire_set_or_a_floor() {
+        let k = ObjectKey::new(Kind::Counter, "c").unwrap();
+        let mut c = Counter::new();
+        let incr = c.incr(A, 1).unwrap();
+        let at = 2_000_000_000_000;
+        let mut set = Expiry::new();
+        let delta = set.expire_at(A, 1_000, at);
+        let ops = vec![
+            op(
+                0,
+                &k,
+                Op::Incr(1),
+                dot(A, 1),
+                Delta::Counter(incr),
+                hlc(10, A),
+            ),
+            op(
+                1,
+                &k,
+                Op::Expire(Deadline::At(at)),
+                dot(A, 2),
+                Delta::Expiry(delta),
+                hlc(20, A),
+            ),
+        ];
+        let applied = [dot(A, 1), dot(A, 2)];
+        let with = |expiry: Expiry| {
+            let mut fin = converged(
+                &applied,
+                &k,
+                Value::Counter(1),
+                ObjectState::Counter(c.clone()),
+            );
+            fin.expiries.insert(k.clone(), expiry);
+            fin
+        };
+        check_all(&ops, &with(set.clone())).unwrap();
+        // A deadline no EXPIRE of the key set.
+        let mut other = Expiry::new();
+        other.expire_at(B, 1_000, at + 1);
+        let e = check_all(&ops, &with(other)).unwrap_err();
+        assert_eq!(e.check, "ttl");
+        // A floor: something fired though no deadline passed.
+        let mut fired = set.clone();
+        fired.fire(at).unwrap();
+        let e = check_all(&ops, &with(fired)).unwrap_err();
+        assert_eq!(e.check, "ttl");
     }
 }

@@ -35,7 +35,12 @@
 //! accepted offset; clean restarts. Workload: counter increments and
 //! deletes, set adds, removes and deletes over a few members, register
 //! puts and deletes, at levels local/quorum/all, with same-millisecond
-//! writes on two nodes (LWW timestamp ties, add/remove races).
+//! writes on two nodes (LWW timestamp ties, add/remove races). The TTL
+//! sweep (`ttl_sweep`) adds `EXPIRE` (deadlines that never pass during a
+//! run) and `PERSIST` on every kind: expiry records must replicate and
+//! converge like any delta, through full syncs too, and change no content.
+//! Deadlines that pass (firing, content removal) are checked by
+//! `engine/tests/expiry.rs` and `replication/tests/sim.rs`, not here.
 //!
 //! Checks: during the run, every acknowledgement is backed by that many
 //! durable replicas, quorum-wait progress never counts a peer before it
@@ -109,6 +114,9 @@ use world::{Report, Sim};
 /// 6 seeds.
 const DEFAULT_SEEDS: u64 = 200;
 
+/// Seeds the TTL sweep runs (`ttl_sweep`; `MERIDIAN_DSIM_TTL_SEEDS`).
+const DEFAULT_TTL_SEEDS: u64 = 20;
+
 /// Seeds `dsim_is_deterministic` runs twice.
 const DETERMINISM_SEEDS: [u64; 3] = [1, 2, 3];
 
@@ -134,7 +142,13 @@ fn replay_command(seed: u64) -> String {
 
 /// Runs one seed; a panic (an engine or protocol assertion) is a failure.
 pub fn run_seed(seed: u64) -> Result<Report, Failure> {
-    match catch_unwind(AssertUnwindSafe(|| Sim::new(seed).run())) {
+    run_seed_with(seed, false)
+}
+
+/// Runs one seed, with TTL operations in the workload when `ttl`
+/// ([`Sim::with_ttl`]).
+pub fn run_seed_with(seed: u64, ttl: bool) -> Result<Report, Failure> {
+    match catch_unwind(AssertUnwindSafe(|| Sim::with_ttl(seed, ttl).run())) {
         Ok((report, None)) => Ok(report),
         Ok((_, Some(failure))) => Err(failure),
         Err(payload) => {
@@ -261,5 +275,39 @@ fn dsim_is_deterministic() {
             "seed {seed} did not replay: {a:?} vs {b:?}"
         );
         assert_eq!((a.ops, a.acked, a.sim_ms), (b.ops, b.acked, b.sim_ms));
+    }
+}
+
+/// Issue 15: the workload with `EXPIRE` (far deadlines) and `PERSIST` on
+/// every kind as well (`Sim::with_ttl`): expiry records replicate through
+/// push, pull, full syncs, crashes and power cuts, the replicas' expiry
+/// states converge, and the TTL operations change no content (the `ttl`
+/// check and every content check of [`check`]). Seeds run one after the
+/// other (the default sweep already takes both cores' minute).
+#[test]
+fn ttl_sweep() {
+    let n = env_u64("MERIDIAN_DSIM_TTL_SEEDS").unwrap_or(DEFAULT_TTL_SEEDS);
+    let (mut ttl_ops, mut full_syncs) = (0, 0);
+    for seed in 0..n {
+        match run_seed_with(seed, true) {
+            Ok(r) => {
+                ttl_ops += r.ttl_ops;
+                full_syncs += r.full_syncs;
+            }
+            Err(f) => panic!(
+                "TTL seed {seed}: {f}\nreplay: MERIDIAN_DSIM_TTL_SEEDS={} cargo test -p \
+                 meridian-replication --test dsim ttl_sweep -- --nocapture",
+                seed + 1
+            ),
+        }
+    }
+    say(&format!(
+        "dsim: TTL sweep of {n} seeds: {ttl_ops} EXPIRE/PERSIST applied, {full_syncs} full syncs"
+    ));
+    if n >= 20 {
+        assert!(
+            ttl_ops > 0 && full_syncs > 0,
+            "{ttl_ops} TTL ops, {full_syncs} full syncs"
+        );
     }
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use meridian_engine::vfs::sim::EIO;
 use meridian_engine::vfs::{FailAction, FailOp, Failpoint, Keep, SimDisk};
 use meridian_engine::{
-    CausalContext, Dot, Durability, Engine, EngineConfig, Incarnation, Kind, ObjectKey, Op,
-    PhysicalTime, Value,
+    CausalContext, Deadline, Delta, Dot, Durability, Engine, EngineConfig, Incarnation, Kind,
+    ObjectKey, Op, PhysicalTime, Value,
 };
 use meridian_replication::message::PeerMessage;
 use meridian_replication::protocol::{PushTargets, Waits, full_sync_messages};
@@ -43,6 +43,14 @@ const DIVERGED_MS: u64 = 2_000;
 const DATA_DIR: &str = "/node";
 /// The sled page cache of a simulated node: tiny, the data set is too.
 const CACHE_BYTES: u64 = 2 << 20;
+
+/// Where TTL operations put their deadlines, in Unix ms: ten years past
+/// the simulation's clocks (and the host's), so no deadline passes and
+/// the content checks stay those of a store without expiry; what the TTL
+/// runs check is that expiry records replicate and converge through every
+/// fault like any other delta. Each op adds its id, so every deadline
+/// names the op that set it.
+const FAR_DEADLINE_MS: u64 = BASE_UNIX_MS + 10 * 365 * 24 * 3_600_000;
 /// Counter, set and register keys: few, so operations collide.
 const KEYS_PER_KIND: usize = 2;
 /// Set members: few, so adds and removes of the same member race.
@@ -138,6 +146,8 @@ pub struct Report {
     /// or a crash during the full sync).
     pub full_sync_cut: u64,
     pub sim_ms: u64,
+    /// `EXPIRE`/`PERSIST` operations the engines applied (TTL runs only).
+    pub ttl_ops: usize,
 }
 
 /// A simulated event, at a simulated time.
@@ -294,6 +304,8 @@ pub struct Sim {
     failure: Option<Failure>,
     hash: u64,
     report: Report,
+    /// The workload also sets and removes TTLs ([`Sim::with_ttl`]).
+    ttl: bool,
     _tmp: tempfile::TempDir,
 }
 
@@ -303,6 +315,13 @@ fn fnv(mut h: u64, x: u64) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// `key`'s expiry state on `engine`, `None` when it has none or an empty
+/// one (a `PERSIST` of a key without a TTL leaves an empty entry on its
+/// origin only: the same "never set" as no entry).
+fn expiry_of(engine: &Engine, key: &ObjectKey) -> Option<meridian_engine::Expiry> {
+    engine.expiry(key).unwrap().filter(|e| !e.is_empty())
 }
 
 fn keys() -> Vec<ObjectKey> {
@@ -322,8 +341,11 @@ fn keys() -> Vec<ObjectKey> {
 }
 
 impl Sim {
-    /// A run of `seed`.
-    pub fn new(seed: u64) -> Sim {
+    /// A run of `seed` whose workload, when `ttl`, also draws `EXPIRE`
+    /// (a far deadline, [`FAR_DEADLINE_MS`]) and `PERSIST` on every kind.
+    /// Without it a seed runs as it did before TTLs existed: the draws for
+    /// TTL operations are only made in TTL runs.
+    pub fn with_ttl(seed: u64, ttl: bool) -> Sim {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let params = Params::draw(&mut rng);
         let regions = ["us-east", "eu-west", "ap-south"];
@@ -389,6 +411,7 @@ impl Sim {
             failure: None,
             hash: 0xcbf2_9ce4_8422_2325,
             report: Report::default(),
+            ttl,
             _tmp: tmp,
         }
     }
@@ -560,6 +583,11 @@ impl Sim {
             .filter(|o| matches!(o.outcome, Outcome::Indeterminate(_)))
             .count();
         self.report.sim_ms = self.now;
+        self.report.ttl_ops = self
+            .ops
+            .iter()
+            .filter(|o| matches!(o.op, Op::Expire(_) | Op::Persist) && o.dot.is_some())
+            .count();
         let mut full = 0;
         for n in &self.nodes {
             if let Some(run) = &n.run {
@@ -1340,6 +1368,21 @@ impl Sim {
         let member =
             |rng: &mut ChaCha8Rng| format!("m{}", rng.random_range(0..MEMBERS)).into_bytes();
         let id = self.ops.len();
+        if self.ttl && self.rng.random_range(0..8) == 0 {
+            let kind = [Kind::Counter, Kind::Set, Kind::Register][self.rng.random_range(0..3)];
+            let key = keys()
+                .into_iter()
+                .filter(|key| key.kind() == kind)
+                .nth(k)
+                .expect("KEYS_PER_KIND keys per kind");
+            let op = if self.rng.random_range(0..3) == 0 {
+                Op::Persist
+            } else {
+                Op::Expire(Deadline::At(FAR_DEADLINE_MS + id as u64))
+            };
+            self.issue(i, key, op, level);
+            return;
+        }
         let roll = self.rng.random_range(0..100);
         match roll {
             // Concurrent writes in the same millisecond on two nodes: equal
@@ -1457,10 +1500,21 @@ impl Sim {
                 return;
             }
         };
-        let dot = applied.record.dot;
+        // The operation's own record: its content delta (a `SET` or `DEL`
+        // of a key with a TTL logs a persist after it), or for `EXPIRE` /
+        // `PERSIST` its expiry delta. Without TTLs it is the only record.
+        let own = applied
+            .before
+            .iter()
+            .chain([&applied.record])
+            .rev()
+            .find(|r| !matches!(r.delta, Delta::Expiry(_)))
+            .unwrap_or(&applied.record)
+            .clone();
+        let dot = own.dot;
         rec.dot = Some(dot);
-        rec.hlc = Some(applied.record.hlc);
-        rec.delta = Some(applied.record.delta.clone());
+        rec.hlc = Some(own.hlc);
+        rec.delta = Some(own.delta.clone());
         self.trace(&[
             0x0b,
             id as u64,
@@ -1468,11 +1522,12 @@ impl Sim {
             dot.counter,
             applied.record.hlc.time,
         ]);
-        // The mesh's push: straight to the published targets.
+        // The mesh's push: straight to the published targets, every
+        // record of the operation in log order.
         let mut sends = Vec::new();
-        push.push(&applied.record, |peer, msg| {
-            sends.push((peer.to_string(), msg))
-        });
+        for record in applied.before.iter().chain([&applied.record]) {
+            push.push(record, |peer, msg| sends.push((peer.to_string(), msg)));
+        }
         if periodic {
             // `periodic` acknowledges once the log has the write.
             rec.local_ok = true;
@@ -1725,7 +1780,10 @@ impl Sim {
         }
         let same = keys().iter().all(|k| {
             let s = engines[0].state(k).unwrap();
-            engines[1..].iter().all(|e| e.state(k).unwrap() == s)
+            let x = expiry_of(engines[0], k);
+            engines[1..]
+                .iter()
+                .all(|e| e.state(k).unwrap() == s && expiry_of(e, k) == x)
         });
         if same {
             Convergence::Converged
@@ -1757,7 +1815,10 @@ impl Sim {
                 let states: Vec<_> = self
                     .nodes
                     .iter()
-                    .map(|n| n.run.as_ref().unwrap().engine.state(&k).unwrap())
+                    .map(|n| {
+                        let engine = &n.run.as_ref().unwrap().engine;
+                        (engine.state(&k).unwrap(), expiry_of(engine, &k))
+                    })
                     .collect();
                 if states.windows(2).any(|w| w[0] != w[1]) {
                     out += &format!("{k:?} differs: {states:?}");
@@ -1772,9 +1833,13 @@ impl Sim {
         let engine = &self.nodes[0].run.as_ref().unwrap().engine;
         let applied = engine.applied();
         let mut objects = BTreeMap::new();
+        let mut expiries = BTreeMap::new();
         for k in keys() {
             let value = engine.read(&k).unwrap();
             let state = engine.state(&k).unwrap();
+            if let Some(expiry) = expiry_of(engine, &k) {
+                expiries.insert(k.clone(), expiry);
+            }
             self.hash = fnv(self.hash, format!("{value:?}").len() as u64);
             objects.insert(k, (value, state));
         }
@@ -1788,7 +1853,14 @@ impl Sim {
             };
             self.hash = fnv(self.hash, x);
         }
-        crate::check::check_all(&self.ops, &Converged { applied, objects })
+        crate::check::check_all(
+            &self.ops,
+            &Converged {
+                applied,
+                objects,
+                expiries,
+            },
+        )
     }
 }
 
