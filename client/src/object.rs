@@ -333,7 +333,8 @@ impl RequestBuilder<RegisterValue> {
 
     fn with_ttl(mut self, ttl: Ttl) -> Self {
         self.op = match self.op {
-            Operation::RegisterPut { key, value } | Operation::RegisterPutTtl { key, value, .. } => {
+            Operation::RegisterPut { key, value }
+            | Operation::RegisterPutTtl { key, value, .. } => {
                 Operation::RegisterPutTtl { key, value, ttl }
             }
             other => other,

@@ -542,7 +542,8 @@ impl Deadline {
     /// `duration` from the serving node's now (whole milliseconds, rounded
     /// up so a sub-millisecond TTL is not "now").
     pub fn after(duration: std::time::Duration) -> Deadline {
-        let ms = duration.as_millis() + u128::from(duration.subsec_nanos() % 1_000_000 != 0);
+        let ms =
+            duration.as_millis() + u128::from(!duration.subsec_nanos().is_multiple_of(1_000_000));
         Deadline::In(u64::try_from(ms).unwrap_or(u64::MAX))
     }
 
@@ -1279,7 +1280,10 @@ mod tests {
             },
         ];
         for op in ops {
-            assert!(op.is_write() != matches!(op, Operation::Ttl { .. }), "{op:?}");
+            assert!(
+                op.is_write() != matches!(op, Operation::Ttl { .. }),
+                "{op:?}"
+            );
             assert!(op.key().is_some());
             let req = Request {
                 op,
