@@ -166,9 +166,10 @@ impl LocalJob {
             _ => return Err(invalid("not an object write")),
         };
         let op = engine_op(op).expect("an object write has an engine operation");
+        let now = self.clock.now();
         let applied = self
             .engine
-            .apply(&key, op, self.clock.now())
+            .apply(&key, at_now(op, now.unix_ms()), now)
             .map_err(engine_error)?;
         // What the engine appended ahead of the write (an expiry firing,
         // a deadline), then the write: pushed to the peers in log order.
@@ -203,9 +204,9 @@ use crate::engine_pool::EnginePool;
 use crate::metrics::{Origin, RequestMetrics};
 use crate::rpc::{PeerRequest, PeerResponse};
 use crate::translate::{
-    Access, MAX_WRITE_REPLY_MEMBERS, Target, engine_error, engine_op, inspected_present, invalid,
-    is_expiry_write, read_reply_value, scan_steps, set_page_members, state_value, translate,
-    ttl_reply, value_present, wire_kind, write_reply_value,
+    Access, MAX_WRITE_REPLY_MEMBERS, Target, at_now, engine_error, engine_op, inspected_present,
+    invalid, is_expiry_write, read_reply_value, scan_steps, set_page_members, state_value,
+    translate, ttl_reply, value_present, wire_kind, write_reply_value,
 };
 
 // The client protocol's limits are the engine's own (both re-export
@@ -887,7 +888,10 @@ impl Coordinator {
     ) -> meridian_engine::Result<meridian_engine::Applied> {
         let (engine, clock, key) = (self.engine.clone(), self.clock.clone(), key.clone());
         self.pool
-            .run_combined(move || engine.apply(&key, op, clock.now()))
+            .run_combined(move || {
+                let now = clock.now();
+                engine.apply(&key, at_now(op, now.unix_ms()), now)
+            })
             .await
             .unwrap_or(Err(meridian_engine::Error::Shutdown))
     }

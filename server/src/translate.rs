@@ -120,6 +120,18 @@ pub(crate) fn engine_ttl(ttl: wire::Ttl) -> Ttl {
     }
 }
 
+/// `op` as applied at `now_ms`: an `Expire` to a Unix time already past
+/// becomes "now". The engine expires an object at a deadline `D` by
+/// removing the writes stamped before `D`; a deadline earlier than the
+/// object's last write would remove nothing, where Redis's `EXPIREAT` in
+/// the past deletes the key.
+pub(crate) fn at_now(op: Op, now_ms: u64) -> Op {
+    match op {
+        Op::Expire(Deadline::At(ms)) if ms < now_ms => Op::Expire(Deadline::In(0)),
+        other => other,
+    }
+}
+
 /// Whether a write changes only the object's expiry (answered with its
 /// TTL, [`ReplyValue::Ttl`], rather than its value).
 pub(crate) fn is_expiry_write(op: &Op) -> bool {
