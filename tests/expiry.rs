@@ -176,6 +176,57 @@ async fn expiry_commands_the_bound_and_the_worker() -> Result<()> {
         },
     )
     .await;
+    // More keys due at once than one pass visits: the worker runs pass
+    // after pass without pausing until none is left, on every node.
+    const MANY: usize = 600;
+    let deadline_ms =
+        (SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() + 5_000).to_string();
+    with_resp(us, &token, move |c| {
+        let mut pipe = redis::pipe();
+        for i in 0..MANY {
+            pipe.cmd("SET")
+                .arg(format!("many:{i}"))
+                .arg("v")
+                .arg("PXAT")
+                .arg(&deadline_ms)
+                .ignore();
+        }
+        pipe.query::<()>(c)?;
+        Ok(())
+    })
+    .await?;
+    let keys: Vec<ObjectKey> = (0..MANY)
+        .map(|i| ObjectKey::new(Kind::Register, format!("many:{i}").into_bytes()))
+        .collect::<Result<_, _>>()?;
+    eventually(
+        "every node reclaimed the keys in full passes",
+        CONVERGE,
+        || async {
+            for name in ALL {
+                let node = cluster.node(name);
+                let text = node.exposition();
+                let full =
+                    meridian_server::exposition::sample(&text, "meridian_expiry_full_passes_total");
+                if full < Some(1.0) {
+                    return Err(format!("{name}: full passes {full:?}"));
+                }
+                for key in &keys {
+                    let stored = node
+                        .engine()
+                        .state(key)
+                        .map_err(|e| e.to_string())?
+                        .map(|s| s.value());
+                    if let Some(meridian_engine::Value::Register(Some(r))) = &stored
+                        && r.value.is_some()
+                    {
+                        return Err(format!("{name} still stores {key:?}"));
+                    }
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
     eventually(
         "every node counts fires and has no backlog",
         CONVERGE,
