@@ -9,13 +9,15 @@
 //!   everywhere;
 //! * concurrent `EXPIRE 5` and `EXPIRE 50` converge to the shorter
 //!   deadline on both sides; `PERSIST` concurrent with `EXPIRE` does not
-//!   save the key; a write after the expiry is a fresh value with no TTL.
+//!   save the key; a write after the expiry is a fresh value with no TTL;
+//! * a node that was down during the expiry and comes back to truncated
+//!   logs (full-state sync) does not bring the key back.
 //!
 //! Timing is never asserted: deadlines passing is polled for within
 //! [`CONVERGE`].
 //!
 //! Address blocks (`127.31.<block>.x`): 150 commands and the worker, 151
-//! partitions.
+//! partitions, 152 full-state sync.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -679,6 +681,110 @@ async fn expiry_across_partitions() -> Result<()> {
             Ok(())
         })
         .await?;
+    }
+    cluster.shutdown().await
+}
+
+/// A node down while a key expires comes back to logs truncated past what
+/// it has: it catches up by full-state sync, and neither it nor the
+/// others read the key again (it still held the old value, and had never
+/// seen the deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_keys_stay_gone_after_a_full_state_sync() -> Result<()> {
+    use meridian::TestClusterFiles;
+    use meridian::inproc::test_protocol;
+    use meridian_server::config::DurabilityMode;
+    let dir = TestClusterFiles::create(
+        Spec::new(152)
+            .durability(DurabilityMode::Periodic)
+            .log_segment_bytes(256 << 10),
+    )?;
+    let mut cluster = InProcessCluster::start_with(dir, |name| {
+        let mut p = test_protocol(name);
+        p.retention_ms = 300;
+        p.truncate_every_ms = 300;
+        p
+    })
+    .await?;
+    cluster.wait_connected().await;
+    let us = cluster.client(US).await?;
+    let quorum = Consistency::Quorum;
+    us.register("fs-reg")
+        .put("old")
+        .consistency(Consistency::All)
+        .await?;
+    us.set("fs-set")
+        .add(["a", "b"])
+        .consistency(Consistency::All)
+        .await?;
+    cluster.stop(AP).await?;
+    us.register("fs-reg")
+        .expire(Deadline::after(Duration::from_millis(500)))
+        .consistency(quorum)
+        .await?;
+    us.set("fs-set")
+        .expire(Deadline::after(Duration::from_millis(500)))
+        .consistency(quorum)
+        .await?;
+    // Fired (content removed) where the nodes are up.
+    let set_key = ObjectKey::new(Kind::Set, b"fs-set".to_vec())?;
+    eventually(
+        "the expiry fired on the running nodes",
+        CONVERGE,
+        || async {
+            for name in [US, EU] {
+                let stored = cluster
+                    .node(name)
+                    .engine()
+                    .state(&set_key)
+                    .map_err(|e| e.to_string())?
+                    .map(|s| s.value());
+                if let Some(meridian_engine::Value::Set(m)) = stored
+                    && !m.is_empty()
+                {
+                    return Err(format!("{name} still stores {m:?}"));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
+    // Roll the logs past what ap-south-1 has.
+    for i in 0..24u8 {
+        us.register(format!("fs-big-{i}"))
+            .put(vec![i; 64 << 10])
+            .consistency(Consistency::Local)
+            .await?;
+    }
+    cluster.wait_truncated(&[US, EU]).await;
+    cluster.restart(AP).await?;
+    cluster.wait_connected().await;
+    let clients = cluster.dir.clients().await?;
+    meridian::objects::converge_to(
+        &clients,
+        &[Obj::register("fs-big-23"), Obj::set("fs-set")],
+        &[
+            Val::Register(Some(vec![23; 64 << 10])),
+            Val::Set(Vec::new()),
+        ],
+    )
+    .await;
+    let syncs: u64 = cluster
+        .node(AP)
+        .mesh()
+        .reports()
+        .iter()
+        .map(|r| r.full_syncs_received)
+        .sum();
+    ensure!(syncs > 0, "ap-south-1 caught up without a full-state sync");
+    gone_everywhere_and_stays_gone(&clients, "fs-reg").await;
+    for (name, client) in &clients {
+        let members = client
+            .set("fs-set")
+            .members()
+            .consistency(Consistency::Local)
+            .await?;
+        ensure!(members.value.count == 0, "{name}: {:?}", members.value);
     }
     cluster.shutdown().await
 }
