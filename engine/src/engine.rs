@@ -13,15 +13,15 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::causal::{CausalContext, Dot, Incarnation, StreamId, VersionVector};
 use crate::clock::{Clock, Hlc, PhysicalTime};
 use crate::codec;
-use crate::crdt::{Counter, Delta, ObjectState, Register, map, register};
+use crate::crdt::{Counter, Delta, Expiry, ObjectState, Register, map, register};
 use crate::error::{Error, Result};
 use crate::log::group::GroupCommit;
 use crate::log::{self, Entry, Log, LogOptions, Record, Since};
 use crate::object::{
     GroupFn, GroupId, Kind, MAX_MERGED_OBJECT_BYTES, MAX_OBJECT_BYTES, ObjectKey, Op,
-    RegisterValue, Value,
+    RegisterValue, Ttl, Value,
 };
-use crate::store::{MapView, ScanStep, SetView, Store};
+use crate::store::{MapView, ScanStep, SetView, Store, StoredExpiry};
 use crate::vfs::{StdFs, Vfs, VfsLock};
 
 /// What one key holds under each type ([`Engine::inspect`]).
@@ -171,6 +171,39 @@ pub struct Applied {
     /// The object's value after the operation, for counters and registers
     /// (sets: `None`, read them if needed; they may be large).
     pub value: Option<Value>,
+    /// Records the same operation appended ahead of `record` (an expiry
+    /// firing before a write to an expired object, the deadline of a
+    /// `SET … EX`), in log order: replicate them first. `lsn` covers them.
+    pub before: Vec<Record>,
+}
+
+/// What one [`Engine::expire_due`] pass did.
+#[derive(Clone, Debug, Default)]
+pub struct ExpiryPass {
+    /// Deadline index entries visited (`max_keys`: there may be more due).
+    pub visited: usize,
+    /// Objects whose expiry fired.
+    pub fired: usize,
+    /// The records the firing appended, in log order: replicate them.
+    pub records: Vec<Record>,
+    /// The log position the last of them is durable at (0: none).
+    pub lsn: u64,
+}
+
+/// What a read shows of `value` (the stored content of an object of
+/// `kind`) under its expiry at `now_ms`.
+fn visible_value(kind: Kind, value: Value, x: Option<&StoredExpiry>, now_ms: u64) -> Value {
+    let Some(x) = x else { return value };
+    let cutoff = x.expiry.cutoff_ms(now_ms);
+    if cutoff == 0 {
+        return value;
+    }
+    match value {
+        Value::Register(Some(r)) if x.expiry.expired(r.hlc, now_ms) => Value::Register(None),
+        Value::Register(r) => Value::Register(r),
+        _ if cutoff > x.fired_ms => crate::crdt::empty_value(kind),
+        v => v,
+    }
 }
 
 /// The result of merging a remote delta.
@@ -210,10 +243,22 @@ pub struct Metrics {
     /// the map [`crate::crdt::map::MAX_FIELDS_PER_MAP`]
     /// ([`Error::TooManyFields`]).
     pub oversized_merges: u64,
+    /// Expiries this replica fired (made final and removed the content
+    /// of: [`Engine::expire_due`], or a write to an expired object).
+    pub expiry_fired: u64,
+    /// Deadline index entries due and not yet visited by the worker
+    /// (gauge, counted up to [`EXPIRY_BACKLOG_COUNT_LIMIT`]).
+    pub expiry_backlog: u64,
 }
+
+/// Most due deadline entries [`Engine::metrics`] counts for
+/// `expiry_backlog`: a bound on the cost of one metrics read (a backlog
+/// that large is reported as this).
+pub const EXPIRY_BACKLOG_COUNT_LIMIT: usize = 65_536;
 
 #[derive(Default)]
 struct Counters {
+    expiry_fired: AtomicU64,
     writes: AtomicU64,
     merges: AtomicU64,
     duplicates: AtomicU64,
@@ -664,6 +709,14 @@ impl Engine {
                 })?;
                 last = lsn;
             }
+            if let Some(x) = inner.store.read_expiry(&key)? {
+                let hlc = inner.clock.now(now);
+                let (_, lsn) =
+                    self.append_local(&key, hlc, Delta::Expiry(x.expiry.clone()), |lsn| {
+                        inner.store.write_expiry(&key, &x, &[], lsn)
+                    })?;
+                last = lsn;
+            }
         }
         self.wait_durable(last)?;
         remove_small_file(vfs, &inner.dir, RELOG_FILE)
@@ -732,8 +785,222 @@ impl Engine {
         self.check_open()?;
         let inner = &self.inner;
         let _g = self.stripe(key);
-        let hlc = inner.clock.now(now);
-        let (record, lsn, value) = match key.kind() {
+        let now_ms = now.unix_ms();
+        let mut out = Appended::default();
+        let mut x = inner.store.read_expiry(key)?;
+        // An expired object is first made final here (its content
+        // removed), so the operation sees a fresh object.
+        if let Some(stored) = &mut x
+            && stored.expiry.cutoff_ms(now_ms) > stored.fired_ms
+        {
+            self.fire_locked(key, stored, now, &mut out)?;
+        }
+        let value = match op {
+            Op::Expire(deadline) => {
+                let stored = x.get_or_insert_with(StoredExpiry::default);
+                let at = deadline.unix_ms(now_ms);
+                let delta = stored.expiry.expire_at(inner.incarnation, now_ms, at);
+                out.push(self.append_expiry(key, stored, delta, &[at], now)?);
+                if at <= now_ms {
+                    self.fire_locked(key, stored, now, &mut out)?;
+                }
+                None
+            }
+            Op::Persist => {
+                let stored = x.get_or_insert_with(StoredExpiry::default);
+                let delta = stored.expiry.persist(now_ms);
+                out.push(self.append_expiry(key, stored, delta, &[], now)?);
+                None
+            }
+            Op::Put(v) => self.put_with_ttl(key, v, Ttl::Persist, &mut x, now, &mut out)?,
+            Op::PutTtl(v, ttl) => self.put_with_ttl(key, v, ttl, &mut x, now, &mut out)?,
+            op => {
+                let deletes = op == Op::Delete;
+                let hlc = inner.clock.now(now);
+                let (record, lsn, value) = self.apply_content(key, op, hlc)?;
+                out.push((record, lsn));
+                // `DEL` removes the TTL too (Redis): a later write to the
+                // key starts without one. Logged after the delete, so a
+                // crash between them leaves a shorter life, not a longer.
+                if deletes
+                    && let Some(stored) = &mut x
+                    && !stored.expiry.deadlines().is_empty()
+                {
+                    let delta = stored.expiry.persist(now_ms);
+                    out.push(self.append_expiry(key, stored, delta, &[], now)?);
+                }
+                value
+            }
+        };
+        let (record, lsn) = out.last.expect("every operation appends a record");
+        inner.counters.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(Applied {
+            record,
+            lsn,
+            value,
+            before: out.before,
+        })
+    }
+
+    /// A register write with its effect on the expiry, as records in an
+    /// order that a crash between them cannot turn into a longer life: a
+    /// new deadline before the value, a removal of deadlines after it.
+    fn put_with_ttl(
+        &self,
+        key: &ObjectKey,
+        value: Vec<u8>,
+        ttl: Ttl,
+        x: &mut Option<StoredExpiry>,
+        now: PhysicalTime,
+        out: &mut Appended,
+    ) -> Result<Option<Value>> {
+        let now_ms = now.unix_ms();
+        if let Ttl::Expire(deadline) = ttl {
+            let stored = x.get_or_insert_with(StoredExpiry::default);
+            let at = deadline.unix_ms(now_ms);
+            let delta = stored.expiry.expire_at(self.inner.incarnation, now_ms, at);
+            out.push(self.append_expiry(key, stored, delta, &[at], now)?);
+        }
+        let hlc = self.inner.clock.now(now);
+        let (record, lsn, shown) = self.apply_content(key, Op::Put(value), hlc)?;
+        out.push((record, lsn));
+        if ttl == Ttl::Persist
+            && let Some(stored) = x
+            && !stored.expiry.deadlines().is_empty()
+        {
+            let delta = stored.expiry.persist(now_ms);
+            out.push(self.append_expiry(key, stored, delta, &[], now)?);
+        }
+        Ok(shown)
+    }
+
+    /// Logs and stores an expiry delta already applied to `stored`, indexing
+    /// `due` for the reclamation worker.
+    fn append_expiry(
+        &self,
+        key: &ObjectKey,
+        stored: &StoredExpiry,
+        delta: Expiry,
+        due: &[u64],
+        now: PhysicalTime,
+    ) -> Result<(Record, u64)> {
+        let hlc = self.inner.clock.now(now);
+        self.append_local(key, hlc, Delta::Expiry(delta), |lsn| {
+            self.inner.store.write_expiry(key, stored, due, lsn)
+        })
+    }
+
+    /// Makes the expiry that has happened at `now` final on this replica:
+    /// removes the content it holds (the type's observed-remove delete;
+    /// a register gets a tombstone stamped just before the cutoff, so a
+    /// write stamped after it still wins) and fires the expiry, logging
+    /// both into `out` (nothing when the replica holds nothing and a peer
+    /// already fired: only the local mark moves).
+    fn fire_locked(
+        &self,
+        key: &ObjectKey,
+        stored: &mut StoredExpiry,
+        now: PhysicalTime,
+        out: &mut Appended,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        let now_ms = now.unix_ms();
+        let cutoff = stored.expiry.cutoff_ms(now_ms);
+        if let Some(delta) = self.removal(key, cutoff)? {
+            let hlc = inner.clock.now(now);
+            out.push(match delta {
+                Removal::Counter(state, d) => {
+                    self.append_local(key, hlc, Delta::Counter(d), |lsn| {
+                        inner.store.write_counter(key, &state, lsn)
+                    })?
+                }
+                Removal::Register(state) => {
+                    let d = state.clone();
+                    self.append_local(key, hlc, Delta::Register(d), |lsn| {
+                        inner.store.write_register(key, &state, lsn)
+                    })?
+                }
+                Removal::Set(view, d) => self.append_local(key, hlc, Delta::Set(d), |lsn| {
+                    inner.store.write_set(key, &view, lsn)
+                })?,
+                Removal::Map(view, d) => self.append_local(key, hlc, Delta::Map(d), |lsn| {
+                    inner.store.write_map(key, &view, lsn)
+                })?,
+            });
+        }
+        let fired = stored.expiry.fire(now_ms);
+        stored.fired_ms = cutoff;
+        match fired {
+            Some(delta) => out.push(self.append_expiry(key, stored, delta, &[], now)?),
+            // A floor raised by a peer: nothing to replicate, the local
+            // mark alone moves (unlogged: lost in a crash, the worker
+            // fires again, removing nothing new that was seen before).
+            None => inner.store.write_expiry(key, stored, &[], 0)?,
+        }
+        inner.counters.expiry_fired.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The delete an expiry at `cutoff_ms` makes of what this replica holds
+    /// of `key`, applied to a loaded state; `None` when it holds nothing.
+    fn removal(&self, key: &ObjectKey, cutoff_ms: u64) -> Result<Option<Removal>> {
+        let store = &self.inner.store;
+        Ok(match key.kind() {
+            Kind::Counter => match store.read_counter(key)? {
+                Some(mut c) if c.value() != 0 => {
+                    let d = c.delete();
+                    Some(Removal::Counter(c, d))
+                }
+                _ => None,
+            },
+            Kind::Register => {
+                let mut r = store.read_register(key)?;
+                let tombstone = Register::write(
+                    Hlc {
+                        time: PhysicalTime::from_unix_ms(cutoff_ms).0.saturating_sub(1),
+                        node: self.inner.incarnation,
+                    },
+                    None,
+                );
+                match &r {
+                    Some(old) if old.value.is_some() && old.hlc < tombstone.hlc => {
+                        register::merge_into(&mut r, &tombstone);
+                        Some(Removal::Register(r.expect("merged")))
+                    }
+                    _ => None,
+                }
+            }
+            Kind::Set => {
+                let mut view = store.load_set(key, None)?;
+                if view.set.is_empty() {
+                    None
+                } else {
+                    let d = view.set.delete();
+                    Some(Removal::Set(view, d))
+                }
+            }
+            Kind::Map => {
+                let mut view = store.load_map(key, None)?;
+                if view.map.is_empty() {
+                    None
+                } else {
+                    let d = view.map.delete();
+                    Some(Removal::Map(view, d))
+                }
+            }
+        })
+    }
+
+    /// Applies a content operation (not an expiry change): computes its
+    /// delta, logs it, stores the new state. The caller holds the stripe.
+    fn apply_content(
+        &self,
+        key: &ObjectKey,
+        op: Op,
+        hlc: Hlc,
+    ) -> Result<(Record, u64, Option<Value>)> {
+        let inner = &self.inner;
+        Ok(match key.kind() {
             Kind::Counter => {
                 let mut state = inner.store.read_counter(key)?.unwrap_or_default();
                 let delta = match op {
@@ -838,9 +1105,7 @@ impl Engine {
                 })?;
                 (record, lsn, Some(value))
             }
-        };
-        inner.counters.writes.fetch_add(1, Ordering::Relaxed);
-        Ok(Applied { record, lsn, value })
+        })
     }
 
     /// Numbers, logs and stores one locally made delta. `store(lsn)` writes
@@ -956,10 +1221,10 @@ impl Engine {
     /// position.
     pub fn merge(&self, record: &Record, now: PhysicalTime) -> Result<Merged> {
         record.key.validate()?;
-        if record.key.kind() != record.delta.kind() {
+        if !record.delta.fits(record.key.kind()) {
             return Err(Error::WrongType(format!(
                 "{} delta for a {} key",
-                record.delta.kind(),
+                record.delta.what(),
                 record.key.kind()
             )));
         }
@@ -1191,8 +1456,139 @@ impl Engine {
         self.inner.log.group.request_all();
     }
 
-    /// Reads an object's value (an absent object reads as empty).
+    /// Reads an object's value at the system clock's now (an absent or
+    /// expired object reads as empty). Nodes use [`Engine::read_at`] with
+    /// their own clock.
     pub fn read(&self, key: &ObjectKey) -> Result<Value> {
+        self.read_at(key, PhysicalTime::system(0))
+    }
+
+    /// Reads an object's value as seen at `now` (an absent or expired
+    /// object reads as empty): a register written before the cutoff of
+    /// its expiry is hidden; a counter, set or map whose expiry has passed
+    /// here and not yet fired reads as empty.
+    pub fn read_at(&self, key: &ObjectKey, now: PhysicalTime) -> Result<Value> {
+        let value = self.read_stored(key)?;
+        let x = self.inner.store.read_expiry(key)?;
+        Ok(visible_value(key.kind(), value, x.as_ref(), now.unix_ms()))
+    }
+
+    /// The value a joined quorum state shows at `now` under a joined
+    /// expiry (`expiry`, this replica's own included) — what a quorum or
+    /// `all` read replies. A counter, set or map is hidden while the
+    /// joined cutoff is past what this replica fired.
+    pub fn visible(
+        &self,
+        key: &ObjectKey,
+        state: Option<&ObjectState>,
+        expiry: Option<&Expiry>,
+        now: PhysicalTime,
+    ) -> Result<Value> {
+        let value = match state {
+            Some(s) => s.value(),
+            None => crate::crdt::empty_value(key.kind()),
+        };
+        let fired_ms = self.inner.store.read_expiry(key)?.map_or(0, |x| x.fired_ms);
+        let x = expiry.map(|e| StoredExpiry {
+            expiry: e.clone(),
+            fired_ms,
+        });
+        Ok(visible_value(key.kind(), value, x.as_ref(), now.unix_ms()))
+    }
+
+    /// The next deadline (Unix ms) of `key` after `now`, if it has one
+    /// (`TTL`). Says nothing of whether the object exists.
+    pub fn ttl(&self, key: &ObjectKey, now: PhysicalTime) -> Result<Option<u64>> {
+        Ok(self
+            .inner
+            .store
+            .read_expiry(key)?
+            .and_then(|x| x.expiry.next_deadline_ms(now.unix_ms())))
+    }
+
+    /// `key`'s replicated expiry state, if it ever had one (quorum reads,
+    /// read repair).
+    pub fn expiry(&self, key: &ObjectKey) -> Result<Option<Expiry>> {
+        let _g = self.stripe(key);
+        Ok(self.inner.store.read_expiry(key)?.map(|x| x.expiry))
+    }
+
+    /// Joins an expiry state (read repair, full-state sync). Logged for
+    /// durability, never replicated. The log position to wait for when it
+    /// changed anything.
+    pub fn merge_expiry(
+        &self,
+        key: &ObjectKey,
+        expiry: &Expiry,
+        _now: PhysicalTime,
+    ) -> Result<Option<u64>> {
+        key.validate()?;
+        self.check_open()?;
+        let inner = &self.inner;
+        let _g = self.stripe(key);
+        let delta = Delta::Expiry(expiry.clone());
+        let prepared = prepare_merge(&inner.store, key, &delta)?;
+        if !prepared.changed() {
+            return Ok(None);
+        }
+        let (start, end) = self.append_entry(&Entry::Merge {
+            key: key.clone(),
+            delta,
+        })?;
+        self.finish_append(start, end, None, |lsn| {
+            prepared.write(&inner.store, key, lsn)
+        })?;
+        inner.counters.state_merges.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(end))
+    }
+
+    /// Visits every expiry state of the groups `wants` admits (a
+    /// full-state sync sends them beside the objects), stopping when `f`
+    /// returns `false`.
+    pub fn for_each_expiry(
+        &self,
+        wants: &dyn Fn(GroupId) -> bool,
+        f: impl FnMut(ObjectKey, Expiry) -> Result<bool>,
+    ) -> Result<()> {
+        let group_of = self.inner.config.group_of.clone();
+        self.inner.store.for_each_expiry(&|k| wants(group_of(k)), f)
+    }
+
+    /// One pass of expired-key reclamation: fires the expiry of at most
+    /// `max_keys` objects whose deadline has passed at `now` (removing
+    /// their content, which frees its storage; the small expiry entry
+    /// stays as the tombstone that keeps late copies from coming back).
+    /// Returns the records to replicate, in log order. A pass that visited
+    /// `max_keys` index entries may have left more: call again.
+    pub fn expire_due(&self, now: PhysicalTime, max_keys: usize) -> Result<ExpiryPass> {
+        self.check_open()?;
+        let inner = &self.inner;
+        let now_ms = now.unix_ms();
+        let due = inner.store.due(now_ms, max_keys)?;
+        let mut pass = ExpiryPass {
+            visited: due.len(),
+            ..ExpiryPass::default()
+        };
+        for (key, raw) in due {
+            let _g = self.stripe(&key);
+            if let Some(mut stored) = inner.store.read_expiry(&key)?
+                && stored.expiry.cutoff_ms(now_ms) > stored.fired_ms
+            {
+                let mut out = Appended::default();
+                self.fire_locked(&key, &mut stored, now, &mut out)?;
+                pass.records.extend(out.before);
+                if let Some((r, lsn)) = out.last {
+                    pass.records.push(r);
+                    pass.lsn = lsn;
+                }
+                pass.fired += 1;
+            }
+            inner.store.drop_due(&raw)?;
+        }
+        Ok(pass)
+    }
+
+    fn read_stored(&self, key: &ObjectKey) -> Result<Value> {
         let store = &self.inner.store;
         Ok(match key.kind() {
             Kind::Counter => Value::Counter(store.read_counter(key)?.map_or(0, |c| c.value())),
@@ -1219,6 +1615,47 @@ impl Engine {
     /// load every member).
     pub fn inspect(&self, key: &[u8], members: &[Vec<u8>]) -> Result<Inspection> {
         self.inspect_fields(key, members, &[])
+    }
+
+    /// [`Engine::inspect_fields`] as seen at `now`: what an expiry hides
+    /// (see [`Engine::read_at`]) reads as absent.
+    pub fn inspect_fields_at(
+        &self,
+        key: &[u8],
+        members: &[Vec<u8>],
+        fields: &[Vec<u8>],
+        now: PhysicalTime,
+    ) -> Result<Inspection> {
+        let mut seen = self.inspect_fields(key, members, fields)?;
+        let store = &self.inner.store;
+        let now_ms = now.unix_ms();
+        let hidden = |kind: Kind| -> Result<bool> {
+            let k = ObjectKey::new(kind, key.to_vec())?;
+            Ok(store
+                .read_expiry(&k)?
+                .is_some_and(|x| x.expiry.cutoff_ms(now_ms) > x.fired_ms))
+        };
+        if seen.register.is_some() {
+            let k = ObjectKey::new(Kind::Register, key.to_vec())?;
+            if let Some(x) = store.read_expiry(&k)?
+                && let Some(r) = store.read_register(&k)?
+                && x.expiry.expired(r.hlc, now_ms)
+            {
+                seen.register = None;
+            }
+        }
+        if seen.counter != 0 && hidden(Kind::Counter)? {
+            seen.counter = 0;
+        }
+        if seen.set_count != 0 && hidden(Kind::Set)? {
+            seen.set_count = 0;
+            seen.members_present.iter_mut().for_each(|p| *p = false);
+        }
+        if seen.map_count != 0 && hidden(Kind::Map)? {
+            seen.map_count = 0;
+            seen.map_values.iter_mut().for_each(|v| *v = None);
+        }
+        Ok(seen)
     }
 
     /// [`Engine::inspect`], and also the map's field count and the values
@@ -1498,6 +1935,15 @@ impl Engine {
             log_retained_deltas: self.inner.log.retained_deltas() as u64,
             checkpoints: c.checkpoints.load(Ordering::Relaxed),
             oversized_merges: c.oversized_merges.load(Ordering::Relaxed),
+            expiry_fired: c.expiry_fired.load(Ordering::Relaxed),
+            expiry_backlog: self
+                .inner
+                .store
+                .due_count(
+                    PhysicalTime::system(0).unix_ms(),
+                    EXPIRY_BACKLOG_COUNT_LIMIT,
+                )
+                .unwrap_or(0),
         }
     }
 
@@ -1568,6 +2014,33 @@ enum PendingMerge {
     Register(Register, bool),
     Set(SetView, bool),
     Map(MapView, bool),
+    /// The joined expiry and the deadlines to index for the worker.
+    Expiry(StoredExpiry, Vec<u64>, bool),
+}
+
+/// The records one operation appended, in log order: all but the last in
+/// `before`.
+#[derive(Default)]
+struct Appended {
+    before: Vec<Record>,
+    last: Option<(Record, u64)>,
+}
+
+impl Appended {
+    fn push(&mut self, r: (Record, u64)) {
+        if let Some((prev, _)) = self.last.replace(r) {
+            self.before.push(prev);
+        }
+    }
+}
+
+/// What an expiry removes of an object's content: the new state and the
+/// delta to log ([`Engine::removal`]).
+enum Removal {
+    Counter(Counter, Counter),
+    Register(Register),
+    Set(SetView, crate::crdt::SetDelta),
+    Map(MapView, crate::crdt::MapDelta),
 }
 
 impl PendingMerge {
@@ -1576,7 +2049,8 @@ impl PendingMerge {
             PendingMerge::Counter(_, c)
             | PendingMerge::Register(_, c)
             | PendingMerge::Set(_, c)
-            | PendingMerge::Map(_, c) => *c,
+            | PendingMerge::Map(_, c)
+            | PendingMerge::Expiry(_, _, c) => *c,
         }
     }
 
@@ -1589,6 +2063,7 @@ impl PendingMerge {
             PendingMerge::Register(r, _) => store.write_register(key, r, lsn),
             PendingMerge::Set(v, _) => store.write_set(key, v, lsn),
             PendingMerge::Map(v, _) => store.write_map(key, v, lsn),
+            PendingMerge::Expiry(x, due, _) => store.write_expiry(key, x, due, lsn),
         }
     }
 }
@@ -1627,6 +2102,27 @@ fn prepare_merge(store: &Store, key: &ObjectKey, delta: &Delta) -> Result<Pendin
             let changed = view.map.merge(d);
             PendingMerge::Map(view, changed)
         }
+        Delta::Expiry(d) => {
+            d.check()?;
+            let mut x = store.read_expiry(key)?.unwrap_or_default();
+            let known: Vec<u64> = x.expiry.deadlines().values().copied().collect();
+            let changed = x.expiry.merge(d);
+            x.expiry.check()?;
+            // The worker visits every new deadline, and at once a floor
+            // raised past what this replica fired (it must remove what it
+            // holds that the firing replica had not seen).
+            let mut due: Vec<u64> = x
+                .expiry
+                .deadlines()
+                .values()
+                .copied()
+                .filter(|d| !known.contains(d))
+                .collect();
+            if x.expiry.floor_ms() > x.fired_ms {
+                due.push(x.expiry.floor_ms());
+            }
+            PendingMerge::Expiry(x, due, changed)
+        }
     })
 }
 
@@ -1651,10 +2147,10 @@ impl Publish {
 
 /// Joins a delta into the stored object (recovery replay).
 fn merge_into_store(store: &Store, key: &ObjectKey, delta: &Delta, lsn: u64) -> Result<()> {
-    if key.kind() != delta.kind() {
+    if !delta.fits(key.kind()) {
         return Err(Error::corruption(
             "<log>",
-            format!("{} delta for {key:?}", delta.kind()),
+            format!("{} delta for {key:?}", delta.what()),
         ));
     }
     prepare_merge(store, key, delta)?.write(store, key, lsn)

@@ -221,14 +221,15 @@ pub mod vfs;
 
 pub use causal::{CausalContext, Causality, Dot, Incarnation, StreamId, VersionVector};
 pub use clock::{Clock, Hlc, PhysicalTime};
-pub use crdt::{Delta, ObjectState};
+pub use crdt::{Delta, Expiry, ObjectState};
 pub use engine::{
-    Applied, DEFAULT_CACHE_BYTES, Durability, Engine, EngineConfig, IncarnationSource, Inspection,
-    KeyPage, Merged, Metrics, SetPage, scan_position, stream_id,
+    Applied, DEFAULT_CACHE_BYTES, Durability, EXPIRY_BACKLOG_COUNT_LIMIT, Engine, EngineConfig,
+    ExpiryPass, IncarnationSource, Inspection, KeyPage, Merged, Metrics, SetPage, scan_position,
+    stream_id,
 };
 pub use error::{Error, Result};
 pub use log::{Record, Since};
 pub use object::{
-    GroupFn, GroupId, Kind, MAX_KEY_BYTES, MAX_MEMBERS_PER_OP, MAX_MERGED_OBJECT_BYTES,
-    MAX_OBJECT_BYTES, MAX_VALUE_BYTES, ObjectKey, Op, RegisterValue, Value,
+    Deadline, GroupFn, GroupId, Kind, MAX_KEY_BYTES, MAX_MEMBERS_PER_OP, MAX_MERGED_OBJECT_BYTES,
+    MAX_OBJECT_BYTES, MAX_VALUE_BYTES, ObjectKey, Op, RegisterValue, Ttl, Value,
 };

@@ -161,6 +161,47 @@ pub enum Op {
     /// remove every observed member or field; register writes a
     /// timestamped tombstone.
     Delete,
+    /// Register: write a value and change its expiry (`SET … EX|PX|EXAT|
+    /// PXAT|KEEPTTL`). [`Op::Put`] is `PutTtl(v, Ttl::Persist)`, as Redis's
+    /// plain `SET` clears a TTL.
+    PutTtl(Vec<u8>, Ttl),
+    /// Any type: set a deadline (`EXPIRE` and friends). A deadline at or
+    /// before the node's now expires the object at once.
+    Expire(Deadline),
+    /// Any type: remove the deadlines this replica observed (`PERSIST`).
+    Persist,
+}
+
+/// When an object expires, as a write gives it: relative to the node's
+/// clock when the write is applied (the client's clock is never used), or
+/// absolute.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Deadline {
+    /// Milliseconds after the node's now.
+    In(u64),
+    /// Unix milliseconds.
+    At(u64),
+}
+
+impl Deadline {
+    /// The deadline in Unix milliseconds, for a node whose clock reads `now_ms`.
+    pub fn unix_ms(self, now_ms: u64) -> u64 {
+        match self {
+            Deadline::In(ms) => now_ms.saturating_add(ms),
+            Deadline::At(ms) => ms,
+        }
+    }
+}
+
+/// What a register write does to the object's expiry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Ttl {
+    /// Keep the deadlines (`SET … KEEPTTL`).
+    Keep,
+    /// Remove the observed deadlines (plain `SET`).
+    Persist,
+    /// Replace the observed deadlines with this one (`SET … EX|PX|EXAT|PXAT`).
+    Expire(Deadline),
 }
 
 impl Op {
@@ -170,9 +211,9 @@ impl Op {
             (self, kind),
             (Op::Incr(_), Kind::Counter)
                 | (Op::Add(_) | Op::Remove(_), Kind::Set)
-                | (Op::Put(_), Kind::Register)
+                | (Op::Put(_) | Op::PutTtl(..), Kind::Register)
                 | (Op::HSet(_) | Op::HIncr(..) | Op::HDel(_), Kind::Map)
-                | (Op::Delete, _)
+                | (Op::Delete | Op::Expire(_) | Op::Persist, _)
         );
         if !fits {
             return Err(Error::WrongType(format!(
@@ -221,7 +262,7 @@ impl Op {
                     check_field(f)?;
                 }
             }
-            Op::Put(v) if v.len() > MAX_VALUE_BYTES => {
+            Op::Put(v) | Op::PutTtl(v, _) if v.len() > MAX_VALUE_BYTES => {
                 return Err(Error::InvalidArgument(format!(
                     "value of {} bytes exceeds the {MAX_VALUE_BYTES}-byte limit",
                     v.len()
@@ -242,6 +283,9 @@ impl Op {
             Op::HIncr(..) => "hincrby",
             Op::HDel(_) => "hdel",
             Op::Delete => "delete",
+            Op::PutTtl(..) => "put",
+            Op::Expire(_) => "expire",
+            Op::Persist => "persist",
         }
     }
 }

@@ -153,7 +153,26 @@ impl MapView {
 pub(crate) struct Store {
     db: sled::Db,
     objects: sled::Tree,
+    /// Per-object expiry entries (`prefix` → [`StoredExpiry`]).
+    expiry: sled::Tree,
+    /// The reclamation worker's index: `[deadline ms: u64 BE] ++ prefix` →
+    /// nothing. An entry may be stale (the deadline was cancelled or has
+    /// fired); the worker drops those as it meets them.
+    deadlines: sled::Tree,
     path: PathBuf,
+}
+
+/// One object's expiry as this replica stores it.
+#[derive(
+    Clone, Default, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub(crate) struct StoredExpiry {
+    /// The replicated state.
+    pub(crate) expiry: crate::crdt::Expiry,
+    /// The cutoff this replica last fired (local, never replicated): while
+    /// the cutoff is above it, the object's counter, set and map content
+    /// reads as absent and the worker fires.
+    pub(crate) fired_ms: u64,
 }
 
 pub(crate) fn prefix(key: &ObjectKey) -> Vec<u8> {
@@ -176,6 +195,14 @@ fn member_key(prefix: &[u8], member: &[u8]) -> Vec<u8> {
     k.extend_from_slice(prefix);
     k.push(MEMBER_SUFFIX);
     k.extend_from_slice(member);
+    k
+}
+
+/// The deadline index key of `deadline_ms` for the object at `prefix`.
+fn deadline_key(deadline_ms: u64, prefix: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + prefix.len());
+    k.extend_from_slice(&deadline_ms.to_be_bytes());
+    k.extend_from_slice(prefix);
     k
 }
 
@@ -315,10 +342,14 @@ impl Store {
             }
         };
         let objects = db.open_tree("objects")?;
+        let expiry = db.open_tree("expiry")?;
+        let deadlines = db.open_tree("deadlines")?;
         restrict_tree(path)?;
         Ok(Store {
             db,
             objects,
+            expiry,
+            deadlines,
             path: path.to_path_buf(),
         })
     }
@@ -530,6 +561,95 @@ impl Store {
         Ok(())
     }
 
+    /// An object's expiry entry, if it has one.
+    pub(crate) fn read_expiry(&self, key: &ObjectKey) -> Result<Option<StoredExpiry>> {
+        match self.expiry.get(prefix(key))? {
+            None => Ok(None),
+            Some(v) => {
+                let (_, x) =
+                    decode_value::<StoredExpiry>(&v).map_err(|e| self.corrupt("expiry", e))?;
+                Ok(Some(x))
+            }
+        }
+    }
+
+    /// Writes an object's expiry entry and indexes `due` (deadlines the
+    /// worker must visit) for it.
+    pub(crate) fn write_expiry(
+        &self,
+        key: &ObjectKey,
+        x: &StoredExpiry,
+        due: &[u64],
+        lsn: u64,
+    ) -> Result<()> {
+        let p = prefix(key);
+        for &d in due {
+            self.deadlines.insert(deadline_key(d, &p), &[][..])?;
+        }
+        self.expiry.insert(p, encode_value(lsn, x))?;
+        Ok(())
+    }
+
+    /// Up to `max` index entries due at `now_ms`, oldest first: the
+    /// objects and the raw index keys (to [`Store::drop_due`]).
+    pub(crate) fn due(&self, now_ms: u64, max: usize) -> Result<Vec<(ObjectKey, Vec<u8>)>> {
+        let mut out = Vec::new();
+        let end = (now_ms.saturating_add(1)).to_be_bytes();
+        for item in self.deadlines.range(..end.as_slice()) {
+            if out.len() >= max {
+                break;
+            }
+            let (raw, _) = item?;
+            let Some((object, None)) = raw.get(8..).and_then(parse_key) else {
+                return Err(Error::corruption(
+                    &self.path,
+                    "unparseable deadline index key",
+                ));
+            };
+            out.push((object, raw.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// How many index entries are due at `now_ms` (counted up to `limit`).
+    pub(crate) fn due_count(&self, now_ms: u64, limit: usize) -> Result<u64> {
+        let end = (now_ms.saturating_add(1)).to_be_bytes();
+        let mut n = 0;
+        for item in self.deadlines.range(..end.as_slice()).take(limit) {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Drops a visited index entry.
+    pub(crate) fn drop_due(&self, raw: &[u8]) -> Result<()> {
+        self.deadlines.remove(raw)?;
+        Ok(())
+    }
+
+    /// Every expiry entry, in key order (full-state sync).
+    pub(crate) fn for_each_expiry(
+        &self,
+        accept: &dyn Fn(&ObjectKey) -> bool,
+        mut f: impl FnMut(ObjectKey, crate::crdt::Expiry) -> Result<bool>,
+    ) -> Result<()> {
+        for item in self.expiry.iter() {
+            let (raw, v) = item?;
+            let Some((object, None)) = parse_key(&raw) else {
+                return Err(Error::corruption(&self.path, "unparseable expiry key"));
+            };
+            if !accept(&object) {
+                continue;
+            }
+            let (_, x) = decode_value::<StoredExpiry>(&v).map_err(|e| self.corrupt("expiry", e))?;
+            if !f(object, x.expiry)? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
     /// The full state of an object, if it exists.
     pub(crate) fn read_state(&self, key: &ObjectKey) -> Result<Option<ObjectState>> {
         Ok(match key.kind() {
@@ -654,6 +774,17 @@ impl Store {
                 out.push(object);
             }
         }
+        for item in self.expiry.iter() {
+            let (raw, v) = item?;
+            let Some((object, _)) = parse_key(&raw) else {
+                return Err(Error::corruption(&self.path, "unparseable expiry key"));
+            };
+            if stored_lsn(&v).is_some_and(|at| at >= lsn) {
+                out.push(object);
+            }
+        }
+        out.sort();
+        out.dedup();
         Ok(out)
     }
 

@@ -185,10 +185,10 @@ impl PeerMessage {
                     check_key(&r.key)?;
                     check_dot(r.dot)?;
                     check_delta(&r.delta)?;
-                    if r.key.kind() != r.delta.kind() {
+                    if !r.delta.fits(r.key.kind()) {
                         return Err(format!(
                             "{} delta for a {} key",
-                            r.delta.kind(),
+                            r.delta.what(),
                             r.key.kind()
                         ));
                     }
@@ -293,6 +293,11 @@ fn check_delta(delta: &Delta) -> Result<(), String> {
             check_context(&m.context)?;
             check_map_fields(&m.fields)?;
         }
+        Delta::Expiry(e) => {
+            check_context(e.context())?;
+            e.check().map_err(|e| e.to_string())?;
+            e.deadlines().keys().copied().try_for_each(check_dot)?;
+        }
         Delta::Counter(_) | Delta::Register(_) => {}
     }
     Ok(())
@@ -328,6 +333,7 @@ pub fn record_bytes(r: &Record) -> usize {
                     + 16 * s.context.entries()
             }
             Delta::Register(r) => r.value.as_ref().map_or(0, Vec::len),
+            Delta::Expiry(e) => 24 * e.deadlines().len() + 16 * e.context().entries() + 8,
             Delta::Map(m) => {
                 m.fields
                     .iter()

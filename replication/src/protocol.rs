@@ -1218,6 +1218,16 @@ impl Replicator {
                 Delta::Map(m) => m
                     .max_hlc()
                     .map_or(Ok(()), |hlc| self.engine.clock().observe(hlc, now.physical)),
+                // An expiry's floor is a cutoff that happened on its
+                // sender's clock: one from the future would hide writes
+                // not yet made.
+                Delta::Expiry(e) => self.engine.clock().observe(
+                    meridian_engine::Hlc {
+                        time: meridian_engine::PhysicalTime::from_unix_ms(e.floor_ms()).0,
+                        node: r.hlc.node,
+                    },
+                    now.physical,
+                ),
                 Delta::Counter(_) | Delta::Set(_) => Ok(()),
             };
             let merged = inner.and_then(|()| self.engine.merge(r, now.physical));

@@ -45,6 +45,13 @@ use std::collections::BTreeMap;
 use crate::causal::{CausalContext, Dot, Incarnation, StreamId};
 use crate::clock::{Hlc, PhysicalTime};
 
+/// Most surviving deadlines one object's expiry may hold. Every setting
+/// cancels the ones its replica saw, so only settings concurrent with each
+/// other survive together: one per region writing the key at once. A peer
+/// sending more is refused (its state could not have come from operations
+/// of a cluster of sane size) rather than held in memory.
+pub const MAX_DEADLINES: usize = 256;
+
 /// Replicated TTL state of one object (and the delta type: a delta is a
 /// small `Expiry`).
 #[derive(
@@ -71,6 +78,17 @@ impl Expiry {
 
     pub fn floor_ms(&self) -> u64 {
         self.floor_ms
+    }
+
+    /// Refuses a state over [`MAX_DEADLINES`] (from a peer or a disk).
+    pub fn check(&self) -> crate::error::Result<()> {
+        if self.deadlines.len() > MAX_DEADLINES {
+            return Err(crate::error::Error::InvalidArgument(format!(
+                "an expiry with {} deadlines exceeds the limit of {MAX_DEADLINES}",
+                self.deadlines.len()
+            )));
+        }
+        Ok(())
     }
 
     /// Whether the state means "never set, never expired".

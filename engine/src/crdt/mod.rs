@@ -29,16 +29,32 @@ pub enum Delta {
     Set(SetDelta),
     Register(Register),
     Map(MapDelta),
+    /// A change of the addressed object's expiry (any kind): stored beside
+    /// the object, not in it.
+    Expiry(Expiry),
 }
 
 impl Delta {
-    pub fn kind(&self) -> Kind {
+    /// The kind of object the delta joins into; `None` for an expiry,
+    /// which any kind has.
+    pub fn kind(&self) -> Option<Kind> {
         match self {
-            Delta::Counter(_) => Kind::Counter,
-            Delta::Set(_) => Kind::Set,
-            Delta::Register(_) => Kind::Register,
-            Delta::Map(_) => Kind::Map,
+            Delta::Counter(_) => Some(Kind::Counter),
+            Delta::Set(_) => Some(Kind::Set),
+            Delta::Register(_) => Some(Kind::Register),
+            Delta::Map(_) => Some(Kind::Map),
+            Delta::Expiry(_) => None,
         }
+    }
+
+    /// Whether the delta may be addressed to an object of `kind`.
+    pub fn fits(&self, kind: Kind) -> bool {
+        self.kind().is_none_or(|k| k == kind)
+    }
+
+    /// What the delta is, for messages.
+    pub fn what(&self) -> &'static str {
+        self.kind().map_or("expiry", Kind::as_str)
     }
 }
 
@@ -93,6 +109,7 @@ impl ObjectState {
             }
             Delta::Register(r) => ObjectState::Register(r.clone()),
             Delta::Map(d) => ObjectState::Map(OrMap::from_delta(d)),
+            Delta::Expiry(_) => unreachable!("an expiry delta is not an object state"),
         }
     }
 
@@ -105,7 +122,7 @@ impl ObjectState {
             (ObjectState::Map(m), Delta::Map(d)) => Ok(m.merge(d)),
             (state, delta) => Err(Error::WrongType(format!(
                 "cannot join a {} delta into a {}",
-                delta.kind(),
+                delta.what(),
                 state.kind()
             ))),
         }

@@ -126,10 +126,10 @@ impl Record {
             .key
             .validate()
             .map_err(|e| DecodeError::Malformed(e.to_string()))?;
-        if record.key.kind() != record.delta.kind() {
+        if !record.delta.fits(record.key.kind()) {
             return Err(DecodeError::Malformed(format!(
                 "{} delta for a {} key",
-                record.delta.kind(),
+                record.delta.what(),
                 record.key.kind()
             )));
         }
@@ -1048,6 +1048,7 @@ pub(crate) fn estimate_bytes(r: &Record) -> usize {
                     + 16 * s.context.entries()
             }
             Delta::Register(r) => r.value.as_ref().map_or(0, Vec::len),
+            Delta::Expiry(e) => 24 * e.deadlines().len() + 16 * e.context().entries() + 8,
             Delta::Map(m) => {
                 m.fields
                     .iter()
