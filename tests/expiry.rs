@@ -327,6 +327,13 @@ fn commands(c: &mut redis::Connection) -> Result<()> {
     ensure!(q::<i64>(c, &["EXPIREAT", "past", "1"])? == 1);
     ensure!(q::<Option<String>>(c, &["GET", "past"])?.is_none());
     ensure!(q::<String>(c, &["TYPE", "past"])? == "none");
+    // At other levels, through the coordinator's replicated path.
+    ensure!(q::<String>(c, &["MERIDIAN.AT", "quorum", "SET", "lv", "v", "EX", "100"])? == "OK");
+    ensure!((99..=100).contains(&q::<i64>(c, &["MERIDIAN.AT", "all", "TTL", "lv"])?));
+    ensure!(q::<i64>(c, &["MERIDIAN.AT", "all", "PERSIST", "lv"])? == 1);
+    ensure!(q::<i64>(c, &["MERIDIAN.AT", "quorum", "TTL", "lv"])? == -1);
+    ensure!(q::<i64>(c, &["MERIDIAN.AT", "quorum", "EXPIRE", "lv", "0"])? == 1);
+    ensure!(q::<i64>(c, &["MERIDIAN.AT", "all", "TTL", "lv"])? == -2);
     Ok(())
 }
 
