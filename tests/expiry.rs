@@ -327,6 +327,9 @@ fn commands(c: &mut redis::Connection) -> Result<()> {
     ensure!(q::<i64>(c, &["EXPIREAT", "past", "1"])? == 1);
     ensure!(q::<Option<String>>(c, &["GET", "past"])?.is_none());
     ensure!(q::<String>(c, &["TYPE", "past"])? == "none");
+    // SET with a deadline already passed: the key ends absent (Redis).
+    ensure!(q::<String>(c, &["SET", "past", "v", "PXAT", "1"])? == "OK");
+    ensure!(q::<i64>(c, &["EXISTS", "past"])? == 0);
     // At other levels, through the coordinator's replicated path.
     ensure!(q::<String>(c, &["MERIDIAN.AT", "quorum", "SET", "lv", "v", "EX", "100"])? == "OK");
     ensure!((99..=100).contains(&q::<i64>(c, &["MERIDIAN.AT", "all", "TTL", "lv"])?));

@@ -120,14 +120,19 @@ pub(crate) fn engine_ttl(ttl: wire::Ttl) -> Ttl {
     }
 }
 
-/// `op` as applied at `now_ms`: an `Expire` to a Unix time already past
-/// becomes "now". The engine expires an object at a deadline `D` by
-/// removing the writes stamped before `D`; a deadline earlier than the
-/// object's last write would remove nothing, where Redis's `EXPIREAT` in
-/// the past deletes the key.
+/// `op` as applied at `now_ms`, for a deadline that has already passed.
+/// The engine expires an object at a deadline `D` by removing the writes
+/// stamped before `D`, so a deadline earlier than the object's last write
+/// would remove nothing, and a register write stamped after its own
+/// deadline would live on with no TTL; Redis deletes the key in both cases.
+/// So an `Expire` to a past Unix time becomes "now", and a register write
+/// whose deadline is not after now becomes a delete (the key ends absent,
+/// as after Redis's `SET … PXAT <past>`).
 pub(crate) fn at_now(op: Op, now_ms: u64) -> Op {
     match op {
         Op::Expire(Deadline::At(ms)) if ms < now_ms => Op::Expire(Deadline::In(0)),
+        Op::PutTtl(_, Ttl::Expire(Deadline::At(ms))) if ms <= now_ms => Op::Delete,
+        Op::PutTtl(_, Ttl::Expire(Deadline::In(0))) => Op::Delete,
         other => other,
     }
 }
@@ -373,6 +378,28 @@ mod tests {
         assert!(
             matches!(reply_value(small), ReplyValue::Set { members, .. } if members.len() == 2)
         );
+    }
+
+    #[test]
+    fn passed_deadlines_expire_now() {
+        let now = 10_000;
+        let put = |d| Op::PutTtl(b"v".to_vec(), Ttl::Expire(d));
+        assert_eq!(
+            at_now(Op::Expire(Deadline::At(5)), now),
+            Op::Expire(Deadline::In(0))
+        );
+        assert_eq!(at_now(put(Deadline::At(now)), now), Op::Delete);
+        assert_eq!(at_now(put(Deadline::In(0)), now), Op::Delete);
+        // Deadlines still ahead are left to the engine.
+        for op in [
+            Op::Expire(Deadline::At(now + 1)),
+            Op::Expire(Deadline::In(0)),
+            put(Deadline::At(now + 1)),
+            put(Deadline::In(1)),
+            Op::PutTtl(b"v".to_vec(), Ttl::Keep),
+        ] {
+            assert_eq!(at_now(op.clone(), now), op);
+        }
     }
 
     #[test]
