@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result, ensure};
 use meridian::objects::{converge_to, map_of};
-use meridian::resp::{code, connect, q};
+use meridian::resp::{code, q, with_resp};
 use meridian::{InProcessCluster, Obj, Spec};
 use meridian_engine::crdt::ObjectState;
 use meridian_engine::crdt::map::Entry;
@@ -23,16 +23,6 @@ use redis::Value;
 const US: &str = "us-east-1";
 const EU: &str = "eu-west-1";
 const AP: &str = "ap-south-1";
-
-/// Runs `f` with a RESP connection to `addr`, off the async workers.
-async fn with_resp<T: Send + 'static>(
-    addr: SocketAddr,
-    token: &str,
-    f: impl FnOnce(&mut redis::Connection) -> Result<T> + Send + 'static,
-) -> Result<T> {
-    let token = token.to_owned();
-    tokio::task::spawn_blocking(move || f(&mut connect(addr, "local", &token, false)?)).await?
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hashes_over_resp_and_across_partitions() -> Result<()> {

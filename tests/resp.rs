@@ -156,10 +156,12 @@ fn error_wording(addr: SocketAddr, token: &str) -> Result<()> {
             "FLUSHALL",
             "-ERR unknown command 'FLUSHALL', with args beginning with: ",
         ),
+        ("EXPIRE k x", "-ERR value is not an integer or out of range"),
         (
-            "EXPIRE k 10",
-            "-ERR unknown command 'EXPIRE', with args beginning with: 'k' '10' ",
+            "EXPIRE k 10 NX XX",
+            "-ERR NX and XX, GT or LT options at the same time are not compatible",
         ),
+        ("EXPIRE k 10 SOON", "-ERR Unsupported option SOON"),
         ("SELECT 1", "-ERR DB index is out of range"),
         ("SELECT 0", "+OK"),
         ("GET", "-ERR wrong number of arguments for 'get' command"),
@@ -194,9 +196,11 @@ fn error_wording(addr: SocketAddr, token: &str) -> Result<()> {
             "SET ew-ctr 5",
             "-WRONGTYPE Operation against a key holding the wrong kind of value",
         ),
+        ("SET k v EX 0", "-ERR invalid expire time in 'set' command"),
+        ("SET k v EX 10 PX 5", "-ERR syntax error"),
         (
-            "SET k v EX 10",
-            "-ERR SET with an expiry is not supported: Meridian has no expiry yet (see docs/resp.md)",
+            "GETEX k EX -1",
+            "-ERR invalid expire time in 'getex' command",
         ),
         (
             "MERIDIAN.AT eventual GET k",

@@ -9,8 +9,16 @@
 //!   sadd KEY MEMBER...    set add
 //!   srem KEY MEMBER...    set remove
 //!   smembers KEY [--paged] set read (--paged: page by page, for sets of any size)
-//!   put KEY VALUE         register write
+//!   put KEY VALUE [--ex S|--px MS|--exat S|--pxat MS|--keepttl]
+//!                         register write (alias `set`), with a TTL; a plain
+//!                         put clears the TTL, as Redis's SET
 //!   get KEY               register read
+//!   expire KEY TIME [--kind K] [--ms] [--at]
+//!                         expire the object (default kind register) TIME
+//!                         seconds from the node's now (--ms: milliseconds;
+//!                         --at: TIME is a Unix time); 0 expires it now
+//!   ttl KEY [--kind K]    whether it exists and its time to live
+//!   persist KEY [--kind K] remove its TTL
 //!   hset KEY FIELD VALUE [FIELD VALUE ...]   map: set fields
 //!   hincrby KEY FIELD DELTA                  map: add to a field's integer
 //!   hdel KEY FIELD...                        map: remove fields
@@ -34,8 +42,9 @@
 //! `{"ok":false,"error":"unavailable|timeout|…","definite":true|false,"message":"…"}`.
 //! `value` is an integer for counters, a sorted array of strings for sets,
 //! a string or null for registers, an object `{field: value}` for maps
-//! (`hget`: the field's value or null); writes show the new state (a map
-//! write: the fields it touched). Bytes that
+//! (`hget`: the field's value or null), `{"exists":…,"ttl_ms":N|null,
+//! "deadline_ms":N|null}` for `ttl`, `expire` and `persist`; writes show
+//! the new state (a map write: the fields it touched). Bytes that
 //! are not UTF-8 are shown escaped (`\xNN`, with `\` itself as `\\`),
 //! never dropped.
 //!
@@ -50,7 +59,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use meridian_client::wire::{Operation, Reply, ReplyValue, Request};
+use meridian_client::wire::{Deadline, Operation, Reply, ReplyValue, Request, Ttl};
 use meridian_client::{Client, ClientConfig, Consistency, Error, Kind};
 
 /// Default client config path when `--config` is not given.
@@ -115,8 +124,14 @@ pub enum CliCommand {
         #[arg(long)]
         paged: bool,
     },
-    /// Write a register.
-    Put { key: OsString, value: OsString },
+    /// Write a register (a plain write clears its TTL, as Redis's SET).
+    #[command(visible_alias = "set")]
+    Put {
+        key: OsString,
+        value: OsString,
+        #[command(flatten)]
+        ttl: TtlArgs,
+    },
     /// Read a register.
     Get { key: OsString },
     /// Set map fields: FIELD VALUE pairs.
@@ -142,6 +157,32 @@ pub enum CliCommand {
     Hgetall { key: OsString },
     /// Read one map field (the map is read whole, then the field picked).
     Hget { key: OsString, field: OsString },
+    /// Expire an object TIME seconds from the node's now (0: now).
+    Expire {
+        key: OsString,
+        time: u64,
+        /// The object's type.
+        #[arg(long, value_parser = parse_kind, default_value = "register")]
+        kind: Kind,
+        /// TIME is in milliseconds.
+        #[arg(long)]
+        ms: bool,
+        /// TIME is a Unix time, not a duration.
+        #[arg(long)]
+        at: bool,
+    },
+    /// Whether an object exists, and its time to live.
+    Ttl {
+        key: OsString,
+        #[arg(long, value_parser = parse_kind, default_value = "register")]
+        kind: Kind,
+    },
+    /// Remove an object's time to live.
+    Persist {
+        key: OsString,
+        #[arg(long, value_parser = parse_kind, default_value = "register")]
+        kind: Kind,
+    },
     /// Delete an object.
     Del {
         #[arg(value_parser = parse_kind)]
@@ -161,6 +202,42 @@ pub enum CliCommand {
         #[arg(long)]
         all: bool,
     },
+}
+
+/// A register write's TTL options (at most one).
+#[derive(Debug, Default, Args)]
+#[group(multiple = false)]
+pub struct TtlArgs {
+    /// Expire this many seconds from the node's now.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub ex: Option<u64>,
+    /// Expire this many milliseconds from the node's now.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub px: Option<u64>,
+    /// Expire at this Unix time (seconds).
+    #[arg(long, value_name = "UNIX_SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub exat: Option<u64>,
+    /// Expire at this Unix time (milliseconds).
+    #[arg(long, value_name = "UNIX_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pxat: Option<u64>,
+    /// Keep the register's TTL.
+    #[arg(long)]
+    pub keepttl: bool,
+}
+
+impl TtlArgs {
+    /// The write's TTL change (`Persist` when none is given).
+    fn ttl(&self) -> Ttl {
+        let s = |v: u64| v.saturating_mul(1000);
+        match (self.ex, self.px, self.exat, self.pxat) {
+            (Some(v), ..) => Ttl::Expire(Deadline::In(s(v))),
+            (_, Some(v), ..) => Ttl::Expire(Deadline::In(v)),
+            (_, _, Some(v), _) => Ttl::Expire(Deadline::At(s(v))),
+            (.., Some(v)) => Ttl::Expire(Deadline::At(v)),
+            _ if self.keepttl => Ttl::Keep,
+            _ => Ttl::Persist,
+        }
+    }
 }
 
 /// A scan cursor given in hex (a newtype: clap reads a `Vec` as many
@@ -217,9 +294,46 @@ impl CliCommand {
                 after: None,
                 count: 0,
             },
-            CliCommand::Put { key, value } => Operation::RegisterPut {
+            CliCommand::Put { key, value, ttl } => match ttl.ttl() {
+                Ttl::Persist => Operation::RegisterPut {
+                    key: bytes(key),
+                    value: bytes(value),
+                },
+                ttl => Operation::RegisterPutTtl {
+                    key: bytes(key),
+                    value: bytes(value),
+                    ttl,
+                },
+            },
+            CliCommand::Expire {
+                key,
+                time,
+                kind,
+                ms,
+                at,
+            } => {
+                let ms = if *ms {
+                    *time
+                } else {
+                    time.saturating_mul(1000)
+                };
+                Operation::Expire {
+                    kind: *kind,
+                    key: bytes(key),
+                    deadline: if *at {
+                        Deadline::At(ms)
+                    } else {
+                        Deadline::In(ms)
+                    },
+                }
+            }
+            CliCommand::Ttl { key, kind } => Operation::Ttl {
+                kind: *kind,
                 key: bytes(key),
-                value: bytes(value),
+            },
+            CliCommand::Persist { key, kind } => Operation::Persist {
+                kind: *kind,
+                key: bytes(key),
             },
             CliCommand::Get { key } => Operation::RegisterGet { key: bytes(key) },
             CliCommand::Hset { key, pairs } => Operation::MapSet {
@@ -355,6 +469,15 @@ pub fn json_value(v: &ReplyValue) -> serde_json::Value {
                 .map(|(f, v)| (show_bytes(f), J::from(show_bytes(v))))
                 .collect(),
         ),
+        ReplyValue::Ttl {
+            exists,
+            deadline_ms,
+            remaining_ms,
+        } => serde_json::json!({
+            "exists": exists,
+            "ttl_ms": remaining_ms,
+            "deadline_ms": deadline_ms,
+        }),
         // Not operations this command sends (the RESP door's type check).
         ReplyValue::Inspect { .. } | ReplyValue::Probe { .. } => J::from(format!("{v:?}")),
     }
@@ -412,6 +535,14 @@ fn human_value(v: &ReplyValue) -> String {
                 format!("{}\n({count} fields)", shown.join("\n"))
             }
         }
+        ReplyValue::Ttl { exists: false, .. } => "(absent)".to_string(),
+        ReplyValue::Ttl {
+            remaining_ms: None, ..
+        } => "(no ttl)".to_string(),
+        ReplyValue::Ttl {
+            remaining_ms: Some(ms),
+            ..
+        } => format!("{ms} ms"),
         ReplyValue::Inspect { .. } | ReplyValue::Probe { .. } => format!("{v:?}"),
     }
 }
@@ -601,5 +732,70 @@ mod tests {
             json_value(&picked_field(map, b"zz")),
             serde_json::Value::Null
         );
+        assert_eq!(
+            json_value(&ReplyValue::Ttl {
+                exists: true,
+                deadline_ms: Some(9_000),
+                remaining_ms: Some(2_000)
+            }),
+            serde_json::json!({"exists": true, "ttl_ms": 2000, "deadline_ms": 9000})
+        );
+    }
+
+    #[test]
+    fn ttl_options_become_the_wire_ttl() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Top {
+            #[command(subcommand)]
+            command: CliCommand,
+        }
+        let op = |args: &[&str]| {
+            Top::try_parse_from(std::iter::once("cli").chain(args.iter().copied()))
+                .map(|t| t.command.operation())
+        };
+        assert_eq!(
+            op(&["set", "k", "v", "--ex", "10"]).unwrap(),
+            Operation::RegisterPutTtl {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                ttl: Ttl::Expire(Deadline::In(10_000)),
+            }
+        );
+        assert_eq!(
+            op(&["put", "k", "v"]).unwrap(),
+            Operation::RegisterPut {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            }
+        );
+        assert!(matches!(
+            op(&["put", "k", "v", "--keepttl"]).unwrap(),
+            Operation::RegisterPutTtl { ttl: Ttl::Keep, .. }
+        ));
+        assert!(op(&["put", "k", "v", "--ex", "1", "--px", "5"]).is_err());
+        assert!(op(&["put", "k", "v", "--ex", "0"]).is_err());
+        assert_eq!(
+            op(&["expire", "k", "1500", "--ms", "--kind", "set"]).unwrap(),
+            Operation::Expire {
+                kind: Kind::Set,
+                key: b"k".to_vec(),
+                deadline: Deadline::In(1_500),
+            }
+        );
+        assert_eq!(
+            op(&["ttl", "k"]).unwrap(),
+            Operation::Ttl {
+                kind: Kind::Register,
+                key: b"k".to_vec(),
+            }
+        );
+        assert!(matches!(
+            op(&["persist", "k", "--kind", "map"]).unwrap(),
+            Operation::Persist {
+                kind: Kind::Map,
+                ..
+            }
+        ));
     }
 }

@@ -5,9 +5,10 @@
 //! section 7 "Errors are honest").
 //!
 //! Also `scan` and `smembers --paged` through the binary (their output
-//! shapes, cursors, and a malformed cursor as a usage error).
+//! shapes, cursors, and a malformed cursor as a usage error), and the
+//! expiry commands (`set --ex`, `expire`, `ttl`, `persist`).
 //!
-//! Address blocks (`127.31.<block>.x`): 84, 85.
+//! Address blocks (`127.31.<block>.x`): 84, 85, 86.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -332,5 +333,59 @@ async fn scan_and_paged_smembers_through_the_binary() -> Result<()> {
 
     let bad = cli_at(&config, US, &["scan", "--cursor", "xyz"]).await?;
     assert_eq!(bad.code, 1, "{bad:?}");
+    nodes.shutdown().await
+}
+
+/// `set KEY VALUE --ex S` (alias of `put`), `ttl`, `persist`, `expire`
+/// through the binary: the JSON shapes the docs give, the TTL counted by
+/// the node, conflicting TTL options a usage error (1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiry_commands_through_the_binary() -> Result<()> {
+    let spec = Spec::new(["us-east"]).ports(Ports::Hosts {
+        hosts: vec!["127.31.86.1".into()],
+        base_port: 17_100,
+    });
+    let files = ClusterFiles::create(Workdir::temporary("meridian-cli-expiry")?, &spec)?;
+    let config = files.client_config_path();
+    let mut nodes = NodeSet::new(&files, |_| ServeOptions::default());
+    nodes.start(US).await?;
+    let set = cli_at(&config, US, &["--json", "set", "k", "v", "--ex", "100"]).await?;
+    assert_eq!(set.code, 0, "{set:?}");
+    assert_eq!(set.json()["value"], "v", "{set:?}");
+    let ttl = cli_at(&config, US, &["--json", "ttl", "k"]).await?;
+    assert_eq!(ttl.code, 0, "{ttl:?}");
+    let value = &ttl.json()["value"];
+    assert_eq!(value["exists"], true, "{ttl:?}");
+    let ms = value["ttl_ms"].as_u64().context("ttl_ms")?;
+    assert!(ms > 90_000 && ms <= 100_000, "{ttl:?}");
+    assert!(value["deadline_ms"].as_u64().is_some(), "{ttl:?}");
+    let persist = cli_at(&config, US, &["--json", "persist", "k"]).await?;
+    assert_eq!(
+        persist.json()["value"]["ttl_ms"],
+        Value::Null,
+        "{persist:?}"
+    );
+    let text = cli_at(&config, US, &["ttl", "k"]).await?;
+    assert_eq!(text.stdout.trim(), "(no ttl)", "{text:?}");
+    // Another kind, by --kind; expiring now leaves it absent.
+    assert_eq!(cli_at(&config, US, &["sadd", "s", "m"]).await?.code, 0);
+    let expired = cli_at(
+        &config,
+        US,
+        &["--json", "expire", "s", "0", "--kind", "set"],
+    )
+    .await?;
+    assert_eq!(expired.code, 0, "{expired:?}");
+    assert_eq!(expired.json()["value"]["exists"], false, "{expired:?}");
+    let members = cli_at(&config, US, &["--json", "smembers", "s"]).await?;
+    assert_eq!(
+        members.json()["value"],
+        serde_json::json!([]),
+        "{members:?}"
+    );
+    let gone = cli_at(&config, US, &["ttl", "s", "--kind", "set"]).await?;
+    assert_eq!(gone.stdout.trim(), "(absent)", "{gone:?}");
+    let both = cli_at(&config, US, &["put", "k", "v", "--ex", "1", "--keepttl"]).await?;
+    assert_eq!(both.code, 1, "{both:?}");
     nodes.shutdown().await
 }

@@ -487,7 +487,9 @@ fn check_reply(op: &Operation, reply: &Reply) -> Result<(), Error> {
     let expected = match op {
         Operation::CounterIncr { .. } | Operation::CounterRead { .. } => "counter",
         Operation::SetAdd { .. } | Operation::SetRemove { .. } | Operation::SetRead { .. } => "set",
-        Operation::RegisterPut { .. } | Operation::RegisterGet { .. } => "register",
+        Operation::RegisterPut { .. }
+        | Operation::RegisterGet { .. }
+        | Operation::RegisterPutTtl { .. } => "register",
         Operation::Delete { kind, .. } => kind.as_str(),
         Operation::Status => "status",
         Operation::DebugClockOffset { .. } => "empty",
@@ -499,6 +501,7 @@ fn check_reply(op: &Operation, reply: &Reply) -> Result<(), Error> {
         | Operation::MapRemove { .. }
         | Operation::MapRead { .. } => "map",
         Operation::Probe { .. } => "probe",
+        Operation::Expire { .. } | Operation::Persist { .. } | Operation::Ttl { .. } => "ttl",
     };
     let got = match &reply.value {
         ReplyValue::Counter { .. } => "counter",
@@ -511,6 +514,7 @@ fn check_reply(op: &Operation, reply: &Reply) -> Result<(), Error> {
         ReplyValue::SetPage { .. } => "set page",
         ReplyValue::Map { .. } => "map",
         ReplyValue::Probe { .. } => "probe",
+        ReplyValue::Ttl { .. } => "ttl",
     };
     if got == expected {
         Ok(())
@@ -558,6 +562,10 @@ fn op_name(op: &Operation) -> &'static str {
         Operation::MapRemove { .. } => "map.remove",
         Operation::MapRead { .. } => "map.read",
         Operation::Probe { .. } => "probe",
+        Operation::RegisterPutTtl { .. } => "register.put",
+        Operation::Expire { .. } => "expire",
+        Operation::Persist { .. } => "persist",
+        Operation::Ttl { .. } => "ttl",
     }
 }
 

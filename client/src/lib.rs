@@ -162,6 +162,6 @@ pub use connection::{CONNECT_TIMEOUT, IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL};
 pub use error::Error;
 pub use object::{
     Counter, FromReply, KeyPage, Map, MapValue, Read, Register, RegisterValue, RequestBuilder, Set,
-    SetPage, SetValue,
+    SetPage, SetValue, TtlValue,
 };
-pub use wire::{Consistency, Kind, NodeStatus, PeerStatus, ScanKey, WireHlc};
+pub use wire::{Consistency, Deadline, Kind, NodeStatus, PeerStatus, ScanKey, Ttl, WireHlc};

@@ -32,7 +32,9 @@ use std::time::Duration;
 use crate::Error;
 use crate::client::Client;
 use crate::config::{MAX_TIMEOUT, check_timeout};
-use crate::wire::{Consistency, Kind, Operation, ReplyValue, Request, ScanKey, WireHlc};
+use crate::wire::{
+    Consistency, Deadline, Kind, Operation, ReplyValue, Request, ScanKey, Ttl, WireHlc,
+};
 
 /// The result of a request: the value, which node served it and at which
 /// consistency level. (Writes return the object's new value too.)
@@ -137,6 +139,35 @@ impl MapValue {
     }
 }
 
+/// An object's time to live, by the serving node's clock ([`Register::ttl`]
+/// and the other handles' `ttl`, and the answer to `expire`/`persist`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TtlValue {
+    /// Whether the object is present (what a read would show).
+    pub exists: bool,
+    /// Its next deadline, in Unix milliseconds (`None`: no TTL).
+    pub deadline_ms: Option<u64>,
+    /// How long until that deadline, by the serving node's clock.
+    pub remaining: Option<Duration>,
+}
+
+impl FromReply for TtlValue {
+    fn from_reply(value: ReplyValue) -> Option<Self> {
+        match value {
+            ReplyValue::Ttl {
+                exists,
+                deadline_ms,
+                remaining_ms,
+            } => Some(TtlValue {
+                exists,
+                deadline_ms,
+                remaining: remaining_ms.map(Duration::from_millis),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// A value type a reply can be turned into. Sealed: implemented for the
 /// value types of this crate only.
 pub trait FromReply: Sized + sealed::Sealed {
@@ -152,6 +183,7 @@ mod sealed {
     impl Sealed for super::KeyPage {}
     impl Sealed for super::SetPage {}
     impl Sealed for super::MapValue {}
+    impl Sealed for super::TtlValue {}
 }
 
 impl FromReply for MapValue {
@@ -279,6 +311,38 @@ impl<T> RequestBuilder<T> {
     }
 }
 
+impl RequestBuilder<RegisterValue> {
+    /// A register write ([`Register::put`]) that expires `ttl` after the
+    /// serving node's now (`SET … PX`). Not for other requests: they are
+    /// left as they are.
+    pub fn ttl(self, ttl: Duration) -> Self {
+        self.with_ttl(Ttl::Expire(Deadline::after(ttl)))
+    }
+
+    /// A register write that expires at `deadline` (`SET … PXAT` for
+    /// [`Deadline::At`]).
+    pub fn expire(self, deadline: Deadline) -> Self {
+        self.with_ttl(Ttl::Expire(deadline))
+    }
+
+    /// A register write that keeps the register's time to live (`SET …
+    /// KEEPTTL`); a plain [`Register::put`] clears it, as Redis's `SET`.
+    pub fn keep_ttl(self) -> Self {
+        self.with_ttl(Ttl::Keep)
+    }
+
+    fn with_ttl(mut self, ttl: Ttl) -> Self {
+        self.op = match self.op {
+            Operation::RegisterPut { key, value }
+            | Operation::RegisterPutTtl { key, value, .. } => {
+                Operation::RegisterPutTtl { key, value, ttl }
+            }
+            other => other,
+        };
+        self
+    }
+}
+
 impl<T: FromReply + Send + 'static> IntoFuture for RequestBuilder<T> {
     type Output = Result<Read<T>, Error>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'static>>;
@@ -345,6 +409,24 @@ impl Counter {
     /// Resets what the serving node has observed; returns the new value.
     pub fn delete(&self) -> RequestBuilder<i64> {
         RequestBuilder::new(&self.client, delete(Kind::Counter, &self.key))
+    }
+
+    /// Expires the counter at `deadline` (by the serving node's clock; one
+    /// at or before its now expires it at once). Concurrent deadlines all
+    /// fire: the shortest wins. Answers with the TTL after it.
+    pub fn expire(&self, deadline: Deadline) -> RequestBuilder<TtlValue> {
+        RequestBuilder::new(&self.client, expire(Kind::Counter, &self.key, deadline))
+    }
+
+    /// Removes the TTLs the serving node has seen (a concurrent one still
+    /// fires). Answers with the TTL after it.
+    pub fn persist(&self) -> RequestBuilder<TtlValue> {
+        RequestBuilder::new(&self.client, persist(Kind::Counter, &self.key))
+    }
+
+    /// Whether the counter is present, and its time to live.
+    pub fn ttl(&self) -> RequestBuilder<TtlValue> {
+        RequestBuilder::new(&self.client, ttl(Kind::Counter, &self.key))
     }
 }
 
@@ -434,6 +516,24 @@ impl Set {
     pub fn delete(&self) -> RequestBuilder<SetValue> {
         RequestBuilder::new(&self.client, delete(Kind::Set, &self.key))
     }
+
+    /// Expires the set at `deadline` (by the serving node's clock; one
+    /// at or before its now expires it at once). Concurrent deadlines all
+    /// fire: the shortest wins. Answers with the TTL after it.
+    pub fn expire(&self, deadline: Deadline) -> RequestBuilder<TtlValue> {
+        RequestBuilder::new(&self.client, expire(Kind::Set, &self.key, deadline))
+    }
+
+    /// Removes the TTLs the serving node has seen (a concurrent one still
+    /// fires). Answers with the TTL after it.
+    pub fn persist(&self) -> RequestBuilder<TtlValue> {
+        RequestBuilder::new(&self.client, persist(Kind::Set, &self.key))
+    }
+
+    /// Whether the set is present, and its time to live.
+    pub fn ttl(&self) -> RequestBuilder<TtlValue> {
+        RequestBuilder::new(&self.client, ttl(Kind::Set, &self.key))
+    }
 }
 
 /// A last-writer-wins register: the write with the larger hybrid-logical-
@@ -478,6 +578,24 @@ impl Register {
     /// Writes a timestamped tombstone; returns the state after it.
     pub fn delete(&self) -> RequestBuilder<RegisterValue> {
         RequestBuilder::new(&self.client, delete(Kind::Register, &self.key))
+    }
+
+    /// Expires the register at `deadline` (by the serving node's clock; one
+    /// at or before its now expires it at once). Concurrent deadlines all
+    /// fire: the shortest wins. Answers with the TTL after it.
+    pub fn expire(&self, deadline: Deadline) -> RequestBuilder<TtlValue> {
+        RequestBuilder::new(&self.client, expire(Kind::Register, &self.key, deadline))
+    }
+
+    /// Removes the TTLs the serving node has seen (a concurrent one still
+    /// fires). Answers with the TTL after it.
+    pub fn persist(&self) -> RequestBuilder<TtlValue> {
+        RequestBuilder::new(&self.client, persist(Kind::Register, &self.key))
+    }
+
+    /// Whether the register is present, and its time to live.
+    pub fn ttl(&self) -> RequestBuilder<TtlValue> {
+        RequestBuilder::new(&self.client, ttl(Kind::Register, &self.key))
     }
 }
 
@@ -565,10 +683,50 @@ impl Map {
     pub fn delete(&self) -> RequestBuilder<MapValue> {
         RequestBuilder::new(&self.client, delete(Kind::Map, &self.key))
     }
+
+    /// Expires the map at `deadline` (by the serving node's clock; one
+    /// at or before its now expires it at once). Concurrent deadlines all
+    /// fire: the shortest wins. Answers with the TTL after it.
+    pub fn expire(&self, deadline: Deadline) -> RequestBuilder<TtlValue> {
+        RequestBuilder::new(&self.client, expire(Kind::Map, &self.key, deadline))
+    }
+
+    /// Removes the TTLs the serving node has seen (a concurrent one still
+    /// fires). Answers with the TTL after it.
+    pub fn persist(&self) -> RequestBuilder<TtlValue> {
+        RequestBuilder::new(&self.client, persist(Kind::Map, &self.key))
+    }
+
+    /// Whether the map is present, and its time to live.
+    pub fn ttl(&self) -> RequestBuilder<TtlValue> {
+        RequestBuilder::new(&self.client, ttl(Kind::Map, &self.key))
+    }
 }
 
 fn delete(kind: Kind, key: &[u8]) -> Operation {
     Operation::Delete {
+        kind,
+        key: key.to_vec(),
+    }
+}
+
+fn expire(kind: Kind, key: &[u8], deadline: Deadline) -> Operation {
+    Operation::Expire {
+        kind,
+        key: key.to_vec(),
+        deadline,
+    }
+}
+
+fn persist(kind: Kind, key: &[u8]) -> Operation {
+    Operation::Persist {
+        kind,
+        key: key.to_vec(),
+    }
+}
+
+fn ttl(kind: Kind, key: &[u8]) -> Operation {
+    Operation::Ttl {
         kind,
         key: key.to_vec(),
     }

@@ -28,7 +28,9 @@ use std::fmt;
 /// layout (an enum takes its largest variant's size), so a new operation
 /// larger than the others changes every frame, and client and node must
 /// agree. `meridian/2`: the map, scan and set-page operations (24-byte
-/// operations where `meridian/1` had 16). A client of the other version
+/// operations where `meridian/1` had 16), and the expiry operations
+/// (26 bytes; same version, the round that added them being unreleased).
+/// A client of the other version
 /// fails the QUIC handshake (no common application protocol) instead of
 /// sending frames the node would misread.
 pub const ALPN: &[u8] = b"meridian/2";
@@ -494,6 +496,75 @@ pub enum Operation {
         members: Vec<Vec<u8>>,
         fields: Vec<Vec<u8>>,
     },
+    /// Register write with a time to live (`SET … EX|PX|EXAT|PXAT|KEEPTTL`):
+    /// [`Ttl::Expire`] sets a deadline, [`Ttl::Keep`] keeps the register's
+    /// TTL, [`Ttl::Persist`] clears it (what [`Operation::RegisterPut`]
+    /// does). Answered like `RegisterPut`.
+    RegisterPutTtl {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl: Ttl,
+    },
+    /// Sets a deadline on an object of any type (`EXPIRE` family). The
+    /// node computes it from its own clock; a deadline at or before its
+    /// now expires the object at once. Concurrent deadlines all fire (the
+    /// shortest wins). Answered with [`ReplyValue::Ttl`] after it.
+    Expire {
+        kind: Kind,
+        key: Vec<u8>,
+        deadline: Deadline,
+    },
+    /// Removes the object's TTL (`PERSIST`): only the deadlines the
+    /// serving replica has seen (a concurrent one still fires). Answered
+    /// with [`ReplyValue::Ttl`] after it.
+    Persist {
+        kind: Kind,
+        key: Vec<u8>,
+    },
+    /// The object's time to live (`TTL`, `PTTL`): [`ReplyValue::Ttl`].
+    Ttl {
+        kind: Kind,
+        key: Vec<u8>,
+    },
+}
+
+/// When an object expires, as a request gives it: the node turns it into
+/// a Unix-milliseconds deadline with its own clock, never the client's.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Deadline {
+    /// This many milliseconds after the node's now (`EX`, `PX`, `EXPIRE`).
+    In(u64),
+    /// At this Unix time in milliseconds (`EXAT`, `PXAT`, `EXPIREAT`).
+    At(u64),
+}
+
+impl Deadline {
+    /// `duration` from the serving node's now (whole milliseconds, rounded
+    /// up so a sub-millisecond TTL is not "now").
+    pub fn after(duration: std::time::Duration) -> Deadline {
+        let ms =
+            duration.as_millis() + u128::from(!duration.subsec_nanos().is_multiple_of(1_000_000));
+        Deadline::In(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+
+    /// At `time` (a time before the Unix epoch is the epoch: expired).
+    pub fn at(time: std::time::SystemTime) -> Deadline {
+        let ms = time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        Deadline::At(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+}
+
+/// What a register write does to the register's time to live.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Ttl {
+    /// Keep it (`SET … KEEPTTL`).
+    Keep,
+    /// Clear it (a plain `SET`).
+    Persist,
+    /// Set this deadline (`SET … EX|PX|EXAT|PXAT`).
+    Expire(Deadline),
 }
 
 impl Operation {
@@ -511,6 +582,9 @@ impl Operation {
                 | Operation::MapSet { .. }
                 | Operation::MapIncr { .. }
                 | Operation::MapRemove { .. }
+                | Operation::RegisterPutTtl { .. }
+                | Operation::Expire { .. }
+                | Operation::Persist { .. }
         )
     }
 
@@ -531,7 +605,11 @@ impl Operation {
             | Operation::MapIncr { key, .. }
             | Operation::MapRemove { key, .. }
             | Operation::MapRead { key }
-            | Operation::Probe { key, .. } => Some(key),
+            | Operation::Probe { key, .. }
+            | Operation::RegisterPutTtl { key, .. }
+            | Operation::Expire { key, .. }
+            | Operation::Persist { key, .. }
+            | Operation::Ttl { key, .. } => Some(key),
             Operation::Status | Operation::DebugClockOffset { .. } | Operation::Scan { .. } => None,
         }
     }
@@ -647,7 +725,9 @@ pub fn check(op: &Operation) -> Result<(), LimitError> {
         _ => None,
     };
     let value = match op {
-        Operation::RegisterPut { value, .. } => Some(value.len()),
+        Operation::RegisterPut { value, .. } | Operation::RegisterPutTtl { value, .. } => {
+            Some(value.len())
+        }
         _ => None,
     };
     check_paging(match op {
@@ -707,7 +787,11 @@ pub fn check_archived(op: &ArchivedOperation) -> Result<(), LimitError> {
         | ArchivedOperation::MapIncr { key, .. }
         | ArchivedOperation::MapRemove { key, .. }
         | ArchivedOperation::MapRead { key }
-        | ArchivedOperation::Probe { key, .. } => key.len(),
+        | ArchivedOperation::Probe { key, .. }
+        | ArchivedOperation::RegisterPutTtl { key, .. }
+        | ArchivedOperation::Expire { key, .. }
+        | ArchivedOperation::Persist { key, .. }
+        | ArchivedOperation::Ttl { key, .. } => key.len(),
         ArchivedOperation::Status
         | ArchivedOperation::DebugClockOffset { .. }
         | ArchivedOperation::Scan { .. } => 0,
@@ -721,7 +805,8 @@ pub fn check_archived(op: &ArchivedOperation) -> Result<(), LimitError> {
         _ => None,
     };
     let value = match op {
-        ArchivedOperation::RegisterPut { value, .. } => Some(value.len()),
+        ArchivedOperation::RegisterPut { value, .. }
+        | ArchivedOperation::RegisterPutTtl { value, .. } => Some(value.len()),
         _ => None,
     };
     check_paging(match op {
@@ -879,6 +964,16 @@ pub enum ReplyValue {
         map_count: u64,
         /// For each field asked about, its value (`None`: absent).
         map_values: Vec<Option<Vec<u8>>>,
+    },
+    /// An object's time to live (`Ttl`, and after `Expire`/`Persist`),
+    /// by the serving node's clock.
+    Ttl {
+        /// Whether the object is present (what a read would show).
+        exists: bool,
+        /// Its next deadline, Unix milliseconds (`None`: no TTL).
+        deadline_ms: Option<u64>,
+        /// Milliseconds from the node's now to that deadline.
+        remaining_ms: Option<u64>,
     },
 }
 
@@ -1125,7 +1220,9 @@ mod tests {
     /// byte (a derived two-byte one would have shifted `timeout_ms` and
     /// `value`); the map, scan and set-page operations made the operation
     /// 24 bytes (`meridian/1`: the same request was
-    /// `170000006b00feffffff01000000050000000000000003fa000000`).
+    /// `170000006b00feffffff01000000050000000000000003fa000000`), and the
+    /// expiry operations (`RegisterPutTtl`: key, value and a TTL) 26
+    /// (unreleased in this round, so still `meridian/2`).
     #[test]
     fn frames_keep_the_meridian_2_layout() {
         let req = Request {
@@ -1136,7 +1233,7 @@ mod tests {
             consistency: Consistency::All,
             timeout_ms: 250,
         };
-        let req_hex = "1f0000006b00feffffff010000000500000000000000000000000000000003fa000000";
+        let req_hex = "210000006b00feffffff0100000005000000000000000000000000000000000003fa000000";
         assert_eq!(hex(&encode(&req)), req_hex);
         let rep = Response::Ok(Reply {
             node: "n1".into(),
@@ -1153,6 +1250,80 @@ mod tests {
         };
         assert_eq!(decode::<Request>(&bytes(req_hex)[4..]).unwrap(), req);
         assert_eq!(decode::<Response>(&bytes(rep_hex)[4..]).unwrap(), rep);
+    }
+
+    #[test]
+    fn expiry_operations_round_trip_and_are_held_to_the_limits() {
+        let ops = [
+            Operation::RegisterPutTtl {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                ttl: Ttl::Expire(Deadline::In(2_000)),
+            },
+            Operation::RegisterPutTtl {
+                key: b"k".to_vec(),
+                value: Vec::new(),
+                ttl: Ttl::Keep,
+            },
+            Operation::Expire {
+                kind: Kind::Map,
+                key: b"h".to_vec(),
+                deadline: Deadline::At(1_700_000_000_000),
+            },
+            Operation::Persist {
+                kind: Kind::Set,
+                key: b"s".to_vec(),
+            },
+            Operation::Ttl {
+                kind: Kind::Counter,
+                key: b"c".to_vec(),
+            },
+        ];
+        for op in ops {
+            assert!(
+                op.is_write() != matches!(op, Operation::Ttl { .. }),
+                "{op:?}"
+            );
+            assert!(op.key().is_some());
+            let req = Request {
+                op,
+                consistency: Consistency::Quorum,
+                timeout_ms: 0,
+            };
+            let bytes = encode(&req);
+            assert_eq!(decode::<Request>(&bytes[4..]).unwrap(), req);
+        }
+        let reply = Response::Ok(Reply {
+            node: "n".into(),
+            consistency: Consistency::Local,
+            value: ReplyValue::Ttl {
+                exists: true,
+                deadline_ms: Some(5),
+                remaining_ms: Some(3),
+            },
+        });
+        assert_eq!(decode::<Response>(&encode(&reply)[4..]).unwrap(), reply);
+        let big = Operation::RegisterPutTtl {
+            key: b"k".to_vec(),
+            value: vec![0; MAX_VALUE_BYTES + 1],
+            ttl: Ttl::Persist,
+        };
+        assert!(matches!(check(&big), Err(LimitError::Value { .. })));
+        let long_key = Operation::Expire {
+            kind: Kind::Register,
+            key: vec![0; MAX_KEY_BYTES + 1],
+            deadline: Deadline::In(1),
+        };
+        assert!(matches!(check(&long_key), Err(LimitError::Key { .. })));
+        // Sub-millisecond TTLs round up: never "now" by accident.
+        assert_eq!(
+            Deadline::after(std::time::Duration::from_micros(1)),
+            Deadline::In(1)
+        );
+        assert_eq!(
+            Deadline::at(std::time::UNIX_EPOCH + std::time::Duration::from_millis(7)),
+            Deadline::At(7)
+        );
     }
 
     #[test]

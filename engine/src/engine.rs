@@ -786,6 +786,16 @@ impl Engine {
         let inner = &self.inner;
         let _g = self.stripe(key);
         let now_ms = now.unix_ms();
+        // A deadline already passed deletes the object (Redis: `EXPIRE`
+        // with a past time, `SET … PXAT <past>`). Expiring "at a past
+        // time" would remove only writes stamped before it, and a register
+        // written after its own deadline would live on with no TTL.
+        let op = match op {
+            Op::Expire(d) | Op::PutTtl(_, Ttl::Expire(d)) if d.unix_ms(now_ms) <= now_ms => {
+                Op::Delete
+            }
+            op => op,
+        };
         let mut out = Appended::default();
         let mut x = inner.store.read_expiry(key)?;
         // An expired object is first made final here (its content
@@ -801,9 +811,6 @@ impl Engine {
                 let at = deadline.unix_ms(now_ms);
                 let delta = stored.expiry.expire_at(inner.incarnation, now_ms, at);
                 out.push(self.append_expiry(key, stored, delta, &[at], now)?);
-                if at <= now_ms {
-                    self.fire_locked(key, stored, now, &mut out)?;
-                }
                 None
             }
             Op::Persist => {

@@ -186,10 +186,14 @@ pub enum Input {
     Durable,
     /// Time passed: heartbeats, pulls, truncation.
     Tick,
-    /// Report when `needed` of `peers` have `dot` durably (quorum writes).
+    /// Report when `needed` of `peers` have `dot` durably (quorum writes),
+    /// and every dot of `also` (the other records of the same operation:
+    /// peers may apply one stream's deltas out of order, so holding the
+    /// last does not imply holding the others).
     Wait {
         token: u64,
         dot: Dot,
+        also: Vec<Dot>,
         peers: Vec<NodeName>,
         needed: usize,
         deadline_ms: u64,
@@ -629,10 +633,18 @@ fn total(v: &VersionVector) -> u64 {
 
 struct Waiter {
     dot: Dot,
+    also: Vec<Dot>,
     peers: Vec<NodeName>,
     acked: BTreeSet<NodeName>,
     needed: usize,
     deadline_ms: u64,
+}
+
+impl Waiter {
+    /// Whether a peer whose durable dots are `durable` has the write.
+    fn held_by(&self, durable: &CausalContext) -> bool {
+        durable.contains(self.dot) && self.also.iter().all(|d| durable.contains(*d))
+    }
 }
 
 /// The replication state machine of one node.
@@ -825,12 +837,14 @@ impl Replicator {
             Input::Wait {
                 token,
                 dot,
+                also,
                 peers,
                 needed,
                 deadline_ms,
             } => {
                 let mut w = Waiter {
                     dot,
+                    also,
                     peers,
                     acked: BTreeSet::new(),
                     needed,
@@ -839,10 +853,7 @@ impl Replicator {
                 // Counting stops at `needed`: the wait is then done.
                 for name in &w.peers {
                     if w.acked.len() < w.needed
-                        && self
-                            .peers
-                            .get(name)
-                            .is_some_and(|p| p.durable.contains(dot))
+                        && self.peers.get(name).is_some_and(|p| w.held_by(&p.durable))
                     {
                         w.acked.insert(name.clone());
                     }
@@ -1533,9 +1544,7 @@ impl Replicator {
         };
         let mut finished = Vec::new();
         for (&token, w) in self.waiters.iter_mut() {
-            if w.peers.iter().any(|n| n == peer)
-                && !w.acked.contains(peer)
-                && p.durable.contains(w.dot)
+            if w.peers.iter().any(|n| n == peer) && !w.acked.contains(peer) && w.held_by(&p.durable)
             {
                 w.acked.insert(peer.into());
                 debug_assert!(w.acked.len() <= w.needed, "a done wait kept counting");

@@ -151,7 +151,7 @@ async fn quorum_incr(node: &TestNode, key: &ObjectKey, timeout: Duration) -> (us
     node.mesh.push(applied.record);
     let acked = node
         .mesh
-        .wait_durable(dot, vec!["b".into()], 1, timeout)
+        .wait_durable(vec![dot], vec!["b".into()], 1, timeout)
         .await;
     (acked, start.elapsed())
 }

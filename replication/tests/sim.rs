@@ -329,6 +329,7 @@ impl Sim {
             Input::Wait {
                 token,
                 dot,
+                also: Vec::new(),
                 peers,
                 needed,
                 deadline_ms,

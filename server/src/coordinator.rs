@@ -69,7 +69,9 @@ tokio::task_local! {
 /// ([`Coordinator::wait_replicas`]).
 #[derive(Clone, Debug)]
 pub struct WriteRecord {
-    dot: meridian_engine::Dot,
+    /// Every record the write appended (an operation may append several:
+    /// a firing, a deadline, the write).
+    dots: Vec<meridian_engine::Dot>,
     /// Where the write ends in this node's log (local durability).
     lsn: u64,
     others: Vec<NodeName>,
@@ -88,7 +90,9 @@ use crate::clock::{MAX_DEBUG_CLOCK_OFFSET_MS, NodeClock};
 pub struct LocalJob {
     engine: Engine,
     clock: NodeClock,
-    /// The writes made, in order: their object, delta and log position.
+    /// The records the writes appended, in log order: their object, delta
+    /// and log position (a write's `before` records first, with its own
+    /// position).
     applied: Vec<(ObjectKey, meridian_engine::Record, u64)>,
     /// Whether a write was asked for, and whether the last one asked for
     /// failed (then `WAIT` has no write to ask about, as on `execute`).
@@ -128,7 +132,9 @@ impl LocalJob {
             None,
         )
         .map_err(|e| invalid(e.to_string()))?;
-        self.engine.inspect(key, members).map_err(engine_error)
+        self.engine
+            .inspect_fields_at(key, members, &[], self.clock.now())
+            .map_err(engine_error)
     }
 
     /// [`LocalJob::inspect`] that also reports the map and the values of
@@ -146,7 +152,7 @@ impl LocalJob {
         )
         .map_err(|e| invalid(e.to_string()))?;
         self.engine
-            .inspect_fields(key, &[], fields)
+            .inspect_fields_at(key, &[], fields, self.clock.now())
             .map_err(engine_error)
     }
 
@@ -163,10 +169,13 @@ impl LocalJob {
             _ => return Err(invalid("not an object write")),
         };
         let op = engine_op(op).expect("an object write has an engine operation");
-        let applied = self
-            .engine
-            .apply(&key, op, self.clock.now())
-            .map_err(engine_error)?;
+        let now = self.clock.now();
+        let applied = self.engine.apply(&key, op, now).map_err(engine_error)?;
+        // What the engine appended ahead of the write (an expiry firing,
+        // a deadline), then the write: pushed to the peers in log order.
+        for record in applied.before {
+            self.applied.push((key.clone(), record, applied.lsn));
+        }
         self.applied.push((key, applied.record, applied.lsn));
         self.last_failed = false;
         Ok(applied.value.map(write_reply_value))
@@ -195,8 +204,9 @@ use crate::engine_pool::EnginePool;
 use crate::metrics::{Origin, RequestMetrics};
 use crate::rpc::{PeerRequest, PeerResponse};
 use crate::translate::{
-    Access, MAX_WRITE_REPLY_MEMBERS, Target, engine_error, engine_op, invalid, read_reply_value,
-    scan_steps, set_page_members, translate, wire_kind, write_reply_value,
+    Access, MAX_WRITE_REPLY_MEMBERS, Target, engine_error, engine_op, inspected_present, invalid,
+    is_expiry_write, read_reply_value, scan_steps, set_page_members, translate, ttl_reply,
+    value_present, wire_kind, write_reply_value,
 };
 
 // The client protocol's limits are the engine's own (both re-export
@@ -256,6 +266,8 @@ pub struct Coordinator {
     /// Peer RPCs refused because the asking peer does not replicate the
     /// key (`ReadState`, `Repair`).
     pub(crate) peer_refusals: AtomicU64,
+    /// The reclamation worker's status ([`crate::expiry`]).
+    pub(crate) expiry_metrics: crate::expiry::ExpiryMetrics,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -349,7 +361,7 @@ impl Coordinator {
             )
         };
         self.mesh
-            .wait_durable(write.dot, write.others.clone(), needed, timeout)
+            .wait_durable(write.dots.clone(), write.others.clone(), needed, timeout)
             .await
     }
 
@@ -416,13 +428,14 @@ impl Coordinator {
                 reachable: 0,
             })?;
         let (attempted, last_failed) = (job.attempted, job.last_failed);
-        let mut last: Option<(ObjectKey, meridian_engine::Dot, u64)> = None;
+        let mut last: Option<(ObjectKey, u64)> = None;
+        let mut dots = Vec::with_capacity(job.applied.len());
         for (key, record, lsn) in job.applied {
-            let dot = record.dot;
+            dots.push(record.dot);
             self.mesh.push(record);
-            last = Some((key, dot, lsn));
+            last = Some((key, lsn));
         }
-        let Some((key, dot, lsn)) = last else {
+        let Some((key, lsn)) = last else {
             return Ok(LocalDone {
                 value,
                 durable: Ok(()),
@@ -446,7 +459,7 @@ impl Coordinator {
         Ok(LocalDone {
             value,
             durable,
-            last_write: Some((!last_failed).then_some(WriteRecord { dot, lsn, others })),
+            last_write: Some((!last_failed).then_some(WriteRecord { dots, lsn, others })),
         })
     }
 
@@ -563,6 +576,10 @@ impl Coordinator {
             }
             Access::Read => {
                 self.read(level, key, &replicas, &live, needed, timeout)
+                    .await
+            }
+            Access::Ttl => {
+                self.ttl(level, key, &replicas, &live, needed, timeout)
                     .await
             }
             Access::Inspect => {
@@ -688,10 +705,10 @@ impl Coordinator {
             }
         };
         if needed <= 1 || replicas.len() <= 1 {
-            let engine = self.engine.clone();
+            let (engine, clock) = (self.engine.clone(), self.clock.clone());
             let inspected = self
                 .pool
-                .run(move || engine.inspect_fields(key.key(), &members, &fields))
+                .run(move || engine.inspect_fields_at(key.key(), &members, &fields, clock.now()))
                 .await;
             return match inspected {
                 Ok(i) => self.ok(&self.node, level, answer(i)),
@@ -872,13 +889,17 @@ impl Coordinator {
     ) -> meridian_engine::Result<meridian_engine::Applied> {
         let (engine, clock, key) = (self.engine.clone(), self.clock.clone(), key.clone());
         self.pool
-            .run_combined(move || engine.apply(&key, op, clock.now()))
+            .run_combined(move || {
+                let now = clock.now();
+                engine.apply(&key, op, now)
+            })
             .await
             .unwrap_or(Err(meridian_engine::Error::Shutdown))
     }
 
-    /// Reads `key`'s value on the engine pool as of the node's clock (what
-    /// its expiry leaves visible), combined like [`apply`](Self::apply).
+    /// Reads `key`'s value on the engine pool as seen at the node's now
+    /// (what its expiry hides reads as absent), combined like
+    /// [`apply`](Self::apply).
     async fn read_value(&self, key: &ObjectKey) -> meridian_engine::Result<meridian_engine::Value> {
         let (engine, clock, key) = (self.engine.clone(), self.clock.clone(), key.clone());
         self.pool
@@ -929,11 +950,21 @@ impl Coordinator {
         needed: usize,
         timeout: Duration,
     ) -> Response {
+        let expiry_only = is_expiry_write(&op);
         let applied = match self.apply(&key, op).await {
             Ok(a) => a,
             Err(e) => return Response::Err(engine_error(e)),
         };
-        let dot = applied.record.dot;
+        // What the engine appended ahead of the write (an expiry firing
+        // before a write to an expired object, a `SET … EX` deadline),
+        // then the write itself, pushed in log order. A peer may still
+        // apply them out of order (a deferred delta), so the write counts
+        // as held by a peer only when it holds every one of them.
+        let mut dots: Vec<meridian_engine::Dot> = applied.before.iter().map(|r| r.dot).collect();
+        dots.push(applied.record.dot);
+        for record in applied.before {
+            self.mesh.push(record);
+        }
         self.mesh.push(applied.record);
         let others: Vec<NodeName> = replicas
             .iter()
@@ -942,7 +973,7 @@ impl Coordinator {
             .collect();
         let _ = LAST_WRITE.try_with(|w| {
             *w.borrow_mut() = Some(WriteRecord {
-                dot,
+                dots: dots.clone(),
                 lsn: applied.lsn,
                 others: others.clone(),
             })
@@ -957,7 +988,7 @@ impl Coordinator {
         };
         let (local, remote) = tokio::join!(
             local_durable,
-            self.mesh.wait_durable(dot, others, remote_needed, timeout)
+            self.mesh.wait_durable(dots, others, remote_needed, timeout)
         );
         let acked = usize::from(local.is_ok()) + remote;
         if let Err(e) = local
@@ -971,6 +1002,12 @@ impl Coordinator {
                 needed: needed as u32,
             });
         }
+        if expiry_only {
+            return match self.ttl_here(key, None).await {
+                Ok(reply) => self.ok(&self.node, level, reply),
+                Err(e) => Response::Err(e),
+            };
+        }
         // Sets: the engine returns no value (they may be large). Their
         // member count is one header read; only a set small enough to list
         // in a write reply is read back (on the pool), so a write to a large
@@ -978,11 +1015,11 @@ impl Coordinator {
         let value = match applied.value {
             Some(v) => v,
             None => {
-                let engine = self.engine.clone();
+                let (engine, clock) = (self.engine.clone(), self.clock.clone());
                 let member_key = key.key().to_vec();
                 let count = match self
                     .pool
-                    .run(move || engine.inspect(&member_key, &[]))
+                    .run(move || engine.inspect_fields_at(&member_key, &[], &[], clock.now()))
                     .await
                 {
                     Ok(i) => i.set_count,
@@ -1026,6 +1063,65 @@ impl Coordinator {
             Ok(r) => self.ok(&self.node, level, r),
             Err(e) => Response::Err(e),
         }
+    }
+
+    /// `Ttl`: whether the object is present and its next deadline, by
+    /// this node's clock. At one replica, this replica's view. Above, the
+    /// level's read of the object first (joined, and written back to the
+    /// replicas that were behind, this one included, like any read): its
+    /// presence is the join's, and the deadline this replica's once
+    /// repaired.
+    #[allow(clippy::too_many_arguments)]
+    async fn ttl(
+        &self,
+        level: Consistency,
+        key: ObjectKey,
+        replicas: &[NodeName],
+        live: &[NodeName],
+        needed: usize,
+        timeout: Duration,
+    ) -> Response {
+        let joined = if needed > 1 && replicas.len() > 1 {
+            match self
+                .read_joined(key.clone(), replicas, live, needed, timeout)
+                .await
+            {
+                Ok(value) => Some(value_present(&value)),
+                Err(e) => return Response::Err(e),
+            }
+        } else {
+            None
+        };
+        match self.ttl_here(key, joined).await {
+            Ok(reply) => self.ok(&self.node, level, reply),
+            Err(e) => Response::Err(e),
+        }
+    }
+
+    /// This replica's `Ttl` answer for `key` at the node's now; `exists`
+    /// when the caller already knows whether the object is present (else
+    /// this replica's point reads say).
+    async fn ttl_here(
+        &self,
+        key: ObjectKey,
+        exists: Option<bool>,
+    ) -> Result<ReplyValue, WireError> {
+        let (engine, clock) = (self.engine.clone(), self.clock.clone());
+        self.pool
+            .run(move || {
+                let now = clock.now();
+                let deadline = engine.ttl(&key, now)?;
+                let exists = match exists {
+                    Some(e) => e,
+                    None => {
+                        let seen = engine.inspect_fields_at(key.key(), &[], &[], now)?;
+                        inspected_present(key.kind(), &seen)
+                    }
+                };
+                Ok(ttl_reply(exists, deadline, now.unix_ms()))
+            })
+            .await
+            .map_err(engine_error)
     }
 
     /// The value a read at a level sees: this node's own, or the join of

@@ -131,6 +131,42 @@ pub fn render(exposed: &Exposed) -> String {
         "Checkpoints taken.",
         &one(m.checkpoints),
     );
+    metric(
+        &mut out,
+        "meridian_expiry_fired_total",
+        "counter",
+        "Expiries this node fired (made final, removing the object's content).",
+        &one(m.expiry_fired),
+    );
+    metric(
+        &mut out,
+        "meridian_expiry_backlog",
+        "gauge",
+        "Deadlines passed and not yet visited by the reclamation worker (counted up to a bound).",
+        &one(m.expiry_backlog),
+    );
+    let x = &coordinator.expiry_metrics;
+    metric(
+        &mut out,
+        "meridian_expiry_passes_total",
+        "counter",
+        "Reclamation worker passes run.",
+        &one(x.passes.load(Ordering::Relaxed)),
+    );
+    metric(
+        &mut out,
+        "meridian_expiry_full_passes_total",
+        "counter",
+        "Reclamation passes that reached their key limit (another followed at once).",
+        &one(x.full_passes.load(Ordering::Relaxed)),
+    );
+    metric(
+        &mut out,
+        "meridian_expiry_failed_passes_total",
+        "counter",
+        "Reclamation passes that failed (retried).",
+        &one(x.failed_passes.load(Ordering::Relaxed)),
+    );
     render_client_door(&mut out, &exposed.client, &exposed.budget);
     if let Some(resp) = &exposed.resp {
         metric(

@@ -90,6 +90,7 @@ pub mod clock;
 pub mod config;
 pub mod coordinator;
 pub mod engine_pool;
+pub mod expiry;
 pub mod exposition;
 pub mod fatal;
 pub mod listener;

@@ -228,6 +228,7 @@ impl Node {
             started: Instant::now(),
             pool: EnginePool::default(),
             peer_refusals: AtomicU64::new(0),
+            expiry_metrics: crate::expiry::ExpiryMetrics::default(),
         });
         mesh.set_rpc_handler(Arc::new(Rpc(Arc::downgrade(&coordinator))));
 
@@ -289,6 +290,11 @@ impl Node {
             )));
             resp = Some(server);
         }
+        // Expired-key reclamation: stops with the listeners, before the
+        // mesh and the engine close.
+        services.push(tokio::spawn(
+            crate::expiry::ExpiryWorker::new(coordinator.clone()).run(stop_rx.clone()),
+        ));
         services.push(tokio::spawn(crate::exposition::serve(
             bound.metrics,
             Exposed {

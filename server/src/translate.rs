@@ -4,7 +4,7 @@
 //! which level a request runs; this module only says *what* it is.
 
 use meridian_client::wire::{self, Operation, ReplyValue, WireError};
-use meridian_engine::{Error as EngineError, Kind, ObjectKey, Op, Value};
+use meridian_engine::{Deadline, Error as EngineError, Kind, ObjectKey, Op, Ttl, Value};
 
 /// What a request addresses.
 pub(crate) enum Target {
@@ -31,6 +31,9 @@ pub(crate) enum Access {
     Inspect,
     /// A page of a set's members (`Operation::SetPage`).
     SetPage,
+    /// Whether the object is present and its time to live
+    /// (`Operation::Ttl`).
+    Ttl,
 }
 
 /// The operation's object and whether it reads or writes it.
@@ -59,6 +62,11 @@ pub(crate) fn translate(op: &Operation) -> Result<Target, WireError> {
         | Operation::MapIncr { key, .. }
         | Operation::MapRemove { key, .. } => (Kind::Map, key, Access::Write),
         Operation::MapRead { key } => (Kind::Map, key, Access::Read),
+        Operation::RegisterPutTtl { key, .. } => (Kind::Register, key, Access::Write),
+        Operation::Expire { kind, key, .. } | Operation::Persist { kind, key } => {
+            (engine_kind(*kind), key, Access::Write)
+        }
+        Operation::Ttl { kind, key } => (engine_kind(*kind), key, Access::Ttl),
     };
     Ok(Target::Object(object(kind, key)?, access))
 }
@@ -75,7 +83,12 @@ pub(crate) fn engine_op(op: Operation) -> Option<Op> {
         Operation::MapSet { pairs, .. } => Op::HSet(pairs),
         Operation::MapIncr { field, delta, .. } => Op::HIncr(field, delta),
         Operation::MapRemove { fields, .. } => Op::HDel(fields),
-        Operation::MapRead { .. } | Operation::Probe { .. } => return None,
+        Operation::RegisterPutTtl { value, ttl, .. } => Op::PutTtl(value, engine_ttl(ttl)),
+        Operation::Expire { deadline, .. } => Op::Expire(engine_deadline(deadline)),
+        Operation::Persist { .. } => Op::Persist,
+        Operation::MapRead { .. } | Operation::Probe { .. } | Operation::Ttl { .. } => {
+            return None;
+        }
         Operation::CounterRead { .. }
         | Operation::SetRead { .. }
         | Operation::RegisterGet { .. }
@@ -85,6 +98,62 @@ pub(crate) fn engine_op(op: Operation) -> Option<Op> {
         | Operation::Scan { .. }
         | Operation::SetPage { .. } => return None,
     })
+}
+
+/// The engine's deadline for a wire deadline: the node turns a relative
+/// one into Unix milliseconds with its own clock, when it applies it.
+pub(crate) fn engine_deadline(deadline: wire::Deadline) -> Deadline {
+    match deadline {
+        wire::Deadline::In(ms) => Deadline::In(ms),
+        wire::Deadline::At(ms) => Deadline::At(ms),
+    }
+}
+
+/// The engine's TTL change for a register write's.
+pub(crate) fn engine_ttl(ttl: wire::Ttl) -> Ttl {
+    match ttl {
+        wire::Ttl::Keep => Ttl::Keep,
+        wire::Ttl::Persist => Ttl::Persist,
+        wire::Ttl::Expire(d) => Ttl::Expire(engine_deadline(d)),
+    }
+}
+
+/// Whether a write changes only the object's expiry (answered with its
+/// TTL, [`ReplyValue::Ttl`], rather than its value).
+pub(crate) fn is_expiry_write(op: &Op) -> bool {
+    matches!(op, Op::Expire(_) | Op::Persist)
+}
+
+/// Whether `value` shows its object present (a register with a value, a
+/// counter not at 0, a set with a member, a map with a field).
+pub(crate) fn value_present(value: &Value) -> bool {
+    match value {
+        Value::Counter(v) => *v != 0,
+        Value::Set(members) => !members.is_empty(),
+        Value::Register(r) => r.as_ref().is_some_and(|r| r.value.is_some()),
+        Value::Map { count, .. } => *count > 0,
+    }
+}
+
+/// Whether the object of `kind` is present in an inspection of its key:
+/// [`value_present`] from point reads, whatever the object's size.
+pub(crate) fn inspected_present(kind: Kind, i: &meridian_engine::Inspection) -> bool {
+    match kind {
+        Kind::Counter => i.counter != 0,
+        Kind::Set => i.set_count > 0,
+        Kind::Register => i.register.is_some(),
+        Kind::Map => i.map_count > 0,
+    }
+}
+
+/// The `Ttl` answer: whether the object is present, and its next deadline
+/// (`deadline_ms`, Unix ms) seen from `now_ms`.
+pub(crate) fn ttl_reply(exists: bool, deadline_ms: Option<u64>, now_ms: u64) -> ReplyValue {
+    ReplyValue::Ttl {
+        exists,
+        deadline_ms,
+        remaining_ms: deadline_ms.map(|d| d.saturating_sub(now_ms)),
+    }
 }
 
 /// The engine's type for a wire type.

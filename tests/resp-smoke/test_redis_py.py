@@ -12,6 +12,7 @@ access token as the password. It checks:
   * the handshake: RESP3, the level from the user name, redis-py's SETINFO;
   * writes made in each region (INCR, SADD, SET, and concurrent SETs of
     one key) converge on every node within a bounded wait;
+  * `SET ... EX 1`: TTL 1, the key gone on every node after ~2 s (polled);
   * `quorum` reads through one node see every completed `quorum` write
     made through another, at once, with no retry;
   * SCAN/SSCAN through redis-py's own iterators (`scan_iter`,
@@ -373,7 +374,41 @@ def test_hashes(c):
 
 
 
-TESTS = [test_handshake, test_convergence, test_hashes, test_quorum_reads, test_scan, test_quorum_write_two_down]
+def test_expiry(c):
+    """SET ... EX 1: TTL says 1 s (Redis rounds to the nearest second: 0
+    only if this very client took half a second between the two commands),
+    PTTL at most 1000 ms; the key is gone on every node after the deadline
+    (polled), TTL -2, and a SET after it is a fresh key with no TTL."""
+    k = key("expiring")
+    first = c.client(c.nodes[0], "local")
+    assert first.set(k, "v", ex=1) is True
+    ttl = first.ttl(k)
+    assert ttl in (0, 1), f"TTL right after SET EX 1: {ttl}"
+    pttl = first.pttl(k)
+    assert pttl <= 1000 and pttl != -1, f"PTTL right after SET EX 1: {pttl}"
+    readers = {n: c.client(n, "local") for n in c.nodes}
+    took = eventually(
+        "a key SET with EX 1 is gone on every node",
+        lambda: ((seen := {n: r.get(k) for n, r in readers.items()}) == {n: None for n in readers}, seen),
+    )
+    assert all(r.ttl(k) == -2 for r in readers.values())
+    assert first.set(k, "fresh") is True
+    assert first.get(k) == "fresh" and first.ttl(k) == -1
+    assert first.expire(k, 100) is True and 99 <= first.ttl(k) <= 100
+    assert first.persist(k) is True and first.ttl(k) == -1
+    c.close_clients()
+    return f"SET EX 1 gone on every node {took:.2f} s after the first poll; EXPIRE/PERSIST/TTL as Redis"
+
+
+TESTS = [
+    test_handshake,
+    test_convergence,
+    test_hashes,
+    test_expiry,
+    test_quorum_reads,
+    test_scan,
+    test_quorum_write_two_down,
+]
 
 
 def main():

@@ -40,3 +40,14 @@ pub fn q<T: redis::FromRedisValue>(
 pub fn code(e: &redis::RedisError) -> String {
     format!("{} {}", e.code().unwrap_or("?"), e.detail().unwrap_or(""))
 }
+
+/// Runs `f` with a `local` RESP2 connection to `addr`, off the async
+/// workers (the `redis` crate's connection blocks).
+pub async fn with_resp<T: Send + 'static>(
+    addr: SocketAddr,
+    token: &str,
+    f: impl FnOnce(&mut redis::Connection) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let token = token.to_owned();
+    tokio::task::spawn_blocking(move || f(&mut connect(addr, "local", &token, false)?)).await?
+}

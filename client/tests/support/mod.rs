@@ -388,7 +388,8 @@ impl State {
                 .get(&(Kind::Set, key.clone()))
                 .cloned()
                 .unwrap_or(Value::Set(BTreeSet::new())),
-            Operation::RegisterPut { key, value } => {
+            Operation::RegisterPut { key, value }
+            | Operation::RegisterPutTtl { key, value, .. } => {
                 let hlc = self.tick();
                 let v = Value::Register(Some(value.clone()), Some(hlc));
                 data.insert((Kind::Register, key.clone()), v.clone());
@@ -438,6 +439,20 @@ impl State {
                 .get(&(Kind::Map, key.clone()))
                 .cloned()
                 .unwrap_or(Value::Map(Default::default())),
+            // Expiry: this fake keeps no TTLs; it answers with presence.
+            Operation::Expire { kind, key, .. }
+            | Operation::Persist { kind, key }
+            | Operation::Ttl { kind, key } => {
+                let exists = data.contains_key(&(*kind, key.clone()));
+                return self.reply(
+                    request,
+                    ReplyValue::Ttl {
+                        exists,
+                        deadline_ms: None,
+                        remaining_ms: None,
+                    },
+                );
+            }
             // The RESP door's type check; the client API never sends it.
             Operation::Probe { .. } => {
                 return self.reply(

@@ -441,15 +441,18 @@ impl Mesh {
         self.is_usable(node) && self.shared.flags.is_leader_eligible(node)
     }
 
-    /// Waits until `needed` of `peers` hold `dot` durably, or `timeout`;
-    /// returns how many did.
+    /// Waits until `needed` of `peers` hold every dot of `dots` (one
+    /// operation's records) durably, or `timeout`; returns how many did.
     pub async fn wait_durable(
         &self,
-        dot: Dot,
+        mut dots: Vec<Dot>,
         peers: Vec<NodeName>,
         needed: usize,
         timeout: Duration,
     ) -> usize {
+        let Some(dot) = dots.pop() else {
+            return 0;
+        };
         if needed == 0 {
             return 0;
         }
@@ -467,6 +470,7 @@ impl Mesh {
             .send(Input::Wait {
                 token,
                 dot,
+                also: dots,
                 peers,
                 needed,
                 deadline_ms,

@@ -1559,6 +1559,7 @@ impl Sim {
                 Input::Wait {
                     token,
                     dot,
+                    also: Vec::new(),
                     peers: others,
                     needed: remote_needed,
                     deadline_ms,

@@ -3,8 +3,9 @@
 //! data, so `MULTI` can refuse a malformed command when it is queued.
 
 use bytes::Bytes;
-use meridian_client::wire::Consistency;
+use meridian_client::wire::{Consistency, Deadline, Ttl};
 
+use super::expire::{Condition, parse_deadline};
 use super::parse::{Args, SYNTAX};
 
 /// Largest `count` of `SRANDMEMBER`/`SPOP`: bounds the reply one command
@@ -73,6 +74,9 @@ pub enum Command {
         nx: bool,
         xx: bool,
         get: bool,
+        /// `EX|PX|EXAT|PXAT` ([`Ttl::Expire`]), `KEEPTTL` ([`Ttl::Keep`]),
+        /// or neither ([`Ttl::Persist`]: a `SET` clears the TTL).
+        ttl: Ttl,
     },
     MGet(Vec<Bytes>),
     MSet(Vec<(Bytes, Bytes)>),
@@ -82,6 +86,25 @@ pub enum Command {
     },
     StrLen(Bytes),
     GetDel(Bytes),
+    /// `GETEX key [EX|PX|EXAT|PXAT t | PERSIST]`: `ttl` `None` changes
+    /// nothing.
+    GetEx {
+        key: Bytes,
+        ttl: Option<Ttl>,
+    },
+    // Expiry (any type).
+    /// `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT` with `NX|XX|GT|LT`.
+    Expire {
+        key: Bytes,
+        deadline: Deadline,
+        condition: Option<Condition>,
+    },
+    /// `TTL` (`ms` false) and `PTTL`.
+    Ttl {
+        key: Bytes,
+        ms: bool,
+    },
+    Persist(Bytes),
     // Sets.
     SAdd {
         key: Bytes,
@@ -450,15 +473,16 @@ impl Command {
                 let key = a.key()?;
                 let value = a.bytes()?;
                 let (mut nx, mut xx, mut get) = (false, false, false);
+                let mut ttl = None;
                 while a.remaining() > 0 {
-                    match a.text()?.to_ascii_lowercase().as_str() {
+                    let opt = a.text()?.to_ascii_lowercase();
+                    match opt.as_str() {
                         "nx" if !xx => nx = true,
                         "xx" if !nx => xx = true,
                         "get" => get = true,
-                        // No key has a time to live, so there is none to keep.
-                        "keepttl" => {}
-                        "ex" | "px" | "exat" | "pxat" => {
-                            return Err("ERR SET with an expiry is not supported: Meridian has no expiry yet (see docs/resp.md)".into());
+                        "keepttl" if ttl.is_none() => ttl = Some(Ttl::Keep),
+                        "ex" | "px" | "exat" | "pxat" if ttl.is_none() && a.remaining() > 0 => {
+                            ttl = Some(Ttl::Expire(expire_option(&mut a, &opt, "set")?));
                         }
                         _ => return Err(SYNTAX.into()),
                     }
@@ -469,6 +493,7 @@ impl Command {
                     nx,
                     xx,
                     get,
+                    ttl: ttl.unwrap_or(Ttl::Persist),
                 }
             }
             "mget" => Command::MGet(a.keys()?),
@@ -510,6 +535,50 @@ impl Command {
                 let k = a.key()?;
                 a.finish()?;
                 Command::GetDel(k)
+            }
+            "getex" => {
+                let key = a.key()?;
+                let mut ttl = None;
+                while a.remaining() > 0 {
+                    let opt = a.text()?.to_ascii_lowercase();
+                    match opt.as_str() {
+                        "persist" if ttl.is_none() => ttl = Some(Ttl::Persist),
+                        "ex" | "px" | "exat" | "pxat" if ttl.is_none() && a.remaining() > 0 => {
+                            ttl = Some(Ttl::Expire(expire_option(&mut a, &opt, "getex")?));
+                        }
+                        _ => return Err(SYNTAX.into()),
+                    }
+                }
+                Command::GetEx { key, ttl }
+            }
+            "expire" | "pexpire" | "expireat" | "pexpireat" => {
+                let key = a.key()?;
+                let when = a.bytes()?;
+                let unit_ms = if name.starts_with('p') { 1 } else { 1000 };
+                let deadline = parse_deadline(&when, unit_ms, name.ends_with("at"), false, &name)?;
+                let mut condition: Option<Condition> = None;
+                while a.remaining() > 0 {
+                    let opt = a.text()?;
+                    condition = Some(Condition::parse(&opt, condition)?);
+                }
+                Command::Expire {
+                    key,
+                    deadline,
+                    condition,
+                }
+            }
+            "ttl" | "pttl" => {
+                let key = a.key()?;
+                a.finish()?;
+                Command::Ttl {
+                    key,
+                    ms: name == "pttl",
+                }
+            }
+            "persist" => {
+                let key = a.key()?;
+                a.finish()?;
+                Command::Persist(key)
             }
             "sadd" | "srem" | "smismember" => {
                 let key = a.key()?;
@@ -702,6 +771,10 @@ impl Command {
                 | Command::IncrBy { .. }
                 | Command::StrLen(_)
                 | Command::GetDel(_)
+                | Command::GetEx { .. }
+                | Command::Expire { .. }
+                | Command::Ttl { .. }
+                | Command::Persist(_)
                 | Command::SAdd { .. }
                 | Command::SRem { .. }
                 | Command::SMembers(_)
@@ -732,6 +805,14 @@ impl Command {
                 | Command::RandomKey
         )
     }
+}
+
+/// The value of a `SET`/`GETEX` expiry option `opt` (`ex`, `px`, `exat`,
+/// `pxat`) as a deadline: positive, as Redis requires there.
+fn expire_option(a: &mut Args, opt: &str, command: &str) -> Result<Deadline, String> {
+    let value = a.bytes()?;
+    let unit_ms = if opt.starts_with('p') { 1 } else { 1000 };
+    parse_deadline(&value, unit_ms, opt.ends_with("at"), true, command)
 }
 
 /// One `COMMAND` entry: name, arity (negative: at least), flags, first
@@ -782,6 +863,14 @@ pub const TABLE: &[CommandInfo] = &[
     ("decrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
     ("strlen", 2, &["readonly", "fast"], 1, 1, 1),
     ("getdel", 2, &["write", "fast"], 1, 1, 1),
+    ("getex", -2, &["write", "fast"], 1, 1, 1),
+    ("expire", -3, &["write", "fast"], 1, 1, 1),
+    ("pexpire", -3, &["write", "fast"], 1, 1, 1),
+    ("expireat", -3, &["write", "fast"], 1, 1, 1),
+    ("pexpireat", -3, &["write", "fast"], 1, 1, 1),
+    ("ttl", 2, &["readonly", "fast"], 1, 1, 1),
+    ("pttl", 2, &["readonly", "fast"], 1, 1, 1),
+    ("persist", 2, &["write", "fast"], 1, 1, 1),
     ("sadd", -3, &["write", "denyoom", "fast"], 1, 1, 1),
     ("srem", -3, &["write", "fast"], 1, 1, 1),
     ("smembers", 2, &["readonly"], 1, 1, 1),
@@ -847,7 +936,8 @@ mod tests {
                 value: "v".into(),
                 nx: true,
                 xx: false,
-                get: true
+                get: true,
+                ttl: Ttl::Persist,
             }
         );
         assert_eq!(

@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use super::command::Command;
 use super::data::{Data, Failed};
 use super::frame::{self, Reply};
-use super::{RespServer, conn_cmds, hashes, keys, local, sets, strings};
+use super::{RespServer, conn_cmds, expire, hashes, keys, local, sets, strings};
 use crate::budget::Account;
 use crate::coordinator::WriteRecord;
 
@@ -630,12 +630,21 @@ async fn data(
             nx,
             xx,
             get,
-        } => strings::set(&mut d, key, value, nx, xx, get).await,
+            ttl,
+        } => strings::set(&mut d, key, value, (nx, xx, get), ttl).await,
         Command::MGet(keys) => strings::mget(&mut d, keys).await,
         Command::MSet(pairs) => strings::mset(&mut d, pairs).await,
         Command::IncrBy { key, delta } => strings::incr_by(&mut d, key, delta).await,
         Command::StrLen(k) => strings::strlen(&mut d, k).await,
         Command::GetDel(k) => strings::getdel(&mut d, k).await,
+        Command::GetEx { key, ttl } => expire::getex(&mut d, key, ttl).await,
+        Command::Expire {
+            key,
+            deadline,
+            condition,
+        } => expire::expire(&mut d, key, deadline, condition).await,
+        Command::Ttl { key, ms } => expire::ttl(&mut d, key, ms).await,
+        Command::Persist(k) => expire::persist(&mut d, k).await,
         Command::SAdd { key, members } => sets::sadd(&mut d, key, members).await,
         Command::SRem { key, members } => sets::srem(&mut d, key, members).await,
         Command::SMembers(k) => sets::smembers(&mut d, k).await,

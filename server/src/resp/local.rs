@@ -181,16 +181,11 @@ fn run_one(job: &mut LocalJob, command: Command) -> Result<Reply, Failed> {
             nx,
             xx,
             get,
+            ttl,
         } => match strings::plan_set(probe(job, &key, &[])?, nx, xx, get)? {
             strings::SetPlan::Answer(reply) => Ok(reply),
             strings::SetPlan::Write(reply) => {
-                write(
-                    job,
-                    Operation::RegisterPut {
-                        key: key.to_vec(),
-                        value: value.to_vec(),
-                    },
-                )?;
+                write(job, strings::set_op(&key, &value, ttl))?;
                 Ok(reply)
             }
         },

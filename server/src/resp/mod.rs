@@ -8,7 +8,7 @@
 //! * [`parse`]: a cursor over one request's arguments.
 //! * [`command`]: the command table: request arguments to a typed
 //!   [`command::Command`] (arity, options, limits), or Redis's error.
-//! * [`conn_cmds`], [`strings`], [`sets`], [`hashes`], [`keys`]: what each command
+//! * [`conn_cmds`], [`strings`], [`sets`], [`hashes`], [`keys`], [`expire`]: what each command
 //!   does, by family. Every data command goes through
 //!   [`Coordinator::execute`] (same placement forwarding, consistency
 //!   levels and metrics as the QUIC client protocol).
@@ -43,6 +43,7 @@ pub mod conn_cmds;
 pub mod connection;
 pub mod cursors;
 pub mod data;
+pub mod expire;
 pub mod frame;
 pub mod glob;
 pub mod hashes;

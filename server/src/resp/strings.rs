@@ -1,10 +1,11 @@
-//! String commands: `GET`, `SET`, `MGET`, `MSET`, `INCRBY` (and `INCR`,
-//! `DECR`, `DECRBY`), `STRLEN`, `GETDEL`. A string is a last-writer-wins
+//! String commands: `GET`, `SET` (with `EX|PX|EXAT|PXAT|KEEPTTL`, see
+//! [`super::expire`]), `MGET`, `MSET`, `INCRBY` (and `INCR`, `DECR`,
+//! `DECRBY`), `STRLEN`, `GETDEL`. A string is a last-writer-wins
 //! register (`SET`) or a counter (`INCR` family); see [`super::data`] for
 //! how they share a key.
 
 use bytes::Bytes;
-use meridian_client::wire::{Kind, Operation, ReplyValue};
+use meridian_client::wire::{Kind, Operation, ReplyValue, Ttl};
 
 use super::data::{Data, Failed, Present, WRONGTYPE};
 use super::frame::Reply;
@@ -47,25 +48,36 @@ pub(super) fn plan_set(p: Present, nx: bool, xx: bool, get: bool) -> Result<SetP
     Ok(SetPlan::Write(if get { old } else { Reply::ok() }))
 }
 
+/// `SET`'s write: a plain register write (which clears the TTL), or one
+/// that sets or keeps it.
+pub(super) fn set_op(key: &Bytes, value: &Bytes, ttl: Ttl) -> Operation {
+    match ttl {
+        Ttl::Persist => Operation::RegisterPut {
+            key: key.to_vec(),
+            value: value.to_vec(),
+        },
+        ttl => Operation::RegisterPutTtl {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            ttl,
+        },
+    }
+}
+
 /// `SET`: `NX`/`XX` are evaluated on what the contacted replica (or the
 /// level's read) shows, not under a lock: two regions can both succeed.
 pub async fn set(
     d: &mut Data<'_>,
     key: Bytes,
     value: Bytes,
-    nx: bool,
-    xx: bool,
-    get: bool,
+    (nx, xx, get): (bool, bool, bool),
+    ttl: Ttl,
 ) -> Result<Reply, Failed> {
     let p = d.probe(&key).await?;
     match plan_set(p, nx, xx, get)? {
         SetPlan::Answer(reply) => Ok(reply),
         SetPlan::Write(reply) => {
-            d.write(Operation::RegisterPut {
-                key: key.to_vec(),
-                value: value.to_vec(),
-            })
-            .await?;
+            d.write(set_op(&key, &value, ttl)).await?;
             Ok(reply)
         }
     }
