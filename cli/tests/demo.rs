@@ -74,7 +74,7 @@ fn quick_demo_computes_every_expectation() {
                 .or_else(|| l.strip_prefix("[FAIL] ").map(|w| (w, false)))
         })
         .collect();
-    assert_eq!(verdicts.len(), 16, "16 expectations in:\n{out}");
+    assert_eq!(verdicts.len(), 18, "18 expectations in:\n{out}");
     let timing = |what: &str| {
         TIMING_EXPECTATIONS
             .iter()
@@ -98,7 +98,7 @@ fn quick_demo_computes_every_expectation() {
         "stdout:\n{out}\nstderr:\n{err}"
     );
     if all_held {
-        assert!(out.contains("All 16 expectations held."), "{out}");
+        assert!(out.contains("All 18 expectations held."), "{out}");
     }
     assert!(out.contains("Seed: 7 "), "{out}");
     assert!(out.contains("Durability: sync"), "{out}");

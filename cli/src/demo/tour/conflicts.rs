@@ -1,6 +1,6 @@
 //! Step 3: concurrent conflicting writes: an add-wins set, a
 //! last-writer-wins register, a hash (map) with a register field and a
-//! counter field.
+//! counter field; then an expiring key (`expiring.rs`).
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -217,7 +217,8 @@ impl Tour<'_> {
             ),
         );
 
-        self.hash().await
+        self.hash().await?;
+        self.expiring().await
     }
 
     /// A hash (map): at the same moment every region sets the field

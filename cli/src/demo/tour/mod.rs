@@ -19,6 +19,7 @@ use super::{CONVERGE_TIMEOUT, POLL_INTERVAL, REGIONS, Sizes};
 
 mod conflicts;
 mod counters;
+mod expiring;
 mod latency;
 mod partition;
 
