@@ -21,6 +21,14 @@
 //! [`MIN_TTL_MS`] … [`MAX_TTL_MS`]. Written values are `v<n>-p<process>`,
 //! unique across all keys, so a read names the one write it saw.
 //!
+//! Every key's last op is a `PERSIST`, normally long after its last TTL ran
+//! out: a `PERSIST` of an expired key must not bring the value back (the
+//! node fires a passed deadline before any write), which the final reads
+//! then check. (One that may have come before the deadline only keeps the
+//! value from being judged.) It also makes `PERSIST` common enough that
+//! every run acknowledges some (the `stats` checker wants every op type
+//! to succeed at least once).
+//!
 //! History: `SET` is `write {"value", "ttl-ms"}` (`ttl-ms` null without a
 //! TTL), `PEXPIRE` is `expire {"ttl-ms"}`, `PERSIST` is `persist` (value
 //! null), `GET` is `read` (string or null).
@@ -99,6 +107,10 @@ impl Workload for ExpiryWorkload {
             value,
             meta: None,
         };
+        if n % OPS_PER_KEY == OPS_PER_KEY - 1 {
+            // The key's last op (module docs).
+            return planned(F::Persist, Value::Null);
+        }
         if n % OPS_PER_KEY >= WRITE_OPS || roll < 0.3 {
             return planned(F::Read, Value::Null);
         }
@@ -161,10 +173,19 @@ mod tests {
             let n: u64 = k.strip_prefix("expiry-").unwrap().parse().unwrap();
             let persist_key = n % PERSIST_KEY_EVERY == PERSIST_KEY_EVERY - 1;
             for (i, p) in ops.iter().enumerate() {
+                let last = i as u64 == OPS_PER_KEY - 1;
+                assert_eq!(
+                    p.f == F::Persist && last,
+                    last,
+                    "{k}: the last op is a PERSIST"
+                );
                 let clears = p.f == F::Persist || (p.f == F::Write && p.value["ttl-ms"].is_null());
-                assert!(persist_key || !clears, "{k}: TTL keys never clear a TTL");
+                assert!(
+                    persist_key || last || !clears,
+                    "{k}: TTL keys clear no TTL but at the end"
+                );
                 fs.insert((p.f, p.value.get("ttl-ms").is_some_and(Value::is_u64)));
-                if i as u64 >= WRITE_OPS {
+                if i as u64 >= WRITE_OPS && !last {
                     assert_eq!(p.f, F::Read, "{k}: only reads after the write phase");
                 }
                 if let Some(t) = p.value.get("ttl-ms").and_then(Value::as_u64) {
