@@ -40,19 +40,20 @@
 //!    **resurrection**. Any level, final reads included: a replica that has
 //!    v has v's deadline, and one that lacks v cannot return it.
 //! 2. **No lost write inside the TTL.** An ok read r is judged against the
-//!    write w that was invoked last before r completed, when w is a `SET v`
-//!    (with TTL t, or none: t = ∞) that completed before r was invoked, no
-//!    other write of the key was concurrent with w (every other one
-//!    completed before w was invoked), w is promised to r
+//!    `SET v` w invoked last before r completed (TTL t, or none: t = ∞)
+//!    when w completed before r was invoked, w is promised to r
 //!    ([`counter::must_observe`]: replica sets intersect, or same node at
-//!    `local`/`leader`/`replicas-1`), and r completed before
+//!    `local`/`leader`/`replicas-1`), r completed before
 //!    `invoke(w) + t − skew(w) − skew(r) − TTL_BOUND` (v's deadline not yet
-//!    reached at r's node). Earlier writes must be surely older than v: a
-//!    `SET` completed more than `skew + SLACK` before w (its timestamp is
-//!    below v's), and every earlier deadline either passed before w
-//!    (v is stamped after it) or cannot have been reached at r's node.
-//!    Then r must return v; anything else (nil, another value) is a
-//!    **lost write**.
+//!    reached at r's node), every earlier `SET` completed before w was
+//!    invoked and surely has a lower timestamp (it completed more than
+//!    `skew + SLACK` before w, or on w's node at a single-node level), and
+//!    every other deadline — an earlier one w did not surely replace, a
+//!    `PEXPIRE` concurrent with or after w, even an indeterminate one —
+//!    passed before w (v is stamped after it) or cannot have been reached
+//!    at r's node (`invoke(X) + t_X` is past r's completion plus skews and
+//!    `TTL_BOUND`). A `PERSIST` only removes deadlines. Then r must return
+//!    v; anything else (nil, another value) is a **lost write**.
 //! 3. **Only written values.** A read's value was written to the key by a
 //!    `SET` that did not fail and was invoked before the read completed
 //!    (else `garbage`, `fail-visible` or `future-read`).
@@ -260,15 +261,32 @@ fn fate(ops: &[ExOp<'_>], wi: usize) -> Fate {
     }
 }
 
-/// Rule 2 for read `ri`: `Some((w, must))` when the read is judged against
-/// write `w`'s value.
+/// Whether `x` was applied on the node that later applied `w`: both at a
+/// single-node level (`local`, `leader`, `replicas-1`) and served by the
+/// same (known) node, `x` completed before `w` was invoked. Then `w` saw
+/// `x` (its deadline, which a `SET` replaces or clears; its timestamp,
+/// which the node's clock passed).
+fn seen_by(x: &ExOp<'_>, w: &ExOp<'_>) -> bool {
+    let one_node = |l: Level| l == Level::Leader || l.is_single_replica();
+    x.cmp() < w.inv()
+        && one_node(x.level)
+        && one_node(w.level)
+        && x.call.serving_node().is_some()
+        && x.call.serving_node() == w.call.serving_node()
+}
+
+/// Rule 2 for read `ri`: the write whose value it must return, if the
+/// read is judged.
 fn promised_write<'o, 'a>(ops: &'o [ExOp<'a>], ri: usize) -> Option<&'o ExOp<'a>> {
     let r = &ops[ri];
     let prior: Vec<&ExOp<'_>> = ops
         .iter()
         .filter(|x| x.kind != Kind::Read && !x.call.is_fail() && x.inv() < r.cmp())
         .collect();
-    let w = *prior.iter().max_by_key(|x| x.inv())?;
+    let w = *prior
+        .iter()
+        .filter(|x| matches!(x.kind, Kind::Set { .. }))
+        .max_by_key(|x| x.inv())?;
     let Kind::Set { ttl_ms, .. } = w.kind else {
         return None;
     };
@@ -284,27 +302,41 @@ fn promised_write<'o, 'a>(ops: &'o [ExOp<'a>], ri: usize) -> Option<&'o ExOp<'a>
         return None;
     }
     let bound = TTL_BOUND_MS * MS;
+    let slack = SLACK_MS * MS;
     if let Some(t) = ttl_ms
         && r.cmp() + r.skew + w.skew + bound >= w.inv() + t * MS
     {
         return None;
     }
-    let slack = SLACK_MS * MS;
-    for x in prior.iter().filter(|x| x.inv() < w.inv()) {
-        if x.cmp() >= w.inv() {
-            return None; // concurrent with w
+    for x in prior
+        .iter()
+        .filter(|x| x.call.inv.index != w.call.inv.index)
+    {
+        let seen = seen_by(x, w);
+        if matches!(x.kind, Kind::Set { .. }) {
+            // An earlier SET (w is the last): its value must be older.
+            if x.cmp() >= w.inv() {
+                return None; // concurrent with w
+            }
+            if !seen && x.cmp() + x.skew + w.skew + slack >= w.inv() {
+                return None; // its timestamp may be above v's
+            }
         }
-        if matches!(x.kind, Kind::Set { .. }) && x.cmp() + x.skew + w.skew + slack >= w.inv() {
-            return None; // its timestamp may be above v's
-        }
-        if let Some(tx) = x.deadline_ttl() {
+        // Any other deadline (an earlier one w did not surely replace, or
+        // a PEXPIRE concurrent with or after w, even `info`) must have
+        // passed before v was stamped, or not be reached at r's node.
+        if let Some(tx) = x.deadline_ttl()
+            && !seen
+        {
             let tx = tx * MS;
-            let passed_before_w = x.cmp() + tx + x.skew + w.skew + slack < w.inv();
-            let unreached_at_r = r.cmp() + r.skew + x.skew + slack < x.inv() + tx;
+            let passed_before_w =
+                x.cmp() != u64::MAX && x.cmp() + tx + x.skew + w.skew + slack < w.inv();
+            let unreached_at_r = r.cmp() + r.skew + x.skew + bound < x.inv() + tx;
             if !passed_before_w && !unreached_at_r {
                 return None;
             }
         }
+        // A PERSIST only removes deadlines.
     }
     Some(w)
 }
@@ -820,6 +852,81 @@ mod tests {
             .set(2, "v1", Some(3000), ok(1200, 1210))
             .read(1, None, 1800, 1810);
         assert_eq!(count(&b.check(), "lost-writes-count"), 1);
+    }
+
+    /// Writes after the SET that only move deadlines: a PERSIST never
+    /// hides v; a PEXPIRE (even an indeterminate one) hides it once its
+    /// own deadline may be reached, not before.
+    #[test]
+    fn persist_and_pexpire_after_the_set_are_judged_by_their_deadlines() {
+        let lost = |b: &B| count(&b.check(), "lost-writes-count");
+        let mut b = B::default();
+        b.set(0, "v1", Some(2000), ok(0, 10))
+            .persist(2, ok(20, 30))
+            .read(1, None, 100, 110);
+        assert_eq!(lost(&b), 1);
+        let mut b = B::default();
+        b.set(0, "v1", Some(2000), ok(0, 10))
+            .expire(2, 1500, (20, End::Info))
+            .read(1, None, 100, 110);
+        assert_eq!(lost(&b), 1, "{}", b.check().to_json());
+        // Past the PEXPIRE's own deadline (20 + 1500 − bound): not judged.
+        let mut b = B::default();
+        b.set(0, "v1", Some(2000), ok(0, 10))
+            .expire(2, 1500, ok(20, 30))
+            .read(1, None, 1000, 1010);
+        let r = b.check();
+        assert_eq!(r.valid, Validity::True, "{}", r.to_json());
+        assert_eq!(count(&r, "lost-write-judged-reads"), 0);
+    }
+
+    /// An earlier write served by the same node at a single-node level is
+    /// surely older and its deadline surely replaced, however close.
+    #[test]
+    fn an_earlier_write_on_the_same_node_is_seen() {
+        let local = |b: &mut B, p: u64, v: &str, ttl: u64, w: (u64, End)| {
+            let val = json!({"value": v, "ttl-ms": ttl});
+            b.call(p, F::Write, val, Value::Null, w, Level::Local, "n1");
+        };
+        let mut b = B::default();
+        local(&mut b, 0, "v0", 1000, ok(0, 10));
+        local(&mut b, 2, "v1", 3000, ok(20, 30));
+        b.call(
+            1,
+            F::Read,
+            Value::Null,
+            json!("v0"),
+            ok(1500, 1510),
+            Level::Local,
+            "n1",
+        );
+        let r = b.check();
+        assert_eq!(count(&r, "lost-writes-count"), 1, "{}", r.to_json());
+        // The same on different nodes: v0 may be newer, and its deadline
+        // may hide v1: not judged.
+        let mut b = B::default();
+        local(&mut b, 0, "v0", 1000, ok(0, 10));
+        b.call(
+            2,
+            F::Write,
+            json!({"value": "v1", "ttl-ms": 3000}),
+            Value::Null,
+            ok(20, 30),
+            Level::All,
+            "n2",
+        );
+        b.call(
+            1,
+            F::Read,
+            Value::Null,
+            Value::Null,
+            ok(1500, 1510),
+            Level::All,
+            "n3",
+        );
+        let r = b.check();
+        assert_eq!(r.valid, Validity::True, "{}", r.to_json());
+        assert_eq!(count(&r, "lost-write-judged-reads"), 0);
     }
 
     /// Near clock faults the skew bound (5.5 s) exceeds every TTL: neither
