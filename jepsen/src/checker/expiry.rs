@@ -28,8 +28,9 @@
 //!
 //! 1. **No resurrection.** For `SET v PX t` completed at `c`, the latest
 //!    time its deadline can still be in the future at a node is
-//!    `E = c + t + skew(SET) + TTL_BOUND`. A later (or concurrent) write X
-//!    invoked before `E + skew(X)` may have observed that deadline before
+//!    `E = c + t + skew(SET) + TTL_BOUND`. A later (or concurrent: not
+//!    completed before the SET was invoked) write X invoked before
+//!    `E + skew(X)` may have observed that deadline before
 //!    it passed: a `PERSIST` or a `SET` without TTL may have cancelled it
 //!    (and if that `SET` lost to v by timestamp, v lives on), so v is
 //!    *protected* and not judged; a `PEXPIRE t'` or `SET .. PX t'` may
@@ -61,7 +62,8 @@
 //! Valid iff none of the above; `unknown` when no `SET .. PX` was
 //! acknowledged (nothing judged), or a command was refused as unknown
 //! (the node has no TTL commands). Counts report what was judged:
-//! `resurrection-judged-values`, `protected-values`, `skewed-values`,
+//! `resurrection-judged-values`, `protected-values`, `unjudged-values`
+//! (`info` SETs, TTLs within the skew bound),
 //! `lost-write-judged-reads`, `reads-after-all-expired` (reads invoked
 //! after every value written before them had expired: they must be nil)
 //! and `expired-nil-reads` (how many were).
