@@ -47,8 +47,8 @@ pub enum Cmd {
 
 #[derive(Args, Debug, Clone)]
 pub struct TestArgs {
-    /// counter | set | register | large | map | all (= counter+set+register),
-    /// or several joined by `+` (counter+set)
+    /// counter | set | register | large | map | expiry | all
+    /// (= counter+set+register), or several joined by `+` (counter+set)
     #[arg(long, default_value = "all")]
     pub workload: String,
     /// none | partition | kill | pause | clock | outage | all (= the first
@@ -158,7 +158,7 @@ fn bad(msg: impl Into<String>) -> anyhow::Error {
     BadArgs(msg.into()).into()
 }
 
-/// `counter | set | register | large | map | all`, or several joined by `+` or `,`
+/// `counter | set | register | large | map | expiry | all`, or several joined by `+` or `,`
 /// (`counter+set`).
 pub fn parse_workloads(s: &str) -> anyhow::Result<Vec<WorkloadKind>> {
     let mut out: Vec<WorkloadKind> = Vec::new();
@@ -170,9 +170,10 @@ pub fn parse_workloads(s: &str) -> anyhow::Result<Vec<WorkloadKind>> {
             "register" => vec![WorkloadKind::Register],
             "large" => vec![WorkloadKind::Large],
             "map" => vec![WorkloadKind::Map],
+            "expiry" => vec![WorkloadKind::Expiry],
             o => {
                 return Err(bad(format!(
-                    "unknown workload {o:?} (counter|set|register|large|map|all, or several joined by +)"
+                    "unknown workload {o:?} (counter|set|register|large|map|expiry|all, or several joined by +)"
                 )));
             }
         };
@@ -324,6 +325,12 @@ pub fn plan(a: &TestArgs) -> anyhow::Result<TestPlan> {
         return Err(bad(
             "--client resp does not run the map workload (the RESP door's database \
              interface has no map operations yet): use --client native",
+        ));
+    }
+    if client == ClientKind::Native && workloads.contains(&WorkloadKind::Expiry) {
+        return Err(bad(
+            "--workload expiry runs over --client resp only (meridian-client has no TTL \
+             commands yet): use --client resp --workload expiry (or counter+set+expiry)",
         ));
     }
     if client == ClientKind::Resp && workloads.contains(&WorkloadKind::Large) {
@@ -780,6 +787,25 @@ mod tests {
         );
         assert_eq!(p.name, "counter+set-partition+kill+pause-resp");
         assert_eq!(plan(&args(&[])).unwrap().client, ClientKind::Native);
+        let p = plan(&args(&[
+            "--client",
+            "resp",
+            "--workload",
+            "counter+set+expiry",
+        ]))
+        .unwrap();
+        assert_eq!(
+            p.run.workloads,
+            vec![
+                WorkloadKind::Counter,
+                WorkloadKind::Set,
+                WorkloadKind::Expiry
+            ]
+        );
+        assert!(
+            !WorkloadKind::ALL.contains(&WorkloadKind::Expiry),
+            "not in all"
+        );
         let p = plan(&args(&["--nodes", "3", "--regions", "us"])).unwrap();
         assert_eq!(p.run.regions["n3"], "us");
         let p = plan(&args(&["--nodes", "5", "--regions", "a,b,c,d,e"])).unwrap();
@@ -797,6 +823,9 @@ mod tests {
             vec!["--client", "redis"],
             vec!["--client", "resp"],
             vec!["--client", "resp", "--workload", "counter+register"],
+            // The native client has no TTL commands yet.
+            vec!["--workload", "expiry"],
+            vec!["--client", "resp", "--workload", "all+expiry"],
             vec!["--nemesis", "partition,chaos"],
         ] {
             let e = plan(&args(&bad_args)).unwrap_err();

@@ -32,7 +32,7 @@ use meridian_client::{
     Client, ClientConfig, Consistency, Error, FromReply, Read, RequestBuilder, WireHlc,
 };
 
-use crate::db::{Db, Meta, Outcome};
+use crate::db::{Db, ExpiryCmd, ExpiryReply, Meta, NO_EXPIRY, Outcome};
 use crate::history::{Hlc, Level};
 
 /// Whether the client wiring exists.
@@ -411,6 +411,20 @@ impl Db for ClientDb {
             },
         )
         .await
+    }
+
+    /// `meridian-client` has no TTL API yet (issue 15's client side is in
+    /// progress): the CLI refuses `--workload expiry` with `--client
+    /// native`, and a direct call fails definitely.
+    async fn expiry(
+        &self,
+        _: &str,
+        _: &str,
+        _: ExpiryCmd<'_>,
+        _: Level,
+        _: Duration,
+    ) -> Outcome<ExpiryReply> {
+        Outcome::Fail(NO_EXPIRY.into())
     }
 
     async fn set_clock_offset(&self, node: &str, offset_ms: i64) -> Result<(), String> {

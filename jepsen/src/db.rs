@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::history::{Hlc, Level};
 
@@ -57,6 +57,34 @@ impl<T> Outcome<T> {
 
 /// The error of a [`Db`] that has no maps.
 pub const NO_MAPS: &str = "this database interface has no map operations";
+
+/// The error of a [`Db`] that has no TTL commands.
+pub const NO_EXPIRY: &str = "this database interface has no TTL (expiry) operations";
+
+/// One command of the expiry workload: Redis string commands with TTLs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpiryCmd<'a> {
+    /// `SET key value [PX ttl_ms]`: without a TTL, clears any TTL (Redis).
+    Set { value: &'a str, ttl_ms: Option<u64> },
+    /// `GET key`.
+    Get,
+    /// `PEXPIRE key ttl_ms`.
+    Expire { ttl_ms: u64 },
+    /// `PERSIST key`.
+    Persist,
+}
+
+/// The reply to an [`ExpiryCmd`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExpiryReply {
+    /// `SET`'s `OK`.
+    Done,
+    /// `GET`: the value, `None` = no key (never written, or expired).
+    Value(Option<String>),
+    /// `PEXPIRE`/`PERSIST`: whether the node says it changed a TTL (Redis's
+    /// `1`/`0`; informational, the checker does not rely on it).
+    Changed(bool),
+}
 
 /// The operations the workloads need.
 pub trait Db: Send + Sync + 'static {
@@ -171,6 +199,17 @@ pub trait Db: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Outcome<BTreeMap<String, String>>> + Send;
 
+    /// One command of the expiry workload. A store without TTLs fails
+    /// definitely with [`NO_EXPIRY`].
+    fn expiry(
+        &self,
+        node: &str,
+        key: &str,
+        cmd: ExpiryCmd<'_>,
+        level: Level,
+        timeout: Duration,
+    ) -> impl Future<Output = Outcome<ExpiryReply>> + Send;
+
     /// Sets the node's debug clock offset (the clock nemesis). Needs
     /// `meridian serve --allow-debug-clock`.
     fn set_clock_offset(
@@ -220,6 +259,12 @@ pub struct MemoryBugs {
     pub drop_every_nth_map_write: Option<u64>,
     /// `HDEL` acknowledged but not applied: a removed field stays.
     pub ignore_map_removes: bool,
+    /// Expiries never happen: a value whose TTL passed is still read
+    /// (resurrection).
+    pub never_expire: bool,
+    /// Expiries happen early: at a quarter of the TTL (a value lost while
+    /// its TTL still runs).
+    pub expire_early: bool,
 }
 
 /// One copy of every key.
@@ -231,6 +276,8 @@ struct Data {
     registers: BTreeMap<String, (String, Hlc, String)>,
     /// key → field → (value, the node that wrote it).
     maps: BTreeMap<String, BTreeMap<String, (String, String)>>,
+    /// Expiry workload: key → (value, its deadline if it has a TTL).
+    ttl_registers: BTreeMap<String, (String, Option<Instant>)>,
 }
 
 #[derive(Debug, Default)]
@@ -346,6 +393,14 @@ impl MemoryDb {
                 key.to_string(),
                 d.maps.get(key).cloned().unwrap_or_default(),
             );
+            match d.ttl_registers.get(key) {
+                Some(r) => {
+                    b.ttl_registers.insert(key.to_string(), r.clone());
+                }
+                None => {
+                    b.ttl_registers.remove(key);
+                }
+            }
             f(&mut s.data)
         })
     }
@@ -604,6 +659,67 @@ impl Db for MemoryDb {
             })
             .unwrap_or_default();
         Outcome::Ok(v, Self::meta(node))
+    }
+
+    /// TTLs on the real (monotonic) clock, so the store is linearizable
+    /// with expiry at the deadline; clock offsets do not move deadlines.
+    async fn expiry(
+        &self,
+        node: &str,
+        key: &str,
+        cmd: ExpiryCmd<'_>,
+        _: Level,
+        _: Duration,
+    ) -> Outcome<ExpiryReply> {
+        let now = Instant::now();
+        let bugs = self.bugs;
+        let deadline = move |ttl_ms: u64| {
+            let ms = if bugs.expire_early {
+                ttl_ms / 4
+            } else {
+                ttl_ms
+            };
+            now + Duration::from_millis(ms)
+        };
+        let live =
+            move |e: &(String, Option<Instant>)| bugs.never_expire || e.1.is_none_or(|d| d > now);
+        match cmd {
+            ExpiryCmd::Get => {
+                let v = self
+                    .read_view(node, |d| d.ttl_registers.get(key).cloned())
+                    .filter(|e| live(e))
+                    .map(|e| e.0);
+                Outcome::Ok(ExpiryReply::Value(v), Self::meta(node))
+            }
+            ExpiryCmd::Set { value, ttl_ms } => {
+                self.write(node, key, |d| {
+                    d.ttl_registers
+                        .insert(key.to_string(), (value.to_string(), ttl_ms.map(deadline)))
+                });
+                tokio::task::yield_now().await;
+                self.answer(ExpiryReply::Done, Self::meta(node))
+            }
+            ExpiryCmd::Expire { ttl_ms } => {
+                let changed = self.write(node, key, |d| match d.ttl_registers.get_mut(key) {
+                    Some(e) if live(e) => {
+                        e.1 = Some(deadline(ttl_ms));
+                        true
+                    }
+                    _ => false,
+                });
+                self.answer(ExpiryReply::Changed(changed), Self::meta(node))
+            }
+            ExpiryCmd::Persist => {
+                let changed = self.write(node, key, |d| match d.ttl_registers.get_mut(key) {
+                    Some(e) if live(e) && e.1.is_some() => {
+                        e.1 = None;
+                        true
+                    }
+                    _ => false,
+                });
+                self.answer(ExpiryReply::Changed(changed), Self::meta(node))
+            }
+        }
     }
 
     async fn set_clock_offset(&self, node: &str, offset_ms: i64) -> Result<(), String> {

@@ -105,8 +105,13 @@ pub enum F {
     /// null; map: object of field → value.
     Read,
     /// register: value = the (unique) string written; map: `HSET`, value =
-    /// `{"field", "value"}` (the value unique).
+    /// `{"field", "value"}` (the value unique); expiry: `SET`, value =
+    /// `{"value", "ttl-ms"}` (`ttl-ms` null: no TTL).
     Write,
+    /// expiry: `PEXPIRE key ttl`, value = `{"ttl-ms"}`.
+    Expire,
+    /// expiry: `PERSIST key`, value = null.
+    Persist,
     StartPartition,
     StopPartition,
     Kill,
@@ -126,6 +131,8 @@ impl F {
             F::Remove => "remove",
             F::Read => "read",
             F::Write => "write",
+            F::Expire => "expire",
+            F::Persist => "persist",
             F::StartPartition => "start-partition",
             F::StopPartition => "stop-partition",
             F::Kill => "kill",
@@ -299,6 +306,10 @@ pub enum WorkloadKind {
     /// (`HSET`, `HDEL`) and counter fields (`HINCRBY`) on keys `map-<n>`.
     /// Not part of [`WorkloadKind::ALL`] (see there).
     Map,
+    /// Registers with TTLs ([`crate::workload::expiry`]): `SET .. PX`,
+    /// `SET`, `GET`, `PEXPIRE`, `PERSIST` on keys `expiry-<n>`. Not part of
+    /// [`WorkloadKind::ALL`], as [`WorkloadKind::Map`].
+    Expiry,
 }
 
 impl WorkloadKind {
@@ -320,6 +331,7 @@ impl WorkloadKind {
             WorkloadKind::Register => "register",
             WorkloadKind::Large => "large",
             WorkloadKind::Map => "map",
+            WorkloadKind::Expiry => "expiry",
         }
     }
 
@@ -331,6 +343,7 @@ impl WorkloadKind {
             "set" => Some(WorkloadKind::Set),
             "register" => Some(WorkloadKind::Register),
             "map" => Some(WorkloadKind::Map),
+            "expiry" => Some(WorkloadKind::Expiry),
             _ => None,
         }
     }

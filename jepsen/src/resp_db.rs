@@ -8,6 +8,9 @@
 //!   bit), read as 0. Set: `SADD key member`, `SREM key member`,
 //!   `SMEMBERS key`. The register workload is not run over RESP: `SET`/`GET`
 //!   return no timestamps, and the register checker orders writes by them.
+//!   Expiry workload: `SET key value [PX ttl]` (`+OK`), `GET key` (bulk or
+//!   nil), `PEXPIRE key ttl` and `PERSIST key` (integer); its checker needs
+//!   no timestamps (values are unique and judged by real time).
 //! * **Levels.** The AUTH user name is the level (`AUTH quorum <token>`):
 //!   connections are pooled per (node, level), each authenticated once at
 //!   its level, so an op's level is the connection's. A connection carries
@@ -63,7 +66,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::client_db::{CONNECT_WAIT, ClientDb};
-use crate::db::{Db, Meta, NO_MAPS, Outcome};
+use crate::db::{Db, ExpiryCmd, ExpiryReply, Meta, NO_MAPS, Outcome};
 use crate::history::{Level, UNKNOWN_NODE};
 
 /// `--client`: how the harness talks to the nodes.
@@ -727,6 +730,56 @@ impl Db for RespDb {
         Outcome::Fail(NO_MAPS.into())
     }
 
+    async fn expiry(
+        &self,
+        node: &str,
+        key: &str,
+        cmd: ExpiryCmd<'_>,
+        level: Level,
+        timeout: Duration,
+    ) -> Outcome<ExpiryReply> {
+        let k = key.as_bytes();
+        let meta = served_by(node, level);
+        match cmd {
+            ExpiryCmd::Set { value, ttl_ms } => {
+                let ttl = ttl_ms.map(|t| t.to_string());
+                let mut args: Vec<&[u8]> = vec![b"SET", k, value.as_bytes()];
+                if let Some(t) = &ttl {
+                    args.extend([b"PX".as_slice(), t.as_bytes()]);
+                }
+                let r = self.call(node, level, &args, timeout).await;
+                write_outcome(r, meta, |r| match r {
+                    Reply::Simple(s) if s == "OK" => Ok(ExpiryReply::Done),
+                    o => Err(o),
+                })
+            }
+            ExpiryCmd::Get => {
+                let r = self.call(node, level, &[b"GET", k], timeout).await;
+                read_outcome(r, meta, |r| match r {
+                    Reply::Bulk(v) => Ok(ExpiryReply::Value(
+                        v.map(|b| String::from_utf8_lossy(&b).into_owned()),
+                    )),
+                    o => Err(o),
+                })
+            }
+            ExpiryCmd::Expire { ttl_ms } => {
+                let t = ttl_ms.to_string();
+                let r = self
+                    .call(node, level, &[b"PEXPIRE", k, t.as_bytes()], timeout)
+                    .await;
+                write_outcome(r, meta, |r| {
+                    integer(r).map(|i| ExpiryReply::Changed(i == 1))
+                })
+            }
+            ExpiryCmd::Persist => {
+                let r = self.call(node, level, &[b"PERSIST", k], timeout).await;
+                write_outcome(r, meta, |r| {
+                    integer(r).map(|i| ExpiryReply::Changed(i == 1))
+                })
+            }
+        }
+    }
+
     async fn set_clock_offset(&self, node: &str, offset_ms: i64) -> Result<(), String> {
         match &self.control {
             Some(c) => c.set_clock_offset(node, offset_ms).await,
@@ -961,6 +1014,20 @@ impl Db for AnyDb {
         match self {
             AnyDb::Native(d) => d.map_read(node, key, level, timeout).await,
             AnyDb::Resp(d) => d.map_read(node, key, level, timeout).await,
+        }
+    }
+
+    async fn expiry(
+        &self,
+        node: &str,
+        key: &str,
+        cmd: ExpiryCmd<'_>,
+        level: Level,
+        timeout: Duration,
+    ) -> Outcome<ExpiryReply> {
+        match self {
+            AnyDb::Native(d) => d.expiry(node, key, cmd, level, timeout).await,
+            AnyDb::Resp(d) => d.expiry(node, key, cmd, level, timeout).await,
         }
     }
 
@@ -1244,6 +1311,89 @@ mod tests {
             Outcome::Fail(_)
         ));
         assert!(d.set_clock_offset("n1", 5).await.is_err());
+    }
+
+    /// The expiry workload's commands on the wire and their replies.
+    #[tokio::test]
+    async fn expiry_commands_and_replies() {
+        let f = fake(
+            |a| match a.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                ["SET", "expiry-0", "v1", "PX", "1500"] => Act::Reply("+OK\r\n"),
+                ["SET", "expiry-0", "v2"] => Act::Reply("+OK\r\n"),
+                ["SET", "expiry-1", ..] => Act::Reply(":1\r\n"),
+                ["GET", "expiry-0"] => Act::Reply("$2\r\nv2\r\n"),
+                ["GET", "expiry-1"] => Act::Reply("$-1\r\n"),
+                ["PEXPIRE", "expiry-0", "2000"] => Act::Reply(":1\r\n"),
+                ["PERSIST", "expiry-0"] => Act::Reply(":0\r\n"),
+                _ => Act::Reply("-ERR wrong arguments\r\n"),
+            },
+        )
+        .await;
+        let d = db(f.addr, "tok");
+        let q = Level::Quorum;
+        let ok = |r| Outcome::Ok(r, served_by("n1", q));
+        let set = |value, ttl_ms| ExpiryCmd::Set { value, ttl_ms };
+        assert_eq!(
+            d.expiry("n1", "expiry-0", set("v1", Some(1500)), q, T)
+                .await,
+            ok(ExpiryReply::Done)
+        );
+        assert_eq!(
+            d.expiry("n1", "expiry-0", set("v2", None), q, T).await,
+            ok(ExpiryReply::Done)
+        );
+        assert_eq!(
+            d.expiry("n1", "expiry-0", ExpiryCmd::Get, q, T).await,
+            ok(ExpiryReply::Value(Some("v2".into())))
+        );
+        assert_eq!(
+            d.expiry("n1", "expiry-1", ExpiryCmd::Get, q, T).await,
+            ok(ExpiryReply::Value(None))
+        );
+        assert_eq!(
+            d.expiry("n1", "expiry-0", ExpiryCmd::Expire { ttl_ms: 2000 }, q, T)
+                .await,
+            ok(ExpiryReply::Changed(true))
+        );
+        assert_eq!(
+            d.expiry("n1", "expiry-0", ExpiryCmd::Persist, q, T).await,
+            ok(ExpiryReply::Changed(false))
+        );
+        // A SET answered with another type did something: indeterminate.
+        assert!(matches!(
+            d.expiry("n1", "expiry-1", set("v3", Some(1000)), q, T).await,
+            Outcome::Info(e) if e.starts_with("unexpected reply")
+        ));
+        assert!(matches!(
+            d.expiry("n1", "expiry-2", ExpiryCmd::Persist, q, T).await,
+            Outcome::Fail(e) if e.starts_with("ERR")
+        ));
+    }
+
+    /// A node without TTL commands stops an expiry run before it starts,
+    /// with an error that says so, instead of a run of failed ops.
+    #[tokio::test]
+    async fn expiry_preflight_fails_clearly_on_unknown_commands() {
+        let f = fake(|a| match a[0].as_str() {
+            "SET" => Act::Reply("+OK\r\n"),
+            _ => Act::Reply("-ERR unknown command 'PEXPIRE', with args beginning with: \r\n"),
+        })
+        .await;
+        let d = db(f.addr, "tok");
+        let e = crate::runner::expiry_preflight(&d, "n1", T)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("refused PEXPIRE"), "{e}");
+        assert!(e.contains("unknown command"), "{e}");
+        let f = fake(|a| match a[0].as_str() {
+            "SET" => Act::Reply("+OK\r\n"),
+            _ => Act::Reply(":1\r\n"),
+        })
+        .await;
+        crate::runner::expiry_preflight(&db(f.addr, "tok"), "n1", T)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -37,7 +37,7 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use crate::checker::always::Convergence;
 use crate::checker::faults::Family;
-use crate::db::{Db, Outcome};
+use crate::db::{Db, ExpiryCmd, ExpiryReply, Outcome};
 use crate::generator::{self, NemesisOp, ScheduleConfig};
 use crate::grudge::{PartitionSpec, complete_grudge};
 use crate::history::{
@@ -354,8 +354,59 @@ async fn probe<D: Db>(
             Outcome::Ok(v, _) => Some(json!(v)),
             _ => None,
         },
+        WorkloadKind::Expiry => {
+            match db
+                .expiry(node, key, ExpiryCmd::Get, Level::Local, timeout)
+                .await
+            {
+                Outcome::Ok(ExpiryReply::Value(v), _) => Some(json!(v)),
+                _ => None,
+            }
+        }
         WorkloadKind::Large => None,
     }
+}
+
+/// The key [`expiry_preflight`] writes (never read by the workload, and
+/// not in the history).
+pub const EXPIRY_PREFLIGHT_KEY: &str = "expiry-preflight";
+
+/// TTL of the preflight's value, in ms: long enough to outlive the
+/// preflight's own `PEXPIRE` and `PERSIST`, then gone within the run.
+pub const EXPIRY_PREFLIGHT_TTL_MS: u64 = 60_000;
+
+/// Before an expiry run: one `SET .. PX`, `PEXPIRE` and `PERSIST` on the
+/// first node, unrecorded, so that nodes without TTL commands (an
+/// `unknown command`, a `SET` option refused) stop the run at once with a
+/// clear error instead of a whole run of failed ops.
+pub async fn expiry_preflight<D: Db>(db: &D, node: &str, timeout: Duration) -> anyhow::Result<()> {
+    let key = EXPIRY_PREFLIGHT_KEY;
+    let cmds = [
+        (
+            "SET .. PX",
+            ExpiryCmd::Set {
+                value: "preflight",
+                ttl_ms: Some(EXPIRY_PREFLIGHT_TTL_MS),
+            },
+        ),
+        (
+            "PEXPIRE",
+            ExpiryCmd::Expire {
+                ttl_ms: EXPIRY_PREFLIGHT_TTL_MS,
+            },
+        ),
+        ("PERSIST", ExpiryCmd::Persist),
+    ];
+    for (name, cmd) in cmds {
+        match db.expiry(node, key, cmd, Level::Local, timeout).await {
+            Outcome::Ok(..) => {}
+            Outcome::Fail(e) | Outcome::Info(e) => anyhow::bail!(
+                "--workload expiry: {node} refused {name} ({e}); the nodes need the TTL \
+                 commands (SET .. PX, PEXPIRE, PERSIST) to run the expiry workload"
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// Runs a whole test. `stop` ends the main phase early (Ctrl-C); the final
@@ -399,6 +450,10 @@ pub async fn run<D: Db>(
             "{} nemesis ops skipped: this run has no control for them",
             skipped.len()
         ));
+    }
+
+    if cfg.workloads.contains(&WorkloadKind::Expiry) {
+        expiry_preflight(db.as_ref(), &cfg.nodes[0], cfg.op_timeout).await?;
     }
 
     let shared = Arc::new(WorkerContext {
@@ -642,15 +697,19 @@ async fn wipe_scenario<D: Db>(
             // Not wired into the wipe scenario yet: the map checker's own
             // negative controls are the MemoryDb mutants.
             WorkloadKind::Map => continue,
+            // Likewise: the expiry checker's negative controls are the
+            // MemoryDb mutants (expire_early, never_expire).
+            WorkloadKind::Expiry => continue,
         };
         for i in 0..WIPE_WRITES {
             let (f, value) = match kind {
                 // Distinct powers of two, like the workload's deltas.
                 WorkloadKind::Counter => (F::Add, json!(1i64 << i)),
                 WorkloadKind::Set => (F::Add, json!(format!("wipe-{i}"))),
-                WorkloadKind::Register | WorkloadKind::Large | WorkloadKind::Map => {
-                    (F::Write, json!(format!("wipe-{i}-p{p}")))
-                }
+                WorkloadKind::Register
+                | WorkloadKind::Large
+                | WorkloadKind::Map
+                | WorkloadKind::Expiry => (F::Write, json!(format!("wipe-{i}-p{p}"))),
             };
             let planned = Planned {
                 workload: *kind,
@@ -1290,6 +1349,64 @@ mod tests {
         flagged_by(&r, &["map"]);
         let j = &r.to_json()["map"];
         assert!(!j["lww-inversions"].as_array().unwrap().is_empty(), "{j:#}");
+    }
+
+    /// An expiry run against [`MemoryDb`] through recorded partitions,
+    /// long enough (4 s) for keys' TTLs (1-3 s) to run out while they are
+    /// still read.
+    fn expiry_cfg(seed: u64) -> RunConfig {
+        let mut c = faulty_cfg(seed);
+        c.workloads = vec![WorkloadKind::Expiry];
+        c.time_limit = Duration::from_secs(4);
+        c.rate = 200.0;
+        c
+    }
+
+    /// The correct store (TTLs on the real clock) through the expiry
+    /// workload: valid, with both rules judging reads, and reads after
+    /// every value expired seen as nil.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn correct_store_is_valid_with_expiry() {
+        let (_, r) = faulty_run(MemoryBugs::default(), expiry_cfg(21)).await;
+        let j = &r.to_json()["expiry"];
+        assert_eq!(r.valid, Validity::True, "{:#}", r.to_json());
+        for k in [
+            "resurrection-judged-values",
+            "lost-write-judged-reads",
+            "reads-after-all-expired",
+            "expired-nil-reads",
+        ] {
+            assert!(j[k].as_u64().unwrap() > 0, "{k}: {j:#}");
+        }
+    }
+
+    /// Mutant: TTLs never fire. Values come back after their deadline.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mutant_never_expire_is_a_resurrection() {
+        let bugs = MemoryBugs {
+            never_expire: true,
+            ..MemoryBugs::default()
+        };
+        let (_, r) = faulty_run(bugs, expiry_cfg(22)).await;
+        flagged_by(&r, &["expiry"]);
+        let j = &r.to_json()["expiry"];
+        assert!(j["resurrected-count"].as_u64().unwrap() > 0, "{j:#}");
+        assert_eq!(j["lost-writes-count"], json!(0), "{j:#}");
+    }
+
+    /// Mutant: values expire at a quarter of their TTL. Promised reads
+    /// inside the TTL miss them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mutant_early_expiry_is_a_lost_write() {
+        let bugs = MemoryBugs {
+            expire_early: true,
+            ..MemoryBugs::default()
+        };
+        let (_, r) = faulty_run(bugs, expiry_cfg(23)).await;
+        flagged_by(&r, &["expiry"]);
+        let j = &r.to_json()["expiry"];
+        assert!(j["lost-writes-count"].as_u64().unwrap() > 0, "{j:#}");
+        assert_eq!(j["resurrected-count"], json!(0), "{j:#}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@
 
 pub mod always;
 pub mod counter;
+pub mod expiry;
 pub mod faults;
 pub mod large;
 pub mod map;
@@ -332,6 +333,9 @@ pub fn standard_checkers(workloads: &BTreeSet<WorkloadKind>) -> Vec<Box<dyn Chec
     }
     if workloads.contains(&WorkloadKind::Map) {
         v.push(Box::new(map::MapChecker));
+    }
+    if workloads.contains(&WorkloadKind::Expiry) {
+        v.push(Box::new(expiry::ExpiryChecker));
     }
     if !workloads.is_empty() {
         v.push(Box::new(session::SessionChecker));

@@ -8,6 +8,7 @@
 //! observed value to exactly one write.
 
 pub mod counter;
+pub mod expiry;
 pub mod large;
 pub mod map;
 pub mod register;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-use crate::db::{Db, Meta, Outcome};
+use crate::db::{Db, ExpiryCmd, ExpiryReply, Meta, Outcome};
 use crate::history::{F, Level, OpType, WorkloadKind};
 
 /// An op a workload wants to run.
@@ -194,6 +195,39 @@ pub async fn execute<D: Db>(
                 |v| json!(v),
                 &Value::Null,
             ),
+            (WorkloadKind::Expiry, f @ (F::Write | F::Read | F::Expire | F::Persist)) => {
+                let ttl = p.value.get("ttl-ms").and_then(Value::as_u64);
+                let cmd = match f {
+                    F::Write => ExpiryCmd::Set {
+                        value: map_str(&p.value, "value"),
+                        ttl_ms: ttl,
+                    },
+                    F::Expire => ExpiryCmd::Expire {
+                        ttl_ms: ttl.unwrap_or(0),
+                    },
+                    F::Persist => ExpiryCmd::Persist,
+                    _ => ExpiryCmd::Get,
+                };
+                let mut changed = None;
+                let mut c = complete(
+                    db.expiry(node, &p.key, cmd, level, timeout).await,
+                    |r| match r {
+                        ExpiryReply::Value(v) => json!(v),
+                        ExpiryReply::Changed(b) => {
+                            changed = Some(b);
+                            echo.clone()
+                        }
+                        ExpiryReply::Done => echo.clone(),
+                    },
+                    if f == F::Read { &Value::Null } else { &echo },
+                );
+                // PEXPIRE/PERSIST: whether the node said it changed a TTL,
+                // for people reading the history.
+                if let (Some(m), Some(b)) = (c.meta.as_mut(), changed) {
+                    m["changed"] = json!(b);
+                }
+                c
+            }
             (w, f) => Completion {
                 kind: OpType::Fail,
                 value: echo.clone(),
@@ -234,6 +268,7 @@ pub fn build(kinds: &[WorkloadKind], large: large::LargeConfig) -> Vec<Box<dyn W
                 WorkloadKind::Register => Box::new(register::RegisterWorkload::new()),
                 WorkloadKind::Large => Box::new(large::LargeWorkload::new(large)),
                 WorkloadKind::Map => Box::new(map::MapWorkload::new()),
+                WorkloadKind::Expiry => Box::new(expiry::ExpiryWorkload::new()),
             }
         })
         .collect()
