@@ -8,10 +8,8 @@
 #   TIME=20 SEED=100 OUT=store/matrix BIN=target/debug jepsen/matrix.sh
 #
 # Environment (defaults in brackets):
-#   WORKLOADS  [counter set register all large]; also map, and expiry
-#              (or counter+set+expiry), which are not in the default list:
-#              a workload that includes expiry runs with --client resp (the
-#              native client has no TTL commands yet)
+#   WORKLOADS  [counter set register all large]; also map and expiry
+#              (or all+expiry), which are not in the default list
 #   NEMESES    [none partition kill pause clock all outage]
 #   NETS       [nft proxy]   nft needs root + nft + iptables; otherwise those
 #                            rows are recorded as SKIP with the reason
@@ -117,8 +115,6 @@ for w in "${ws[@]}"; do
         i=$((i + 1))
         rate=$RATE
         [ "$w" = large ] && rate=$LARGE_RATE
-        client=()
-        case "+$w+" in *+expiry+*) client=(--client resp) ;; esac
         store="$OUT/store"
         log="$OUT/$w-$n-$size-$net-$seed.log"
         echo "[$i/$total] $w x $n, $size nodes, $net, seed $seed"
@@ -127,7 +123,7 @@ for w in "${ws[@]}"; do
         timeout --kill-after=30 $((TIME + PER_RUN_SLACK)) \
           "$J" test --workload "$w" --nemesis "$n" --nodes "$size" --net "$net" \
           --time-limit "$TIME" --rate "$rate" --seed "$seed" --store "$store" \
-          --skip-if-unavailable "${client[@]}" $EXTRA >"$log" 2>&1 || rc=$?
+          --skip-if-unavailable $EXTRA >"$log" 2>&1 || rc=$?
         if grep -q '^SKIP: ' "$log"; then
           reason=$(sed -n 's/^SKIP: //p' "$log" | head -n 1)
           echo "| $w-$n | $size | $net | $seed | - | - | SKIP | - | - | $reason |" >>"$table"

@@ -327,12 +327,6 @@ pub fn plan(a: &TestArgs) -> anyhow::Result<TestPlan> {
              interface has no map operations yet): use --client native",
         ));
     }
-    if client == ClientKind::Native && workloads.contains(&WorkloadKind::Expiry) {
-        return Err(bad(
-            "--workload expiry runs over --client resp only (meridian-client has no TTL \
-             commands yet): use --client resp --workload expiry (or counter+set+expiry)",
-        ));
-    }
     if client == ClientKind::Resp && workloads.contains(&WorkloadKind::Large) {
         return Err(bad(
             "--client resp does not run the large workload (its registers need timestamps)",
@@ -787,6 +781,9 @@ mod tests {
         );
         assert_eq!(p.name, "counter+set-partition+kill+pause-resp");
         assert_eq!(plan(&args(&[])).unwrap().client, ClientKind::Native);
+        let p = plan(&args(&["--workload", "all+expiry"])).unwrap();
+        assert_eq!(p.client, ClientKind::Native);
+        assert!(p.run.workloads.contains(&WorkloadKind::Expiry));
         let p = plan(&args(&[
             "--client",
             "resp",
@@ -823,8 +820,6 @@ mod tests {
             vec!["--client", "redis"],
             vec!["--client", "resp"],
             vec!["--client", "resp", "--workload", "counter+register"],
-            // The native client has no TTL commands yet.
-            vec!["--workload", "expiry"],
             vec!["--client", "resp", "--workload", "all+expiry"],
             vec!["--nemesis", "partition,chaos"],
         ] {

@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use meridian_client::{
-    Client, ClientConfig, Consistency, Error, FromReply, Read, RequestBuilder, WireHlc,
+    Client, ClientConfig, Consistency, Deadline, Error, FromReply, Read, RequestBuilder, WireHlc,
 };
 
-use crate::db::{Db, ExpiryCmd, ExpiryReply, Meta, NO_EXPIRY, Outcome};
+use crate::db::{Db, ExpiryCmd, ExpiryReply, Meta, Outcome};
 use crate::history::{Hlc, Level};
 
 /// Whether the client wiring exists.
@@ -413,18 +413,79 @@ impl Db for ClientDb {
         .await
     }
 
-    /// `meridian-client` has no TTL API yet (issue 15's client side is in
-    /// progress): the CLI refuses `--workload expiry` with `--client
-    /// native`, and a direct call fails definitely.
+    /// `SET .. PX` is a register put with `.ttl(..)` (a plain put clears
+    /// the TTL, as Redis's `SET`); `PEXPIRE` is `expire(Deadline::after)`,
+    /// `PERSIST` `persist()`: their reply says whether the register exists
+    /// afterwards, recorded as `changed`.
     async fn expiry(
         &self,
-        _: &str,
-        _: &str,
-        _: ExpiryCmd<'_>,
-        _: Level,
-        _: Duration,
+        node: &str,
+        key: &str,
+        cmd: ExpiryCmd<'_>,
+        level: Level,
+        timeout: Duration,
     ) -> Outcome<ExpiryReply> {
-        Outcome::Fail(NO_EXPIRY.into())
+        match cmd {
+            ExpiryCmd::Set { value, ttl_ms } => {
+                self.op(
+                    node,
+                    Effect::Write,
+                    level,
+                    timeout,
+                    |c| {
+                        let put = c.register(key).put(value);
+                        match ttl_ms {
+                            Some(t) => put.ttl(Duration::from_millis(t)),
+                            None => put,
+                        }
+                    },
+                    |r| (ExpiryReply::Done, served_by(r.node)),
+                )
+                .await
+            }
+            ExpiryCmd::Get => {
+                self.op(
+                    node,
+                    Effect::Read,
+                    level,
+                    timeout,
+                    |c| c.register(key).get(),
+                    |r| {
+                        let v = r
+                            .value
+                            .value
+                            .map(|v| String::from_utf8_lossy(&v).into_owned());
+                        (ExpiryReply::Value(v), served_by(r.node))
+                    },
+                )
+                .await
+            }
+            ExpiryCmd::Expire { ttl_ms } => {
+                self.op(
+                    node,
+                    Effect::Write,
+                    level,
+                    timeout,
+                    |c| {
+                        c.register(key)
+                            .expire(Deadline::after(Duration::from_millis(ttl_ms)))
+                    },
+                    |r| (ExpiryReply::Changed(r.value.exists), served_by(r.node)),
+                )
+                .await
+            }
+            ExpiryCmd::Persist => {
+                self.op(
+                    node,
+                    Effect::Write,
+                    level,
+                    timeout,
+                    |c| c.register(key).persist(),
+                    |r| (ExpiryReply::Changed(r.value.exists), served_by(r.node)),
+                )
+                .await
+            }
+        }
     }
 
     async fn set_clock_offset(&self, node: &str, offset_ms: i64) -> Result<(), String> {

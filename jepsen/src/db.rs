@@ -58,9 +58,6 @@ impl<T> Outcome<T> {
 /// The error of a [`Db`] that has no maps.
 pub const NO_MAPS: &str = "this database interface has no map operations";
 
-/// The error of a [`Db`] that has no TTL commands.
-pub const NO_EXPIRY: &str = "this database interface has no TTL (expiry) operations";
-
 /// One command of the expiry workload: Redis string commands with TTLs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExpiryCmd<'a> {
@@ -199,8 +196,7 @@ pub trait Db: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Outcome<BTreeMap<String, String>>> + Send;
 
-    /// One command of the expiry workload. A store without TTLs fails
-    /// definitely with [`NO_EXPIRY`].
+    /// One command of the expiry workload.
     fn expiry(
         &self,
         node: &str,
