@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # RESP redis-benchmark A/B: one node per build (periodic 1000 ms, RESP user
-# default), node on CPU 1, redis-benchmark on CPU 0, rounds interleaved.
+# `local`), node on CPU 1, redis-benchmark on CPU 0, rounds interleaved.
 # Usage: ROUNDS=5 TESTS="set incr" benches/ab-resp.sh NAME=BINDIR ...
 # (each BINDIR holds a release `meridian`; needs redis-benchmark, taskset)
 set -uo pipefail
