@@ -253,7 +253,7 @@ async fn expiry_commands_the_bound_and_the_worker() -> Result<()> {
 }
 
 /// `SET`'s TTL options, `EXPIRE` and friends with their conditions, `TTL`,
-/// `PTTL`, `PERSIST`, on a string.
+/// `PTTL`, `EXPIRETIME`, `PEXPIRETIME`, `PERSIST`, on a string.
 fn commands(c: &mut redis::Connection) -> Result<()> {
     let ttl = |c: &mut redis::Connection, k: &str| q::<i64>(c, &["TTL", k]);
     let pttl = |c: &mut redis::Connection, k: &str| q::<i64>(c, &["PTTL", k]);
@@ -313,6 +313,13 @@ fn commands(c: &mut redis::Connection) -> Result<()> {
     let pat = ((now_s() + 300) * 1000).to_string();
     ensure!(q::<i64>(c, &["PEXPIREAT", "s", &pat])? == 1);
     ensure!((295..=300).contains(&ttl(c, "s")?));
+    // EXPIRETIME / PEXPIRETIME: the deadline itself, as a Unix time.
+    ensure!(q::<String>(c, &["PEXPIRETIME", "s"])? == pat);
+    ensure!(q::<i64>(c, &["EXPIRETIME", "s"])? == pat.parse::<i64>()? / 1000);
+    ensure!(q::<i64>(c, &["EXPIRETIME", "missing"])? == -2);
+    ensure!(q::<i64>(c, &["PEXPIRETIME", "n"])? > 0);
+    ensure!(q::<String>(c, &["SET", "plain", "v"])? == "OK");
+    ensure!(q::<i64>(c, &["PEXPIRETIME", "plain"])? == -1);
     ensure!(q::<i64>(c, &["PERSIST", "s"])? == 1);
     ensure!(q::<i64>(c, &["EXPIRE", "s", "10", "LT"])? == 1);
     ensure!((9..=10).contains(&ttl(c, "s")?));

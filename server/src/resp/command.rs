@@ -99,10 +99,12 @@ pub enum Command {
         deadline: Deadline,
         condition: Option<Condition>,
     },
-    /// `TTL` (`ms` false) and `PTTL`.
+    /// `TTL` (`ms` false) and `PTTL`; with `absolute`, `EXPIRETIME` and
+    /// `PEXPIRETIME` (the deadline as a Unix time).
     Ttl {
         key: Bytes,
         ms: bool,
+        absolute: bool,
     },
     Persist(Bytes),
     // Sets.
@@ -567,12 +569,13 @@ impl Command {
                     condition,
                 }
             }
-            "ttl" | "pttl" => {
+            "ttl" | "pttl" | "expiretime" | "pexpiretime" => {
                 let key = a.key()?;
                 a.finish()?;
                 Command::Ttl {
                     key,
-                    ms: name == "pttl",
+                    ms: name.starts_with('p'),
+                    absolute: name.ends_with("expiretime"),
                 }
             }
             "persist" => {
@@ -870,6 +873,8 @@ pub const TABLE: &[CommandInfo] = &[
     ("pexpireat", -3, &["write", "fast"], 1, 1, 1),
     ("ttl", 2, &["readonly", "fast"], 1, 1, 1),
     ("pttl", 2, &["readonly", "fast"], 1, 1, 1),
+    ("expiretime", 2, &["readonly", "fast"], 1, 1, 1),
+    ("pexpiretime", 2, &["readonly", "fast"], 1, 1, 1),
     ("persist", 2, &["write", "fast"], 1, 1, 1),
     ("sadd", -3, &["write", "denyoom", "fast"], 1, 1, 1),
     ("srem", -3, &["write", "fast"], 1, 1, 1),

@@ -643,7 +643,7 @@ async fn data(
             deadline,
             condition,
         } => expire::expire(&mut d, key, deadline, condition).await,
-        Command::Ttl { key, ms } => expire::ttl(&mut d, key, ms).await,
+        Command::Ttl { key, ms, absolute } => expire::ttl(&mut d, key, ms, absolute).await,
         Command::Persist(k) => expire::persist(&mut d, k).await,
         Command::SAdd { key, members } => sets::sadd(&mut d, key, members).await,
         Command::SRem { key, members } => sets::srem(&mut d, key, members).await,

@@ -1,5 +1,6 @@
 //! Expiry commands: `EXPIRE`, `PEXPIRE`, `EXPIREAT`, `PEXPIREAT` (with
-//! `NX|XX|GT|LT`), `TTL`, `PTTL`, `PERSIST`, `GETEX`; `SET`'s
+//! `NX|XX|GT|LT`), `TTL`, `PTTL`, `EXPIRETIME`, `PEXPIRETIME`, `PERSIST`,
+//! `GETEX`; `SET`'s
 //! `EX|PX|EXAT|PXAT|KEEPTTL` are parsed here and applied by
 //! [`super::strings`].
 //!
@@ -177,14 +178,24 @@ pub async fn expire(
     Ok(Reply::Integer(1))
 }
 
-/// `TTL` (seconds, rounded to the nearest as Redis does) and `PTTL`: -2
-/// when the key is absent, -1 when it has no TTL.
-pub async fn ttl(d: &mut Data<'_>, key: Bytes, ms: bool) -> Result<Reply, Failed> {
+/// `TTL` (seconds, rounded to the nearest as Redis does) and `PTTL`;
+/// with `absolute`, `EXPIRETIME` (Unix seconds) and `PEXPIRETIME` (Unix
+/// milliseconds) of the deadline. -2 when the key is absent, -1 when it
+/// has no TTL.
+pub async fn ttl(d: &mut Data<'_>, key: Bytes, ms: bool, absolute: bool) -> Result<Reply, Failed> {
     let kinds = d.probe(&key).await?.kinds();
     let Some(&first) = kinds.first() else {
         return Ok(Reply::Integer(-2));
     };
     let seen = ttl_of(d, first, &key).await?;
+    if absolute {
+        return Ok(Reply::Integer(match (seen.exists, seen.deadline_ms) {
+            (false, _) => -2,
+            (true, None) => -1,
+            (true, Some(at)) if ms => i64::try_from(at).unwrap_or(i64::MAX),
+            (true, Some(at)) => i64::try_from(at / 1000).unwrap_or(i64::MAX),
+        }));
+    }
     Ok(Reply::Integer(match (seen.exists, seen.remaining_ms) {
         // Expired between the two reads.
         (false, _) => -2,
