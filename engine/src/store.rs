@@ -48,14 +48,24 @@ pub(crate) struct SetHeader {
     pub(crate) bytes: u64,
 }
 
+/// Per-map metadata: a set's, plus the map's increment chains (see
+/// [`map::Chains`]; empty once no delta is in flight out of order).
+#[derive(
+    Clone, Default, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub(crate) struct MapHeader {
+    pub(crate) context: CausalContext,
+    pub(crate) chains: map::Chains,
+    /// Present fields.
+    pub(crate) count: u64,
+    /// Estimated bytes of the fields' entries (for the object size limit).
+    pub(crate) bytes: u64,
+}
+
 /// What [`Store::load_parts`] loads of an object stored decomposed: its
 /// header, what each asked-for name held (`None`: absent) and the present
 /// parts by name.
-type LoadedParts<T> = (
-    SetHeader,
-    BTreeMap<Vec<u8>, Option<T>>,
-    BTreeMap<Vec<u8>, T>,
-);
+type LoadedParts<H, T> = (H, BTreeMap<Vec<u8>, Option<T>>, BTreeMap<Vec<u8>, T>);
 
 /// Members of a set loaded for one operation, with what they were.
 pub(crate) struct SetView {
@@ -96,7 +106,7 @@ impl SetView {
 /// map's counterpart of [`SetView`] (its header has the same shape).
 pub(crate) struct MapView {
     pub(crate) map: OrMap,
-    pub(crate) header: SetHeader,
+    pub(crate) header: MapHeader,
     /// The loaded fields' entries before the operation (`None`: absent).
     loaded: BTreeMap<Vec<u8>, Option<Entries>>,
     /// Whether every field was loaded.
@@ -248,7 +258,7 @@ type ParsedKey<'a> = (ObjectKey, Option<(u8, &'a [u8])>);
 /// The entries of a decomposed object read so far.
 enum Parts {
     Set(BTreeMap<Vec<u8>, DotSet>),
-    Map(BTreeMap<Vec<u8>, Entries>),
+    Map(BTreeMap<Vec<u8>, Entries>, map::Chains),
 }
 
 /// A set or map being assembled from its header and member entries.
@@ -387,12 +397,18 @@ impl Store {
         Ok(())
     }
 
-    fn read_header(&self, p: &[u8]) -> Result<Option<SetHeader>> {
+    fn read_header<H>(&self, p: &[u8]) -> Result<Option<H>>
+    where
+        H: rkyv::Archive,
+        H::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+                rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
+            > + rkyv::Deserialize<H, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    {
         match self.objects.get(header_key(p))? {
             None => Ok(None),
-            Some(v) => decode_value::<SetHeader>(&v)
+            Some(v) => decode_value::<H>(&v)
                 .map(|(_, h)| Some(h))
-                .map_err(|e| self.corrupt("set header", e)),
+                .map_err(|e| self.corrupt("header", e)),
         }
     }
 
@@ -412,7 +428,8 @@ impl Store {
     /// Loads the header and the given members (or, with `members = None`,
     /// every member) of a set.
     pub(crate) fn load_set(&self, key: &ObjectKey, members: Option<&[&[u8]]>) -> Result<SetView> {
-        let (header, loaded, entries) = self.load_parts::<DotSet>(key, members, "set member")?;
+        let (header, loaded, entries) =
+            self.load_parts::<SetHeader, DotSet>(key, members, "set member")?;
         Ok(SetView {
             set: OrSet::from_parts(entries, header.context.clone()),
             header,
@@ -424,20 +441,24 @@ impl Store {
     /// The header and the given parts (members of a set, fields of a map;
     /// with `names = None`, every part) of an object stored decomposed:
     /// what each name held before (`None`: absent), and the present parts.
-    fn load_parts<T>(
+    fn load_parts<H, T>(
         &self,
         key: &ObjectKey,
         names: Option<&[&[u8]]>,
         what: &'static str,
-    ) -> Result<LoadedParts<T>>
+    ) -> Result<LoadedParts<H, T>>
     where
+        H: rkyv::Archive + Default,
+        H::Archived: for<'a> rkyv::bytecheck::CheckBytes<
+                rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
+            > + rkyv::Deserialize<H, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
         T: rkyv::Archive + Clone,
         T::Archived: for<'a> rkyv::bytecheck::CheckBytes<
                 rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>,
             > + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
     {
         let p = prefix(key);
-        let header = self.read_header(&p)?.unwrap_or_default();
+        let header = self.read_header::<H>(&p)?.unwrap_or_default();
         let mut loaded = BTreeMap::new();
         let mut present = BTreeMap::new();
         match names {
@@ -518,9 +539,10 @@ impl Store {
     /// Loads the header and the given fields (or, with `fields = None`,
     /// every field) of a map.
     pub(crate) fn load_map(&self, key: &ObjectKey, fields: Option<&[&[u8]]>) -> Result<MapView> {
-        let (header, loaded, present) = self.load_parts::<Entries>(key, fields, "map field")?;
+        let (header, loaded, present) =
+            self.load_parts::<MapHeader, Entries>(key, fields, "map field")?;
         Ok(MapView {
-            map: OrMap::from_parts(present, header.context.clone()),
+            map: OrMap::from_parts(present, header.context.clone(), header.chains.clone()),
             header,
             loaded,
             full: fields.is_none(),
@@ -552,8 +574,9 @@ impl Store {
                     .all(|f| view.loaded.contains_key(f)),
             "a map operation or merge added a field it had not loaded"
         );
-        let header = SetHeader {
+        let header = MapHeader {
             context: view.map.context().clone(),
+            chains: view.map.chains().clone(),
             count: view.count_after(),
             bytes: view.bytes_after(),
         };
@@ -658,14 +681,14 @@ impl Store {
             Kind::Register => self.read_register(key)?.map(ObjectState::Register),
             Kind::Set => {
                 let p = prefix(key);
-                if self.read_header(&p)?.is_none() {
+                if self.read_header::<SetHeader>(&p)?.is_none() {
                     None
                 } else {
                     Some(ObjectState::Set(self.load_set(key, None)?.set))
                 }
             }
             Kind::Map => {
-                if self.read_header(&prefix(key))?.is_none() {
+                if self.read_header::<MapHeader>(&prefix(key))?.is_none() {
                     None
                 } else {
                     Some(ObjectState::Map(self.load_map(key, None)?.map))
@@ -690,8 +713,8 @@ impl Store {
                 Some((k, Parts::Set(entries), ctx)) => {
                     f(k, ObjectState::Set(OrSet::from_parts(entries, ctx)))
                 }
-                Some((k, Parts::Map(fields), ctx)) => {
-                    f(k, ObjectState::Map(OrMap::from_parts(fields, ctx)))
+                Some((k, Parts::Map(fields, chains), ctx)) => {
+                    f(k, ObjectState::Map(OrMap::from_parts(fields, ctx, chains)))
                 }
                 None => Ok(true),
             }
@@ -729,14 +752,15 @@ impl Store {
                     if !flush(&mut current, &mut f)? {
                         return Ok(());
                     }
-                    let (_, h) =
-                        decode_value::<SetHeader>(&v).map_err(|e| self.corrupt("header", e))?;
-                    let parts = if kind == Kind::Set {
-                        Parts::Set(BTreeMap::new())
+                    current = Some(if kind == Kind::Set {
+                        let (_, h) = decode_value::<SetHeader>(&v)
+                            .map_err(|e| self.corrupt("set header", e))?;
+                        (object, Parts::Set(BTreeMap::new()), h.context)
                     } else {
-                        Parts::Map(BTreeMap::new())
-                    };
-                    current = Some((object, parts, h.context));
+                        let (_, h) = decode_value::<MapHeader>(&v)
+                            .map_err(|e| self.corrupt("map header", e))?;
+                        (object, Parts::Map(BTreeMap::new(), h.chains), h.context)
+                    });
                 }
                 (Kind::Set | Kind::Map, Some((MEMBER_SUFFIX, name))) => match &mut current {
                     Some((k, Parts::Set(entries), _)) if *k == object => {
@@ -744,7 +768,7 @@ impl Store {
                             .map_err(|e| self.corrupt("set member", e))?;
                         entries.insert(name.to_vec(), dots);
                     }
-                    Some((k, Parts::Map(fields), _)) if *k == object => {
+                    Some((k, Parts::Map(fields, _), _)) if *k == object => {
                         let (_, entries) = decode_value::<Entries>(&v)
                             .map_err(|e| self.corrupt("map field", e))?;
                         fields.insert(name.to_vec(), entries);
@@ -842,8 +866,11 @@ impl Store {
             Kind::Register => self
                 .read_register(object)?
                 .is_some_and(|r| r.value.is_some()),
-            Kind::Set | Kind::Map => self
-                .read_header(&prefix(object))?
+            Kind::Set => self
+                .read_header::<SetHeader>(&prefix(object))?
+                .is_some_and(|h| h.count > 0),
+            Kind::Map => self
+                .read_header::<MapHeader>(&prefix(object))?
                 .is_some_and(|h| h.count > 0),
         })
     }

@@ -17,6 +17,8 @@
 //!     the sum of the `HINCRBY` contributions;
 //!   - expiry: the deadlines are the settings no known setting, `PERSIST`
 //!     or fire observed, the floor is the largest floor known;
+//! * map: once everything is delivered no increment chain is left and the
+//!   context has no holes (removed fields leave nothing behind);
 //! * map: add wins for a concurrent `HSET`/`HDEL` of one field, concurrent
 //!   `HINCRBY`s add up, concurrent `HSET`s resolve by `(hlc, node)`, and a
 //!   `Listed` delta needs only the fields it lists;
@@ -29,9 +31,7 @@ use std::fmt::Debug;
 
 use crdts::MVReg;
 use meridian_engine::crdt::Expiry;
-use meridian_engine::crdt::map::{
-    Entries, Entry, MapDelta, OrMap, Scope, increment_stream, parse_int,
-};
+use meridian_engine::crdt::map::{Entries, Entry, MapDelta, OrMap, Scope, parse_int};
 use meridian_engine::{Dot, Hlc, Incarnation, PhysicalTime, StreamId};
 use proptest::prelude::*;
 
@@ -145,6 +145,56 @@ enum MapOp {
     Delete,
 }
 
+thread_local! {
+    /// Every map write made in the current history, by dot: its field and
+    /// whether it is an increment (what a chain can cover). Cleared when a
+    /// history starts (its first replica is made).
+    static WRITTEN: std::cell::RefCell<BTreeMap<Dot, (u8, bool)>> =
+        const { std::cell::RefCell::new(BTreeMap::new()) };
+}
+
+fn record_write(dot: Dot, field: u8, entry: &Entry) {
+    WRITTEN.with(|w| {
+        w.borrow_mut()
+            .insert(dot, (field, matches!(entry, Entry::Incr { .. })))
+    });
+}
+
+/// What cancelling the `live` entries of `field` observes: their dots,
+/// and for an increment every earlier increment of the field by its
+/// writer (its total includes them).
+fn cancelled(live: &Entries, field: u8) -> Vec<Dot> {
+    let mut out: Vec<Dot> = live.keys().copied().collect();
+    WRITTEN.with(|w| {
+        let w = w.borrow();
+        for (dot, e) in live {
+            if matches!(e, Entry::Incr { .. }) {
+                out.extend(
+                    w.iter()
+                        .filter(|&(d, &(f, incr))| {
+                            incr && f == field && d.stream == dot.stream && d.counter < dot.counter
+                        })
+                        .map(|(d, _)| *d),
+                );
+            }
+        }
+    });
+    out
+}
+
+/// Whether `map` has seen `dot` (its context, or a chain covering an
+/// increment), by the write it names.
+fn map_sees(map: &OrMap, dot: Dot) -> bool {
+    map.context().contains(dot)
+        || WRITTEN.with(|w| match w.borrow().get(&dot) {
+            Some(&(f, true)) => map
+                .chains()
+                .get(&vec![f])
+                .is_some_and(|vv| vv.contains(dot)),
+            _ => false,
+        })
+}
+
 /// The map model, in dots: every write known here and every dot a known
 /// operation observed (cancelled).
 #[derive(Clone, Debug, Default)]
@@ -234,6 +284,10 @@ impl Replica for MapReplica {
     type Note = MapKnowledge;
 
     fn new(index: usize) -> Self {
+        if index == 0 {
+            // A new history: no write is made yet.
+            WRITTEN.with(|w| w.borrow_mut().clear());
+        }
         MapReplica {
             index,
             map: OrMap::new(),
@@ -276,8 +330,9 @@ impl Replica for MapReplica {
                             value: last.1.clone()
                         }
                     );
-                    note.observed.extend(self.model.live(f).keys().copied());
+                    note.observed.extend(cancelled(&self.model.live(f), f));
                     note.writes.insert(dot, (f, entry.clone()));
+                    record_write(dot, f, entry);
                 }
                 delta
             }
@@ -294,33 +349,44 @@ impl Replica for MapReplica {
                 };
                 let (delta, value) = result.expect("integer field");
                 assert_eq!(value, current + by);
+                let stream = StreamId::from(me);
                 let mine: Vec<(Dot, i64)> = live
                     .iter()
                     .filter_map(|(d, e)| match e {
-                        Entry::Incr { total } if d.stream == increment_stream(me, &[*f]) => {
-                            Some((*d, *total))
-                        }
+                        Entry::Incr { total } if d.stream == stream => Some((*d, *total)),
                         _ => None,
                     })
                     .collect();
+                assert!(mine.len() <= 1, "a writer holds one increment of a field");
                 let total = mine.iter().map(|(_, t)| t).sum::<i64>() + by;
                 let (&dot, entry) = delta.fields[&vec![*f]].iter().next().unwrap();
                 assert_eq!(entry, &Entry::Incr { total });
-                assert_eq!(dot.stream, increment_stream(me, &[*f]));
+                assert_eq!(dot.stream, stream, "increments use the writer's stream");
                 // An increment observed every earlier increment of the field
                 // by its writer (those it holds are in `mine`; the others
-                // it saw cancelled), all of them earlier dots of its stream.
+                // it saw cancelled): it made them all, so its model knows them.
                 note.observed.extend(mine.iter().map(|(d, _)| *d));
-                note.observed
-                    .extend((1..dot.counter).map(|c| Dot::new(dot.stream, c)));
+                note.observed.extend(
+                    self.model
+                        .writes
+                        .iter()
+                        .filter(|(d, (wf, e))| {
+                            d.stream == stream
+                                && d.counter < dot.counter
+                                && wf == f
+                                && matches!(e, Entry::Incr { .. })
+                        })
+                        .map(|(d, _)| *d),
+                );
                 note.writes.insert(dot, (*f, entry.clone()));
+                record_write(dot, *f, entry);
                 delta
             }
             MapOp::Remove(fs) => {
                 let fields: Vec<Vec<u8>> = fs.iter().map(|&f| vec![f]).collect();
                 let delta = self.map.remove(&fields);
                 for &f in fs {
-                    note.observed.extend(self.model.live(f).keys().copied());
+                    note.observed.extend(cancelled(&self.model.live(f), f));
                 }
                 delta
             }
@@ -329,7 +395,7 @@ impl Replica for MapReplica {
                 assert!(delta.fields.is_empty(), "a delete is context-only");
                 assert_eq!(delta.scope, Scope::Full);
                 for f in 0..FIELDS {
-                    note.observed.extend(self.model.live(f).keys().copied());
+                    note.observed.extend(cancelled(&self.model.live(f), f));
                 }
                 delta
             }
@@ -361,11 +427,47 @@ impl Replica for MapReplica {
             .chain(self.model.observed.iter())
             .copied()
             .collect();
-        assert_eq!(
-            context_dots(self.map.context()),
-            expected,
-            "the causal context differs from the dots the model has seen"
+        // What the map has seen is its context plus what its increment
+        // chains cover: exactly the dots the model has seen.
+        let in_context = context_dots(self.map.context());
+        assert!(
+            in_context.is_subset(&expected),
+            "the causal context holds dots the model has not seen: {:?}",
+            in_context.difference(&expected).collect::<Vec<_>>()
         );
+        for &dot in &expected {
+            assert!(
+                map_sees(&self.map, dot),
+                "the map has not seen {dot:?}, which the model has"
+            );
+        }
+        WRITTEN.with(|w| {
+            for (&dot, &(f, incr)) in w.borrow().iter() {
+                let chained = incr
+                    && self
+                        .map
+                        .chains()
+                        .get(&vec![f])
+                        .is_some_and(|vv| vv.contains(dot));
+                assert!(
+                    !chained || expected.contains(&dot),
+                    "replica {}: a chain covers {dot:?}, which the model has not seen; chains {:?}, context {:?}, model {:?}",
+                    self.index,
+                    self.map.chains(),
+                    self.map.context(),
+                    self.model
+                );
+            }
+        });
+        // Chains are kept only while the context does not cover them.
+        for vv in self.map.chains().values() {
+            for (stream, n) in vv.iter() {
+                assert!(
+                    self.map.context().vector().get(stream) < n,
+                    "a chain the context covers was kept"
+                );
+            }
+        }
         assert_eq!(self.map.len(), self.map.keys().count());
         assert_eq!(self.map.values().len(), self.map.len());
         assert!(self.map.check_limits().is_ok());
@@ -836,6 +938,18 @@ proptest! {
         }
     }
 
+    /// Once every delta has arrived, in any order, a map keeps no
+    /// increment chain and its context is one vector entry per writer:
+    /// removed fields, counters included, leave nothing behind.
+    #[test]
+    fn settled_maps_keep_no_chains(steps in steps(map_op(), 60), seed in any::<u64>()) {
+        let h = converged(&steps, seed);
+        for r in &h.replicas {
+            prop_assert!(r.map.chains().is_empty(), "chains kept: {:?}", r.map.chains());
+            prop_assert_eq!(r.map.context().cloud().count(), 0);
+        }
+    }
+
     /// Concurrent `HINCRBY`s of one field on every replica add up.
     #[test]
     fn concurrent_hincrby_adds_up(
@@ -914,9 +1028,9 @@ proptest! {
         let listed: BTreeSet<Vec<u8>> = delta.field_names().map(<[u8]>::to_vec).collect();
         let mut full = before.clone();
         let full_changed = full.merge(&delta);
-        let (fields, context) = before.clone().into_parts();
+        let (fields, context, chains) = before.clone().into_parts();
         let partial = fields.into_iter().filter(|(f, _)| listed.contains(f)).collect();
-        let mut view = OrMap::from_parts(partial, context);
+        let mut view = OrMap::from_parts(partial, context, chains);
         prop_assert_eq!(full_changed, view.merge(&delta));
         prop_assert_eq!(view.context(), full.context());
         for (f, entries) in full.fields() {

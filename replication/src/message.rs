@@ -322,6 +322,10 @@ fn check_delta(delta: &Delta) -> Result<(), String> {
         Delta::Map(m) => {
             check_context(&m.context)?;
             check_map_fields(&m.fields)?;
+            for (field, chain) in &m.chains {
+                check_field_name(field)?;
+                check_vector(chain)?;
+            }
         }
         Delta::Expiry(e) => check_expiry(e)?,
         Delta::Counter(_) | Delta::Register(_) => {}
@@ -334,14 +338,19 @@ fn check_map_fields(
     fields: &std::collections::BTreeMap<Vec<u8>, meridian_engine::crdt::map::Entries>,
 ) -> Result<(), String> {
     for (field, entries) in fields {
-        if field.len() > meridian_engine::crdt::map::MAX_FIELD_BYTES {
-            return Err(format!(
-                "map field of {} bytes over the {}-byte limit",
-                field.len(),
-                meridian_engine::crdt::map::MAX_FIELD_BYTES
-            ));
-        }
+        check_field_name(field)?;
         entries.keys().copied().try_for_each(check_dot)?;
+    }
+    Ok(())
+}
+
+fn check_field_name(field: &[u8]) -> Result<(), String> {
+    if field.len() > meridian_engine::crdt::map::MAX_FIELD_BYTES {
+        return Err(format!(
+            "map field of {} bytes over the {}-byte limit",
+            field.len(),
+            meridian_engine::crdt::map::MAX_FIELD_BYTES
+        ));
     }
     Ok(())
 }
@@ -366,6 +375,7 @@ pub fn record_bytes(r: &Record) -> usize {
                     .map(|(f, e)| meridian_engine::crdt::map::entry_cost(f, e) as usize)
                     .sum::<usize>()
                     + 16 * m.context.entries()
+                    + meridian_engine::crdt::map::chains_bytes(&m.chains)
             }
         }
 }
@@ -383,7 +393,11 @@ pub fn state_bytes(key: &ObjectKey, state: &ObjectState) -> usize {
             ObjectState::Counter(c) => 48 * c.origins(),
             ObjectState::Set(s) => s.cost() as usize + 16 * s.context().entries(),
             ObjectState::Register(r) => r.value.as_ref().map_or(0, Vec::len),
-            ObjectState::Map(m) => m.cost() as usize + 16 * m.context().entries(),
+            ObjectState::Map(m) => {
+                m.cost() as usize
+                    + 16 * m.context().entries()
+                    + meridian_engine::crdt::map::chains_bytes(m.chains())
+            }
         }
 }
 

@@ -5,9 +5,7 @@
 //! removed), as in [`OrSet`](super::OrSet). A field is present iff it has
 //! an entry. Removing a field drops its entries; the removed dots live on
 //! only inside the context, which compacts to one version-vector entry per
-//! writer (plus one per writer and field it incremented, see
-//! [`increment_stream`]), so a removed field costs zero bytes (a removed
-//! counter field: one vector entry per writer that incremented it).
+//! writer, so a removed field costs zero bytes, counter fields included.
 //!
 //! An entry is one of:
 //! * [`Entry::Set`] — an `HSET`: the value and its HLC. An `HSET` cancels
@@ -22,9 +20,9 @@
 //! * [`Entry::Incr`] — an `HINCRBY`: the incrementing replica's whole
 //!   contribution to the field (a causal counter, Almeida et al., *Delta
 //!   state replicated data types*, 2018, §7.2). A replica's increment
-//!   replaces its own previous entry (its dot goes into the context) and
-//!   leaves the other replicas' entries alone, so concurrent increments add
-//!   up and a field holds at most one `Incr` entry per writer.
+//!   replaces its own previous entry and leaves the other replicas'
+//!   entries alone, so concurrent increments add up and a field holds at
+//!   most one `Incr` entry per writer.
 //!
 //! # The value of a field with both kinds of entries
 //! The value is `base + Σ contributions`, where `base` is the winning
@@ -54,10 +52,23 @@
 //!
 //! Dots are per object, numbered like the set's
 //! (`StreamId::from(incarnation)`, this map's n-th write by that writer),
-//! except increments: a writer's increments of one field have a stream of
-//! their own ([`increment_stream`]), so an increment's delta cancels all
-//! the writer's earlier increments of the field, whatever order deltas
-//! arrive in.
+//! increments included.
+//!
+//! # Increment chains
+//! Deltas arrive in any order (a coordinator's push, a pull relayed by
+//! another peer, a deferred delta), so a writer's third increment of a
+//! field can reach a replica before its first. The third's total includes
+//! the first, so it must cancel it, and every increment of the field by
+//! that writer before it, held or not — but those dots are scattered among
+//! the writer's writes of other fields, which a context range would cancel
+//! too. So a delta carries, besides its context, [`Chains`]: per field,
+//! per writer, "every increment of this field by this writer numbered up to
+//! n is seen". A chain is part of the context for `Incr` entries of its
+//! field only ([`seen`]), and is dropped as soon as the context's vector
+//! covers it (every dot of the writer up to n seen: the chain says nothing
+//! more), which happens once the writer's earlier writes have arrived. So
+//! chains exist only while deltas are in flight out of order, and a
+//! removed counter field leaves nothing behind once they have landed.
 //!
 //! Nothing here does I/O or reads a clock: HLCs are passed in.
 
@@ -116,12 +127,79 @@ pub enum Entry {
 /// The surviving writes of one field, by dot (empty in a delta = removed).
 pub type Entries = BTreeMap<Dot, Entry>;
 
+/// Increment chains (see the module docs): `field → writer → n`, every
+/// `Incr` entry of the field by the writer (its dot's stream) numbered up
+/// to `n` is seen. Only chains the context's vector does not cover are
+/// kept, so a settled map has none.
+pub type Chains = BTreeMap<Vec<u8>, VersionVector>;
+
+/// Whether the write `dot` (an `entry` of `field`) is seen by a context
+/// with its chains: in the context, or an increment its field's chain
+/// for the writer covers.
+pub fn seen(
+    context: &CausalContext,
+    chains: &Chains,
+    field: &[u8],
+    dot: Dot,
+    entry: &Entry,
+) -> bool {
+    context.contains(dot)
+        || (matches!(entry, Entry::Incr { .. })
+            && chains.get(field).is_some_and(|vv| vv.contains(dot)))
+}
+
+/// About how many bytes `chains` encode to: per field its name, per
+/// writer a stream and a count.
+pub fn chains_bytes(chains: &Chains) -> usize {
+    chains
+        .iter()
+        .map(|(f, vv)| f.len() + 8 + 16 * vv.len())
+        .sum()
+}
+
+/// Raises `chains[field][dot.stream]` to `dot.counter`.
+fn raise_chain(chains: &mut Chains, field: &[u8], dot: Dot) {
+    chains
+        .entry(field.to_vec())
+        .or_default()
+        .raise(dot.stream, dot.counter);
+}
+
+/// Joins `other` into `chains` (per field, per writer, the larger count).
+fn join_chains(chains: &mut Chains, other: &Chains) {
+    for (field, vv) in other {
+        chains.entry(field.clone()).or_default().join(vv);
+    }
+}
+
+/// Drops what `context`'s vector covers: a chain up to `n` says nothing
+/// once every dot of its writer up to `n` is in the context.
+fn prune_chains(chains: &mut Chains, context: &CausalContext) {
+    chains.retain(|_, vv| {
+        let covered: Vec<StreamId> = vv
+            .iter()
+            .filter(|&(stream, n)| context.vector().get(stream) >= n)
+            .map(|(stream, _)| stream)
+            .collect();
+        for stream in covered {
+            vv.set(stream, 0);
+        }
+        !vv.is_empty()
+    });
+}
+
 /// A map delta: listed fields with their new entries (empty = removed), a
 /// causal context, and its [`Scope`].
 #[derive(Clone, PartialEq, Eq, Hash, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct MapDelta {
     pub fields: BTreeMap<Vec<u8>, Entries>,
+    /// Archived boxed, so that the chains fit in the archived size the
+    /// `Delta` enum had before maps (old logs decode unchanged).
+    #[rkyv(with = rkyv::with::AsBox)]
     pub context: CausalContext,
+    /// Increment chains: part of the context for `Incr` entries. A
+    /// `Listed` delta's chains name listed fields only.
+    pub chains: Chains,
     pub scope: Scope,
 }
 
@@ -130,6 +208,7 @@ impl MapDelta {
         MapDelta {
             fields: BTreeMap::new(),
             context: CausalContext::new(),
+            chains: Chains::new(),
             scope: Scope::Listed,
         }
     }
@@ -147,49 +226,43 @@ impl MapDelta {
             .max()
     }
 
-    /// Fields the delta names (the only ones a `Listed` delta can affect).
+    /// Fields the delta names, in its entries or its chains (the only ones
+    /// a `Listed` delta can affect), ascending, each once.
     pub fn field_names(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.fields.keys().map(Vec::as_slice)
+        let mut names: Vec<&[u8]> = self
+            .fields
+            .keys()
+            .chain(self.chains.keys())
+            .map(Vec::as_slice)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names.into_iter()
     }
 }
 
-/// The join of one field's entries: `(s ∩ d) ∪ (s \ dc) ∪ (d \ sc)` by dot.
-/// A dot names one write, so for `s ∩ d` our copy is kept (a peer's
-/// disagreeing copy, a bug, is ignored rather than crashing the node).
-pub fn join_entries(s: &Entries, sc: &CausalContext, d: &Entries, dc: &CausalContext) -> Entries {
+/// The join of one field's entries: `(s ∩ d) ∪ (s \ dc) ∪ (d \ sc)` by
+/// dot, where a context includes its chains for the field's increments
+/// ([`seen`]). A dot names one write, so for `s ∩ d` our copy is kept (a
+/// peer's disagreeing copy, a bug, is ignored rather than crashing the
+/// node).
+pub fn join_entries(
+    field: &[u8],
+    (s, sc, schains): (&Entries, &CausalContext, &Chains),
+    (d, dc, dchains): (&Entries, &CausalContext, &Chains),
+) -> Entries {
     let mut out: Entries = s
         .iter()
-        .filter(|&(dot, _)| d.contains_key(dot) || !dc.contains(*dot))
+        .filter(|&(dot, e)| d.contains_key(dot) || !seen(dc, dchains, field, *dot, e))
         .map(|(dot, e)| (*dot, e.clone()))
         .collect();
     for (dot, e) in d {
-        if !sc.contains(*dot) {
+        if !seen(sc, schains, field, *dot, e) {
             // Our entries' dots are all in our context, so this is new.
             out.insert(*dot, e.clone());
         }
     }
     out
-}
-
-/// The dot stream of `incarnation`'s increments of `field`: a stream of its
-/// own, so that an increment's delta can cancel every earlier increment of
-/// the field by the same writer with one version-vector entry (see
-/// [`OrMap::incr`]), without touching the writer's dots of other fields.
-/// Cost: the map's context keeps one vector entry per (writer, counter
-/// field) ever incremented, removed fields included. The id is a fixed
-/// hash (dots are stored and replicated): FNV-1a of the field mixed with
-/// the incarnation by the SplitMix64 finalizer; 64 bits make a collision
-/// with another writer's stream negligible, as for group streams.
-pub fn increment_stream(incarnation: Incarnation, field: &[u8]) -> StreamId {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in field {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    let mut z = incarnation.0 ^ h.rotate_left(29) ^ 0x6869_6e63_7262_7900;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    StreamId(z ^ (z >> 31))
 }
 
 /// Storage cost estimate of one field, in bytes (for [`MAX_MAP_BYTES`]):
@@ -252,7 +325,11 @@ pub fn parse_int(v: &[u8]) -> Option<i64> {
 )]
 pub struct OrMap {
     fields: BTreeMap<Vec<u8>, Entries>,
+    /// Archived boxed, as [`MapDelta::context`] (for `ObjectState`).
+    #[rkyv(with = rkyv::with::AsBox)]
     context: CausalContext,
+    /// Chains the context does not cover yet (see the module docs).
+    chains: Chains,
 }
 
 impl OrMap {
@@ -260,17 +337,33 @@ impl OrMap {
         OrMap::default()
     }
 
-    /// Builds a map (or a partial view) from stored parts.
-    pub fn from_parts(fields: BTreeMap<Vec<u8>, Entries>, context: CausalContext) -> OrMap {
-        OrMap { fields, context }
+    /// Builds a map (or a partial view: some fields, the whole context and
+    /// every chain) from stored parts.
+    pub fn from_parts(
+        fields: BTreeMap<Vec<u8>, Entries>,
+        context: CausalContext,
+        mut chains: Chains,
+    ) -> OrMap {
+        prune_chains(&mut chains, &context);
+        OrMap {
+            fields,
+            context,
+            chains,
+        }
     }
 
-    pub fn into_parts(self) -> (BTreeMap<Vec<u8>, Entries>, CausalContext) {
-        (self.fields, self.context)
+    pub fn into_parts(self) -> (BTreeMap<Vec<u8>, Entries>, CausalContext, Chains) {
+        (self.fields, self.context, self.chains)
     }
 
     pub fn context(&self) -> &CausalContext {
         &self.context
+    }
+
+    /// The increment chains the context does not cover yet (empty once
+    /// every delta has arrived).
+    pub fn chains(&self) -> &Chains {
+        &self.chains
     }
 
     /// Present fields with their entries, ascending.
@@ -373,7 +466,7 @@ impl OrMap {
         check_totals(fields, bytes)?;
         let mut delta = MapDelta::listed();
         for (f, new) in writes {
-            self.cancel_into(&f, &mut delta.context, |_| true);
+            self.cancel_into(&f, &mut delta, |_| true);
             for dot in new.keys() {
                 delta.context.insert(*dot);
                 self.context.insert(*dot);
@@ -402,16 +495,19 @@ impl OrMap {
         let value = current.checked_add(by).ok_or_else(|| {
             Error::InvalidArgument("increment or decrement would overflow".into())
         })?;
-        let stream = increment_stream(incarnation, field);
+        let stream = StreamId::from(incarnation);
         let entries = self.fields.get(field);
+        // The writer's contribution: its latest `Incr` entry (a state
+        // holds at most one per writer; the latest decides regardless).
         let mine: i128 = entries
             .into_iter()
             .flatten()
-            .filter_map(|(dot, e)| match e {
-                Entry::Incr { total } if dot.stream == stream => Some(*total as i128),
-                _ => None,
-            })
-            .sum();
+            .filter(|(dot, e)| dot.stream == stream && matches!(e, Entry::Incr { .. }))
+            .max_by_key(|(dot, _)| dot.counter)
+            .map_or(0, |(_, e)| match e {
+                Entry::Incr { total } => *total as i128,
+                Entry::Set { .. } => 0,
+            });
         let total = i64::try_from(mine + by as i128).map_err(|_| {
             Error::InvalidArgument("this replica's contribution to the field is exhausted".into())
         })?;
@@ -425,28 +521,24 @@ impl OrMap {
             self.cost() - entries.map_or(0, |e| entry_cost(field, e)) + entry_cost(field, &after);
         check_totals(fields, bytes)?;
         let mut delta = MapDelta::listed();
-        self.cancel_into(field, &mut delta.context, |(d, e)| {
+        self.cancel_into(field, &mut delta, |(d, e)| {
             d.stream == stream && matches!(e, Entry::Incr { .. })
         });
-        // The delta cancels the writer's whole chain of increments of this
-        // field, not only the entry it held: every dot of `stream` up to
-        // this one is an increment of this field by this writer, which this
-        // one replaces (held: its total is included; not held: already
-        // cancelled). Cancelling only the held entry (the previous
-        // increment) let a replica that got this delta before an older one
-        // (deltas arrive in any order: a coordinator's push, a pull from
-        // another peer, a deferred delta), or a quorum read joining a state
-        // holding only the older entry with one holding only this one, keep
-        // both and count the writer's contribution twice (the jepsen map
-        // workload, seed 304, pause run).
-        let mut chain = VersionVector::new();
-        chain.set(stream, dot.counter);
-        delta.context.join(&CausalContext::from_vector(chain));
+        // The delta's chain cancels the writer's every earlier increment
+        // of this field, not only the entry it held: this one's total
+        // includes them. Cancelling only the held entry let a replica that
+        // got this delta before an older one, or a quorum read joining a
+        // state holding only the older entry with one holding only this
+        // one, keep both and count the writer's contribution twice (the
+        // jepsen map workload, seed 304, pause run).
+        delta.context.insert(dot);
+        raise_chain(&mut delta.chains, field, dot);
         self.context.insert(dot);
         self.fields
             .entry(field.to_vec())
             .or_default()
             .insert(dot, Entry::Incr { total });
+        prune_chains(&mut self.chains, &self.context);
         delta.fields.insert(field.to_vec(), new);
         Ok((delta, value))
     }
@@ -457,7 +549,7 @@ impl OrMap {
         let mut delta = MapDelta::listed();
         for f in fields {
             if self.fields.contains_key(f.as_slice()) {
-                self.cancel_into(f, &mut delta.context, |_| true);
+                self.cancel_into(f, &mut delta, |_| true);
                 delta.fields.insert(f.clone(), Entries::new());
             }
         }
@@ -467,26 +559,24 @@ impl OrMap {
     /// Deletes the whole map (`DEL`): a context-only, full-scope delta
     /// cancelling every entry observed. Needs the full map.
     pub fn delete(&mut self) -> MapDelta {
-        let mut observed = CausalContext::new();
-        for entries in self.fields.values() {
-            for dot in entries.keys() {
-                observed.insert(*dot);
+        let mut delta = MapDelta {
+            scope: Scope::Full,
+            ..MapDelta::listed()
+        };
+        for (field, entries) in std::mem::take(&mut self.fields) {
+            for (dot, e) in entries {
+                cancel(&mut delta, &field, dot, &e);
             }
         }
-        self.fields.clear();
-        MapDelta {
-            fields: BTreeMap::new(),
-            context: observed,
-            scope: Scope::Full,
-        }
+        delta
     }
 
-    /// Moves the entries of `field` matching `which` into `cancelled`
-    /// (dropping the field when nothing is left).
+    /// Moves the entries of `field` matching `which` into `delta`'s
+    /// context (dropping the field when nothing is left).
     fn cancel_into(
         &mut self,
         field: &[u8],
-        cancelled: &mut CausalContext,
+        delta: &mut MapDelta,
         which: impl Fn((&Dot, &Entry)) -> bool,
     ) {
         let Some(entries) = self.fields.get_mut(field) else {
@@ -494,7 +584,7 @@ impl OrMap {
         };
         entries.retain(|d, e| {
             if which((d, e)) {
-                cancelled.insert(*d);
+                cancel(delta, field, *d, e);
                 false
             } else {
                 true
@@ -513,27 +603,33 @@ impl OrMap {
     pub fn merge(&mut self, delta: &MapDelta) -> bool {
         let mut changed = false;
         let empty = Entries::new();
-        for (field, dentries) in &delta.fields {
+        // A chain can cancel entries of a field the delta lists no entry of.
+        for field in delta.field_names() {
+            let dentries = delta.fields.get(field).unwrap_or(&empty);
             let sentries = self.fields.get(field).unwrap_or(&empty);
-            let joined = join_entries(sentries, &self.context, dentries, &delta.context);
+            let joined = join_entries(
+                field,
+                (sentries, &self.context, &self.chains),
+                (dentries, &delta.context, &delta.chains),
+            );
             if &joined != sentries {
                 changed = true;
                 if joined.is_empty() {
                     self.fields.remove(field);
                 } else {
-                    self.fields.insert(field.clone(), joined);
+                    self.fields.insert(field.to_vec(), joined);
                 }
             }
         }
         if delta.scope == Scope::Full {
-            // Fields the full state doesn't list lose every entry it has seen.
+            // Fields the full state doesn't name lose every entry it has seen.
             let mut emptied: Vec<Vec<u8>> = Vec::new();
             for (field, entries) in self.fields.iter_mut() {
-                if delta.fields.contains_key(field) {
+                if delta.fields.contains_key(field) || delta.chains.contains_key(field) {
                     continue;
                 }
                 let before = entries.len();
-                entries.retain(|d, _| !delta.context.contains(*d));
+                entries.retain(|d, e| !seen(&delta.context, &delta.chains, field, *d, e));
                 changed |= entries.len() != before;
                 if entries.is_empty() {
                     emptied.push(field.clone());
@@ -544,6 +640,11 @@ impl OrMap {
             }
         }
         changed |= self.context.join(&delta.context);
+        let before =
+            (!delta.chains.is_empty() || !self.chains.is_empty()).then(|| self.chains.clone());
+        join_chains(&mut self.chains, &delta.chains);
+        prune_chains(&mut self.chains, &self.context);
+        changed |= before.is_some_and(|b| b != self.chains);
         changed
     }
 
@@ -552,6 +653,7 @@ impl OrMap {
         MapDelta {
             fields: self.fields.clone(),
             context: self.context.clone(),
+            chains: self.chains.clone(),
             scope: Scope::Full,
         }
     }
@@ -574,6 +676,16 @@ impl OrMap {
     /// delta (and leaving the stored state unchanged) when it fails.
     pub fn check_limits(&self) -> Result<(), MapLimitError> {
         check_totals(self.len(), self.cost())
+    }
+}
+
+/// Records in `delta` that it cancels the entry `dot` of `field`: its dot,
+/// and for an increment the chain up to it (an increment's total includes
+/// its writer's earlier increments of the field, which this cancels too).
+fn cancel(delta: &mut MapDelta, field: &[u8], dot: Dot, entry: &Entry) {
+    delta.context.insert(dot);
+    if matches!(entry, Entry::Incr { .. }) {
+        raise_chain(&mut delta.chains, field, dot);
     }
 }
 
@@ -714,10 +826,10 @@ mod tests {
         assert_eq!(m.context().entries(), 1, "context compacted to one entry");
     }
 
-    /// The cost of exact increments under any delivery order: one context
-    /// entry per (writer, field incremented), however many increments.
+    /// Removed counter fields leave nothing behind: the context compacts
+    /// to one entry per writer, as for `HSET` fields, and no chain is kept.
     #[test]
-    fn increments_cost_one_context_entry_per_writer_and_field() {
+    fn removed_counter_fields_leave_one_context_entry_per_writer() {
         let mut m = OrMap::new();
         let all: Vec<Vec<u8>> = (0..10).map(|i| format!("c{i}").into_bytes()).collect();
         for _ in 0..5 {
@@ -729,7 +841,45 @@ mod tests {
         assert_eq!(m.get(b"c3"), Some(v("15")));
         m.remove(&all);
         assert!(m.is_empty());
-        assert_eq!(m.context().entries(), 2 * all.len());
+        assert_eq!(m.context().entries(), 2);
+        assert!(m.chains().is_empty());
+    }
+
+    /// Out of order: a writer's third increment, then an `HDEL` of it,
+    /// then its first increment: the first stays cancelled (the chain the
+    /// third brought covers it) until the second arrives and the chain,
+    /// covered by the context, is dropped.
+    #[test]
+    fn a_late_increment_does_not_undo_a_delete_and_chains_go_once_settled() {
+        let mut a = OrMap::new();
+        let (d1, _) = a.incr(A, b"f", 1).unwrap();
+        let (d2, _) = a.incr(A, b"f", 2).unwrap();
+        let (d3, _) = a.incr(A, b"f", 4).unwrap();
+        let mut r = OrMap::from_delta(&d3);
+        assert_eq!(r.get(b"f"), Some(v("7")));
+        assert!(!r.chains().is_empty(), "the chain waits for dots 1 and 2");
+        let del = r.remove(&[v("f")]);
+        assert!(
+            !del.chains.is_empty(),
+            "the HDEL carries the chain it cancelled"
+        );
+        r.merge(&d1);
+        assert!(
+            !r.exists(b"f"),
+            "the first increment came back after the HDEL"
+        );
+        // A replica that got only the first, then the HDEL: cancelled too.
+        let mut s = OrMap::from_delta(&d1);
+        s.merge(&del);
+        assert!(!s.exists(b"f"));
+        for x in [&mut r, &mut s] {
+            for d in [&d1, &d2, &d3, &del] {
+                x.merge(d);
+            }
+        }
+        assert_eq!(r, s);
+        assert!(r.chains().is_empty(), "{:?}", r.chains());
+        assert_eq!(r.context().entries(), 1);
     }
 
     /// A writer's increment delivered before its earlier ones cancels them

@@ -84,7 +84,7 @@ impl ObjectState {
             ObjectState::Counter(c) => c == &Counter::new(),
             ObjectState::Set(s) => s.is_empty() && s.context().is_empty(),
             ObjectState::Register(_) => false,
-            ObjectState::Map(m) => m.is_empty() && m.context().is_empty(),
+            ObjectState::Map(m) => m.is_empty() && m.context().is_empty() && m.chains().is_empty(),
         }
     }
 

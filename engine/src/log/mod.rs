@@ -1055,6 +1055,7 @@ pub(crate) fn estimate_bytes(r: &Record) -> usize {
                     .map(|(f, e)| crate::crdt::map::entry_cost(f, e) as usize)
                     .sum::<usize>()
                     + 16 * m.context.entries()
+                    + crate::crdt::map::chains_bytes(&m.chains)
             }
         }
 }
