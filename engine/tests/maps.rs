@@ -303,6 +303,48 @@ fn an_old_increment_delivered_late_is_not_counted_twice() {
     assert_eq!(field_value(Some(&joined), "c"), 7);
 }
 
+/// Increment chains through the engine and its store: a replica that got
+/// a writer's third increment first, then deleted the field, keeps the
+/// chain in the map's header across a reopen, so the late first increment
+/// does not bring the field back; once the second arrives the chain is
+/// covered and dropped, and the deleted counter field leaves one context
+/// entry per writer and nothing else.
+#[test]
+fn a_late_increment_stays_deleted_across_a_reopen_and_leaves_nothing() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(da.path());
+    let k = map_key("h");
+    let incrs: Vec<_> = [1, 2, 4]
+        .into_iter()
+        .map(|by| a.apply(&k, Op::HIncr(b("c"), by), now()).unwrap())
+        .collect();
+    let bb = open(db.path());
+    bb.merge(&incrs[2].record, now()).unwrap();
+    let del = bb.apply(&k, Op::HDel(vec![b("c")]), now()).unwrap();
+    drop(bb);
+    let bb = open(db.path());
+    let Some(ObjectState::Map(m)) = bb.state(&k).unwrap() else {
+        panic!("no map")
+    };
+    assert!(
+        !m.chains().is_empty(),
+        "the chain was not kept in the header"
+    );
+    bb.merge(&incrs[0].record, now()).unwrap();
+    assert_eq!(fields(bb.read(&k).unwrap()), vec![]);
+    bb.merge(&incrs[1].record, now()).unwrap();
+    assert_eq!(fields(bb.read(&k).unwrap()), vec![]);
+    let Some(ObjectState::Map(m)) = bb.state(&k).unwrap() else {
+        panic!("no map")
+    };
+    assert!(m.chains().is_empty(), "{:?}", m.chains());
+    // One entry: the only writer's (an `HDEL` makes no dot).
+    assert_eq!(m.context().entries(), 1, "{:?}", m.context());
+    // The writer converges to the same state.
+    a.merge(&del.record, now()).unwrap();
+    assert_eq!(a.state(&k).unwrap(), bb.state(&k).unwrap());
+}
+
 /// A tiny deterministic generator (xorshift64) for the seeded histories.
 struct Rng(u64);
 
