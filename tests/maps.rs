@@ -61,6 +61,23 @@ fn commands(c: &mut redis::Connection) -> Result<()> {
             .map(|(f, v)| (f.to_owned(), v.to_owned())),
         "{all:?}"
     );
+    // HSCAN: the whole hash in one page, cursor 0, whatever the cursor.
+    let (cursor, page): (String, Vec<String>) = q(c, &["HSCAN", "h", "0"])?;
+    ensure!(
+        cursor == "0" && page == ["a", "2", "b", "y", "c", "z", "d", "dd"],
+        "{page:?}"
+    );
+    let (cursor, page): (String, Vec<String>) = q(
+        c,
+        &[
+            "HSCAN", "h", "7", "MATCH", "[bd]*", "COUNT", "1", "NOVALUES",
+        ],
+    )?;
+    ensure!(cursor == "0" && page == ["b", "d"], "{page:?}");
+    let (_, page): (String, Vec<String>) = q(c, &["HSCAN", "no-such-hash", "0"])?;
+    ensure!(page.is_empty());
+    let e = q::<Value>(c, &["HSCAN", "h", "x"]).unwrap_err();
+    ensure!(code(&e) == "ERR invalid cursor", "{}", code(&e));
     ensure!(q::<Vec<String>>(c, &["HKEYS", "h"])? == ["a", "b", "c", "d"]);
     ensure!(q::<Vec<String>>(c, &["HVALS", "h"])? == ["2", "y", "z", "dd"]);
     ensure!(q::<i64>(c, &["HLEN", "h"])? == 4);
@@ -123,6 +140,7 @@ fn commands(c: &mut redis::Connection) -> Result<()> {
             &["HSET", key, "f", "v"][..],
             &["HGET", key, "f"],
             &["HGETALL", key],
+            &["HSCAN", key, "0"],
             &["HINCRBY", key, "f", "1"],
             &["HLEN", key],
         ] {

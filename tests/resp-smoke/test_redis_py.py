@@ -369,6 +369,8 @@ def test_hashes(c):
         got = reader.hget(h, "q")
         assert got == f"v{i}", f"quorum HSET q=v{i} through {c.nodes[0]}; quorum HGET through {c.nodes[-1]}: {got!r}"
     assert reader.hlen(h) == len(c.nodes) + 3  # regions, shared, hits, q
+    # redis-py's HSCAN iterator lists every field once (one page, cursor 0).
+    assert dict(first.hscan_iter(h)) == first.hgetall(h)
     c.close_clients()
     return f"HSET/HINCRBY in {len(c.nodes)} regions converged in {took:.2f} s (hits={want_hits}); HDEL and quorum HGET seen everywhere"
 

@@ -162,6 +162,13 @@ pub enum Command {
         fields: Vec<Bytes>,
     },
     HGetAll(Bytes),
+    /// `HSCAN key cursor [MATCH pattern] [COUNT count] [NOVALUES]`: the
+    /// whole hash in one page, cursor 0 (see `hashes::hscan`).
+    HScan {
+        key: Bytes,
+        pattern: Option<Bytes>,
+        novalues: bool,
+    },
     HDel {
         key: Bytes,
         fields: Vec<Bytes>,
@@ -730,6 +737,31 @@ impl Command {
                     Command::HDel { key, fields }
                 }
             }
+            "hscan" => {
+                let key = a.key()?;
+                // Any integer cursor: the reply is the whole hash either way.
+                super::cursors::parse(&a.bytes()?)?;
+                let (mut pattern, mut novalues) = (None, false);
+                while a.remaining() > 0 {
+                    let opt = a.text()?.to_ascii_lowercase();
+                    match opt.as_str() {
+                        "novalues" => novalues = true,
+                        "match" if a.remaining() > 0 => pattern = Some(a.bytes()?),
+                        "count" if a.remaining() > 0 => {
+                            // A hint, as in Redis: the page is the whole hash.
+                            if a.int()? < 1 {
+                                return Err(SYNTAX.into());
+                            }
+                        }
+                        _ => return Err(SYNTAX.into()),
+                    }
+                }
+                Command::HScan {
+                    key,
+                    pattern,
+                    novalues,
+                }
+            }
             "hgetall" | "hlen" | "hkeys" | "hvals" => {
                 let k = a.key()?;
                 a.finish()?;
@@ -792,6 +824,7 @@ impl Command {
                 | Command::HGet { .. }
                 | Command::HMGet { .. }
                 | Command::HGetAll(_)
+                | Command::HScan { .. }
                 | Command::HDel { .. }
                 | Command::HIncrBy { .. }
                 | Command::HExists { .. }
@@ -890,6 +923,7 @@ pub const TABLE: &[CommandInfo] = &[
     ("hget", 3, &["readonly", "fast"], 1, 1, 1),
     ("hmget", -3, &["readonly", "fast"], 1, 1, 1),
     ("hgetall", 2, &["readonly"], 1, 1, 1),
+    ("hscan", -3, &["readonly"], 1, 1, 1),
     ("hdel", -3, &["write", "fast"], 1, 1, 1),
     ("hincrby", 4, &["write", "denyoom", "fast"], 1, 1, 1),
     ("hexists", 3, &["readonly", "fast"], 1, 1, 1),
@@ -923,8 +957,8 @@ mod tests {
     #[test]
     fn unknown_commands_use_redis_wording() {
         assert_eq!(
-            Command::parse(req(&["HSCAN", "h", "0", "v"])).unwrap_err(),
-            "ERR unknown command 'HSCAN', with args beginning with: 'h' '0' 'v' "
+            Command::parse(req(&["HRANDFIELD", "h", "0", "v"])).unwrap_err(),
+            "ERR unknown command 'HRANDFIELD', with args beginning with: 'h' '0' 'v' "
         );
         assert_eq!(
             Command::parse(req(&["flushall"])).unwrap_err(),
@@ -991,6 +1025,17 @@ mod tests {
                 count: None,
             }
         );
+        assert_eq!(
+            Command::parse(req(&[
+                "HSCAN", "h", "5", "MATCH", "a*", "COUNT", "9", "NOVALUES"
+            ]))
+            .unwrap(),
+            Command::HScan {
+                key: "h".into(),
+                pattern: Some("a*".into()),
+                novalues: true,
+            }
+        );
         for bad in [
             &["scan", "x"][..],
             &["scan", "-1"],
@@ -998,6 +1043,11 @@ mod tests {
             &["scan", "0", "count"],
             &["scan", "0", "bogus", "1"],
             &["sscan", "k", "0", "type", "set"],
+            &["hscan", "h"],
+            &["hscan", "h", "x"],
+            &["hscan", "h", "0", "count", "0"],
+            &["hscan", "h", "0", "match"],
+            &["hscan", "h", "0", "type", "hash"],
             &["keys"],
             &["dbsize", "x"],
         ] {

@@ -658,6 +658,11 @@ async fn data(
         Command::HGet { key, field } => hashes::hget(&mut d, key, field).await,
         Command::HMGet { key, fields } => hashes::hmget(&mut d, key, fields).await,
         Command::HGetAll(k) => hashes::hgetall(&mut d, k).await,
+        Command::HScan {
+            key,
+            pattern,
+            novalues,
+        } => hashes::hscan(&mut d, key, pattern, novalues).await,
         Command::HDel { key, fields } => hashes::hdel(&mut d, key, fields).await,
         Command::HIncrBy { key, field, delta } => hashes::hincrby(&mut d, key, field, delta).await,
         Command::HExists { key, field } => hashes::hexists(&mut d, key, field).await,

@@ -1,6 +1,6 @@
 //! Hash commands over Meridian's map (`OrMap`, docs/maps-and-expiry.md):
 //! `HSET`/`HMSET`, `HSETNX`, `HGET`, `HMGET`, `HGETALL`, `HDEL`, `HINCRBY`,
-//! `HEXISTS`, `HLEN`, `HKEYS`, `HVALS`, `HSTRLEN`.
+//! `HEXISTS`, `HLEN`, `HKEYS`, `HVALS`, `HSTRLEN`, `HSCAN`.
 //!
 //! Concurrent `HSET`s of one field resolve by the register rule (the
 //! larger HLC, then node); concurrent `HINCRBY`s add up; an `HDEL` removes
@@ -16,6 +16,7 @@ use meridian_client::wire::{Operation, ReplyValue};
 
 use super::data::{Data, Failed, Present};
 use super::frame::Reply;
+use super::glob::Glob;
 use super::sets::distinct;
 
 /// The type check, and the values of `fields`.
@@ -139,6 +140,38 @@ pub async fn hgetall(d: &mut Data<'_>, key: Bytes) -> Result<Reply, Failed> {
             .map(|(f, v)| (Reply::Bulk(f.into()), Reply::Bulk(v.into())))
             .collect(),
     ))
+}
+
+/// `HSCAN key cursor [MATCH pattern] [COUNT count] [NOVALUES]`: every field
+/// (and value, unless `NOVALUES`) matching `pattern`, in one page with
+/// cursor 0 whatever the cursor given, as Redis answers for a hash in its
+/// compact encoding. So the guarantee of the `SCAN` family (every field
+/// present for the whole scan is returned) holds trivially; `COUNT` is a
+/// hint, as in Redis; the reply is bounded like `HGETALL`'s.
+pub async fn hscan(
+    d: &mut Data<'_>,
+    key: Bytes,
+    pattern: Option<Bytes>,
+    novalues: bool,
+) -> Result<Reply, Failed> {
+    let fields = all(d, &key).await?;
+    let glob = pattern
+        .as_deref()
+        .map(Glob::new)
+        .filter(|g| !g.matches_all());
+    let mut listed = Vec::new();
+    for (f, v) in fields {
+        if glob.as_ref().is_none_or(|g| g.matches(&f)) {
+            listed.push(Reply::Bulk(f.into()));
+            if !novalues {
+                listed.push(Reply::Bulk(v.into()));
+            }
+        }
+    }
+    Ok(Reply::Array(vec![
+        Reply::Bulk(Bytes::from_static(b"0")),
+        Reply::Array(listed),
+    ]))
 }
 
 pub async fn hkeys(d: &mut Data<'_>, key: Bytes) -> Result<Reply, Failed> {
