@@ -93,10 +93,7 @@ pub fn check_all(ops: &[OpRecord], fin: &Converged) -> Result<(), Failure> {
             Kind::Counter => check_counter(key, &key_ops, &fin.applied, value, state.as_ref())?,
             Kind::Set => check_set(key, &key_ops, &fin.applied, value)?,
             Kind::Register => check_register(key, &key_ops, &fin.applied, value)?,
-            // The simulation writes no maps (`world::keys`); their
-            // convergence is checked by engine/tests/map_laws.rs and
-            // tests/maps.rs.
-            Kind::Map => {}
+            Kind::Map => check_map(key, &key_ops, &fin.applied, value)?,
         }
     }
     Ok(())
@@ -251,6 +248,96 @@ fn check_counter(
             "counter",
             format!("{key:?} = {got}, the effective increments sum to {plain_sum}"),
         ));
+    }
+    Ok(())
+}
+
+/// A map of the map runs (`world.rs`): counter fields `c*` only get
+/// `HINCRBY`, register fields `r*` get `HSET` and `HDEL`, and the whole
+/// map is sometimes deleted. Register fields hold a value some `HSET` of
+/// that field wrote. Without a delete of the map whose effect is unknown
+/// or real, a counter field is the sum of the effective increments, give
+/// or take the indeterminate ones (each adds its amount or nothing): no
+/// increment is lost or counted twice, whatever order the deltas took.
+fn check_map(
+    key: &ObjectKey,
+    ops: &[&OpRecord],
+    applied: &CausalContext,
+    value: &Value,
+) -> Result<(), Failure> {
+    let Value::Map { fields, count } = value else {
+        return Err(Failure::new("map", format!("{key:?} reads {value:?}")));
+    };
+    if *count != fields.len() as u64 {
+        return Err(Failure::new(
+            "map",
+            format!("{key:?} counts {count} fields and lists {}", fields.len()),
+        ));
+    }
+    let deleted = ops
+        .iter()
+        .any(|o| matches!(o.op, Op::Delete) && effective(o, applied) != Some(false));
+    for (field, got) in fields {
+        if field.starts_with(b"r") {
+            let written = ops.iter().any(|o| {
+                matches!(&o.op, Op::HSet(pairs) if pairs.iter().any(|(f, v)| f == field && v == got))
+            });
+            if !written {
+                return Err(Failure::new(
+                    "map",
+                    format!(
+                        "{key:?} field {} = {}, which no HSET of it wrote",
+                        String::from_utf8_lossy(field),
+                        String::from_utf8_lossy(got)
+                    ),
+                ));
+            }
+        }
+    }
+    if deleted {
+        return Ok(());
+    }
+    let mut counter_fields: BTreeSet<Vec<u8>> = BTreeSet::new();
+    for o in ops {
+        if let Op::HIncr(f, _) = &o.op {
+            counter_fields.insert(f.clone());
+        }
+    }
+    for f in counter_fields {
+        let (mut lo, mut hi) = (0i128, 0i128);
+        for o in ops {
+            let Op::HIncr(g, n) = &o.op else { continue };
+            if *g != f {
+                continue;
+            }
+            let n = *n as i128;
+            match effective(o, applied) {
+                Some(true) => {
+                    lo += n;
+                    hi += n;
+                }
+                _ => {
+                    lo += n.min(0);
+                    hi += n.max(0);
+                }
+            }
+        }
+        let got: i128 = fields
+            .iter()
+            .find(|(g, _)| *g == f)
+            .map_or(Some(0), |(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
+            .ok_or_else(|| {
+                Failure::new("map", format!("{key:?}: a counter field is not a number"))
+            })?;
+        if !(lo..=hi).contains(&got) {
+            return Err(Failure::new(
+                "map",
+                format!(
+                    "{key:?} field {} = {got}; its effective increments allow {lo} ..= {hi}",
+                    String::from_utf8_lossy(&f)
+                ),
+            ));
+        }
     }
     Ok(())
 }

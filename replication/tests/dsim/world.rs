@@ -13,7 +13,7 @@ use meridian_engine::vfs::sim::EIO;
 use meridian_engine::vfs::{FailAction, FailOp, Failpoint, Keep, SimDisk};
 use meridian_engine::{
     CausalContext, Deadline, Delta, Dot, Durability, Engine, EngineConfig, Incarnation, Kind,
-    ObjectKey, Op, PhysicalTime, Value,
+    ObjectKey, Op, PhysicalTime, Value, crdt::ObjectState,
 };
 use meridian_replication::message::PeerMessage;
 use meridian_replication::protocol::{PushTargets, Waits, full_sync_messages};
@@ -55,6 +55,8 @@ const FAR_DEADLINE_MS: u64 = BASE_UNIX_MS + 10 * 365 * 24 * 3_600_000;
 const KEYS_PER_KIND: usize = 2;
 /// Set members: few, so adds and removes of the same member race.
 const MEMBERS: usize = 3;
+/// Map fields of each sort (counter fields `c*`, register fields `r*`).
+const MAP_FIELDS: usize = 2;
 /// Messages in flight on one directed link; more are dropped, as the
 /// driver drops a message its peer's bounded queue has no room for
 /// (`PEER_QUEUE`, 8192, scaled down with everything else here). Bounds
@@ -148,6 +150,11 @@ pub struct Report {
     pub sim_ms: u64,
     /// `EXPIRE`/`PERSIST` operations the engines applied (TTL runs only).
     pub ttl_ops: usize,
+    /// Map operations the engines applied (map runs only).
+    pub map_ops: usize,
+    /// Increment chains left on the converged maps (map runs only; a
+    /// chain outlives delivery only above a context hole a lost write left).
+    pub map_chains_left: usize,
 }
 
 /// A simulated event, at a simulated time.
@@ -306,6 +313,8 @@ pub struct Sim {
     report: Report,
     /// The workload also sets and removes TTLs ([`Sim::with_ttl`]).
     ttl: bool,
+    /// The workload also writes maps ([`Sim::with_workload`]).
+    maps: bool,
     _tmp: tempfile::TempDir,
 }
 
@@ -324,9 +333,16 @@ fn expiry_of(engine: &Engine, key: &ObjectKey) -> Option<meridian_engine::Expiry
     engine.expiry(key).unwrap().filter(|e| !e.is_empty())
 }
 
-fn keys() -> Vec<ObjectKey> {
+/// The keys a run writes: `KEYS_PER_KIND` of each kind (maps only in map
+/// runs).
+fn keys(maps: bool) -> Vec<ObjectKey> {
     let mut out = Vec::new();
-    for kind in [Kind::Counter, Kind::Set, Kind::Register] {
+    let kinds: &[Kind] = if maps {
+        &[Kind::Counter, Kind::Set, Kind::Register, Kind::Map]
+    } else {
+        &[Kind::Counter, Kind::Set, Kind::Register]
+    };
+    for &kind in kinds {
         for i in 0..KEYS_PER_KIND {
             let name = match kind {
                 Kind::Counter => format!("c{i}"),
@@ -346,6 +362,14 @@ impl Sim {
     /// Without it a seed runs as it did before TTLs existed: the draws for
     /// TTL operations are only made in TTL runs.
     pub fn with_ttl(seed: u64, ttl: bool) -> Sim {
+        Sim::with_workload(seed, ttl, false)
+    }
+
+    /// A run of `seed` whose workload, when `maps`, also draws map
+    /// operations (`HSET`/`HDEL` of register fields, `HINCRBY` of counter
+    /// fields, whole-map deletes) on keys of their own; the draws for them
+    /// are only made in map runs.
+    pub fn with_workload(seed: u64, ttl: bool, maps: bool) -> Sim {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let params = Params::draw(&mut rng);
         let regions = ["us-east", "eu-west", "ap-south"];
@@ -412,6 +436,7 @@ impl Sim {
             hash: 0xcbf2_9ce4_8422_2325,
             report: Report::default(),
             ttl,
+            maps,
             _tmp: tmp,
         }
     }
@@ -588,6 +613,18 @@ impl Sim {
             .iter()
             .filter(|o| matches!(o.op, Op::Expire(_) | Op::Persist) && o.dot.is_some())
             .count();
+        self.report.map_ops = self
+            .ops
+            .iter()
+            .filter(|o| o.key.kind() == Kind::Map && o.dot.is_some())
+            .count();
+        if let Some(run) = &self.nodes[0].run {
+            for k in keys(self.maps).iter().filter(|k| k.kind() == Kind::Map) {
+                if let Some(ObjectState::Map(m)) = run.engine.state(k).unwrap() {
+                    self.report.map_chains_left += m.chains().len();
+                }
+            }
+        }
         let mut full = 0;
         for n in &self.nodes {
             if let Some(run) = &n.run {
@@ -1370,7 +1407,7 @@ impl Sim {
         let id = self.ops.len();
         if self.ttl && self.rng.random_range(0..8) == 0 {
             let kind = [Kind::Counter, Kind::Set, Kind::Register][self.rng.random_range(0..3)];
-            let key = keys()
+            let key = keys(false)
                 .into_iter()
                 .filter(|key| key.kind() == kind)
                 .nth(k)
@@ -1379,6 +1416,29 @@ impl Sim {
                 Op::Persist
             } else {
                 Op::Expire(Deadline::At(FAR_DEADLINE_MS + id as u64))
+            };
+            self.issue(i, key, op, level);
+            return;
+        }
+        if self.maps && self.rng.random_range(0..3) == 0 {
+            let key = ObjectKey::new(Kind::Map, format!("m{k}")).unwrap();
+            let field = |rng: &mut ChaCha8Rng, kind: &str| {
+                format!("{kind}{}", rng.random_range(0..MAP_FIELDS)).into_bytes()
+            };
+            let op = match self.rng.random_range(0..40) {
+                0..16 => {
+                    let mut n = self.rng.random_range(-5i64..=9);
+                    if n == 0 {
+                        n = 1;
+                    }
+                    Op::HIncr(field(&mut self.rng, "c"), n)
+                }
+                16..30 => Op::HSet(vec![(
+                    field(&mut self.rng, "r"),
+                    format!("v{id}").into_bytes(),
+                )]),
+                30..39 => Op::HDel(vec![field(&mut self.rng, "r")]),
+                _ => Op::Delete,
             };
             self.issue(i, key, op, level);
             return;
@@ -1779,7 +1839,7 @@ impl Sim {
         if engines[1..].iter().any(|e| e.applied() != applied) {
             return Convergence::NotYet;
         }
-        let same = keys().iter().all(|k| {
+        let same = keys(self.maps).iter().all(|k| {
             let s = engines[0].state(k).unwrap();
             let x = expiry_of(engines[0], k);
             engines[1..]
@@ -1812,7 +1872,7 @@ impl Sim {
         let pending = self.ops.iter().filter(|o| o.pending()).count();
         out += &format!("{pending} ops pending; ");
         if self.nodes.iter().all(|n| n.run.is_some()) {
-            for k in keys() {
+            for k in keys(self.maps) {
                 let states: Vec<_> = self
                     .nodes
                     .iter()
@@ -1835,7 +1895,7 @@ impl Sim {
         let applied = engine.applied();
         let mut objects = BTreeMap::new();
         let mut expiries = BTreeMap::new();
-        for k in keys() {
+        for k in keys(self.maps) {
             let value = engine.read(&k).unwrap();
             let state = engine.state(&k).unwrap();
             if let Some(expiry) = expiry_of(engine, &k) {
