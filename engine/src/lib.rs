@@ -206,6 +206,13 @@
 //!   multi-part entry at a time (at most `log::MAX_LOGGED_ENTRY_BYTES`).
 //!   Looking for a valid frame after damage at the log's end scans up to
 //!   the largest write (`TORN_TAIL_SCAN_BYTES`), once per damaged open.
+//! * **Tombstones**: a deleted or expired object keeps its causal context
+//!   (one version-vector entry per writer once its deltas have arrived)
+//!   and, if it had a TTL, its expiry entry (~100 bytes). Removed set
+//!   members and map fields keep nothing; a map's increment chains
+//!   ([`crdt::map::Chains`]) live only while deltas are in flight out of
+//!   order, except above a context hole a lost write left, which stays
+//!   with the hole (docs/maps-and-expiry.md §1).
 //! * **One process per data directory**, enforced with a lock file.
 
 pub mod causal;
