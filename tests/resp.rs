@@ -149,8 +149,8 @@ fn error_wording(addr: SocketAddr, token: &str) -> Result<()> {
     let mut r = Raw::authed(addr, token)?;
     let cases = [
         (
-            "HSCAN h 0 v",
-            "-ERR unknown command 'HSCAN', with args beginning with: 'h' '0' 'v' ",
+            "HRANDFIELD h 0 v",
+            "-ERR unknown command 'HRANDFIELD', with args beginning with: 'h' '0' 'v' ",
         ),
         (
             "FLUSHALL",
