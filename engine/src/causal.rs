@@ -175,6 +175,11 @@ impl VersionVector {
         dot.counter != 0 && dot.counter <= self.get(dot.stream)
     }
 
+    /// Keeps only the entries `keep` accepts.
+    pub fn retain(&mut self, mut keep: impl FnMut(StreamId, u64) -> bool) {
+        self.0.retain(|&stream, &mut counter| keep(stream, counter));
+    }
+
     /// Pointwise maximum.
     pub fn join(&mut self, other: &VersionVector) {
         for (&stream, &counter) in &other.0 {

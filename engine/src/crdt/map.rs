@@ -165,27 +165,37 @@ fn raise_chain(chains: &mut Chains, field: &[u8], dot: Dot) {
         .raise(dot.stream, dot.counter);
 }
 
-/// Joins `other` into `chains` (per field, per writer, the larger count).
-fn join_chains(chains: &mut Chains, other: &Chains) {
-    for (field, vv) in other {
-        chains.entry(field.clone()).or_default().join(vv);
-    }
+/// Whether `context`'s vector covers the chain of `stream` up to `n`
+/// (every dot of the writer up to `n` seen: the chain says nothing more).
+fn covered(context: &CausalContext, stream: StreamId, n: u64) -> bool {
+    context.vector().get(stream) >= n
 }
 
-/// Drops what `context`'s vector covers: a chain up to `n` says nothing
-/// once every dot of its writer up to `n` is in the context.
-fn prune_chains(chains: &mut Chains, context: &CausalContext) {
-    chains.retain(|_, vv| {
-        let covered: Vec<StreamId> = vv
-            .iter()
-            .filter(|&(stream, n)| context.vector().get(stream) >= n)
-            .map(|(stream, _)| stream)
-            .collect();
-        for stream in covered {
-            vv.set(stream, 0);
+/// Joins into `chains` the parts of `other` that `context` does not
+/// cover (per field, per writer, the larger count); whether any rose.
+fn join_chains(chains: &mut Chains, other: &Chains, context: &CausalContext) -> bool {
+    let mut raised = false;
+    for (field, vv) in other {
+        for (stream, n) in vv.iter() {
+            if covered(context, stream, n) {
+                continue;
+            }
+            let mine = chains.entry(field.clone()).or_default();
+            raised |= mine.get(stream) < n;
+            mine.raise(stream, n);
         }
+    }
+    raised
+}
+
+/// Drops what `context` covers; whether anything was dropped.
+fn prune_chains(chains: &mut Chains, context: &CausalContext) -> bool {
+    let before: usize = chains.values().map(VersionVector::len).sum();
+    chains.retain(|_, vv| {
+        vv.retain(|stream, n| !covered(context, stream, n));
         !vv.is_empty()
     });
+    chains.values().map(VersionVector::len).sum::<usize>() != before
 }
 
 /// A map delta: listed fields with their new entries (empty = removed), a
@@ -227,17 +237,11 @@ impl MapDelta {
     }
 
     /// Fields the delta names, in its entries or its chains (the only ones
-    /// a `Listed` delta can affect), ascending, each once.
+    /// a `Listed` delta can affect), each once: the listed fields, then
+    /// any field only a chain names.
     pub fn field_names(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let mut names: Vec<&[u8]> = self
-            .fields
-            .keys()
-            .chain(self.chains.keys())
-            .map(Vec::as_slice)
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        names.into_iter()
+        let chained_only = self.chains.keys().filter(|f| !self.fields.contains_key(*f));
+        self.fields.keys().chain(chained_only).map(Vec::as_slice)
     }
 }
 
@@ -538,7 +542,8 @@ impl OrMap {
             .entry(field.to_vec())
             .or_default()
             .insert(dot, Entry::Incr { total });
-        prune_chains(&mut self.chains, &self.context);
+        // Nothing to prune: the writer's next dot covers no other writer's
+        // chain, and its own dots leave no hole in its own context.
         delta.fields.insert(field.to_vec(), new);
         Ok((delta, value))
     }
@@ -640,11 +645,8 @@ impl OrMap {
             }
         }
         changed |= self.context.join(&delta.context);
-        let before =
-            (!delta.chains.is_empty() || !self.chains.is_empty()).then(|| self.chains.clone());
-        join_chains(&mut self.chains, &delta.chains);
-        prune_chains(&mut self.chains, &self.context);
-        changed |= before.is_some_and(|b| b != self.chains);
+        changed |= prune_chains(&mut self.chains, &self.context);
+        changed |= join_chains(&mut self.chains, &delta.chains, &self.context);
         changed
     }
 
