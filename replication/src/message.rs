@@ -369,14 +369,7 @@ pub fn record_bytes(r: &Record) -> usize {
             }
             Delta::Register(r) => r.value.as_ref().map_or(0, Vec::len),
             Delta::Expiry(e) => expiry_bytes(e),
-            Delta::Map(m) => {
-                m.fields
-                    .iter()
-                    .map(|(f, e)| meridian_engine::crdt::map::entry_cost(f, e) as usize)
-                    .sum::<usize>()
-                    + 16 * m.context.entries()
-                    + meridian_engine::crdt::map::chains_bytes(&m.chains)
-            }
+            Delta::Map(m) => m.estimated_bytes(),
         }
 }
 
@@ -393,11 +386,7 @@ pub fn state_bytes(key: &ObjectKey, state: &ObjectState) -> usize {
             ObjectState::Counter(c) => 48 * c.origins(),
             ObjectState::Set(s) => s.cost() as usize + 16 * s.context().entries(),
             ObjectState::Register(r) => r.value.as_ref().map_or(0, Vec::len),
-            ObjectState::Map(m) => {
-                m.cost() as usize
-                    + 16 * m.context().entries()
-                    + meridian_engine::crdt::map::chains_bytes(m.chains())
-            }
+            ObjectState::Map(m) => m.estimated_bytes(),
         }
 }
 

@@ -150,11 +150,25 @@ pub fn seen(
 
 /// About how many bytes `chains` encode to: per field its name, per
 /// writer a stream and a count.
-pub fn chains_bytes(chains: &Chains) -> usize {
+fn chains_bytes(chains: &Chains) -> usize {
     chains
         .iter()
         .map(|(f, vv)| f.len() + 8 + 16 * vv.len())
         .sum()
+}
+
+/// About how many bytes fields, a context and chains encode to.
+fn estimated_bytes(
+    fields: &BTreeMap<Vec<u8>, Entries>,
+    context: &CausalContext,
+    chains: &Chains,
+) -> usize {
+    fields
+        .iter()
+        .map(|(f, e)| entry_cost(f, e) as usize)
+        .sum::<usize>()
+        + 16 * context.entries()
+        + chains_bytes(chains)
 }
 
 /// Raises `chains[field][dot.stream]` to `dot.counter`.
@@ -234,6 +248,12 @@ impl MapDelta {
                 Entry::Incr { .. } => None,
             })
             .max()
+    }
+
+    /// About how many bytes the delta encodes to (batching and chunking
+    /// limits): its entries, context and chains.
+    pub fn estimated_bytes(&self) -> usize {
+        estimated_bytes(&self.fields, &self.context, &self.chains)
     }
 
     /// Fields the delta names, in its entries or its chains (the only ones
@@ -665,6 +685,12 @@ impl OrMap {
         let mut m = OrMap::new();
         m.merge(delta);
         m
+    }
+
+    /// About how many bytes the whole state encodes to (as
+    /// [`MapDelta::estimated_bytes`] of [`OrMap::to_delta`]).
+    pub fn estimated_bytes(&self) -> usize {
+        estimated_bytes(&self.fields, &self.context, &self.chains)
     }
 
     /// Estimated storage cost of the fields, in bytes.

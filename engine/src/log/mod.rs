@@ -1049,14 +1049,7 @@ pub(crate) fn estimate_bytes(r: &Record) -> usize {
             }
             Delta::Register(r) => r.value.as_ref().map_or(0, Vec::len),
             Delta::Expiry(e) => 24 * e.deadlines().len() + 16 * e.context().entries() + 8,
-            Delta::Map(m) => {
-                m.fields
-                    .iter()
-                    .map(|(f, e)| crate::crdt::map::entry_cost(f, e) as usize)
-                    .sum::<usize>()
-                    + 16 * m.context.entries()
-                    + crate::crdt::map::chains_bytes(&m.chains)
-            }
+            Delta::Map(m) => m.estimated_bytes(),
         }
 }
 
