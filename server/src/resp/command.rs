@@ -637,16 +637,17 @@ impl Command {
                     Command::SRandMember { key, count }
                 }
             }
-            "scan" | "sscan" => {
-                let key = if name == "sscan" {
-                    Some(a.key()?)
-                } else {
-                    None
-                };
+            "scan" | "sscan" | "hscan" => {
+                let key = if name == "scan" { None } else { Some(a.key()?) };
                 let cursor = super::cursors::parse(&a.bytes()?)?;
                 let (mut pattern, mut count, mut type_name) = (None, None, None);
+                let mut novalues = false;
                 while a.remaining() > 0 {
                     let opt = a.text()?.to_ascii_lowercase();
+                    if opt == "novalues" && name == "hscan" {
+                        novalues = true;
+                        continue;
+                    }
                     if a.remaining() == 0 {
                         return Err(SYNTAX.into());
                     }
@@ -658,7 +659,8 @@ impl Command {
                                 return Err(SYNTAX.into());
                             }
                             // Larger counts are capped where they are used
-                            // (`wire::MAX_SCAN_COUNT`, `MAX_SET_PAGE_MEMBERS`).
+                            // (`wire::MAX_SCAN_COUNT`, `MAX_SET_PAGE_MEMBERS`);
+                            // `HSCAN` takes it as a hint, as Redis does.
                             count = Some(u32::try_from(n).unwrap_or(u32::MAX));
                         }
                         "type" if key.is_none() => {
@@ -668,6 +670,12 @@ impl Command {
                     }
                 }
                 match key {
+                    // Any cursor: the reply is the whole hash either way.
+                    Some(key) if name == "hscan" => Command::HScan {
+                        key,
+                        pattern,
+                        novalues,
+                    },
                     Some(key) => Command::SScan {
                         key,
                         cursor,
@@ -735,31 +743,6 @@ impl Command {
                     Command::HMGet { key, fields }
                 } else {
                     Command::HDel { key, fields }
-                }
-            }
-            "hscan" => {
-                let key = a.key()?;
-                // Any integer cursor: the reply is the whole hash either way.
-                super::cursors::parse(&a.bytes()?)?;
-                let (mut pattern, mut novalues) = (None, false);
-                while a.remaining() > 0 {
-                    let opt = a.text()?.to_ascii_lowercase();
-                    match opt.as_str() {
-                        "novalues" => novalues = true,
-                        "match" if a.remaining() > 0 => pattern = Some(a.bytes()?),
-                        "count" if a.remaining() > 0 => {
-                            // A hint, as in Redis: the page is the whole hash.
-                            if a.int()? < 1 {
-                                return Err(SYNTAX.into());
-                            }
-                        }
-                        _ => return Err(SYNTAX.into()),
-                    }
-                }
-                Command::HScan {
-                    key,
-                    pattern,
-                    novalues,
                 }
             }
             "hgetall" | "hlen" | "hkeys" | "hvals" => {

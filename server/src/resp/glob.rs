@@ -87,6 +87,12 @@ impl Glob {
         Glob { tokens }
     }
 
+    /// A `MATCH` option's glob: `None` when there is no pattern or it
+    /// matches everything (nothing to filter).
+    pub fn of_option(pattern: Option<&[u8]>) -> Option<Glob> {
+        pattern.map(Glob::new).filter(|g| !g.matches_all())
+    }
+
     /// Whether the pattern matches every key (`*`, or no pattern at all).
     pub fn matches_all(&self) -> bool {
         self.tokens == [Token::Star]

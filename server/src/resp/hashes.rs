@@ -155,10 +155,7 @@ pub async fn hscan(
     novalues: bool,
 ) -> Result<Reply, Failed> {
     let fields = all(d, &key).await?;
-    let glob = pattern
-        .as_deref()
-        .map(Glob::new)
-        .filter(|g| !g.matches_all());
+    let glob = Glob::of_option(pattern.as_deref());
     let mut listed = Vec::new();
     for (f, v) in fields {
         if glob.as_ref().is_none_or(|g| g.matches(&f)) {

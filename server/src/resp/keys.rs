@@ -100,7 +100,7 @@ pub async fn type_of(d: &mut Data<'_>, key: Bytes) -> Result<Reply, Failed> {
 /// The pattern to filter with (`None`: every key) and the prefix a scan
 /// may seek to.
 fn pattern_of(pattern: Option<&[u8]>) -> (Option<Glob>, Vec<u8>) {
-    let glob = pattern.map(Glob::new).filter(|g| !g.matches_all());
+    let glob = Glob::of_option(pattern);
     let prefix = glob.as_ref().map_or_else(Vec::new, Glob::literal_prefix);
     (glob, prefix)
 }

@@ -176,10 +176,7 @@ pub async fn sscan(
     let scope = Scope::Set(key.clone());
     let after = d.cursors.take(&scope, cursor)?;
     d.probe(&key).await?.want_set()?;
-    let glob = pattern
-        .as_deref()
-        .map(Glob::new)
-        .filter(|g| !g.matches_all());
+    let glob = Glob::of_option(pattern.as_deref());
     // Redis's default COUNT, as for SCAN.
     let count = count
         .unwrap_or(meridian_client::wire::DEFAULT_SCAN_COUNT)
