@@ -305,30 +305,49 @@ fn dsim_is_deterministic() {
 /// other (the default sweep already takes both cores' minute).
 #[test]
 fn ttl_sweep() {
-    let n = env_u64("MERIDIAN_DSIM_TTL_SEEDS").unwrap_or(DEFAULT_TTL_SEEDS);
-    let (mut ttl_ops, mut full_syncs) = (0, 0);
-    for seed in 0..n {
-        match run_seed_with(seed, true) {
-            Ok(r) => {
-                ttl_ops += r.ttl_ops;
-                full_syncs += r.full_syncs;
-            }
-            Err(f) => panic!(
-                "TTL seed {seed}: {f}\nreplay: MERIDIAN_DSIM_TTL_SEEDS={} cargo test -p \
-                 meridian-replication --test dsim ttl_sweep -- --nocapture",
-                seed + 1
-            ),
-        }
-    }
+    let reports = seeded_sweep(
+        "TTL",
+        "ttl_sweep",
+        "MERIDIAN_DSIM_TTL_SEEDS",
+        DEFAULT_TTL_SEEDS,
+        |seed| run_seed_with(seed, true),
+    );
+    let ttl_ops: usize = reports.iter().map(|r| r.ttl_ops).sum();
+    let full_syncs: u64 = reports.iter().map(|r| r.full_syncs).sum();
     say(&format!(
-        "dsim: TTL sweep of {n} seeds: {ttl_ops} EXPIRE/PERSIST applied, {full_syncs} full syncs"
+        "dsim: TTL sweep of {} seeds: {ttl_ops} EXPIRE/PERSIST applied, {full_syncs} full syncs",
+        reports.len()
     ));
-    if n >= 20 {
+    if reports.len() >= 20 {
         assert!(
             ttl_ops > 0 && full_syncs > 0,
             "{ttl_ops} TTL ops, {full_syncs} full syncs"
         );
     }
+}
+
+/// Runs seeds `0..n` one after the other (`n` from `env`, else `default`)
+/// and returns their reports; the first failure panics with the command
+/// that replays it.
+fn seeded_sweep(
+    what: &str,
+    test: &str,
+    env: &str,
+    default: u64,
+    run: impl Fn(u64) -> Result<Report, Failure>,
+) -> Vec<Report> {
+    let n = env_u64(env).unwrap_or(default);
+    (0..n)
+        .map(|seed| {
+            run(seed).unwrap_or_else(|f| {
+                panic!(
+                    "{what} seed {seed}: {f}\nreplay: {env}={} cargo test -p \
+                     meridian-replication --test dsim {test} -- --nocapture",
+                    seed + 1
+                )
+            })
+        })
+        .collect()
 }
 
 /// Issue 15: the workload with maps as well (`Sim::with_workload`):
@@ -340,27 +359,22 @@ fn ttl_sweep() {
 /// written values). Chains left once converged are reported.
 #[test]
 fn map_sweep() {
-    let n = env_u64("MERIDIAN_DSIM_MAP_SEEDS").unwrap_or(DEFAULT_MAP_SEEDS);
-    let (mut map_ops, mut full_syncs, mut chains) = (0, 0, 0);
-    for seed in 0..n {
-        match run_seed_maps(seed) {
-            Ok(r) => {
-                map_ops += r.map_ops;
-                full_syncs += r.full_syncs;
-                chains += r.map_chains_left;
-            }
-            Err(f) => panic!(
-                "map seed {seed}: {f}\nreplay: MERIDIAN_DSIM_MAP_SEEDS={} cargo test -p \
-                 meridian-replication --test dsim map_sweep -- --nocapture",
-                seed + 1
-            ),
-        }
-    }
+    let reports = seeded_sweep(
+        "map",
+        "map_sweep",
+        "MERIDIAN_DSIM_MAP_SEEDS",
+        DEFAULT_MAP_SEEDS,
+        run_seed_maps,
+    );
+    let map_ops: usize = reports.iter().map(|r| r.map_ops).sum();
+    let full_syncs: u64 = reports.iter().map(|r| r.full_syncs).sum();
+    let chains: usize = reports.iter().map(|r| r.map_chains_left).sum();
     say(&format!(
-        "dsim: map sweep of {n} seeds: {map_ops} map ops applied, {full_syncs} full syncs, \
-         {chains} increment chains left on converged maps"
+        "dsim: map sweep of {} seeds: {map_ops} map ops applied, {full_syncs} full syncs, \
+         {chains} increment chains left on converged maps",
+        reports.len()
     ));
-    if n >= 20 {
+    if reports.len() >= 20 {
         assert!(
             map_ops > 0 && full_syncs > 0,
             "{map_ops} map ops, {full_syncs} full syncs"
