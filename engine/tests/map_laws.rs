@@ -165,21 +165,25 @@ fn record_write(dot: Dot, field: u8, entry: &Entry) {
 /// writer (its total includes them).
 fn cancelled(live: &Entries, field: u8) -> Vec<Dot> {
     let mut out: Vec<Dot> = live.keys().copied().collect();
-    WRITTEN.with(|w| {
-        let w = w.borrow();
-        for (dot, e) in live {
-            if matches!(e, Entry::Incr { .. }) {
-                out.extend(
-                    w.iter()
-                        .filter(|&(d, &(f, incr))| {
-                            incr && f == field && d.stream == dot.stream && d.counter < dot.counter
-                        })
-                        .map(|(d, _)| *d),
-                );
-            }
+    for (dot, e) in live {
+        if matches!(e, Entry::Incr { .. }) {
+            out.extend(earlier_increments(*dot, field));
         }
-    });
+    }
     out
+}
+
+/// The increments of `field` by `dot`'s writer made before it.
+fn earlier_increments(dot: Dot, field: u8) -> Vec<Dot> {
+    WRITTEN.with(|w| {
+        w.borrow()
+            .iter()
+            .filter(|&(d, &(f, incr))| {
+                incr && f == field && d.stream == dot.stream && d.counter < dot.counter
+            })
+            .map(|(d, _)| *d)
+            .collect()
+    })
 }
 
 /// Whether `map` has seen `dot` (its context, or a chain covering an
@@ -363,21 +367,9 @@ impl Replica for MapReplica {
                 assert_eq!(entry, &Entry::Incr { total });
                 assert_eq!(dot.stream, stream, "increments use the writer's stream");
                 // An increment observed every earlier increment of the field
-                // by its writer (those it holds are in `mine`; the others
-                // it saw cancelled): it made them all, so its model knows them.
-                note.observed.extend(mine.iter().map(|(d, _)| *d));
-                note.observed.extend(
-                    self.model
-                        .writes
-                        .iter()
-                        .filter(|(d, (wf, e))| {
-                            d.stream == stream
-                                && d.counter < dot.counter
-                                && wf == f
-                                && matches!(e, Entry::Incr { .. })
-                        })
-                        .map(|(d, _)| *d),
-                );
+                // by its writer (the one it holds, in `mine`, and those it
+                // saw cancelled).
+                note.observed.extend(earlier_increments(dot, *f));
                 note.writes.insert(dot, (*f, entry.clone()));
                 record_write(dot, *f, entry);
                 delta
