@@ -734,6 +734,7 @@ async fn expired_keys_stay_gone_after_a_full_state_sync() -> Result<()> {
         .add(["a", "b"])
         .consistency(Consistency::All)
         .await?;
+    let ap_has = cluster.node(AP).engine().applied().vector().clone();
     cluster.stop(AP).await?;
     us.register("fs-reg")
         .expire(Deadline::after(Duration::from_millis(500)))
@@ -773,7 +774,7 @@ async fn expired_keys_stay_gone_after_a_full_state_sync() -> Result<()> {
             .consistency(Consistency::Local)
             .await?;
     }
-    cluster.wait_truncated(&[US, EU]).await;
+    cluster.wait_truncated(&[US, EU], &ap_has).await;
     cluster.restart(AP).await?;
     cluster.wait_connected().await;
     let clients = cluster.dir.clients().await?;

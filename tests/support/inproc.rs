@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::Result;
 use meridian_cli::cluster::NodeSet;
 use meridian_client::Client;
+use meridian_engine::VersionVector;
 use meridian_replication::ProtocolConfig;
 use meridian_replication::mesh::{FrameTap, Link};
 use meridian_server::node::{Node, ServeOptions};
@@ -267,17 +268,30 @@ impl InProcessCluster {
         }
     }
 
-    /// Waits until each of `names` has truncated its log at least once;
-    /// panics after [`CONVERGE`].
-    pub async fn wait_truncated(&self, names: &[&str]) {
-        crate::eventually("the nodes truncate their logs", CONVERGE, || async {
-            for name in names {
-                if self.node(name).engine().truncated().is_empty() {
-                    return Err(format!("{name} has not truncated"));
+    /// Waits until each of `names` has truncated deltas that `past` (the
+    /// vector a stopped node had) lacks, so that node can only catch up
+    /// by full-state sync; panics after [`CONVERGE`]. Any truncation is
+    /// not enough: a segment holding only what every node had acked may
+    /// go first.
+    pub async fn wait_truncated(&self, names: &[&str], past: &VersionVector) {
+        crate::eventually(
+            "the nodes truncate their logs past what the stopped node has",
+            CONVERGE,
+            || async {
+                for name in names {
+                    let mut deleted = VersionVector::new();
+                    for vector in self.node(name).engine().truncated().values() {
+                        deleted.join(vector);
+                    }
+                    if past.dominates(&deleted) {
+                        return Err(format!(
+                            "{name} has truncated only what the stopped node has: {deleted:?}"
+                        ));
+                    }
                 }
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+        )
         .await;
     }
 
