@@ -309,25 +309,7 @@ async fn a_set_merged_past_one_write_reaches_a_wiped_node_by_full_sync() -> Resu
 
     cluster.restart(AP).await?;
     wait_count(&cluster, &[AP], &key, 2 * PER_REGION).await;
-    // The sync's completion message follows its objects.
-    eventually(
-        "the wiped node completes a full-state sync",
-        SLOW,
-        || async {
-            let syncs: u64 = cluster
-                .node(AP)
-                .mesh()
-                .reports()
-                .iter()
-                .map(|r| r.full_syncs_received)
-                .sum();
-            if syncs == 0 {
-                return Err("no full sync received".to_string());
-            }
-            Ok(())
-        },
-    )
-    .await;
+    cluster.wait_full_sync_received(AP, SLOW).await;
     assert_eq!(
         cluster.node(AP).engine().state(&key)?,
         cluster.node(US).engine().state(&key)?

@@ -295,6 +295,26 @@ impl InProcessCluster {
         .await;
     }
 
+    /// Waits until `name` has completed a full-state sync from a peer;
+    /// panics after `within`. The sync's completion message follows its
+    /// objects: a node may read converged before it counts the sync.
+    pub async fn wait_full_sync_received(&self, name: &str, within: Duration) {
+        crate::eventually("a full-state sync completes", within, || async {
+            let syncs: u64 = self
+                .node(name)
+                .mesh()
+                .reports()
+                .iter()
+                .map(|r| r.full_syncs_received)
+                .sum();
+            if syncs == 0 {
+                return Err(format!("{name} has completed no full-state sync"));
+            }
+            Ok(())
+        })
+        .await;
+    }
+
     /// A client pinned to `name`.
     pub async fn client(&self, name: &str) -> Result<Client> {
         self.dir.client(name).await
