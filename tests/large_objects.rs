@@ -305,7 +305,9 @@ async fn a_set_merged_past_one_write_reaches_a_wiped_node_by_full_sync() -> Resu
             .await?;
     }
     // The node was wiped: any truncation is past what it has.
-    cluster.wait_truncated(&[US, EU], &VersionVector::new()).await;
+    cluster
+        .wait_truncated(&[US, EU], &VersionVector::new())
+        .await;
 
     cluster.restart(AP).await?;
     wait_count(&cluster, &[AP], &key, 2 * PER_REGION).await;
