@@ -190,11 +190,16 @@ fn covered(context: &CausalContext, stream: StreamId, n: u64) -> bool {
 fn join_chains(chains: &mut Chains, other: &Chains, context: &CausalContext) -> bool {
     let mut raised = false;
     for (field, vv) in other {
-        for (stream, n) in vv.iter() {
-            if covered(context, stream, n) {
-                continue;
-            }
-            let mine = chains.entry(field.clone()).or_default();
+        let mut fresh = vv
+            .iter()
+            .filter(|&(stream, n)| !covered(context, stream, n))
+            .peekable();
+        if fresh.peek().is_none() {
+            continue;
+        }
+        // One lookup (and one copy of the name) per field, not per writer.
+        let mine = chains.entry(field.clone()).or_default();
+        for (stream, n) in fresh {
             raised |= mine.get(stream) < n;
             mine.raise(stream, n);
         }
